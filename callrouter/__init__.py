@@ -1,0 +1,3 @@
+"""callrouter: a self-hostable call tracking and recording server."""
+
+__version__ = "0.1.0"

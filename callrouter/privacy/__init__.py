@@ -1,0 +1,1 @@
+"""Privacy rights: erasure, access export, suppression, retention and audit."""

@@ -1,0 +1,1 @@
+"""PostgreSQL access in plain SQL, numbered migrations and the embedded server launcher."""

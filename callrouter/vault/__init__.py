@@ -1,0 +1,1 @@
+"""Recording encryption at rest: key ring, envelope encryption, streaming AEAD files."""
