@@ -30,8 +30,16 @@ def test_mypy_strict() -> None:
 
 def test_sans_io_core_imports_no_io() -> None:
     """callrouter/sip/ must stay pure: no sockets, event loops, Twisted or clock reads."""
-    forbidden = ("import asyncio", "import socket", "twisted", "import time", "from time",
-                 "datetime.now", "import select", "import threading")
+    forbidden = (
+        "import asyncio",
+        "import socket",
+        "twisted",
+        "import time",
+        "from time",
+        "datetime.now",
+        "import select",
+        "import threading",
+    )
     offenders = []
     for path in (ROOT / "callrouter" / "sip").rglob("*.py"):
         text = path.read_text()

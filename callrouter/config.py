@@ -1,0 +1,260 @@
+"""Typed configuration: one TOML file, overridden by environment variables, overridden by flags.
+
+Every setting is declared once, here, as a dataclass field with its default and a ``doc``;
+the TOML keys, the ``CALLROUTER_*`` variable names and the command-line flags are all derived
+from these declarations, so they cannot drift apart.
+
+    [sip] udp_port = 5070   ->   CALLROUTER_SIP_UDP_PORT=5070   ->   --sip-udp-port 5070
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "CALLROUTER_"
+CONFIG_PATH_ENV = "CALLROUTER_CONFIG"
+
+
+class ConfigError(Exception):
+    """A setting is unknown or has the wrong type; the message names the source and the key."""
+
+
+def setting(default: Any, doc: str) -> Any:
+    """Declare a setting with its default and a one-line description (used for --help)."""
+    return field(default=default, metadata={"doc": doc})
+
+
+def section(cls: type[Any], doc: str) -> Any:
+    """Declare a section (a TOML table) with its defaults."""
+    return field(default_factory=cls, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the data lives."""
+
+    url: str | None = setting(
+        None,
+        "PostgreSQL DSN (postgresql://...). Empty: callrouter starts and owns an embedded "
+        "PostgreSQL under data_dir.",
+    )
+    pool_min: int = setting(2, "Minimum connections kept open.")
+    pool_max: int = setting(10, "Maximum connections.")
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    """The HTTP API."""
+
+    host: str = setting("127.0.0.1", "Address the HTTP API listens on.")
+    port: int = setting(8080, "Port the HTTP API listens on (0 picks a free one).")
+    max_body_bytes: int = setting(65536, "Largest request body accepted, in bytes.")
+    rate_per_second: float = setting(20.0, "Sustained requests per second allowed per API key.")
+    rate_burst: int = setting(100, "Requests per API key allowed in a burst above the rate.")
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    """The SIP listeners."""
+
+    host: str = setting("127.0.0.1", "Address the SIP listeners bind to.")
+    port: int = setting(5060, "Port for SIP over UDP and TCP (0 picks a free one).")
+    tls_port: int | None = setting(None, "Port for SIP over TLS; empty disables TLS.")
+    tls_certificate: Path | None = setting(None, "PEM certificate chain for SIP over TLS.")
+    tls_private_key: Path | None = setting(None, "PEM private key for SIP over TLS.")
+    t1: float = setting(0.5, "RFC 3261 T1: round-trip time estimate, seconds.")
+    t2: float = setting(4.0, "RFC 3261 T2: maximum retransmit interval, seconds.")
+    t4: float = setting(5.0, "RFC 3261 T4: maximum time a message stays in the network.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """All of callrouter's settings."""
+
+    data_dir: Path = setting(
+        Path("callrouter-data"), "Directory for the embedded PostgreSQL and the server's state."
+    )
+    dialplans_dir: Path = setting(Path("dialplans"), "Directory of dialplan TOML files.")
+    recordings_dir: Path = setting(Path("recordings"), "Root directory for encrypted recordings.")
+    database: DatabaseConfig = section(DatabaseConfig, "Database")
+    http: HttpConfig = section(HttpConfig, "HTTP API")
+    sip: SipConfig = section(SipConfig, "SIP")
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One leaf setting, flattened: its place in the tree and its derived names."""
+
+    path: tuple[str, ...]
+    type: Any
+    doc: str
+    default: Any
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(self.path)
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + "_".join(self.path).upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + "-".join(self.path).replace("_", "-")
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def settings_of(cls: type[Any] = Config, prefix: tuple[str, ...] = ()) -> list[SettingSpec]:
+    """Every leaf setting of ``cls`` in declaration order."""
+    hints = typing.get_type_hints(cls)
+    specs: list[SettingSpec] = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_section(tp):
+            specs += settings_of(tp, (*prefix, f.name))
+        else:
+            specs.append(SettingSpec((*prefix, f.name), tp, f.metadata["doc"], f.default))
+    return specs
+
+
+SETTINGS: dict[tuple[str, ...], SettingSpec] = {s.path: s for s in settings_of()}
+
+
+def _base_type(tp: Any) -> tuple[type[Any], bool]:
+    """(the concrete type, whether None is allowed) for ``int``, ``Path | None`` and the like."""
+    if isinstance(tp, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _coerce(spec: SettingSpec, value: Any, source: str) -> Any:
+    """Check (TOML) or convert (environment, flags) ``value`` to the setting's type."""
+    base, optional = _base_type(spec.type)
+    where = f"{source}: {spec.dotted}"
+    if isinstance(value, str) and base is not str:
+        text = value.strip()
+        if optional and text == "":
+            return None
+        try:
+            if base is bool:
+                if text.lower() not in _TRUE | _FALSE:
+                    raise ValueError(text)
+                return text.lower() in _TRUE
+            return base(text)
+        except ValueError:
+            raise ConfigError(f"{where}: expected {base.__name__}, got {value!r}") from None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if base is Path and isinstance(value, str):
+        return Path(value)
+    if base is str and isinstance(value, str):
+        return value if value or not optional else None
+    if isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {base.__name__}, got {type(value).__name__} {value!r}")
+
+
+def _line_of(text: str, table: tuple[str, ...], key: str) -> int:
+    """Line number of ``key`` inside TOML ``[table]`` (tomllib reports no positions)."""
+    current: tuple[str, ...] = ()
+    header = re.compile(r"^\s*\[\s*([A-Za-z0-9_.\- ]+?)\s*\]\s*(#.*)?$")
+    assignment = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if m := header.match(line):
+            current = tuple(part.strip() for part in m.group(1).split("."))
+            if current == (*table, key):
+                return number
+        elif (m := assignment.match(line)) and current == table and m.group(1) == key:
+            return number
+    return 0
+
+
+def _flatten_toml(
+    data: Mapping[str, Any], path: Path, text: str, prefix: tuple[str, ...] = ()
+) -> dict[tuple[str, ...], Any]:
+    values: dict[tuple[str, ...], Any] = {}
+    for key, value in data.items():
+        here = (*prefix, key)
+        line = _line_of(text, prefix, key)
+        where = f"{path}:{line}" if line else str(path)
+        is_section = any(
+            s.path[: len(here)] == here and len(s.path) > len(here) for s in SETTINGS.values()
+        )
+        if is_section:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: {'.'.join(here)} must be a table")
+            values.update(_flatten_toml(value, path, text, here))
+        elif here in SETTINGS:
+            values[here] = _coerce(SETTINGS[here], value, where)
+        else:
+            raise ConfigError(f"{where}: unknown key '{'.'.join(here)}'")
+    return values
+
+
+def _build(
+    cls: type[Any], values: Mapping[tuple[str, ...], Any], prefix: tuple[str, ...] = ()
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        here = (*prefix, f.name)
+        if _is_section(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], values, here)
+        elif here in values:
+            kwargs[f.name] = values[here]
+    return cls(**kwargs)
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration: defaults < TOML file < ``CALLROUTER_*`` variables < flags.
+
+    :param path: the TOML file, or None for none.
+    :param environ: the process environment (only ``CALLROUTER_*`` names are read).
+    :param flags: dotted setting name -> value, from the command line.
+    :raises ConfigError: naming the file and line, the variable, or the flag that is wrong.
+    """
+    values: dict[tuple[str, ...], Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        values.update(_flatten_toml(data, path, text))
+    by_env = {s.env_name: s for s in SETTINGS.values()}
+    for name, raw in (environ or {}).items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
+            continue
+        if name not in by_env:
+            raise ConfigError(f"environment: unknown variable {name}")
+        values[by_env[name].path] = _coerce(by_env[name], raw, f"environment {name}")
+    for dotted, raw in (flags or {}).items():
+        spec = SETTINGS.get(tuple(dotted.split(".")))
+        if spec is None:
+            raise ConfigError(f"command line: unknown setting {dotted}")
+        values[spec.path] = _coerce(spec, raw, f"command line {spec.flag}")
+    config: Config = _build(Config, values)
+    return config

@@ -1,0 +1,74 @@
+"""Connection pools: one per process, with JSON codecs, created from a DSN."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeAlias
+
+import asyncpg
+
+Executor: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+
+
+async def _init_connection(connection: asyncpg.Connection[Any]) -> None:
+    for kind in ("json", "jsonb"):
+        await connection.set_type_codec(
+            kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10
+) -> asyncpg.Pool[asyncpg.Record]:
+    """A connection pool whose json/jsonb columns read and write Python objects."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+    )
+    assert pool is not None
+    return pool
+
+
+async def ensure_database(admin_dsn: str, name: str) -> bool:
+    """Create database ``name`` if it does not exist; True when it was created."""
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        # Identifiers cannot be parameters; the name is ours, quoted anyway.
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        return True
+    finally:
+        await connection.close()
+
+
+class StoreConflict(Exception):
+    """A write would duplicate a unique value; ``field`` names the request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class StoreReferenceError(Exception):
+    """A write names a related object that does not exist for this client."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def translate_violation(exc: asyncpg.PostgresError, fields: dict[str, str]) -> Exception:
+    """Turn a constraint violation into the store's error naming the field, by constraint name.
+
+    :param fields: constraint name -> request field.
+    """
+    constraint = getattr(exc, "constraint_name", None) or ""
+    field = fields.get(constraint)
+    if field is None:
+        return exc
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return StoreConflict(field, "already exists")
+    if isinstance(exc, asyncpg.ForeignKeyViolationError):
+        return StoreReferenceError(field, "does not exist")
+    return exc

@@ -1,0 +1,22 @@
+"""Time-ordered identifiers (UUIDv7, RFC 9562 §5.7), so that ordering by id is creation order.
+
+Cursor pagination then needs nothing but the last id seen.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from uuid import UUID
+
+
+def new_id() -> UUID:
+    """A fresh UUIDv7: 48 bits of Unix milliseconds, then 74 random bits."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # variant
+    value |= rand & 0x3FFF_FFFF_FFFF_FFFF  # rand_b, 62 bits
+    return UUID(int=value)
