@@ -59,6 +59,9 @@ class HttpConfig:
     max_body_bytes: int = setting(65536, "Largest request body accepted, in bytes.")
     rate_per_second: float = setting(20.0, "Sustained requests per second allowed per API key.")
     rate_burst: int = setting(100, "Requests per API key allowed in a burst above the rate.")
+    auth_failure_burst: int = setting(
+        20, "Failed authentications per client address before it must slow to one a second."
+    )
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,11 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _coerce(spec: SettingSpec, value: Any, source: str) -> Any:
-    """Check (TOML) or convert (environment, flags) ``value`` to the setting's type."""
+def _coerce(spec: SettingSpec, value: Any, source: str, *, from_text: bool = False) -> Any:
+    """Check a TOML value, or convert text (environment, flags), to the setting's type."""
     base, optional = _base_type(spec.type)
     where = f"{source}: {spec.dotted}"
-    if isinstance(value, str) and base is not str:
+    if from_text and isinstance(value, str) and base is not str:
         text = value.strip()
         if optional and text == "":
             return None
@@ -250,11 +253,13 @@ def load_config(
             continue
         if name not in by_env:
             raise ConfigError(f"environment: unknown variable {name}")
-        values[by_env[name].path] = _coerce(by_env[name], raw, f"environment {name}")
+        values[by_env[name].path] = _coerce(
+            by_env[name], raw, f"environment {name}", from_text=True
+        )
     for dotted, raw in (flags or {}).items():
         spec = SETTINGS.get(tuple(dotted.split(".")))
         if spec is None:
             raise ConfigError(f"command line: unknown setting {dotted}")
-        values[spec.path] = _coerce(spec, raw, f"command line {spec.flag}")
+        values[spec.path] = _coerce(spec, raw, f"command line {spec.flag}", from_text=True)
     config: Config = _build(Config, values)
     return config

@@ -18,6 +18,7 @@ from callrouter.store.tenant_table import TenantTable
 
 KEY_PREFIX = "crk_"
 _SHOWN = 8  # characters of the secret kept in clear for listings
+REVOKED_CHANNEL = "api_key_revoked"
 _COLUMNS = "id, client_id, name, prefix, created_at, revoked_at"
 
 
@@ -84,14 +85,20 @@ async def authenticate(db: Executor, secret: str) -> Principal | None:
 
 
 async def revoke(db: Executor, key_id: UUID, scope: UUID | None) -> ApiKey | None:
-    """Revoke a key (idempotent); None if ``scope`` cannot see it."""
+    """Revoke a key (idempotent); None if ``scope`` cannot see it.
+
+    Every server process LISTENs on ``REVOKED_CHANNEL`` and drops the key from its cache.
+    """
     row = await db.fetchrow(
         f"""UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())
             WHERE id = $1 AND ($2::uuid IS NULL OR client_id = $2) RETURNING {_COLUMNS}""",
         key_id,
         scope,
     )
-    return ApiKey(**row) if row else None
+    if row is None:
+        return None
+    await db.execute("SELECT pg_notify($1, $2)", REVOKED_CHANNEL, str(key_id))
+    return ApiKey(**row)
 
 
 async def count_operator_keys(db: Executor) -> int:

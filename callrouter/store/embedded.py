@@ -85,6 +85,10 @@ def _server_account() -> ServerAccount | None:
     return ServerAccount(entry.pw_uid, entry.pw_gid)
 
 
+def _dsn(socket_dir: Path) -> str:
+    return f"postgresql:///{DATABASE}?host={socket_dir}&port={PORT}&user={SUPERUSER}"
+
+
 def _die_with_parent() -> None:
     """Runs in the child between fork and exec: PostgreSQL gets SIGINT (fast shutdown) if we die."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -113,7 +117,16 @@ class EmbeddedPostgres:
         """The DSN of the ``callrouter`` database over the Unix socket."""
         if self._socket_dir is None:
             raise EmbeddedPostgresError("the embedded server is not running")
-        return f"postgresql:///{DATABASE}?host={self._socket_dir}&port={PORT}&user={SUPERUSER}"
+        return _dsn(self._socket_dir)
+
+    @staticmethod
+    def running_dsn(root: Path) -> str | None:
+        """The DSN of a server another process started in ``root``, if its socket is there."""
+        try:
+            socket_dir = Path((root / "socket_dir").read_text().strip())
+        except OSError:
+            return None
+        return _dsn(socket_dir) if (socket_dir / f".s.PGSQL.{PORT}").exists() else None
 
     @property
     def admin_dsn(self) -> str:
@@ -137,6 +150,8 @@ class EmbeddedPostgres:
                 group=self._account.gid if self._account else None,
                 extra_groups=[] if self._account else None,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
+                # Its own session: a Ctrl-C in the terminal reaches us, and we stop it in order.
+                start_new_session=True,
                 env={"PATH": os.environ.get("PATH", ""), "LC_ALL": "C", "TZ": "UTC"},
             )
         finally:
@@ -213,6 +228,7 @@ class EmbeddedPostgres:
             log,
         )
         self._wait_ready(log)
+        (self.root / "socket_dir").write_text(str(self._socket_dir))
 
     def _blocking_parent(self, path: Path) -> Path | None:
         """The first parent of ``path`` the server account cannot traverse, if any."""
@@ -292,6 +308,7 @@ class EmbeddedPostgres:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        (self.root / "socket_dir").unlink(missing_ok=True)
         if self._socket_dir is not None and self._socket_dir.parent != self.root:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         self._socket_dir = None

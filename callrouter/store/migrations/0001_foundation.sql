@@ -1,4 +1,4 @@
--- 0001: clients, API keys, tracking numbers and pools.
+-- Clients, API keys, tracking numbers and pools.
 
 CREATE TABLE clients (
     id          uuid PRIMARY KEY,

@@ -1,0 +1,155 @@
+"""Endpoints declared as data: path, access, body and query schemas, responses, handler.
+
+The same declarations register the aiohttp routes, enforce authentication and validation before
+a handler runs, and write the OpenAPI document, so the document cannot disagree with the server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from aiohttp import web
+
+from callrouter.api.auth import AUTHENTICATOR
+from callrouter.api.problems import FieldError, Problem, invalid_fields
+from callrouter.api.schema import Field, Schema, parse_uuid
+from callrouter.store.api_keys import Principal
+
+Access = Literal["public", "operator", "key"]
+"""public: no key; operator: operator keys only; key: any valid key, scoped to its client."""
+
+PAGE_QUERY = Schema(
+    Field("limit", "integer", "Page size.", minimum=1, maximum=200),
+    Field("cursor", "string", "Opaque cursor from a previous page's next_cursor.", max_length=64),
+)
+DEFAULT_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What a handler gets: the request, who is asking, and the validated body and query."""
+
+    request: web.Request
+    principal: Principal | None
+    body: dict[str, Any]
+    query: dict[str, Any]
+
+    @property
+    def scope(self) -> UUID | None:
+        """The client whose data this request may touch; None for the operator."""
+        return self.principal.client_id if self.principal else None
+
+    def path_id(self, name: str, what: str) -> UUID:
+        return parse_uuid(self.request.match_info[name], what)
+
+    def app(self) -> web.Application:
+        return self.request.app
+
+
+Handler = Callable[[RequestContext], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation of the API."""
+
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    tag: str
+    access: Access = "key"
+    body: Schema | None = None
+    partial_body: bool = False
+    query: Schema | None = None
+    response: dict[str, Any] | None = None
+    status: int = 200
+    response_type: str = "application/json"
+    errors: tuple[int, ...] = ()
+    description: str = ""
+    extra_responses: dict[int, str] = field(default_factory=dict)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        principal = None
+        if self.access != "public":
+            principal = await request.app[AUTHENTICATOR].authenticate(request)
+            if self.access == "operator" and not principal.is_operator:
+                # A client key cannot tell whether operator-only objects exist.
+                raise Problem(404 if request.match_info else 403, "needs an operator key")
+        query = (self.query or Schema()).parse_query(request.query)
+        body = await self._read_body(request) if self.body is not None else {}
+        return await self.handler(RequestContext(request, principal, body, query))
+
+    async def _read_body(self, request: web.Request) -> dict[str, Any]:
+        assert self.body is not None
+        if request.content_type != "application/json":
+            raise Problem(415, "the body must be JSON (Content-Type: application/json)")
+        raw = await request.read()
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise Problem(
+                400, f"body: malformed JSON: {exc}", [FieldError("body", "malformed JSON")]
+            ) from None
+        return self.body.parse(data, partial=self.partial_body)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(data: Any) -> bytes:
+    return json.dumps(data, default=_default, separators=(",", ":")).encode()
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(data), status=status, content_type="application/json")
+
+
+def page_args(ctx: RequestContext) -> tuple[UUID | None, int]:
+    """(after, limit) from the cursor and limit query parameters."""
+    cursor = ctx.query.get("cursor")
+    after = None
+    if cursor is not None:
+        try:
+            after = UUID(cursor)
+        except ValueError:
+            raise invalid_fields([FieldError("cursor", "is not a cursor from this API")]) from None
+    return after, ctx.query.get("limit", DEFAULT_LIMIT)
+
+
+def page_response(
+    rows: Sequence[Any], limit: int, view: Callable[[Any], dict[str, Any]]
+) -> web.Response:
+    """At most ``limit`` items; callers fetch ``limit + 1`` rows to learn whether more exist."""
+    more = len(rows) > limit
+    items = rows[:limit]
+    next_cursor = str(items[-1].id) if more and items else None
+    return json_response({"data": [view(row) for row in items], "next_cursor": next_cursor})
+
+
+def page_schema(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["data", "next_cursor"],
+        "properties": {
+            "data": {"type": "array", "items": item},
+            "next_cursor": {"type": ["string", "null"]},
+        },
+        "additionalProperties": False,
+    }
+
+
+def register(app: web.Application, endpoints: Sequence[Endpoint]) -> None:
+    for endpoint in endpoints:
+        app.router.add_route(endpoint.method, endpoint.path, endpoint.handle)

@@ -1,0 +1,85 @@
+"""The aiohttp Application: middlewares, services and every endpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from callrouter.api import clients, health, keys, numbers, openapi, pools
+from callrouter.api.auth import AUTHENTICATOR, Authenticator
+from callrouter.api.endpoints import Endpoint, register
+from callrouter.api.problems import Problem, conflict, invalid
+from callrouter.api.state import DATABASE
+from callrouter.store.database import StoreConflict, StoreReferenceError
+
+log = logging.getLogger(__name__)
+
+ENDPOINTS: list[Endpoint] = [
+    *health.ENDPOINTS,
+    *openapi.ENDPOINTS,
+    *clients.ENDPOINTS,
+    *keys.ENDPOINTS,
+    *numbers.ENDPOINTS,
+    *pools.ENDPOINTS,
+]
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _as_problem(exc: Exception) -> Problem | None:
+    """The problem for an exception raised below a handler, or None to let it propagate."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, StoreConflict):
+        return conflict(exc.field, str(exc))
+    if isinstance(exc, StoreReferenceError):
+        return invalid(exc.field, str(exc))
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return Problem(413, "the request body is larger than this server accepts")
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
+        return Problem(exc.status, exc.reason, headers=headers)
+    return None
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
+    """Every failure leaves as problem+json; unexpected ones are logged, never leaked."""
+    try:
+        response = await handler(request)
+    except Exception as exc:
+        problem = _as_problem(exc)
+        if problem is None:
+            if isinstance(exc, web.HTTPException):
+                raise
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            problem = Problem(500, "internal error; it has been logged")
+        return problem.response(request.path)
+    return response
+
+
+async def _hide_banner(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "callrouter"
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+
+
+def build_api(
+    database: asyncpg.Pool[asyncpg.Record],
+    authenticator: Authenticator,
+    *,
+    max_body_bytes: int,
+    endpoints: list[Endpoint] | None = None,
+) -> web.Application:
+    """The API application with its services; ``endpoints`` defaults to all of them."""
+    endpoints = ENDPOINTS if endpoints is None else endpoints
+    app = web.Application(client_max_size=max_body_bytes, middlewares=[problem_middleware])
+    app[DATABASE] = database
+    app[AUTHENTICATOR] = authenticator
+    app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
+    app.on_response_prepare.append(_hide_banner)
+    register(app, endpoints)
+    return app

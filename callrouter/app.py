@@ -1,0 +1,132 @@
+"""The composition root: builds every service from the configuration, on one event loop.
+
+Services start in dependency order and stop in reverse (an ``AsyncExitStack``), so a failure
+half-way through start-up still stops what had started, PostgreSQL included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from callrouter import __version__
+from callrouter.api.auth import Authenticator
+from callrouter.api.server import build_api
+from callrouter.config import Config
+from callrouter.instance_lock import DataDirectoryLock
+from callrouter.ratelimit import TokenBuckets
+from callrouter.store import api_keys
+from callrouter.store.database import create_pool, ensure_database
+from callrouter.store.embedded import DATABASE, EmbeddedPostgres
+from callrouter.store.migrations import migrate
+
+log = logging.getLogger(__name__)
+
+Say = Callable[[str], None]
+"""Where start-up facts for the operator go (the CLI prints them)."""
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    """What a started server exposes to its caller (the CLI, the tests)."""
+
+    dsn: str
+    http_url: str
+
+
+@asynccontextmanager
+async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterator[str]:
+    """The DSN to use: the configured URL, or an embedded server under the data directory.
+
+    :param owner: True for ``serve``, which holds the data directory lock. A short-lived
+        command (``migrate``, ``keys``) that finds a server running attaches to its socket
+        instead of starting a second PostgreSQL on the same files.
+    """
+    if config.database.url:
+        yield config.database.url
+        return
+    root = config.data_dir / "postgres"
+    async with AsyncExitStack() as stack:
+        if not owner:
+            attached = EmbeddedPostgres.running_dsn(root)
+            if attached is not None:
+                yield attached
+                return
+            stack.enter_context(DataDirectoryLock(config.data_dir))
+        server = EmbeddedPostgres(root)
+        first_start = not server.initialised()
+        server.start()
+        stack.callback(server.stop)
+        if await ensure_database(server.admin_dsn, DATABASE) or first_start:
+            say(f"database: created an embedded PostgreSQL cluster in {root}")
+        say(f"database: embedded PostgreSQL in {root} (Unix socket only, pid {server.pid})")
+        yield server.dsn
+
+
+async def migrate_database(dsn: str, say: Say) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        for migration in await migrate(connection):
+            say(f"database: applied migration {migration.version:04d} {migration.summary}")
+    finally:
+        await connection.close()
+
+
+async def _first_operator_key(pool: asyncpg.Pool[asyncpg.Record], say: Say) -> None:
+    """On the very first start there is no way in: make an operator key and show it once."""
+    if await api_keys.count_operator_keys(pool) == 0:
+        _, secret = await api_keys.create(pool, None, "created on first start")
+        say(f"operator key (shown once, store it now): {secret}")
+
+
+async def _start_http(app: web.Application, config: Config, stack: AsyncExitStack) -> str:
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
+@asynccontextmanager
+async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
+    """Start everything ``callrouter serve`` runs; stop it all on exit."""
+    async with AsyncExitStack() as stack:
+        stack.enter_context(DataDirectoryLock(config.data_dir))
+        dsn = await stack.enter_async_context(database_dsn(config, say, owner=True))
+        await migrate_database(dsn, say)
+        pool = await create_pool(
+            dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
+        )
+        stack.push_async_callback(pool.close)
+        await _first_operator_key(pool, say)
+
+        authenticator = Authenticator(
+            pool,
+            TokenBuckets(config.http.rate_per_second, config.http.rate_burst),
+            TokenBuckets(rate=1.0, burst=config.http.auth_failure_burst),
+        )
+        listener = await asyncpg.connect(dsn)
+        stack.push_async_callback(listener.close)
+        await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
+
+        app = build_api(pool, authenticator, max_body_bytes=config.http.max_body_bytes)
+        http_url = await _start_http(app, config, stack)
+        say(f"http: listening on {http_url}")
+        yield RunningServer(dsn, http_url)
+
+
+async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set (the CLI sets it on SIGINT or SIGTERM)."""
+    async with running(config, say):
+        say(f"callrouter {__version__} ready")
+        await stop.wait()
+        say("stopping")
+    say("stopped")

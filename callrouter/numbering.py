@@ -1,0 +1,52 @@
+"""Phone numbers: E.164 normalisation and the display formats pages and reports use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import phonenumbers
+
+
+class NumberFormatError(ValueError):
+    """The text is not a valid phone number; the message says why, for an API field error."""
+
+
+@dataclass(frozen=True, slots=True)
+class DisplayFormats:
+    """How one number is written: E.164 for machines, national and international for people."""
+
+    e164: str
+    national: str
+    international: str
+
+
+def to_e164(text: str, region: str | None = None) -> str:
+    """Normalise ``text`` to E.164 (``+441515550001``).
+
+    :param region: ISO 3166 region for numbers written nationally (``0151 555 0001``); without
+        it the number must start with ``+`` and the country code.
+    :raises NumberFormatError: with the reason.
+    """
+    if len(text) > 40:
+        raise NumberFormatError("too long to be a phone number")
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            raise NumberFormatError(
+                "not in international format: start with + and the country code"
+            ) from None
+        raise NumberFormatError("not a phone number") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise NumberFormatError("not a valid phone number for its country")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def display_formats(e164: str) -> DisplayFormats:
+    """The national and international spellings of a stored E.164 number."""
+    parsed = phonenumbers.parse(e164, None)
+    return DisplayFormats(
+        e164,
+        phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL),
+        phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
+    )

@@ -1,0 +1,97 @@
+"""Tenancy: a client's key gets 404 for every other client's object on every route.
+
+The routes are not listed by hand: the test walks the live OpenAPI document, so a route added
+later is covered (or fails here if it has a path parameter this test cannot fill).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tests.api.conftest import Api
+
+PARAM = re.compile(r"{(\w+)}")
+
+
+async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
+    client_id, key = await api.client_with_key(name)
+    pool = await api.ok("POST", "/v1/pools", key, {"name": "site"})
+    number = await api.ok(
+        "POST", "/v1/numbers", json={"client_id": client_id, "e164": e164, "pool_id": pool["id"]}
+    )
+    own_key = await api.ok("GET", "/v1/keys", key)
+    return {
+        "key": key,
+        "client_id": client_id,
+        "pool_id": pool["id"],
+        "number_id": number["id"],
+        "key_id": own_key["data"][0]["id"],
+    }
+
+
+async def snapshot(api: Api, tenant: dict[str, Any]) -> list[Any]:
+    paths = [
+        f"/v1/clients/{tenant['client_id']}",
+        f"/v1/pools/{tenant['pool_id']}",
+        f"/v1/numbers/{tenant['number_id']}",
+        f"/v1/keys/{tenant['key_id']}",
+    ]
+    return [await api.ok("GET", path) for path in paths]
+
+
+async def test_every_route_hides_other_tenants_objects(api: Api) -> None:
+    a = await make_tenant(api, "A", "+441515550001")
+    b = await make_tenant(api, "B", "+441515550002")
+    before = await snapshot(api, b)
+    document = await api.ok("GET", "/v1/openapi.json")
+
+    checked = 0
+    for path, operations in document["paths"].items():
+        params = PARAM.findall(path)
+        for method, operation in operations.items():
+            if not params:
+                continue
+            concrete = PARAM.sub(lambda m: str(b[m.group(1)]), path)
+            body = {} if "requestBody" in operation else None
+            reply = await api.call(method.upper(), concrete, a["key"], body)
+            assert reply.status == 404, (method, path, reply.status, reply.body)
+            assert reply.body["status"] == 404
+            checked += 1
+    assert checked >= 10
+
+    assert await snapshot(api, b) == before
+
+
+async def test_lists_never_show_other_tenants_objects(api: Api) -> None:
+    a = await make_tenant(api, "A", "+441515550001")
+    b = await make_tenant(api, "B", "+441515550002")
+    document = await api.ok("GET", "/v1/openapi.json")
+    b_ids = {str(v) for k, v in b.items() if k != "key"}
+    listed = 0
+    for path, operations in document["paths"].items():
+        if "{" in path or "get" not in operations or "limit" not in str(operations["get"]):
+            continue
+        page = await api.ok("GET", path, a["key"])
+        ids = {item["id"] for item in page["data"]}
+        assert ids, path
+        assert not ids & b_ids, path
+        listed += 1
+    assert listed >= 4
+
+
+async def test_creating_for_another_client_is_refused(api: Api) -> None:
+    a = await make_tenant(api, "A", "+441515550001")
+    b = await make_tenant(api, "B", "+441515550002")
+    for path, body in (
+        ("/v1/pools", {"name": "x", "client_id": b["client_id"]}),
+        ("/v1/keys", {"client_id": b["client_id"]}),
+    ):
+        reply = await api.call("POST", path, a["key"], body)
+        assert reply.status == 422
+        assert reply.body["errors"] == [{"field": "client_id", "reason": "unknown client"}]
+    reply = await api.call(
+        "PATCH", f"/v1/numbers/{a['number_id']}", a["key"], {"pool_id": b["pool_id"]}
+    )
+    assert reply.status == 422
+    assert reply.body["errors"][0]["field"] == "pool_id"
