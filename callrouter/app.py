@@ -21,7 +21,7 @@ from callrouter.api.server import build_api
 from callrouter.config import Config
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.ratelimit import TokenBuckets
-from callrouter.store import api_keys
+from callrouter.store import api_keys, calls
 from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.migrations import migrate
@@ -107,6 +107,8 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         stack.push_async_callback(pool.close)
         await _first_operator_key(pool, say)
+        if interrupted := await calls.close_interrupted(pool):
+            say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
 
         authenticator = Authenticator(
             pool,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from urllib.parse import urlsplit
 from uuid import UUID
 
@@ -69,6 +70,20 @@ def _uuid_text(value: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise ValueError("must be a UUID") from None
+
+
+def _timestamp(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 date-time, e.g. 2026-11-23T09:00:00Z") from None
+    if parsed.tzinfo is None:
+        raise ValueError("must include a time zone (Z or +01:00)")
+    return parsed
+
+
+def timestamp(name: str, doc: str) -> Field:
+    return Field(name, "string", doc, format="date-time", max_length=40, check=_timestamp)
 
 
 CLIENT_ID = uuid(

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from callrouter.api import clients, health, keys, numbers, openapi, pools
+from callrouter.api import calls, clients, health, keys, numbers, openapi, pools
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
@@ -24,6 +24,7 @@ ENDPOINTS: list[Endpoint] = [
     *keys.ENDPOINTS,
     *numbers.ENDPOINTS,
     *pools.ENDPOINTS,
+    *calls.ENDPOINTS,
 ]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -7,7 +7,10 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-Executor: TypeAlias = "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+Executor: TypeAlias = (
+    "asyncpg.Pool[asyncpg.Record] | asyncpg.Connection[asyncpg.Record]"
+    " | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
 
 
 async def _init_connection(connection: asyncpg.Connection[Any]) -> None:

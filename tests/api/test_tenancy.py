@@ -7,8 +7,12 @@ later is covered (or fails here if it has a path parameter this test cannot fill
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID, uuid4
 
+from callrouter.routing.events import CallStarted
+from callrouter.store.call_journal import CallJournal
 from tests.api.conftest import Api
 
 PARAM = re.compile(r"{(\w+)}")
@@ -21,7 +25,27 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "POST", "/v1/numbers", json={"client_id": client_id, "e164": e164, "pool_id": pool["id"]}
     )
     own_key = await api.ok("GET", "/v1/keys", key)
+    call_id = uuid4()
+    async with CallJournal(api.db) as journal:
+        journal.record(
+            CallStarted(
+                call_id=call_id,
+                client_id=UUID(client_id),
+                number_id=UUID(number["id"]),
+                tracking_number=e164,
+                caller_number="+447700900123",
+                sip_call_id=f"{call_id}@test",
+                trunk=None,
+                dialplan="default",
+                session_id=None,
+                attribution={},
+                record=False,
+                at=datetime.now(UTC),
+            )
+        )
+        await journal.flushed()
     return {
+        "call_id": call_id,
         "key": key,
         "client_id": client_id,
         "pool_id": pool["id"],
@@ -36,6 +60,7 @@ async def snapshot(api: Api, tenant: dict[str, Any]) -> list[Any]:
         f"/v1/pools/{tenant['pool_id']}",
         f"/v1/numbers/{tenant['number_id']}",
         f"/v1/keys/{tenant['key_id']}",
+        f"/v1/calls/{tenant['call_id']}",
     ]
     return [await api.ok("GET", path) for path in paths]
 
@@ -77,7 +102,7 @@ async def test_lists_never_show_other_tenants_objects(api: Api) -> None:
         assert ids, path
         assert not ids & b_ids, path
         listed += 1
-    assert listed >= 4
+    assert listed >= 5
 
 
 async def test_creating_for_another_client_is_refused(api: Api) -> None:

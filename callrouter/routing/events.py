@@ -1,0 +1,135 @@
+"""What happens to a call, as the B2BUA reports it; the call journal makes each one durable.
+
+Times are wall-clock datetimes (UTC) supplied by the caller, never read here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+__all__ = [
+    "AttemptAnswered",
+    "AttemptEnded",
+    "AttemptRinging",
+    "AttemptStarted",
+    "CallAnswered",
+    "CallEnded",
+    "CallEvent",
+    "CallRinging",
+    "CallStarted",
+    "RecordingRefused",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    """An INVITE for one of our numbers was accepted for routing."""
+
+    call_id: UUID
+    client_id: UUID
+    number_id: UUID | None
+    tracking_number: str
+    #: E.164 when known; None when withheld or when the caller objected (suppression).
+    caller_number: str | None
+    sip_call_id: str
+    trunk: str | None
+    dialplan: str | None
+    session_id: UUID | None
+    #: The attribution snapshot at INVITE time (source, medium, campaign, ...).
+    attribution: dict[str, Any] = field(hash=False)
+    record: bool
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallRinging:
+    """The caller first heard ringing (a 180/183 was relayed)."""
+
+    call_id: UUID
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    """A destination answered and both legs were connected."""
+
+    call_id: UUID
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The call is over; ``disposition`` says how."""
+
+    call_id: UUID
+    #: answered, busy, no_answer, failed, cancelled, rejected
+    disposition: str
+    #: caller, callee or system
+    hangup_by: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStarted:
+    """An outbound leg to one destination was started."""
+
+    call_id: UUID
+    seq: int
+    destination: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRinging:
+    """The destination of attempt ``seq`` is ringing."""
+
+    call_id: UUID
+    seq: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptAnswered:
+    """The destination of attempt ``seq`` answered."""
+
+    call_id: UUID
+    seq: int
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnded:
+    """Attempt ``seq`` is over: answered and hung up, or failed with a result."""
+
+    call_id: UUID
+    seq: int
+    #: answered, busy, no_answer, rejected, error, cancelled
+    result: str
+    sip_status: int | None
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingRefused:
+    """Recording was wanted but is not happening; the reason goes on the call record."""
+
+    call_id: UUID
+    reason: str
+
+
+CallEvent = (
+    CallStarted
+    | CallRinging
+    | CallAnswered
+    | CallEnded
+    | AttemptStarted
+    | AttemptRinging
+    | AttemptAnswered
+    | AttemptEnded
+    | RecordingRefused
+)

@@ -1,0 +1,77 @@
+"""What a website visit tells us about where the caller came from.
+
+The swap script sends the page URL and referrer; the server, not the script, extracts the
+campaign parameters, so every client gets the same rules and old scripts stay correct.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+CLICK_IDS = ("gclid", "fbclid", "msclkid")
+UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+_MAX_VALUE = 500
+
+
+@dataclass(frozen=True, slots=True)
+class VisitOrigin:
+    """The attribution facts of one visit, as captured when its session starts."""
+
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    gclid: str | None = None
+    fbclid: str | None = None
+    msclkid: str | None = None
+    referrer: str | None = None
+    landing_page: str | None = None
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    if not values or not values[0].strip():
+        return None
+    return values[0].strip()[:_MAX_VALUE]
+
+
+def origin_from_page(page_url: str, referrer: str | None) -> VisitOrigin:
+    """Campaign parameters and click ids from the landing page's query string.
+
+    The landing page is kept without its query string and fragment: those carry click ids and
+    sometimes personal data (emails in links), which have their own fields or none at all.
+    """
+    parts = urlsplit(page_url)
+    query = parse_qs(parts.query, keep_blank_values=False)
+    landing = f"{parts.scheme}://{parts.netloc}{parts.path}"[:_MAX_VALUE] if parts.netloc else None
+    values = {name: _first(query, name) for name in (*UTM_FIELDS, *CLICK_IDS)}
+    return VisitOrigin(
+        **values,
+        referrer=_strip_referrer(referrer),
+        landing_page=landing,
+    )
+
+
+def _strip_referrer(referrer: str | None) -> str | None:
+    """The referring page without query or fragment (search terms and ids stay out)."""
+    if not referrer:
+        return None
+    parts = urlsplit(referrer)
+    if not parts.netloc:
+        return None
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"[:_MAX_VALUE]
+
+
+def truncate_ip(address: str | None) -> str | None:
+    """The visitor's network, not their address: IPv4 to /24, IPv6 to /48 (data minimisation)."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)

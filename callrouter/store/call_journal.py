@@ -1,0 +1,256 @@
+"""The call journal: makes call events durable in order, without making SIP wait on the database.
+
+The B2BUA calls ``record()`` (never blocks); one writer task applies events in batches, each batch
+in one transaction, in the order they were recorded. A database outage delays writes, it does not
+lose them: the batch is retried with backoff until it lands. An event the database refuses as
+data (a bug, not an outage) is logged and skipped so it cannot block every later call.
+``flushed()`` lets a caller wait until what it recorded is durable (the B2BUA waits for the
+CallStarted row before dialling out, so a call is on record before anything else happens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+
+import asyncpg
+
+from callrouter.routing.events import (
+    AttemptAnswered,
+    AttemptEnded,
+    AttemptRinging,
+    AttemptStarted,
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallRinging,
+    CallStarted,
+    RecordingRefused,
+)
+from callrouter.store.database import Executor
+
+log = logging.getLogger(__name__)
+
+_OUTAGE = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
+async def apply(connection: Executor, event: CallEvent) -> None:
+    """The SQL for one event."""
+    match event:
+        case CallStarted():
+            await connection.execute(
+                """INSERT INTO calls (id, client_id, number_id, tracking_number, caller_number,
+                       sip_call_id, trunk, dialplan, session_id, attribution, record, started_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                   ON CONFLICT (id) DO NOTHING""",
+                event.call_id,
+                event.client_id,
+                event.number_id,
+                event.tracking_number,
+                event.caller_number,
+                event.sip_call_id,
+                event.trunk,
+                event.dialplan,
+                event.session_id,
+                event.attribution,
+                event.record,
+                event.at,
+            )
+        case CallRinging():
+            await connection.execute(
+                "UPDATE calls SET ringing_at = coalesce(ringing_at, $2) WHERE id = $1",
+                event.call_id,
+                event.at,
+            )
+        case CallAnswered():
+            await connection.execute(
+                "UPDATE calls SET state = 'active', answered_at = $2 WHERE id = $1 "
+                "AND state <> 'ended'",
+                event.call_id,
+                event.at,
+            )
+        case CallEnded():
+            await connection.execute(
+                """UPDATE calls SET state = 'ended', disposition = $2, hangup_by = $3,
+                       hangup_reason = $4, ended_at = $5
+                   WHERE id = $1 AND state <> 'ended'""",
+                event.call_id,
+                event.disposition,
+                event.hangup_by,
+                event.reason,
+                event.at,
+            )
+        case AttemptStarted():
+            await connection.execute(
+                """INSERT INTO call_attempts (call_id, seq, destination, started_at)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
+                event.call_id,
+                event.seq,
+                event.destination,
+                event.at,
+            )
+        case AttemptRinging():
+            await connection.execute(
+                "UPDATE call_attempts SET ringing_at = coalesce(ringing_at, $3) "
+                "WHERE call_id = $1 AND seq = $2",
+                event.call_id,
+                event.seq,
+                event.at,
+            )
+        case AttemptAnswered():
+            await connection.execute(
+                "UPDATE call_attempts SET answered_at = $3 WHERE call_id = $1 AND seq = $2",
+                event.call_id,
+                event.seq,
+                event.at,
+            )
+        case AttemptEnded():
+            await connection.execute(
+                """UPDATE call_attempts SET result = $3, sip_status = $4, reason = $5,
+                       ended_at = $6
+                   WHERE call_id = $1 AND seq = $2 AND ended_at IS NULL""",
+                event.call_id,
+                event.seq,
+                event.result,
+                event.sip_status,
+                event.reason,
+                event.at,
+            )
+        case RecordingRefused():
+            await connection.execute(
+                "UPDATE calls SET not_recorded_reason = $2 WHERE id = $1",
+                event.call_id,
+                event.reason,
+            )
+
+
+class CallJournal:
+    """Ordered, batched, retried writes of call events.
+
+    :param pool: where to write.
+    :param max_batch: events per transaction.
+    :param backoff: seconds to wait after the n-th consecutive failed attempt (n from 1).
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool[asyncpg.Record],
+        *,
+        max_batch: int = 500,
+        backoff: Callable[[int], float] = lambda n: min(5.0, 0.1 * 2**n),
+    ) -> None:
+        self._pool = pool
+        self._max_batch = max_batch
+        self._backoff = backoff
+        self._pending: deque[CallEvent] = deque()
+        self._recorded = 0
+        self._written = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def record(self, event: CallEvent) -> None:
+        """Queue an event; it will be written after every event recorded before it."""
+        self._pending.append(event)
+        self._recorded += 1
+        self._wakeup.set()
+
+    async def flushed(self) -> None:
+        """Wait until every event recorded so far is in the database."""
+        if self._written >= self._recorded:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((self._recorded, future))
+        await future
+
+    @property
+    def backlog(self) -> int:
+        """Events recorded but not yet written (a metric: it grows during an outage)."""
+        return len(self._pending)
+
+    async def __aenter__(self) -> CallJournal:
+        self._task = asyncio.create_task(self._run(), name="call-journal")
+        return self
+
+    async def __aexit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _tb: TracebackType | None,
+    ) -> None:
+        """Write what is pending (bounded), then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=30)
+            except TimeoutError:
+                log.error("call journal: %d events not written at shutdown", len(self._pending))
+                self._task.cancel()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch = [self._pending[i] for i in range(min(self._max_batch, len(self._pending)))]
+            try:
+                await self._write(batch)
+            except _OUTAGE as exc:
+                failures += 1
+                log.warning("call journal: database unavailable (%s); retrying", exc)
+                if self._closing and failures > 3:
+                    return
+                await asyncio.sleep(self._backoff(failures))
+                continue
+            failures = 0
+            for _ in batch:
+                self._pending.popleft()
+            self._written += len(batch)
+            self._release_waiters()
+
+    async def _write(self, batch: list[CallEvent]) -> None:
+        async with self._pool.acquire() as connection:
+            try:
+                async with connection.transaction():
+                    for event in batch:
+                        await apply(connection, event)
+            except asyncpg.DataError:
+                await self._write_one_by_one(connection, batch)
+            except asyncpg.IntegrityConstraintViolationError:
+                await self._write_one_by_one(connection, batch)
+
+    async def _write_one_by_one(
+        self, connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], batch: list[CallEvent]
+    ) -> None:
+        for event in batch:
+            try:
+                async with connection.transaction():
+                    await apply(connection, event)
+            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+                log.error("call journal: dropped %r: %s", event, exc)
+
+    def _release_waiters(self) -> None:
+        keep = []
+        for target, future in self._waiters:
+            if target <= self._written:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((target, future))
+        self._waiters = keep

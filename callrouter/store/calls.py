@@ -1,0 +1,151 @@
+"""Call records: written as a call progresses, read by the calls API and reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from callrouter.store.database import Executor
+
+CALL_COLUMNS = (
+    "id, client_id, number_id, tracking_number, caller_number, sip_call_id, trunk, dialplan, "
+    "session_id, attribution, state, disposition, hangup_by, hangup_reason, record, "
+    "not_recorded_reason, started_at, ringing_at, answered_at, ended_at"
+)
+ATTEMPT_COLUMNS = (
+    "call_id, seq, destination, started_at, ringing_at, answered_at, ended_at, result, "
+    "sip_status, reason"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CallAttempt:
+    """One destination tried for a call (failover makes several)."""
+
+    call_id: UUID
+    seq: int
+    destination: str
+    started_at: datetime
+    ringing_at: datetime | None
+    answered_at: datetime | None
+    ended_at: datetime | None
+    result: str | None
+    sip_status: int | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One inbound call and what became of it."""
+
+    id: UUID
+    client_id: UUID
+    number_id: UUID | None
+    tracking_number: str
+    caller_number: str | None
+    sip_call_id: str
+    trunk: str | None
+    dialplan: str | None
+    session_id: UUID | None
+    attribution: dict[str, Any]
+    state: str
+    disposition: str | None
+    hangup_by: str | None
+    hangup_reason: str | None
+    record: bool
+    not_recorded_reason: str | None
+    started_at: datetime
+    ringing_at: datetime | None
+    answered_at: datetime | None
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """What GET /v1/calls may narrow by; None means any."""
+
+    started_from: datetime | None = None
+    started_before: datetime | None = None
+    number_id: UUID | None = None
+    tracking_number: str | None = None
+    disposition: str | None = None
+    source: str | None = None
+    campaign: str | None = None
+    live: bool | None = None
+
+
+async def list_page(
+    db: Executor, scope: UUID | None, after: UUID | None, limit: int, where: CallFilter
+) -> list[Call]:
+    """Calls newest-id-last after the cursor, within ``scope``, narrowed by ``where``."""
+    rows = await db.fetch(
+        f"""SELECT {CALL_COLUMNS} FROM calls
+            WHERE ($1::uuid IS NULL OR client_id = $1)
+              AND ($2::uuid IS NULL OR id > $2)
+              AND ($4::timestamptz IS NULL OR started_at >= $4)
+              AND ($5::timestamptz IS NULL OR started_at < $5)
+              AND ($6::uuid IS NULL OR number_id = $6)
+              AND ($7::text IS NULL OR tracking_number = $7)
+              AND ($8::text IS NULL OR disposition = $8)
+              AND ($9::text IS NULL OR attribution->>'source' = $9)
+              AND ($10::text IS NULL OR attribution->>'campaign' = $10)
+              AND ($11::boolean IS NULL OR (state <> 'ended') = $11)
+            ORDER BY id LIMIT $3""",
+        scope,
+        after,
+        limit,
+        where.started_from,
+        where.started_before,
+        where.number_id,
+        where.tracking_number,
+        where.disposition,
+        where.source,
+        where.campaign,
+        where.live,
+    )
+    return [Call(**row) for row in rows]
+
+
+async def get(db: Executor, call_id: UUID, scope: UUID | None) -> Call | None:
+    row = await db.fetchrow(
+        f"SELECT {CALL_COLUMNS} FROM calls WHERE id = $1 AND ($2::uuid IS NULL OR client_id = $2)",
+        call_id,
+        scope,
+    )
+    return Call(**row) if row else None
+
+
+async def attempts_of(db: Executor, call_ids: Sequence[UUID]) -> dict[UUID, list[CallAttempt]]:
+    """Attempts of several calls in one query, in order."""
+    rows = await db.fetch(
+        f"SELECT {ATTEMPT_COLUMNS} FROM call_attempts WHERE call_id = ANY($1::uuid[]) "
+        "ORDER BY call_id, seq",
+        list(call_ids),
+    )
+    result: dict[UUID, list[CallAttempt]] = {call_id: [] for call_id in call_ids}
+    for row in rows:
+        result[row["call_id"]].append(CallAttempt(**row))
+    return result
+
+
+async def close_interrupted(db: Executor) -> int:
+    """Calls still open from before a crash or kill: closed out, never left 'live' forever.
+
+    Runs at start-up, before any SIP listener opens, so no call of this run can be caught.
+    """
+    closed = await db.fetchval(
+        """WITH closed AS (
+               UPDATE calls SET state = 'ended', disposition = 'interrupted',
+                      hangup_by = 'system', hangup_reason = 'server restarted',
+                      ended_at = now()
+               WHERE state <> 'ended' RETURNING id),
+           attempts AS (
+               UPDATE call_attempts SET result = 'error', reason = 'server restarted',
+                      ended_at = now()
+               WHERE call_id IN (SELECT id FROM closed) AND ended_at IS NULL RETURNING 1)
+           SELECT count(*) FROM closed"""
+    )
+    return int(closed)

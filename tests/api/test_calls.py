@@ -1,0 +1,87 @@
+"""GET /v1/calls: filters, live calls and the attempts of each call."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from callrouter.routing.events import (
+    AttemptEnded,
+    AttemptStarted,
+    CallAnswered,
+    CallEnded,
+    CallStarted,
+)
+from callrouter.store.call_journal import CallJournal
+from tests.api.conftest import Api
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+async def test_calls_are_filtered_and_carry_their_attempts(api: Api) -> None:
+    client_id, key = await api.client_with_key("Acme")
+    client = UUID(client_id)
+    ended, live, busy = uuid4(), uuid4(), uuid4()
+    async with CallJournal(api.db) as journal:
+        for call_id, source, minutes in (
+            (ended, "google", 0),
+            (live, "bing", 10),
+            (busy, "google", 20),
+        ):
+            journal.record(
+                CallStarted(
+                    call_id=call_id,
+                    client_id=client,
+                    number_id=None,
+                    tracking_number="+441515550001",
+                    caller_number="+447700900123",
+                    sip_call_id=f"{call_id}@carrier",
+                    trunk="carrier-a",
+                    dialplan="default",
+                    session_id=None,
+                    attribution={"source": source, "campaign": "spring"},
+                    record=False,
+                    at=T0 + timedelta(minutes=minutes),
+                )
+            )
+            journal.record(
+                AttemptStarted(call_id, 1, "sip:desk@pbx.example", T0 + timedelta(minutes=minutes))
+            )
+        journal.record(CallAnswered(ended, T0 + timedelta(seconds=4)))
+        journal.record(AttemptEnded(ended, 1, "answered", 200, "BYE", T0 + timedelta(seconds=64)))
+        journal.record(CallEnded(ended, "answered", "caller", "BYE", T0 + timedelta(seconds=64)))
+        journal.record(CallAnswered(live, T0 + timedelta(minutes=10, seconds=3)))
+        end = T0 + timedelta(minutes=20, seconds=2)
+        journal.record(AttemptEnded(busy, 1, "busy", 486, "Busy Here", end))
+        journal.record(CallEnded(busy, "busy", "callee", "486 Busy Here", end))
+        await journal.flushed()
+
+    async def ids(query: str) -> list[str]:
+        page = await api.ok("GET", f"/v1/calls?{query}", key)
+        return [c["id"] for c in page["data"]]
+
+    assert await ids("state=active") == [str(live)]
+    assert await ids("disposition=busy") == [str(busy)]
+    assert await ids("source=google") == [str(ended), str(busy)]
+    assert await ids("from=2026-11-23T09:05:00Z&to=2026-11-23T09:15:00Z") == [str(live)]
+    assert await ids("number=%2B441515550001&limit=1") == [str(ended)]
+
+    call = await api.ok("GET", f"/v1/calls/{ended}", key)
+    assert call["duration_seconds"] == 64 and call["talk_seconds"] == 60
+    assert call["attempts"] == [
+        {
+            "seq": 1,
+            "destination": "sip:desk@pbx.example",
+            "started_at": "2026-11-23T09:00:00Z",
+            "ringing_at": None,
+            "answered_at": None,
+            "ended_at": "2026-11-23T09:01:04Z",
+            "result": "answered",
+            "sip_status": 200,
+            "reason": "BYE",
+        }
+    ]
+
+    bad = await api.call("GET", "/v1/calls?from=yesterday&disposition=maybe", key)
+    assert bad.status == 422
+    assert {e["field"] for e in bad.body["errors"]} == {"from", "disposition"}

@@ -1,0 +1,37 @@
+"""Attribution facts captured from the landing page, and data minimisation on the way in."""
+
+from __future__ import annotations
+
+from callrouter.routing.visit import VisitOrigin, origin_from_page, truncate_ip
+
+
+def test_campaign_parameters_and_click_ids_come_from_the_landing_page() -> None:
+    origin = origin_from_page(
+        "https://www.acme.example/offers/?utm_source=google&utm_medium=cpc&utm_campaign=spring"
+        "&utm_term=dentist+liverpool&gclid=Cj0KCQ&email=someone%40example.com#top",
+        "https://www.google.com/search?q=dentist+liverpool",
+    )
+    assert origin == VisitOrigin(
+        utm_source="google",
+        utm_medium="cpc",
+        utm_campaign="spring",
+        utm_term="dentist liverpool",
+        gclid="Cj0KCQ",
+        referrer="https://www.google.com/search",
+        landing_page="https://www.acme.example/offers/",
+    )
+
+
+def test_blank_and_missing_parameters_are_none() -> None:
+    origin = origin_from_page("https://acme.example/?utm_source=&fbclid=abc", None)
+    assert origin.utm_source is None
+    assert origin.fbclid == "abc"
+    assert origin.referrer is None
+    assert origin_from_page("not a url", "also not").landing_page is None
+
+
+def test_ip_addresses_are_truncated_to_their_network() -> None:
+    assert truncate_ip("203.0.113.77") == "203.0.113.0"
+    assert truncate_ip("2001:db8:1234:5678::1") == "2001:db8:1234::"
+    assert truncate_ip("garbage") is None
+    assert truncate_ip(None) is None

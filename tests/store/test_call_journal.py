@@ -1,0 +1,149 @@
+"""The call journal writes call events in order, durably, and survives bad events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
+
+from callrouter.routing.events import (
+    AttemptAnswered,
+    AttemptEnded,
+    AttemptRinging,
+    AttemptStarted,
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    CallStarted,
+    RecordingRefused,
+)
+from callrouter.store import calls
+from callrouter.store.call_journal import CallJournal
+from callrouter.store.clients import CLIENTS
+from callrouter.store.database import create_pool
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
+    pool = await create_pool(database_dsn, min_size=1, max_size=2)
+    yield pool
+    await pool.close()
+
+
+def started(call_id: UUID, client_id: UUID, at: datetime = T0) -> CallStarted:
+    return CallStarted(
+        call_id=call_id,
+        client_id=client_id,
+        number_id=None,
+        tracking_number="+441515550001",
+        caller_number="+447700900123",
+        sip_call_id="abc@carrier",
+        trunk="carrier-a",
+        dialplan="default",
+        session_id=None,
+        attribution={"source": "google", "kind": "session"},
+        record=True,
+        at=at,
+    )
+
+
+async def test_a_whole_call_is_written_in_order(pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    call_id = uuid4()
+    async with CallJournal(pool) as journal:
+        for event in (
+            started(call_id, client.id),
+            AttemptStarted(call_id, 1, "sip:desk@pbx.example", T0),
+            AttemptEnded(call_id, 1, "busy", 486, "Busy Here", T0 + timedelta(seconds=1)),
+            AttemptStarted(call_id, 2, "+442071838750", T0 + timedelta(seconds=1)),
+            AttemptRinging(call_id, 2, T0 + timedelta(seconds=2)),
+            CallRinging(call_id, T0 + timedelta(seconds=2)),
+            AttemptAnswered(call_id, 2, T0 + timedelta(seconds=5)),
+            CallAnswered(call_id, T0 + timedelta(seconds=5)),
+            RecordingRefused(call_id, "destination offered no G.711 codec"),
+            AttemptEnded(
+                call_id, 2, "answered", 200, "BYE from callee", T0 + timedelta(seconds=65)
+            ),
+            CallEnded(call_id, "answered", "callee", "BYE", T0 + timedelta(seconds=65)),
+        ):
+            journal.record(event)
+        await journal.flushed()
+        assert journal.backlog == 0
+
+    call = await calls.get(pool, call_id, client.id)
+    assert call is not None
+    assert (call.state, call.disposition, call.hangup_by) == ("ended", "answered", "callee")
+    assert call.ringing_at == T0 + timedelta(seconds=2)
+    assert call.answered_at == T0 + timedelta(seconds=5)
+    assert call.not_recorded_reason == "destination offered no G.711 codec"
+    assert call.attribution == {"source": "google", "kind": "session"}
+    attempts = (await calls.attempts_of(pool, [call_id]))[call_id]
+    assert [(a.seq, a.result, a.sip_status) for a in attempts] == [
+        (1, "busy", 486),
+        (2, "answered", 200),
+    ]
+    assert attempts[1].ringing_at == T0 + timedelta(seconds=2)
+
+
+async def test_an_event_the_database_refuses_is_skipped_not_blocking(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    good = uuid4()
+    async with CallJournal(pool) as journal:
+        journal.record(started(uuid4(), uuid4()))  # no such client: a foreign key violation
+        journal.record(started(good, client.id))
+        journal.record(CallEnded(good, "cancelled", "caller", "CANCEL", T0))
+        await journal.flushed()
+    call = await calls.get(pool, good, None)
+    assert call is not None and call.disposition == "cancelled"
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 1
+
+
+async def test_writes_resume_after_the_database_connections_are_killed(
+    pool: asyncpg.Pool[asyncpg.Record], database_dsn: str
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    first, second = uuid4(), uuid4()
+    async with CallJournal(pool, backoff=lambda _n: 0.0) as journal:
+        journal.record(started(first, client.id))
+        await journal.flushed()
+        admin = await asyncpg.connect(database_dsn)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        journal.record(started(second, client.id))
+        await journal.flushed()
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 2
+
+
+async def test_calls_left_open_by_a_crash_are_closed_as_interrupted(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    live, done = uuid4(), uuid4()
+    async with CallJournal(pool) as journal:
+        journal.record(started(live, client.id))
+        journal.record(AttemptStarted(live, 1, "sip:desk@pbx.example", T0))
+        journal.record(CallAnswered(live, T0))
+        journal.record(started(done, client.id))
+        journal.record(CallEnded(done, "no_answer", "system", "ring timeout", T0))
+        await journal.flushed()
+    assert await calls.close_interrupted(pool) == 1
+    call = await calls.get(pool, live, None)
+    assert call is not None
+    assert (call.state, call.disposition, call.hangup_by) == ("ended", "interrupted", "system")
+    attempt = (await calls.attempts_of(pool, [live]))[live][0]
+    assert (attempt.result, attempt.reason) == ("error", "server restarted")
+    untouched = await calls.get(pool, done, None)
+    assert untouched is not None and untouched.disposition == "no_answer"
+    assert await calls.close_interrupted(pool) == 0
