@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from callrouter.routing.events import (
     AttemptEnded,
@@ -13,6 +13,7 @@ from callrouter.routing.events import (
     CallStarted,
 )
 from callrouter.store.call_journal import CallJournal
+from callrouter.store.ids import new_id
 from tests.api.conftest import Api
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -21,7 +22,7 @@ T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 async def test_calls_are_filtered_and_carry_their_attempts(api: Api) -> None:
     client_id, key = await api.client_with_key("Acme")
     client = UUID(client_id)
-    ended, live, busy = uuid4(), uuid4(), uuid4()
+    ended, live, busy = new_id(), new_id(), new_id()
     async with CallJournal(api.db) as journal:
         for call_id, source, minutes in (
             (ended, "google", 0),
