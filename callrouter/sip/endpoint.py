@@ -1,0 +1,327 @@
+"""The transaction layer of one SIP endpoint: bytes in, bytes and events out (RFC 3261 §17).
+
+Feed it what the transports receive (``receive``), what the layer above decides (``respond``,
+``send_request``, ``send_stateless``) and timer ticks (``handle_timers``), each with ``now``.
+Pull ``transmissions()``, ``next_event()`` and ``next_deadline()`` after every feed.
+
+It matches requests to server transactions (§17.2.3, with the RFC 2543 fallback), responses to
+client transactions (§17.1.3), absorbs retransmissions, answers CANCEL (§9.2), detects merged
+requests (§8.2.2.2, answered 482) and sends responses where §18.2.2 and RFC 3581 say.
+"""
+
+from __future__ import annotations
+
+import heapq
+import secrets
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from callrouter.sip.errors import LocalError, ParseError
+from callrouter.sip.events import (
+    AckReceived,
+    CancelReceived,
+    Event,
+    Flow,
+    MessageRejected,
+    RequestReceived,
+    ResponseReceived,
+    Transmission,
+)
+from callrouter.sip.headers import Headers, Via, canonical_name
+from callrouter.sip.message import REASONS, Limits, Message, Request, Response, parse_message
+from callrouter.sip.transactions import (
+    ClientInvite,
+    ClientNonInvite,
+    ServerInvite,
+    ServerNonInvite,
+    State,
+    Timers,
+    Transaction,
+)
+
+__all__ = ["MAGIC_COOKIE", "SipEndpoint"]
+
+MAGIC_COOKIE = "z9hG4bK"
+_MERGE_MEMORY = 32.0  # seconds a (From tag, Call-ID, CSeq) stays known for §8.2.2.2
+
+
+def _server_key(request: Request) -> str:
+    """§17.2.3: branch + sent-by + method (ACK matches its INVITE); RFC 2543 peers fall back to
+    the dialog identifiers and the top Via."""
+    via = request.top_via
+    method = "INVITE" if request.method == "ACK" else request.method
+    branch = via.branch or ""
+    host, port = via.sent_by
+    if branch.startswith(MAGIC_COOKIE):
+        return f"{branch}|{host}:{port}|{method}"
+    dialog = f"{request.from_.tag}|{request.call_id}|{request.cseq.number}"
+    return f"2543|{request.uri}|{dialog}|{via}|{method}"
+
+
+def _client_key(branch: str, method: str) -> str:
+    return f"{branch}|{'INVITE' if method == 'ACK' else method}"
+
+
+def response_flow(response: Response, received_on: Flow) -> Flow:
+    """Where a response goes (§18.2.2, RFC 3581 §4): back on the connection for TCP/TLS, else to
+    ``received``/``rport`` of the top Via, falling back to its sent-by."""
+    if received_on.reliable:
+        return received_on
+    via = response.top_via
+    host = via.params.get("received") or via.host
+    rport = via.params.get("rport")
+    port = int(rport) if rport and rport.isdigit() else via.port or 5060
+    return Flow(received_on.transport, host.strip("[]"), port)
+
+
+def rejection_for(data: bytes, error: ParseError) -> Response | None:
+    """A stateless answer to bytes that failed to parse, built from whatever fields can be read."""
+    if error.status is None:
+        return None
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    headers = Headers()
+    for line in head.split("\r\n")[1:]:
+        name, colon, value = line.partition(":")
+        if colon and canonical_name(name.strip()) in ("via", "from", "to", "call-id", "cseq"):
+            headers.add(name.strip(), value.strip())
+    if headers.get("via") is None:
+        return None
+    response = Response(error.status, REASONS.get(error.status, "Bad Request"), headers)
+    # Warning 399 carries the reason for the peer's logs without naming our software (§20.43).
+    warning = error.reason.replace('"', "'")[:200]
+    response.headers.add("Warning", f'399 callrouter "{warning}"')
+    return response
+
+
+@dataclass(eq=False)
+class SipEndpoint:
+    """Transaction layer state for every transaction of one process.
+
+    :param advertised: per transport, the host:port written in our Via headers.
+    :param new_token: where branch parameters and tags come from (injected for tests).
+    """
+
+    advertised: dict[str, str]
+    timers: Timers = field(default_factory=Timers)
+    limits: Limits = field(default_factory=Limits)
+    new_token: Callable[[], str] = field(default=lambda: secrets.token_hex(8))
+    _server: dict[str, ServerInvite | ServerNonInvite] = field(default_factory=dict)
+    _client: dict[str, ClientInvite | ClientNonInvite] = field(default_factory=dict)
+    _flows: dict[str, Flow] = field(default_factory=dict)
+    _merge: dict[tuple[str, str, int, str], tuple[str, float]] = field(default_factory=dict)
+    _timers: list[tuple[float, int, str]] = field(default_factory=list)
+    _timer_seq: int = 0
+    _out: list[Transmission] = field(default_factory=list)
+    _events: deque[Event] = field(default_factory=deque)
+
+    # -- outputs -----------------------------------------------------------------------------
+
+    def transmissions(self) -> list[Transmission]:
+        """What to send now, in order."""
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timers`` must next run (stale entries may make it early, never late)."""
+        while self._timers:
+            deadline, _, tid = self._timers[0]
+            tx = self._transaction(tid)
+            if tx is None or tx.deadline is None or tx.deadline > deadline:
+                heapq.heappop(self._timers)
+                if tx is not None and tx.deadline is not None:
+                    self._schedule(tx)
+                continue
+            return deadline
+        return None
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._server) + len(self._client)
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def receive(self, data: bytes, flow: Flow, now: float) -> None:
+        """One datagram, or one framed message from a stream."""
+        try:
+            message = parse_message(data, self.limits, stream=flow.reliable)
+        except ParseError as exc:
+            self._reject(data, exc, flow)
+            return
+        if isinstance(message, Response):
+            self._receive_response(message, flow, now)
+        else:
+            self._receive_request(message, flow, now)
+
+    def respond(self, transaction_id: str, response: Response, now: float) -> None:
+        """Answer a request that arrived as ``RequestReceived``."""
+        tx = self._server.get(transaction_id)
+        if tx is None:
+            raise LocalError(f"no server transaction {transaction_id}")
+        if response.status >= 200 and tx.request.method == "INVITE":
+            self._forget_merge(tx.request, tx.id)
+        tx.respond(response, now)
+        self._drain(tx, now)
+
+    def send_request(self, request: Request, flow: Flow, now: float) -> str:
+        """Send a request in a new client transaction; adds our Via with a fresh branch."""
+        branch = MAGIC_COOKIE + self.new_token()
+        sent_by = self.advertised.get(flow.transport, self.advertised.get("udp", "invalid"))
+        request.headers.add(
+            "Via", f"SIP/2.0/{flow.transport.upper()} {sent_by};branch={branch};rport", first=True
+        )
+        tid = _client_key(branch, request.method)
+        cls = ClientInvite if request.method == "INVITE" else ClientNonInvite
+        tx = cls(tid, request, flow.reliable, self.timers)
+        self._client[tid] = tx
+        self._flows[tid] = flow
+        tx.start(now)
+        self._drain(tx, now)
+        return tid
+
+    def send_stateless(self, message: Message, flow: Flow) -> None:
+        """Send outside any transaction: ACK for a 2xx, a 2xx retransmission (§13.3.1.4)."""
+        self._out.append(Transmission(message.to_bytes(), flow))
+
+    def handle_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, tid = heapq.heappop(self._timers)
+            tx = self._transaction(tid)
+            if tx is None:
+                continue
+            tx.handle_timer(now)
+            self._drain(tx, now)
+        for key in [k for k, (_, until) in self._merge.items() if until <= now]:
+            del self._merge[key]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _transaction(self, tid: str) -> Transaction | None:
+        return self._server.get(tid) or self._client.get(tid)
+
+    def _schedule(self, tx: Transaction) -> None:
+        if tx.deadline is not None:
+            self._timer_seq += 1
+            heapq.heappush(self._timers, (tx.deadline, self._timer_seq, tx.id))
+
+    def _drain(self, tx: Transaction, now: float) -> None:
+        flow = self._flows[tx.id]
+        for message in tx.outgoing:
+            target = response_flow(message, flow) if isinstance(message, Response) else flow
+            self._out.append(Transmission(message.to_bytes(), target))
+        tx.outgoing.clear()
+        self._events.extend(tx.events)
+        tx.events.clear()
+        if tx.state is State.TERMINATED:
+            self._server.pop(tx.id, None)
+            self._client.pop(tx.id, None)
+            self._flows.pop(tx.id, None)
+            self._forget_merge(tx.request, tx.id)
+        else:
+            self._schedule(tx)
+
+    def _reject(self, data: bytes, error: ParseError, flow: Flow) -> None:
+        response = rejection_for(data, error)
+        if response is None:
+            self._events.append(MessageRejected(error.reason, None, flow))
+            return
+        self._out.append(Transmission(response.to_bytes(), response_flow(response, flow)))
+        self._events.append(MessageRejected(error.reason, response.status, flow))
+
+    def _receive_response(self, response: Response, flow: Flow, now: float) -> None:
+        branch = response.top_via.branch or ""
+        tid = _client_key(branch, response.cseq.method)
+        tx = self._client.get(tid)
+        if tx is None:
+            # A 2xx retransmitted after the INVITE transaction ended still needs the UAC core's
+            # ACK (§13.2.2.4); anything else stray is dropped (§18.1.2).
+            if response.cseq.method == "INVITE" and 200 <= response.status < 300:
+                self._events.append(ResponseReceived(response, None, flow))
+            return
+        if tx.receive_response(response, now):
+            self._events.append(ResponseReceived(response, tid, flow))
+        self._drain(tx, now)
+
+    def _receive_request(self, request: Request, flow: Flow, now: float) -> None:
+        via = request.top_via
+        # §18.2.1 and RFC 3581 §4: note where it really came from, for the response.
+        params = dict(via.params)
+        if via.host.strip("[]") != flow.host:
+            params["received"] = flow.host
+        if "rport" in params:
+            params["rport"] = str(flow.port)
+            params.setdefault("received", flow.host)
+        if params != via.params:
+            request.headers.pop_first("via")
+            stamped = Via(via.transport, via.host, via.port, params)
+            request.headers.add("Via", str(stamped), first=True)
+        tid = _server_key(request)
+        tx = self._server.get(tid)
+        if request.method == "ACK":
+            if tx is not None and tx.state is not State.ACCEPTED:
+                tx.receive_request(request, now)
+                self._drain(tx, now)
+            else:
+                self._events.append(AckReceived(request, flow))
+            return
+        if tx is not None:
+            tx.receive_request(request, now)
+            self._drain(tx, now)
+            return
+        if request.method == "CANCEL":
+            self._receive_cancel(request, flow, now)
+            return
+        merged = self._merged(request, tid, now)
+        tx = self._new_server(tid, request, flow, now)
+        if merged:
+            tx.respond(request.response(482, to_tag=self.new_token()), now)
+            self._drain(tx, now)
+            return
+        self._events.append(RequestReceived(request, tid, flow))
+
+    def _new_server(
+        self, tid: str, request: Request, flow: Flow, now: float
+    ) -> ServerInvite | ServerNonInvite:
+        cls = ServerInvite if request.method == "INVITE" else ServerNonInvite
+        tx = cls(tid, request, flow.reliable, self.timers)
+        self._server[tid] = tx
+        self._flows[tid] = flow
+        tx.start(now)
+        self._drain(tx, now)
+        return tx
+
+    def _receive_cancel(self, request: Request, flow: Flow, now: float) -> None:
+        tid = _server_key(request)
+        tx = self._new_server(tid, request, flow, now)
+        invite_id = tid.rsplit("|", 1)[0] + "|INVITE"
+        invite = self._server.get(invite_id)
+        if isinstance(invite, ServerInvite) and invite.state is State.PROCEEDING:
+            tx.respond(request.response(200, to_tag=None), now)
+            self._drain(tx, now)
+            self._events.append(CancelReceived(invite_id, request))
+        else:
+            tx.respond(request.response(481), now)
+            self._drain(tx, now)
+
+    def _merge_key(self, request: Request) -> tuple[str, str, int, str]:
+        return (request.from_.tag or "", request.call_id, request.cseq.number, request.method)
+
+    def _merged(self, request: Request, tid: str, now: float) -> bool:
+        """§8.2.2.2: same From tag, Call-ID and CSeq as a pending request, but another branch."""
+        if request.to.tag is not None:
+            return False
+        key = self._merge_key(request)
+        seen = self._merge.get(key)
+        if seen is not None and seen[0] != tid:
+            return True
+        self._merge[key] = (tid, now + _MERGE_MEMORY)
+        return False
+
+    def _forget_merge(self, request: Request, tid: str) -> None:
+        key = self._merge_key(request)
+        seen = self._merge.get(key)
+        if seen is not None and seen[0] == tid:
+            del self._merge[key]

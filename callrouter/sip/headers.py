@@ -1,0 +1,370 @@
+"""Header fields: names, compact forms, list splitting and the structured values the core reads.
+
+``Headers`` keeps every field in arrival order with the name as written, so a message re-serialises
+with the peer's spelling and compact forms. Lookups are case-insensitive and see through compact
+forms. Only headers whose grammar is a comma list (RFC 3261 §7.3.1) are split on commas; the
+authentication headers, Date and unknown headers never are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from callrouter.sip.errors import ParseError
+from callrouter.sip.uri import Uri, format_params, parse_params, parse_uri
+
+__all__ = [
+    "CSeq",
+    "Headers",
+    "NameAddress",
+    "Via",
+    "canonical_name",
+    "parse_cseq",
+    "parse_name_address",
+    "parse_via",
+    "split_list",
+]
+
+# RFC 3261 §7.3.3 and the extensions that define compact forms (RFC 3265, 3515, 3892, 3841, 4028,
+# 4474, 3903).
+COMPACT_FORMS = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",
+    "r": "refer-to",
+    "b": "referred-by",
+    "u": "allow-events",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+    "x": "session-expires",
+    "y": "identity",
+    "n": "identity-info",
+}
+
+LIST_HEADERS = frozenset(
+    {
+        "via",
+        "route",
+        "record-route",
+        "contact",
+        "allow",
+        "supported",
+        "require",
+        "proxy-require",
+        "unsupported",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "allow-events",
+        "content-encoding",
+        "content-language",
+        "in-reply-to",
+        "path",
+        "service-route",
+        "alert-info",
+        "call-info",
+        "error-info",
+        "warning",
+        "p-asserted-identity",
+        "p-preferred-identity",
+        "history-info",
+        "diversion",
+        "accept-contact",
+        "reject-contact",
+        "request-disposition",
+    }
+)
+
+_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+
+
+def canonical_name(name: str) -> str:
+    """The lookup key of a header name: lower case, compact forms expanded."""
+    lower = name.lower()
+    return COMPACT_FORMS.get(lower, lower)
+
+
+def is_token(text: str) -> bool:
+    return bool(_TOKEN.match(text))
+
+
+def split_list(value: str) -> list[str]:
+    """Split a header value on the commas that separate elements (not those in quotes or <>)."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    parts: list[str] = []
+    start = 0
+    quoted = angled = escaped = False
+    for i, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == "<":
+            angled = True
+        elif char == ">":
+            angled = False
+        elif char == "," and not angled:
+            parts.append(value[start:i].strip())
+            start = i + 1
+    if quoted:
+        raise ParseError(f"unterminated quoted string in {value!r}")
+    parts.append(value[start:].strip())
+    return [p for p in parts if p]
+
+
+class Headers:
+    """The header fields of one message, in order, names as written."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+        self._fields: list[tuple[str, str]] = fields if fields is not None else []
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.get(name) is not None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._fields == other._fields
+
+    __hash__ = None  # type: ignore[assignment]  # mutable: unhashable like list
+
+    def __repr__(self) -> str:
+        return f"Headers({self._fields!r})"
+
+    def copy(self) -> Headers:
+        return Headers(list(self._fields))
+
+    def get(self, name: str) -> str | None:
+        """The first field's whole value (or first element, for list headers)."""
+        key = canonical_name(name)
+        for written, value in self._fields:
+            if canonical_name(written) == key:
+                if key in LIST_HEADERS:
+                    elements = split_list(value)
+                    return elements[0] if elements else ""
+                return value
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every element across every field of this name, split where the grammar is a list."""
+        key = canonical_name(name)
+        split = key in LIST_HEADERS
+        out: list[str] = []
+        for written, value in self._fields:
+            if canonical_name(written) == key:
+                if split:
+                    out.extend(split_list(value))
+                else:
+                    out.append(value)
+        return out
+
+    def add(self, name: str, value: str, *, first: bool = False) -> None:
+        if first:
+            self._fields.insert(0, (name, value))
+        else:
+            self._fields.append((name, value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field of this name with one, at the first one's place (or the end)."""
+        key = canonical_name(name)
+        for i, (written, _) in enumerate(self._fields):
+            if canonical_name(written) == key:
+                self._fields[i] = (name, value)
+                self._fields[i + 1 :] = [
+                    f for f in self._fields[i + 1 :] if canonical_name(f[0]) != key
+                ]
+                return
+        self._fields.append((name, value))
+
+    def remove(self, name: str) -> None:
+        key = canonical_name(name)
+        self._fields = [f for f in self._fields if canonical_name(f[0]) != key]
+
+    def pop_first(self, name: str) -> str | None:
+        """Remove and return the first element of a list header (the top Via, the first Route)."""
+        key = canonical_name(name)
+        for i, (written, value) in enumerate(self._fields):
+            if canonical_name(written) == key:
+                elements = split_list(value)
+                if len(elements) > 1:
+                    self._fields[i] = (written, ", ".join(elements[1:]))
+                else:
+                    del self._fields[i]
+                return elements[0] if elements else None
+        return None
+
+
+def _unquote(text: str) -> str:
+    r"""The content of a quoted-string: quoted-pair (``\x``) yields x (RFC 3261 §25.1)."""
+    out: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped:
+            out.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddress:
+    """``"Display" <uri>;tag=...`` from To, From, Contact, Route and Record-Route."""
+
+    uri: Uri
+    display_name: str | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    wildcard: bool = False
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def with_tag(self, tag: str) -> NameAddress:
+        return NameAddress(self.uri, self.display_name, {**self.params, "tag": tag})
+
+    def __str__(self) -> str:
+        if self.wildcard:
+            return "*"
+        name = "" if self.display_name is None else _quote(self.display_name) + " "
+        return f"{name}<{self.uri}>{format_params(self.params)}"
+
+
+WILDCARD = NameAddress(uri=parse_uri("sip:invalid"), wildcard=True)
+
+
+def parse_name_address(value: str) -> NameAddress:
+    """name-addr or addr-spec, followed by header parameters (RFC 3261 §20.10, §20.20, §20.39)."""
+    text = value.strip()
+    if text == "*":
+        return WILDCARD
+    display: str | None = None
+    if text.startswith('"'):
+        i, escaped = 1, False
+        while i < len(text):
+            char = text[i]
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                break
+            i += 1
+        else:
+            raise ParseError(f"unterminated display name in {value!r}")
+        display = _unquote(text[1:i])
+        text = text[i + 1 :].lstrip()
+        if not text.startswith("<"):
+            raise ParseError(f"display name without <URI> in {value!r}")
+    if "<" in text:
+        open_at = text.index("<")
+        if display is None:
+            words = text[:open_at].strip()
+            display = " ".join(words.split()) if words else None
+        close_at = text.find(">", open_at)
+        if close_at < 0:
+            raise ParseError(f"unterminated <URI> in {value!r}")
+        uri = parse_uri(text[open_at + 1 : close_at].strip())
+        rest = text[close_at + 1 :].strip()
+    else:
+        # addr-spec: the URI cannot carry parameters of its own; what follows ';' is the header's.
+        uri_text, _, after = text.partition(";")
+        if "," in uri_text or "?" in uri_text:
+            raise ParseError(f"addr-spec with reserved characters in {value!r}")
+        uri = parse_uri(uri_text.strip())
+        rest = ";" + after if _ else ""
+    if rest and not rest.startswith(";"):
+        raise ParseError(f"unexpected text after URI in {value!r}")
+    params = parse_params(rest[1:], "header") if rest else {}
+    return NameAddress(uri, display, params)
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via element: ``SIP/2.0/UDP host:port;branch=z9hG4bK...;rport;received=...``."""
+
+    transport: str
+    host: str
+    port: int | None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return (self.host.lower(), self.port)
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        return f"SIP/2.0/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+_VIA = re.compile(
+    r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)"
+    r"(?:\s*:\s*(\d{1,5}))?\s*(?:;(.*))?$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def parse_via(value: str) -> Via:
+    match = _VIA.match(value.strip())
+    if not match:
+        raise ParseError(f"bad Via {value!r}")
+    transport, host, port, params = match.groups()
+    port_number = int(port) if port else None
+    if port_number is not None and not 0 < port_number < 65536:
+        raise ParseError(f"bad Via port in {value!r}")
+    parsed = parse_params(";".join(p.strip() for p in params.split(";")), "Via") if params else {}
+    return Via(transport.upper(), host, port_number, parsed)
+
+
+@dataclass(frozen=True, slots=True)
+class CSeq:
+    number: int
+    method: str
+
+    def __str__(self) -> str:
+        return f"{self.number} {self.method}"
+
+
+def parse_cseq(value: str) -> CSeq:
+    """CSeq = 1*DIGIT LWS Method; the number is 32-bit and below 2**31 (RFC 3261 §8.1.1.5)."""
+    number, _, method = value.strip().partition(" ")
+    method = method.strip()
+    if not number.isdigit() or not is_token(method):
+        raise ParseError(f"bad CSeq {value!r}")
+    if len(number) > 10 or int(number) >= 2**31:
+        raise ParseError(f"CSeq number out of range in {value!r}")
+    return CSeq(int(number), method)

@@ -1,0 +1,388 @@
+"""The four transaction state machines of RFC 3261 §17 (with the Accepted state of RFC 6026).
+
+Rules of this file:
+- A transaction is fed inputs (a message from the peer, a message from the layer above, a timer
+  tick) together with ``now``; it never reads a clock and never sends. What it wants sent lands
+  in ``outgoing`` and what the layer above must learn lands in ``events``; the endpoint drains both.
+- Each machine is a table: (state, input) -> handler. Inputs from the peer that are not in the
+  table are absorbed (a late provisional after a final response, a stray ACK); inputs from the
+  layer above that are not in the table are our own misuse and raise ``LocalError``.
+- Timers keep the RFC's letters. Over reliable transports retransmission timers are never armed
+  and the wait timers D, I, J, K are zero (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
+- Terminated holds no timer: ``deadline`` is None from then on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from callrouter.sip.errors import LocalError
+from callrouter.sip.events import TransactionTerminated, TransactionTimedOut
+from callrouter.sip.headers import Headers, canonical_name
+from callrouter.sip.message import Message, Request, Response
+
+__all__ = [
+    "ClientInvite",
+    "ClientNonInvite",
+    "ServerInvite",
+    "ServerNonInvite",
+    "State",
+    "Timers",
+    "Transaction",
+    "ack_for",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """RFC 3261 timer base values in seconds (§17.1.1.1, Table 4)."""
+
+    t1: float = 0.5
+    """Round-trip time estimate."""
+    t2: float = 4.0
+    """Maximum retransmit interval for non-INVITE requests and INVITE responses."""
+    t4: float = 5.0
+    """Maximum time a message stays in the network."""
+
+
+class State(Enum):
+    CALLING = "Calling"
+    TRYING = "Trying"
+    PROCEEDING = "Proceeding"
+    COMPLETED = "Completed"
+    CONFIRMED = "Confirmed"
+    ACCEPTED = "Accepted"
+    TERMINATED = "Terminated"
+
+
+TransactionEvent = TransactionTimedOut | TransactionTerminated
+
+
+@dataclass(eq=False)
+class Transaction:
+    """What all four machines share: identity, timers, outputs."""
+
+    id: str
+    request: Request
+    reliable: bool
+    timers: Timers
+    state: State = State.TERMINATED
+    outgoing: list[Message] = field(default_factory=list)
+    events: list[TransactionEvent] = field(default_factory=list)
+    last_response: Response | None = None
+    _deadlines: dict[str, float] = field(default_factory=dict)
+    _intervals: dict[str, float] = field(default_factory=dict)
+    _passed: Response | None = None
+    _table: dict[tuple[State, str], Callable[..., None]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._table = self._transitions()
+
+    @property
+    def deadline(self) -> float | None:
+        """When ``handle_timer`` must next be called, or None."""
+        return min(self._deadlines.values()) if self._deadlines else None
+
+    @property
+    def armed_timers(self) -> frozenset[str]:
+        return frozenset(self._deadlines)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at ``now``, earliest first."""
+        while self._deadlines:
+            name = min(self._deadlines, key=self._deadlines.__getitem__)
+            if self._deadlines[name] > now:
+                return
+            del self._deadlines[name]
+            self._dispatch("timer_" + name, now, peer=True)
+
+    def _dispatch(self, kind: str, now: float, *args: object, peer: bool) -> None:
+        handler = self._table.get((self.state, kind))
+        if handler is None:
+            if peer:
+                return
+            raise LocalError(f"{type(self).__name__}: {kind} not allowed in {self.state.value}")
+        handler(now, *args)
+
+    def _transitions(self) -> dict[tuple[State, str], Callable[..., None]]:
+        raise NotImplementedError
+
+    def _arm(self, name: str, now: float, after: float) -> None:
+        self._deadlines[name] = now + after
+
+    def _disarm(self, *names: str) -> None:
+        for name in names:
+            self._deadlines.pop(name, None)
+            self._intervals.pop(name, None)
+
+    def _wait(self, name: str, now: float, unreliable_wait: float) -> None:
+        """Arm a wait timer: ``unreliable_wait`` on UDP, fire at once on a reliable transport."""
+        self._arm(name, now, 0.0 if self.reliable else unreliable_wait)
+
+    def _start_retransmit(self, name: str, now: float) -> None:
+        if not self.reliable:
+            self._intervals[name] = self.timers.t1
+            self._arm(name, now, self.timers.t1)
+
+    def _terminate(self, now: float) -> None:
+        self.state = State.TERMINATED
+        self._deadlines.clear()
+        self._intervals.clear()
+        self.events.append(TransactionTerminated(self.id))
+
+    def _time_out(self, now: float) -> None:
+        self.events.append(TransactionTimedOut(self.id, self.request.method))
+        self._terminate(now)
+
+
+def _response_class(response: Response) -> str:
+    if response.status < 200:
+        return "1xx"
+    return "2xx" if response.status < 300 else "final_error"
+
+
+def ack_for(request: Request, response: Response) -> Request:
+    """The ACK for a non-2xx final response (§17.1.1.3): same branch, Route set and CSeq number."""
+    headers = Headers()
+    headers.add("Via", request.headers.get("via") or "")
+    headers.add("Max-Forwards", "70")
+    for name, value in request.headers:
+        key = canonical_name(name)
+        if key in ("from", "call-id", "route"):
+            headers.add(name, value)
+    headers.add("To", response.headers.get("to") or request.headers.get("to") or "")
+    headers.add("CSeq", f"{request.cseq.number} ACK")
+    return Request("ACK", request.uri, headers, b"")
+
+
+@dataclass(eq=False)
+class ClientInvite(Transaction):
+    """§17.1.1: the INVITE client transaction (Figure 5, RFC 6026 Figure 5)."""
+
+    def start(self, now: float) -> None:
+        self.state = State.CALLING
+        self.outgoing.append(self.request)
+        self._start_retransmit("A", now)
+        self._arm("B", now, 64 * self.timers.t1)
+
+    _ack: Request | None = None
+
+    def receive_response(self, response: Response, now: float) -> bool:
+        """Feed a response; True when the layer above must see it."""
+        self._passed = None
+        self._dispatch(_response_class(response), now, response, peer=True)
+        return self._passed is response
+
+    def _transitions(self) -> dict[tuple[State, str], Callable[..., None]]:
+        return {
+            (State.CALLING, "timer_A"): self._retransmit,
+            (State.CALLING, "timer_B"): self._time_out,
+            (State.CALLING, "1xx"): self._provisional,
+            (State.PROCEEDING, "1xx"): self._provisional,
+            (State.CALLING, "2xx"): self._accepted,
+            (State.PROCEEDING, "2xx"): self._accepted,
+            (State.ACCEPTED, "2xx"): self._pass_up,
+            (State.ACCEPTED, "timer_M"): self._terminate,
+            (State.CALLING, "final_error"): self._rejected,
+            (State.PROCEEDING, "final_error"): self._rejected,
+            (State.COMPLETED, "final_error"): self._resend_ack,
+            (State.COMPLETED, "timer_D"): self._terminate,
+        }
+
+    def _retransmit(self, now: float) -> None:
+        # Timer A doubles on every retransmission with no T2 cap for INVITE (§17.1.1.2).
+        self.outgoing.append(self.request)
+        self._intervals["A"] *= 2
+        self._arm("A", now, self._intervals["A"])
+
+    def _pass_up(self, now: float, response: Response) -> None:
+        self._passed = self.last_response = response
+
+    def _provisional(self, now: float, response: Response) -> None:
+        self.state = State.PROCEEDING
+        self._disarm("A", "B")
+        self._passed = self.last_response = response
+
+    def _accepted(self, now: float, response: Response) -> None:
+        # RFC 6026 §7.2: stay to pass 2xx retransmissions up (each needs its ACK from the TU).
+        self.state = State.ACCEPTED
+        self._disarm("A", "B")
+        self._arm("M", now, 64 * self.timers.t1)
+        self._passed = self.last_response = response
+
+    def _rejected(self, now: float, response: Response) -> None:
+        self.state = State.COMPLETED
+        self._disarm("A", "B")
+        self._ack = ack_for(self.request, response)
+        self.outgoing.append(self._ack)
+        self._wait("D", now, max(32.0, 64 * self.timers.t1))
+        self._passed = self.last_response = response
+
+    def _resend_ack(self, now: float, response: Response) -> None:
+        if self._ack is not None:
+            self.outgoing.append(self._ack)
+
+
+@dataclass(eq=False)
+class ClientNonInvite(Transaction):
+    """§17.1.2: the non-INVITE client transaction (Figure 6)."""
+
+    def start(self, now: float) -> None:
+        self.state = State.TRYING
+        self.outgoing.append(self.request)
+        self._start_retransmit("E", now)
+        self._arm("F", now, 64 * self.timers.t1)
+
+    def receive_response(self, response: Response, now: float) -> bool:
+        """Feed a response; True when the layer above must see it."""
+        self._passed = None
+        kind = "1xx" if response.status < 200 else "final"
+        self._dispatch(kind, now, response, peer=True)
+        return self._passed is response
+
+    def _transitions(self) -> dict[tuple[State, str], Callable[..., None]]:
+        return {
+            (State.TRYING, "timer_E"): self._retransmit,
+            (State.PROCEEDING, "timer_E"): self._retransmit,
+            (State.TRYING, "timer_F"): self._time_out,
+            (State.PROCEEDING, "timer_F"): self._time_out,
+            (State.TRYING, "1xx"): self._provisional,
+            (State.PROCEEDING, "1xx"): self._provisional,
+            (State.TRYING, "final"): self._completed,
+            (State.PROCEEDING, "final"): self._completed,
+            (State.COMPLETED, "timer_K"): self._terminate,
+        }
+
+    def _retransmit(self, now: float) -> None:
+        # In Trying E doubles up to T2; in Proceeding it is T2 (§17.1.2.2).
+        self.outgoing.append(self.request)
+        if self.state is State.PROCEEDING:
+            interval = self.timers.t2
+        else:
+            interval = min(2 * self._intervals["E"], self.timers.t2)
+        self._intervals["E"] = interval
+        self._arm("E", now, interval)
+
+    def _provisional(self, now: float, response: Response) -> None:
+        self.state = State.PROCEEDING
+        self._passed = self.last_response = response
+
+    def _completed(self, now: float, response: Response) -> None:
+        self.state = State.COMPLETED
+        self._disarm("E", "F")
+        self._wait("K", now, self.timers.t4)
+        self._passed = self.last_response = response
+
+
+@dataclass(eq=False)
+class ServerInvite(Transaction):
+    """§17.2.1: the INVITE server transaction (Figure 7, RFC 6026 Figure 7)."""
+
+    def start(self, now: float) -> None:
+        # The transaction layer answers 100 at once so the carrier stops retransmitting (§17.2.1).
+        self.state = State.PROCEEDING
+        trying = self.request.response(100)
+        self.last_response = trying
+        self.outgoing.append(trying)
+
+    def receive_request(self, request: Request, now: float) -> bool:
+        """A retransmission (or the ACK); True when the ACK must go up (never for this machine)."""
+        self._dispatch("ack" if request.method == "ACK" else "request", now, peer=True)
+        return False
+
+    def respond(self, response: Response, now: float) -> None:
+        self._dispatch(_response_class(response), now, response, peer=False)
+
+    def _transitions(self) -> dict[tuple[State, str], Callable[..., None]]:
+        return {
+            (State.PROCEEDING, "request"): self._resend,
+            (State.PROCEEDING, "1xx"): self._send_provisional,
+            (State.PROCEEDING, "2xx"): self._send_2xx,
+            (State.ACCEPTED, "2xx"): self._send,
+            (State.ACCEPTED, "timer_L"): self._terminate,
+            (State.PROCEEDING, "final_error"): self._send_final,
+            (State.COMPLETED, "request"): self._resend,
+            (State.COMPLETED, "timer_G"): self._retransmit,
+            (State.COMPLETED, "timer_H"): self._time_out,
+            (State.COMPLETED, "ack"): self._confirmed,
+            (State.CONFIRMED, "timer_I"): self._terminate,
+        }
+
+    def _resend(self, now: float) -> None:
+        if self.last_response is not None:
+            self.outgoing.append(self.last_response)
+
+    def _send(self, now: float, response: Response) -> None:
+        self.last_response = response
+        self.outgoing.append(response)
+
+    def _send_provisional(self, now: float, response: Response) -> None:
+        self._send(now, response)
+
+    def _send_2xx(self, now: float, response: Response) -> None:
+        # RFC 6026 §8.5: Accepted absorbs INVITE retransmissions; the 2xx itself is retransmitted
+        # by the dialog layer above until the ACK arrives (§13.3.1.4).
+        self.state = State.ACCEPTED
+        self._send(now, response)
+        self._arm("L", now, 64 * self.timers.t1)
+
+    def _send_final(self, now: float, response: Response) -> None:
+        self.state = State.COMPLETED
+        self._send(now, response)
+        self._start_retransmit("G", now)
+        self._arm("H", now, 64 * self.timers.t1)
+
+    def _retransmit(self, now: float) -> None:
+        self._resend(now)
+        interval = min(2 * self._intervals["G"], self.timers.t2)
+        self._intervals["G"] = interval
+        self._arm("G", now, interval)
+
+    def _confirmed(self, now: float) -> None:
+        self.state = State.CONFIRMED
+        self._disarm("G", "H")
+        self._wait("I", now, self.timers.t4)
+
+
+@dataclass(eq=False)
+class ServerNonInvite(Transaction):
+    """§17.2.2: the non-INVITE server transaction (Figure 8)."""
+
+    def start(self, now: float) -> None:
+        self.state = State.TRYING
+
+    def receive_request(self, request: Request, now: float) -> bool:
+        self._dispatch("request", now, peer=True)
+        return False
+
+    def respond(self, response: Response, now: float) -> None:
+        kind = "1xx" if response.status < 200 else "final"
+        self._dispatch(kind, now, response, peer=False)
+
+    def _transitions(self) -> dict[tuple[State, str], Callable[..., None]]:
+        return {
+            (State.TRYING, "1xx"): self._provisional,
+            (State.PROCEEDING, "1xx"): self._provisional,
+            (State.TRYING, "final"): self._completed,
+            (State.PROCEEDING, "final"): self._completed,
+            (State.PROCEEDING, "request"): self._resend,
+            (State.COMPLETED, "request"): self._resend,
+            (State.COMPLETED, "timer_J"): self._terminate,
+        }
+
+    def _resend(self, now: float) -> None:
+        if self.last_response is not None:
+            self.outgoing.append(self.last_response)
+
+    def _provisional(self, now: float, response: Response) -> None:
+        self.state = State.PROCEEDING
+        self.last_response = response
+        self.outgoing.append(response)
+
+    def _completed(self, now: float, response: Response) -> None:
+        self.state = State.COMPLETED
+        self.last_response = response
+        self.outgoing.append(response)
+        self._wait("J", now, 64 * self.timers.t1)
