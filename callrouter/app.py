@@ -18,13 +18,19 @@ from aiohttp import web
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
 from callrouter.api.server import build_api
-from callrouter.config import Config
+from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.ratelimit import TokenBuckets
-from callrouter.store import api_keys, calls
+from callrouter.routing.front_door import FrontDoor, Networks
+from callrouter.sip.endpoint import SipEndpoint
+from callrouter.sip.transactions import Timers
+from callrouter.store import api_keys, calls, numbers
 from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.migrations import migrate
+from callrouter.transport.listeners import Listening, open_listeners, tls_options
+from callrouter.transport.reactor import asyncio_reactor
+from callrouter.transport.service import SipService
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,8 @@ class RunningServer:
 
     dsn: str
     http_url: str
+    sip: list[Listening]
+    front_door: FrontDoor
 
 
 @asynccontextmanager
@@ -95,6 +103,43 @@ async def _start_http(app: web.Application, config: Config, stack: AsyncExitStac
     return f"http://{host}:{port}"
 
 
+async def _start_sip(
+    config: Config, pool: asyncpg.Pool[asyncpg.Record], stack: AsyncExitStack
+) -> tuple[FrontDoor, list[Listening]]:
+    sip = config.sip
+    try:
+        carriers = Networks.parse(sip.carriers)
+    except ValueError as exc:
+        raise ConfigError(f"sip.carriers: {exc}") from None
+    tls = None
+    if sip.tls_port is not None:
+        if sip.tls_certificate is None or sip.tls_private_key is None:
+            raise ConfigError("sip.tls_port needs sip.tls_certificate and sip.tls_private_key")
+        tls = tls_options(sip.tls_certificate, sip.tls_private_key)
+    reactor = asyncio_reactor(asyncio.get_running_loop())
+    endpoint = SipEndpoint({}, Timers(sip.t1, sip.t2, sip.t4))
+    service = SipService(endpoint, reactor)
+    stack.callback(service.close)
+
+    async def is_our_number(e164: str) -> bool:
+        return await numbers.find_by_e164(pool, e164) is not None
+
+    front_door = FrontDoor(
+        service.respond,
+        is_our_number,
+        reactor.seconds,
+        carriers,
+        TokenBuckets(sip.rate_per_second, sip.rate_burst),
+    )
+    service.handler = front_door.handle
+    listening = await open_listeners(
+        reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
+    )
+    for listener in listening:
+        endpoint.advertised[listener.transport] = f"{listener.host}:{listener.port}"
+    return front_door, listening
+
+
 @asynccontextmanager
 async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
@@ -122,7 +167,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         app = build_api(pool, authenticator, max_body_bytes=config.http.max_body_bytes)
         http_url = await _start_http(app, config, stack)
         say(f"http: listening on {http_url}")
-        yield RunningServer(dsn, http_url)
+        front_door, listening = await _start_sip(config, pool, stack)
+        for opened in listening:
+            say(f"sip: listening on {opened}")
+        yield RunningServer(dsn, http_url, listening, front_door)
 
 
 async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:

@@ -76,6 +76,12 @@ class SipConfig:
     t1: float = setting(0.5, "RFC 3261 T1: round-trip time estimate, seconds.")
     t2: float = setting(4.0, "RFC 3261 T2: maximum retransmit interval, seconds.")
     t4: float = setting(5.0, "RFC 3261 T4: maximum time a message stays in the network.")
+    carriers: str = setting(
+        "127.0.0.0/8, ::1/128",
+        "Comma-separated addresses or networks (CIDR) allowed to send SIP; others get 403.",
+    )
+    rate_per_second: float = setting(50.0, "Sustained SIP requests per second per source address.")
+    rate_burst: int = setting(200, "SIP requests per source address allowed in a burst.")
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,10 @@ async def list_all(db: Executor) -> list[Number]:
     """Every number of every client: the router loads these into its hot registry."""
     rows = await db.fetch(f"SELECT {_COLUMNS} FROM numbers ORDER BY id")
     return [Number(**row) for row in rows]
+
+
+async def find_by_e164(db: Executor, e164: str) -> Number | None:
+    """The number a carrier dialled. Not tenant-scoped on purpose: the dialled number is what
+    decides the tenant, and nothing of it is shown to the caller."""
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM numbers WHERE e164 = $1", e164)
+    return Number(**row) if row else None

@@ -84,6 +84,11 @@ class ServeProcess:
     def http_url(self) -> str:
         return self.wait_for(r"http: listening on (\S+)").group(1)
 
+    def sip_port(self, transport: str = "udp") -> int:
+        return int(
+            self.wait_for(rf"sip: listening on sip:\S+:(\d+);transport={transport}").group(1)
+        )
+
     @property
     def operator_key(self) -> str | None:
         for line in self.lines:

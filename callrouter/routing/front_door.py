@@ -1,0 +1,148 @@
+"""The first answer to every inbound SIP request: admission, screening, OPTIONS, unknown numbers.
+
+Admission comes before any work (Kamailio's permissions and pike modules are the model): a source
+outside the carrier allowlist gets 403, a source over its rate gets 503 with Retry-After. Then
+RFC 3261 screening (405, 416, 420, 415, 483), OPTIONS keep-alives, and INVITEs for numbers that
+are not ours (404). Calls to our numbers go to the call handler; out-of-dialog BYE and friends get
+481.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from callrouter.ratelimit import TokenBuckets
+from callrouter.sip.events import CancelReceived, Event, RequestReceived
+from callrouter.sip.message import Request, Response
+from callrouter.sip.screening import Capabilities, answer_options, screen
+from callrouter.sip.uri import SipUri, TelUri
+
+__all__ = ["FrontDoor", "Networks", "dialled_number"]
+
+log = logging.getLogger(__name__)
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Networks:
+    """An allowlist of addresses and networks."""
+
+    networks: tuple[IpNetwork, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Networks:
+        """``"192.0.2.0/24, 2001:db8::1"``; ValueError names the bad entry."""
+        out = []
+        for item in (part.strip() for part in text.split(",")):
+            if not item:
+                continue
+            try:
+                out.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"not an address or network: {item!r}") from None
+        return cls(tuple(out))
+
+    def __contains__(self, host: object) -> bool:
+        if not isinstance(host, str):
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self.networks)
+
+
+def dialled_number(request: Request) -> str | None:
+    """The E.164 number in the Request-URI (``sip:+44...@``, ``sip:44...@``, ``tel:+44...``)."""
+    target = request.target
+    if isinstance(target, TelUri):
+        digits = target.digits
+    elif isinstance(target, SipUri) and target.user_unescaped:
+        digits = target.user_unescaped.split(";", 1)[0]
+    else:
+        return None
+    digits = "".join(c for c in digits if c.isdigit() or c == "+")
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if not digits.startswith("+"):
+        digits = "+" + digits
+    return digits if 8 <= len(digits) <= 16 and digits[1:].isdigit() else None
+
+
+Responder = Callable[[str, Response], None]
+NumberLookup = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(eq=False)
+class FrontDoor:
+    """The transaction user for inbound requests until a call takes over.
+
+    :param respond: sends a response in a server transaction (``SipService.respond``).
+    :param is_our_number: whether an E.164 number is a tracking number here.
+    :param clock: seconds, for the rate limiter.
+    """
+
+    respond: Responder
+    is_our_number: NumberLookup
+    clock: Callable[[], float]
+    carriers: Networks
+    buckets: TokenBuckets
+    capabilities: Capabilities = field(default_factory=Capabilities)
+    rejected: dict[int, int] = field(default_factory=dict)
+    _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            self._request(event)
+        elif isinstance(event, CancelReceived):
+            task = self._pending.pop(event.invite_transaction_id, None)
+            if task is not None:
+                task.cancel()
+            self._answer(event.invite_transaction_id, event.request.response(487, to_tag=_tag()))
+
+    def _answer(self, tid: str, response: Response) -> None:
+        if response.status >= 300:
+            self.rejected[response.status] = self.rejected.get(response.status, 0) + 1
+        self.respond(tid, response)
+
+    def _request(self, event: RequestReceived) -> None:
+        request, tid = event.request, event.transaction_id
+        if event.flow.host not in self.carriers:
+            self._answer(tid, request.response(403, to_tag=_tag()))
+            return
+        wait = self.buckets.take(event.flow.host, self.clock())
+        if wait > 0:
+            busy = request.response(503, to_tag=_tag())
+            busy.headers.add("Retry-After", str(max(1, round(wait))))
+            self._answer(tid, busy)
+            return
+        refusal = screen(request, self.capabilities, _tag())
+        if refusal is not None:
+            self._answer(tid, refusal)
+        elif request.method == "OPTIONS":
+            self._answer(tid, answer_options(request, self.capabilities, _tag()))
+        elif request.method == "INVITE" and request.to.tag is None:
+            task = asyncio.get_running_loop().create_task(self._invite(request, tid))
+            self._pending[tid] = task
+            task.add_done_callback(lambda _: self._pending.pop(tid, None))
+        else:
+            self._answer(tid, request.response(481, to_tag=_tag()))
+
+    async def _invite(self, request: Request, tid: str) -> None:
+        number = dialled_number(request)
+        if number is None or not await self.is_our_number(number):
+            self._answer(tid, request.response(404, to_tag=_tag()))
+            return
+        # Routing calls to destinations is the B2BUA's job (issue #4); until it lands a call to a
+        # tracking number is refused as temporarily unavailable rather than silently dropped.
+        self._answer(tid, request.response(480, to_tag=_tag()))
+
+
+def _tag() -> str:
+    return secrets.token_hex(6)

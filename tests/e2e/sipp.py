@@ -1,0 +1,131 @@
+"""Run SIPp (Debian's sip-tester) against a router, with scenarios written per test."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+SIPP_TIMEOUT = 60
+
+SCENARIOS = Path(__file__).with_name("sipp")
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on loopback, for SIPp's own side."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no free port")
+
+
+def request_scenario(
+    method: str, status: int, *, headers: str = "", checks: tuple[str, ...] = ()
+) -> str:
+    """One request, an optional 100, the expected final ``status`` (ACKed for an INVITE), and
+    regular expressions each of which must match the final response."""
+    actions = "".join(
+        f'<ereg regexp="{escape(c)}" search_in="msg" check_it="true" assign_to="{i}"/>'
+        for i, c in enumerate(checks, start=1)
+    )
+    reference = (
+        f'<Reference variables="{",".join(str(i) for i in range(1, len(checks) + 1))}"/>'
+        if checks
+        else ""
+    )
+    ack = (
+        """<send><![CDATA[
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: <sip:+447700900123@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>"""
+        if method == "INVITE"
+        else ""
+    )
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="{method} expects {status}">
+  <send retrans="500"><![CDATA[
+      {method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:+447700900123@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 {method}
+      Contact: <sip:+447700900123@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+{headers}      Content-Length: 0
+
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="{status}"><action>{actions}</action></recv>
+  {ack}
+  {reference}
+</scenario>
+"""
+
+
+def run_sipp(
+    scenario: Path | str,
+    port: int,
+    tmp_path: Path,
+    *,
+    transport: str = "udp",
+    service: str = "+441515550001",
+    calls: int = 1,
+) -> subprocess.CompletedProcess[str]:
+    """Run a scenario (a file, or XML text) against 127.0.0.1:``port``; returns the process
+    with SIPp's error log appended to stderr."""
+    if isinstance(scenario, str):
+        path = tmp_path / "scenario.xml"
+        path.write_text(scenario)
+    else:
+        path = scenario
+    mode = {"udp": "u1", "tcp": "t1"}[transport]
+    result = subprocess.run(
+        [
+            "sipp",
+            f"127.0.0.1:{port}",
+            "-sf",
+            str(path),
+            "-s",
+            service,
+            "-m",
+            str(calls),
+            "-t",
+            mode,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            str(free_port()),
+            "-timeout",
+            "30s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(tmp_path / "sipp-errors.log"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=SIPP_TIMEOUT,
+        check=False,
+    )
+    errors = tmp_path / "sipp-errors.log"
+    if errors.exists():
+        result.stderr += errors.read_text(errors="replace")[-4000:]
+    return result
