@@ -53,7 +53,7 @@ def _server_key(request: Request) -> str:
     method = "INVITE" if request.method == "ACK" else request.method
     branch = via.branch or ""
     host, port = via.sent_by
-    if branch.startswith(MAGIC_COOKIE):
+    if branch.startswith(MAGIC_COOKIE) and len(branch) > len(MAGIC_COOKIE):
         return f"{branch}|{host}:{port}|{method}"
     dialog = f"{request.from_.tag}|{request.call_id}|{request.cseq.number}"
     return f"2543|{request.uri}|{dialog}|{via}|{method}"
@@ -228,7 +228,8 @@ class SipEndpoint:
         if response is None:
             self._events.append(MessageRejected(error.reason, None, flow))
             return
-        self._out.append(Transmission(response.to_bytes(), response_flow(response, flow)))
+        # The Via may be the broken part: a stateless refusal goes back to the source address.
+        self._out.append(Transmission(response.to_bytes(), flow))
         self._events.append(MessageRejected(error.reason, response.status, flow))
 
     def _receive_response(self, response: Response, flow: Flow, now: float) -> None:

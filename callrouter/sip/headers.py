@@ -289,12 +289,17 @@ def parse_name_address(value: str) -> NameAddress:
     if "<" in text:
         open_at = text.index("<")
         if display is None:
-            words = text[:open_at].strip()
-            display = " ".join(words.split()) if words else None
+            words = text[:open_at].split()
+            if not all(is_token(word) for word in words):
+                raise ParseError(f"display name must be quoted in {value!r}")
+            display = " ".join(words) if words else None
         close_at = text.find(">", open_at)
         if close_at < 0:
             raise ParseError(f"unterminated <URI> in {value!r}")
-        uri = parse_uri(text[open_at + 1 : close_at].strip())
+        inner = text[open_at + 1 : close_at]
+        if inner != inner.strip():
+            raise ParseError(f"whitespace inside <URI> in {value!r}")
+        uri = parse_uri(inner)
         rest = text[close_at + 1 :].strip()
     else:
         # addr-spec: the URI cannot carry parameters of its own; what follows ';' is the header's.

@@ -22,7 +22,7 @@ from callrouter.sip.headers import (
     parse_name_address,
     parse_via,
 )
-from callrouter.sip.uri import Uri, parse_uri
+from callrouter.sip.uri import SipUri, Uri, parse_uri
 
 __all__ = [
     "REASONS",
@@ -300,21 +300,22 @@ def _parse_request_line(start: str, headers: Headers) -> Request:
     if version.upper() != VERSION:
         raise ParseError(f"unsupported version {version!r}", status=505 if respondable else None)
     try:
-        parse_uri(uri)
+        target = parse_uri(uri)
     except ParseError as exc:
         raise ParseError(f"bad Request-URI: {exc.reason}", status=respondable) from None
+    if isinstance(target, SipUri) and target.headers is not None:
+        # RFC 3261 §19.1.1 table 1: headers are not allowed in a Request-URI (RFC 4475 escruri).
+        raise ParseError("headers in the Request-URI", status=respondable)
     return Request(method, uri, headers)
 
 
 def _via_readable(headers: Headers) -> bool:
-    value = headers.get("via")
-    if value is None:
-        return False
-    try:
-        parse_via(value)
-    except ParseError:
-        return False
-    return True
+    """Whether a response can be formed: a Via is there (even a bad one: the answer then goes
+    back to the source address)."""
+    return headers.get("via") is not None
+
+
+_SINGLETONS = ("to", "from", "call-id", "cseq", "max-forwards", "content-type")
 
 
 def _body(headers: Headers, rest: bytes, stream: bool, is_request: bool) -> bytes:
@@ -337,11 +338,13 @@ def _check_required(message: Message) -> None:
     """§8.1.1: To, From, CSeq, Call-ID and Via are mandatory; responses are dropped when broken."""
     respondable = isinstance(message, Request) and _via_readable(message.headers)
     try:
-        _ = (message.top_via, message.call_id, message.from_, message.to)
-        cseq = message.cseq
+        _ = (message.top_via, message.call_id, message.from_, message.to, message.cseq)
         if isinstance(message, Request):
-            if cseq.method != message.method:
-                raise ParseError(f"CSeq method {cseq.method} does not match {message.method}")
             _ = message.max_forwards
+            for contact in message.headers.get_all("contact"):
+                parse_name_address(contact)
+            for name in _SINGLETONS:
+                if len(message.headers.get_all(name)) > 1:
+                    raise ParseError(f"more than one {name} value")
     except ParseError as exc:
         raise ParseError(exc.reason, status=400 if respondable else None) from None

@@ -13,7 +13,26 @@ from callrouter.sip.errors import ParseError
 from callrouter.sip.message import Request, Response
 from callrouter.sip.uri import SipUri, TelUri
 
-__all__ = ["Capabilities", "answer_options", "screen"]
+__all__ = ["KNOWN_METHODS", "Capabilities", "answer_options", "screen"]
+
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "OPTIONS",
+        "REGISTER",
+        "PRACK",
+        "SUBSCRIBE",
+        "NOTIFY",
+        "PUBLISH",
+        "INFO",
+        "REFER",
+        "MESSAGE",
+        "UPDATE",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +53,16 @@ class Capabilities:
 def screen(request: Request, caps: Capabilities, to_tag: str) -> Response | None:
     """The refusal for a request we must not process, or None.
 
-    Order follows §8.2: method (405), URI scheme (416), Max-Forwards (483, §16.3), Require
-    (420), body type (415).
+    Order follows §8.2: method (405/501, then CSeq agreement), URI scheme (416), Max-Forwards
+    (483, §16.3), Require (420), body type (415), acceptable answer types (406).
     """
     if request.method not in caps.methods:
-        return caps.describe(request.response(405, to_tag=to_tag))
+        # 405 for a method we know and do not offer; 501 for one we have never heard of (§21.5.2).
+        status = 405 if request.method in KNOWN_METHODS else 501
+        return caps.describe(request.response(status, to_tag=to_tag))
+    cseq = request.cseq
+    if cseq.method != request.method:
+        return request.response(400, "CSeq Method Mismatch", to_tag=to_tag)
     try:
         target = request.target
     except ParseError:
@@ -56,7 +80,16 @@ def screen(request: Request, caps: Capabilities, to_tag: str) -> Response | None
         return response
     if request.body and request.content_type not in caps.accept and request.method != "ACK":
         return caps.describe(request.response(415, to_tag=to_tag))
+    accepted = request.headers.get_all("accept")
+    if request.method in ("INVITE", "OPTIONS") and accepted and not _accepts_sdp(accepted):
+        # We can only ever answer with SDP (RFC 4475 sdp01; §21.4.7).
+        return caps.describe(request.response(406, to_tag=to_tag))
     return None
+
+
+def _accepts_sdp(accepted: list[str]) -> bool:
+    types = {a.split(";", 1)[0].strip().lower() for a in accepted}
+    return bool(types & {"application/sdp", "application/*", "*/*"})
 
 
 def answer_options(request: Request, caps: Capabilities, to_tag: str) -> Response:

@@ -45,6 +45,10 @@ class Timers:
     """Maximum retransmit interval for non-INVITE requests and INVITE responses."""
     t4: float = 5.0
     """Maximum time a message stays in the network."""
+    c: float = 180.0
+    """Timer C (§16.6 item 11, more than 3 minutes in a proxy): how long an INVITE may ring
+    after a provisional. RFC 3261 gives a UAC no limit in Proceeding; without one a peer that
+    rings forever would hold the transaction forever."""
 
 
 class State(Enum):
@@ -181,6 +185,7 @@ class ClientInvite(Transaction):
             (State.CALLING, "timer_B"): self._time_out,
             (State.CALLING, "1xx"): self._provisional,
             (State.PROCEEDING, "1xx"): self._provisional,
+            (State.PROCEEDING, "timer_C"): self._time_out,
             (State.CALLING, "2xx"): self._accepted,
             (State.PROCEEDING, "2xx"): self._accepted,
             (State.ACCEPTED, "2xx"): self._pass_up,
@@ -203,18 +208,19 @@ class ClientInvite(Transaction):
     def _provisional(self, now: float, response: Response) -> None:
         self.state = State.PROCEEDING
         self._disarm("A", "B")
+        self._arm("C", now, self.timers.c)
         self._passed = self.last_response = response
 
     def _accepted(self, now: float, response: Response) -> None:
         # RFC 6026 §7.2: stay to pass 2xx retransmissions up (each needs its ACK from the TU).
         self.state = State.ACCEPTED
-        self._disarm("A", "B")
+        self._disarm("A", "B", "C")
         self._arm("M", now, 64 * self.timers.t1)
         self._passed = self.last_response = response
 
     def _rejected(self, now: float, response: Response) -> None:
         self.state = State.COMPLETED
-        self._disarm("A", "B")
+        self._disarm("A", "B", "C")
         self._ack = ack_for(self.request, response)
         self.outgoing.append(self._ack)
         self._wait("D", now, max(32.0, 64 * self.timers.t1))

@@ -133,7 +133,8 @@ def parse_uri(text: str) -> Uri:
 
 
 def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
-    rest, question, headers = rest.partition("?")
+    # The first '@' ends the userinfo: '@' may appear neither in the user part (where '?' and
+    # ';' may, RFC 3261 §25.1 user-unreserved) nor unescaped in the headers part.
     user: str | None = None
     password: str | None = None
     if "@" in rest:
@@ -142,6 +143,7 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
         password = pw if colon else None
         if not user or not _USER_CHARS.match(user):
             raise ParseError(f"bad user part in {text!r}")
+    rest, question, headers = rest.partition("?")
     if rest.startswith("["):
         end = rest.find("]")
         if end < 0:

@@ -68,7 +68,7 @@ def test_client_invite_error_response_is_acked_and_absorbed_for_timer_d() -> Non
     tx.start(0.0)
     tx.outgoing.clear()
     assert tx.receive_response(answer(request, 180), 0.2) is True
-    assert tx.state is State.PROCEEDING and tx.armed_timers == frozenset()
+    assert tx.state is State.PROCEEDING and tx.armed_timers == frozenset({"C"})
     busy = answer(request, 486)
     assert tx.receive_response(busy, 1.0) is True
     (ack,) = tx.outgoing
@@ -215,3 +215,16 @@ def test_server_non_invite_over_tcp_ends_at_once() -> None:
     tx.start(0.0)
     tx.respond(answer(request, 200), 0.6)
     assert run_until_quiet(tx, 0.6)[-1] == (0.6, TransactionTerminated("s2"))
+
+
+def test_client_invite_that_rings_forever_gives_up_at_timer_c() -> None:
+    request = invite()
+    tx = ClientInvite("c1", request, reliable=False, timers=TIMERS)
+    tx.start(0.0)
+    tx.receive_response(answer(request, 180), 1.0)
+    tx.receive_response(answer(request, 183), 100.0)  # each provisional restarts C
+    tx.outgoing.clear()
+    assert run_until_quiet(tx, 100.0) == [
+        (280.0, TransactionTimedOut("c1", "INVITE")),
+        (280.0, TransactionTerminated("c1")),
+    ]
