@@ -92,7 +92,7 @@ _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 def canonical_name(name: str) -> str:
     """The lookup key of a header name: lower case, compact forms expanded."""
     lower = name.lower()
-    return COMPACT_FORMS.get(lower, lower)
+    return COMPACT_FORMS.get(lower, lower) if len(lower) == 1 else lower
 
 
 def is_token(text: str) -> bool:
@@ -131,12 +131,17 @@ def split_list(value: str) -> list[str]:
 
 
 class Headers:
-    """The header fields of one message, in order, names as written."""
+    """The header fields of one message, in order, names as written.
 
-    __slots__ = ("_fields",)
+    Each field's lookup key (lower case, compact form expanded) is computed once, when the field
+    is added: lookups are the parser's hot path.
+    """
+
+    __slots__ = ("_fields", "_keys")
 
     def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
         self._fields: list[tuple[str, str]] = fields if fields is not None else []
+        self._keys: list[str] = [canonical_name(name) for name, _ in self._fields]
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._fields)
@@ -145,7 +150,7 @@ class Headers:
         return len(self._fields)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and canonical_name(name) in self._keys
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Headers) and self._fields == other._fields
@@ -158,64 +163,76 @@ class Headers:
     def copy(self) -> Headers:
         return Headers(list(self._fields))
 
+    def count(self, name: str) -> int:
+        """How many fields carry this name (list headers count once per field)."""
+        return self._keys.count(canonical_name(name))
+
     def get(self, name: str) -> str | None:
         """The first field's whole value (or first element, for list headers)."""
         key = canonical_name(name)
-        for written, value in self._fields:
-            if canonical_name(written) == key:
-                if key in LIST_HEADERS:
-                    elements = split_list(value)
-                    return elements[0] if elements else ""
-                return value
-        return None
+        try:
+            value = self._fields[self._keys.index(key)][1]
+        except ValueError:
+            return None
+        if key in LIST_HEADERS:
+            elements = split_list(value)
+            return elements[0] if elements else ""
+        return value
 
     def get_all(self, name: str) -> list[str]:
         """Every element across every field of this name, split where the grammar is a list."""
         key = canonical_name(name)
-        split = key in LIST_HEADERS
+        values = [self._fields[i][1] for i, k in enumerate(self._keys) if k == key]
+        if key not in LIST_HEADERS:
+            return values
         out: list[str] = []
-        for written, value in self._fields:
-            if canonical_name(written) == key:
-                if split:
-                    out.extend(split_list(value))
-                else:
-                    out.append(value)
+        for value in values:
+            out.extend(split_list(value))
         return out
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         if first:
             self._fields.insert(0, (name, value))
+            self._keys.insert(0, canonical_name(name))
         else:
             self._fields.append((name, value))
+            self._keys.append(canonical_name(name))
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of this name with one, at the first one's place (or the end)."""
         key = canonical_name(name)
-        for i, (written, _) in enumerate(self._fields):
-            if canonical_name(written) == key:
-                self._fields[i] = (name, value)
-                self._fields[i + 1 :] = [
-                    f for f in self._fields[i + 1 :] if canonical_name(f[0]) != key
-                ]
-                return
-        self._fields.append((name, value))
+        if key not in self._keys:
+            self.add(name, value)
+            return
+        at = self._keys.index(key)
+        kept = [
+            (field, k)
+            for i, (field, k) in enumerate(zip(self._fields, self._keys, strict=True))
+            if k != key or i == at
+        ]
+        self._fields = [(name, value) if k == key else field for field, k in kept]
+        self._keys = [k for _, k in kept]
 
     def remove(self, name: str) -> None:
         key = canonical_name(name)
-        self._fields = [f for f in self._fields if canonical_name(f[0]) != key]
+        kept = [(f, k) for f, k in zip(self._fields, self._keys, strict=True) if k != key]
+        self._fields = [f for f, _ in kept]
+        self._keys = [k for _, k in kept]
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first element of a list header (the top Via, the first Route)."""
         key = canonical_name(name)
-        for i, (written, value) in enumerate(self._fields):
-            if canonical_name(written) == key:
-                elements = split_list(value)
-                if len(elements) > 1:
-                    self._fields[i] = (written, ", ".join(elements[1:]))
-                else:
-                    del self._fields[i]
-                return elements[0] if elements else None
-        return None
+        if key not in self._keys:
+            return None
+        i = self._keys.index(key)
+        written, value = self._fields[i]
+        elements = split_list(value)
+        if len(elements) > 1:
+            self._fields[i] = (written, ", ".join(elements[1:]))
+        else:
+            del self._fields[i]
+            del self._keys[i]
+        return elements[0] if elements else None
 
 
 def _unquote(text: str) -> str:

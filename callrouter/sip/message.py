@@ -344,7 +344,7 @@ def _check_required(message: Message) -> None:
             for contact in message.headers.get_all("contact"):
                 parse_name_address(contact)
             for name in _SINGLETONS:
-                if len(message.headers.get_all(name)) > 1:
+                if message.headers.count(name) > 1:
                     raise ParseError(f"more than one {name} value")
     except ParseError as exc:
         raise ParseError(exc.reason, status=400 if respondable else None) from None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 SIPP_TIMEOUT = 60
@@ -78,7 +80,7 @@ def request_scenario(
 """
 
 
-def run_sipp(
+def sipp_command(
     scenario: Path | str,
     port: int,
     tmp_path: Path,
@@ -86,46 +88,72 @@ def run_sipp(
     transport: str = "udp",
     service: str = "+441515550001",
     calls: int = 1,
-) -> subprocess.CompletedProcess[str]:
-    """Run a scenario (a file, or XML text) against 127.0.0.1:``port``; returns the process
-    with SIPp's error log appended to stderr."""
-    if isinstance(scenario, str):
+) -> list[str]:
+    """The SIPp command line for a scenario (a file, XML text, or ``uac`` for SIPp's own)."""
+    if isinstance(scenario, Path):
+        chosen = ["-sf", str(scenario)]
+    elif scenario.lstrip().startswith("<"):
         path = tmp_path / "scenario.xml"
         path.write_text(scenario)
+        chosen = ["-sf", str(path)]
     else:
-        path = scenario
+        chosen = ["-sn", scenario, "-d", "200"]
     mode = {"udp": "u1", "tcp": "t1"}[transport]
+    return [
+        "sipp",
+        f"127.0.0.1:{port}",
+        *chosen,
+        "-s",
+        service,
+        "-m",
+        str(calls),
+        "-t",
+        mode,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(free_port()),
+        "-timeout",
+        "30s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(tmp_path / "sipp-errors.log"),
+    ]
+
+
+def sipp_errors(tmp_path: Path) -> str:
+    errors = tmp_path / "sipp-errors.log"
+    return errors.read_text(errors="replace")[-4000:] if errors.exists() else ""
+
+
+def run_sipp(
+    scenario: Path | str, port: int, tmp_path: Path, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run SIPp to completion against 127.0.0.1:``port``; its error log is appended to stderr."""
     result = subprocess.run(
-        [
-            "sipp",
-            f"127.0.0.1:{port}",
-            "-sf",
-            str(path),
-            "-s",
-            service,
-            "-m",
-            str(calls),
-            "-t",
-            mode,
-            "-i",
-            "127.0.0.1",
-            "-p",
-            str(free_port()),
-            "-timeout",
-            "30s",
-            "-timeout_error",
-            "-nostdin",
-            "-trace_err",
-            "-error_file",
-            str(tmp_path / "sipp-errors.log"),
-        ],
+        sipp_command(scenario, port, tmp_path, **options),
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=SIPP_TIMEOUT,
         check=False,
     )
-    errors = tmp_path / "sipp-errors.log"
-    if errors.exists():
-        result.stderr += errors.read_text(errors="replace")[-4000:]
+    result.stderr += sipp_errors(tmp_path)
     return result
+
+
+async def run_sipp_async(
+    scenario: Path | str, port: int, tmp_path: Path, **options: Any
+) -> tuple[int, str]:
+    """The same, without blocking the event loop (for peers running in this process)."""
+    process = await asyncio.create_subprocess_exec(
+        *sipp_command(scenario, port, tmp_path, **options),
+        cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), SIPP_TIMEOUT)
+    code = await process.wait()
+    return code, output.decode(errors="replace")[-3000:] + sipp_errors(tmp_path)
