@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from aiohttp import web
+from OpenSSL import SSL
 
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
@@ -115,7 +116,10 @@ async def _start_sip(
     if sip.tls_port is not None:
         if sip.tls_certificate is None or sip.tls_private_key is None:
             raise ConfigError("sip.tls_port needs sip.tls_certificate and sip.tls_private_key")
-        tls = tls_options(sip.tls_certificate, sip.tls_private_key)
+        try:
+            tls = tls_options(sip.tls_certificate, sip.tls_private_key)
+        except (OSError, SSL.Error) as exc:
+            raise ConfigError(f"sip.tls_certificate / sip.tls_private_key: {exc}") from None
     reactor = asyncio_reactor(asyncio.get_running_loop())
     endpoint = SipEndpoint({}, Timers(sip.t1, sip.t2, sip.t4))
     service = SipService(endpoint, reactor)

@@ -8,14 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from OpenSSL import SSL
 from twisted.internet import defer
-from twisted.internet.ssl import CertificateOptions, PrivateCertificate
+from twisted.internet.ssl import CertificateOptions, ContextFactory
 
 from callrouter.transport.service import SipService
 from callrouter.transport.stream import StreamTransport
 from callrouter.transport.udp import SipDatagramProtocol
 
-__all__ = ["Listening", "open_listeners", "tls_options"]
+__all__ = ["Listening", "ServerTls", "open_listeners", "stop_listening", "tls_options"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +32,28 @@ class Listening:
         return f"sip:{host}:{self.port};transport={self.transport}"
 
 
-def tls_options(certificate: Path, private_key: Path) -> CertificateOptions:
-    """TLS server options from PEM files (the chain's first certificate is ours)."""
-    pem = certificate.read_bytes() + b"\n" + private_key.read_bytes()
-    cert: Any = PrivateCertificate.loadPEM(pem)  # type: ignore[no-untyped-call]
-    options: CertificateOptions = cert.options()
-    return options
+class ServerTls(ContextFactory):
+    """TLS 1.2+ server context from PEM files: a certificate chain and its private key.
+
+    Built directly on pyOpenSSL from the files, so no certificate object passes through the
+    deprecated pyOpenSSL X509 API.
+    """
+
+    def __init__(self, certificate: Path, private_key: Path) -> None:
+        context = SSL.Context(SSL.TLS_SERVER_METHOD)
+        context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.use_certificate_chain_file(str(certificate))
+        context.use_privatekey_file(str(private_key))
+        context.check_privatekey()  # a key that does not match the certificate fails at start
+        self._context = context
+
+    def getContext(self) -> SSL.Context:  # Twisted's name
+        return self._context
+
+
+def tls_options(certificate: Path, private_key: Path) -> ServerTls:
+    """The TLS server context for the configured files; OSError or SSL.Error when unusable."""
+    return ServerTls(certificate, private_key)
 
 
 async def open_listeners(
@@ -47,20 +64,20 @@ async def open_listeners(
     stack: AsyncExitStack,
     *,
     tls_port: int | None = None,
-    tls: CertificateOptions | None = None,
+    tls: ServerTls | None = None,
 ) -> list[Listening]:
     """Listen for SIP on UDP and TCP (the same port; with port 0 the UDP port is picked first and
     TCP takes the same number) and on TLS when configured. Closed when ``stack`` unwinds."""
     udp = SipDatagramProtocol(service)
     udp_port = reactor.listenUDP(port, udp, interface=host, maxPacketSize=65535)
-    stack.push_async_callback(_stop, udp_port)
+    stack.push_async_callback(stop_listening, udp_port)
     bound = udp_port.getHost().port
     service.senders["udp"] = udp
     opened = [Listening("udp", host, bound)]
 
     tcp = StreamTransport("tcp", service, reactor)
     tcp_port = reactor.listenTCP(bound, tcp.server_factory(), interface=host)
-    stack.push_async_callback(_stop, tcp_port)
+    stack.push_async_callback(stop_listening, tcp_port)
     stack.callback(tcp.close_all)
     service.senders["tcp"] = tcp
     opened.append(Listening("tcp", host, tcp_port.getHost().port))
@@ -68,14 +85,15 @@ async def open_listeners(
     if tls is not None and tls_port is not None:
         secure = StreamTransport("tls", service, reactor, tls_client=CertificateOptions())
         tls_listener = reactor.listenSSL(tls_port, secure.server_factory(), tls, interface=host)
-        stack.push_async_callback(_stop, tls_listener)
+        stack.push_async_callback(stop_listening, tls_listener)
         stack.callback(secure.close_all)
         service.senders["tls"] = secure
         opened.append(Listening("tls", host, tls_listener.getHost().port))
     return opened
 
 
-async def _stop(listener: Any) -> None:
+async def stop_listening(listener: Any) -> None:
+    """Close a Twisted listening port and wait until it is closed."""
     stopped = listener.stopListening()
     if isinstance(stopped, defer.Deferred):
         await stopped.asFuture(asyncio.get_running_loop())
