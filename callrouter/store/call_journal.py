@@ -214,15 +214,20 @@ class CallJournal:
             except _OUTAGE as exc:
                 failures += 1
                 log.warning("call journal: database unavailable (%s); retrying", exc)
-                if self._closing and failures > 3:
-                    return
-                await asyncio.sleep(self._backoff(failures))
+            except Exception:
+                # The journal must outlive any error: a dead writer would lose every later call.
+                failures += 1
+                log.exception("call journal: unexpected error writing a batch; retrying")
+            else:
+                failures = 0
+                for _ in batch:
+                    self._pending.popleft()
+                self._written += len(batch)
+                self._release_waiters()
                 continue
-            failures = 0
-            for _ in batch:
-                self._pending.popleft()
-            self._written += len(batch)
-            self._release_waiters()
+            if self._closing and failures > 3:
+                return
+            await asyncio.sleep(self._backoff(failures))
 
     async def _write(self, batch: list[CallEvent]) -> None:
         async with self._pool.acquire() as connection:
