@@ -7,6 +7,7 @@ half-way through start-up still stops what had started, PostgreSQL included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,15 +23,20 @@ from callrouter.api.server import build_api
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.ratelimit import TokenBuckets
+from callrouter.routing.b2bua import B2bua
+from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.front_door import FrontDoor, Networks
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.transactions import Timers
 from callrouter.store import api_keys, calls, numbers
+from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.migrations import migrate
+from callrouter.store.numbers import Number
 from callrouter.transport.listeners import Listening, open_listeners, tls_options
 from callrouter.transport.reactor import asyncio_reactor
+from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
 
 log = logging.getLogger(__name__)
@@ -105,13 +111,17 @@ async def _start_http(app: web.Application, config: Config, stack: AsyncExitStac
 
 
 async def _start_sip(
-    config: Config, pool: asyncpg.Pool[asyncpg.Record], stack: AsyncExitStack
+    config: Config, pool: asyncpg.Pool[asyncpg.Record], stack: AsyncExitStack, say: Say
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
         carriers = Networks.parse(sip.carriers)
+        static = StaticRoutes.parse(sip.static_routes)
+        dns_servers = [_host_port(s) for s in sip.dns_servers.split(",") if s.strip()]
     except ValueError as exc:
-        raise ConfigError(f"sip.carriers: {exc}") from None
+        raise ConfigError(f"sip: {exc}") from None
+    if sip.unknown_sources not in ("403", "drop"):
+        raise ConfigError(f"sip.unknown_sources: {sip.unknown_sources!r} is not 403 or drop")
     tls = None
     if sip.tls_port is not None:
         if sip.tls_certificate is None or sip.tls_private_key is None:
@@ -120,28 +130,66 @@ async def _start_sip(
             tls = tls_options(sip.tls_certificate, sip.tls_private_key)
         except (OSError, SSL.Error) as exc:
             raise ConfigError(f"sip.tls_certificate / sip.tls_private_key: {exc}") from None
+
+    dialplans = DialplanLibrary(config.dialplans_dir, say)
+    dialplans.refresh()
+    stack.push_async_callback(_cancel, asyncio.create_task(_watch(dialplans, config)))
+    journal = await stack.enter_async_context(CallJournal(pool))
+
     reactor = asyncio_reactor(asyncio.get_running_loop())
     endpoint = SipEndpoint({}, Timers(sip.t1, sip.t2, sip.t4))
     service = SipService(endpoint, reactor)
     stack.callback(service.close)
+    b2bua = B2bua(
+        service,
+        journal,
+        dialplans,
+        Resolver(DnsLookup(dns_servers or None), static),
+        reactor,
+        outbound_trunk=sip.outbound_trunk,
+        announce=say,
+    )
 
-    async def is_our_number(e164: str) -> bool:
-        return await numbers.find_by_e164(pool, e164) is not None
+    async def find_number(e164: str) -> Number | None:
+        return await numbers.find_by_e164(pool, e164)
 
     front_door = FrontDoor(
         service.respond,
-        is_our_number,
+        find_number,
         reactor.seconds,
         carriers,
         TokenBuckets(sip.rate_per_second, sip.rate_burst),
+        calls=b2bua,
     )
     service.handler = front_door.handle
+    if sip.unknown_sources == "drop":
+        service.admit = front_door.admit
     listening = await open_listeners(
         reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
     )
     for listener in listening:
         endpoint.advertised[listener.transport] = f"{listener.host}:{listener.port}"
     return front_door, listening
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"not address:port: {text.strip()!r}")
+    return host, int(port)
+
+
+async def _watch(dialplans: DialplanLibrary, config: Config) -> None:
+    """Pick up dialplan edits without a restart (a refused edit keeps the last good plan)."""
+    while True:
+        await asyncio.sleep(config.dialplans_poll_seconds)
+        dialplans.refresh()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @asynccontextmanager
@@ -171,7 +219,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         app = build_api(pool, authenticator, max_body_bytes=config.http.max_body_bytes)
         http_url = await _start_http(app, config, stack)
         say(f"http: listening on {http_url}")
-        front_door, listening = await _start_sip(config, pool, stack)
+        front_door, listening = await _start_sip(config, pool, stack, say)
         for opened in listening:
             say(f"sip: listening on {opened}")
         yield RunningServer(dsn, http_url, listening, front_door)

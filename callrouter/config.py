@@ -82,6 +82,20 @@ class SipConfig:
     )
     rate_per_second: float = setting(50.0, "Sustained SIP requests per second per source address.")
     rate_burst: int = setting(200, "SIP requests per source address allowed in a burst.")
+    unknown_sources: str = setting(
+        "403", 'What a source outside `carriers` gets: "403" (Forbidden) or "drop" (silence).'
+    )
+    outbound_trunk: str | None = setting(
+        None, "SIP URI of the trunk that E.164 destinations are sent through (sip:gw.example)."
+    )
+    static_routes: str = setting(
+        "",
+        "Comma-separated host=transport:address:port entries that answer before DNS "
+        "(private PBXs, tests).",
+    )
+    dns_servers: str = setting(
+        "", "Comma-separated address:port of DNS servers for RFC 3263; empty: /etc/resolv.conf."
+    )
 
 
 @dataclass(frozen=True)
@@ -92,6 +106,9 @@ class Config:
         Path("callrouter-data"), "Directory for the embedded PostgreSQL and the server's state."
     )
     dialplans_dir: Path = setting(Path("dialplans"), "Directory of dialplan TOML files.")
+    dialplans_poll_seconds: float = setting(
+        1.0, "How often the dialplans directory is checked for changed files, in seconds."
+    )
     recordings_dir: Path = setting(Path("recordings"), "Root directory for encrypted recordings.")
     database: DatabaseConfig = section(DatabaseConfig, "Database")
     http: HttpConfig = section(HttpConfig, "HTTP API")

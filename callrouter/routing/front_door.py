@@ -17,10 +17,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from callrouter.ratelimit import TokenBuckets
-from callrouter.sip.events import CancelReceived, Event, RequestReceived
+from callrouter.routing.b2bua import B2bua
+from callrouter.sip.errors import SipError
+from callrouter.sip.events import (
+    AckReceived,
+    CancelReceived,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+)
+from callrouter.sip.headers import parse_name_address
 from callrouter.sip.message import Request, Response
 from callrouter.sip.screening import Capabilities, answer_options, screen
-from callrouter.sip.uri import SipUri, TelUri
+from callrouter.sip.uri import SipUri, TelUri, Uri
+from callrouter.store.numbers import Number
 
 __all__ = ["FrontDoor", "Networks", "dialled_number"]
 
@@ -60,7 +71,27 @@ class Networks:
 
 def dialled_number(request: Request) -> str | None:
     """The E.164 number in the Request-URI (``sip:+44...@``, ``sip:44...@``, ``tel:+44...``)."""
-    target = request.target
+    return uri_number(request.target)
+
+
+def caller_number(request: Request) -> str:
+    """The caller's E.164 number from P-Asserted-Identity, else From; "" when withheld."""
+    if "id" in {p.strip().lower() for p in request.headers.get_all("privacy")}:
+        return ""
+    for value in [*request.headers.get_all("p-asserted-identity"), request.headers.get("from")]:
+        if value is None:
+            continue
+        try:
+            number = uri_number(parse_name_address(value).uri)
+        except SipError:
+            continue
+        if number is not None:
+            return number
+    return ""
+
+
+def uri_number(target: Uri) -> str | None:
+    """The E.164 number a SIP or tel URI names, if it names one."""
     if isinstance(target, TelUri):
         digits = target.digits
     elif isinstance(target, SipUri) and target.user_unescaped:
@@ -76,7 +107,7 @@ def dialled_number(request: Request) -> str | None:
 
 
 Responder = Callable[[str, Response], None]
-NumberLookup = Callable[[str], Awaitable[bool]]
+NumberLookup = Callable[[str], Awaitable[Number | None]]
 
 
 @dataclass(eq=False)
@@ -84,27 +115,53 @@ class FrontDoor:
     """The transaction user for inbound requests until a call takes over.
 
     :param respond: sends a response in a server transaction (``SipService.respond``).
-    :param is_our_number: whether an E.164 number is a tracking number here.
+    :param find_number: the tracking number for an E.164 number, or None.
     :param clock: seconds, for the rate limiter.
+    :param calls: the B2BUA that takes calls to our numbers.
     """
 
     respond: Responder
-    is_our_number: NumberLookup
+    find_number: NumberLookup
     clock: Callable[[], float]
     carriers: Networks
     buckets: TokenBuckets
+    calls: B2bua | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     rejected: dict[int, int] = field(default_factory=dict)
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
+    def admit(self, host: str) -> bool:
+        """Whether a source may talk to us at all (used to drop silently when so configured)."""
+        return host in self.carriers
+
     def handle(self, event: Event) -> None:
+        calls = self.calls
         if isinstance(event, RequestReceived):
+            if calls is not None and event.request.to.tag is not None and self._admitted(event):
+                if not calls.in_dialog(event):
+                    self._answer(event.transaction_id, event.request.response(481))
+                return
             self._request(event)
         elif isinstance(event, CancelReceived):
+            if calls is not None and calls.cancelled(event):
+                return
             task = self._pending.pop(event.invite_transaction_id, None)
             if task is not None:
                 task.cancel()
-            self._answer(event.invite_transaction_id, event.request.response(487, to_tag=_tag()))
+                self._answer(
+                    event.invite_transaction_id, event.request.response(487, to_tag=_tag())
+                )
+        elif calls is not None and isinstance(event, ResponseReceived):
+            calls.response(event)
+        elif calls is not None and isinstance(event, AckReceived):
+            calls.ack(event)
+        elif calls is not None and isinstance(event, TransactionTimedOut):
+            calls.timed_out(event)
+
+    def _admitted(self, event: RequestReceived) -> bool:
+        """In-dialog requests come from carriers and from destinations alike; the dialog match is
+        the check, so only the rate limit applies."""
+        return self.buckets.take(event.flow.host, self.clock()) == 0
 
     def _answer(self, tid: str, response: Response) -> None:
         if response.status >= 300:
@@ -113,6 +170,9 @@ class FrontDoor:
 
     def _request(self, event: RequestReceived) -> None:
         request, tid = event.request, event.transaction_id
+        if request.to.tag is not None:
+            self._answer(tid, request.response(481))
+            return
         if event.flow.host not in self.carriers:
             self._answer(tid, request.response(403, to_tag=_tag()))
             return
@@ -127,21 +187,25 @@ class FrontDoor:
             self._answer(tid, refusal)
         elif request.method == "OPTIONS":
             self._answer(tid, answer_options(request, self.capabilities, _tag()))
-        elif request.method == "INVITE" and request.to.tag is None:
-            task = asyncio.get_running_loop().create_task(self._invite(request, tid))
+        elif request.method == "INVITE":
+            task = asyncio.get_running_loop().create_task(self._invite(event))
             self._pending[tid] = task
             task.add_done_callback(lambda _: self._pending.pop(tid, None))
         else:
             self._answer(tid, request.response(481, to_tag=_tag()))
 
-    async def _invite(self, request: Request, tid: str) -> None:
-        number = dialled_number(request)
-        if number is None or not await self.is_our_number(number):
+    async def _invite(self, event: RequestReceived) -> None:
+        request, tid = event.request, event.transaction_id
+        dialled = dialled_number(request)
+        number = await self.find_number(dialled) if dialled is not None else None
+        if number is None:
             self._answer(tid, request.response(404, to_tag=_tag()))
             return
-        # Routing calls to destinations is the B2BUA's job (issue #4); until it lands a call to a
-        # tracking number is refused as temporarily unavailable rather than silently dropped.
-        self._answer(tid, request.response(480, to_tag=_tag()))
+        self._pending.pop(tid, None)
+        if self.calls is None:
+            self._answer(tid, request.response(480, to_tag=_tag()))
+            return
+        self.calls.start(request, tid, event.flow, number, caller_number(request))
 
 
 def _tag() -> str:

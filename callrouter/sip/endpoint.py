@@ -182,6 +182,34 @@ class SipEndpoint:
         self._drain(tx, now)
         return tid
 
+    def cancel(self, invite_id: str, now: float) -> str | None:
+        """CANCEL a pending INVITE we sent (§9.1): same Request-URI, Call-ID, From, To, Route,
+        CSeq number and top Via, so the peer matches it to the INVITE. None when the INVITE
+        already has a final response (nothing left to cancel)."""
+        invite = self._client.get(invite_id)
+        if not isinstance(invite, ClientInvite) or invite.state not in (
+            State.CALLING,
+            State.PROCEEDING,
+        ):
+            return None
+        original = invite.request
+        headers = Headers()
+        headers.add("Via", original.headers.get("via") or "")
+        for name, value in original.headers:
+            if canonical_name(name) in ("route", "from", "to", "call-id"):
+                headers.add(name, value)
+        headers.add("Max-Forwards", "70")
+        headers.add("CSeq", f"{original.cseq.number} CANCEL")
+        request = Request("CANCEL", original.uri, headers)
+        tid = _client_key(original.top_via.branch or "", "CANCEL")
+        flow = self._flows[invite_id]
+        tx = ClientNonInvite(tid, request, flow.reliable, self.timers)
+        self._client[tid] = tx
+        self._flows[tid] = flow
+        tx.start(now)
+        self._drain(tx, now)
+        return tid
+
     def send_stateless(self, message: Message, flow: Flow) -> None:
         """Send outside any transaction: ACK for a 2xx, a 2xx retransmission (§13.3.1.4)."""
         self._out.append(Transmission(message.to_bytes(), flow))

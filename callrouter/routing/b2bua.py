@@ -1,0 +1,675 @@
+"""The B2BUA: one inbound leg from the carrier, outbound legs to the client's destinations.
+
+Rules of this file:
+- Every call is two (or more) independent dialogs joined here: nothing of one leg's Via,
+  Contact, Record-Route or Call-ID reaches the other (topology hiding). Bodies (SDP) pass across
+  unchanged; the media worker anchors them when a call is recorded.
+- The dialplan decides; this file carries it out: dial steps ring their destinations in parallel
+  with a ring timer, the first 2xx wins and the others are cancelled, a failed step continues to
+  the next one when its outcome is listed in ``continue_on``, else the caller gets the answer.
+- Every change of state is reported to the call journal as it happens, so the call record is
+  true even if the process dies a moment later.
+- All work happens on the one event loop; timers come from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from callrouter.routing.dialplan import Dial, Reject, SetDuration, SetRecording, Step
+from callrouter.routing.dialplans import DialplanLibrary
+from callrouter.routing.events import (
+    AttemptAnswered,
+    AttemptEnded,
+    AttemptRinging,
+    AttemptStarted,
+    CallAnswered,
+    CallEnded,
+    CallEvent,
+    CallRinging,
+    CallStarted,
+)
+from callrouter.sip.dialogs import AnswerRepeater, Dialog
+from callrouter.sip.errors import SipError
+from callrouter.sip.events import (
+    AckReceived,
+    CancelReceived,
+    Flow,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+)
+from callrouter.sip.headers import Headers
+from callrouter.sip.message import Request, Response
+from callrouter.sip.uri import SipUri, parse_uri
+from callrouter.store.numbers import Number
+from callrouter.transport.resolver import Resolver
+from callrouter.transport.service import SipService
+
+__all__ = ["B2bua", "Call", "Journal", "classify"]
+
+log = logging.getLogger(__name__)
+
+
+class Journal(Protocol):
+    def record(self, event: CallEvent) -> None: ...
+
+    async def flushed(self) -> None: ...
+
+
+def classify(status: int) -> str:
+    """The dialplan outcome of a failed attempt's final status."""
+    if status in (486, 600):
+        return "busy"
+    if status in (408, 480):
+        return "no_answer"
+    if status >= 500 and status != 600:
+        return "error"
+    return "rejected"
+
+
+# The caller's answer when the plan ends without a connection, by the last outcome.
+_FINAL_STATUS = {"busy": 486, "no_answer": 480, "error": 502, "rejected": 480}
+_DISPOSITION = {"busy": "busy", "no_answer": "no_answer", "error": "failed", "rejected": "rejected"}
+
+
+@dataclass(eq=False)
+class Branch:
+    """One outbound leg (an attempt) of a call."""
+
+    seq: int
+    destination: str
+    tid: str | None = None
+    request: Request | None = None
+    flow: Flow | None = None
+    ringing: bool = False
+    cancel_pending: bool = False
+    done: bool = False
+    outcome: str | None = None
+    dialog: Dialog | None = None
+
+
+@dataclass(eq=False)
+class Call:
+    """One inbound call and everything done for it."""
+
+    id: uuid.UUID
+    number: Number
+    request: Request
+    tid: str
+    flow: Flow
+    local_tag: str
+    steps: list[Step]
+    params: dict[str, str]
+    record: bool
+    max_duration: float | None = None
+    branches: dict[str, Branch] = field(default_factory=dict)
+    attempts: int = 0
+    state: str = "routing"  # routing -> answered -> ended
+    outcomes: list[str] = field(default_factory=list)
+    last_status: int | None = None
+    continue_on: frozenset[str] = frozenset()
+    caller: Dialog | None = None
+    callee: Branch | None = None
+    ringing: bool = False
+    repeater: AnswerRepeater | None = None
+    timers: list[Any] = field(default_factory=list)
+    ring_timer: Any = None
+
+
+@dataclass(eq=False)
+class _Relay:
+    """An in-dialog request passed from one leg to the other, waiting for its answer."""
+
+    call: Call
+    incoming_tid: str
+    incoming: Request
+    towards_caller: bool
+
+
+@dataclass(eq=False)
+class B2bua:
+    """Routes calls for tracking numbers.
+
+    :param service: the SIP transaction layer on real transports.
+    :param journal: where call events go (the durable call journal).
+    :param dialplans: the dialplans in service.
+    :param resolver: RFC 3263 location of destinations.
+    :param clock: the reactor: ``seconds()`` and ``callLater()``.
+    :param outbound_trunk: where E.164 destinations are sent (a SIP URI), or None.
+    """
+
+    service: SipService
+    journal: Journal
+    dialplans: DialplanLibrary
+    resolver: Resolver
+    clock: Any
+    outbound_trunk: str | None = None
+    announce: Callable[[str], None] = field(default=log.info)
+    """Where a one-line summary of each finished call goes, once its record is durable."""
+    wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    calls: dict[str, Call] = field(default_factory=dict)
+    _by_branch: dict[str, tuple[Call, Branch]] = field(default_factory=dict)
+    _relays: dict[str, _Relay] = field(default_factory=dict)
+    _announcing: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -- entry points (the front door hands these over) --------------------------------------
+
+    def start(self, request: Request, tid: str, flow: Flow, number: Number, caller: str) -> None:
+        """An INVITE for ``number`` passed admission: create the call and run its dialplan."""
+        plan = self.dialplans.get(number.dialplan)
+        params = {k: str(v) for k, v in number.dialplan_params.items()}
+        if number.destination:
+            params.setdefault("destination", number.destination)
+        call = Call(
+            id=uuid.uuid4(),
+            number=number,
+            request=request,
+            tid=tid,
+            flow=flow,
+            local_tag=secrets.token_hex(6),
+            steps=plan.applicable(self.wall(), caller, params) if plan else [],
+            params=params,
+            record=number.record,
+        )
+        self.calls[tid] = call
+        self.journal.record(
+            CallStarted(
+                call_id=call.id,
+                client_id=number.client_id,
+                number_id=number.id,
+                tracking_number=number.e164,
+                caller_number=caller or None,
+                sip_call_id=request.call_id,
+                trunk=flow.host,
+                dialplan=number.dialplan,
+                session_id=None,
+                attribution=_static_attribution(number),
+                record=number.record,
+                at=self.wall(),
+            )
+        )
+        if plan is None:
+            log.warning("call %s: dialplan %r does not exist", call.id, number.dialplan)
+            self._fail(call, 480, "rejected", f"no dialplan {number.dialplan!r}")
+            return
+        self._next_step(call)
+
+    def owns(self, tid: str) -> bool:
+        return tid in self.calls or tid in self._by_branch or tid in self._relays
+
+    def cancelled(self, event: CancelReceived) -> bool:
+        call = self.calls.get(event.invite_transaction_id)
+        if call is None or call.state != "routing":
+            return False
+        self._cancel_branches(call)
+        self._answer_caller(call, 487)
+        self._end(call, "cancelled", "caller", "CANCEL")
+        return True
+
+    def response(self, event: ResponseReceived) -> bool:
+        tid = event.transaction_id
+        if tid is None:
+            return self._stray_2xx(event.response, event.flow)
+        if tid in self._relays:
+            self._relay_answer(
+                self._relays.pop(tid) if event.response.status >= 200 else self._relays[tid],
+                event.response,
+            )
+            return True
+        found = self._by_branch.get(tid)
+        if found is None:
+            return False
+        call, branch = found
+        status = event.response.status
+        if status < 200:
+            self._provisional(call, branch, event.response)
+        elif status < 300:
+            self._answered(call, branch, event.response)
+        else:
+            self._branch_failed(call, branch, status, classify(status), event.response.reason)
+        return True
+
+    def timed_out(self, event: TransactionTimedOut) -> bool:
+        found = self._by_branch.get(event.transaction_id)
+        if found is not None:
+            call, branch = found
+            self._branch_failed(call, branch, 408, "error", "no answer from the destination")
+            return True
+        relay = self._relays.pop(event.transaction_id, None)
+        if relay is not None:
+            self.service.respond(relay.incoming_tid, relay.incoming.response(408))
+            return True
+        return False
+
+    def in_dialog(self, event: RequestReceived) -> bool:
+        """A request with a To tag: BYE, re-INVITE, UPDATE, INFO for one of our calls."""
+        request = event.request
+        for call in self.calls.values():
+            if call.caller is not None and call.caller.matches(request):
+                self._from_leg(call, event, from_caller=True)
+                return True
+            callee = call.callee
+            if callee is not None and callee.dialog is not None and callee.dialog.matches(request):
+                self._from_leg(call, event, from_caller=False)
+                return True
+        return False
+
+    def ack(self, event: AckReceived) -> bool:
+        for call in self.calls.values():
+            if call.caller is not None and call.caller.matches(event.request):
+                if call.repeater is not None:
+                    call.repeater.ack()
+                    call.repeater = None
+                return True
+        return False
+
+    # -- the dialplan --------------------------------------------------------------------------
+
+    def _next_step(self, call: Call) -> None:
+        while call.steps:
+            step = call.steps.pop(0)
+            action = step.action
+            if isinstance(action, SetRecording):
+                call.record = action.record
+            elif isinstance(action, SetDuration):
+                call.max_duration = action.seconds
+            elif isinstance(action, Reject):
+                self._fail(call, action.status, "rejected", action.reason or "dialplan reject")
+                return
+            elif isinstance(action, Dial):
+                targets, _missing = action.targets(call.params)
+                if not targets:
+                    continue  # the parameters this step needs are not set: it does not apply
+                call.continue_on = action.continue_on
+                self._dial(call, targets, action.ring_timeout)
+                return
+        outcome = call.outcomes[-1] if call.outcomes else "rejected"
+        status = _FINAL_STATUS[outcome] if call.outcomes else 480
+        self._fail(call, status, outcome, "no destination answered" if call.outcomes else "no step")
+
+    def _dial(self, call: Call, targets: list[str], ring_timeout: float) -> None:
+        call.branches = {}
+        for destination in targets:
+            call.attempts += 1
+            branch = Branch(call.attempts, destination)
+            self.journal.record(AttemptStarted(call.id, branch.seq, destination, self.wall()))
+            asyncio.get_running_loop().create_task(self._launch(call, branch))
+            call.branches[f"pending-{branch.seq}"] = branch
+        call.ring_timer = self.clock.callLater(ring_timeout, self._ring_timeout, call)
+
+    async def _launch(self, call: Call, branch: Branch) -> None:
+        uri = self._destination_uri(branch.destination)
+        flows = await self.resolver.locate(uri) if uri is not None else []
+        if call.state != "routing" or branch.done:
+            return
+        if not flows:
+            self._branch_failed(call, branch, None, "error", f"cannot reach {branch.destination}")
+            return
+        branch.flow = flows[0]
+        branch.request = self._outbound_invite(call, uri, branch.flow)  # type: ignore[arg-type]
+        tid = self.service.send_request(branch.request, branch.flow)
+        branch.tid = tid
+        call.branches.pop(f"pending-{branch.seq}", None)
+        call.branches[tid] = branch
+        self._by_branch[tid] = (call, branch)
+
+    def _destination_uri(self, destination: str) -> SipUri | None:
+        if destination.startswith("+"):
+            if self.outbound_trunk is None:
+                return None
+            trunk = parse_uri(self.outbound_trunk)
+            if not isinstance(trunk, SipUri):
+                return None
+            return SipUri(trunk.host, destination, None, trunk.port, dict(trunk.params))
+        try:
+            uri = parse_uri(destination)
+        except SipError:
+            return None
+        return uri if isinstance(uri, SipUri) else None
+
+    def _contact(self, flow: Flow) -> str:
+        sent_by = self.service.endpoint.advertised.get(flow.transport, "invalid")
+        suffix = "" if flow.transport == "udp" else f";transport={flow.transport}"
+        return f"sip:callrouter@{sent_by}{suffix}"
+
+    def _outbound_invite(self, call: Call, uri: SipUri, flow: Flow) -> Request:
+        inbound = call.request
+        caller = inbound.from_
+        display = f'"{caller.display_name}" ' if caller.display_name else ""
+        user = getattr(caller.uri, "user", None) or getattr(caller.uri, "number", "anonymous")
+        host = self.service.endpoint.advertised.get(flow.transport, "invalid").rsplit(":", 1)[0]
+        headers = Headers()
+        forwards = inbound.max_forwards
+        headers.add("Max-Forwards", str(max(1, (forwards if forwards is not None else 70) - 1)))
+        headers.add("From", f"{display}<sip:{user}@{host}>;tag={secrets.token_hex(6)}")
+        headers.add("To", f"<{uri}>")
+        headers.add("Call-ID", f"{uuid.uuid4()}@{host}")
+        headers.add("CSeq", "1 INVITE")
+        headers.add("Contact", f"<{self._contact(flow)}>")
+        headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
+        if inbound.body:
+            headers.add("Content-Type", inbound.headers.get("content-type") or "application/sdp")
+        return Request("INVITE", str(uri), headers, inbound.body)
+
+    # -- outbound leg events -------------------------------------------------------------------
+
+    def _provisional(self, call: Call, branch: Branch, response: Response) -> None:
+        if response.status == 100 or call.state != "routing":
+            return
+        if branch.cancel_pending and branch.tid is not None:
+            branch.cancel_pending = False
+            self.service.cancel(branch.tid)
+            return
+        if not branch.ringing:
+            branch.ringing = True
+            self.journal.record(AttemptRinging(call.id, branch.seq, self.wall()))
+        relayed = 183 if response.body else 180
+        if not call.ringing or response.body:
+            answer = call.request.response(relayed, to_tag=call.local_tag)
+            answer.headers.add("Contact", f"<{self._contact(call.flow)}>")
+            if response.body:
+                answer.headers.add("Content-Type", "application/sdp")
+                answer.body = response.body
+            self.service.respond(call.tid, answer)
+        if not call.ringing:
+            call.ringing = True
+            self.journal.record(CallRinging(call.id, self.wall()))
+
+    def _answered(self, call: Call, branch: Branch, response: Response) -> None:
+        assert branch.request is not None and branch.flow is not None
+        dialog = Dialog.as_uac(branch.request, response, self._contact(branch.flow))
+        dialog.confirmed = True
+        branch.dialog = dialog
+        self._send_ack(branch, dialog)
+        if call.state != "routing" or branch.done:
+            # A second 2xx from a forked or cancelled branch: ACK it, then hang it up (§13.2.2.4).
+            self._bye(branch.dialog, branch.flow)
+            return
+        branch.done = True
+        call.state = "answered"
+        call.callee = branch
+        self._stop_ring_timer(call)
+        self._cancel_branches(call)
+        self.journal.record(AttemptAnswered(call.id, branch.seq, self.wall()))
+        ok = call.request.response(200, to_tag=call.local_tag)
+        ok.headers.add("Contact", f"<{self._contact(call.flow)}>")
+        if response.body:
+            ok.headers.add(
+                "Content-Type", response.headers.get("content-type") or "application/sdp"
+            )
+            ok.body = response.body
+        call.caller = Dialog.as_uas(call.request, call.local_tag, self._contact(call.flow))
+        call.caller.confirmed = True
+        self.service.respond(call.tid, ok)
+        call.repeater = AnswerRepeater(ok, self.service.endpoint.timers, self.clock.seconds())
+        self._repeat_answer(call)
+        self.journal.record(CallAnswered(call.id, self.wall()))
+        if call.max_duration is not None:
+            call.timers.append(self.clock.callLater(call.max_duration, self._max_duration, call))
+
+    def _send_ack(self, branch: Branch, dialog: Dialog) -> None:
+        assert branch.request is not None and branch.flow is not None
+        self._ack(dialog, branch.request.cseq.number, self._dialog_flow(dialog, branch.flow))
+
+    def _stray_2xx(self, response: Response, flow: Flow) -> bool:
+        for call in self.calls.values():
+            callee = call.callee
+            if callee is not None and callee.dialog is not None and callee.dialog.matches(response):
+                if response.cseq.method == "INVITE":
+                    self._send_ack(callee, callee.dialog)
+                return True
+        return False
+
+    def _branch_failed(
+        self, call: Call, branch: Branch, status: int | None, outcome: str, reason: str
+    ) -> None:
+        if branch.done:
+            return
+        branch.done = True
+        branch.outcome = (
+            "cancelled" if branch.cancel_pending or call.state != "routing" else outcome
+        )
+        if status == 487:
+            branch.outcome = "cancelled"
+        self.journal.record(
+            AttemptEnded(call.id, branch.seq, branch.outcome, status, reason, self.wall())
+        )
+        if call.state != "routing":
+            return
+        call.outcomes.append(outcome)
+        call.last_status = status
+        if all(b.done for b in call.branches.values()):
+            self._step_failed(call)
+
+    def _step_failed(self, call: Call) -> None:
+        self._stop_ring_timer(call)
+        outcomes = call.outcomes
+        worst = next(
+            (o for o in ("busy", "no_answer", "error", "rejected") if o in outcomes), "error"
+        )
+        if worst in call.continue_on:
+            self._next_step(call)
+            return
+        status = (
+            call.last_status if call.last_status and worst == "rejected" else _FINAL_STATUS[worst]
+        )
+        self._fail(call, status, worst, "destination refused the call")
+
+    def _ring_timeout(self, call: Call) -> None:
+        call.ring_timer = None
+        if call.state != "routing":
+            return
+        pending = [b for b in call.branches.values() if not b.done]
+        for branch in pending:
+            self._cancel_branch(branch)
+            branch.done = True
+            branch.outcome = "no_answer"
+            self.journal.record(
+                AttemptEnded(call.id, branch.seq, "no_answer", None, "ring timeout", self.wall())
+            )
+        call.outcomes.append("no_answer")
+        self._step_failed(call)
+
+    def _cancel_branches(self, call: Call) -> None:
+        for branch in call.branches.values():
+            if not branch.done:
+                branch.done = True
+                branch.outcome = "cancelled"
+                self._cancel_branch(branch)
+                self.journal.record(
+                    AttemptEnded(call.id, branch.seq, "cancelled", None, "call ended", self.wall())
+                )
+
+    def _cancel_branch(self, branch: Branch) -> None:
+        if branch.tid is None:
+            return  # not sent yet (still resolving): _launch sees ``done`` and sends nothing
+        if branch.ringing:
+            self.service.cancel(branch.tid)
+        else:
+            branch.cancel_pending = True  # §9.1: no CANCEL before a provisional response
+
+    # -- connected calls -----------------------------------------------------------------------
+
+    def _from_leg(self, call: Call, event: RequestReceived, *, from_caller: bool) -> None:
+        request = event.request
+        own = call.caller if from_caller else (call.callee.dialog if call.callee else None)
+        other = (call.callee.dialog if call.callee else None) if from_caller else call.caller
+        if own is None or other is None:
+            self.service.respond(event.transaction_id, request.response(481))
+            return
+        refusal = own.check(request)
+        if refusal is not None:
+            self.service.respond(event.transaction_id, refusal)
+            return
+        if request.method == "BYE":
+            self.service.respond(event.transaction_id, own.answer(request, 200))
+            self._bye(other, self._other_flow(call, from_caller))
+            self._end(call, "answered", "caller" if from_caller else "callee", "BYE")
+            return
+        # re-INVITE (hold, codec change), UPDATE, INFO: the same request on the other leg.
+        relayed = other.request(request.method, request.body)
+        if request.body:
+            relayed.headers.set("Content-Type", request.headers.get("content-type") or "")
+        tid = self.service.send_request(
+            relayed, self._dialog_flow(other, self._other_flow(call, from_caller))
+        )
+        self._relays[tid] = _Relay(call, event.transaction_id, request, not from_caller)
+
+    def _legs(self, call: Call, to_caller: bool) -> tuple[Dialog | None, Dialog | None, Flow]:
+        """(the leg a relayed request came from, the leg it went to, that leg's flow)."""
+        callee = call.callee.dialog if call.callee else None
+        if to_caller:
+            return callee, call.caller, call.flow
+        assert call.callee is not None and call.callee.flow is not None
+        return call.caller, callee, call.callee.flow
+
+    def _relay_answer(self, relay: _Relay, response: Response) -> None:
+        source, target, flow = self._legs(relay.call, relay.towards_caller)
+        if source is None or target is None:
+            return
+        answer = source.answer(relay.incoming, response.status, response.body)
+        answer.reason = response.reason
+        self.service.respond(relay.incoming_tid, answer)
+        if relay.incoming.method == "INVITE" and 200 <= response.status < 300:
+            # We are the UAC of the leg that answered: the ACK is ours to send. The side that
+            # asked ACKs our 2xx in turn, and that ACK stays on its leg.
+            self._ack(target, response.cseq.number, self._dialog_flow(target, flow))
+
+    def _ack(self, dialog: Dialog, cseq: int, flow: Flow) -> None:
+        """The ACK for a 2xx: a transaction of its own (§13.2.2.4), so a fresh Via branch."""
+        ack = dialog.request("ACK", cseq=cseq)
+        sent_by = self.service.endpoint.advertised.get(flow.transport, "invalid")
+        branch = f"z9hG4bK{secrets.token_hex(8)}"
+        ack.headers.add(
+            "Via", f"SIP/2.0/{flow.transport.upper()} {sent_by};branch={branch}", first=True
+        )
+        self.service.send_stateless(ack, flow)
+
+    def _other_flow(self, call: Call, from_caller: bool) -> Flow:
+        if from_caller:
+            assert call.callee is not None and call.callee.flow is not None
+            return call.callee.flow
+        return call.flow
+
+    def _dialog_flow(self, dialog: Dialog, fallback: Flow) -> Flow:
+        """Where in-dialog requests go: the first Route, else the remote target, when it names an
+        IP address; else where the dialog's first request went."""
+        target = (
+            dialog.route_set[0].strip("<>").split(";")[0]
+            if dialog.route_set
+            else dialog.remote_target
+        )
+        try:
+            uri = parse_uri(target)
+        except SipError:
+            return fallback
+        if isinstance(uri, SipUri) and uri.host[:1].isdigit():
+            transport = uri.transport or fallback.transport
+            return Flow(transport, uri.host, uri.port or 5060)
+        return fallback
+
+    def _bye(self, dialog: Dialog | None, flow: Flow | None) -> None:
+        if dialog is None or flow is None:
+            return
+        self.service.send_request(dialog.request("BYE"), self._dialog_flow(dialog, flow))
+
+    def _repeat_answer(self, call: Call) -> None:
+        repeater = call.repeater
+        if repeater is None or repeater.deadline is None:
+            if repeater is not None and repeater.gave_up and call.state == "answered":
+                self._bye(call.caller, call.flow)
+                if call.callee is not None:
+                    self._bye(call.callee.dialog, call.callee.flow)
+                self._end(call, "answered", "system", "no ACK from the caller")
+            return
+
+        def fire() -> None:
+            for response in repeater.handle_timer(self.clock.seconds()):
+                self.service.send_stateless(response, call.flow)
+            self._repeat_answer(call)
+
+        call.timers.append(
+            self.clock.callLater(max(0.0, repeater.deadline - self.clock.seconds()), fire)
+        )
+
+    def _max_duration(self, call: Call) -> None:
+        if call.state != "answered":
+            return
+        self._bye(call.caller, call.flow)
+        if call.callee is not None:
+            self._bye(call.callee.dialog, call.callee.flow)
+        self._end(call, "answered", "system", "max duration")
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _answer_caller(self, call: Call, status: int, reason: str | None = None) -> None:
+        try:
+            self.service.respond(
+                call.tid, call.request.response(status, reason, to_tag=call.local_tag)
+            )
+        except SipError as exc:
+            log.info("call %s: could not answer the caller %d: %s", call.id, status, exc)
+
+    def _fail(self, call: Call, status: int, outcome: str, reason: str) -> None:
+        self._answer_caller(call, status)
+        self._end(
+            call,
+            _DISPOSITION.get(outcome, "failed"),
+            "system" if outcome != "busy" else "callee",
+            reason,
+        )
+
+    def _end(self, call: Call, disposition: str, hangup_by: str, reason: str) -> None:
+        if call.state == "ended":
+            return
+        if call.callee is not None and disposition == "answered":
+            self.journal.record(
+                AttemptEnded(call.id, call.callee.seq, "answered", 200, reason, self.wall())
+            )
+        call.state = "ended"
+        self._stop_ring_timer(call)
+        for timer in call.timers:
+            if timer.active():
+                timer.cancel()
+        call.timers.clear()
+        self.journal.record(CallEnded(call.id, disposition, hangup_by, reason, self.wall()))
+        summary = (
+            f"call: {call.id} to {call.number.e164} ended {disposition} "
+            f"(by {hangup_by}: {reason}; {call.attempts} attempt(s))"
+        )
+        task = asyncio.get_running_loop().create_task(self._announce_when_durable(summary))
+        self._announcing.add(task)
+        task.add_done_callback(self._announcing.discard)
+        self.calls.pop(call.tid, None)
+        for tid in [t for t, (c, _) in self._by_branch.items() if c is call]:
+            del self._by_branch[tid]
+        for tid in [t for t, r in self._relays.items() if r.call is call]:
+            del self._relays[tid]
+
+    async def _announce_when_durable(self, summary: str) -> None:
+        await self.journal.flushed()
+        self.announce(summary)
+
+    def _stop_ring_timer(self, call: Call) -> None:
+        if call.ring_timer is not None and call.ring_timer.active():
+            call.ring_timer.cancel()
+        call.ring_timer = None
+
+
+def _static_attribution(number: Number) -> dict[str, Any]:
+    """The attribution of a static (non-pool) number: its own label and campaign fields."""
+    fields = {
+        "label": number.label,
+        "source": number.source,
+        "medium": number.medium,
+        "campaign": number.campaign,
+    }
+    return {k: v for k, v in fields.items() if v is not None}

@@ -1,0 +1,245 @@
+"""Calls through ``callrouter serve``: SIPp as the carrier, SIPp as the client's PBX.
+
+Each test gives its own tracking number a destination (and a secondary) on SIPp PBXs, places
+one call, and checks the call record against what the PBXs saw. The router announces each
+call once its record is durable, and the tests wait for that line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import world_traversable_tempdir
+from tests.e2e.serve import ServeProcess
+from tests.e2e.sipp import SCENARIOS, free_port, request_scenario, run_sipp, sipp_command
+
+NUMBERS = count(1)
+
+
+def closed_hours() -> str:
+    """An hours window that excludes now (UTC) for the next couple of hours."""
+    start = datetime.now(UTC) + timedelta(hours=3)
+    end = start + timedelta(hours=1)
+    return f"{start:%H}:00-{end:%H}:00"
+
+
+DIALPLANS = {
+    "failover.toml": """
+[[step]]
+dial = ["{destination}"]
+ring_timeout = 2
+
+[[step]]
+dial = ["{secondary_destination}"]
+ring_timeout = 10
+""",
+    "hours.toml": f"""
+timezone = "UTC"
+
+[[step]]
+when = {{ hours = "{closed_hours()}" }}
+dial = ["{{destination}}"]
+
+[[step]]
+reject = 480
+reason = "Closed"
+""",
+}
+
+
+class Router:
+    """A running ``callrouter serve`` with an API client for one client's numbers."""
+
+    def __init__(self, server: ServeProcess) -> None:
+        self.server = server
+        self.port = server.sip_port()
+        self.client_id = self.api("POST", "/v1/clients", {"name": "Acme"})["id"]
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.server.http_url + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Authorization": f"Bearer {self.server.operator_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+
+    def number(self, dialplan: str = "default", **params: str) -> str:
+        e164 = f"+4415155{next(NUMBERS):05d}"
+        destination = params.pop("destination", None)
+        self.api(
+            "POST",
+            "/v1/numbers",
+            {
+                "client_id": self.client_id,
+                "e164": e164,
+                "destination": destination,
+                "dialplan": dialplan,
+                "dialplan_params": params,
+            },
+        )
+        return e164
+
+    def call_record(self, e164: str) -> dict[str, Any]:
+        self.server.wait_for(rf"call: \S+ to \{e164} ended")
+        page = self.api("GET", "/v1/calls?number=" + e164.replace("+", "%2B"))
+        (call,) = page["data"]
+        return dict(self.api("GET", f"/v1/calls/{call['id']}"))
+
+
+@pytest.fixture(scope="module")
+def router() -> Iterator[Router]:
+    workdir = world_traversable_tempdir("callrouter-calls-")
+    dialplans = workdir / "dialplans"
+    dialplans.mkdir()
+    for name, text in DIALPLANS.items():
+        (dialplans / name).write_text(text)
+    server = ServeProcess(workdir / "data", "--dialplans-dir", str(dialplans))
+    try:
+        server.wait_ready()
+        yield Router(server)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+class Pbx:
+    """A SIPp process playing the client's phone system for one call."""
+
+    def __init__(self, scenario: str, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp_path / f"pbx-{self.port}"
+        self.dir.mkdir()
+        command = sipp_command(SCENARIOS / scenario, 0, self.dir)
+        command[1] = "-bind_local"  # a server: no remote host, listen on -p
+        command = [c for c in command if c != "-timeout_error"]
+        port_at = command.index("-p") + 1
+        command[port_at] = str(self.port)
+        self.process = subprocess.Popen(
+            command, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"sip:desk@127.0.0.1:{self.port}"
+
+    def finished(self) -> tuple[int, str]:
+        output, _ = self.process.communicate(timeout=60)
+        errors = self.dir / "sipp-errors.log"
+        return self.process.returncode, output[-2000:] + (
+            errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
+        )
+
+
+PbxFactory = Callable[[str], Pbx]
+
+
+@pytest.fixture
+def pbx(tmp_path: Path) -> Iterator[PbxFactory]:
+    """Starts PBXs for a test; any still running at its end is killed."""
+    started: list[Pbx] = []
+
+    def start(scenario: str) -> Pbx:
+        started.append(Pbx(scenario, tmp_path))
+        return started[-1]
+
+    yield start
+    for one in started:
+        if one.process.poll() is None:
+            one.process.kill()
+        one.process.communicate()
+
+
+def passed(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def pbx_passed(pbx: Pbx) -> None:
+    code, output = pbx.finished()
+    assert code == 0, output
+
+
+def attempts(call: dict[str, Any]) -> list[tuple[str, str, int | None]]:
+    return [(a["destination"], a["result"], a["sip_status"]) for a in call["attempts"]]
+
+
+def test_answered_call_hung_up_by_the_caller(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    pbx = pbx("pbx_answer.xml")
+    e164 = router.number(destination=pbx.uri)
+    passed(run_sipp("uac", router.port, tmp_path, service=e164))
+    pbx_passed(pbx)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["hangup_by"]) == ("answered", "caller")
+    assert attempts(call) == [(pbx.uri, "answered", 200)]
+    assert call["answered_at"] is not None and call["ended_at"] is not None
+
+
+def test_answered_call_hung_up_by_the_destination(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    pbx = pbx("pbx_hangs_up.xml")
+    e164 = router.number(destination=pbx.uri)
+    passed(run_sipp(SCENARIOS / "carrier_callee_hangs_up.xml", router.port, tmp_path, service=e164))
+    pbx_passed(pbx)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["hangup_by"]) == ("answered", "callee")
+
+
+def test_busy_fails_over_to_the_secondary(router: Router, pbx: PbxFactory, tmp_path: Path) -> None:
+    busy, backup = pbx("pbx_busy.xml"), pbx("pbx_answer.xml")
+    e164 = router.number(destination=busy.uri, secondary_destination=backup.uri)
+    passed(run_sipp("uac", router.port, tmp_path, service=e164))
+    pbx_passed(busy)
+    pbx_passed(backup)
+    call = router.call_record(e164)
+    assert call["disposition"] == "answered"
+    assert attempts(call) == [(busy.uri, "busy", 486), (backup.uri, "answered", 200)]
+
+
+def test_no_answer_fails_over_after_the_ring_timeout(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    ringing, backup = pbx("pbx_ring.xml"), pbx("pbx_answer.xml")
+    e164 = router.number("failover", destination=ringing.uri, secondary_destination=backup.uri)
+    passed(run_sipp("uac", router.port, tmp_path, service=e164))
+    pbx_passed(ringing)
+    pbx_passed(backup)
+    call = router.call_record(e164)
+    assert call["disposition"] == "answered"
+    assert attempts(call) == [(ringing.uri, "no_answer", None), (backup.uri, "answered", 200)]
+
+
+def test_caller_cancel_gets_487_and_cancels_the_branch(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    ringing = pbx("pbx_ring.xml")
+    e164 = router.number(destination=ringing.uri)
+    passed(run_sipp(SCENARIOS / "carrier_cancels.xml", router.port, tmp_path, service=e164))
+    pbx_passed(ringing)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["hangup_by"]) == ("cancelled", "caller")
+    assert attempts(call) == [(ringing.uri, "cancelled", None)]
+
+
+def test_closed_hours_take_the_closed_step(router: Router, tmp_path: Path) -> None:
+    e164 = router.number("hours", destination="sip:desk@127.0.0.1:9")
+    passed(run_sipp(request_scenario("INVITE", 480), router.port, tmp_path, service=e164))
+    call = router.call_record(e164)
+    assert call["disposition"] == "rejected" and call["attempts"] == []
+    assert call["hangup_reason"] == "Closed"
