@@ -1,4 +1,4 @@
-"""The ``callrouter`` command: serve, migrate, keys.
+"""The ``callrouter`` command: serve, migrate, keys, dialplan.
 
 Every command takes ``--config FILE`` and one flag per setting (see ``callrouter serve --help``);
 flags override ``CALLROUTER_*`` variables, which override the file.
@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,8 +25,13 @@ from callrouter import __version__
 from callrouter.app import database_dsn, migrate_database, serve
 from callrouter.config import CONFIG_PATH_ENV, SETTINGS, Config, ConfigError, load_config
 from callrouter.instance_lock import DataDirectoryInUse
-from callrouter.store import api_keys
+from callrouter.numbering import NumberFormatError, to_e164
+from callrouter.routing.dialplan import DialplanError, load_dialplan
+from callrouter.routing.dialplan import explain as explain_plan
+from callrouter.routing.dialplans import DialplanLibrary
+from callrouter.store import api_keys, numbers
 from callrouter.store.api_keys import API_KEYS
+from callrouter.store.database import connect
 from callrouter.store.embedded import EmbeddedPostgresError
 from callrouter.store.migrations import MigrationError
 
@@ -34,6 +40,7 @@ EXPECTED_FAILURES = (
     DataDirectoryInUse,
     EmbeddedPostgresError,
     MigrationError,
+    NumberFormatError,
     OSError,
     asyncpg.PostgresError,
 )
@@ -92,7 +99,26 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("key_id", type=UUID)
     for sub in (create, listing, revoke):
         _add_setting_flags(sub)
+
+    dialplan = commands.add_parser("dialplan", help="check dialplans and explain routing")
+    plan_commands = dialplan.add_subparsers(
+        dest="dialplan_command", required=True, metavar="ACTION"
+    )
+    check = plan_commands.add_parser("check", help="validate dialplan files (file:line errors)")
+    check.add_argument("files", type=Path, nargs="+")
+    explain = plan_commands.add_parser("explain", help="what a call to a number would do")
+    explain.add_argument("number", help="the tracking number (E.164)")
+    explain.add_argument(
+        "--at", type=_timestamp, help="when the call comes (ISO 8601; default: now)"
+    )
+    explain.add_argument("--caller", default="", help="the caller's number (E.164)")
+    _add_setting_flags(explain)
     return parser
+
+
+def _timestamp(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def _serve(config: Config) -> None:
@@ -114,7 +140,7 @@ async def _with_connection(
 ) -> None:
     async with database_dsn(config, lambda _line: None, owner=False) as dsn:
         await migrate_database(dsn, lambda _line: None)
-        connection = await asyncpg.connect(dsn)
+        connection = await connect(dsn)
         try:
             await action(connection)
         finally:
@@ -150,8 +176,48 @@ async def _keys(config: Config, args: argparse.Namespace) -> None:
     await _with_connection(config, actions[args.keys_command])
 
 
+def _check_dialplans(files: list[Path]) -> int:
+    """Print each file's verdict; exit status 1 when any is refused."""
+    failed = 0
+    for path in files:
+        try:
+            plan = load_dialplan(path)
+        except DialplanError as exc:
+            print(f"{exc}", file=sys.stderr)
+            failed += 1
+            continue
+        say(f"{path}: ok, {len(plan.steps)} steps, timezone {plan.timezone.key}")
+    return 1 if failed else 0
+
+
+async def _explain(config: Config, args: argparse.Namespace) -> None:
+    library = DialplanLibrary(config.dialplans_dir, lambda _line: None)
+    library.refresh()
+    e164 = to_e164(args.number)
+
+    async def show(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        number = await numbers.find_by_e164(db, e164)
+        if number is None:
+            raise ConfigError(f"{e164} is not a tracking number here (a carrier would get 404)")
+        plan = library.get(number.dialplan)
+        if plan is None:
+            problem = library.errors.get(number.dialplan, "no such file")
+            raise ConfigError(f"dialplan {number.dialplan!r} is not loaded: {problem}")
+        params = {k: str(v) for k, v in number.dialplan_params.items()}
+        if number.destination:
+            params.setdefault("destination", number.destination)
+        say(f"{e164}: client {number.client_id}, dialplan {plan.name}")
+        at = args.at or datetime.now(UTC)
+        for line in explain_plan(plan, at, args.caller, params):
+            say(line)
+
+    await _with_connection(config, show)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "dialplan" and args.dialplan_command == "check":
+        return _check_dialplans(args.files)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -161,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "serve": lambda: _serve(config),
             "migrate": lambda: _migrate(config),
             "keys": lambda: _keys(config, args),
+            "dialplan": lambda: _explain(config, args),
         }
         # uvloop: +57 % API throughput in bench/api.py on the reference machine.
         uvloop.run(commands[args.command]())

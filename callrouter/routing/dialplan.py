@@ -41,6 +41,8 @@ __all__ = [
     "SetDuration",
     "SetRecording",
     "Step",
+    "describe",
+    "explain",
     "load_dialplan",
     "parse_dialplan",
 ]
@@ -198,7 +200,7 @@ def parse_dialplan(text: str, name: str, source: str) -> Dialplan:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
-        line = match.group(1) if match else "1"
+        line = match.group(1) if match else str(max(1, len(lines.lines)))
         raise DialplanError(f"{source}:{line}: not valid TOML: {exc}") from None
 
     def fail(step: int | None, key: str | None, problem: str) -> DialplanError:
@@ -314,6 +316,46 @@ def _when(raw: Any, i: int, fail: Fail) -> Condition:
     if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
         raise fail(i, "param", "param must be a table of strings")
     return Condition(days, hours, tuple(prefixes), dict(params))
+
+
+def describe(action: Action, params: dict[str, str]) -> str:
+    """One line for an action, parameters filled in."""
+    if isinstance(action, Dial):
+        targets, missing = action.targets(params)
+        if not targets:
+            return "dial: skipped, " + ", ".join(f"{{{m}}}" for m in missing) + " not set"
+        goes_on = ", ".join(sorted(action.continue_on)) or "nothing"
+        return (
+            f"dial {' + '.join(targets)} (ring {action.ring_timeout:g} s); next step on {goes_on}"
+        )
+    if isinstance(action, Reject):
+        return f"reject {action.status}" + (f" {action.reason}" if action.reason else "")
+    if isinstance(action, SetRecording):
+        return "recording " + ("on" if action.record else "off")
+    return f"max duration {action.seconds:g} s"
+
+
+def explain(plan: Dialplan, at: datetime, caller: str, params: dict[str, str]) -> list[str]:
+    """What a call at ``at`` from ``caller`` would do, step by step, for ``dialplan explain``."""
+    local = at.astimezone(plan.timezone)
+    lines = [f"at {local:%a %Y-%m-%d %H:%M} {plan.timezone.key}"]
+    ended = False
+    for number, step in enumerate(plan.steps, start=1):
+        where = f"step {number} (line {step.line})"
+        if ended:
+            lines.append(f"  never   {where}: the call was settled before it")
+            continue
+        if not step.when.holds(local, caller, params):
+            lines.append(f"  skip    {where}: {step.when.describe()} does not hold")
+            continue
+        lines.append(f"  run     {where}: {describe(step.action, params)}")
+        if isinstance(step.action, Reject):
+            ended = True
+        elif isinstance(step.action, Dial) and step.action.targets(params)[0]:
+            ended = not step.action.continue_on
+    if not ended:
+        lines.append("  finally 480 if no destination answered")
+    return lines
 
 
 def load_dialplan(path: Path) -> Dialplan:

@@ -20,6 +20,13 @@ async def _init_connection(connection: asyncpg.Connection[Any]) -> None:
         )
 
 
+async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
+    """One connection (for short-lived commands) with the same JSON codecs as the pool."""
+    connection: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(dsn)
+    await _init_connection(connection)
+    return connection
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 2, max_size: int = 10
 ) -> asyncpg.Pool[asyncpg.Record]:

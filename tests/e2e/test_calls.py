@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -60,8 +61,9 @@ reason = "Closed"
 class Router:
     """A running ``callrouter serve`` with an API client for one client's numbers."""
 
-    def __init__(self, server: ServeProcess) -> None:
+    def __init__(self, server: ServeProcess, dialplans: Path) -> None:
         self.server = server
+        self.dialplans = dialplans
         self.port = server.sip_port()
         self.client_id = self.api("POST", "/v1/clients", {"name": "Acme"})["id"]
 
@@ -111,7 +113,7 @@ def router() -> Iterator[Router]:
     server = ServeProcess(workdir / "data", "--dialplans-dir", str(dialplans))
     try:
         server.wait_ready()
-        yield Router(server)
+        yield Router(server, dialplans)
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -243,3 +245,51 @@ def test_closed_hours_take_the_closed_step(router: Router, tmp_path: Path) -> No
     call = router.call_record(e164)
     assert call["disposition"] == "rejected" and call["attempts"] == []
     assert call["hangup_reason"] == "Closed"
+
+
+def test_a_broken_dialplan_edit_is_refused_and_calls_keep_routing(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    path = router.dialplans / "failover.toml"
+    good = path.read_text()
+    path.write_text(good.replace("ring_timeout = 2\n", "ring_timeout = two\n"))
+    refused = router.server.wait_for(r"dialplan: refused (\S+failover\.toml:\d+): (.*)")
+    assert refused.group(1) == f"{path}:4"
+    assert "(the previous version keeps serving)" in refused.group(2)
+    ringing, backup = pbx("pbx_ring.xml"), pbx("pbx_answer.xml")
+    e164 = router.number("failover", destination=ringing.uri, secondary_destination=backup.uri)
+    passed(run_sipp("uac", router.port, tmp_path, service=e164))
+    pbx_passed(ringing)
+    pbx_passed(backup)
+    call = router.call_record(e164)
+    assert attempts(call) == [(ringing.uri, "no_answer", None), (backup.uri, "answered", 200)]
+    path.write_text(good)
+    router.server.wait_for(r"dialplan: reloaded failover")
+
+
+def test_dialplan_explain_beside_the_running_server(router: Router) -> None:
+    e164 = router.number("hours", destination="sip:desk@127.0.0.1:9")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "callrouter",
+            "dialplan",
+            "explain",
+            e164,
+            "--at",
+            "2026-11-25T12:00:00+00:00",
+            "--data-dir",
+            str(router.server.data_dir),
+            "--dialplans-dir",
+            str(router.dialplans),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{e164}: client {router.client_id}, dialplan hours"
+    assert lines[-1] == "  run     step 2 (line 8): reject 480 Closed"
