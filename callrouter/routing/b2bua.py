@@ -385,6 +385,9 @@ class B2bua:
 
     def _answered(self, call: Call, branch: Branch, response: Response) -> None:
         assert branch.request is not None and branch.flow is not None
+        if branch.dialog is not None and response.to.tag == branch.dialog.remote_tag:
+            self._send_ack(branch, branch.dialog)  # the 2xx again: our ACK was lost
+            return
         dialog = Dialog.as_uac(branch.request, response, self._contact(branch.flow))
         dialog.confirmed = True
         branch.dialog = dialog

@@ -72,6 +72,25 @@ class ServeProcess:
             if m := regex.search(line):
                 return m
 
+    def wait_for_all(self, pattern: str, count: int, timeout: float = STARTUP_TIMEOUT) -> list[str]:
+        """The first group of ``count`` lines matching ``pattern``, waiting for the missing ones
+        (each wait bounded by ``timeout``)."""
+        regex = re.compile(pattern)
+        found = [m.group(1) for line in self.lines if (m := regex.search(line))]
+        while len(found) < count:
+            try:
+                line = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(
+                    f"{len(found)} of {count} lines matched {pattern!r}; output:\n" + self.output
+                ) from None
+            if line is None:
+                raise AssertionError(f"exited before {pattern!r}; output:\n" + self.output)
+            self.lines.append(line)
+            if m := regex.search(line):
+                found.append(m.group(1))
+        return found[:count]
+
     def wait_ready(self) -> ServeProcess:
         self.wait_for(r"callrouter \S+ ready")
         return self

@@ -88,6 +88,7 @@ def sipp_command(
     transport: str = "udp",
     service: str = "+441515550001",
     calls: int = 1,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The SIPp command line for a scenario (a file, XML text, or ``uac`` for SIPp's own)."""
     if isinstance(scenario, Path):
@@ -120,6 +121,7 @@ def sipp_command(
         "-trace_err",
         "-error_file",
         str(tmp_path / "sipp-errors.log"),
+        *extra,
     ]
 
 

@@ -122,11 +122,14 @@ def router() -> Iterator[Router]:
 class Pbx:
     """A SIPp process playing the client's phone system for one call."""
 
-    def __init__(self, scenario: str, tmp_path: Path) -> None:
-        self.port = free_port()
+    def __init__(
+        self, scenario: str | Path, tmp_path: Path, calls: int = 1, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.dir = tmp_path / f"pbx-{self.port}"
         self.dir.mkdir()
-        command = sipp_command(SCENARIOS / scenario, 0, self.dir)
+        path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
+        command = sipp_command(path, 0, self.dir, calls=calls)
         command[1] = "-bind_local"  # a server: no remote host, listen on -p
         command = [c for c in command if c != "-timeout_error"]
         port_at = command.index("-p") + 1
@@ -147,7 +150,7 @@ class Pbx:
         )
 
 
-PbxFactory = Callable[[str], Pbx]
+PbxFactory = Callable[..., Pbx]
 
 
 @pytest.fixture
@@ -155,8 +158,8 @@ def pbx(tmp_path: Path) -> Iterator[PbxFactory]:
     """Starts PBXs for a test; any still running at its end is killed."""
     started: list[Pbx] = []
 
-    def start(scenario: str) -> Pbx:
-        started.append(Pbx(scenario, tmp_path))
+    def start(scenario: str | Path, calls: int = 1, port: int | None = None) -> Pbx:
+        started.append(Pbx(scenario, tmp_path, calls, port))
         return started[-1]
 
     yield start
@@ -293,3 +296,84 @@ def test_dialplan_explain_beside_the_running_server(router: Router) -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"{e164}: client {router.client_id}, dialplan hours"
     assert lines[-1] == "  run     step 2 (line 8): reject 480 Closed"
+
+
+class LossyRelay:
+    """tests/e2e/lossy_relay.py in front of a port: drops a seeded share of datagrams."""
+
+    def __init__(self, target_port: int, seed: int, towards: float, back: float) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("lossy_relay.py")),
+                str(towards),
+                str(back),
+                str(seed),
+                str(target_port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.startswith("relay: listening on "), line
+        self.port = int(line.split()[-1])
+
+    def close(self) -> str:
+        summary, _ = self.process.communicate(timeout=30)
+        return summary.strip()
+
+
+@pytest.fixture
+def relays() -> Iterator[Callable[[int, int, float, float], LossyRelay]]:
+    started: list[LossyRelay] = []
+
+    def start(target_port: int, seed: int, towards: float, back: float) -> LossyRelay:
+        started.append(LossyRelay(target_port, seed, towards, back))
+        return started[-1]
+
+    yield start
+    for relay in started:
+        if relay.process.poll() is None:
+            relay.close()
+
+
+def test_calls_complete_through_10_percent_packet_loss_on_both_sides(
+    router: Router,
+    pbx: PbxFactory,
+    relays: Callable[[int, int, float, float], LossyRelay],
+    tmp_path: Path,
+) -> None:
+    """Both legs pass through relays that drop 10 % of datagrams (seeded, so a run is
+    reproducible). On the carrier's leg both directions lose packets. On the PBX's leg only what
+    the router sends is lost (INVITE, ACK, BYE): SIPp playing the PBX cannot cope with its own
+    answers being lost (it aborts the call on the INVITE retransmission that follows), which a
+    real PBX handles, so that direction would test SIPp rather than the router."""
+    calls = 10
+    desk_port = free_port()
+    to_desk = relays(desk_port, 1, 10.0, 0.0)
+    # The PBX gives the relay as its Contact, so the router's ACK and BYE cross it too.
+    scenario = tmp_path / "pbx_behind_relay.xml"
+    scenario.write_text(
+        (SCENARIOS / "pbx_answer.xml")
+        .read_text()
+        .replace(
+            "Contact: <sip:[local_ip]:[local_port];", f"Contact: <sip:[local_ip]:{to_desk.port};"
+        )
+    )
+    desk = pbx(scenario, calls=calls, port=desk_port)
+    to_router = relays(router.port, 2, 10.0, 10.0)
+    e164 = router.number(destination=f"sip:desk@127.0.0.1:{to_desk.port}")
+    passed(run_sipp("uac", to_router.port, tmp_path, service=e164, calls=calls, extra=("-l", "2")))
+    pbx_passed(desk)
+    losses = [to_router.close(), to_desk.close()]
+    assert all(" dropped 0" not in summary for summary in losses), losses
+    ids = router.server.wait_for_all(rf"call: (\S+) to \{e164} ended answered", calls)
+    assert len(set(ids)) == calls
+    page = router.api("GET", f"/v1/calls?limit=50&number={e164.replace('+', '%2B')}")
+    assert len(page["data"]) == calls
+    for call in page["data"]:
+        record = router.api("GET", f"/v1/calls/{call['id']}")
+        assert (record["disposition"], record["hangup_by"]) == ("answered", "caller")
+        assert [a["result"] for a in record["attempts"]] == ["answered"]
