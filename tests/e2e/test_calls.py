@@ -377,3 +377,26 @@ def test_calls_complete_through_10_percent_packet_loss_on_both_sides(
         record = router.api("GET", f"/v1/calls/{call['id']}")
         assert (record["disposition"], record["hangup_by"]) == ("answered", "caller")
         assert [a["result"] for a in record["attempts"]] == ["answered"]
+
+
+def test_two_pjsua2_phones_talk_through_the_router(router: Router, tmp_path: Path) -> None:
+    desk_port = free_port()
+    e164 = router.number(destination=f"sip:desk@127.0.0.1:{desk_port}")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("two_phones.py")),
+            str(router.port),
+            str(desk_port),
+            e164,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "phones: confirmed=True" in result.stdout
+    call = router.call_record(e164)
+    assert (call["disposition"], call["hangup_by"]) == ("answered", "caller")

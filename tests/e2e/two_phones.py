@@ -1,0 +1,152 @@
+"""Two pjsua2 phones in one process: the caller dials the router, the router forwards the call to
+the desk phone, which answers. Both play a tone into the call; the script exits 0 only when each
+side has received RTP from the other, then the caller hangs up.
+
+    python tests/e2e/two_phones.py ROUTER_PORT DESK_PORT NUMBER
+
+Runs as its own process: pjsua2 keeps process-wide state and threads of its own.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from collections.abc import Callable
+
+import pjsua2 as pj
+
+MAX_POLLS = 600  # x 50 ms of event handling: the bound on every wait below
+MIN_PACKETS = 25  # half a second of 20 ms frames
+
+
+class Phone(pj.Call):  # type: ignore[misc]
+    def __init__(self, account: pj.Account, tone: pj.ToneGenerator, call_id: int = -1) -> None:
+        super().__init__(account, call_id)
+        self.tone = tone
+        self.states: list[int] = []
+
+    def onCallState(self, prm: object) -> None:
+        self.states.append(self.getInfo().state)
+
+    def onCallMediaState(self, prm: object) -> None:
+        info = self.getInfo()
+        for index, media in enumerate(info.media):
+            if media.type == pj.PJMEDIA_TYPE_AUDIO and media.status == pj.PJSUA_CALL_MEDIA_ACTIVE:
+                self.tone.startTransmit(self.getAudioMedia(index))
+
+    def received_packets(self) -> int:
+        try:
+            return int(self.getStreamStat(0).rtcp.rxStat.pkt)
+        except pj.Error:
+            return 0
+
+
+class Desk(pj.Account):  # type: ignore[misc]
+    """Answers every call at once."""
+
+    def __init__(self, tone: pj.ToneGenerator) -> None:
+        super().__init__()
+        self.tone = tone
+        self.calls: list[Phone] = []
+
+    def onIncomingCall(self, prm: pj.OnIncomingCallParam) -> None:
+        call = Phone(self, self.tone, prm.callId)
+        self.calls.append(call)
+        answer = pj.CallOpParam()
+        answer.statusCode = 200
+        call.answer(answer)
+
+
+def tone() -> pj.ToneGenerator:
+    generator = pj.ToneGenerator()
+    generator.createToneGenerator()
+    tones = pj.ToneDescVector()
+    desc = pj.ToneDesc()
+    desc.freq1, desc.freq2, desc.on_msec, desc.off_msec = 440, 0, 1000, 0
+    tones.append(desc)
+    generator.play(tones, True)
+    return generator
+
+
+def poll_until(endpoint: pj.Endpoint, done: Callable[[], bool]) -> bool:
+    for _ in range(MAX_POLLS):
+        if done():
+            return True
+        endpoint.libHandleEvents(50)
+    return False
+
+
+def transport(endpoint: pj.Endpoint, port: int) -> int:
+    config = pj.TransportConfig()
+    config.boundAddress = "127.0.0.1"
+    config.port = port
+    return int(endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, config))
+
+
+def main(router_port: int, desk_port: int, number: str) -> int:
+    endpoint = pj.Endpoint()
+    endpoint.libCreate()
+    config = pj.EpConfig()
+    config.uaConfig.threadCnt = 0
+    config.uaConfig.mainThreadOnly = True
+    config.logConfig.level = 2
+    config.logConfig.consoleLevel = 2
+    config.medConfig.noVad = True
+    endpoint.libInit(config)
+    caller_transport = transport(endpoint, 0)
+    desk_transport = transport(endpoint, desk_port)
+    endpoint.libStart()
+    endpoint.audDevManager().setNullDev()
+
+    caller_tone, desk_tone = tone(), tone()
+    caller_config = pj.AccountConfig()
+    caller_config.idUri = "sip:+447700900123@127.0.0.1"
+    caller_config.sipConfig.transportId = caller_transport
+    caller_account = pj.Account()
+    caller_account.create(caller_config)
+    desk_config = pj.AccountConfig()
+    desk_config.idUri = f"sip:desk@127.0.0.1:{desk_port}"
+    desk_config.sipConfig.transportId = desk_transport
+    desk = Desk(desk_tone)
+    desk.create(desk_config)
+
+    phones = [Phone(caller_account, caller_tone)]  # a list, so it can be emptied before libDestroy
+    phones[0].makeCall(f"sip:{number}@127.0.0.1:{router_port}", pj.CallOpParam(True))
+    confirmed = poll_until(
+        endpoint,
+        lambda: (
+            pj.PJSIP_INV_STATE_CONFIRMED in phones[0].states
+            and any(pj.PJSIP_INV_STATE_CONFIRMED in c.states for c in desk.calls)
+        ),
+    )
+    print(f"phones: confirmed={confirmed}", flush=True)
+    heard = confirmed and poll_until(
+        endpoint,
+        lambda: (
+            phones[0].received_packets() >= MIN_PACKETS
+            and all(c.received_packets() >= MIN_PACKETS for c in desk.calls)
+        ),
+    )
+    desk_packets = [c.received_packets() for c in desk.calls]
+    print(f"audio: caller received {phones[0].received_packets()} RTP packets, desk {desk_packets}")
+    phones[0].hangup(pj.CallOpParam(True))
+    ended = poll_until(
+        endpoint,
+        lambda: (
+            pj.PJSIP_INV_STATE_DISCONNECTED in phones[0].states
+            and all(pj.PJSIP_INV_STATE_DISCONNECTED in c.states for c in desk.calls)
+        ),
+    )
+    print(f"phones: disconnected={ended}", flush=True)
+    # pjsua2 objects must go before the library does, players before the conference bridge.
+    phones.clear()
+    desk.calls.clear()
+    desk.tone = None
+    del caller_tone, desk_tone
+    gc.collect()
+    endpoint.libDestroy()
+    return 0 if confirmed and heard and ended else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
