@@ -36,7 +36,7 @@ from callrouter.routing.events import (
     CallRinging,
     CallStarted,
 )
-from callrouter.sip.dialogs import AnswerRepeater, Dialog
+from callrouter.sip.dialogs import AnswerRepeater, Dialog, DialogId
 from callrouter.sip.errors import SipError
 from callrouter.sip.events import (
     AckReceived,
@@ -122,6 +122,8 @@ class Call:
     repeater: AnswerRepeater | None = None
     timers: list[Any] = field(default_factory=list)
     ring_timer: Any = None
+    tids: set[str] = field(default_factory=set)
+    """Client transactions of this call (branches, relayed requests), to forget at the end."""
 
 
 @dataclass(eq=False)
@@ -158,6 +160,8 @@ class B2bua:
     calls: dict[str, Call] = field(default_factory=dict)
     _by_branch: dict[str, tuple[Call, Branch]] = field(default_factory=dict)
     _relays: dict[str, _Relay] = field(default_factory=dict)
+    _connected: dict[DialogId, tuple[Call, bool]] = field(default_factory=dict)
+    """Every connected leg by its dialog id, with whether it is the caller's."""
     _announcing: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- entry points (the front door hands these over) --------------------------------------
@@ -252,24 +256,27 @@ class B2bua:
     def in_dialog(self, event: RequestReceived) -> bool:
         """A request with a To tag: BYE, re-INVITE, UPDATE, INFO for one of our calls."""
         request = event.request
-        for call in self.calls.values():
-            if call.caller is not None and call.caller.matches(request):
-                self._from_leg(call, event, from_caller=True)
-                return True
-            callee = call.callee
-            if callee is not None and callee.dialog is not None and callee.dialog.matches(request):
-                self._from_leg(call, event, from_caller=False)
-                return True
-        return False
+        found = self._connected.get(
+            (request.call_id, request.to.tag or "", request.from_.tag or "")
+        )
+        if found is None:
+            return False
+        call, from_caller = found
+        self._from_leg(call, event, from_caller=from_caller)
+        return True
 
     def ack(self, event: AckReceived) -> bool:
-        for call in self.calls.values():
-            if call.caller is not None and call.caller.matches(event.request):
-                if call.repeater is not None:
-                    call.repeater.ack()
-                    call.repeater = None
-                return True
-        return False
+        request = event.request
+        found = self._connected.get(
+            (request.call_id, request.to.tag or "", request.from_.tag or "")
+        )
+        if found is None:
+            return False
+        call, from_caller = found
+        if from_caller and call.repeater is not None:
+            call.repeater.ack()
+            call.repeater = None
+        return True
 
     # -- the dialplan --------------------------------------------------------------------------
 
@@ -320,6 +327,7 @@ class B2bua:
         call.branches.pop(f"pending-{branch.seq}", None)
         call.branches[tid] = branch
         self._by_branch[tid] = (call, branch)
+        call.tids.add(tid)
 
     def _destination_uri(self, destination: str) -> SipUri | None:
         if destination.startswith("+"):
@@ -399,6 +407,7 @@ class B2bua:
         branch.done = True
         call.state = "answered"
         call.callee = branch
+        self._connected[dialog.id] = (call, False)
         self._stop_ring_timer(call)
         self._cancel_branches(call)
         self.journal.record(AttemptAnswered(call.id, branch.seq, self.wall()))
@@ -411,6 +420,7 @@ class B2bua:
             ok.body = response.body
         call.caller = Dialog.as_uas(call.request, call.local_tag, self._contact(call.flow))
         call.caller.confirmed = True
+        self._connected[call.caller.id] = (call, True)
         self.service.respond(call.tid, ok)
         call.repeater = AnswerRepeater(ok, self.service.endpoint.timers, self.clock.seconds())
         self._repeat_answer(call)
@@ -423,13 +433,15 @@ class B2bua:
         self._ack(dialog, branch.request.cseq.number, self._dialog_flow(dialog, branch.flow))
 
     def _stray_2xx(self, response: Response, flow: Flow) -> bool:
-        for call in self.calls.values():
-            callee = call.callee
-            if callee is not None and callee.dialog is not None and callee.dialog.matches(response):
-                if response.cseq.method == "INVITE":
-                    self._send_ack(callee, callee.dialog)
-                return True
-        return False
+        found = self._connected.get(
+            (response.call_id, response.from_.tag or "", response.to.tag or "")
+        )
+        if found is None or found[1]:
+            return False
+        callee = found[0].callee
+        if callee is not None and callee.dialog is not None and response.cseq.method == "INVITE":
+            self._send_ack(callee, callee.dialog)
+        return True
 
     def _branch_failed(
         self, call: Call, branch: Branch, status: int | None, outcome: str, reason: str
@@ -525,6 +537,7 @@ class B2bua:
             relayed, self._dialog_flow(other, self._other_flow(call, from_caller))
         )
         self._relays[tid] = _Relay(call, event.transaction_id, request, not from_caller)
+        call.tids.add(tid)
 
     def _legs(self, call: Call, to_caller: bool) -> tuple[Dialog | None, Dialog | None, Flow]:
         """(the leg a relayed request came from, the leg it went to, that leg's flow)."""
@@ -652,10 +665,12 @@ class B2bua:
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
         self.calls.pop(call.tid, None)
-        for tid in [t for t, (c, _) in self._by_branch.items() if c is call]:
-            del self._by_branch[tid]
-        for tid in [t for t, r in self._relays.items() if r.call is call]:
-            del self._relays[tid]
+        for tid in call.tids:
+            self._by_branch.pop(tid, None)
+            self._relays.pop(tid, None)
+        for leg in (call.caller, call.callee.dialog if call.callee else None):
+            if leg is not None:
+                self._connected.pop(leg.id, None)
 
     async def _announce_when_durable(self, summary: str) -> None:
         await self.journal.flushed()
