@@ -196,7 +196,9 @@ class FrontDoor:
 
     async def _invite(self, event: RequestReceived) -> None:
         request, tid = event.request, event.transaction_id
-        dialled = dialled_number(request)
+        # Carriers put the number in the Request-URI; some SBCs rewrite it to a trunk name and
+        # leave the number in To only.
+        dialled = dialled_number(request) or uri_number(request.to.uri)
         number = await self.find_number(dialled) if dialled is not None else None
         if number is None:
             self._answer(tid, request.response(404, to_tag=_tag()))

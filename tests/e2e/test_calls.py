@@ -44,6 +44,13 @@ ring_timeout = 2
 dial = ["{secondary_destination}"]
 ring_timeout = 10
 """,
+    "short.toml": """
+[[step]]
+max_duration = 1
+
+[[step]]
+dial = ["{destination}"]
+""",
     "hours.toml": f"""
 timezone = "UTC"
 
@@ -400,3 +407,26 @@ def test_two_pjsua2_phones_talk_through_the_router(router: Router, tmp_path: Pat
     assert "phones: confirmed=True" in result.stdout
     call = router.call_record(e164)
     assert (call["disposition"], call["hangup_by"]) == ("answered", "caller")
+
+
+def test_hold_is_relayed_across_both_legs(router: Router, pbx: PbxFactory, tmp_path: Path) -> None:
+    """The caller's re-INVITE (a=sendonly) reaches the PBX, whose recvonly answer comes back."""
+    desk = pbx("pbx_hold.xml")
+    e164 = router.number(destination=desk.uri)
+    passed(run_sipp(SCENARIOS / "carrier_holds.xml", router.port, tmp_path, service=e164))
+    pbx_passed(desk)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["hangup_by"]) == ("answered", "caller")
+
+
+def test_max_duration_ends_both_legs(router: Router, pbx: PbxFactory, tmp_path: Path) -> None:
+    desk = pbx("pbx_answer.xml")
+    e164 = router.number("short", destination=desk.uri)
+    passed(run_sipp(SCENARIOS / "carrier_callee_hangs_up.xml", router.port, tmp_path, service=e164))
+    pbx_passed(desk)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["hangup_by"], call["hangup_reason"]) == (
+        "answered",
+        "system",
+        "max duration",
+    )
