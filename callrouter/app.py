@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from uuid import UUID
 
 import asyncpg
 from aiohttp import web
@@ -26,6 +28,7 @@ from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.front_door import FrontDoor, Networks
+from callrouter.routing.sessions import Sessions
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.transactions import Timers
 from callrouter.store import api_keys, calls, numbers
@@ -111,7 +114,11 @@ async def _start_http(app: web.Application, config: Config, stack: AsyncExitStac
 
 
 async def _start_sip(
-    config: Config, pool: asyncpg.Pool[asyncpg.Record], stack: AsyncExitStack, say: Say
+    config: Config,
+    pool: asyncpg.Pool[asyncpg.Record],
+    stack: AsyncExitStack,
+    say: Say,
+    visitor_sessions: Sessions,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -148,6 +155,7 @@ async def _start_sip(
         reactor,
         outbound_trunk=sip.outbound_trunk,
         announce=say,
+        sessions=visitor_sessions,
     )
 
     async def find_number(e164: str) -> Number | None:
@@ -186,6 +194,21 @@ async def _watch(dialplans: DialplanLibrary, config: Config) -> None:
         dialplans.refresh()
 
 
+POOL_CHANNEL = "pool_changed"
+
+
+def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
+    """A LISTEN callback: reload the pool PostgreSQL says changed (migration 0003's triggers)."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_change(_connection: object, _pid: int, _channel: str, payload: str) -> None:
+        task = asyncio.get_running_loop().create_task(visitor_sessions.reload(UUID(payload)))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return on_change
+
+
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -216,10 +239,22 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         stack.push_async_callback(listener.close)
         await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
 
-        app = build_api(pool, authenticator, max_body_bytes=config.http.max_body_bytes)
+        # Pools and live leases are in memory before the API or SIP serves anything.
+        visitor_sessions = Sessions(pool, time.time)
+        restored = await visitor_sessions.load()
+        say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
+        stack.push_async_callback(_cancel, asyncio.create_task(visitor_sessions.run()))
+        await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
+
+        app = build_api(
+            pool,
+            authenticator,
+            max_body_bytes=config.http.max_body_bytes,
+            visitor_sessions=visitor_sessions,
+        )
         http_url = await _start_http(app, config, stack)
         say(f"http: listening on {http_url}")
-        front_door, listening = await _start_sip(config, pool, stack, say)
+        front_door, listening = await _start_sip(config, pool, stack, say, visitor_sessions)
         for opened in listening:
             say(f"sip: listening on {opened}")
         yield RunningServer(dsn, http_url, listening, front_door)

@@ -50,3 +50,31 @@ def display_formats(e164: str) -> DisplayFormats:
         phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL),
         phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NumberParts:
+    """What the swap script needs to recognise a number however a page writes it."""
+
+    e164: str
+    national: str
+    international: str
+    country_code: str
+    nsn: str
+    trunk_prefix: str
+
+
+def number_parts(e164: str) -> NumberParts:
+    """Country code, national significant number and trunk prefix ("0" in the UK) of a number."""
+    parsed = phonenumbers.parse(e164, None)
+    region = phonenumbers.region_code_for_number(parsed)
+    trunk = phonenumbers.ndd_prefix_for_region(region, True) if region else None
+    formats = display_formats(e164)
+    return NumberParts(
+        e164,
+        formats.national,
+        formats.international,
+        str(parsed.country_code),
+        phonenumbers.national_significant_number(parsed),
+        trunk or "",
+    )

@@ -67,6 +67,13 @@ _SETTABLE = (
         min_length=1,
         max_length=200,
     ),
+    Field(
+        "form_fields",
+        "array",
+        "Form field names whose values the swap script may send; other fields are never read.",
+        max_items=50,
+        items=Field("field", "string", "A form field's name attribute.", max_length=100),
+    ),
 )
 NAME = Field("name", "string", "Pool name, unique per client.", min_length=1, max_length=200)
 CREATE = Schema(CLIENT_ID, replace(NAME, required=True), *_SETTABLE)
@@ -86,6 +93,7 @@ VIEW: dict[str, Any] = {
         "exhaustion_policy",
         "default_number_id",
         "default_source",
+        "form_fields",
         "created_at",
         "updated_at",
     ],
@@ -101,6 +109,7 @@ VIEW: dict[str, Any] = {
         "exhaustion_policy": {"type": "string", "enum": ["reuse_oldest", "default_number"]},
         "default_number_id": {"type": ["string", "null"], "format": "uuid"},
         "default_source": {"type": "string"},
+        "form_fields": {"type": "array", "items": {"type": "string"}},
         **TIMESTAMPS,
     },
     "additionalProperties": False,
@@ -120,6 +129,7 @@ def view(pool: Pool) -> dict[str, Any]:
         "exhaustion_policy": pool.exhaustion_policy,
         "default_number_id": pool.default_number_id,
         "default_source": pool.default_source,
+        "form_fields": pool.form_fields,
         "created_at": pool.created_at,
         "updated_at": pool.updated_at,
     }

@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from callrouter.api import calls, clients, health, keys, numbers, openapi, pools
+from callrouter.api import calls, clients, health, keys, numbers, openapi, pools, sessions
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
-from callrouter.api.state import DATABASE
+from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS
+from callrouter.ratelimit import TokenBuckets
+from callrouter.routing.sessions import Sessions
 from callrouter.store.database import StoreConflict, StoreReferenceError
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ ENDPOINTS: list[Endpoint] = [
     *numbers.ENDPOINTS,
     *pools.ENDPOINTS,
     *calls.ENDPOINTS,
+    *sessions.ENDPOINTS,
 ]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -74,11 +77,23 @@ def build_api(
     *,
     max_body_bytes: int,
     endpoints: list[Endpoint] | None = None,
+    visitor_sessions: Sessions | None = None,
+    public_rate: TokenBuckets | None = None,
 ) -> web.Application:
-    """The API application with its services; ``endpoints`` defaults to all of them."""
+    """The API application with its services; ``endpoints`` defaults to all of them.
+
+    :param visitor_sessions: the router's pools and sessions, for the swap script's routes.
+    :param public_rate: per-address limit of the public (pool key) routes.
+    """
     endpoints = ENDPOINTS if endpoints is None else endpoints
-    app = web.Application(client_max_size=max_body_bytes, middlewares=[problem_middleware])
+    app = web.Application(
+        client_max_size=max_body_bytes,
+        middlewares=[sessions.cors_middleware, problem_middleware],
+    )
     app[DATABASE] = database
+    app[PUBLIC_RATE] = public_rate or TokenBuckets(rate=20.0, burst=100)
+    if visitor_sessions is not None:
+        app[SESSIONS] = visitor_sessions
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

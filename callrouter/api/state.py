@@ -5,4 +5,11 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from callrouter.ratelimit import TokenBuckets
+from callrouter.routing.sessions import Sessions
+
 DATABASE = web.AppKey("database", asyncpg.Pool)
+SESSIONS = web.AppKey("sessions", Sessions)
+"""The in-memory pools and visitor sessions (absent when the API runs without the router)."""
+PUBLIC_RATE = web.AppKey("public_rate", TokenBuckets)
+"""Per-address limits for the public (pool key) routes, which have no API key to limit."""

@@ -36,6 +36,7 @@ from callrouter.routing.events import (
     CallRinging,
     CallStarted,
 )
+from callrouter.routing.sessions import Sessions
 from callrouter.sip.dialogs import AnswerRepeater, Dialog, DialogId
 from callrouter.sip.errors import SipError
 from callrouter.sip.events import (
@@ -154,6 +155,8 @@ class B2bua:
     resolver: Resolver
     clock: Any
     outbound_trunk: str | None = None
+    sessions: Sessions | None = None
+    """The pools' leases: a call to a pool number is attributed to the visit holding it."""
     announce: Callable[[str], None] = field(default=log.info)
     """Where a one-line summary of each finished call goes, once its record is durable."""
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -184,6 +187,7 @@ class B2bua:
             record=number.record,
         )
         self.calls[tid] = call
+        visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
         self.journal.record(
             CallStarted(
                 call_id=call.id,
@@ -194,8 +198,8 @@ class B2bua:
                 sip_call_id=request.call_id,
                 trunk=flow.host,
                 dialplan=number.dialplan,
-                session_id=None,
-                attribution=_static_attribution(number),
+                session_id=visit.session_id if visit else None,
+                attribution=visit.facts if visit else _static_attribution(number),
                 record=number.record,
                 at=self.wall(),
             )

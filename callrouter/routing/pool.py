@@ -180,6 +180,25 @@ class NumberPool:
         self.peak = max(self.peak, len(self._leases))
         self._schedule(lease)
 
+    def remember(self, lease: Lease, released_at: float) -> None:
+        """A lease read back after a restart that has ended: its number attributes calls to it
+        for the rest of its grace, and queues for reuse in release order."""
+        if lease.number in self._free:
+            self._free[lease.number] = released_at
+            self._free.move_to_end(lease.number)
+            self._last_holder[lease.number] = (lease, released_at)
+
+    def adopt(self, old: NumberPool, now: float) -> None:
+        """Take over the leases and counters of this pool's previous settings (a reload)."""
+        for number, (lease, at) in old._last_holder.items():
+            if number in self._free and number not in old._leases:
+                self.remember(lease, at)
+        for lease in old._leases.values():
+            lease.hold = self.hold
+            self.restore(lease, now)
+        self.exhaustions, self.peak = old.exhaustions, old.peak
+        self.peak_demand = old.peak_demand
+
     def stats(self, now: float) -> PoolStats:
         """Sizes and counters. The recommendation covers the most visits ever wanting a number
         at once (leases plus those served while exhausted), with a quarter more for headroom

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from callrouter.store.database import Executor
 from callrouter.store.tenant_table import TenantTable
 
 PUBLIC_KEY_PREFIX = "pk_"
@@ -28,6 +29,7 @@ class Pool:
     exhaustion_policy: str
     default_number_id: UUID | None
     default_source: str
+    form_fields: list[str]
     created_at: datetime
     updated_at: datetime
 
@@ -39,7 +41,8 @@ def new_public_key() -> str:
 POOLS = TenantTable(
     "pools",
     "id, client_id, name, public_key, allowed_origins, target_numbers, lease_hold_seconds, "
-    "grace_seconds, exhaustion_policy, default_number_id, default_source, created_at, updated_at",
+    "grace_seconds, exhaustion_policy, default_number_id, default_source, form_fields, "
+    "created_at, updated_at",
     Pool,
     updatable=frozenset(
         {
@@ -51,6 +54,7 @@ POOLS = TenantTable(
             "exhaustion_policy",
             "default_number_id",
             "default_source",
+            "form_fields",
         }
     ),
     constraints={
@@ -58,3 +62,15 @@ POOLS = TenantTable(
         "pools_client_id_default_number_id_fkey": "default_number_id",
     },
 )
+
+
+async def list_all(db: Executor) -> list[Pool]:
+    """Every pool of every client: the router keeps them in memory."""
+    rows = await db.fetch(f"SELECT {POOLS.columns} FROM pools ORDER BY id")
+    return [Pool(**row) for row in rows]
+
+
+async def get_any(db: Executor, pool_id: UUID) -> Pool | None:
+    """One pool by id, whoever owns it (the router's reload on change)."""
+    row = await db.fetchrow(f"SELECT {POOLS.columns} FROM pools WHERE id = $1", pool_id)
+    return Pool(**row) if row else None

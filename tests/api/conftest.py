@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from callrouter.api.auth import Authenticator
 from callrouter.api.server import build_api
 from callrouter.ratelimit import TokenBuckets
+from callrouter.routing.sessions import Sessions
 from callrouter.store import api_keys
 from callrouter.store.database import create_pool
 
@@ -27,12 +28,24 @@ class Reply:
 
 
 @dataclass
+class FakeClock:
+    """Seconds since the epoch that only move when a test says so."""
+
+    now: float = 1_795_600_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
 class Api:
-    """A client for the API under test, plus the database behind it."""
+    """A client for the API under test, plus the database and the visitor sessions behind it."""
 
     http: TestClient[Any, Any]
     db: asyncpg.Pool[asyncpg.Record]
     operator_key: str
+    sessions: Sessions
+    clock: FakeClock
 
     async def call(
         self, method: str, path: str, key: str | None = None, json: Any = None, **kwargs: Any
@@ -61,11 +74,19 @@ class Api:
 async def start_api(dsn: str, *, rate: float = 1000.0, burst: int = 1000) -> tuple[Api, Any]:
     pool = await create_pool(dsn, min_size=1, max_size=4)
     authenticator = Authenticator(pool, TokenBuckets(rate, burst), TokenBuckets(1.0, 20))
-    app = build_api(pool, authenticator, max_body_bytes=MAX_BODY)
+    clock = FakeClock()
+    sessions = Sessions(pool, clock)
+    app = build_api(
+        pool,
+        authenticator,
+        max_body_bytes=MAX_BODY,
+        visitor_sessions=sessions,
+        public_rate=TokenBuckets(rate, burst),
+    )
     http = TestClient(TestServer(app, host="127.0.0.1"))
     await http.start_server()
     _, secret = await api_keys.create(pool, None, "test operator")
-    return Api(http, pool, secret), pool
+    return Api(http, pool, secret, sessions, clock), pool
 
 
 @pytest.fixture

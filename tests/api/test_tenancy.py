@@ -25,6 +25,13 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "POST", "/v1/numbers", json={"client_id": client_id, "e164": e164, "pool_id": pool["id"]}
     )
     own_key = await api.ok("GET", "/v1/keys", key)
+    await api.sessions.reload(UUID(pool["id"]))
+    session = await api.ok(
+        "POST",
+        "/v1/sessions",
+        None,
+        {"pool_key": pool["public_key"], "page_url": "https://site.example/"},
+    )
     call_id = uuid4()
     async with CallJournal(api.db) as journal:
         journal.record(
@@ -51,6 +58,8 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "pool_id": pool["id"],
         "number_id": number["id"],
         "key_id": own_key["data"][0]["id"],
+        "session_id": session["session_id"],
+        "pool_key": pool["public_key"],
     }
 
 
@@ -79,6 +88,9 @@ async def test_every_route_hides_other_tenants_objects(api: Api) -> None:
                 continue
             concrete = PARAM.sub(lambda m: str(b[m.group(1)]), path)
             body = {} if "requestBody" in operation else None
+            if "session_id" in params:
+                # Public routes: A's own pool key cannot reach B's session.
+                body = {"pool_key": a["pool_key"]}
             reply = await api.call(method.upper(), concrete, a["key"], body)
             assert reply.status == 404, (method, path, reply.status, reply.body)
             assert reply.body["status"] == 404
@@ -92,7 +104,7 @@ async def test_lists_never_show_other_tenants_objects(api: Api) -> None:
     a = await make_tenant(api, "A", "+441515550001")
     b = await make_tenant(api, "B", "+441515550002")
     document = await api.ok("GET", "/v1/openapi.json")
-    b_ids = {str(v) for k, v in b.items() if k != "key"}
+    b_ids = {str(v) for k, v in b.items() if k not in ("key", "pool_key")}
     listed = 0
     for path, operations in document["paths"].items():
         if "{" in path or "get" not in operations or "limit" not in str(operations["get"]):

@@ -112,7 +112,7 @@
   }
 
   function swapTree(root) {
-    if (!state.session || state.session.targets.length === 0) return;
+    if (!state.session || !state.session.number || state.session.targets.length === 0) return;
     if (root.nodeType === 3) { swapText(root); return; }
     if (root.nodeType !== 1 || /^(SCRIPT|STYLE|TEXTAREA|INPUT)$/.test(root.nodeName)) return;
     if (root.nodeName === "A") swapLink(root);

@@ -1,0 +1,308 @@
+"""The swap script's API: sessions, heartbeats, form submissions and swap.js itself.
+
+These routes are public: the page carries the pool's public key, not a secret. What the key
+allows is bounded by the pool's allowed origins (checked on every request, with CORS answers
+for browsers), a per-address rate limit and small bodies.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from callrouter.api.endpoints import Endpoint, RequestContext, json_response
+from callrouter.api.problems import Problem, not_found
+from callrouter.api.schema import Field, Schema
+from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS
+from callrouter.numbering import number_parts
+from callrouter.routing.sessions import LivePool, Sessions
+from callrouter.store import sessions as session_store
+
+SWAP_JS = resources.files("callrouter.api").joinpath("static/swap.js").read_bytes()
+SWAP_VERSION = "1"
+HEARTBEAT_SECONDS = 60
+CORS_PATHS = ("/v1/sessions", "/v1/forms")
+
+POOL_KEY = Field(
+    "pool_key", "string", "The pool's public key (data-pool).", required=True, max_length=64
+)
+CREATE = Schema(
+    POOL_KEY,
+    Field(
+        "visitor_id",
+        "string",
+        "First-party visitor id, to give a visitor back their number.",
+        nullable=True,
+        max_length=100,
+    ),
+    Field(
+        "page_url",
+        "string",
+        "The page, with its campaign parameters.",
+        required=True,
+        max_length=2000,
+    ),
+    Field("referrer", "string", "document.referrer.", nullable=True, max_length=2000),
+)
+TOUCH = Schema(POOL_KEY)
+FORM = Schema(
+    POOL_KEY,
+    Field(
+        "session_id",
+        "string",
+        "The session that showed the page.",
+        required=True,
+        format="uuid",
+        max_length=36,
+    ),
+    Field("form", "string", "The form's id or name.", required=True, min_length=1, max_length=200),
+    Field("page_url", "string", "Where it was submitted.", nullable=True, max_length=2000),
+    Field(
+        "fields",
+        "object",
+        "Values of the pool's listed form fields.",
+        max_properties=50,
+        values=Field("value", "string", "A field value.", max_length=2000),
+    ),
+)
+
+_NUMBER: dict[str, Any] = {
+    "type": ["object", "null"],
+    "properties": {
+        k: {"type": "string"}
+        for k in ("e164", "national", "international", "country_code", "nsn", "trunk_prefix")
+    },
+}
+SESSION_VIEW: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "session_id",
+        "number",
+        "targets",
+        "heartbeat_seconds",
+        "lease_expires_at",
+        "form_fields",
+    ],
+    "properties": {
+        "session_id": {"type": "string", "format": "uuid"},
+        "number": _NUMBER,
+        "targets": {"type": "array", "items": _NUMBER},
+        "heartbeat_seconds": {"type": "integer"},
+        "lease_expires_at": {"type": ["string", "null"], "format": "date-time"},
+        "form_fields": {"type": "array", "items": {"type": "string"}},
+    },
+}
+TOUCH_VIEW: dict[str, Any] = {
+    "type": "object",
+    "required": ["lease_expires_at"],
+    "properties": {"lease_expires_at": {"type": ["string", "null"], "format": "date-time"}},
+}
+
+
+def _sessions(ctx: RequestContext) -> Sessions:
+    service = ctx.app().get(SESSIONS)
+    if service is None:
+        raise Problem(503, "visitor sessions are not served by this process")
+    return service
+
+
+def _admit(ctx: RequestContext) -> LivePool:
+    """The pool named by the body's key, if this address is within its rate and the page's
+    origin is one the pool allows."""
+    request = ctx.request
+    address = request.remote or "unknown"
+    wait = ctx.app()[PUBLIC_RATE].take(address, datetime.now(UTC).timestamp())
+    if wait > 0:
+        raise Problem(
+            429,
+            "too many requests from this address",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+    live = _sessions(ctx).pool_by_key(ctx.body["pool_key"])
+    if live is None:
+        raise Problem(404, "no pool with this key")
+    allowed = live.pool.allowed_origins
+    origin = request.headers.get("Origin")
+    if allowed and origin not in allowed:
+        raise Problem(403, f"origin {origin or '(none)'} may not use this pool")
+    return live
+
+
+def _parts(e164: str | None) -> dict[str, str] | None:
+    return asdict(number_parts(e164)) if e164 else None
+
+
+async def create(ctx: RequestContext) -> web.Response:
+    live = _admit(ctx)
+    visit, shown = _sessions(ctx).start(
+        live,
+        visitor_id=ctx.body.get("visitor_id"),
+        page_url=ctx.body["page_url"],
+        referrer=ctx.body.get("referrer"),
+        user_agent=ctx.request.headers.get("User-Agent"),
+        ip=ctx.request.remote,
+    )
+    return json_response(
+        {
+            "session_id": visit.record.id,
+            "number": _parts(shown),
+            "targets": [_parts(t) for t in live.pool.target_numbers],
+            "heartbeat_seconds": HEARTBEAT_SECONDS,
+            "lease_expires_at": visit.record.lease_expires_at,
+            "form_fields": live.pool.form_fields,
+        },
+        201,
+    )
+
+
+def _own_visit(ctx: RequestContext, live: LivePool, session_id: uuid.UUID) -> Any:
+    visit = _sessions(ctx).visit(session_id)
+    if visit is None or visit.record.pool_id != live.pool.id:
+        raise not_found("session")
+    return visit
+
+
+async def heartbeat(ctx: RequestContext) -> web.Response:
+    live = _admit(ctx)
+    session_id = ctx.path_id("session_id", "session")
+    _own_visit(ctx, live, session_id)
+    visit = _sessions(ctx).heartbeat(session_id)
+    assert visit is not None
+    return json_response({"lease_expires_at": visit.record.lease_expires_at})
+
+
+async def end(ctx: RequestContext) -> web.Response:
+    live = _admit(ctx)
+    session_id = ctx.path_id("session_id", "session")
+    _own_visit(ctx, live, session_id)
+    _sessions(ctx).end(session_id)
+    return web.Response(status=204)
+
+
+async def submit_form(ctx: RequestContext) -> web.Response:
+    live = _admit(ctx)
+    session_id = uuid.UUID(ctx.body["session_id"])
+    visit = _own_visit(ctx, live, session_id)
+    # Only the fields the client listed are kept, whatever a page sends.
+    listed = set(live.pool.form_fields)
+    fields = {k: v for k, v in (ctx.body.get("fields") or {}).items() if k in listed}
+    sessions = _sessions(ctx)
+    await sessions.flush()  # the form row refers to the session row
+    form_id = uuid.uuid4()
+    await session_store.insert_form(
+        ctx.app()[DATABASE],
+        form_id=form_id,
+        session=visit.record,
+        form=ctx.body["form"],
+        fields=fields,
+        page=ctx.body.get("page_url"),
+        at=datetime.now(UTC),
+    )
+    return json_response({"id": form_id}, 201)
+
+
+async def swap_js(ctx: RequestContext) -> web.Response:
+    response = web.Response(body=SWAP_JS, content_type="application/javascript")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    response.headers["ETag"] = f'"swap-{SWAP_VERSION}"'
+    return response
+
+
+@web.middleware
+async def cors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Browsers may call the swap-script routes from any page; the handlers decide per pool.
+
+    Preflights are answered here (they carry no body, so no pool); the real request's answer,
+    errors included, carries the page's origin so the script can read why it failed.
+    """
+    if not request.path.startswith(CORS_PATHS):
+        return await handler(request)
+    origin = request.headers.get("Origin")
+    if request.method == "OPTIONS":
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "POST"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Max-Age"] = "86400"
+    else:
+        response = await handler(request)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+SESSION = "/v1/sessions/{session_id}"
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/sessions",
+        create,
+        "createSession",
+        "Start a visitor session and lease it a number",
+        "sessions",
+        access="public",
+        body=CREATE,
+        response=SESSION_VIEW,
+        status=201,
+        errors=(403, 404, 429, 503),
+    ),
+    Endpoint(
+        "POST",
+        SESSION + "/heartbeat",
+        heartbeat,
+        "heartbeatSession",
+        "Keep a session's number while the page is open",
+        "sessions",
+        access="public",
+        body=TOUCH,
+        response=TOUCH_VIEW,
+        errors=(403, 404, 429, 503),
+    ),
+    Endpoint(
+        "POST",
+        SESSION + "/end",
+        end,
+        "endSession",
+        "The page was closed; the number is held for the pool's hold time",
+        "sessions",
+        access="public",
+        body=TOUCH,
+        status=204,
+        errors=(403, 404, 429, 503),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/forms",
+        submit_form,
+        "submitForm",
+        "Record a form submission of a session",
+        "sessions",
+        access="public",
+        body=FORM,
+        response={
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "string", "format": "uuid"}},
+        },
+        status=201,
+        errors=(403, 404, 429, 503),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/swap.js",
+        swap_js,
+        "getSwapScript",
+        "The swap script",
+        "sessions",
+        access="public",
+        response_type="application/javascript",
+    ),
+]

@@ -1,0 +1,187 @@
+"""The swap script's routes: sessions, CORS, heartbeats, forms, write-behind and restart."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from callrouter.routing.sessions import Sessions
+from tests.api.conftest import Api
+
+ORIGIN = "https://www.acme.example"
+PAGE = ORIGIN + "/dentist?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=abc"
+
+
+async def pool_with_numbers(
+    api: Api, count: int = 2, **settings: Any
+) -> tuple[str, dict[str, Any]]:
+    client_id, _ = await api.client_with_key("Acme")
+    pool = await api.ok(
+        "POST",
+        "/v1/pools",
+        json={
+            "client_id": client_id,
+            "name": "website",
+            "allowed_origins": [ORIGIN],
+            "target_numbers": ["+441515550999"],
+            "form_fields": ["email"],
+            "lease_hold_seconds": 60,
+            "grace_seconds": 300,
+            **settings,
+        },
+    )
+    for i in range(count):
+        await api.ok(
+            "POST",
+            "/v1/numbers",
+            json={"client_id": client_id, "e164": f"+44151555010{i}", "pool_id": pool["id"]},
+        )
+    await api.sessions.reload(UUID(pool["id"]))  # serve does this on PostgreSQL's NOTIFY
+    return client_id, pool
+
+
+async def start(api: Api, pool: dict[str, Any], visitor: str | None = "v1", **extra: Any) -> Any:
+    return await api.call(
+        "POST",
+        "/v1/sessions",
+        json={"pool_key": pool["public_key"], "visitor_id": visitor, "page_url": PAGE, **extra},
+        headers={"Origin": ORIGIN},
+    )
+
+
+async def test_a_session_gets_a_pool_number_in_every_format_the_page_needs(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    reply = await start(api, pool)
+    assert reply.status == 201, reply.body
+    assert reply.headers["Access-Control-Allow-Origin"] == ORIGIN
+    number = reply.body["number"]
+    assert number["e164"] in ("+441515550100", "+441515550101")
+    assert number["national"].startswith("0151 555 010")
+    assert (number["country_code"], number["trunk_prefix"]) == ("44", "0")
+    assert reply.body["targets"][0]["nsn"] == "1515550999"
+    assert reply.body["form_fields"] == ["email"]
+    again = await start(api, pool)  # the same visitor on another page
+    assert again.body["number"]["e164"] == number["e164"]
+    other = await start(api, pool, visitor="v2")
+    assert other.body["number"]["e164"] != number["e164"]
+
+
+async def test_a_call_is_attributed_to_the_visit_then_to_the_pool_default(api: Api) -> None:
+    _, pool = await pool_with_numbers(api, default_source="website-unknown")
+    reply = await start(api, pool)
+    e164 = reply.body["number"]["e164"]
+    attribution = api.sessions.attribute(e164)
+    assert attribution is not None
+    assert str(attribution.session_id) == reply.body["session_id"]
+    assert attribution.facts == {
+        "utm_source": "google",
+        "utm_medium": "cpc",
+        "utm_campaign": "spring",
+        "gclid": "abc",
+        "landing_page": ORIGIN + "/dentist",
+    }
+    api.clock.now += 60 + 301  # past the hold and the grace
+    late = api.sessions.attribute(e164)
+    assert late is not None and late.session_id is None
+    assert late.facts == {"source": "website-unknown"}
+    assert api.sessions.attribute("+441515550999") is None  # not a pool number
+
+
+async def test_bad_requests_get_clear_errors(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    wrong_origin = await api.call(
+        "POST",
+        "/v1/sessions",
+        json={"pool_key": pool["public_key"], "page_url": PAGE},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert wrong_origin.status == 403
+    assert "https://evil.example may not use this pool" in wrong_origin.body["detail"]
+    assert wrong_origin.headers["Access-Control-Allow-Origin"] == "https://evil.example"
+    unknown = await api.call("POST", "/v1/sessions", json={"pool_key": "pk_nope", "page_url": PAGE})
+    assert unknown.status == 404
+    missing = await api.call("POST", "/v1/sessions", json={"pool_key": pool["public_key"]})
+    assert missing.status == 422 and missing.body["errors"][0]["field"] == "page_url"
+    malformed = await api.call(
+        "POST",
+        "/v1/sessions",
+        data=b"{not json",
+        headers={"Content-Type": "application/json", "Origin": ORIGIN},
+    )
+    assert malformed.status == 400
+    huge = await api.call(
+        "POST",
+        "/v1/sessions",
+        json={"pool_key": pool["public_key"], "page_url": "x" * 40_000},
+        headers={"Origin": ORIGIN},
+    )
+    assert huge.status == 413
+
+
+async def test_preflight_is_answered_for_any_page(api: Api) -> None:
+    reply = await api.call(
+        "OPTIONS",
+        "/v1/sessions",
+        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+    )
+    assert reply.status == 204
+    assert reply.headers["Access-Control-Allow-Methods"] == "POST"
+    assert reply.headers["Access-Control-Allow-Origin"] == ORIGIN
+
+
+async def test_forms_keep_only_the_listed_fields_with_the_visits_attribution(api: Api) -> None:
+    client_id, pool = await pool_with_numbers(api)
+    session = (await start(api, pool)).body
+    reply = await api.call(
+        "POST",
+        "/v1/forms",
+        json={
+            "pool_key": pool["public_key"],
+            "session_id": session["session_id"],
+            "form": "contact",
+            "page_url": ORIGIN + "/contact",
+            "fields": {"email": "ann@example.com", "card_number": "4111111111111111"},
+        },
+        headers={"Origin": ORIGIN},
+    )
+    assert reply.status == 201, reply.body
+    row = await api.db.fetchrow("SELECT * FROM forms WHERE id = $1", reply.body["id"])
+    assert row is not None
+    assert row["fields"] == {"email": "ann@example.com"}
+    assert row["attribution"]["utm_campaign"] == "spring"
+    assert str(row["client_id"]) == client_id
+
+
+async def test_heartbeats_keep_the_lease_and_a_restart_brings_it_back(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    session = (await start(api, pool)).body
+    api.clock.now += 50
+    touched = await api.call(
+        "POST",
+        f"/v1/sessions/{session['session_id']}/heartbeat",
+        json={"pool_key": pool["public_key"]},
+        headers={"Origin": ORIGIN},
+    )
+    assert touched.status == 200
+    assert await api.sessions.flush() == 1
+    # A new process: pools and the live lease come back from PostgreSQL.
+    restarted = Sessions(api.db, api.clock)
+    assert await restarted.load() == 1
+    api.clock.now += 55  # past the first hold, within the one the heartbeat renewed
+    attribution = restarted.attribute(session["number"]["e164"])
+    assert attribution is not None and str(attribution.session_id) == session["session_id"]
+    ended = await api.call(
+        "POST",
+        f"/v1/sessions/{session['session_id']}/end",
+        json={"pool_key": pool["public_key"]},
+        headers={"Origin": ORIGIN},
+    )
+    assert ended.status == 204
+
+
+async def test_the_swap_script_is_served_cacheable(api: Api) -> None:
+    async with api.http.get("/v1/swap.js") as response:
+        assert response.status == 200
+        assert response.content_type == "application/javascript"
+        assert response.headers["Cache-Control"] == "public, max-age=3600"
+        assert "callrouter swap script" in await response.text()
