@@ -240,7 +240,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
 
         # Pools and live leases are in memory before the API or SIP serves anything.
-        visitor_sessions = Sessions(pool, time.time)
+        visitor_sessions = Sessions(pool, time.time, say)
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
         stack.push_async_callback(_cancel, asyncio.create_task(visitor_sessions.run()))

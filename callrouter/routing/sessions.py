@@ -73,6 +73,8 @@ class Sessions:
 
     db: Executor
     clock: Callable[[], float]
+    announce: Callable[[str], None] = field(default=log.info)
+    """Where pool reloads are reported (the operator's console)."""
     pools: dict[uuid.UUID, LivePool] = field(default_factory=dict)
     _by_key: dict[str, LivePool] = field(default_factory=dict)
     _by_number: dict[str, LivePool] = field(default_factory=dict)
@@ -82,7 +84,7 @@ class Sessions:
     async def load(self) -> int:
         """Every pool, then the sessions whose leases live or are in grace; their count."""
         for pool in await pool_store.list_all(self.db):
-            await self.reload(pool.id)
+            await self.reload(pool.id, quiet=True)
         grace = max((p.pool.grace_seconds for p in self.pools.values()), default=0)
         now = self.clock()
         restored = 0
@@ -109,7 +111,7 @@ class Sessions:
             self._visits[record.id] = Visit(record, lease)
         return restored
 
-    async def reload(self, pool_id: uuid.UUID) -> None:
+    async def reload(self, pool_id: uuid.UUID, *, quiet: bool = False) -> None:
         """Read one pool's settings and numbers again, keeping the leases of numbers it keeps."""
         pool = await pool_store.get_any(self.db, pool_id)
         old = self.pools.pop(pool_id, None)
@@ -118,6 +120,8 @@ class Sessions:
             for number in old.numbers.numbers:
                 self._by_number.pop(number, None)
         if pool is None:
+            if old is not None and not quiet:
+                self.announce(f"sessions: pool {pool_id} removed")
             return
         members = [n.e164 for n in await number_store.in_pool(self.db, pool_id)]
         numbers = NumberPool(
@@ -137,6 +141,8 @@ class Sessions:
         self._by_key[pool.public_key] = live
         for member in members:
             self._by_number[member] = live
+        if not quiet:
+            self.announce(f"sessions: pool {pool.id} loaded with {len(members)} number(s)")
 
     # -- the swap script's side ---------------------------------------------------------------
 
