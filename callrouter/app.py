@@ -41,6 +41,7 @@ from callrouter.transport.listeners import Listening, open_listeners, tls_option
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
+from callrouter.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,9 @@ async def _start_sip(
     pool: asyncpg.Pool[asyncpg.Record],
     stack: AsyncExitStack,
     say: Say,
+    *,
     visitor_sessions: Sessions,
+    webhook_sender: WebhookSender,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -156,6 +159,7 @@ async def _start_sip(
         outbound_trunk=sip.outbound_trunk,
         announce=say,
         sessions=visitor_sessions,
+        webhooks=webhook_sender,
     )
 
     async def find_number(e164: str) -> Number | None:
@@ -246,15 +250,28 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         stack.push_async_callback(_cancel, asyncio.create_task(visitor_sessions.run()))
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
+        webhook_sender = WebhookSender(
+            pool, allow_private=config.http.webhooks_to_private_addresses
+        )
+        stack.push_async_callback(_cancel, asyncio.create_task(webhook_sender.run()))
+
         app = build_api(
             pool,
             authenticator,
             max_body_bytes=config.http.max_body_bytes,
             visitor_sessions=visitor_sessions,
+            webhook_sender=webhook_sender,
         )
         http_url = await _start_http(app, config, stack)
         say(f"http: listening on {http_url}")
-        front_door, listening = await _start_sip(config, pool, stack, say, visitor_sessions)
+        front_door, listening = await _start_sip(
+            config,
+            pool,
+            stack,
+            say,
+            visitor_sessions=visitor_sessions,
+            webhook_sender=webhook_sender,
+        )
         for opened in listening:
             say(f"sip: listening on {opened}")
         yield RunningServer(dsn, http_url, listening, front_door)

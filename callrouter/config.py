@@ -62,6 +62,11 @@ class HttpConfig:
     auth_failure_burst: int = setting(
         20, "Failed authentications per client address before it must slow to one a second."
     )
+    webhooks_to_private_addresses: bool = setting(
+        False,
+        "Allow webhook endpoints on loopback and private networks (labs and tests only: it "
+        "lets a client make the server call internal services).",
+    )
 
 
 @dataclass(frozen=True)

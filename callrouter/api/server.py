@@ -8,14 +8,25 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
-from callrouter.api import calls, clients, health, keys, numbers, openapi, pools, sessions
+from callrouter.api import (
+    calls,
+    clients,
+    health,
+    keys,
+    numbers,
+    openapi,
+    pools,
+    sessions,
+    webhooks,
+)
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
-from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS
+from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS, WEBHOOK_SENDER
 from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.sessions import Sessions
 from callrouter.store.database import StoreConflict, StoreReferenceError
+from callrouter.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +39,7 @@ ENDPOINTS: list[Endpoint] = [
     *pools.ENDPOINTS,
     *calls.ENDPOINTS,
     *sessions.ENDPOINTS,
+    *webhooks.ENDPOINTS,
 ]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -79,6 +91,7 @@ def build_api(
     endpoints: list[Endpoint] | None = None,
     visitor_sessions: Sessions | None = None,
     public_rate: TokenBuckets | None = None,
+    webhook_sender: WebhookSender | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -94,6 +107,8 @@ def build_api(
     app[PUBLIC_RATE] = public_rate or TokenBuckets(rate=20.0, burst=100)
     if visitor_sessions is not None:
         app[SESSIONS] = visitor_sessions
+    if webhook_sender is not None:
+        app[WEBHOOK_SENDER] = webhook_sender
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

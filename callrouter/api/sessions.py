@@ -19,7 +19,7 @@ from aiohttp import web
 from callrouter.api.endpoints import Endpoint, RequestContext, json_response
 from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Field, Schema
-from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS
+from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS, WEBHOOK_SENDER
 from callrouter.numbering import number_parts
 from callrouter.routing.sessions import LivePool, Sessions
 from callrouter.store import sessions as session_store
@@ -195,6 +195,7 @@ async def submit_form(ctx: RequestContext) -> web.Response:
     sessions = _sessions(ctx)
     await sessions.flush()  # the form row refers to the session row
     form_id = uuid.uuid4()
+    at = datetime.now(UTC)
     await session_store.insert_form(
         ctx.app()[DATABASE],
         form_id=form_id,
@@ -202,8 +203,23 @@ async def submit_form(ctx: RequestContext) -> web.Response:
         form=ctx.body["form"],
         fields=fields,
         page=ctx.body.get("page_url"),
-        at=datetime.now(UTC),
+        at=at,
     )
+    sender = ctx.app().get(WEBHOOK_SENDER)
+    if sender is not None:
+        await sender.emit(
+            visit.record.client_id,
+            "form.submitted",
+            {
+                "form_id": form_id,
+                "session_id": visit.record.id,
+                "form": ctx.body["form"],
+                "fields": fields,
+                "page_url": ctx.body.get("page_url"),
+                "attribution": visit.record.attribution,
+                "submitted_at": at,
+            },
+        )
     return json_response({"id": form_id}, 201)
 
 

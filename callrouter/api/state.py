@@ -7,9 +7,12 @@ from aiohttp import web
 
 from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.sessions import Sessions
+from callrouter.webhooks import WebhookSender
 
 DATABASE = web.AppKey("database", asyncpg.Pool)
 SESSIONS = web.AppKey("sessions", Sessions)
 """The in-memory pools and visitor sessions (absent when the API runs without the router)."""
 PUBLIC_RATE = web.AppKey("public_rate", TokenBuckets)
 """Per-address limits for the public (pool key) routes, which have no API key to limit."""
+WEBHOOK_SENDER = web.AppKey("webhook_sender", WebhookSender)
+"""Queues events for clients' webhooks (absent when this process sends none)."""

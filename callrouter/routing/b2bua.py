@@ -53,6 +53,7 @@ from callrouter.sip.uri import SipUri, parse_uri
 from callrouter.store.numbers import Number
 from callrouter.transport.resolver import Resolver
 from callrouter.transport.service import SipService
+from callrouter.webhooks import WebhookSender
 
 __all__ = ["B2bua", "Call", "Journal", "classify"]
 
@@ -123,6 +124,9 @@ class Call:
     repeater: AnswerRepeater | None = None
     timers: list[Any] = field(default_factory=list)
     ring_timer: Any = None
+    session_id: uuid.UUID | None = None
+    attribution: dict[str, Any] = field(default_factory=dict)
+    caller_number: str | None = None
     tids: set[str] = field(default_factory=set)
     """Client transactions of this call (branches, relayed requests), to forget at the end."""
 
@@ -157,6 +161,8 @@ class B2bua:
     outbound_trunk: str | None = None
     sessions: Sessions | None = None
     """The pools' leases: a call to a pool number is attributed to the visit holding it."""
+    webhooks: WebhookSender | None = None
+    """Where call.started, call.answered and call.completed go for the client's webhooks."""
     announce: Callable[[str], None] = field(default=log.info)
     """Where a one-line summary of each finished call goes, once its record is durable."""
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -188,6 +194,10 @@ class B2bua:
         )
         self.calls[tid] = call
         visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
+        call.session_id = visit.session_id if visit else None
+        call.attribution = visit.facts if visit else _static_attribution(number)
+        call.caller_number = caller or None
+        self._notify(call, "call.started")
         self.journal.record(
             CallStarted(
                 call_id=call.id,
@@ -198,8 +208,8 @@ class B2bua:
                 sip_call_id=request.call_id,
                 trunk=flow.host,
                 dialplan=number.dialplan,
-                session_id=visit.session_id if visit else None,
-                attribution=visit.facts if visit else _static_attribution(number),
+                session_id=call.session_id,
+                attribution=call.attribution,
                 record=number.record,
                 at=self.wall(),
             )
@@ -429,6 +439,7 @@ class B2bua:
         call.repeater = AnswerRepeater(ok, self.service.endpoint.timers, self.clock.seconds())
         self._repeat_answer(call)
         self.journal.record(CallAnswered(call.id, self.wall()))
+        self._notify(call, "call.answered")
         if call.max_duration is not None:
             call.timers.append(self.clock.callLater(call.max_duration, self._max_duration, call))
 
@@ -665,7 +676,9 @@ class B2bua:
             f"call: {call.id} to {call.number.e164} ended {disposition} "
             f"(by {hangup_by}: {reason}; {call.attempts} attempt(s))"
         )
-        task = asyncio.get_running_loop().create_task(self._announce_when_durable(summary))
+        task = asyncio.get_running_loop().create_task(
+            self._announce_when_durable(call, summary, disposition, hangup_by, reason)
+        )
         self._announcing.add(task)
         task.add_done_callback(self._announcing.discard)
         self.calls.pop(call.tid, None)
@@ -676,9 +689,32 @@ class B2bua:
             if leg is not None:
                 self._connected.pop(leg.id, None)
 
-    async def _announce_when_durable(self, summary: str) -> None:
+    async def _announce_when_durable(
+        self, call: Call, summary: str, disposition: str, hangup_by: str, reason: str
+    ) -> None:
         await self.journal.flushed()
         self.announce(summary)
+        self._notify(
+            call,
+            "call.completed",
+            disposition=disposition,
+            hangup_by=hangup_by,
+            reason=reason,
+            attempts=call.attempts,
+        )
+
+    def _notify(self, call: Call, event: str, **extra: Any) -> None:
+        if self.webhooks is None:
+            return
+        data = {
+            "call_id": call.id,
+            "tracking_number": call.number.e164,
+            "caller_number": call.caller_number,
+            "session_id": call.session_id,
+            "attribution": call.attribution,
+            **extra,
+        }
+        self.webhooks.emit_soon(call.number.client_id, event, data)
 
     def _stop_ring_timer(self, call: Call) -> None:
         if call.ring_timer is not None and call.ring_timer.active():

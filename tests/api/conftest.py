@@ -16,6 +16,7 @@ from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.sessions import Sessions
 from callrouter.store import api_keys
 from callrouter.store.database import create_pool
+from callrouter.webhooks import WebhookSender
 
 MAX_BODY = 16 * 1024
 
@@ -46,6 +47,7 @@ class Api:
     operator_key: str
     sessions: Sessions
     clock: FakeClock
+    webhooks: WebhookSender
 
     async def call(
         self, method: str, path: str, key: str | None = None, json: Any = None, **kwargs: Any
@@ -76,17 +78,19 @@ async def start_api(dsn: str, *, rate: float = 1000.0, burst: int = 1000) -> tup
     authenticator = Authenticator(pool, TokenBuckets(rate, burst), TokenBuckets(1.0, 20))
     clock = FakeClock()
     sessions = Sessions(pool, clock)
+    webhooks = WebhookSender(pool, allow_private=True, retry_base=0.01)
     app = build_api(
         pool,
         authenticator,
         max_body_bytes=MAX_BODY,
         visitor_sessions=sessions,
         public_rate=TokenBuckets(rate, burst),
+        webhook_sender=webhooks,
     )
     http = TestClient(TestServer(app, host="127.0.0.1"))
     await http.start_server()
     _, secret = await api_keys.create(pool, None, "test operator")
-    return Api(http, pool, secret, sessions, clock), pool
+    return Api(http, pool, secret, sessions, clock, webhooks), pool
 
 
 @pytest.fixture

@@ -1,10 +1,14 @@
 """The swap script in a real browser: headless Chromium loads a client's page from a local web
 server with campaign parameters; the numbers on it are swapped to a leased one; a form is
-recorded; a SIPp call to the leased number is attributed to that visit, also after a restart."""
+recorded; a SIPp call to the leased number is attributed to that visit, also after a restart;
+the client's webhook endpoint gets signed form.submitted and call.completed events."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import queue
 import shutil
 import subprocess
 import threading
@@ -66,15 +70,55 @@ class Site:
         self.server.server_close()
 
 
+class Receiver:
+    """The client's webhook endpoint: every POST goes on a queue."""
+
+    def __init__(self) -> None:
+        self.received: queue.Queue[tuple[dict[str, str], bytes]] = queue.Queue()
+        received = self.received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.put((dict(self.headers), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, count: int, secret: str) -> dict[str, dict[str, Any]]:
+        """The next ``count`` deliveries by event name, each signature checked."""
+        out = {}
+        for _ in range(count):
+            headers, body = self.received.get(timeout=60)
+            parts = dict(p.split("=", 1) for p in headers["Callrouter-Signature"].split(","))
+            mac = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+            assert hmac.compare_digest(parts["v1"], mac.hexdigest())
+            event = json.loads(body)
+            out[event["event"]] = event
+        return out
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 class Router:
+    ARGS = ("--http-webhooks-to-private-addresses", "true")
+
     def __init__(self, workdir: Path) -> None:
         self.data = workdir / "data"
-        self.server = ServeProcess(self.data).wait_ready()
+        self.server = ServeProcess(self.data, *self.ARGS).wait_ready()
         self.key = self.server.operator_key
 
     def restart(self) -> None:
         self.server.stop()
-        self.server = ServeProcess(self.data).wait_ready()
+        self.server = ServeProcess(self.data, *self.ARGS).wait_ready()
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         request = urllib.request.Request(
@@ -88,15 +132,16 @@ class Router:
 
 
 @pytest.fixture
-def world() -> Iterator[tuple[Router, Site]]:
+def world() -> Iterator[tuple[Router, Site, Receiver]]:
     workdir = world_traversable_tempdir("callrouter-swap-")
-    site = Site()
+    site, receiver = Site(), Receiver()
     router = Router(workdir)
     try:
-        yield router, site
+        yield router, site, receiver
     finally:
         router.server.stop()
         site.close()
+        receiver.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -111,10 +156,19 @@ def answering_pbx(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def test_numbers_are_swapped_forms_recorded_and_the_call_attributed(
-    world: tuple[Router, Site], tmp_path: Path
+    world: tuple[Router, Site, Receiver], tmp_path: Path
 ) -> None:
-    router, site = world
+    router, site, receiver = world
     client = router.api("POST", "/v1/clients", {"name": "Acme Dental"})
+    hook = router.api(
+        "POST",
+        "/v1/webhooks",
+        {
+            "client_id": client["id"],
+            "url": receiver.url,
+            "events": ["form.submitted", "call.completed"],
+        },
+    )
     pool = router.api(
         "POST",
         "/v1/pools",
@@ -128,16 +182,24 @@ def test_numbers_are_swapped_forms_recorded_and_the_call_attributed(
     )
     pbx, desk = answering_pbx(tmp_path)
     try:
-        check_visit_and_call(router, site, client=client, pool=pool, desk=desk, tmp_path=tmp_path)
+        session_id = check_visit_and_call(
+            router, site, client=client, pool=pool, desk=desk, tmp_path=tmp_path
+        )
     finally:
         if pbx.poll() is None:
             pbx.kill()
         pbx.communicate(timeout=60)
+    events = receiver.events(2, hook["secret"])
+    form, call = events["form.submitted"]["data"], events["call.completed"]["data"]
+    assert form["session_id"] == session_id and form["fields"] == {"email": "ann@example.com"}
+    assert form["attribution"]["utm_source"] == "newsletter"
+    assert call["session_id"] == session_id and call["disposition"] == "answered"
+    assert call["attribution"]["utm_campaign"] == "autumn"
 
 
 def check_visit_and_call(
     router: Router, site: Site, *, client: Any, pool: Any, desk: str, tmp_path: Path
-) -> None:
+) -> str:
     leased_e164 = "+441515550100"
     router.api(
         "POST",
@@ -184,3 +246,4 @@ def check_visit_and_call(
     assert call["attribution"]["utm_source"] == "newsletter"
     assert call["attribution"]["utm_campaign"] == "autumn"
     assert call["attribution"]["landing_page"] == site.origin + "/dentist"
+    return str(session["session_id"])

@@ -1,0 +1,138 @@
+"""Webhook endpoints of clients and the delivery queue, in plain SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from callrouter.store.database import Executor
+from callrouter.store.ids import new_id
+from callrouter.store.tenant_table import TenantTable
+
+EVENTS = ("call.started", "call.answered", "call.completed", "recording.ready", "form.submitted")
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """Where a client wants events; ``secret`` signs each delivery (shown on creation only)."""
+
+    id: UUID
+    client_id: UUID
+    url: str
+    secret: str
+    events: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event to one webhook, and how its attempts went."""
+
+    id: UUID
+    client_id: UUID
+    webhook_id: UUID
+    event: str
+    payload: dict[str, Any]
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+WEBHOOKS = TenantTable(
+    "webhooks",
+    "id, client_id, url, secret, events, created_at, updated_at",
+    Webhook,
+    updatable=frozenset({"url", "events"}),
+)
+DELIVERIES = TenantTable(
+    "webhook_deliveries",
+    "id, client_id, webhook_id, event, payload, attempts, next_attempt_at, last_status, "
+    "last_error, delivered_at, created_at",
+    Delivery,
+    updatable=frozenset(),
+    filterable=frozenset({"webhook_id"}),
+)
+
+
+async def enqueue(db: Executor, client_id: UUID, event: str, payload: dict[str, Any]) -> int:
+    """A delivery for each of the client's webhooks that wants ``event``; how many."""
+    rows = await db.fetch(
+        "SELECT id FROM webhooks WHERE client_id = $1 AND $2 = ANY(events)", client_id, event
+    )
+    if rows:
+        await db.executemany(
+            """INSERT INTO webhook_deliveries (id, client_id, webhook_id, event, payload,
+                                               next_attempt_at)
+               VALUES ($1, $2, $3, $4, $5, now())""",
+            [(new_id(), client_id, row["id"], event, payload) for row in rows],
+        )
+    return len(rows)
+
+
+async def enqueue_one(db: Executor, hook: Webhook, event: str, payload: dict[str, Any]) -> None:
+    """A delivery to one webhook whatever its event list (the test-fire route)."""
+    await db.execute(
+        """INSERT INTO webhook_deliveries (id, client_id, webhook_id, event, payload,
+                                           next_attempt_at)
+           VALUES ($1, $2, $3, $4, $5, now())""",
+        new_id(),
+        hook.client_id,
+        hook.id,
+        event,
+        payload,
+    )
+
+
+async def due(db: Executor, limit: int) -> list[tuple[Delivery, str, str]]:
+    """Deliveries whose next attempt is due, with their webhook's URL and secret; they are
+    pushed a minute ahead so a second sender (another process) does not take them too."""
+    rows = await db.fetch(
+        """UPDATE webhook_deliveries d SET next_attempt_at = now() + interval '1 minute'
+           FROM webhooks w
+           WHERE w.id = d.webhook_id AND d.id IN (
+               SELECT id FROM webhook_deliveries
+               WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT $1
+               FOR UPDATE SKIP LOCKED)
+           RETURNING d.id, d.client_id, d.webhook_id, d.event, d.payload, d.attempts,
+                     d.next_attempt_at, d.last_status, d.last_error, d.delivered_at,
+                     d.created_at, w.url, w.secret""",
+        limit,
+    )
+    out = []
+    for row in rows:
+        values = dict(row)
+        url, secret = values.pop("url"), values.pop("secret")
+        out.append((Delivery(**values), url, secret))
+    return out
+
+
+async def record_attempt(
+    db: Executor,
+    delivery_id: UUID,
+    *,
+    status: int | None,
+    error: str | None,
+    retry_in: float | None,
+) -> None:
+    """Note an attempt: delivered (``retry_in`` None and no error), or when to try again (or
+    never, when ``retry_in`` is None after a failure)."""
+    delivered = error is None and status is not None and 200 <= status < 300
+    await db.execute(
+        """UPDATE webhook_deliveries SET attempts = attempts + 1, last_status = $2,
+               last_error = $3,
+               delivered_at = CASE WHEN $4 THEN now() ELSE NULL END,
+               next_attempt_at = CASE WHEN $4 OR $5::float8 IS NULL THEN NULL
+                                      ELSE now() + make_interval(secs => $5) END
+           WHERE id = $1""",
+        delivery_id,
+        status,
+        error,
+        delivered,
+        retry_in,
+    )

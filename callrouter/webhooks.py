@@ -1,0 +1,168 @@
+"""Webhook delivery: signed JSON POSTs to clients' endpoints, retried with backoff for hours.
+
+Each delivery is a row first (``store.webhooks``), so nothing is lost to a restart; the sender
+takes due rows, POSTs them and records the outcome. The signature header is
+``Callrouter-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the secret>``;
+a receiver recomputes it and rejects old timestamps (see the README's recipe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+from uuid import UUID
+
+import aiohttp
+
+from callrouter.store import webhooks as store
+from callrouter.store.database import Executor
+
+__all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign"]
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "Callrouter-Signature"
+MAX_ATTEMPTS = 15  # 30 s doubling to an hour apart: about 9 hours of trying
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def backoff(attempts: int, base: float = 30.0) -> float | None:
+    """Seconds until the next try after ``attempts`` failures; None: give up."""
+    if attempts >= MAX_ATTEMPTS:
+        return None
+    return float(min(3600.0, base * 2.0 ** (attempts - 1)))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(type(value).__name__)
+
+
+def _payload(event: str, data: dict[str, Any]) -> dict[str, Any]:
+    payload = {"event": event, "created_at": datetime.now(UTC), "data": data}
+    decoded: dict[str, Any] = json.loads(json.dumps(payload, default=_json_default))
+    return decoded
+
+
+@dataclass(eq=False)
+class WebhookSender:
+    """Queues events for clients' webhooks and sends what is due.
+
+    :param allow_private: allow endpoints on loopback or private networks (tests, labs);
+        off by default so a client cannot make the server call its own internal services.
+    """
+
+    db: Executor
+    allow_private: bool = False
+    clock: Callable[[], float] = time.time
+    timeout: float = 10.0
+    retry_base: float = 30.0
+    """Seconds before the first retry; each later one waits twice as long (at most an hour)."""
+    attempts_made: int = 0
+    """Attempts recorded since start (a metric; ``recorded`` waits on it)."""
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    async def emit(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
+        """Queue ``event`` for every webhook of the client that wants it."""
+        if await store.enqueue(self.db, client_id, event, _payload(event, data)):
+            self._wake.set()
+
+    async def emit_to(self, hook: store.Webhook, event: str, data: dict[str, Any]) -> None:
+        """Queue ``event`` for one webhook, whatever events it asked for."""
+        await store.enqueue_one(self.db, hook, event, _payload(event, data))
+        self._wake.set()
+
+    def emit_soon(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
+        """``emit`` from synchronous code (the B2BUA); failures are logged, not raised."""
+        task = asyncio.get_running_loop().create_task(self.emit(client_id, event, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("webhooks: could not queue an event: %s", task.exception())
+
+    async def run(self) -> None:
+        """Send due deliveries until cancelled; wakes on new events, polls every second."""
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            headers={"User-Agent": "callrouter-webhooks"},
+        ) as http:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                self._wake.clear()
+                try:
+                    batch = await store.due(self.db, 50)
+                except Exception:
+                    log.exception("webhooks: cannot read the queue")
+                    continue
+                await asyncio.gather(*(self._send(http, *item) for item in batch))
+
+    async def _send(
+        self, http: aiohttp.ClientSession, delivery: store.Delivery, url: str, secret: str
+    ) -> None:
+        body = json.dumps({"id": str(delivery.id), **delivery.payload}).encode()
+        status: int | None = None
+        error: str | None = None
+        try:
+            await self._check_destination(url)
+            timestamp = int(self.clock())
+            async with http.post(
+                url,
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    SIGNATURE_HEADER: sign(secret, timestamp, body),
+                    "Callrouter-Event": delivery.event,
+                    "Callrouter-Delivery": str(delivery.id),
+                },
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                if not 200 <= status < 300:
+                    error = f"answered {status}"
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            error = str(exc) or type(exc).__name__
+        retry = None if error is None else backoff(delivery.attempts + 1, self.retry_base)
+        await store.record_attempt(self.db, delivery.id, status=status, error=error, retry_in=retry)
+        async with self._progress:
+            self.attempts_made += 1
+            self._progress.notify_all()
+
+    async def recorded(self, attempts: int) -> None:
+        """Wait until ``attempts`` delivery attempts have been recorded in total."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.attempts_made >= attempts)
+
+    async def _check_destination(self, url: str) -> None:
+        if self.allow_private:
+            return
+        host = urlsplit(url).hostname or ""
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        for info in infos:
+            address = ipaddress.ip_address(info[4][0])
+            if not address.is_global:
+                raise ValueError(f"{host} resolves to a non-public address ({address})")

@@ -1,0 +1,107 @@
+"""Webhooks: registration, signed deliveries to a real receiver, retries and the delivery log."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from uuid import UUID
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from callrouter.webhooks import SIGNATURE_HEADER
+from tests.api.conftest import Api
+
+
+class Receiver:
+    """A client's endpoint: records each delivery; answers 500 to the first ``failures``."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.received: asyncio.Queue[tuple[dict[str, str], bytes]] = asyncio.Queue()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        await self.received.put((dict(request.headers), body))
+        if self.failures > 0:
+            self.failures -= 1
+            return web.Response(status=500)
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receiver(api: Api) -> AsyncIterator[tuple[Receiver, str]]:
+    target = Receiver(failures=1)
+    app = web.Application()
+    app.router.add_post("/hooks", target.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sender = asyncio.create_task(api.webhooks.run())
+    try:
+        yield target, str(server.make_url("/hooks"))
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await server.close()
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> None:
+    """The recipe in the README: recompute HMAC-SHA256 over "<t>.<body>"."""
+    parts = dict(item.split("=", 1) for item in headers[SIGNATURE_HEADER].split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256)
+    assert hmac.compare_digest(parts["v1"], expected.hexdigest())
+
+
+async def test_events_are_signed_retried_and_logged(
+    api: Api, receiver: tuple[Receiver, str]
+) -> None:
+    target, url = receiver
+    client_id, key = await api.client_with_key("Acme")
+    hook = await api.ok("POST", "/v1/webhooks", key, {"url": url, "events": ["form.submitted"]})
+    assert hook["secret"].startswith("whsec_")
+    assert "secret" not in await api.ok("GET", f"/v1/webhooks/{hook['id']}", key)
+
+    await api.webhooks.emit(UUID(client_id), "form.submitted", {"form": "contact"})
+    await api.webhooks.emit(UUID(client_id), "call.completed", {"ignored": True})
+    first_headers, first_body = await asyncio.wait_for(target.received.get(), 30)
+    headers, body = await asyncio.wait_for(target.received.get(), 30)  # the retry after a 500
+    assert (
+        body == first_body
+        and headers["Callrouter-Delivery"] == first_headers["Callrouter-Delivery"]
+    )
+    verify(hook["secret"], headers, body)
+    event: dict[str, Any] = json.loads(body)
+    assert (event["event"], event["data"]) == ("form.submitted", {"form": "contact"})
+
+    await asyncio.wait_for(api.webhooks.recorded(2), 30)
+    log = await api.ok("GET", f"/v1/webhooks/{hook['id']}/deliveries", key)
+    (delivery,) = log["data"]  # call.completed was not asked for
+    assert delivery["attempts"] == 2 and delivery["last_status"] == 204
+    assert delivery["delivered_at"] is not None and delivery["next_attempt_at"] is None
+
+
+async def test_test_fire_reaches_the_endpoint(api: Api, receiver: tuple[Receiver, str]) -> None:
+    target, url = receiver
+    target.failures = 0
+    _, key = await api.client_with_key("Acme")
+    hook = await api.ok("POST", "/v1/webhooks", key, {"url": url, "events": ["call.completed"]})
+    reply = await api.call("POST", f"/v1/webhooks/{hook['id']}/test", key)
+    assert reply.status == 202
+    headers, body = await asyncio.wait_for(target.received.get(), 30)
+    verify(hook["secret"], headers, body)
+    assert json.loads(body)["event"] == "webhook.test"
+
+
+async def test_bad_webhooks_are_refused(api: Api) -> None:
+    _, key = await api.client_with_key("Acme")
+    reply = await api.call(
+        "POST", "/v1/webhooks", key, {"url": "ftp://x.example", "events": ["call.done"]}
+    )
+    assert reply.status == 422
+    fields = {e["field"] for e in reply.body["errors"]}
+    assert fields == {"url", "events[0]"}
