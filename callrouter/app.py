@@ -261,6 +261,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             max_body_bytes=config.http.max_body_bytes,
             visitor_sessions=visitor_sessions,
             webhook_sender=webhook_sender,
+            public_rate=TokenBuckets(
+                config.http.public_rate_per_second, config.http.public_rate_burst
+            ),
         )
         http_url = await _start_http(app, config, stack)
         say(f"http: listening on {http_url}")

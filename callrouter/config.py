@@ -62,6 +62,12 @@ class HttpConfig:
     auth_failure_burst: int = setting(
         20, "Failed authentications per client address before it must slow to one a second."
     )
+    public_rate_per_second: float = setting(
+        20.0, "Sustained swap-script requests per second allowed per visitor address."
+    )
+    public_rate_burst: float = setting(
+        100.0, "Swap-script requests per visitor address allowed in a burst above the rate."
+    )
     webhooks_to_private_addresses: bool = setting(
         False,
         "Allow webhook endpoints on loopback and private networks (labs and tests only: it "

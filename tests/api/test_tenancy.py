@@ -32,6 +32,12 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         None,
         {"pool_key": pool["public_key"], "page_url": "https://site.example/"},
     )
+    hook = await api.ok(
+        "POST",
+        "/v1/webhooks",
+        key,
+        {"url": "https://hooks.example/in", "events": ["call.completed"]},
+    )
     call_id = uuid4()
     async with CallJournal(api.db) as journal:
         journal.record(
@@ -59,6 +65,7 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "number_id": number["id"],
         "key_id": own_key["data"][0]["id"],
         "session_id": session["session_id"],
+        "webhook_id": hook["id"],
         "pool_key": pool["public_key"],
     }
 
