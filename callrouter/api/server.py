@@ -104,7 +104,7 @@ def build_api(
         middlewares=[sessions.cors_middleware, problem_middleware],
     )
     app[DATABASE] = database
-    app[PUBLIC_RATE] = public_rate or TokenBuckets(rate=20.0, burst=100)
+    app[PUBLIC_RATE] = public_rate if public_rate is not None else TokenBuckets(20.0, 100)
     if visitor_sessions is not None:
         app[SESSIONS] = visitor_sessions
     if webhook_sender is not None:
