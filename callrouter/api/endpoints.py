@@ -74,6 +74,8 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     description: str = ""
     extra_responses: dict[int, str] = field(default_factory=dict)
+    alternate_types: tuple[str, ...] = ()
+    """Other media types the success response may have (chosen by a query parameter)."""
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         principal = None

@@ -68,6 +68,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     success: dict[str, Any] = {"description": endpoint.summary}
     if endpoint.response is not None:
         success["content"] = {endpoint.response_type: {"schema": endpoint.response}}
+        for media_type in endpoint.alternate_types:
+            success["content"][media_type] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(endpoint.status): success}
     for status, text in endpoint.extra_responses.items():
         responses[str(status)] = {"description": text}

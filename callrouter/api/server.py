@@ -16,6 +16,7 @@ from callrouter.api import (
     numbers,
     openapi,
     pools,
+    reports,
     sessions,
     webhooks,
 )
@@ -40,6 +41,7 @@ ENDPOINTS: list[Endpoint] = [
     *calls.ENDPOINTS,
     *sessions.ENDPOINTS,
     *webhooks.ENDPOINTS,
+    *reports.ENDPOINTS,
 ]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

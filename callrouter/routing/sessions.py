@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callrouter.routing.pool import Lease, NumberPool, PoolStats
-from callrouter.routing.visit import VisitOrigin, origin_from_page, truncate_ip
+from callrouter.routing.visit import VisitOrigin, channel, origin_from_page, truncate_ip
 from callrouter.store import numbers as number_store
 from callrouter.store import pools as pool_store
 from callrouter.store import sessions as session_store
@@ -60,7 +60,9 @@ def _wall(seconds: float) -> datetime:
 
 
 def _facts(origin: VisitOrigin) -> dict[str, Any]:
-    return {k: v for k, v in asdict(origin).items() if v is not None}
+    """The visit's attribution: what the page said, plus the channel in the keys reports and
+    filters use (the same keys a static number's label fills)."""
+    return {**{k: v for k, v in asdict(origin).items() if v is not None}, **channel(origin)}
 
 
 @dataclass(eq=False)

@@ -75,3 +75,27 @@ def truncate_ip(address: str | None) -> str | None:
         return None
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+_CLICK_SOURCES = {"gclid": "google", "fbclid": "facebook", "msclkid": "bing"}
+
+
+def channel(origin: VisitOrigin) -> dict[str, str]:
+    """source / medium / campaign in the same keys static numbers use, so every call and form
+    groups alike: utm_* first, then what a click id says (paid search or social), then the
+    referring site, then "direct"."""
+    click = next((name for name in _CLICK_SOURCES if getattr(origin, name)), None)
+    referrer_host = urlsplit(origin.referrer).hostname if origin.referrer else None
+    source = origin.utm_source or (_CLICK_SOURCES[click] if click else None) or referrer_host
+    if origin.utm_medium:
+        medium = origin.utm_medium
+    elif click:
+        medium = "cpc"
+    elif referrer_host:
+        medium = "referral"
+    else:
+        medium = "none"
+    out = {"source": source or "direct", "medium": medium}
+    if origin.utm_campaign:
+        out["campaign"] = origin.utm_campaign
+    return out

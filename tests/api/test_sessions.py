@@ -79,6 +79,9 @@ async def test_a_call_is_attributed_to_the_visit_then_to_the_pool_default(api: A
         "utm_campaign": "spring",
         "gclid": "abc",
         "landing_page": ORIGIN + "/dentist",
+        "source": "google",
+        "medium": "cpc",
+        "campaign": "spring",
     }
     api.clock.now += 60 + 301  # past the hold and the grace
     late = api.sessions.attribute(e164)

@@ -114,7 +114,8 @@ async def test_lists_never_show_other_tenants_objects(api: Api) -> None:
     b_ids = {str(v) for k, v in b.items() if k not in ("key", "pool_key")}
     listed = 0
     for path, operations in document["paths"].items():
-        if "{" in path or "get" not in operations or "limit" not in str(operations["get"]):
+        parameters = operations.get("get", {}).get("parameters", [])
+        if "{" in path or not any(p["name"] == "limit" for p in parameters):
             continue
         page = await api.ok("GET", path, a["key"])
         ids = {item["id"] for item in page["data"]}
@@ -122,6 +123,10 @@ async def test_lists_never_show_other_tenants_objects(api: Api) -> None:
         assert not ids & b_ids, path
         listed += 1
     assert listed >= 5
+    report = await api.ok("GET", "/v1/reports/attribution", a["key"])
+    assert sum(row["calls"] for row in report["rows"]) == 1  # A's call only
+    other = await api.call("GET", f"/v1/reports/attribution?client_id={b['client_id']}", a["key"])
+    assert other.status == 422
 
 
 async def test_creating_for_another_client_is_refused(api: Api) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from callrouter.routing.visit import VisitOrigin, origin_from_page, truncate_ip
+from callrouter.routing.visit import VisitOrigin, channel, origin_from_page, truncate_ip
 
 
 def test_campaign_parameters_and_click_ids_come_from_the_landing_page() -> None:
@@ -35,3 +35,20 @@ def test_ip_addresses_are_truncated_to_their_network() -> None:
     assert truncate_ip("2001:db8:1234:5678::1") == "2001:db8:1234::"
     assert truncate_ip("garbage") is None
     assert truncate_ip(None) is None
+
+
+def test_channel_from_utm_click_ids_referrers_or_direct() -> None:
+    def of(page: str, referrer: str | None = None) -> dict[str, str]:
+        return channel(origin_from_page(page, referrer))
+
+    assert of("https://a.example/?utm_source=news&utm_medium=email&utm_campaign=x") == {
+        "source": "news",
+        "medium": "email",
+        "campaign": "x",
+    }
+    assert of("https://a.example/?gclid=123") == {"source": "google", "medium": "cpc"}
+    assert of("https://a.example/", "https://www.bing.com/search?q=dentist") == {
+        "source": "www.bing.com",
+        "medium": "referral",
+    }
+    assert of("https://a.example/") == {"source": "direct", "medium": "none"}
