@@ -9,11 +9,7 @@ same invocation; the ratio is the figure to compare across machines.
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -22,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.http_load import call, start_bare, wrk  # noqa: E402
 from tests.e2e.serve import ServeProcess  # noqa: E402
 
 BARE_SERVER = """
@@ -36,48 +33,6 @@ app = web.Application()
 app.router.add_get("/v1/numbers/{number_id}", handler)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None)
 """
-
-
-def call(url: str, key: str, data: dict[str, object] | None = None) -> dict[str, object]:
-    request = urllib.request.Request(url, method="POST" if data else "GET")
-    request.add_header("Authorization", f"Bearer {key}")
-    if data:
-        request.add_header("Content-Type", "application/json")
-        request.data = json.dumps(data).encode()
-    with urllib.request.urlopen(request, timeout=30) as response:
-        result: dict[str, object] = json.load(response)
-        return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wrk(url: str, key: str, seconds: int, connections: int) -> tuple[float, str]:
-    out = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-H",
-            f"Authorization: Bearer {key}",
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"{url}: {non2xx.group(1)} error responses; the figure would be wrong")
-    return rps, p99.group(1) if p99 else "?"
 
 
 def main() -> None:
@@ -116,18 +71,13 @@ def main() -> None:
         ).read()
         body_file = root / "body.json"
         body_file.write_bytes(body)
-        port = free_port()
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(body_file), str(port), key])
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                bare.wait(0.05) if bare.poll() is not None else None
-        wrk(base + path, key, 2, args.connections)  # warm both up
-        wrk(f"http://127.0.0.1:{port}{path}", key, 2, args.connections)
-        ours, ours_p99 = wrk(base + path, key, args.seconds, args.connections)
-        ref, ref_p99 = wrk(f"http://127.0.0.1:{port}{path}", key, args.seconds, args.connections)
+        bare, port = start_bare(BARE_SERVER, str(body_file), key)
+        auth = ("-H", f"Authorization: Bearer {key}")
+        ref_url = f"http://127.0.0.1:{port}{path}"
+        wrk(base + path, 2, args.connections, *auth)  # warm both up
+        wrk(ref_url, 2, args.connections, *auth)
+        ours, ours_p99 = wrk(base + path, args.seconds, args.connections, *auth)
+        ref, ref_p99 = wrk(ref_url, args.seconds, args.connections, *auth)
         print(
             f"GET {path.rsplit('/', 1)[0]}/{{id}} with a client key, {args.connections} "
             f"connections, {args.seconds} s each, wrk on loopback"

@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.http_load import call, lua_script, start_bare, wrk  # noqa: E402
 from callrouter.routing.pool import NumberPool  # noqa: E402
 from callrouter.routing.sessions import LivePool, Sessions  # noqa: E402
 from callrouter.store.pools import Pool  # noqa: E402
@@ -58,37 +56,6 @@ end
 """
 
 
-def call(url: str, key: str, data: dict[str, object]) -> dict[str, object]:
-    request = urllib.request.Request(url, method="POST", data=json.dumps(data).encode())
-    request.add_header("Authorization", f"Bearer {key}")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        result: dict[str, object] = json.load(response)
-        return result
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wrk(url: str, script: Path, seconds: int, connections: int) -> tuple[float, str]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out)
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if non2xx:
-        raise SystemExit(f"{url}: {non2xx.group(1)} error responses; the figure would be wrong")
-    return rps, p99.group(1) if p99 else "?"
-
-
 def http_figures(seconds: int, connections: int) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install wrk")
@@ -119,8 +86,9 @@ def http_figures(seconds: int, connections: int) -> None:
                 {"client_id": client["id"], "e164": f"+4415155{i:05d}", "pool_id": pool["id"]},
             )
         server.wait_for(r"sessions: pool \S+ loaded with 100 number")
-        script = root / "post.lua"
-        script.write_text(WRK_POST.replace("POOL_KEY", str(pool["public_key"])))
+        script = lua_script(
+            root / "post.lua", WRK_POST.replace("POOL_KEY", str(pool["public_key"]))
+        )
         sample = subprocess.run(
             [
                 "curl",
@@ -142,18 +110,12 @@ def http_figures(seconds: int, connections: int) -> None:
         ).stdout
         body_file = root / "body.json"
         body_file.write_bytes(sample)
-        port = free_port()
-        bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(body_file), str(port)])
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                bare.wait(0.05) if bare.poll() is not None else None
-        wrk(base + "/v1/sessions", script, 2, connections)
-        wrk(f"http://127.0.0.1:{port}/v1/sessions", script, 2, connections)
-        ours, ours_p99 = wrk(base + "/v1/sessions", script, seconds, connections)
-        ref, ref_p99 = wrk(f"http://127.0.0.1:{port}/v1/sessions", script, seconds, connections)
+        bare, port = start_bare(BARE_SERVER, str(body_file))
+        ref_url = f"http://127.0.0.1:{port}/v1/sessions"
+        wrk(base + "/v1/sessions", 2, connections, *script)
+        wrk(ref_url, 2, connections, *script)
+        ours, ours_p99 = wrk(base + "/v1/sessions", seconds, connections, *script)
+        ref, ref_p99 = wrk(ref_url, seconds, connections, *script)
         print(f"POST /v1/sessions, {connections} connections, {seconds} s each, wrk on loopback")
         print(f"  callrouter (origin check, lease, session): {ours:9.0f} req/s   p99 {ours_p99}")
         print(f"  bare aiohttp handler, same JSON:           {ref:9.0f} req/s   p99 {ref_p99}")

@@ -269,10 +269,7 @@ class B2bua:
 
     def in_dialog(self, event: RequestReceived) -> bool:
         """A request with a To tag: BYE, re-INVITE, UPDATE, INFO for one of our calls."""
-        request = event.request
-        found = self._connected.get(
-            (request.call_id, request.to.tag or "", request.from_.tag or "")
-        )
+        found = self._leg_of(event.request)
         if found is None:
             return False
         call, from_caller = found
@@ -280,10 +277,7 @@ class B2bua:
         return True
 
     def ack(self, event: AckReceived) -> bool:
-        request = event.request
-        found = self._connected.get(
-            (request.call_id, request.to.tag or "", request.from_.tag or "")
-        )
+        found = self._leg_of(event.request)
         if found is None:
             return False
         call, from_caller = found
@@ -291,6 +285,10 @@ class B2bua:
             call.repeater.ack()
             call.repeater = None
         return True
+
+    def _leg_of(self, request: Request) -> tuple[Call, bool] | None:
+        """The call and leg (True: the caller's) an in-dialog request belongs to."""
+        return self._connected.get((request.call_id, request.to.tag or "", request.from_.tag or ""))
 
     # -- the dialplan --------------------------------------------------------------------------
 

@@ -227,6 +227,13 @@ def check_visit_and_call(
             assert page.inner_text("#bracketed") == "Or (0151) 555-0100, any time."
             assert page.inner_text("#other") == "Our fax is 0151 555 0123."
             assert page.get_attribute("#link", "href") == "tel:+441515550100"
+            # Content that arrives later (a single-page app's next view) is swapped too.
+            page.evaluate(
+                "document.body.insertAdjacentHTML('beforeend', "
+                "'<p id=\"late\">Book on +44 (0)151 555 0999</p>')"
+            )
+            page.wait_for_function("!document.getElementById('late').innerText.includes('0999')")
+            assert "555 0100" in page.inner_text("#late")
             session = page.evaluate("window.callrouter.session()")
             with page.expect_response("**/v1/forms") as form_reply:
                 page.click("button[type=submit]")

@@ -54,7 +54,12 @@
     var d = digits(text);
     var full = target.country_code + target.nsn;
     var trimmed = text.replace(/^\s+/, "");
-    if (trimmed.charAt(0) === "+") return d === full ? "intl" : null;
+    if (trimmed.charAt(0) === "+") {
+      if (d === full) return "intl";
+      // "+44 (0)151 ...": the trunk prefix kept in brackets, a common UK and DE spelling.
+      return target.trunk_prefix && d === target.country_code + target.trunk_prefix + target.nsn
+        ? "intl-trunk" : null;
+    }
     if (d === "00" + full) return "intl";
     if (d === target.nsn || d === target.trunk_prefix + target.nsn) return "national";
     if (d === full) return "intl-bare";
@@ -70,6 +75,8 @@
     if (style === "national") {
       var hadTrunk = digits(text).length > match.target.nsn.length && n.trunk_prefix;
       wanted = (hadTrunk ? n.trunk_prefix : "") + n.nsn;
+    } else if (style === "intl-trunk") {
+      wanted = n.country_code + n.trunk_prefix + n.nsn;
     } else {
       wanted = (digits(text).indexOf("00") === 0 && text.indexOf("+") < 0 ? "00" : "") +
         n.country_code + n.nsn;
