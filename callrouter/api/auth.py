@@ -86,6 +86,12 @@ class Authenticator:
             if principal.key_id == key_id:
                 del self._cache[digest]
 
+    def forget_client(self, client_id: UUID) -> None:
+        """Drop every cached key of a deleted client (its keys went with it)."""
+        for digest, (principal, _) in list(self._cache.items()):
+            if principal.client_id == client_id:
+                del self._cache[digest]
+
     def on_revoked(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
         """LISTEN callback: another process (or this one) revoked a key."""
         try:

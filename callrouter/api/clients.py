@@ -7,6 +7,7 @@ from uuid import UUID
 
 from aiohttp import web
 
+from callrouter.api.auth import AUTHENTICATOR
 from callrouter.api.endpoints import (
     PAGE_QUERY,
     Endpoint,
@@ -92,8 +93,12 @@ async def update(ctx: RequestContext) -> web.Response:
 
 
 async def delete(ctx: RequestContext) -> web.Response:
-    if not await CLIENTS.delete(ctx.app()[DATABASE], ctx.path_id("client_id", "client"), None):
+    client_id = ctx.path_id("client_id", "client")
+    if not await CLIENTS.delete(ctx.app()[DATABASE], client_id, None):
         raise not_found("client")
+    # Its keys are deleted with it (cascade); other processes hear of each through the trigger
+    # of migration 0005, this one forgets them now.
+    ctx.app()[AUTHENTICATOR].forget_client(client_id)
     return web.Response(status=204)
 
 

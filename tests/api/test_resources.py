@@ -204,3 +204,22 @@ async def test_unknown_route_and_method_are_problems(api: Api) -> None:
     assert wrong.status == 405
     assert "GET" in wrong.headers["Allow"]
     assert wrong.headers["Server"] == "callrouter"
+
+
+async def test_deleting_a_client_removes_its_keys_numbers_and_pools(api: Api) -> None:
+    client_id, key = await api.client_with_key("Leaving Ltd")
+    pool = await api.ok("POST", "/v1/pools", key, {"name": "site"})
+    number = await api.ok(
+        "POST", "/v1/numbers", json={"client_id": client_id, "e164": "+441515550077"}
+    )
+    client_key = (await api.ok("GET", "/v1/keys", key))["data"][0]
+    assert (await api.call("DELETE", f"/v1/clients/{client_id}", key)).status == 404
+    assert (await api.call("DELETE", f"/v1/clients/{client_id}", api.operator_key)).status == 204
+    for path in (
+        f"/v1/clients/{client_id}",
+        f"/v1/pools/{pool['id']}",
+        f"/v1/numbers/{number['id']}",
+        f"/v1/keys/{client_key['id']}",
+    ):
+        assert (await api.call("GET", path, api.operator_key)).status == 404, path
+    assert (await api.call("GET", "/v1/clients", key)).status == 401  # its key went with it
