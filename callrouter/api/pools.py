@@ -20,7 +20,7 @@ from callrouter.api.endpoints import (
 from callrouter.api.fields import CLIENT_ID, TIMESTAMPS, e164, origin, uuid
 from callrouter.api.problems import not_found
 from callrouter.api.schema import Field, Schema
-from callrouter.api.state import DATABASE
+from callrouter.api.state import DATABASE, SESSIONS
 from callrouter.store.pools import POOLS, Pool, new_public_key
 
 _SETTABLE = (
@@ -172,6 +172,43 @@ async def delete(ctx: RequestContext) -> web.Response:
     return web.Response(status=204)
 
 
+STATS_VIEW: dict[str, Any] = {
+    "type": "object",
+    "required": ["size", "leased", "peak", "exhaustions", "recommended_size"],
+    "properties": {
+        "size": {"type": "integer", "description": "Numbers in the pool."},
+        "leased": {"type": "integer", "description": "Numbers leased to live visits now."},
+        "peak": {"type": "integer", "description": "Most numbers leased at once."},
+        "exhaustions": {
+            "type": "integer",
+            "description": "Visits that found no number free of another visit's grace.",
+        },
+        "recommended_size": {
+            "type": "integer",
+            "description": "Numbers for the most visits seen at once, plus a quarter.",
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+async def stats(ctx: RequestContext) -> web.Response:
+    pool = await POOLS.get(ctx.app()[DATABASE], ctx.path_id("pool_id", "pool"), ctx.scope)
+    service = ctx.app().get(SESSIONS)
+    figures = service.stats(pool.id) if pool is not None and service is not None else None
+    if pool is None or figures is None:
+        raise not_found("pool")
+    return json_response(
+        {
+            "size": figures.size,
+            "leased": figures.leased,
+            "peak": figures.peak,
+            "exhaustions": figures.exhaustions,
+            "recommended_size": figures.recommended_size,
+        }
+    )
+
+
 ITEM = "/v1/pools/{pool_id}"
 ENDPOINTS = [
     Endpoint(
@@ -217,5 +254,14 @@ ENDPOINTS = [
         "Delete a pool (its numbers become static)",
         "pools",
         status=204,
+    ),
+    Endpoint(
+        "GET",
+        ITEM + "/stats",
+        stats,
+        "getPoolStats",
+        "Utilisation of a pool now and at its peak, exhaustions, a recommended size",
+        "pools",
+        response=STATS_VIEW,
     ),
 ]

@@ -188,3 +188,18 @@ async def test_the_swap_script_is_served_cacheable(api: Api) -> None:
         assert response.content_type == "application/javascript"
         assert response.headers["Cache-Control"] == "public, max-age=3600"
         assert "callrouter swap script" in await response.text()
+
+
+async def test_pool_statistics_count_leases_peaks_and_exhaustions(api: Api) -> None:
+    _, pool = await pool_with_numbers(api, count=1, exhaustion_policy="default_number")
+    await start(api, pool, visitor="v1")
+    exhausted = await start(api, pool, visitor="v2")
+    assert exhausted.status == 201 and exhausted.body["number"] is None  # no default number set
+    figures = await api.ok("GET", f"/v1/pools/{pool['id']}/stats")
+    assert figures == {
+        "size": 1,
+        "leased": 1,
+        "peak": 1,
+        "exhaustions": 1,
+        "recommended_size": 3,  # two visits at once, plus a quarter, rounded up
+    }
