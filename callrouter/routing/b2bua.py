@@ -220,9 +220,6 @@ class B2bua:
             return
         self._next_step(call)
 
-    def owns(self, tid: str) -> bool:
-        return tid in self.calls or tid in self._by_branch or tid in self._relays
-
     def cancelled(self, event: CancelReceived) -> bool:
         call = self.calls.get(event.invite_transaction_id)
         if call is None or call.state != "routing":
