@@ -27,11 +27,12 @@ from callrouter.instance_lock import DataDirectoryLock
 from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
-from callrouter.routing.front_door import FrontDoor, Networks
+from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
+from callrouter.routing.trunks import CONFIG_TRUNK, Trunk, TrunkTable, parse_networks
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.transactions import Timers
-from callrouter.store import api_keys, calls, numbers
+from callrouter.store import api_keys, calls, numbers, trunks
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
@@ -120,12 +121,18 @@ async def _start_sip(
     stack: AsyncExitStack,
     say: Say,
     *,
+    listener: asyncpg.Connection[asyncpg.Record],
     visitor_sessions: Sessions,
     webhook_sender: WebhookSender,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
-        carriers = Networks.parse(sip.carriers)
+        configured = Trunk(
+            CONFIG_TRUNK,
+            parse_networks(sip.carriers),
+            country=sip.country,
+            uri=sip.outbound_trunk,
+        )
         static = StaticRoutes.parse(sip.static_routes)
         dns_servers = [_host_port(s) for s in sip.dns_servers.split(",") if s.strip()]
     except ValueError as exc:
@@ -140,6 +147,10 @@ async def _start_sip(
             tls = tls_options(sip.tls_certificate, sip.tls_private_key)
         except (OSError, SSL.Error) as exc:
             raise ConfigError(f"sip.tls_certificate / sip.tls_private_key: {exc}") from None
+
+    trunk_table = TrunkTable(configured)
+    await _load_trunks(pool, trunk_table, say)
+    await listener.add_listener(TRUNKS_CHANNEL, _reload_trunks(pool, trunk_table, say))
 
     dialplans = DialplanLibrary(config.dialplans_dir, say)
     dialplans.refresh()
@@ -156,7 +167,8 @@ async def _start_sip(
         dialplans,
         Resolver(DnsLookup(dns_servers or None), static),
         reactor,
-        outbound_trunk=sip.outbound_trunk,
+        trunk_table,
+        target_timeout=sip.target_timeout,
         announce=say,
         sessions=visitor_sessions,
         webhooks=webhook_sender,
@@ -169,7 +181,7 @@ async def _start_sip(
         service.respond,
         find_number,
         reactor.seconds,
-        carriers,
+        trunk_table,
         TokenBuckets(sip.rate_per_second, sip.rate_burst),
         calls=b2bua,
     )
@@ -179,8 +191,8 @@ async def _start_sip(
     listening = await open_listeners(
         reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
     )
-    for listener in listening:
-        endpoint.advertised[listener.transport] = f"{listener.host}:{listener.port}"
+    for opened in listening:
+        endpoint.advertised[opened.transport] = f"{opened.host}:{opened.port}"
     return front_door, listening
 
 
@@ -199,6 +211,26 @@ async def _watch(dialplans: DialplanLibrary, config: Config) -> None:
 
 
 POOL_CHANNEL = "pool_changed"
+TRUNKS_CHANNEL = "trunks_changed"
+
+
+async def _load_trunks(pool: asyncpg.Pool[asyncpg.Record], table: TrunkTable, say: Say) -> None:
+    table.replace([Trunk.from_row(row) for row in await trunks.list_all(pool)])
+    say(f"sip: trunks in service: {', '.join(t.name for t in table.trunks)}")
+
+
+def _reload_trunks(
+    pool: asyncpg.Pool[asyncpg.Record], table: TrunkTable, say: Say
+) -> Callable[..., None]:
+    """A LISTEN callback: the trunks table changed (migration 0006's trigger)."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    def on_change(_connection: object, _pid: int, _channel: str, _payload: str) -> None:
+        task = asyncio.get_running_loop().create_task(_load_trunks(pool, table, say))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return on_change
 
 
 def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
@@ -272,6 +304,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             pool,
             stack,
             say,
+            listener=listener,
             visitor_sessions=visitor_sessions,
             webhook_sender=webhook_sender,
         )

@@ -1,4 +1,4 @@
-"""The ``callrouter`` command: serve, migrate, keys, dialplan.
+"""The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy.
 
 Every command takes ``--config FILE`` and one flag per setting (see ``callrouter serve --help``);
 flags override ``CALLROUTER_*`` variables, which override the file.
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from uuid import UUID
 
 import asyncpg
@@ -26,14 +26,21 @@ from callrouter.app import database_dsn, migrate_database, serve
 from callrouter.config import CONFIG_PATH_ENV, SETTINGS, Config, ConfigError, load_config
 from callrouter.instance_lock import DataDirectoryInUse
 from callrouter.numbering import NumberFormatError, to_e164
+from callrouter.privacy import audit
+from callrouter.privacy.register import RequestKind
+from callrouter.privacy.rights import PrivacyRights, RequestRefused
+from callrouter.privacy.secret import SecretFileError
+from callrouter.privacy.subjects import Subject
 from callrouter.routing.dialplan import DialplanError, load_dialplan
 from callrouter.routing.dialplan import explain as explain_plan
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.store import api_keys, numbers
+from callrouter.store import privacy as privacy_store
 from callrouter.store.api_keys import API_KEYS
 from callrouter.store.database import connect
 from callrouter.store.embedded import EmbeddedPostgresError
 from callrouter.store.migrations import MigrationError
+from callrouter.vault import Vault, VaultError, vault_paths
 
 EXPECTED_FAILURES = (
     ConfigError,
@@ -42,6 +49,9 @@ EXPECTED_FAILURES = (
     MigrationError,
     NumberFormatError,
     OSError,
+    RequestRefused,
+    SecretFileError,
+    VaultError,
     asyncpg.PostgresError,
 )
 
@@ -113,6 +123,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--caller", default="", help="the caller's number (E.164)")
     _add_setting_flags(explain)
+
+    vault = commands.add_parser("vault", help="recording encryption keys")
+    vault_commands = vault.add_subparsers(dest="vault_command", required=True, metavar="ACTION")
+    rotate = vault_commands.add_parser("rotate", help="make a new key-encryption key current")
+    rotate.add_argument(
+        "--rewrap", action="store_true", help="then re-wrap every data key under it"
+    )
+    rewrap = vault_commands.add_parser(
+        "rewrap", help="re-wrap the data keys still under older key-encryption keys"
+    )
+    status = vault_commands.add_parser(
+        "status", help="key-encryption key ids, the current one, data keys each wraps"
+    )
+    for sub in (rotate, rewrap, status):
+        _add_setting_flags(sub)
+    _add_privacy_commands(commands)
     return parser
 
 
@@ -214,6 +240,174 @@ async def _explain(config: Config, args: argparse.Namespace) -> None:
     await _with_connection(config, show)
 
 
+def _vault(config: Config, args: argparse.Namespace) -> None:
+    """Blocking file and crypto work: ``main`` runs it in a thread, off the event loop."""
+    key_ring, _keys_dir = vault_paths(config)
+    if args.vault_command == "status":
+        status = Vault.from_config(config, create=False).status()
+        say(f"key ring: {status.key_ring}")
+        say(f"key store: {status.keys_dir} ({_data_keys(status.data_keys)})")
+        for kek in status.keks:
+            mark = "current" if kek.current else ""
+            say(f"  {kek.id}  {mark:7}  {_data_keys(kek.data_keys)}")
+        for kek_id, count in status.missing_keks.items():
+            say(f"  {kek_id}  MISSING from the key ring: {_data_keys(count)} cannot be opened")
+        return
+    existed = key_ring.exists()
+    vault = Vault.from_config(config)
+    if args.vault_command == "rotate" and not existed:
+        say(f"vault: created {key_ring} with {vault.key_ring.current.id}")
+    elif args.vault_command == "rotate":
+        previous = vault.key_ring.current.id
+        say(f"vault: {vault.rotate()} is now the current key-encryption key (was {previous})")
+    if args.vault_command == "rewrap" or args.rewrap:
+        count = vault.rewrap()
+        say(f"vault: re-wrapped {_data_keys(count)} under {vault.key_ring.current.id}")
+
+
+def _data_keys(count: int) -> str:
+    return f"{count} data key{'' if count == 1 else 's'}"
+
+
+def _add_privacy_commands(commands: Any) -> None:
+    purge = commands.add_parser(
+        "purge", help="remove what is past its retention period (serve does it daily)"
+    )
+    purge.add_argument("--dry-run", action="store_true", help="only show what would go")
+    purge.add_argument("--client", type=UUID, help="only this client")
+    _add_setting_flags(purge)
+
+    privacy = commands.add_parser("privacy", help="data subjects' requests (GDPR)")
+    actions = privacy.add_subparsers(dest="privacy_command", required=True, metavar="ACTION")
+    helps = {
+        "erase": "erase everything held about a caller, call or visit (prints a receipt)",
+        "export": "write everything held about a caller, call or visit to a zip",
+        "object": "put a number on the suppression list: never recorded, attributed or stored",
+        "withdraw-consent": "never record calls from a number again",
+    }
+    for name, text in helps.items():
+        action = actions.add_parser(name, help=text)
+        action.add_argument("--client", type=UUID, required=True, help="the client's id")
+        subject = action.add_mutually_exclusive_group(required=True)
+        subject.add_argument("--phone", help="the caller's number, +44 7700 900123")
+        if name in ("erase", "export"):
+            subject.add_argument("--call", type=UUID, help="a call id")
+            subject.add_argument("--session", type=UUID, help="a visitor session id")
+        action.add_argument(
+            "--received", type=_timestamp, help="when the request reached you (default: now)"
+        )
+        if name == "export":
+            action.add_argument("--out", type=Path, required=True, help="the zip to write")
+        _add_setting_flags(action)
+    listing = actions.add_parser("requests", help="the request register")
+    listing.add_argument("--client", type=UUID, help="only this client's")
+    listing.add_argument("--status", choices=("open", "overdue", "done"))
+    _add_setting_flags(listing)
+
+
+async def _purge(config: Config, args: argparse.Namespace) -> None:
+    async def run(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        rights = await PrivacyRights.open(db, config, say=say)
+        report = await rights.purge(dry_run=args.dry_run, actor=audit.CLI, client_id=args.client)
+        for client in report.clients:
+            counts = ", ".join(f"{n} {k}" for k, n in client.removed.counts().items() if n)
+            say(f"client {client.client_id}: {counts}")
+        say(report.summary())
+        if report.shredding == "queued":
+            say(_QUEUED)
+
+    await _with_connection(config, run)
+
+
+_QUEUED = (
+    "recordings: their keys and files are queued for destruction; the server destroys them "
+    "(now if it is running, else when it next starts)"
+)
+
+
+def _subject_of(args: argparse.Namespace) -> Subject:
+    if args.phone is not None:
+        return Subject.phone(args.phone)
+    if getattr(args, "call", None) is not None:
+        return Subject.call(args.call)
+    return Subject.session(args.session)
+
+
+async def _privacy(config: Config, args: argparse.Namespace) -> None:
+    async def run(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        rights = await PrivacyRights.open(db, config, say=say)
+        if args.privacy_command == "requests":
+            await _list_requests(db, rights, args)
+            return
+        if not await db.fetchval("SELECT 1 FROM clients WHERE id = $1", args.client):
+            raise ConfigError(f"no client {args.client}")
+        subject = _subject_of(args)
+        kinds: dict[str, RequestKind] = {
+            "erase": "erasure",
+            "export": "access",
+            "object": "objection",
+            "withdraw-consent": "consent_withdrawal",
+        }
+        request = await rights.file(
+            args.client,
+            kinds[args.privacy_command],
+            subject,
+            actor=audit.CLI,
+            received_at=args.received,
+        )
+        if args.privacy_command == "export":
+            request = await _export(rights, request, subject, args.out)
+        outcome = request.outcome or {}
+        say(f"{request.kind} request {request.id}: {request.status}, due {request.due_at:%Y-%m-%d}")
+        for name, value in {**outcome.get("receipt", {}), **outcome.get("export", {})}.items():
+            say(f"  {name}: {value}")
+        for notice in outcome.get("notices", []):
+            say(f"notice: {notice}")
+        if outcome.get("shredding") == "queued":
+            say(_QUEUED)
+
+    await _with_connection(config, run)
+
+
+async def _export(rights: PrivacyRights, request: Any, subject: Subject, out: Path) -> Any:
+    """Write the export to ``out`` (created private: it is personal data); no half files."""
+    file = await asyncio.to_thread(_private_file, out)
+    try:
+        with file:
+
+            async def write(chunk: bytes) -> None:
+                await asyncio.to_thread(file.write, chunk)
+
+            request = await rights.export(request, subject, write, actor=audit.CLI)
+    except BaseException:
+        await asyncio.to_thread(out.unlink, missing_ok=True)
+        raise
+    say(f"export: wrote {out}")
+    return request
+
+
+def _private_file(path: Path) -> BinaryIO:
+    """A new file only this account can read; an existing one is never overwritten."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
+async def _list_requests(
+    db: asyncpg.Connection[asyncpg.Record], rights: PrivacyRights, args: argparse.Namespace
+) -> None:
+    after = None
+    now = rights.clock()
+    while page := await privacy_store.list_requests(
+        db, None, client_id=args.client, status=args.status, now=now, after=after, limit=200
+    ):
+        for r in page:
+            late = "  OVERDUE" if r.status == "open" and r.due_at < now else ""
+            say(
+                f"{r.id}  {r.client_id}  {r.kind:18} {r.subject_kind:7} received "
+                f"{r.received_at:%Y-%m-%d} due {r.due_at:%Y-%m-%d}  {r.status}{late}"
+            )
+        after = page[-1].id
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dialplan" and args.dialplan_command == "check":
@@ -228,6 +422,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "migrate": lambda: _migrate(config),
             "keys": lambda: _keys(config, args),
             "dialplan": lambda: _explain(config, args),
+            "vault": lambda: asyncio.to_thread(_vault, config, args),
+            "purge": lambda: _purge(config, args),
+            "privacy": lambda: _privacy(config, args),
         }
         # uvloop: +57 % API throughput in bench/api.py on the reference machine.
         uvloop.run(commands[args.command]())

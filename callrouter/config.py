@@ -89,7 +89,11 @@ class SipConfig:
     t4: float = setting(5.0, "RFC 3261 T4: maximum time a message stays in the network.")
     carriers: str = setting(
         "127.0.0.0/8, ::1/128",
-        "Comma-separated addresses or networks (CIDR) allowed to send SIP; others get 403.",
+        "Comma-separated addresses or networks (CIDR) allowed to send SIP (the `config` trunk; "
+        "more trunks over /v1/trunks); others get 403.",
+    )
+    country: str = setting(
+        "GB", "Region for numbers the `config` trunk writes nationally (0151 ... is +44151 ...)."
     )
     rate_per_second: float = setting(50.0, "Sustained SIP requests per second per source address.")
     rate_burst: int = setting(200, "SIP requests per source address allowed in a burst.")
@@ -99,6 +103,11 @@ class SipConfig:
     outbound_trunk: str | None = setting(
         None, "SIP URI of the trunk that E.164 destinations are sent through (sip:gw.example)."
     )
+    target_timeout: float = setting(
+        5.0,
+        "Seconds an outbound target may stay silent (not even 100 Trying) before the next "
+        "RFC 3263 target (SRV, A record) is tried.",
+    )
     static_routes: str = setting(
         "",
         "Comma-separated host=transport:address:port entries that answer before DNS "
@@ -106,6 +115,49 @@ class SipConfig:
     )
     dns_servers: str = setting(
         "", "Comma-separated address:port of DNS servers for RFC 3263; empty: /etc/resolv.conf."
+    )
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """Privacy rights: the secret that keys subject hashes, and how long data is kept."""
+
+    secret_file: Path | None = setting(
+        None,
+        "File with the server secret that keys the hashes of phone numbers on the suppression "
+        "list and in the request register; created (mode 0600) on first use, refused when "
+        "group or others may read it. Empty: <data_dir>/privacy/secret. Back it up: without "
+        "it no suppressed number is recognised.",
+    )
+    recordings_retention_days: int = setting(
+        365, "Days a recording is kept before its key and file are destroyed (per-client override)."
+    )
+    data_retention_days: int = setting(
+        730,
+        "Days call records, visitor sessions, form submissions and webhook deliveries are kept; "
+        "then only anonymous daily counts remain (per-client override).",
+    )
+    purge_hour: int = setting(3, "Hour of the day (UTC, 0-23) when `serve` runs the daily purge.")
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    """Recording encryption at rest: where the keys live, and the file segment size."""
+
+    key_ring: Path | None = setting(
+        None,
+        "Key ring file of key-encryption keys (JSON, mode 0600, created on first use, refused "
+        "when group or others may read it). Empty: <data_dir>/vault/keyring.json. Keep it out "
+        "of recording backups.",
+    )
+    keys_dir: Path | None = setting(
+        None,
+        "Directory of the wrapped per-recording data keys (mode 0700), kept apart from the "
+        "audio: deleting a recording's entry makes every copy of its files unreadable. "
+        "Empty: <data_dir>/vault/keys.",
+    )
+    segment_bytes: int = setting(
+        16384, "Plaintext bytes per authenticated segment of a recording file (1 to 16777216)."
     )
 
 
@@ -124,6 +176,8 @@ class Config:
     database: DatabaseConfig = section(DatabaseConfig, "Database")
     http: HttpConfig = section(HttpConfig, "HTTP API")
     sip: SipConfig = section(SipConfig, "SIP")
+    privacy: PrivacyConfig = section(PrivacyConfig, "Privacy")
+    vault: VaultConfig = section(VaultConfig, "Recording encryption")
 
 
 @dataclass(frozen=True)

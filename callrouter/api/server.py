@@ -16,14 +16,17 @@ from callrouter.api import (
     numbers,
     openapi,
     pools,
+    privacy,
     reports,
     sessions,
+    trunks,
     webhooks,
 )
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
-from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS, WEBHOOK_SENDER
+from callrouter.api.state import DATABASE, PRIVACY, PUBLIC_RATE, SESSIONS, WEBHOOK_SENDER
+from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.sessions import Sessions
 from callrouter.store.database import StoreConflict, StoreReferenceError
@@ -42,6 +45,8 @@ ENDPOINTS: list[Endpoint] = [
     *sessions.ENDPOINTS,
     *webhooks.ENDPOINTS,
     *reports.ENDPOINTS,
+    *trunks.ENDPOINTS,
+    *privacy.ENDPOINTS,
 ]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -94,13 +99,18 @@ def build_api(
     visitor_sessions: Sessions | None = None,
     public_rate: TokenBuckets | None = None,
     webhook_sender: WebhookSender | None = None,
+    privacy_rights: PrivacyRights | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
     :param visitor_sessions: the router's pools and sessions, for the swap script's routes.
     :param public_rate: per-address limit of the public (pool key) routes.
+    :param privacy_rights: privacy requests and retention; without them (and the secret
+        they hold) the privacy routes could only fail, so they are not served.
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
+    if privacy_rights is None:
+        endpoints = [e for e in endpoints if e.tag != privacy.TAG]
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[sessions.cors_middleware, problem_middleware],
@@ -111,6 +121,8 @@ def build_api(
         app[SESSIONS] = visitor_sessions
     if webhook_sender is not None:
         app[WEBHOOK_SENDER] = webhook_sender
+    if privacy_rights is not None:
+        app[PRIVACY] = privacy_rights
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

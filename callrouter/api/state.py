@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
+from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.sessions import Sessions
 from callrouter.webhooks import WebhookSender
@@ -16,3 +17,5 @@ PUBLIC_RATE = web.AppKey("public_rate", TokenBuckets)
 """Per-address limits for the public (pool key) routes, which have no API key to limit."""
 WEBHOOK_SENDER = web.AppKey("webhook_sender", WebhookSender)
 """Queues events for clients' webhooks (absent when this process sends none)."""
+PRIVACY = web.AppKey("privacy", PrivacyRights)
+"""Privacy requests, suppression list and retention (without it, /v1/privacy is not served)."""

@@ -37,6 +37,7 @@ from callrouter.routing.events import (
     CallStarted,
 )
 from callrouter.routing.sessions import Sessions
+from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.dialogs import AnswerRepeater, Dialog, DialogId
 from callrouter.sip.errors import SipError
 from callrouter.sip.events import (
@@ -96,6 +97,16 @@ class Branch:
     done: bool = False
     outcome: str | None = None
     dialog: Dialog | None = None
+    uri: SipUri | None = None
+    trunk: Trunk | None = None
+    """The outbound trunk an E.164 destination goes through (its caller-ID policy applies)."""
+    targets: list[Flow] = field(default_factory=list)
+    """RFC 3263 targets not tried yet."""
+    target_timer: Any = None
+    skipped: list[str] = field(default_factory=list)
+    """Targets that failed before the current one (for the attempt's reason)."""
+    answered_at_all: bool = False
+    """Whether the current target sent any response (a 100 Trying proves it is alive)."""
 
 
 @dataclass(eq=False)
@@ -127,6 +138,8 @@ class Call:
     session_id: uuid.UUID | None = None
     attribution: dict[str, Any] = field(default_factory=dict)
     caller_number: str | None = None
+    trunk: Trunk | None = None
+    """The carrier the call came in on."""
     tids: set[str] = field(default_factory=set)
     """Client transactions of this call (branches, relayed requests), to forget at the end."""
 
@@ -150,7 +163,7 @@ class B2bua:
     :param dialplans: the dialplans in service.
     :param resolver: RFC 3263 location of destinations.
     :param clock: the reactor: ``seconds()`` and ``callLater()``.
-    :param outbound_trunk: where E.164 destinations are sent (a SIP URI), or None.
+    :param trunks: the carriers; the outbound one takes E.164 destinations.
     """
 
     service: SipService
@@ -158,7 +171,9 @@ class B2bua:
     dialplans: DialplanLibrary
     resolver: Resolver
     clock: Any
-    outbound_trunk: str | None = None
+    trunks: TrunkTable
+    target_timeout: float = 5.0
+    """Seconds a target may stay silent (not even 100 Trying) before the next one is tried."""
     sessions: Sessions | None = None
     """The pools' leases: a call to a pool number is attributed to the visit holding it."""
     webhooks: WebhookSender | None = None
@@ -175,8 +190,11 @@ class B2bua:
 
     # -- entry points (the front door hands these over) --------------------------------------
 
-    def start(self, request: Request, tid: str, flow: Flow, number: Number, caller: str) -> None:
-        """An INVITE for ``number`` passed admission: create the call and run its dialplan."""
+    def start(
+        self, request: Request, tid: str, flow: Flow, number: Number, *, caller: str, trunk: Trunk
+    ) -> None:
+        """An INVITE for ``number`` from ``trunk`` passed admission: create the call and run its
+        dialplan."""
         plan = self.dialplans.get(number.dialplan)
         params = {k: str(v) for k, v in number.dialplan_params.items()}
         if number.destination:
@@ -191,6 +209,7 @@ class B2bua:
             steps=plan.applicable(self.wall(), caller, params) if plan else [],
             params=params,
             record=number.record,
+            trunk=trunk,
         )
         self.calls[tid] = call
         visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
@@ -206,7 +225,7 @@ class B2bua:
                 tracking_number=number.e164,
                 caller_number=caller or None,
                 sip_call_id=request.call_id,
-                trunk=flow.host,
+                trunk=trunk.name,
                 dialplan=number.dialplan,
                 session_id=call.session_id,
                 attribution=call.attribution,
@@ -244,6 +263,10 @@ class B2bua:
             return False
         call, branch = found
         status = event.response.status
+        branch.answered_at_all = True
+        self._stop_target_timer(branch)
+        if status == 503 and self._next_target(call, branch):
+            return True
         if status < 200:
             self._provisional(call, branch, event.response)
         elif status < 300:
@@ -256,7 +279,8 @@ class B2bua:
         found = self._by_branch.get(event.transaction_id)
         if found is not None:
             call, branch = found
-            self._branch_failed(call, branch, 408, "error", "no answer from the destination")
+            if not self._next_target(call, branch):
+                self._branch_failed(call, branch, 408, "error", "no answer from the destination")
             return True
         relay = self._relays.pop(event.transaction_id, None)
         if relay is not None:
@@ -322,59 +346,128 @@ class B2bua:
         call.ring_timer = self.clock.callLater(ring_timeout, self._ring_timeout, call)
 
     async def _launch(self, call: Call, branch: Branch) -> None:
-        uri = self._destination_uri(branch.destination)
+        uri, trunk = self._destination_uri(branch.destination)
         flows = await self.resolver.locate(uri) if uri is not None else []
         if call.state != "routing" or branch.done:
             return
-        if not flows:
+        if uri is None or not flows:
             self._branch_failed(call, branch, None, "error", f"cannot reach {branch.destination}")
             return
-        branch.flow = flows[0]
-        branch.request = self._outbound_invite(call, uri, branch.flow)  # type: ignore[arg-type]
+        branch.uri, branch.trunk, branch.targets = uri, trunk, flows
+        self._send_branch(call, branch)
+
+    def _send_branch(self, call: Call, branch: Branch) -> None:
+        """Send the branch's INVITE to its next RFC 3263 target."""
+        assert branch.uri is not None
+        branch.flow = branch.targets.pop(0)
+        branch.request = self._outbound_invite(call, branch.uri, branch.flow, branch.trunk)
         tid = self.service.send_request(branch.request, branch.flow)
+        if branch.tid is not None:
+            self._by_branch.pop(branch.tid, None)
+            call.branches.pop(branch.tid, None)
         branch.tid = tid
+        branch.answered_at_all = False
         call.branches.pop(f"pending-{branch.seq}", None)
         call.branches[tid] = branch
         self._by_branch[tid] = (call, branch)
         call.tids.add(tid)
+        if branch.targets:
+            branch.target_timer = self.clock.callLater(
+                self.target_timeout, self._target_silent, call, branch, tid
+            )
 
-    def _destination_uri(self, destination: str) -> SipUri | None:
+    def _next_target(self, call: Call, branch: Branch) -> bool:
+        """RFC 3263 §4.3: after a 503, a timeout or silence, the same request goes to the next
+        target in a new transaction. False when there is none (or it is too late)."""
+        if not branch.targets or branch.done or branch.ringing or call.state != "routing":
+            return False
+        self._stop_target_timer(branch)
+        if branch.flow is not None:
+            branch.skipped.append(f"{branch.flow.host}:{branch.flow.port}")
+        log.info("call %s: %s failed, trying its next target", call.id, branch.skipped[-1:])
+        self._send_branch(call, branch)
+        return True
+
+    def _target_silent(self, call: Call, branch: Branch, tid: str) -> None:
+        branch.target_timer = None
+        if branch.tid == tid and not branch.answered_at_all:
+            # Nothing at all, not even 100 Trying: this target is down. Its transaction is left
+            # to time out on its own (§9.1: no CANCEL before a provisional response).
+            self._next_target(call, branch)
+
+    def _stop_target_timer(self, branch: Branch) -> None:
+        if branch.target_timer is not None and branch.target_timer.active():
+            branch.target_timer.cancel()
+        branch.target_timer = None
+
+    def _destination_uri(self, destination: str) -> tuple[SipUri | None, Trunk | None]:
+        """Where a destination is sent: E.164 numbers through the outbound trunk."""
         if destination.startswith("+"):
-            if self.outbound_trunk is None:
-                return None
-            trunk = parse_uri(self.outbound_trunk)
-            if not isinstance(trunk, SipUri):
-                return None
-            return SipUri(trunk.host, destination, None, trunk.port, dict(trunk.params))
+            trunk = self.trunks.outbound()
+            if trunk is None or trunk.uri is None:
+                return None, None
+            try:
+                gateway = parse_uri(trunk.uri)
+            except SipError:
+                return None, trunk
+            if not isinstance(gateway, SipUri):
+                return None, trunk
+            return SipUri(
+                gateway.host, destination, None, gateway.port, dict(gateway.params)
+            ), trunk
         try:
             uri = parse_uri(destination)
         except SipError:
-            return None
-        return uri if isinstance(uri, SipUri) else None
+            return None, None
+        return (uri if isinstance(uri, SipUri) else None), None
 
     def _contact(self, flow: Flow) -> str:
         sent_by = self.service.endpoint.advertised.get(flow.transport, "invalid")
         suffix = "" if flow.transport == "udp" else f";transport={flow.transport}"
         return f"sip:callrouter@{sent_by}{suffix}"
 
-    def _outbound_invite(self, call: Call, uri: SipUri, flow: Flow) -> Request:
-        inbound = call.request
-        caller = inbound.from_
-        display = f'"{caller.display_name}" ' if caller.display_name else ""
-        user = getattr(caller.uri, "user", None) or getattr(caller.uri, "number", "anonymous")
+    def _outbound_invite(self, call: Call, uri: SipUri, flow: Flow, trunk: Trunk | None) -> Request:
         host = self.service.endpoint.advertised.get(flow.transport, "invalid").rsplit(":", 1)[0]
         headers = Headers()
-        forwards = inbound.max_forwards
+        forwards = call.request.max_forwards
         headers.add("Max-Forwards", str(max(1, (forwards if forwards is not None else 70) - 1)))
-        headers.add("From", f"{display}<sip:{user}@{host}>;tag={secrets.token_hex(6)}")
+        headers.add(
+            "From", f"{self._presented_caller(call, trunk, host)};tag={secrets.token_hex(6)}"
+        )
         headers.add("To", f"<{uri}>")
         headers.add("Call-ID", f"{uuid.uuid4()}@{host}")
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<{self._contact(flow)}>")
         headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
-        if inbound.body:
-            headers.add("Content-Type", inbound.headers.get("content-type") or "application/sdp")
-        return Request("INVITE", str(uri), headers, inbound.body)
+        if self._withheld(call, trunk):
+            headers.add("Privacy", "id")
+        body = call.request.body
+        if body:
+            headers.add(
+                "Content-Type", call.request.headers.get("content-type") or "application/sdp"
+            )
+        return Request("INVITE", str(uri), headers, body)
+
+    @staticmethod
+    def _withheld(call: Call, trunk: Trunk | None) -> bool:
+        """The caller asked for privacy (RFC 3323) or the trunk withholds every caller ID."""
+        asked = "id" in {p.strip().lower() for p in call.request.headers.get_all("privacy")}
+        return asked or (trunk is not None and trunk.caller_id == "withhold")
+
+    def _presented_caller(self, call: Call, trunk: Trunk | None, host: str) -> str:
+        """The From the destination sees: the caller's number, the trunk's, or nobody's.
+
+        Topology hiding: only the user part and display name cross over, never the carrier's
+        host.
+        """
+        if self._withheld(call, trunk):
+            return '"Anonymous" <sip:anonymous@anonymous.invalid>'
+        if trunk is not None and trunk.caller_id == "rewrite" and trunk.caller_id_number:
+            return f"<sip:{trunk.caller_id_number}@{host}>"
+        caller = call.request.from_
+        display = f'"{caller.display_name}" ' if caller.display_name else ""
+        user = call.caller_number or getattr(caller.uri, "user", None) or "anonymous"
+        return f"{display}<sip:{user}@{host}>"
 
     # -- outbound leg events -------------------------------------------------------------------
 
@@ -464,6 +557,9 @@ class B2bua:
         )
         if status == 487:
             branch.outcome = "cancelled"
+        self._stop_target_timer(branch)
+        if branch.skipped:
+            reason += f" (also tried {', '.join(branch.skipped)})"
         self.journal.record(
             AttemptEnded(call.id, branch.seq, branch.outcome, status, reason, self.wall())
         )
@@ -514,6 +610,7 @@ class B2bua:
                 )
 
     def _cancel_branch(self, branch: Branch) -> None:
+        self._stop_target_timer(branch)
         if branch.tid is None:
             return  # not sent yet (still resolving): _launch sees ``done`` and sends nothing
         if branch.ringing:

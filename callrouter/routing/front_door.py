@@ -10,7 +10,6 @@ are not ours (404). Calls to our numbers go to the call handler; out-of-dialog B
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.b2bua import B2bua
+from callrouter.routing.trunks import Trunk, TrunkTable, normalise
 from callrouter.sip.errors import SipError
 from callrouter.sip.events import (
     AckReceived,
@@ -33,48 +33,20 @@ from callrouter.sip.screening import Capabilities, answer_options, screen
 from callrouter.sip.uri import SipUri, TelUri, Uri
 from callrouter.store.numbers import Number
 
-__all__ = ["FrontDoor", "Networks", "dialled_number"]
+__all__ = ["FrontDoor", "caller_number", "dialled_number"]
 
 log = logging.getLogger(__name__)
 
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+def dialled_number(request: Request, trunk: Trunk) -> str | None:
+    """The E.164 number called: the Request-URI's, or To's when the trunk says so or the
+    Request-URI names no number (some SBCs rewrite it to a trunk name)."""
+    if trunk.number_from == "to":
+        return uri_number(request.to.uri, trunk.country)
+    return uri_number(request.target, trunk.country) or uri_number(request.to.uri, trunk.country)
 
 
-@dataclass(frozen=True, slots=True)
-class Networks:
-    """An allowlist of addresses and networks."""
-
-    networks: tuple[IpNetwork, ...]
-
-    @classmethod
-    def parse(cls, text: str) -> Networks:
-        """``"192.0.2.0/24, 2001:db8::1"``; ValueError names the bad entry."""
-        out = []
-        for item in (part.strip() for part in text.split(",")):
-            if not item:
-                continue
-            try:
-                out.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                raise ValueError(f"not an address or network: {item!r}") from None
-        return cls(tuple(out))
-
-    def __contains__(self, host: object) -> bool:
-        if not isinstance(host, str):
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self.networks)
-
-
-def dialled_number(request: Request) -> str | None:
-    """The E.164 number in the Request-URI (``sip:+44...@``, ``sip:44...@``, ``tel:+44...``)."""
-    return uri_number(request.target)
-
-
-def caller_number(request: Request) -> str:
+def caller_number(request: Request, country: str = "GB") -> str:
     """The caller's E.164 number from P-Asserted-Identity, else From; "" when withheld."""
     if "id" in {p.strip().lower() for p in request.headers.get_all("privacy")}:
         return ""
@@ -82,7 +54,7 @@ def caller_number(request: Request) -> str:
         if value is None:
             continue
         try:
-            number = uri_number(parse_name_address(value).uri)
+            number = uri_number(parse_name_address(value).uri, country)
         except SipError:
             continue
         if number is not None:
@@ -90,7 +62,7 @@ def caller_number(request: Request) -> str:
     return ""
 
 
-def uri_number(target: Uri) -> str | None:
+def uri_number(target: Uri, country: str = "GB") -> str | None:
     """The E.164 number a SIP or tel URI names, if it names one."""
     if isinstance(target, TelUri):
         digits = target.digits
@@ -98,12 +70,7 @@ def uri_number(target: Uri) -> str | None:
         digits = target.user_unescaped.split(";", 1)[0]
     else:
         return None
-    digits = "".join(c for c in digits if c.isdigit() or c == "+")
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    if not digits.startswith("+"):
-        digits = "+" + digits
-    return digits if 8 <= len(digits) <= 16 and digits[1:].isdigit() else None
+    return normalise(digits, country)
 
 
 Responder = Callable[[str, Response], None]
@@ -117,13 +84,14 @@ class FrontDoor:
     :param respond: sends a response in a server transaction (``SipService.respond``).
     :param find_number: the tracking number for an E.164 number, or None.
     :param clock: seconds, for the rate limiter.
+    :param trunks: the carriers allowed to send requests, and how to read theirs.
     :param calls: the B2BUA that takes calls to our numbers.
     """
 
     respond: Responder
     find_number: NumberLookup
     clock: Callable[[], float]
-    carriers: Networks
+    trunks: TrunkTable
     buckets: TokenBuckets
     calls: B2bua | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
@@ -132,7 +100,7 @@ class FrontDoor:
 
     def admit(self, host: str) -> bool:
         """Whether a source may talk to us at all (used to drop silently when so configured)."""
-        return host in self.carriers
+        return self.trunks.for_source(host) is not None
 
     def handle(self, event: Event) -> None:
         calls = self.calls
@@ -173,7 +141,8 @@ class FrontDoor:
         if request.to.tag is not None:
             self._answer(tid, request.response(481))
             return
-        if event.flow.host not in self.carriers:
+        trunk = self.trunks.for_source(event.flow.host)
+        if trunk is None:
             self._answer(tid, request.response(403, to_tag=_tag()))
             return
         wait = self.buckets.take(event.flow.host, self.clock())
@@ -188,17 +157,15 @@ class FrontDoor:
         elif request.method == "OPTIONS":
             self._answer(tid, answer_options(request, self.capabilities, _tag()))
         elif request.method == "INVITE":
-            task = asyncio.get_running_loop().create_task(self._invite(event))
+            task = asyncio.get_running_loop().create_task(self._invite(event, trunk))
             self._pending[tid] = task
             task.add_done_callback(lambda _: self._pending.pop(tid, None))
         else:
             self._answer(tid, request.response(481, to_tag=_tag()))
 
-    async def _invite(self, event: RequestReceived) -> None:
+    async def _invite(self, event: RequestReceived, trunk: Trunk) -> None:
         request, tid = event.request, event.transaction_id
-        # Carriers put the number in the Request-URI; some SBCs rewrite it to a trunk name and
-        # leave the number in To only.
-        dialled = dialled_number(request) or uri_number(request.to.uri)
+        dialled = dialled_number(request, trunk)
         number = await self.find_number(dialled) if dialled is not None else None
         if number is None:
             self._answer(tid, request.response(404, to_tag=_tag()))
@@ -207,7 +174,14 @@ class FrontDoor:
         if self.calls is None:
             self._answer(tid, request.response(480, to_tag=_tag()))
             return
-        self.calls.start(request, tid, event.flow, number, caller_number(request))
+        self.calls.start(
+            request,
+            tid,
+            event.flow,
+            number,
+            caller=caller_number(request, trunk.country),
+            trunk=trunk,
+        )
 
 
 def _tag() -> str:

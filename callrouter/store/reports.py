@@ -39,7 +39,9 @@ async def attribution(
     """Calls and forms of one client between ``start`` and ``end``, grouped by ``dimension``.
 
     A caller is first-time when this call is their first ever to the client (not only in the
-    range); withheld numbers count as neither.
+    range); withheld numbers count as neither. Calls and forms removed by erasure or retention
+    still count, from their anonymous daily counts (``call_aggregates``): a day's counts are in
+    the range when the day (UTC) begins inside it.
     """
     key = DIMENSIONS[dimension]
     rows = await db.fetch(
@@ -61,11 +63,23 @@ async def attribution(
                 SELECT coalesce(attribution->>'{key}', '(none)') AS key, count(*) AS forms
                 FROM forms WHERE client_id = $1 AND submitted_at >= $2 AND submitted_at < $3
                 GROUP BY 1
+            ),
+            kept AS (
+                SELECT coalesce({key}, '(none)') AS key, calls, answered, first_time, repeat,
+                       forms
+                FROM call_aggregates
+                WHERE client_id = $1 AND (day::timestamp AT TIME ZONE 'UTC') >= $2
+                  AND (day::timestamp AT TIME ZONE 'UTC') < $3
+            ),
+            everything AS (
+                SELECT key, calls, answered, first_time, repeat, 0 AS forms FROM call_groups
+                UNION ALL SELECT key, 0, 0, 0, 0, forms FROM form_groups
+                UNION ALL SELECT key, calls, answered, first_time, repeat, forms FROM kept
             )
-            SELECT key, coalesce(c.calls, 0) AS calls, coalesce(c.answered, 0) AS answered,
-                   coalesce(c.first_time, 0) AS first_time, coalesce(c.repeat, 0) AS repeat,
-                   coalesce(f.forms, 0) AS forms
-            FROM call_groups c FULL JOIN form_groups f USING (key)
+            SELECT key, sum(calls)::bigint AS calls, sum(answered)::bigint AS answered,
+                   sum(first_time)::bigint AS first_time, sum(repeat)::bigint AS repeat,
+                   sum(forms)::bigint AS forms
+            FROM everything GROUP BY key
             ORDER BY calls DESC, forms DESC, key""",
         client_id,
         start,

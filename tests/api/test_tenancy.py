@@ -38,6 +38,8 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         key,
         {"url": "https://hooks.example/in", "events": ["call.completed"]},
     )
+    # Operator data, not the tenant's: a client key must not learn it exists either.
+    trunk = await api.ok("POST", "/v1/trunks", json={"name": f"carrier-{name.lower()}"})
     call_id = uuid4()
     async with CallJournal(api.db) as journal:
         journal.record(
@@ -67,6 +69,7 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "session_id": session["session_id"],
         "webhook_id": hook["id"],
         "pool_key": pool["public_key"],
+        "trunk_id": trunk["id"],
     }
 
 
@@ -114,8 +117,12 @@ async def test_lists_never_show_other_tenants_objects(api: Api) -> None:
     b_ids = {str(v) for k, v in b.items() if k not in ("key", "pool_key")}
     listed = 0
     for path, operations in document["paths"].items():
-        parameters = operations.get("get", {}).get("parameters", [])
+        listing = operations.get("get", {})
+        parameters = listing.get("parameters", [])
         if "{" in path or not any(p["name"] == "limit" for p in parameters):
+            continue
+        if listing.get("x-operator-only"):
+            assert (await api.call("GET", path, a["key"])).status == 403, path
             continue
         page = await api.ok("GET", path, a["key"])
         ids = {item["id"] for item in page["data"]}

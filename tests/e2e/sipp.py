@@ -88,6 +88,7 @@ def sipp_command(
     transport: str = "udp",
     service: str = "+441515550001",
     calls: int = 1,
+    local_ip: str = "127.0.0.1",
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The SIPp command line for a scenario (a file, XML text, or ``uac`` for SIPp's own)."""
@@ -111,7 +112,7 @@ def sipp_command(
         "-t",
         mode,
         "-i",
-        "127.0.0.1",
+        local_ip,
         "-p",
         str(free_port()),
         "-timeout",

@@ -65,6 +65,11 @@ reason = "Closed"
 }
 
 
+# Destinations with two RFC 3263 targets each (static routes stand in for SRV records): the
+# first answers 503 or is silent, the second answers.
+TARGETS = {name: (free_port(), free_port()) for name in ("overloaded.test", "silent.test")}
+
+
 class Router:
     """A running ``callrouter serve`` with an API client for one client's numbers."""
 
@@ -117,7 +122,18 @@ def router() -> Iterator[Router]:
     dialplans.mkdir()
     for name, text in DIALPLANS.items():
         (dialplans / name).write_text(text)
-    server = ServeProcess(workdir / "data", "--dialplans-dir", str(dialplans))
+    routes = ", ".join(
+        f"{host}=udp:127.0.0.1:{port}" for host, ports in TARGETS.items() for port in ports
+    )
+    server = ServeProcess(
+        workdir / "data",
+        "--dialplans-dir",
+        str(dialplans),
+        "--sip-static-routes",
+        routes,
+        "--sip-target-timeout",
+        "1",
+    )
     try:
         server.wait_ready()
         yield Router(server, dialplans)
@@ -247,6 +263,73 @@ def test_caller_cancel_gets_487_and_cancels_the_branch(
     call = router.call_record(e164)
     assert (call["disposition"], call["hangup_by"]) == ("cancelled", "caller")
     assert attempts(call) == [(ringing.uri, "cancelled", None)]
+
+
+def test_a_503_sends_the_invite_to_the_next_rfc3263_target(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    first, second = TARGETS["overloaded.test"]
+    overloaded, healthy = pbx("pbx_unavailable.xml", port=first), pbx("pbx_answer.xml", port=second)
+    e164 = router.number(destination="sip:desk@overloaded.test")
+    passed(run_sipp("uac", router.port, tmp_path, service=e164))
+    pbx_passed(overloaded)
+    pbx_passed(healthy)
+    call = router.call_record(e164)
+    assert call["disposition"] == "answered"
+    assert attempts(call) == [("sip:desk@overloaded.test", "answered", 200)]
+
+
+def test_a_silent_target_is_skipped_for_the_next(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    _nobody, second = TARGETS["silent.test"]
+    healthy = pbx("pbx_answer.xml", port=second)
+    e164 = router.number(destination="sip:desk@silent.test")
+    passed(run_sipp("uac", router.port, tmp_path, service=e164))
+    pbx_passed(healthy)
+    call = router.call_record(e164)
+    assert call["disposition"] == "answered"
+    assert attempts(call) == [("sip:desk@silent.test", "answered", 200)]
+
+
+def test_a_trunk_reads_to_and_rewrites_the_caller_id(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    """An SBC on 127.0.0.2 puts its pilot number in the Request-URI and the caller in national
+    format; E.164 destinations leave through its gateway with the trunk's own caller ID."""
+    gateway = pbx("pbx_answer_rewritten_caller.xml")
+    trunk = router.api(
+        "POST",
+        "/v1/trunks",
+        {
+            "name": "sbc",
+            "networks": ["127.0.0.2/32"],
+            "number_from": "to",
+            "country": "GB",
+            "uri": f"sip:127.0.0.1:{gateway.port}",
+            "caller_id": "rewrite",
+            "caller_id_number": "+441519999999",
+        },
+    )
+    try:
+        router.server.wait_for(r"sip: trunks in service: sbc, config")
+        e164 = router.number(destination="+441515550999")
+        passed(
+            run_sipp(
+                SCENARIOS / "carrier_sbc.xml",
+                router.port,
+                tmp_path,
+                service=e164,
+                local_ip="127.0.0.2",
+            )
+        )
+        pbx_passed(gateway)
+        call = router.call_record(e164)
+    finally:
+        router.api("DELETE", f"/v1/trunks/{trunk['id']}")
+    assert (call["disposition"], call["trunk"]) == ("answered", "sbc")
+    assert call["caller_number"] == "+447700900123"
+    assert attempts(call) == [("+441515550999", "answered", 200)]
 
 
 def test_closed_hours_take_the_closed_step(router: Router, tmp_path: Path) -> None:

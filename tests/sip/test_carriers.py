@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from callrouter.routing.front_door import dialled_number
+from callrouter.routing.trunks import Trunk
 from callrouter.sip.message import Request, parse_message
 from callrouter.sip.screening import Capabilities, screen
 from callrouter.sip.sdp import parse_sdp
@@ -23,7 +24,7 @@ def load(name: str) -> Request:
 @pytest.mark.parametrize("name", ["compact", "teluri", "barelf"])
 def test_each_reaches_the_router_as_a_call_to_the_tracking_number(name: str) -> None:
     request = load(name)
-    assert dialled_number(request) == "+441515550001"
+    assert dialled_number(request, Trunk("carrier")) == "+441515550001"
     assert screen(request, Capabilities(), "t") is None
     again = parse_message(request.to_bytes())
     assert again.to_bytes() == request.to_bytes()

@@ -1,0 +1,128 @@
+"""The trunks the router knows, in memory: who may send calls, and how each one is read.
+
+A trunk named ``config`` always exists, made from ``[sip] carriers`` and ``[sip]
+outbound_trunk``; trunks created over the API join it and win ties. An INVITE's source picks
+the trunk whose network matches it most narrowly, so a carrier's /32 SBC can be treated
+differently from the /24 it lives in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+
+from callrouter.store.trunks import IpNetwork, TrunkRow
+
+__all__ = ["Trunk", "TrunkTable", "normalise", "parse_networks"]
+
+CONFIG_TRUNK = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class Trunk:
+    """How calls from (or to) one carrier are treated."""
+
+    name: str
+    networks: tuple[IpNetwork, ...] = ()
+    number_from: str = "request_uri"
+    """``request_uri`` (then To when the R-URI is not a number) or ``to``."""
+    country: str = "GB"
+    """Region for numbers the carrier writes nationally (0151 ... is +44151 ...)."""
+    nat: bool = False
+    """Media comes from behind NAT: RTP latches to the first source whatever its address."""
+    uri: str | None = None
+    """Where E.164 destinations are sent through this trunk; None for an inbound-only trunk."""
+    caller_id: str = "pass"
+    """``pass``, ``rewrite`` (present ``caller_id_number``) or ``withhold``."""
+    caller_id_number: str | None = None
+
+    @classmethod
+    def from_row(cls, row: TrunkRow) -> Trunk:
+        return cls(
+            row.name,
+            tuple(row.networks),
+            row.number_from,
+            row.country,
+            row.nat,
+            row.uri,
+            row.caller_id,
+            row.caller_id_number,
+        )
+
+
+def parse_networks(text: str) -> tuple[IpNetwork, ...]:
+    """``"192.0.2.0/24, 2001:db8::1"``; ValueError names the bad entry."""
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or network: {item!r}") from None
+    return tuple(out)
+
+
+class TrunkTable:
+    """The trunks in service; ``replace`` swaps them all at once when the table changes."""
+
+    def __init__(self, configured: Trunk, stored: Sequence[Trunk] = ()) -> None:
+        self.configured = configured
+        self._trunks: tuple[Trunk, ...] = ()
+        self.replace(stored)
+
+    def replace(self, stored: Sequence[Trunk]) -> None:
+        # Stored trunks first: on equally narrow matches the operator's table beats the config.
+        self._trunks = (*stored, self.configured)
+
+    @property
+    def trunks(self) -> tuple[Trunk, ...]:
+        return self._trunks
+
+    def for_source(self, host: str) -> Trunk | None:
+        """The trunk whose networks hold ``host`` most narrowly, or None: not a carrier."""
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        best: Trunk | None = None
+        best_prefix = -1
+        for trunk in self._trunks:
+            for network in trunk.networks:
+                if address in network and network.prefixlen > best_prefix:
+                    best, best_prefix = trunk, network.prefixlen
+        return best
+
+    def outbound(self) -> Trunk | None:
+        """The trunk E.164 destinations go through: the first one with a URI."""
+        return next((t for t in self._trunks if t.uri), None)
+
+
+def normalise(digits: str, country: str) -> str | None:
+    """The E.164 form of a number as a carrier wrote it, or None if it is not one.
+
+    ``+44...`` and ``0044...`` are international. Other digits are tried as a valid national
+    number of the trunk's country first (``01515550001`` in GB, ``2125550123`` in US); failing
+    that, as an international number without its ``+`` (``441515550001``), which is how many
+    carriers write the Request-URI.
+    """
+    digits = "".join(c for c in digits if c.isdigit() or c == "+")
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    if not digits.startswith("+"):
+        try:
+            parsed = phonenumbers.parse(digits, country)
+        except phonenumbers.NumberParseException:
+            parsed = None
+        # Valid, or at least possible when written with the trunk prefix (0...): ranges set
+        # aside for drama and tests are not "valid" but are still dialled.
+        if parsed is not None and (
+            phonenumbers.is_valid_number(parsed)
+            or (digits.startswith("0") and phonenumbers.is_possible_number(parsed))
+        ):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        digits = "+" + digits
+    return digits if 8 <= len(digits) <= 16 and digits[1:].isdigit() else None
