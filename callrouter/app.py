@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -24,7 +25,12 @@ from callrouter.api.auth import Authenticator
 from callrouter.api.server import build_api
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
+from callrouter.media.control import MediaWorkerProcess, RecordingSettings
+from callrouter.media.relay import PortAllocator
+from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recordings import Recordings
+from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.front_door import FrontDoor
@@ -42,6 +48,7 @@ from callrouter.transport.listeners import Listening, open_listeners, tls_option
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
+from callrouter.vault import Vault, vault_paths
 from callrouter.webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -124,6 +131,8 @@ async def _start_sip(
     listener: asyncpg.Connection[asyncpg.Record],
     visitor_sessions: Sessions,
     webhook_sender: WebhookSender,
+    media_events: MediaEvents,
+    privacy_rights: PrivacyRights,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -172,7 +181,10 @@ async def _start_sip(
         announce=say,
         sessions=visitor_sessions,
         webhooks=webhook_sender,
+        media=media_events.anchor,
+        privacy=privacy_rights.suppressions.treatment,
     )
+    media_events.b2bua = b2bua
 
     async def find_number(e164: str) -> Number | None:
         return await numbers.find_by_e164(pool, e164)
@@ -210,8 +222,114 @@ async def _watch(dialplans: DialplanLibrary, config: Config) -> None:
         dialplans.refresh()
 
 
+@dataclass(eq=False)
+class MediaEvents:
+    """Routes the media worker's events: finished recordings to the recordings service, dead
+    media to the B2BUA (which hangs those calls up, saying why)."""
+
+    recordings: Recordings
+    worker: MediaWorkerProcess | None = None
+    anchor: MediaAnchor | None = None
+    b2bua: B2bua | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind in ("recording_ready", "recording_failed"):
+            self._spawn(self.recordings.worker_event(event))
+        elif kind == "media_timeout" and self.b2bua is not None:
+            self.b2bua.media_stopped(str(event.get("call")), "media timeout")
+        elif kind == "worker_lost":
+            lost = [str(call) for call in event.get("calls", [])]
+            if self.anchor is not None:
+                self.anchor.forget(lost)
+            if self.b2bua is not None:
+                for call in lost:
+                    self.b2bua.media_stopped(call, "media worker lost")
+            self._spawn(self.recover())
+
+    def media_failed(self, key: str, reason: str) -> None:
+        if self.b2bua is not None:
+            self.b2bua.media_failed(key, reason)
+
+    async def recover(self) -> int:
+        """Finalise what a dead worker was recording (after every worker start)."""
+        if self.worker is None:
+            return 0
+        reply = await self.worker.command("recover")
+        return await self.recordings.recovered(list(reply.get("recordings", [])))
+
+    def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("media: %s", task.exception())
+
+
+async def _start_media(
+    config: Config, stack: AsyncExitStack, recordings_service: Recordings, say: Say
+) -> MediaEvents:
+    """The media worker (when configured) and the anchor the B2BUA uses to reach it."""
+    events = MediaEvents(recordings_service)
+    media = config.media
+    if media.workers < 1:
+        say("media: no worker (media.workers = 0): calls are not recorded")
+        return events
+    if media.format not in ("flac", "wav"):
+        raise ConfigError(f"media.format: {media.format!r} is not flac or wav")
+    first, _, last = media.ports.partition("-")
+    if not (first.isdigit() and last.isdigit() and 1024 <= int(first) < int(last) <= 65535):
+        raise ConfigError(f"media.ports: {media.ports!r} is not FIRST-LAST within 1024-65535")
+    run = config.data_dir / "run"
+    run.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_ring, keys_dir = vault_paths(config)
+    worker = MediaWorkerProcess(
+        run / "media-0.sock",
+        media.host,
+        media.ports,
+        media_timeout=media.timeout,
+        on_event=events,
+        recording=RecordingSettings(
+            config.recordings_dir.resolve(),
+            key_ring.resolve(),
+            keys_dir.resolve(),
+            config.vault.segment_bytes,
+            media.format,
+        ),
+    )
+    await worker.start()
+    stack.push_async_callback(worker.stop)
+    events.worker = worker
+    events.anchor = MediaAnchor(
+        worker, media.host, PortAllocator(int(first), int(last)), events.media_failed
+    )
+    if recovered := await events.recover():
+        say(f"media: finalised {recovered} recording(s) interrupted by the last run")
+    say(f"media: worker pid {worker.pid}, RTP on {media.host}:{media.ports}")
+    return events
+
+
 POOL_CHANNEL = "pool_changed"
 TRUNKS_CHANNEL = "trunks_changed"
+DISPOSAL_CHANNEL = "recording_disposed"
+
+
+def _dispose(recordings_service: Recordings) -> Callable[..., None]:
+    """A LISTEN callback: a recording row was deleted somewhere (migration 0007's trigger);
+    shred its key and file now rather than at the next start."""
+    tasks: set[asyncio.Task[int]] = set()
+
+    def on_change(_connection: object, _pid: int, _channel: str, _payload: str) -> None:
+        task = asyncio.get_running_loop().create_task(recordings_service.dispose_pending())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    return on_change
 
 
 async def _load_trunks(pool: asyncpg.Pool[asyncpg.Record], table: TrunkTable, say: Say) -> None:
@@ -287,12 +405,32 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         stack.push_async_callback(_cancel, asyncio.create_task(webhook_sender.run()))
 
+        vault = Vault.from_config(config)
+        recordings_service = Recordings(
+            pool, vault, config.recordings_dir, webhooks=webhook_sender, announce=say
+        )
+        if shredded := await recordings_service.dispose_pending():
+            say(f"recordings: shredded {shredded} recording(s) deleted before the last stop")
+        await listener.add_listener(DISPOSAL_CHANNEL, _dispose(recordings_service))
+        privacy_rights = await PrivacyRights.open(
+            pool,
+            config,
+            listener=listener,
+            archive=recordings_service,
+            live_sessions=visitor_sessions,
+            say=say,
+        )
+        stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
+        media_events = await _start_media(config, stack, recordings_service, say)
+
         app = build_api(
             pool,
             authenticator,
             max_body_bytes=config.http.max_body_bytes,
             visitor_sessions=visitor_sessions,
             webhook_sender=webhook_sender,
+            privacy_rights=privacy_rights,
+            recordings_service=recordings_service,
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
@@ -307,6 +445,8 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             listener=listener,
             visitor_sessions=visitor_sessions,
             webhook_sender=webhook_sender,
+            media_events=media_events,
+            privacy_rights=privacy_rights,
         )
         for opened in listening:
             say(f"sip: listening on {opened}")

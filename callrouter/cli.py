@@ -240,29 +240,79 @@ async def _explain(config: Config, args: argparse.Namespace) -> None:
     await _with_connection(config, show)
 
 
-def _vault(config: Config, args: argparse.Namespace) -> None:
-    """Blocking file and crypto work: ``main`` runs it in a thread, off the event loop."""
-    key_ring, _keys_dir = vault_paths(config)
+VAULT_KEY_ROTATED = "vault.key_rotated"
+"""Audit action: a new key-encryption key is current (the first one, when the ring is made)."""
+VAULT_REWRAPPED = "vault.rewrapped"
+"""Audit action: data keys were re-wrapped under the current key-encryption key."""
+
+
+async def _vault(config: Config, args: argparse.Namespace) -> None:
+    """``status`` reads files only. ``rotate`` and ``rewrap`` change keys: they open the
+    database first, as the privacy commands do, and audit each change as soon as it is made;
+    a database that cannot be reached stops them before any key changes."""
     if args.vault_command == "status":
-        status = Vault.from_config(config, create=False).status()
-        say(f"key ring: {status.key_ring}")
-        say(f"key store: {status.keys_dir} ({_data_keys(status.data_keys)})")
-        for kek in status.keks:
-            mark = "current" if kek.current else ""
-            say(f"  {kek.id}  {mark:7}  {_data_keys(kek.data_keys)}")
-        for kek_id, count in status.missing_keks.items():
-            say(f"  {kek_id}  MISSING from the key ring: {_data_keys(count)} cannot be opened")
+        await asyncio.to_thread(_vault_status, config)
         return
+    steps: list[tuple[str, Callable[[Config], dict[str, int]]]] = []
+    if args.vault_command == "rotate":
+        steps.append((VAULT_KEY_ROTATED, _vault_rotate))
+    if args.vault_command == "rewrap" or args.rewrap:
+        steps.append((VAULT_REWRAPPED, _vault_rewrap))
+
+    connected = False
+
+    async def run(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        nonlocal connected
+        connected = True
+        for action, step in steps:
+            counts = await asyncio.to_thread(step, config)  # blocking file and crypto work
+            await audit.record(
+                db, at=datetime.now(UTC), actor=audit.CLI, action=action, counts=counts
+            )
+
+    try:
+        await _with_connection(config, run)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if connected:
+            raise
+        raise VaultError(
+            f"no key was changed: the database, where key changes are audited, cannot be "
+            f"reached: {exc}"
+        ) from exc
+
+
+def _vault_status(config: Config) -> None:
+    status = Vault.from_config(config, create=False).status()
+    say(f"key ring: {status.key_ring}")
+    say(f"key store: {status.keys_dir} ({_data_keys(status.data_keys)})")
+    for kek in status.keks:
+        mark = "current" if kek.current else ""
+        say(f"  {kek.id}  {mark:7}  {_data_keys(kek.data_keys)}")
+    for kek_id, count in status.missing_keks.items():
+        say(f"  {kek_id}  MISSING from the key ring: {_data_keys(count)} cannot be opened")
+
+
+def _vault_rotate(config: Config) -> dict[str, int]:
+    """A new current key-encryption key (the first, when there is no key ring); the audit
+    counts: keys in the ring, and data keys (all still wrapped under older ones)."""
+    key_ring, _keys_dir = vault_paths(config)
     existed = key_ring.exists()
     vault = Vault.from_config(config)
-    if args.vault_command == "rotate" and not existed:
-        say(f"vault: created {key_ring} with {vault.key_ring.current.id}")
-    elif args.vault_command == "rotate":
+    if existed:
         previous = vault.key_ring.current.id
         say(f"vault: {vault.rotate()} is now the current key-encryption key (was {previous})")
-    if args.vault_command == "rewrap" or args.rewrap:
-        count = vault.rewrap()
-        say(f"vault: re-wrapped {_data_keys(count)} under {vault.key_ring.current.id}")
+    else:
+        say(f"vault: created {key_ring} with {vault.key_ring.current.id}")
+    status = vault.status()
+    return {"key_encryption_keys": len(status.keks), "data_keys": status.data_keys}
+
+
+def _vault_rewrap(config: Config) -> dict[str, int]:
+    """Re-wrap the data keys under older key-encryption keys; the audit counts."""
+    vault = Vault.from_config(config)
+    count = vault.rewrap()
+    say(f"vault: re-wrapped {_data_keys(count)} under {vault.key_ring.current.id}")
+    return {"data_keys": count}
 
 
 def _data_keys(count: int) -> str:
@@ -422,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "migrate": lambda: _migrate(config),
             "keys": lambda: _keys(config, args),
             "dialplan": lambda: _explain(config, args),
-            "vault": lambda: asyncio.to_thread(_vault, config, args),
+            "vault": lambda: _vault(config, args),
             "purge": lambda: _purge(config, args),
             "privacy": lambda: _privacy(config, args),
         }

@@ -162,6 +162,23 @@ class VaultConfig:
 
 
 @dataclass(frozen=True)
+class MediaConfig:
+    """The media worker: RTP relay and recorder for recorded calls."""
+
+    workers: int = setting(
+        1, "Media worker processes to run; 0 turns recording off (calls are not anchored)."
+    )
+    host: str = setting(
+        "127.0.0.1", "Address the RTP relay binds to; it goes into the SDP both parties see."
+    )
+    ports: str = setting("30000-39999", "RTP port range FIRST-LAST (RTCP uses port + 1).")
+    timeout: float = setting(
+        60.0, "Seconds without RTP after which a recorded call is considered dead and hung up."
+    )
+    format: str = setting("flac", 'Recording file format: "flac" (default) or "wav".')
+
+
+@dataclass(frozen=True)
 class Config:
     """All of callrouter's settings."""
 
@@ -176,6 +193,7 @@ class Config:
     database: DatabaseConfig = section(DatabaseConfig, "Database")
     http: HttpConfig = section(HttpConfig, "HTTP API")
     sip: SipConfig = section(SipConfig, "SIP")
+    media: MediaConfig = section(MediaConfig, "Media worker and recording")
     privacy: PrivacyConfig = section(PrivacyConfig, "Privacy")
     vault: VaultConfig = section(VaultConfig, "Recording encryption")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,7 +22,13 @@ from callrouter.api.fields import TIMESTAMPS
 from callrouter.api.problems import invalid, not_found
 from callrouter.api.schema import Field, Schema
 from callrouter.api.state import DATABASE
+from callrouter.privacy import audit
 from callrouter.store.clients import CLIENTS, Client
+from callrouter.store.database import Executor
+from callrouter.store.privacy import transaction
+
+CLIENT_DELETED = "client.deleted"
+"""The audit action of a client's deletion, with everything it owned."""
 
 NAME = Field("name", "string", "Display name.", required=True, min_length=1, max_length=200)
 CREATE = Schema(NAME)
@@ -92,10 +99,38 @@ async def update(ctx: RequestContext) -> web.Response:
     return json_response(view(client))
 
 
+async def _lock_and_count(db: Executor, client_id: UUID) -> dict[str, int] | None:
+    """Lock the client row and count the personal data its deletion removes; None when there
+    is no such client. The lock holds back new rows that would name the client (their foreign
+    key check waits on it), so the counts are what the cascade deletes."""
+    row = await db.fetchrow(
+        """SELECT (SELECT count(*) FROM calls WHERE client_id = c.id) AS calls,
+                  (SELECT count(*) FROM recordings WHERE client_id = c.id) AS recordings,
+                  (SELECT count(*) FROM sessions WHERE client_id = c.id) AS sessions,
+                  (SELECT count(*) FROM forms WHERE client_id = c.id) AS forms
+           FROM clients c WHERE c.id = $1 FOR UPDATE OF c""",
+        client_id,
+    )
+    return dict(row) if row is not None else None
+
+
 async def delete(ctx: RequestContext) -> web.Response:
+    assert ctx.principal is not None
     client_id = ctx.path_id("client_id", "client")
-    if not await CLIENTS.delete(ctx.app()[DATABASE], client_id, None):
-        raise not_found("client")
+    async with transaction(ctx.app()[DATABASE]) as connection:
+        counts = await _lock_and_count(connection, client_id)
+        if counts is None or not await CLIENTS.delete(connection, client_id, None):
+            raise not_found("client")
+        # Its recordings' keys and files are queued for shredding by the same commit
+        # (migration 0007); the audit entry outlives the client (it has no foreign key).
+        await audit.record(
+            connection,
+            at=datetime.now(UTC),
+            actor=audit.key_actor(ctx.principal.key_id),
+            action=CLIENT_DELETED,
+            counts=counts,
+            client_id=client_id,
+        )
     # Its keys are deleted with it (cascade); other processes hear of each through the trigger
     # of migration 0005, this one forgets them now.
     ctx.app()[AUTHENTICATOR].forget_client(client_id)

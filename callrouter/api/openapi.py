@@ -23,6 +23,7 @@ _ERROR_TEXT = {
     409: "Conflicts with an existing object (e.g. a duplicate number).",
     413: "Request body too large.",
     415: "The body is not JSON.",
+    416: "The Range asked for is outside the file.",
     422: "Invalid fields; each is named with its reason.",
     429: "Rate limit exceeded; see Retry-After.",
     503: "A dependency (the database) is unavailable.",

@@ -28,6 +28,7 @@ _TITLES = {
     409: ("conflict", "Conflict"),
     413: ("too-large", "Request body too large"),
     415: ("unsupported-media-type", "Unsupported media type"),
+    416: ("range-not-satisfiable", "Range not satisfiable"),
     422: ("invalid-request", "Invalid request"),
     429: ("rate-limited", "Too many requests"),
     500: ("internal", "Internal server error"),

@@ -17,6 +17,7 @@ from callrouter.api import (
     openapi,
     pools,
     privacy,
+    recordings,
     reports,
     sessions,
     trunks,
@@ -25,9 +26,17 @@ from callrouter.api import (
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
-from callrouter.api.state import DATABASE, PRIVACY, PUBLIC_RATE, SESSIONS, WEBHOOK_SENDER
+from callrouter.api.state import (
+    DATABASE,
+    PRIVACY,
+    PUBLIC_RATE,
+    RECORDINGS,
+    SESSIONS,
+    WEBHOOK_SENDER,
+)
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recordings import Recordings
 from callrouter.routing.sessions import Sessions
 from callrouter.store.database import StoreConflict, StoreReferenceError
 from callrouter.webhooks import WebhookSender
@@ -46,6 +55,7 @@ ENDPOINTS: list[Endpoint] = [
     *webhooks.ENDPOINTS,
     *reports.ENDPOINTS,
     *trunks.ENDPOINTS,
+    *recordings.ENDPOINTS,
     *privacy.ENDPOINTS,
 ]
 
@@ -100,6 +110,7 @@ def build_api(
     public_rate: TokenBuckets | None = None,
     webhook_sender: WebhookSender | None = None,
     privacy_rights: PrivacyRights | None = None,
+    recordings_service: Recordings | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -107,10 +118,14 @@ def build_api(
     :param public_rate: per-address limit of the public (pool key) routes.
     :param privacy_rights: privacy requests and retention; without them (and the secret
         they hold) the privacy routes could only fail, so they are not served.
+    :param recordings_service: the encrypted recordings (without the vault the recordings
+        routes are not served).
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
         endpoints = [e for e in endpoints if e.tag != privacy.TAG]
+    if recordings_service is None:
+        endpoints = [e for e in endpoints if e.tag != recordings.TAG]
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[sessions.cors_middleware, problem_middleware],
@@ -123,6 +138,8 @@ def build_api(
         app[WEBHOOK_SENDER] = webhook_sender
     if privacy_rights is not None:
         app[PRIVACY] = privacy_rights
+    if recordings_service is not None:
+        app[RECORDINGS] = recordings_service
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recordings import Recordings
 from callrouter.routing.sessions import Sessions
 from callrouter.webhooks import WebhookSender
 
@@ -19,3 +20,5 @@ WEBHOOK_SENDER = web.AppKey("webhook_sender", WebhookSender)
 """Queues events for clients' webhooks (absent when this process sends none)."""
 PRIVACY = web.AppKey("privacy", PrivacyRights)
 """Privacy requests, suppression list and retention (without it, /v1/privacy is not served)."""
+RECORDINGS = web.AppKey("recordings", Recordings)
+"""Encrypted recordings: downloads and shredding (without it, /v1/recordings is not served)."""

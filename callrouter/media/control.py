@@ -1,8 +1,12 @@
 """The signalling process's side of a media worker: start it, command it, restart it if it dies.
 
-Commands wait for their reply with a timeout; a worker that dies is restarted and every call it
+Commands are written at once, in the order they are issued (:meth:`send_nowait` from
+synchronous code, :meth:`command` to await the reply); each reply resolves its command's future
+within a timeout. Unsolicited events (``media_timeout``, ``recording_ready``,
+``recording_failed``) go to ``on_event``. A worker that dies is restarted and every call it
 carried is reported through ``on_event`` as ``{"event": "worker_lost", "calls": [...]}`` so the
-B2BUA can note it on the call records.
+B2BUA can note it on the call records; the controller then sends ``recover`` to the new worker
+to finalise what the dead one was recording (this class does not).
 """
 
 from __future__ import annotations
@@ -17,13 +21,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from callrouter.media.recording import RecordingSettings
+
+__all__ = ["Event", "MediaError", "MediaWorkerProcess", "RecordingSettings"]
+
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
+_LINE_LIMIT = 1 << 24  # a recover reply carries every recording's peaks
 
 
 class MediaError(Exception):
     """The worker refused a command, did not answer, or is not running."""
+
+
+class _Pending:
+    """A command awaiting its reply."""
+
+    def __init__(self, cmd: str, call: str | None, future: asyncio.Future[Event]) -> None:
+        self.cmd = cmd
+        self.call = call
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class MediaWorkerProcess:
@@ -32,7 +51,11 @@ class MediaWorkerProcess:
     :param control: the Unix socket path the worker listens on.
     :param host: the address its RTP sockets bind to (and that goes into SDP).
     :param ports: "FIRST-LAST" RTP port range.
-    :param on_event: receives unsolicited events (media timeouts, a lost worker).
+    :param on_event: receives unsolicited events (media timeouts, recordings, a lost worker).
+    :param command_timeout: seconds a command waits for its reply (and, with :meth:`command`,
+        for a restarting worker).
+    :param recording: where and how the worker records; None for a worker that does not.
+    :param recover_timeout: seconds a ``recover`` may take (it finalises whole recordings).
     """
 
     def __init__(
@@ -44,6 +67,8 @@ class MediaWorkerProcess:
         media_timeout: float = 60.0,
         on_event: Callable[[Event], None] = lambda _event: None,
         command_timeout: float = 5.0,
+        recording: RecordingSettings | None = None,
+        recover_timeout: float = 600.0,
     ) -> None:
         self.control = control
         self.host = host
@@ -51,10 +76,11 @@ class MediaWorkerProcess:
         self.media_timeout = media_timeout
         self.on_event = on_event
         self.command_timeout = command_timeout
+        self.recording = recording
+        self.recover_timeout = recover_timeout
         self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._pending: dict[int, asyncio.Future[Event]] = {}
+        self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
         self._calls: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,9 +88,9 @@ class MediaWorkerProcess:
         self._running = asyncio.Event()
         self.restarts = 0
 
-    async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
+    def arguments(self) -> list[str]:
+        """The worker's command line after ``python``."""
+        arguments = [
             "-m",
             "callrouter.media.worker",
             "--control",
@@ -75,15 +101,26 @@ class MediaWorkerProcess:
             self.ports,
             "--media-timeout",
             str(self.media_timeout),
-            stdout=asyncio.subprocess.PIPE,
+        ]
+        if self.recording is not None:
+            arguments += self.recording.arguments()
+        return arguments
+
+    async def start(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, *self.arguments(), stdout=asyncio.subprocess.PIPE
         )
         assert self._process.stdout is not None
         line = await asyncio.wait_for(self._process.stdout.readline(), timeout=30)
         if line.strip() != b"ready":
             raise MediaError(f"media worker did not start: {line!r}")
-        self._reader, self._writer = await asyncio.open_unix_connection(str(self.control))
+        reader, self._writer = await asyncio.open_unix_connection(
+            str(self.control), limit=_LINE_LIMIT
+        )
+        # Each connection has its own pending commands: the old one's end fails only its own.
+        self._pending = {}
         self._tasks = [
-            asyncio.create_task(self._read_replies(), name="media-replies"),
+            asyncio.create_task(self._read_replies(reader, self._pending), name="media-replies"),
             asyncio.create_task(self._watch(self._process), name="media-supervisor"),
         ]
         self._running.set()
@@ -92,46 +129,80 @@ class MediaWorkerProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    async def command(self, cmd: str, **fields: Any) -> Event:
+    def send_nowait(self, cmd: str, /, **fields: Any) -> asyncio.Future[Event]:
+        """Write a command now and return a future for its reply.
+
+        Commands sent one after another reach the worker in that order. The future fails with
+        :class:`MediaError` when the worker refuses the command, does not answer within
+        ``command_timeout`` (``recover_timeout`` for ``recover``), dies, or is not running
+        (being restarted) now.
+        """
+        return self._send(cmd, fields, self._timeout(cmd))
+
+    async def command(self, cmd: str, /, **fields: Any) -> Event:
         """Send a command and return its reply; raises MediaError on refusal or silence.
 
-        During a restart the command waits (within its timeout) for the new worker.
+        During a restart the command first waits (within ``command_timeout``) for the new
+        worker. The reply is awaited as in :meth:`send_nowait`.
         """
-        try:
-            await asyncio.wait_for(self._running.wait(), self.command_timeout)
-        except TimeoutError:
-            raise MediaError("media worker is not running") from None
-        assert self._writer is not None
-        request_id = next(self._ids)
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        self._writer.write(json.dumps({"id": request_id, "cmd": cmd, **fields}).encode() + b"\n")
-        try:
-            reply = await asyncio.wait_for(future, self.command_timeout)
-        except TimeoutError:
-            raise MediaError(f"media worker did not answer {cmd}") from None
-        finally:
-            self._pending.pop(request_id, None)
-        if not reply.get("ok"):
-            raise MediaError(str(reply.get("error")))
-        call = fields.get("call")
-        if cmd == "create" and call:
-            self._calls.add(str(call))
-        elif cmd == "delete" and call:
-            self._calls.discard(str(call))
-        return reply
+        if not self._running.is_set():
+            try:
+                await asyncio.wait_for(self._running.wait(), self.command_timeout)
+            except TimeoutError:
+                raise MediaError("media worker is not running") from None
+        return await self._send(cmd, fields, self._timeout(cmd))
 
-    async def _read_replies(self) -> None:
-        assert self._reader is not None
-        while line := await self._reader.readline():
-            message = json.loads(line)
-            if "event" in message:
-                self.on_event(message)
-            elif (future := self._pending.get(message.get("id"))) and not future.done():
-                future.set_result(message)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(MediaError("media worker connection closed"))
+    def _timeout(self, cmd: str) -> float:
+        return self.recover_timeout if cmd == "recover" else self.command_timeout
+
+    def _send(self, cmd: str, fields: dict[str, Any], timeout: float) -> asyncio.Future[Event]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Event] = loop.create_future()
+        writer = self._writer
+        if not self._running.is_set() or writer is None or writer.is_closing():
+            future.set_exception(MediaError("media worker is not running"))
+            return future
+        request_id = next(self._ids)
+        line = json.dumps({"id": request_id, "cmd": cmd, **fields}).encode() + b"\n"
+        call = fields.get("call")
+        pending = self._pending
+        entry = pending[request_id] = _Pending(cmd, None if call is None else str(call), future)
+        entry.timer = loop.call_later(timeout, self._expire, pending, request_id)
+        future.add_done_callback(lambda _future: _forget(pending, request_id))
+        writer.write(line)
+        return future
+
+    def _expire(self, pending: dict[int, _Pending], request_id: int) -> None:
+        entry = pending.get(request_id)
+        if entry is not None and not entry.future.done():
+            entry.future.set_exception(MediaError(f"media worker did not answer {entry.cmd}"))
+
+    def _answered(self, entry: _Pending, reply: Event) -> None:
+        if entry.future.done():
+            return
+        if not reply.get("ok"):
+            entry.future.set_exception(MediaError(str(reply.get("error"))))
+            return
+        if entry.cmd == "create" and entry.call:
+            self._calls.add(entry.call)
+        elif entry.cmd == "delete" and entry.call:
+            self._calls.discard(entry.call)
+        entry.future.set_result(reply)
+
+    async def _read_replies(
+        self, reader: asyncio.StreamReader, pending: dict[int, _Pending]
+    ) -> None:
+        try:
+            while line := await reader.readline():
+                message = json.loads(line)
+                if "event" in message:
+                    self.on_event(message)
+                elif (entry := pending.get(message.get("id"))) is not None:
+                    self._answered(entry, message)
+        finally:
+            for entry in list(pending.values()):
+                if not entry.future.done():
+                    entry.future.set_exception(MediaError("media worker connection closed"))
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
@@ -149,6 +220,7 @@ class MediaWorkerProcess:
 
     async def stop(self) -> None:
         self._stopping = True
+        self._running.clear()
         if self._writer is not None:
             self._writer.close()
         if self._process is not None and self._process.returncode is None:
@@ -162,3 +234,9 @@ class MediaWorkerProcess:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _forget(pending: dict[int, _Pending], request_id: int) -> None:
+    entry = pending.pop(request_id, None)
+    if entry is not None and entry.timer is not None:
+        entry.timer.cancel()

@@ -27,14 +27,19 @@ class PortsExhausted(Exception):
     """No free RTP port pair in the configured range."""
 
 
+class PortInUse(Exception):
+    """A port pair asked for by number is already held by another call of this worker."""
+
+
 class PortAllocator:
     """Even RTP ports with the next odd port for RTCP (RFC 3550 §11), from a range."""
 
     def __init__(self, first: int, last: int) -> None:
         first += first % 2
+        self._range = range(first, last, 2)
         # Taken from the right, returned on the left: a released pair is reused last, so late
         # packets of an old call do not land in a new one.
-        self._free = deque(reversed(range(first, last, 2)))
+        self._free = deque(reversed(self._range))
         self._used: set[int] = set()
 
     def take(self) -> int:
@@ -44,10 +49,26 @@ class PortAllocator:
         self._used.add(port)
         return port
 
+    def claim(self, port: int) -> int:
+        """Hold the pair starting at ``port``, chosen by the controller (in the range or not).
+
+        :raises ValueError: ``port`` is odd or not a port.
+        :raises PortInUse: another call of this worker holds it.
+        """
+        if port % 2 or not 0 < port < 65535:
+            raise ValueError(f"RTP port {port} is not an even port below 65535")
+        if port in self._used:
+            raise PortInUse(f"RTP port {port} is in use by another call")
+        if port in self._range:
+            self._free.remove(port)
+        self._used.add(port)
+        return port
+
     def give_back(self, port: int) -> None:
         if port in self._used:
             self._used.remove(port)
-            self._free.appendleft(port)
+            if port in self._range:
+                self._free.appendleft(port)
 
     @property
     def in_use(self) -> int:
@@ -97,12 +118,19 @@ class RelaySession:
         self.tap: Tap | None = None
         self.errors = 0
 
-    async def open(self) -> None:
-        """Bind both legs' socket pairs; on failure nothing stays bound."""
+    async def open(self, ports: tuple[int, int] | None = None) -> None:
+        """Bind both legs' socket pairs; on failure nothing stays bound.
+
+        :param ports: the RTP ports of legs "a" and "b" (RTCP on each + 1), when the controller
+            chose them; else they come from the allocator.
+        :raises PortsExhausted: the allocator has no free pair.
+        :raises PortInUse: a chosen port is held by another call.
+        :raises OSError: a port could not be bound.
+        """
         loop = asyncio.get_running_loop()
         try:
-            for name in LEGS:
-                port = self._ports.take()
+            for index, name in enumerate(LEGS):
+                port = self._ports.take() if ports is None else self._ports.claim(ports[index])
                 leg = RelayLeg(port)
                 self.legs[name] = leg
                 _, leg.rtp_receiver = await loop.create_datagram_endpoint(

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from callrouter.privacy.suppression import UNRESTRICTED, CallerTreatment
+from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.dialplan import Dial, Reject, SetDuration, SetRecording, Step
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.events import (
@@ -35,6 +37,7 @@ from callrouter.routing.events import (
     CallEvent,
     CallRinging,
     CallStarted,
+    RecordingRefused,
 )
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.trunks import Trunk, TrunkTable
@@ -138,8 +141,17 @@ class Call:
     session_id: uuid.UUID | None = None
     attribution: dict[str, Any] = field(default_factory=dict)
     caller_number: str | None = None
+    """The caller's number as stored and sent in webhooks (None: withheld or suppressed)."""
+    presented_number: str | None = None
+    """The caller's number as the destination sees it (passing caller ID is part of
+    connecting the call, even for a suppressed caller)."""
+    record_refusal: str | None = None
+    """Why this caller's calls are never recorded (objection, withdrawn consent)."""
     trunk: Trunk | None = None
     """The carrier the call came in on."""
+    callee_offer: bytes | None = None
+    """The caller's SDP offer as destinations see it (anchored on the media worker when the
+    call is recorded; None: the caller's own)."""
     tids: set[str] = field(default_factory=set)
     """Client transactions of this call (branches, relayed requests), to forget at the end."""
 
@@ -178,6 +190,12 @@ class B2bua:
     """The pools' leases: a call to a pool number is attributed to the visit holding it."""
     webhooks: WebhookSender | None = None
     """Where call.started, call.answered and call.completed go for the client's webhooks."""
+    media: MediaAnchor | None = None
+    """Anchors recorded calls' RTP on the media worker (None: recording is not available)."""
+    privacy: Callable[[uuid.UUID, str | None], CallerTreatment] = field(
+        default=lambda _client, _caller: UNRESTRICTED
+    )
+    """How a caller's call may be treated (the suppression list's ``treatment``)."""
     announce: Callable[[str], None] = field(default=log.info)
     """Where a one-line summary of each finished call goes, once its record is durable."""
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
@@ -212,10 +230,20 @@ class B2bua:
             trunk=trunk,
         )
         self.calls[tid] = call
-        visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
-        call.session_id = visit.session_id if visit else None
-        call.attribution = visit.facts if visit else _static_attribution(number)
-        call.caller_number = caller or None
+        treatment = self.privacy(number.client_id, caller or None)
+        call.presented_number = caller or None
+        if treatment.suppressed:
+            # The caller objected: connected, but not attributed, not recorded, and their
+            # number is kept nowhere (record, webhooks, logs).
+            call.attribution = {}
+            call.record_refusal = "the caller objected to processing (suppression list)"
+        else:
+            visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
+            call.session_id = visit.session_id if visit else None
+            call.attribution = visit.facts if visit else _static_attribution(number)
+            call.caller_number = caller or None
+            if not treatment.record_allowed:
+                call.record_refusal = "the caller withdrew consent to recording"
         self._notify(call, "call.started")
         self.journal.record(
             CallStarted(
@@ -223,7 +251,7 @@ class B2bua:
                 client_id=number.client_id,
                 number_id=number.id,
                 tracking_number=number.e164,
-                caller_number=caller or None,
+                caller_number=call.caller_number,
                 sip_call_id=request.call_id,
                 trunk=trunk.name,
                 dialplan=number.dialplan,
@@ -336,6 +364,8 @@ class B2bua:
         self._fail(call, status, outcome, "no destination answered" if call.outcomes else "no step")
 
     def _dial(self, call: Call, targets: list[str], ring_timeout: float) -> None:
+        if call.record and call.callee_offer is None:
+            self._anchor(call)
         call.branches = {}
         for destination in targets:
             call.attempts += 1
@@ -421,6 +451,32 @@ class B2bua:
             return None, None
         return (uri if isinstance(uri, SipUri) else None), None
 
+    def _anchor(self, call: Call) -> None:
+        """A recorded call's media goes through the worker; when it cannot, the call is
+        connected unrecorded and its record says why."""
+        reason: str | None = "recording is not available (no media worker)"
+        if call.record_refusal is not None:
+            reason = call.record_refusal
+        elif self.media is not None:
+            nat = call.trunk.nat if call.trunk is not None else False
+            call.callee_offer, reason = self.media.offer(str(call.id), call.request.body, nat=nat)
+        if reason is not None:
+            call.record = False
+            self.journal.record(RecordingRefused(call.id, reason))
+            log.info("call %s: not recorded: %s", call.id, reason)
+
+    def _for_caller(self, call: Call, body: bytes) -> bytes:
+        """SDP from the destination as the caller must see it."""
+        if self.media is not None and body and str(call.id) in self.media:
+            return self.media.towards_caller(str(call.id), body)
+        return body
+
+    def _for_callee(self, call: Call, body: bytes) -> bytes:
+        """SDP from the caller as the destination must see it."""
+        if self.media is not None and body and str(call.id) in self.media:
+            return self.media.towards_callee(str(call.id), body)
+        return body
+
     def _contact(self, flow: Flow) -> str:
         sent_by = self.service.endpoint.advertised.get(flow.transport, "invalid")
         suffix = "" if flow.transport == "udp" else f";transport={flow.transport}"
@@ -441,7 +497,7 @@ class B2bua:
         headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
         if self._withheld(call, trunk):
             headers.add("Privacy", "id")
-        body = call.request.body
+        body = call.callee_offer or call.request.body
         if body:
             headers.add(
                 "Content-Type", call.request.headers.get("content-type") or "application/sdp"
@@ -466,7 +522,7 @@ class B2bua:
             return f"<sip:{trunk.caller_id_number}@{host}>"
         caller = call.request.from_
         display = f'"{caller.display_name}" ' if caller.display_name else ""
-        user = call.caller_number or getattr(caller.uri, "user", None) or "anonymous"
+        user = call.presented_number or getattr(caller.uri, "user", None) or "anonymous"
         return f"{display}<sip:{user}@{host}>"
 
     # -- outbound leg events -------------------------------------------------------------------
@@ -487,7 +543,7 @@ class B2bua:
             answer.headers.add("Contact", f"<{self._contact(call.flow)}>")
             if response.body:
                 answer.headers.add("Content-Type", "application/sdp")
-                answer.body = response.body
+                answer.body = self._for_caller(call, response.body)
             self.service.respond(call.tid, answer)
         if not call.ringing:
             call.ringing = True
@@ -519,7 +575,9 @@ class B2bua:
             ok.headers.add(
                 "Content-Type", response.headers.get("content-type") or "application/sdp"
             )
-            ok.body = response.body
+            ok.body = self._for_caller(call, response.body)
+        if call.record and self.media is not None and str(call.id) in self.media:
+            self.media.record(str(call.id))
         call.caller = Dialog.as_uas(call.request, call.local_tag, self._contact(call.flow))
         call.caller.confirmed = True
         self._connected[call.caller.id] = (call, True)
@@ -637,7 +695,12 @@ class B2bua:
             self._end(call, "answered", "caller" if from_caller else "callee", "BYE")
             return
         # re-INVITE (hold, codec change), UPDATE, INFO: the same request on the other leg.
-        relayed = other.request(request.method, request.body)
+        body = (
+            self._for_callee(call, request.body)
+            if from_caller
+            else self._for_caller(call, request.body)
+        )
+        relayed = other.request(request.method, body)
         if request.body:
             relayed.headers.set("Content-Type", request.headers.get("content-type") or "")
         tid = self.service.send_request(
@@ -658,7 +721,15 @@ class B2bua:
         source, target, flow = self._legs(relay.call, relay.towards_caller)
         if source is None or target is None:
             return
-        answer = source.answer(relay.incoming, response.status, response.body)
+        body = response.body
+        if body:
+            # The answer comes from the leg the request was relayed to.
+            body = (
+                self._for_callee(relay.call, body)
+                if relay.towards_caller
+                else self._for_caller(relay.call, body)
+            )
+        answer = source.answer(relay.incoming, response.status, body)
         answer.reason = response.reason
         self.service.respond(relay.incoming_tid, answer)
         if relay.incoming.method == "INVITE" and 200 <= response.status < 300:
@@ -724,12 +795,40 @@ class B2bua:
         )
 
     def _max_duration(self, call: Call) -> None:
+        self._hang_up(call, "max duration")
+
+    def _hang_up(self, call: Call, reason: str) -> None:
+        """End an answered call from our side: BYE to both legs."""
         if call.state != "answered":
             return
         self._bye(call.caller, call.flow)
         if call.callee is not None:
             self._bye(call.callee.dialog, call.callee.flow)
-        self._end(call, "answered", "system", "max duration")
+        self._end(call, "answered", "system", reason)
+
+    # -- media worker events --------------------------------------------------------------------
+
+    def _by_key(self, key: str) -> Call | None:
+        return next((c for c in self.calls.values() if str(c.id) == key), None)
+
+    def media_failed(self, key: str, reason: str) -> None:
+        """The worker refused a command of a recorded call: it goes on unrecorded."""
+        call = self._by_key(key)
+        if call is not None and call.record:
+            call.record = False
+            self.journal.record(RecordingRefused(call.id, reason))
+        log.warning("call %s: %s", key, reason)
+
+    def media_stopped(self, key: str, reason: str) -> None:
+        """The call's media is gone (timeout, or the worker died): hang it up, saying why."""
+        call = self._by_key(key)
+        if call is None:
+            return
+        if call.state == "answered":
+            self._hang_up(call, reason)
+        else:
+            self._cancel_branches(call)
+            self._fail(call, 500, "error", reason)
 
     # -- endings ----------------------------------------------------------------------------
 
@@ -758,6 +857,8 @@ class B2bua:
                 AttemptEnded(call.id, call.callee.seq, "answered", 200, reason, self.wall())
             )
         call.state = "ended"
+        if self.media is not None:
+            self.media.release(str(call.id))
         self._stop_ring_timer(call)
         for timer in call.timers:
             if timer.active():

@@ -1,6 +1,9 @@
 """What happens to a call, as the B2BUA reports it; the call journal makes each one durable.
 
-Times are wall-clock datetimes (UTC) supplied by the caller, never read here.
+Times are wall-clock datetimes (UTC) supplied by the caller, never read here. Fields that may
+identify a person (the caller's number, the SIP Call-ID, which often names the caller's host,
+the visit's attribution, a destination that may be someone's own phone) are left out of an
+event's repr, so a log line that shows an event never shows them.
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ class CallStarted:
     number_id: UUID | None
     tracking_number: str
     #: E.164 when known; None when withheld or when the caller objected (suppression).
-    caller_number: str | None
-    sip_call_id: str
+    caller_number: str | None = field(repr=False)
+    #: The caller's Call-ID; its host part is often the caller's address.
+    sip_call_id: str = field(repr=False)
     trunk: str | None
     dialplan: str | None
     session_id: UUID | None
-    #: The attribution snapshot at INVITE time (source, medium, campaign, ...).
-    attribution: dict[str, Any] = field(hash=False)
+    #: The attribution snapshot at INVITE time (source, medium, campaign, landing page, ...).
+    attribution: dict[str, Any] = field(hash=False, repr=False)
     record: bool
     at: datetime
 
@@ -79,7 +83,8 @@ class AttemptStarted:
 
     call_id: UUID
     seq: int
-    destination: str
+    #: The number or SIP URI dialled; it may be a person's own phone.
+    destination: str = field(repr=False)
     at: datetime
 
 

@@ -3,7 +3,9 @@
 The hot paths (a swap-script request, an INVITE) touch only memory. New and changed sessions
 are written behind in batches (``flush``, every second from ``run``); at start, pools are loaded
 and the leases still alive (or in grace) are read back before the first call is routed. Pool
-settings and membership reload when PostgreSQL notifies a change (``reload``).
+settings and membership reload when PostgreSQL notifies a change (``reload``). Visits erased
+by a privacy request or the retention purge are forgotten (``forget``): they leave memory,
+their numbers are free at once, and the write-behind never writes them back.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +23,7 @@ from callrouter.routing.pool import Lease, NumberPool, PoolStats
 from callrouter.routing.visit import VisitOrigin, channel, origin_from_page, truncate_ip
 from callrouter.store import numbers as number_store
 from callrouter.store import pools as pool_store
+from callrouter.store import privacy as privacy_store
 from callrouter.store import sessions as session_store
 from callrouter.store.database import Executor
 from callrouter.store.pools import Pool
@@ -82,6 +86,13 @@ class Sessions:
     _by_number: dict[str, LivePool] = field(default_factory=dict)
     _visits: dict[uuid.UUID, Visit] = field(default_factory=dict)
     _dirty: dict[uuid.UUID, Visit] = field(default_factory=dict)
+    _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One batch at a time: a form's flush must wait for the batch holding its session."""
+    _writing: dict[uuid.UUID, Visit] = field(default_factory=dict)
+    """The batch being written now."""
+    _erased: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
+    """Session id -> client id of visits forgotten while their batch was being written: the
+    write may land after the erasure's commit, so they are deleted again once it has."""
 
     async def load(self) -> int:
         """Every pool, then the sessions whose leases live or are in grace; their count."""
@@ -232,17 +243,45 @@ class Sessions:
     # -- write-behind ---------------------------------------------------------------------------
 
     async def flush(self) -> int:
-        """Write new and changed sessions in one batch; how many."""
-        if not self._dirty:
-            return 0
-        batch, self._dirty = self._dirty, {}
-        try:
-            await session_store.save_many(self.db, [v.record for v in batch.values()])
-        except Exception:
-            # Keep them for the next round; a newer change of the same session wins.
-            self._dirty = {**batch, **self._dirty}
-            raise
-        return len(batch)
+        """Write new and changed sessions in one batch; how many.
+
+        A visit forgotten while its batch was in flight is deleted again after the write:
+        forgetting cannot stop an INSERT already sent, and one that lands after the erasure's
+        commit would bring the session back.
+        """
+        async with self._flushing:
+            await self._delete_erased()
+            if not self._dirty:
+                return 0
+            batch, self._dirty = self._dirty, {}
+            self._writing = batch
+            try:
+                await session_store.save_many(self.db, [v.record for v in batch.values()])
+            except Exception:
+                # executemany is atomic: nothing landed. Keep the batch for the next round,
+                # without what was forgotten meanwhile; a newer change of a session wins.
+                kept = {k: v for k, v in batch.items() if k not in self._erased}
+                self._dirty = {**kept, **self._dirty}
+                for session_id in batch:
+                    self._erased.pop(session_id, None)
+                raise
+            finally:
+                self._writing = {}
+            await self._delete_erased()
+            return len(batch)
+
+    async def _delete_erased(self) -> None:
+        """Delete the rows of visits forgotten while they were being written (kept to retry
+        when the database fails)."""
+        if not self._erased:
+            return
+        by_client: defaultdict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
+        for session_id, client_id in self._erased.items():
+            by_client[client_id].append(session_id)
+        for client_id, session_ids in by_client.items():
+            await privacy_store.delete_sessions(self.db, client_id, session_ids)
+            for session_id in session_ids:
+                del self._erased[session_id]
 
     async def run(self, interval: float = 1.0) -> None:
         """Flush every ``interval`` seconds until cancelled (then once more)."""
@@ -269,3 +308,44 @@ class Sessions:
             expires = visit.record.lease_expires_at or visit.record.last_seen_at
             if expires + timedelta(seconds=grace) < _wall(now) and session_id not in self._dirty:
                 del self._visits[session_id]
+
+    # -- erasure ----------------------------------------------------------------------------
+
+    def forget(self, session_ids: Collection[uuid.UUID]) -> None:
+        """Drop these visits from memory and from the write-behind queue, releasing their
+        leases, so an erased visit is neither written back nor used to attribute a call.
+
+        Called by an erasure or the retention purge (``privacy.erasure.LiveSessions``), which
+        delete the rows themselves; a visit in the batch being written now is deleted again
+        by ``flush`` once that write has landed. Its number is free for the next visit at
+        once: with its visit gone there is nothing left for the grace period to protect.
+        """
+        now = self.clock()
+        for session_id in session_ids:
+            self._dirty.pop(session_id, None)
+            visit = self._visits.pop(session_id, None)
+            writing = self._writing.get(session_id)
+            if writing is not None:
+                self._erased[session_id] = writing.record.client_id
+            if visit is None:
+                continue
+            live = self.pools.get(visit.record.pool_id)
+            if live is not None and visit.lease is not None:
+                _release_at_once(live.numbers, visit.lease, session_id, now)
+
+
+def _release_at_once(numbers: NumberPool, lease: Lease, session_id: uuid.UUID, now: float) -> None:
+    """Free an erased visit's number, as released longer ago than the pool's grace, and keep
+    nothing of the visitor in the pool. A lease another visit of the same visitor took over
+    (``NumberPool.lease`` rebinds it) is theirs and stays."""
+    numbers.expire(now)
+    if lease.session_id != session_id:
+        return
+    released_at = now - numbers.grace - 1.0
+    if numbers.session(session_id, now) is not None:
+        # Ended so long ago that its hold and grace are both over: expire() releases it.
+        numbers.end(session_id, released_at - lease.hold)
+        numbers.expire(now)
+    elif numbers.holder(lease.number, now) is lease:
+        numbers.remember(lease, released_at)  # in its grace: end the grace now
+    lease.visitor_id = None

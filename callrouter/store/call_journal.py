@@ -3,7 +3,9 @@
 The B2BUA calls ``record()`` (never blocks); one writer task applies events in batches, each batch
 in one transaction, in the order they were recorded. A database outage delays writes, it does not
 lose them: the batch is retried with backoff until it lands. An event the database refuses as
-data (a bug, not an outage) is logged and skipped so it cannot block every later call.
+data (a bug, not an outage) is logged and skipped so it cannot block every later call. Such a
+log line names the event's type, its call id and the error's class, SQLSTATE and constraint,
+never the event's values or the error's message (which quotes them: a caller's number).
 ``flushed()`` lets a caller wait until what it recorded is durable (the B2BUA waits for the
 CallStarted row before dialling out, so a call is on record before anything else happens).
 """
@@ -42,6 +44,10 @@ _OUTAGE = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
 )
+# What the database (or asyncpg, encoding an argument) refuses as data. asyncpg's client-side
+# DataError, raised when a value cannot be encoded, is not exported: it is an InterfaceError
+# (an outage above, retried for ever) and a ValueError, which is how it is caught here.
+_REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError)
 
 
 async def apply(connection: Executor, event: CallEvent) -> None:
@@ -235,9 +241,7 @@ class CallJournal:
                 async with connection.transaction():
                     for event in batch:
                         await apply(connection, event)
-            except asyncpg.DataError:
-                await self._write_one_by_one(connection, batch)
-            except asyncpg.IntegrityConstraintViolationError:
+            except _REFUSED:
                 await self._write_one_by_one(connection, batch)
 
     async def _write_one_by_one(
@@ -247,8 +251,15 @@ class CallJournal:
             try:
                 async with connection.transaction():
                     await apply(connection, event)
-            except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-                log.error("call journal: dropped %r: %s", event, exc)
+            except _REFUSED as exc:
+                log.error(
+                    "call journal: dropped %s of call %s: %s (sqlstate %s, constraint %s)",
+                    type(event).__name__,
+                    event.call_id,
+                    type(exc).__name__,
+                    getattr(exc, "sqlstate", None),
+                    getattr(exc, "constraint_name", None),
+                )
 
     def _release_waiters(self) -> None:
         keep = []

@@ -1,9 +1,15 @@
-"""An in-process API on a real loopback socket, over a real PostgreSQL database."""
+"""An in-process API on a real loopback socket, over a real PostgreSQL database, with privacy
+rights keyed by a secret in a private temp directory (so the privacy routes are served)."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -12,10 +18,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from callrouter.api.auth import Authenticator
 from callrouter.api.server import build_api
+from callrouter.config import load_config
+from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recordings import Recordings
 from callrouter.routing.sessions import Sessions
 from callrouter.store import api_keys
 from callrouter.store.database import create_pool
+from callrouter.vault import Vault
 from callrouter.webhooks import WebhookSender
 
 MAX_BODY = 16 * 1024
@@ -48,6 +58,7 @@ class Api:
     sessions: Sessions
     clock: FakeClock
     webhooks: WebhookSender
+    recordings: Recordings
 
     async def call(
         self, method: str, path: str, key: str | None = None, json: Any = None, **kwargs: Any
@@ -73,31 +84,50 @@ class Api:
         return client["id"], key["secret"]
 
 
-async def start_api(dsn: str, *, rate: float = 1000.0, burst: int = 1000) -> tuple[Api, Any]:
-    pool = await create_pool(dsn, min_size=1, max_size=4)
-    authenticator = Authenticator(pool, TokenBuckets(rate, burst), TokenBuckets(1.0, 20))
-    clock = FakeClock()
-    sessions = Sessions(pool, clock)
-    webhooks = WebhookSender(pool, allow_private=True, retry_base=0.01)
-    app = build_api(
-        pool,
-        authenticator,
-        max_body_bytes=MAX_BODY,
-        visitor_sessions=sessions,
-        public_rate=TokenBuckets(rate, burst),
-        webhook_sender=webhooks,
-    )
-    http = TestClient(TestServer(app, host="127.0.0.1"))
-    await http.start_server()
-    _, secret = await api_keys.create(pool, None, "test operator")
-    return Api(http, pool, secret, sessions, clock, webhooks), pool
+@asynccontextmanager
+async def running_api(dsn: str, *, rate: float = 1000.0, burst: int = 1000) -> AsyncIterator[Api]:
+    """The API, stopped and its data directory (the privacy secret) removed on exit."""
+    data_dir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="callrouter-api-"))
+    try:
+        pool = await create_pool(dsn, min_size=1, max_size=4)
+        try:
+            config = load_config(
+                None,
+                {},
+                {"data_dir": str(data_dir), "recordings_dir": str(data_dir / "recordings")},
+            )
+            webhooks = WebhookSender(pool, allow_private=True, retry_base=0.01)
+            recordings = Recordings(
+                pool, Vault.from_config(config), config.recordings_dir, webhooks=webhooks
+            )
+            rights = await PrivacyRights.open(pool, config, archive=recordings)
+            authenticator = Authenticator(pool, TokenBuckets(rate, burst), TokenBuckets(1.0, 20))
+            clock = FakeClock()
+            sessions = Sessions(pool, clock)
+            app = build_api(
+                pool,
+                authenticator,
+                max_body_bytes=MAX_BODY,
+                visitor_sessions=sessions,
+                public_rate=TokenBuckets(rate, burst),
+                webhook_sender=webhooks,
+                privacy_rights=rights,
+                recordings_service=recordings,
+            )
+            http = TestClient(TestServer(app, host="127.0.0.1"))
+            await http.start_server()
+            try:
+                _, secret = await api_keys.create(pool, None, "test operator")
+                yield Api(http, pool, secret, sessions, clock, webhooks, recordings)
+            finally:
+                await http.close()
+        finally:
+            await pool.close()
+    finally:
+        await asyncio.to_thread(shutil.rmtree, data_dir, ignore_errors=True)
 
 
 @pytest.fixture
 async def api(database_dsn: str) -> AsyncIterator[Api]:
-    api, pool = await start_api(database_dsn)
-    try:
+    async with running_api(database_dsn) as api:
         yield api
-    finally:
-        await api.http.close()
-        await pool.close()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from uuid import UUID, uuid4
+
+from callrouter.routing.events import CallStarted
+from callrouter.store.call_journal import CallJournal
 from tests.api.conftest import MAX_BODY, Api
 
 
@@ -184,16 +189,12 @@ async def test_missing_or_unknown_key_is_401(api: Api) -> None:
 
 
 async def test_rate_limit_answers_429_with_retry_after(database_dsn: str) -> None:
-    from tests.api.conftest import start_api
+    from tests.api.conftest import running_api
 
-    api, pool = await start_api(database_dsn, rate=0.001, burst=3)
-    try:
+    async with running_api(database_dsn, rate=0.001, burst=3) as api:
         statuses = [(await api.call("GET", "/v1/clients", api.operator_key)) for _ in range(4)]
         assert [r.status for r in statuses] == [200, 200, 200, 429]
         assert int(statuses[-1].headers["Retry-After"]) >= 1
-    finally:
-        await api.http.close()
-        await pool.close()
 
 
 async def test_unknown_route_and_method_are_problems(api: Api) -> None:
@@ -213,8 +214,43 @@ async def test_deleting_a_client_removes_its_keys_numbers_and_pools(api: Api) ->
         "POST", "/v1/numbers", json={"client_id": client_id, "e164": "+441515550077"}
     )
     client_key = (await api.ok("GET", "/v1/keys", key))["data"][0]
+    async with CallJournal(api.db) as journal:
+        for _ in range(2):
+            journal.record(
+                CallStarted(
+                    call_id=uuid4(),
+                    client_id=UUID(client_id),
+                    number_id=UUID(number["id"]),
+                    tracking_number=number["e164"],
+                    caller_number="+447700900123",
+                    sip_call_id=f"{uuid4()}@carrier",
+                    trunk=None,
+                    dialplan="default",
+                    session_id=None,
+                    attribution={},
+                    record=False,
+                    at=datetime.now(UTC),
+                )
+            )
+        await journal.flushed()
     assert (await api.call("DELETE", f"/v1/clients/{client_id}", key)).status == 404
     assert (await api.call("DELETE", f"/v1/clients/{client_id}", api.operator_key)).status == 204
+    # Audited as the operator key that did it, with how much personal data went.
+    operator_key_id = await api.db.fetchval("SELECT id FROM api_keys WHERE client_id IS NULL")
+    entries = await api.db.fetch(
+        "SELECT actor, action, client_id, subject_hash, counts FROM privacy_audit "
+        "WHERE action = 'client.deleted'"
+    )
+    assert [dict(e) for e in entries] == [
+        {
+            "actor": f"key:{operator_key_id}",
+            "action": "client.deleted",
+            "client_id": UUID(client_id),
+            "subject_hash": None,
+            "counts": {"calls": 2, "recordings": 0, "sessions": 0, "forms": 0},
+        }
+    ]
+    assert (await api.call("DELETE", f"/v1/clients/{client_id}", api.operator_key)).status == 404
     for path in (
         f"/v1/clients/{client_id}",
         f"/v1/pools/{pool['id']}",

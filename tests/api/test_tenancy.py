@@ -14,6 +14,7 @@ from uuid import UUID, uuid4
 from callrouter.routing.events import CallStarted
 from callrouter.store.call_journal import CallJournal
 from tests.api.conftest import Api
+from tests.api.recorded import recorded_call
 
 PARAM = re.compile(r"{(\w+)}")
 
@@ -59,8 +60,20 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
             )
         )
         await journal.flushed()
+    # With the client's own key: the register, the suppression list and the audit log each
+    # get an entry of this client's.
+    request = await api.ok(
+        "POST",
+        "/v1/privacy/requests",
+        key,
+        {"kind": "objection", "subject": {"phone": "+447700900999"}},
+    )
+    suppressions = await api.ok("GET", "/v1/suppressions", key)
+    audit = await api.ok("GET", "/v1/privacy/audit", key)
+    recording, _ = await recorded_call(api, client_id, number)
     return {
         "call_id": call_id,
+        "recording_id": recording.id,
         "key": key,
         "client_id": client_id,
         "pool_id": pool["id"],
@@ -70,6 +83,9 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "webhook_id": hook["id"],
         "pool_key": pool["public_key"],
         "trunk_id": trunk["id"],
+        "request_id": request["id"],
+        "suppression_id": suppressions["data"][0]["id"],
+        "audit_id": audit["data"][0]["id"],
     }
 
 
@@ -79,7 +95,10 @@ async def snapshot(api: Api, tenant: dict[str, Any]) -> list[Any]:
         f"/v1/pools/{tenant['pool_id']}",
         f"/v1/numbers/{tenant['number_id']}",
         f"/v1/keys/{tenant['key_id']}",
+        f"/v1/recordings/{tenant['recording_id']}",
         f"/v1/calls/{tenant['call_id']}",
+        f"/v1/privacy/requests/{tenant['request_id']}",
+        f"/v1/clients/{tenant['client_id']}/retention",
     ]
     return [await api.ok("GET", path) for path in paths]
 
@@ -131,7 +150,7 @@ async def test_lists_never_show_other_tenants_objects(api: Api) -> None:
         listed += 1
     assert listed >= 5
     report = await api.ok("GET", "/v1/reports/attribution", a["key"])
-    assert sum(row["calls"] for row in report["rows"]) == 1  # A's call only
+    assert sum(row["calls"] for row in report["rows"]) == 2  # A's two calls (one recorded) only
     other = await api.call("GET", f"/v1/reports/attribution?client_id={b['client_id']}", a["key"])
     assert other.status == 422
 

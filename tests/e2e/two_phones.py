@@ -2,7 +2,10 @@
 the desk phone, which answers. Both play a tone into the call; the script exits 0 only when each
 side has received RTP from the other, then the caller hangs up.
 
-    python tests/e2e/two_phones.py ROUTER_PORT DESK_PORT NUMBER
+    python tests/e2e/two_phones.py ROUTER_PORT DESK_PORT NUMBER [CALLER_HZ DESK_HZ PACKETS]
+
+Each phone plays its own tone (440 Hz by default) and the call lasts until both have received
+PACKETS RTP packets (25 by default: half a second).
 
 Runs as its own process: pjsua2 keeps process-wide state and threads of its own.
 """
@@ -57,12 +60,12 @@ class Desk(pj.Account):  # type: ignore[misc]
         call.answer(answer)
 
 
-def tone() -> pj.ToneGenerator:
+def tone(frequency: int) -> pj.ToneGenerator:
     generator = pj.ToneGenerator()
     generator.createToneGenerator()
     tones = pj.ToneDescVector()
     desc = pj.ToneDesc()
-    desc.freq1, desc.freq2, desc.on_msec, desc.off_msec = 440, 0, 1000, 0
+    desc.freq1, desc.freq2, desc.on_msec, desc.off_msec = frequency, 0, 1000, 0
     tones.append(desc)
     generator.play(tones, True)
     return generator
@@ -83,7 +86,10 @@ def transport(endpoint: pj.Endpoint, port: int) -> int:
     return int(endpoint.transportCreate(pj.PJSIP_TRANSPORT_UDP, config))
 
 
-def main(router_port: int, desk_port: int, number: str) -> int:
+def main(argv: list[str]) -> int:
+    router_port, desk_port, number = int(argv[0]), int(argv[1]), argv[2]
+    extra = [int(a) for a in argv[3:6]]
+    caller_hz, desk_hz, packets = extra if len(extra) == 3 else (440, 440, MIN_PACKETS)
     endpoint = pj.Endpoint()
     endpoint.libCreate()
     config = pj.EpConfig()
@@ -98,15 +104,18 @@ def main(router_port: int, desk_port: int, number: str) -> int:
     endpoint.libStart()
     endpoint.audDevManager().setNullDev()
 
-    caller_tone, desk_tone = tone(), tone()
+    caller_tone, desk_tone = tone(caller_hz), tone(desk_hz)
     caller_config = pj.AccountConfig()
     caller_config.idUri = "sip:+447700900123@127.0.0.1"
     caller_config.sipConfig.transportId = caller_transport
+    # RTP on loopback, and said so in SDP: a relay latches only to the address SDP names.
+    caller_config.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
     caller_account = pj.Account()
     caller_account.create(caller_config)
     desk_config = pj.AccountConfig()
     desk_config.idUri = f"sip:desk@127.0.0.1:{desk_port}"
     desk_config.sipConfig.transportId = desk_transport
+    desk_config.mediaConfig.transportConfig.boundAddress = "127.0.0.1"
     desk = Desk(desk_tone)
     desk.create(desk_config)
 
@@ -123,8 +132,8 @@ def main(router_port: int, desk_port: int, number: str) -> int:
     heard = confirmed and poll_until(
         endpoint,
         lambda: (
-            phones[0].received_packets() >= MIN_PACKETS
-            and all(c.received_packets() >= MIN_PACKETS for c in desk.calls)
+            phones[0].received_packets() >= packets
+            and all(c.received_packets() >= packets for c in desk.calls)
         ),
     )
     desk_packets = [c.received_packets() for c in desk.calls]
@@ -149,4 +158,4 @@ def main(router_port: int, desk_port: int, number: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+    sys.exit(main(sys.argv[1:]))

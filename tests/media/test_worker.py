@@ -145,3 +145,38 @@ async def test_a_killed_worker_is_restarted_and_its_calls_reported(
     ports = await worker.command("create", call="next")  # waits for the restarted worker
     assert ports["a"][0] == "127.0.0.1"
     assert worker.restarts == 1
+
+
+async def test_commands_sent_without_waiting_arrive_in_order(
+    worker: MediaWorkerProcess, peer: Callable[..., Awaitable[Peer]]
+) -> None:
+    caller, callee = await peer(), await peer()
+    # As the B2BUA issues them from synchronous code: no await between the sends.
+    replies = [
+        worker.send_nowait("create", call="c1"),
+        worker.send_nowait(
+            "signal", call="c1", leg="a", rtp=list(caller.address), rtcp=None, nat=False
+        ),
+        worker.send_nowait(
+            "signal", call="c1", leg="b", rtp=list(callee.address), rtcp=None, nat=False
+        ),
+        worker.send_nowait("record", call="c1", recording="5b2d1d4e-8d0c-4d39-a8f5-02b0b8e7d0a1"),
+        worker.send_nowait("delete", call="c1"),
+        worker.send_nowait("delete", call="c1"),
+    ]
+    created, signalled_a, signalled_b, record, deleted, again = await asyncio.gather(
+        *replies, return_exceptions=True
+    )
+    assert isinstance(created, dict) and created["a"][0] == "127.0.0.1"
+    assert [signalled_a, signalled_b] == [{"id": 2, "ok": True}, {"id": 3, "ok": True}]
+    assert isinstance(record, MediaError)
+    assert str(record) == "this media worker does not record (no --recordings-dir)"
+    assert isinstance(deleted, dict) and deleted["recording"] is None
+    assert deleted["stats"]["a"]["received"] == 0
+    assert isinstance(again, dict) and again["stats"] is None
+
+
+async def test_a_command_to_a_stopped_worker_fails_at_once(worker: MediaWorkerProcess) -> None:
+    await worker.stop()
+    with pytest.raises(MediaError, match="not running"):
+        await worker.send_nowait("ping")

@@ -22,6 +22,7 @@ from callrouter.config import load_config
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.privacy.subjects import phone_formats
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recordings import Recordings
 from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
 from callrouter.routing.sessions import Sessions
 from callrouter.store import api_keys
@@ -57,15 +58,12 @@ class WallClock:
         return self.now
 
 
-class VaultArchive:
-    """The recordings service's privacy side, on the real vault: what ``RecordingArchive``
-    asks of callrouter/recordings, as that service will do it (shred the key, then remove the
-    file, for each queued disposal)."""
+class VaultArchive(Recordings):
+    """The real recordings service, plus what the tests need around it: writing a file as the
+    media worker does, decrypting one, and the list of recordings it shredded."""
 
-    def __init__(self, db: Executor, vault: Vault, root: Path) -> None:
-        self.db = db
-        self.vault = vault
-        self.root = root
+    def __init__(self, db: asyncpg.Pool[asyncpg.Record], vault: Vault, root: Path) -> None:
+        super().__init__(db, vault, root)
         self.disposed: list[UUID] = []
 
     def store(self, recording_id: UUID, path: str, audio: bytes) -> None:
@@ -80,25 +78,9 @@ class VaultArchive:
         with self.vault.reader(recording_id, path) as source:
             return b"".join(source)
 
-    async def dispose_pending(self) -> int:
-        rows = await self.db.fetch("SELECT recording_id, path FROM recording_disposals")
-        for row in rows:
-            await asyncio.to_thread(self.vault.shred, row["recording_id"])
-            await asyncio.to_thread((self.root / row["path"]).unlink, missing_ok=True)
-            await self.db.execute(
-                "DELETE FROM recording_disposals WHERE recording_id = $1", row["recording_id"]
-            )
-            self.disposed.append(row["recording_id"])
-        return len(rows)
-
-    async def audio(self, recording_id: UUID, path: str) -> AsyncIterator[bytes]:
-        reader = await asyncio.to_thread(self.vault.reader, recording_id, self.root / path)
-        try:
-            segments = iter(reader)
-            while chunk := await asyncio.to_thread(next, segments, b""):
-                yield chunk
-        finally:
-            reader.close()
+    def _shred(self, recording_id: UUID, path: str) -> None:
+        super()._shred(recording_id, path)
+        self.disposed.append(recording_id)
 
 
 @dataclass
@@ -161,6 +143,7 @@ async def api(database_dsn: str, data_dir: Path) -> AsyncIterator[PrivacyApi]:
         public_rate=TokenBuckets(1000, 1000),
         webhook_sender=webhooks,
         privacy_rights=rights,
+        recordings_service=archive,
     )
     http = TestClient(TestServer(app, host="127.0.0.1"))
     await http.start_server()
@@ -173,6 +156,7 @@ async def api(database_dsn: str, data_dir: Path) -> AsyncIterator[PrivacyApi]:
             sessions,
             clock,
             webhooks,
+            archive,
             rights,
             archive,
             wall,
@@ -291,7 +275,7 @@ async def add_recording(
 ) -> tuple[UUID, str]:
     """A recording row and its encrypted file, as the recordings service leaves them."""
     recording_id = new_id()
-    path = f"{client}/{at:%Y/%m}/{recording_id}.flac"
+    path = f"{recording_id}.flac"  # flat, as the media worker writes them
     await asyncio.to_thread(api.archive.store, recording_id, path, audio)
     await api.db.execute(
         """INSERT INTO recordings (id, client_id, call_id, format, path, bytes,

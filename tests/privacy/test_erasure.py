@@ -145,3 +145,29 @@ async def test_erasure_records_an_audit_entry_without_personal_data(api: Privacy
     assert entry["subject_hash"] == request["subject_hash"] and len(entry["subject_hash"]) == 64
     assert entry["counts"]["calls"] == 2 and entry["counts"]["recordings"] == 1
     assert CALLER not in str(audit) and "900123" not in str(audit)
+
+
+async def test_the_routers_visits_of_an_erased_caller_are_forgotten(api: PrivacyApi) -> None:
+    """With the router's own sessions as ``live_sessions`` (as serve wires them): the erased
+    visits attribute no call, free their number, and the write-behind does not restore them."""
+    tenant = await make_tenant(api)
+    api.rights.live_sessions = api.sessions
+    s1, s2 = UUID(tenant.sessions["s1"]), UUID(tenant.sessions["s2"])
+    visit = api.sessions.heartbeat(s2)  # s2 took over s1's lease: same visitor id
+    assert visit is not None and visit.lease is not None
+    number = visit.lease.number
+    attribution = api.sessions.attribute(number)
+    assert attribution is not None and attribution.session_id == s2
+
+    await erase(api, tenant.key, {"phone": CALLER})
+
+    assert api.sessions.visit(s1) is None and api.sessions.visit(s2) is None
+    attribution = api.sessions.attribute(number)
+    assert attribution is not None and attribution.session_id is None
+    await api.sessions.flush()
+    stored = await api.db.fetchval(
+        "SELECT count(*) FROM sessions WHERE id = ANY($1::uuid[])", [s1, s2]
+    )
+    assert stored == 0
+    others = [UUID(tenant.sessions[s]) for s in ("s3", "s4")]
+    assert all(api.sessions.visit(s) is not None for s in others)

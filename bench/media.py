@@ -1,0 +1,393 @@
+"""The media worker: relayed RTP packets per second against a bare UDP relay (same run), and
+how many recorded calls one worker carries in real time with under 1 % of packets late.
+
+(1) Relay: one worker process, N calls, 172-byte packets (20 ms of PCMU) blasted from sockets
+    in this process at leg A of every call; the figure is the packets that come out of leg B
+    per second. The references, in the same run, are a bare relay in a subprocess: a
+    DatagramProtocol per call that sends every datagram on, on uvloop (the worker's loop) and
+    on asyncio's own loop.
+(2) Recording: steps of 10, 25, 50, 100, 200, ... recorded calls, each leg sending 50 packets
+    a second in real time, both parties' packets relayed, then every call deleted and its
+    recording finalised (decrypt, FLAC, seal). A packet is counted against the worker when the
+    recorder counted it late or it never reached the recorder (dropped by a full socket
+    buffer). The step figure is the worker's CPU while the calls ran.
+
+Loopback only, RTP ports below the ephemeral range; the recordings go to a temporary
+directory on the disk /tmp is on (fsync included).
+
+    python3 bench/media.py [--calls 20] [--seconds 5] [--record-seconds 4] [--max-calls 800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import uvloop  # noqa: E402
+
+from callrouter.media.control import MediaWorkerProcess, RecordingSettings  # noqa: E402
+from callrouter.media.g711 import ulaw_encode  # noqa: E402
+from callrouter.media.prompt import tone  # noqa: E402
+from callrouter.vault import Vault  # noqa: E402
+
+PAYLOAD = ulaw_encode(tone(440.0, 0.02))  # 160 bytes: 20 ms of PCMU
+HEADER = struct.Struct("!BBHII")
+PACKET = HEADER.pack(0x80, 0, 1, 160, 0x1234) + PAYLOAD  # 172 bytes on the wire
+LATE_LIMIT = 0.01
+
+BARE_RELAY = """
+import asyncio, json, os, sys
+destinations = json.loads(sys.argv[2])  # per call: where leg B sends
+forwarded = 0
+
+class Forward(asyncio.DatagramProtocol):
+    def __init__(self, out, destination):
+        self.out, self.destination = out, tuple(destination)
+    def datagram_received(self, data, addr):
+        global forwarded
+        self.out.sendto(data, self.destination)
+        forwarded += 1
+
+def report():
+    if not os.read(0, 4096):
+        os._exit(0)
+    print(forwarded, flush=True)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    inputs = []
+    for destination in destinations:
+        out, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0))
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: Forward(out, destination), local_addr=("127.0.0.1", 0))
+        inputs.append(transport.get_extra_info("sockname")[1])
+    loop.add_reader(0, report)
+    print(json.dumps(inputs), flush=True)
+    await asyncio.Event().wait()
+
+if sys.argv[1] == "uvloop":
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
+"""
+
+
+def udp_socket(receive_buffer: int | None = None) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+Targets = list[tuple[socket.socket, tuple[str, int]]]
+
+
+async def blast(targets: Targets, seconds: float) -> int:
+    """Send packets as fast as this process can, round-robin over ``targets``."""
+    loop = asyncio.get_running_loop()
+    sent = 0
+    end = loop.time() + seconds
+    while loop.time() < end:
+        for _ in range(16):
+            for sock, target in targets:
+                try:
+                    sock.sendto(PACKET, target)
+                except BlockingIOError:
+                    continue
+                sent += 1
+        await asyncio.sleep(0)
+    return sent
+
+
+async def relayed(
+    targets: Targets, forwarded: Callable[[], Awaitable[int]], seconds: float
+) -> tuple[float, float]:
+    """(packets/s offered, packets/s sent on by the relay) over ``seconds``, after a warm-up."""
+    await blast(targets, 1.0)
+    before = await forwarded()
+    sent = await blast(targets, seconds)
+    await asyncio.sleep(0.05)  # what is still in the relay's socket buffers
+    return sent / seconds, (await forwarded() - before) / seconds
+
+
+async def asked(bare: asyncio.subprocess.Process) -> int:
+    """The bare relay's count of packets sent on."""
+    assert bare.stdin is not None and bare.stdout is not None
+    bare.stdin.write(b"?\n")
+    return int(await bare.stdout.readline())
+
+
+async def relay_figures(root: Path, calls: int, seconds: float) -> None:
+    # The parties' sockets. Leg B's sockets are never read: the relays count what they send
+    # on, so this process spends its core on sending alone (the kernel drops the rest).
+    senders = [udp_socket() for _ in range(calls)]
+    sinks = [udp_socket(receive_buffer=4096) for _ in range(calls)]
+    destinations = [sink.getsockname() for sink in sinks]
+
+    worker = MediaWorkerProcess(root / "relay.sock", "127.0.0.1", "24000-24999")
+    await worker.start()
+    try:
+        targets = []
+        for n, (sender, destination) in enumerate(zip(senders, destinations, strict=True)):
+            ports = await worker.command("create", call=f"c{n}")
+            await worker.command(
+                "signal", call=f"c{n}", leg="a", rtp=list(sender.getsockname()), nat=False
+            )
+            await worker.command("signal", call=f"c{n}", leg="b", rtp=list(destination), nat=False)
+            targets.append((sender, (ports["a"][0], ports["a"][1])))
+
+        async def worker_forwarded() -> int:
+            replies = [await worker.command("query", call=f"c{n}") for n in range(calls)]
+            return sum(reply["stats"]["a"]["forwarded"] for reply in replies)
+
+        pid = worker.pid
+        assert pid is not None
+        cpu, started = cpu_seconds(pid), time.monotonic()
+        offered, ours = await relayed(targets, worker_forwarded, seconds)
+        cpu = (cpu_seconds(pid) - cpu) / (time.monotonic() - started)
+    finally:
+        await worker.stop()
+
+    references = {}
+    for loop_name in ("uvloop", "asyncio"):
+        bare = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            BARE_RELAY,
+            loop_name,
+            json.dumps(destinations),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert bare.stdout is not None
+            inputs = json.loads(await bare.stdout.readline())
+            targets = [
+                (sender, ("127.0.0.1", port)) for sender, port in zip(senders, inputs, strict=True)
+            ]
+            references[loop_name] = await relayed(targets, partial(asked, bare), seconds)
+        finally:
+            bare.terminate()
+            await bare.wait()
+    for sock in senders + sinks:
+        sock.close()
+
+    print(
+        f"(1) relay, {calls} calls, 172-byte packets blasted at leg A for {seconds:.0f} s; "
+        "packets/s sent on out of leg B"
+    )
+    print(f"  media worker (uvloop):   {ours:9.0f}/s   (offered {offered:.0f}/s; CPU {cpu:.0%})")
+    for loop_name, (offered, bare_rate) in references.items():
+        label = f"bare relay ({loop_name}):"
+        print(f"  {label:24} {bare_rate:9.0f}/s   (offered {offered:.0f}/s)")
+    for loop_name, (_, bare_rate) in references.items():
+        label = f"ratio worker / {loop_name}:"
+        print(f"  {label:24} {ours / bare_rate:9.2f}")
+
+
+@dataclass
+class Party:
+    sock: socket.socket
+    ssrc: int
+
+
+@dataclass
+class RecordedCall:
+    name: str
+    caller: Party
+    callee: Party
+    ports: dict[str, tuple[str, int]]
+
+
+async def send_in_real_time(calls: list[RecordedCall], seconds: float) -> tuple[int, float]:
+    """Every leg sends a packet every 20 ms (the calls spread over the 20 ms); returns
+    (packets sent, the worst lag behind schedule of this sender)."""
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    count = round(seconds / 0.02)
+    spread = [0.02 * n / len(calls) for n in range(len(calls))]
+    sent_up_to = [0] * len(calls)  # packets each call has sent
+    worst = 0.0
+    sent = 0
+    while True:
+        now = loop.time()
+        done = True
+        for n, call in enumerate(calls):
+            due = min(count, int((now - start - spread[n]) / 0.02) + 1)
+            if sent_up_to[n] < due:
+                worst = max(worst, now - (start + spread[n] + sent_up_to[n] * 0.02))
+            for index in range(sent_up_to[n], due):
+                for party, leg in ((call.caller, "a"), (call.callee, "b")):
+                    header = HEADER.pack(0x80, 0, index & 0xFFFF, index * 160, party.ssrc)
+                    try:
+                        party.sock.sendto(header + PAYLOAD, call.ports[leg])
+                    except BlockingIOError:
+                        continue  # counted as lost: the bench's own socket was full
+                    sent += 1
+            sent_up_to[n] = max(sent_up_to[n], due)
+            done = done and sent_up_to[n] >= count
+        if done:
+            return sent, worst
+        await asyncio.sleep(0.005)
+
+
+async def recording_step(
+    worker: MediaWorkerProcess, events: asyncio.Queue[dict[str, Any]], calls: int, seconds: float
+) -> dict[str, float]:
+    made: list[RecordedCall] = []
+    for n in range(calls):
+        name = f"r{calls}-{n}"
+        caller = Party(udp_socket(receive_buffer=4096), 0x10000 + n)
+        callee = Party(udp_socket(receive_buffer=4096), 0x20000 + n)
+        made.append(RecordedCall(name, caller, callee, {}))
+
+    async def connect(call: RecordedCall) -> None:
+        ports = await worker.command("create", call=call.name)
+        call.ports = {leg: (ports[leg][0], ports[leg][1]) for leg in ("a", "b")}
+        for leg, party in (("a", call.caller), ("b", call.callee)):
+            address = list(party.sock.getsockname())
+            await worker.command("signal", call=call.name, leg=leg, rtp=address, nat=False)
+        await worker.command("record", call=call.name, recording=str(uuid.uuid4()))
+
+    await asyncio.gather(*(connect(call) for call in made))
+    pid = worker.pid
+    assert pid is not None
+    cpu, started = cpu_seconds(pid), time.monotonic()
+    sent, lag = await send_in_real_time(made, seconds)
+    cpu = (cpu_seconds(pid) - cpu) / (time.monotonic() - started)
+    finishing = time.monotonic()
+    await asyncio.gather(*(worker.command("delete", call=call.name) for call in made))
+    totals = {"placed": 0, "late": 0, "other": 0}
+    for _ in made:
+        while (event := await asyncio.wait_for(events.get(), 120))["event"] not in (
+            "recording_ready",
+            "recording_failed",
+        ):
+            pass
+        if event["event"] == "recording_failed":
+            raise SystemExit(f"a recording failed: {event['error']}")
+        for counters in event["recording"]["counters"].values():
+            totals["placed"] += counters["placed"]
+            totals["late"] += counters["late"]
+            totals["other"] += sum(
+                counters[k] for k in ("duplicates", "skipped", "malformed", "muted")
+            )
+    finishing = time.monotonic() - finishing
+    for call in made:
+        call.caller.sock.close()
+        call.callee.sock.close()
+    expected = calls * 2 * round(seconds / 0.02)
+    lost = expected - totals["placed"] - totals["late"] - totals["other"]
+    return {
+        "late": totals["late"] / expected,
+        "lost": lost / expected,
+        "cpu": cpu,
+        "lag": lag,
+        "finishing": finishing,
+        "unsent": (expected - sent) / expected,
+    }
+
+
+async def recording_figures(root: Path, seconds: float, max_calls: int) -> None:
+    settings = RecordingSettings(
+        root / "recordings", root / "vault" / "keyring.json", root / "keys"
+    )
+    Vault.open(settings.key_ring, settings.keys_dir)
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    worker = MediaWorkerProcess(
+        root / "record.sock",
+        "127.0.0.1",
+        "20000-23999",
+        on_event=events.put_nowait,
+        command_timeout=60.0,
+        recording=settings,
+    )
+    await worker.start()
+    print(
+        f"(2) recorded calls, 50 packets/s per leg in real time for {seconds:.0f} s, "
+        "both legs relayed and recorded"
+    )
+    print("  calls   late    lost   worker CPU   bench lag   finalising all")
+    best: tuple[int, float] | None = None
+    bisected = False
+    steps = [10, 25, 50, 100]
+    while steps[-1] * 2 <= max_calls:
+        steps.append(steps[-1] * 2)
+    try:
+        while steps:
+            calls = steps.pop(0)
+            step = await recording_step(worker, events, calls, seconds)
+            print(
+                f"  {calls:5}  {step['late']:6.2%}  {step['lost']:6.2%}  {step['cpu']:10.0%}"
+                f"  {step['lag'] * 1000:7.0f} ms  {step['finishing']:12.1f} s"
+            )
+            if step["unsent"] > LATE_LIMIT or step["lag"] > 0.25:
+                print("  (stopped: this process could not send in real time any more)")
+                break
+            if step["late"] + step["lost"] < LATE_LIMIT:
+                best = (calls, step["cpu"])
+                continue
+            # Over the limit: one more step halfway back, then stop.
+            steps = []
+            if best is not None and calls - best[0] >= 100 and not bisected:
+                steps, bisected = [(best[0] + calls) // 2], True
+    finally:
+        await worker.stop()
+    if best is None:
+        print("  no step stayed under 1 % late")
+    else:
+        print(
+            f"  largest step under 1 % late or lost: {best[0]} calls "
+            f"({best[0] * 2 * 50:,} packets/s recorded), worker CPU {best[1]:.0%} of one core"
+        )
+
+
+async def run(args: argparse.Namespace) -> None:
+    root = Path(tempfile.mkdtemp(prefix="callrouter-bench-media-", dir="/tmp"))
+    try:
+        await relay_figures(root, args.calls, args.seconds)
+        await recording_figures(root, args.record_seconds, args.max_calls)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=20, help="relayed calls in (1)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="blast time per relay in (1)")
+    parser.add_argument("--record-seconds", type=float, default=4.0, help="call length in (2)")
+    parser.add_argument("--max-calls", type=int, default=800, help="largest step in (2)")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
+    uvloop.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,491 @@
+"""Recording in the media worker: the raw stream while a call runs, the final file after it.
+
+Rules of this file:
+
+- Plaintext never reaches the disk. Every file is written by the vault, sealed with the
+  recording's data key; audio is encoded to FLAC or WAV in memory.
+- The files of recording ``<id>`` in the recordings directory:
+
+      <id>.raw.part      the raw stream while the call is recorded (interleaved int16 stereo)
+      <id>.raw           the raw stream once closed, until the final file is made from it
+      <id>.<format>      the final file; "flac" or "wav" ("wav" when the recording is empty)
+
+- While a call is recorded, its recorder is drained once a second and what is final is written
+  and flushed, so a worker that dies loses at most about two seconds.
+- The raw file is deleted only once the final file is in place, and just before a connected
+  controller is told (``recording_ready``, or the ``recover`` reply). With no controller
+  connected it stays, and the next ``recover`` finalises it again: a recording is never lost
+  for want of a listener.
+- Blocking work runs in threads, never on the worker's loop: one thread for the raw streams,
+  taking jobs in the order they are given (a recording's writes, then its close), and one for
+  finalising (decrypt, encode, seal, peaks), so a long encode never holds up the raw writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Final, TypedDict
+from uuid import UUID
+
+from callrouter.media.encoding import Peaks, encode, peaks
+from callrouter.media.g711 import RATE
+from callrouter.media.recorder import Codec, StereoRecorder
+from callrouter.media.relay import RelaySession
+from callrouter.vault import (
+    DEFAULT_SEGMENT_BYTES,
+    RecordingWriter,
+    Vault,
+    VaultError,
+    part_path_of,
+)
+from callrouter.vault.stream import MAX_SEGMENT_BYTES
+
+__all__ = [
+    "FORMATS",
+    "PEAK_BUCKETS",
+    "FailedRecording",
+    "FinishedRecording",
+    "RecordingError",
+    "RecordingSettings",
+    "Recordings",
+]
+
+log = logging.getLogger(__name__)
+
+FORMATS: Final = ("flac", "wav")
+PEAK_BUCKETS: Final = 800
+"""Waveform buckets per channel in a finished recording's peaks (a player's width)."""
+_FRAME_BYTES: Final = 4  # one int16 sample per channel
+_DRAIN_EVERY: Final = 1.0
+
+
+@dataclass(frozen=True)
+class RecordingSettings:
+    """Where a media worker keeps recordings and how it seals and encodes them."""
+
+    recordings_dir: Path
+    """Directory of the recording files (raw streams while calls last, final files after)."""
+    key_ring: Path
+    """The vault's key ring file."""
+    keys_dir: Path
+    """The vault's key store directory."""
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES
+    """Plaintext bytes per sealed segment of every file written."""
+    format: str = "flac"
+    """Format of the final files: "flac" or "wav"."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"recording format {self.format!r} is not one of {FORMATS}")
+        if not 1 <= self.segment_bytes <= MAX_SEGMENT_BYTES:
+            raise ValueError(f"segment size {self.segment_bytes} is outside 1..{MAX_SEGMENT_BYTES}")
+
+    def arguments(self) -> list[str]:
+        """The media worker's command-line options that carry these settings."""
+        return [
+            "--recordings-dir",
+            str(self.recordings_dir),
+            "--key-ring",
+            str(self.key_ring),
+            "--keys-dir",
+            str(self.keys_dir),
+            "--segment-bytes",
+            str(self.segment_bytes),
+            "--format",
+            self.format,
+        ]
+
+
+class RecordingError(Exception):
+    """A recording command the worker cannot carry out; the message goes to the controller."""
+
+
+class FinishedRecording(TypedDict):
+    """A final recording file, as events and the ``recover`` reply describe it (JSON)."""
+
+    id: str
+    """The recording's UUID."""
+    path: str
+    """The final file, relative to the recordings directory: ``<id>.<format>``."""
+    format: str
+    """"flac" or "wav"."""
+    bytes: int
+    """Size of the decrypted file (what a download serves)."""
+    duration_seconds: float
+    """Length of the audio."""
+    peaks: Peaks
+    """Waveform summary, :data:`PEAK_BUCKETS` buckets per channel."""
+    interrupted: bool
+    """True when finalised by ``recover`` from what a worker that stopped left: the audio may
+    end before the call did."""
+    counters: dict[str, Any] | None
+    """The recorder's counters per leg (placed, late, duplicates, ...); None when recovered."""
+
+
+class FailedRecording(TypedDict):
+    """A leftover recording that ``recover`` could not finalise (its files are left)."""
+
+    recording: str
+    error: str
+
+
+@dataclass(frozen=True)
+class _FinalFile:
+    path: str
+    format: str
+    bytes: int
+    frames: int
+    peaks: Peaks
+
+
+@dataclass(eq=False)
+class _Active:
+    """A call being recorded."""
+
+    id: UUID
+    call: str
+    recorder: StereoRecorder
+    session: RelaySession
+    writer: RecordingWriter | None = None
+    """None until the raw file is open (the recorder buffers meanwhile)."""
+    flushed_bytes: int = 0
+    """Raw plaintext made durable so far."""
+
+
+class Recordings:
+    """The recordings of one media worker.
+
+    :param settings: where files go and the final format.
+    :param vault: seals and opens every file.
+    :param emit: sends an unsolicited event to the controller.
+    :param connected: whether a controller is connected to hear events.
+    """
+
+    def __init__(
+        self,
+        settings: RecordingSettings,
+        vault: Vault,
+        emit: Callable[[dict[str, Any]], None],
+        connected: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.vault = vault
+        self.emit = emit
+        self.connected = connected
+        self._active: dict[str, _Active] = {}
+        self._busy: set[UUID] = set()
+        """Recordings whose files this worker is using: recover leaves them alone."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+        self._disk = ThreadPoolExecutor(1, thread_name_prefix="recording-raw")
+        self._finisher = ThreadPoolExecutor(1, thread_name_prefix="recording-final")
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    # ---- commands ------------------------------------------------------------------------
+
+    async def start(
+        self,
+        call: str,
+        recording_id: UUID,
+        session: RelaySession,
+        now: float,
+        payload_types: Mapping[int, Codec] | None = None,
+    ) -> None:
+        """Record ``session`` from ``now`` as ``recording_id``; nothing if it already is.
+
+        :param payload_types: dynamic RTP payload types the SDP bound to PCMU or PCMA.
+        :raises RecordingError: the call is recorded under another id, the id is in use, or
+            the data key or the raw file cannot be made.
+        :raises ValueError: a payload type is not dynamic, or not bound to PCMU or PCMA.
+        """
+        active = self._active.get(call)
+        if active is not None:
+            if active.id != recording_id:
+                raise RecordingError(f"call {call!r} is already recorded as {active.id}")
+            return
+        if recording_id in self._busy:
+            raise RecordingError(f"recording {recording_id} is in use")
+        recorder = StereoRecorder(now, payload_types=payload_types)
+        active = _Active(recording_id, call, recorder, session)
+        self._active[call] = active
+        self._busy.add(recording_id)
+        # Packets are buffered by the recorder from now on, while the raw file is opened.
+        session.tap = active.recorder.packet
+        try:
+            writer = await asyncio.get_running_loop().run_in_executor(
+                self._disk, self._open_raw, recording_id
+            )
+        except (VaultError, OSError) as exc:
+            if self._active.get(call) is active:
+                del self._active[call]
+            session.tap = None
+            self._busy.discard(recording_id)
+            raise RecordingError(f"recording {recording_id}: {exc}") from None
+        if self._active.get(call) is not active:  # stopped meanwhile (worker shutting down)
+            with contextlib.suppress(RuntimeError):  # too late: the .part is for recover
+                self._disk.submit(writer.close)
+            return
+        active.writer = writer
+
+    def pause(self, call: str, now: float) -> None:
+        """Mute the recording of ``call`` from ``now`` (PCI DSS: card numbers read out)."""
+        self._recording(call).recorder.pause(now)
+
+    def resume(self, call: str, now: float) -> None:
+        self._recording(call).recorder.resume(now)
+
+    def describe(self, call: str) -> dict[str, Any] | None:
+        """The recording of ``call`` for a ``query`` reply, or None."""
+        active = self._active.get(call)
+        if active is None:
+            return None
+        return {
+            "id": str(active.id),
+            "paused": active.recorder.paused,
+            "flushed_seconds": active.flushed_bytes / _FRAME_BYTES / RATE,
+        }
+
+    def stop(self, call: str, now: float) -> UUID | None:
+        """End the recording of ``call`` at ``now`` (its relay is gone) and finalise it in the
+        background; ``recording_ready`` or ``recording_failed`` follows.
+
+        :returns: the recording's id, or None if the call was not recorded.
+        """
+        active = self._active.pop(call, None)
+        if active is None:
+            return None
+        active.session.tap = None
+        rest = active.recorder.finish(now)
+        self._spawn(self._finalise(active, rest))
+        return active.id
+
+    async def recover(self) -> tuple[list[FinishedRecording], list[FailedRecording]]:
+        """Finalise every raw file left by a worker that stopped (not this one's own)."""
+        loop = asyncio.get_running_loop()
+        found = await loop.run_in_executor(self._finisher, _leftovers, self.settings)
+        # Filtered here, on the loop, after the listing: a recording started meanwhile
+        # was marked busy before its file was created.
+        mine = [recording_id for recording_id in found if recording_id not in self._busy]
+        self._busy.update(mine)
+        finished: list[FinishedRecording] = []
+        failed: list[FailedRecording] = []
+        try:
+            for recording_id in mine:
+                try:
+                    final = await loop.run_in_executor(
+                        self._finisher, self._recover_one, recording_id
+                    )
+                    if self._closing:
+                        break  # nobody will read the reply: the next worker reports it
+                    await loop.run_in_executor(self._disk, self._raw_path(recording_id).unlink)
+                except Exception as exc:  # any failure: reported to the controller, files kept
+                    log.exception("recording %s: not recovered", recording_id)
+                    failed.append({"recording": str(recording_id), "error": str(exc)})
+                else:
+                    finished.append(_describe(recording_id, final, interrupted=True, counters=None))
+        finally:
+            self._busy.difference_update(mine)
+        return finished, failed
+
+    # ---- running -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drain every recorder into its raw file once a second, until cancelled."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due = max(due + _DRAIN_EVERY, loop.time())
+            await asyncio.sleep(due - loop.time())
+            try:
+                await self.drain(loop.time())
+            except Exception:  # a bug: keep draining the others rather than stop recording
+                log.exception("draining the recorders failed")
+
+    async def drain(self, now: float) -> None:
+        """Write and flush what every recorder holds that is final by ``now``."""
+        ready: list[_Active] = []
+        batch: list[tuple[RecordingWriter, bytes]] = []
+        # Pulled and handed to the raw thread without a pause: a stop coming after this
+        # queues its close behind these writes.
+        for active in self._active.values():
+            if active.writer is not None:
+                ready.append(active)
+                batch.append((active.writer, active.recorder.pull(now)))
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._disk, _write_batch, batch)
+        for active, result in zip(ready, results, strict=True):
+            if isinstance(result, int):
+                active.flushed_bytes = result
+            elif self._active.get(active.call) is active:
+                self._fail(active, result)
+
+    async def close(self, now: float) -> None:
+        """Stop: close every raw file as it stands (the next worker's ``recover`` finalises
+        it) and leave the finalising under way to finish without deleting raw files."""
+        self._closing = True
+        closes = []
+        for active in list(self._active.values()):
+            del self._active[active.call]
+            active.session.tap = None
+            rest = active.recorder.finish(now)
+            if active.writer is not None:
+                closes.append(self._run_raw(_close_raw, active.writer, rest))
+        for result in await asyncio.gather(*closes, return_exceptions=True):
+            if isinstance(result, BaseException):
+                log.error("a raw recording file could not be closed: %s", result)
+        self._disk.shutdown(wait=False)
+        self._finisher.shutdown(wait=False, cancel_futures=True)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _recording(self, call: str) -> _Active:
+        active = self._active.get(call)
+        if active is None:
+            raise RecordingError(f"call {call!r} is not being recorded")
+        return active
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_raw(self, job: Callable[..., object], *args: Any) -> object:
+        return await asyncio.get_running_loop().run_in_executor(self._disk, job, *args)
+
+    def _fail(self, active: _Active, error: str) -> None:
+        """A raw write failed: the file is torn, so it is removed and the recording ends."""
+        log.error("recording %s of call %s failed: %s", active.id, active.call, error)
+        del self._active[active.call]
+        active.session.tap = None
+        if active.writer is not None:
+            self._disk.submit(active.writer.abort)
+        self._busy.discard(active.id)
+        self.emit(
+            {
+                "event": "recording_failed",
+                "call": active.call,
+                "recording": str(active.id),
+                "error": error,
+            }
+        )
+
+    async def _finalise(self, active: _Active, rest: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            assert active.writer is not None  # start() made it before any stop could come
+            await loop.run_in_executor(self._disk, _close_raw, active.writer, rest)
+            final = await loop.run_in_executor(self._finisher, self._final_file, active.id)
+            counters = asdict(active.recorder.counters)
+            recording = _describe(active.id, final, interrupted=False, counters=counters)
+            if self._closing or not self.connected():
+                log.warning("recording %s: nobody to tell; left for recover", active.id)
+                return
+            await loop.run_in_executor(self._disk, self._raw_path(active.id).unlink)
+            self.emit({"event": "recording_ready", "call": active.call, "recording": recording})
+        except Exception as exc:  # any failure: the controller must hear of every end
+            log.exception("recording %s of call %s failed", active.id, active.call)
+            self.emit(
+                {
+                    "event": "recording_failed",
+                    "call": active.call,
+                    "recording": str(active.id),
+                    "error": str(exc) or type(exc).__name__,
+                }
+            )
+        finally:
+            self._busy.discard(active.id)
+
+    def _raw_path(self, recording_id: UUID) -> Path:
+        return self.settings.recordings_dir / f"{recording_id}.raw"
+
+    # In the threads:
+
+    def _open_raw(self, recording_id: UUID) -> RecordingWriter:
+        self.vault.create_key(recording_id)
+        return self.vault.writer(recording_id, self._raw_path(recording_id))
+
+    def _recover_one(self, recording_id: UUID) -> _FinalFile:
+        raw = self._raw_path(recording_id)
+        part = part_path_of(raw)
+        if part.exists():
+            self.vault.recover(recording_id, part, raw)
+        return self._final_file(recording_id)
+
+    def _final_file(self, recording_id: UUID) -> _FinalFile:
+        """Decrypt the raw stream, encode it, seal it as the final file (in memory only)."""
+        with self.vault.reader(recording_id, self._raw_path(recording_id)) as source:
+            pcm = source.read_all()
+        # FLAC cannot hold zero frames (libsndfile writes no stream); an empty recording
+        # (a worker killed in its first second) is kept as a valid empty WAV file instead.
+        format = self.settings.format if pcm else "wav"
+        data = encode(pcm, "flac" if format == "flac" else "wav")
+        path = self.settings.recordings_dir / f"{recording_id}.{format}"
+        # Left by a worker that died while writing it: ours to replace (the id is busy).
+        part_path_of(path).unlink(missing_ok=True)
+        with self.vault.writer(recording_id, path) as out:
+            out.write(data)
+        return _FinalFile(
+            path.name, format, len(data), len(pcm) // _FRAME_BYTES, peaks(pcm, PEAK_BUCKETS)
+        )
+
+
+def _describe(
+    recording_id: UUID, final: _FinalFile, *, interrupted: bool, counters: dict[str, Any] | None
+) -> FinishedRecording:
+    return {
+        "id": str(recording_id),
+        "path": final.path,
+        "format": final.format,
+        "bytes": final.bytes,
+        "duration_seconds": final.frames / RATE,
+        "peaks": final.peaks,
+        "interrupted": interrupted,
+        "counters": counters,
+    }
+
+
+def _write_batch(batch: list[tuple[RecordingWriter, bytes]]) -> list[int | str]:
+    """Per writer: the plaintext bytes now durable, or why the write failed."""
+    results: list[int | str] = []
+    for writer, pcm in batch:
+        try:
+            writer.write(pcm)
+            writer.flush()
+        except (OSError, VaultError, ValueError) as exc:
+            results.append(str(exc) or type(exc).__name__)
+        else:
+            results.append(writer.plaintext_bytes)
+    return results
+
+
+def _close_raw(writer: RecordingWriter, rest: bytes) -> None:
+    writer.write(rest)
+    writer.close()
+
+
+def _leftovers(settings: RecordingSettings) -> list[UUID]:
+    """Recordings with a raw file (whole or not) in the recordings directory."""
+    found: set[UUID] = set()
+    with os.scandir(settings.recordings_dir) as entries:
+        for entry in entries:
+            stem, dot, rest = entry.name.partition(".")
+            if not dot or rest not in ("raw", "raw.part"):
+                continue
+            try:
+                recording_id = UUID(stem)
+            except ValueError:
+                continue
+            if str(recording_id) == stem:
+                found.add(recording_id)
+    return sorted(found, key=str)

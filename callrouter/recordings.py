@@ -1,0 +1,174 @@
+"""Recordings at rest, in the signalling process: rows for finished files, downloads, shredding.
+
+The media worker writes and finalises the encrypted files; this service records them once they
+are durable (``recording.ready`` goes out then), decrypts them for downloads and exports, and
+destroys the data key and file of every deleted recording (crypto-shredding). Decryption and file
+work run in the default executor so the event loop never waits on a disk or on AES.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from callrouter.store import recordings as store
+from callrouter.vault import RecordingReader, Vault
+from callrouter.webhooks import WebhookSender
+
+__all__ = ["CHUNK_BYTES", "Recordings", "finished_file", "view"]
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 64 * 1024
+"""Download chunk: four 16 KiB vault segments."""
+
+
+class Recordings:
+    """The recordings service (implements privacy's ``RecordingArchive``).
+
+    :param root: the recordings directory; rows hold paths relative to it.
+    :param webhooks: where ``recording.ready`` goes (None: no events).
+    :param announce: where a line for each recording goes once its row is durable.
+    """
+
+    def __init__(
+        self,
+        db: asyncpg.Pool[asyncpg.Record],
+        vault: Vault,
+        root: Path,
+        *,
+        webhooks: WebhookSender | None = None,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        announce: Callable[[str], None] = log.info,
+    ) -> None:
+        self.announce = announce
+        self.db = db
+        self.vault = vault
+        self.root = root
+        self.webhooks = webhooks
+        self.wall = wall
+        self._disposing = asyncio.Lock()
+
+    def file(self, path: str) -> Path:
+        """The file a row's ``path`` names; never outside the recordings directory."""
+        return self.root / Path(path).name
+
+    async def finished(self, call_id: UUID, done: store.FinishedFile) -> store.Recording | None:
+        """A file is durable: write its row and tell the client. None when its call was erased
+        meanwhile (the file is shredded instead)."""
+        try:
+            recording = await store.insert(self.db, call_id, done, self.wall())
+        except LookupError as exc:
+            log.info("recording %s: %s", done.id, exc)
+            await self.dispose_pending()
+            return None
+        if self.webhooks is not None:
+            await self.webhooks.emit(recording.client_id, "recording.ready", view(recording))
+        note = ", interrupted" if recording.interrupted else ""
+        self.announce(
+            f"recording: {recording.id} of call {recording.call_id} ready "
+            f"({recording.duration_seconds:.1f} s{note})"
+        )
+        return recording
+
+    async def dispose_pending(self) -> int:
+        """Shred the key, then remove the file, of every queued disposal; how many."""
+        loop = asyncio.get_running_loop()
+        count = 0
+        async with self._disposing:
+            for recording_id, path in await store.pending_disposals(self.db):
+                await loop.run_in_executor(None, self._shred, recording_id, path)
+                await store.disposed(self.db, recording_id)
+                count += 1
+        return count
+
+    def _shred(self, recording_id: UUID, path: str) -> None:
+        # The key first: once it is gone every copy of the file, backups included, is noise.
+        self.vault.shred(recording_id)
+        target = self.file(path)
+        for leftover in (target, target.with_name(target.name + ".part")):
+            leftover.unlink(missing_ok=True)
+
+    async def open(self, recording_id: UUID, path: str) -> RecordingReader:
+        """A reader of the decrypted file; raises VaultError with the reason when it fails."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, partial(self.vault.reader, recording_id, self.file(path))
+        )
+
+    async def chunks(
+        self, reader: RecordingReader, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Decrypted bytes [start, end) of an open reader, a chunk at a time."""
+        loop = asyncio.get_running_loop()
+        stop = reader.plaintext_size if end is None else min(end, reader.plaintext_size)
+        position = start
+        while position < stop:
+            upto = min(position + CHUNK_BYTES, stop)
+            yield await loop.run_in_executor(None, reader.read_range, position, upto)
+            position = upto
+
+    async def audio(self, recording_id: UUID, path: str) -> AsyncIterator[bytes]:
+        """The whole decrypted audio file in chunks (for access exports)."""
+        reader = await self.open(recording_id, path)
+        try:
+            async for chunk in self.chunks(reader):
+                yield chunk
+        finally:
+            reader.close()
+
+    async def worker_event(self, event: dict[str, Any]) -> None:
+        """``recording_ready`` / ``recording_failed`` from the media worker."""
+        kind = event.get("event")
+        if kind == "recording_ready":
+            call_id = UUID(str(event["call"]))
+            await self.finished(call_id, finished_file(event["recording"]))
+        elif kind == "recording_failed":
+            log.error("recording %s failed: %s", event.get("recording"), event.get("error"))
+
+    async def recovered(self, files: list[dict[str, Any]]) -> int:
+        """Rows for recordings a dead worker left, finalised by the new one; how many."""
+        count = 0
+        for item in files:
+            done = finished_file(item)
+            if await self.finished(done.id, done) is not None:
+                count += 1
+        return count
+
+
+def finished_file(data: dict[str, Any]) -> store.FinishedFile:
+    """The worker's description of a finished file (its id is the call's id)."""
+    return store.FinishedFile(
+        id=UUID(str(data["id"])),
+        path=str(data["path"]),
+        format=str(data["format"]),
+        bytes=int(data["bytes"]),
+        duration_seconds=float(data["duration_seconds"]),
+        peaks=dict(data.get("peaks") or {}),
+        interrupted=bool(data.get("interrupted")),
+    )
+
+
+def view(recording: store.Recording) -> dict[str, Any]:
+    """The API's (and the webhook's) view of a recording."""
+    return {
+        "id": recording.id,
+        "client_id": recording.client_id,
+        "call_id": recording.call_id,
+        "number_id": recording.number_id,
+        "format": recording.format,
+        "bytes": recording.bytes,
+        "duration_seconds": recording.duration_seconds,
+        "interrupted": recording.interrupted,
+        "started_at": recording.started_at,
+        "ended_at": recording.ended_at,
+        "created_at": recording.created_at,
+    }

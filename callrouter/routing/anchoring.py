@@ -1,0 +1,205 @@
+"""Anchoring a recorded call's media on the media worker: SDP rewriting and relay commands.
+
+Rules of this file:
+- Only recorded calls are anchored; other calls' SDP passes through untouched (media flows
+  carrier <-> destination directly).
+- Leg "a" is the caller's side of the relay, leg "b" the destination's. The caller is told to
+  send to our "a" port, the destination to our "b" port; each leg's own SDP says where its
+  party listens, and that goes to the worker as the leg's signalled address.
+- Ports are allocated here, not in the worker, so SDP is rewritten at once and the call path
+  never waits on the worker. Commands go out in order on one socket; a refused command is
+  reported through ``on_failure`` and noted on the call.
+- The offer to the destination is limited to G.711 (PCMU, PCMA) and telephone-event, the only
+  audio we can record. A caller offering neither is connected unrecorded, with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from callrouter.media.relay import PortAllocator, PortsExhausted
+from callrouter.sip.errors import ParseError
+from callrouter.sip.sdp import MediaSection, parse_sdp
+
+__all__ = ["MediaAnchor", "MediaControl"]
+
+log = logging.getLogger(__name__)
+
+RECORDABLE = ("PCMU/8000", "PCMA/8000")
+
+
+class MediaControl(Protocol):
+    """The media worker's control channel (``MediaWorkerProcess``)."""
+
+    def send_nowait(self, cmd: str, /, **fields: Any) -> asyncio.Future[dict[str, Any]]: ...
+
+
+@dataclass
+class _Anchored:
+    ports: tuple[int, int]
+    nat: bool
+
+
+class MediaAnchor:
+    """The B2BUA's media side for recorded calls.
+
+    :param host: the address the worker's RTP sockets listen on (goes into SDP).
+    :param on_failure: ``(call key, reason)`` when the worker refuses a call's command.
+    """
+
+    def __init__(
+        self,
+        control: MediaControl,
+        host: str,
+        ports: PortAllocator,
+        on_failure: Callable[[str, str], None],
+    ) -> None:
+        self.control = control
+        self.host = host
+        self.ports = ports
+        self.on_failure = on_failure
+        self._calls: dict[str, _Anchored] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._calls
+
+    def offer(self, key: str, body: bytes, *, nat: bool) -> tuple[bytes | None, str | None]:
+        """Anchor the caller's offer: (the offer for the destination, None), or (None, why the
+        call cannot be recorded)."""
+        if not body:
+            return None, "the caller sent no SDP offer"
+        try:
+            sdp = parse_sdp(body)
+        except ParseError:
+            return None, "the caller's SDP cannot be read"
+        if len(sdp.media) != 1 or sdp.media[0].media != "audio" or sdp.media[0].port == 0:
+            return None, "only calls with one audio stream can be recorded"
+        section = sdp.media[0]
+        if not _limit_to_g711(section):
+            return None, "the caller offered no G.711 codec (PCMU or PCMA)"
+        address = sdp.media_address(section)
+        if address is None:
+            return None, "the caller's SDP has no connection address"
+        try:
+            first = self.ports.take()
+        except PortsExhausted as exc:
+            return None, f"no free media ports ({exc})"
+        try:
+            second = self.ports.take()
+        except PortsExhausted as exc:
+            self.ports.give_back(first)
+            return None, f"no free media ports ({exc})"
+        self._calls[key] = _Anchored((first, second), nat)
+        self._send(key, "create", ports=[first, second])
+        self._signal(key, "a", address, section)
+        sdp.anchor(self.host, [second])
+        return sdp.to_bytes(), None
+
+    def towards_caller(self, key: str, body: bytes) -> bytes:
+        """SDP from the destination, rewritten for the caller."""
+        return self._rewrite(key, body, "b")
+
+    def towards_callee(self, key: str, body: bytes) -> bytes:
+        """SDP from the caller (a re-INVITE or UPDATE), rewritten for the destination."""
+        return self._rewrite(key, body, "a")
+
+    def record(self, key: str) -> None:
+        """Start recording both legs (the recording's id is the call's)."""
+        self._send(key, "record", recording=key)
+
+    def pause(self, key: str) -> None:
+        self._send(key, "pause")
+
+    def resume(self, key: str) -> None:
+        self._send(key, "resume")
+
+    def release(self, key: str) -> None:
+        """The call ended: the worker closes the relay (and finishes the recording)."""
+        anchored = self._calls.pop(key, None)
+        if anchored is None:
+            return
+        self._send(key, "delete")
+        for port in anchored.ports:
+            self.ports.give_back(port)
+
+    def forget(self, keys: list[str]) -> None:
+        """The worker died with these calls: their ports are free again."""
+        for key in keys:
+            anchored = self._calls.pop(key, None)
+            if anchored is not None:
+                for port in anchored.ports:
+                    self.ports.give_back(port)
+
+    def _rewrite(self, key: str, body: bytes, sender: str) -> bytes:
+        anchored = self._calls.get(key)
+        if anchored is None or not body:
+            return body
+        try:
+            sdp = parse_sdp(body)
+        except ParseError:
+            return body  # the far side will refuse it; we have nothing to anchor
+        if len(sdp.media) != 1:
+            return body
+        section = sdp.media[0]
+        address = sdp.media_address(section)
+        if address is not None:
+            self._signal(key, sender, address, section)
+        if sender == "a":
+            _limit_to_g711(section)
+        first, second = anchored.ports
+        # The party on the other side of ``sender`` sends to its own port.
+        sdp.anchor(self.host, [second if sender == "a" else first])
+        return sdp.to_bytes()
+
+    def _signal(self, key: str, leg: str, address: str, section: MediaSection) -> None:
+        anchored = self._calls[key]
+        rtcp = section.attribute("rtcp")
+        rtcp_port = int(rtcp.split()[0]) if rtcp and rtcp.split()[0].isdigit() else None
+        self._send(
+            key,
+            "signal",
+            leg=leg,
+            rtp=[address, section.port],
+            rtcp=[address, rtcp_port] if rtcp_port else None,
+            nat=anchored.nat,
+        )
+
+    def _send(self, key: str, cmd: str, **fields: Any) -> None:
+        try:
+            reply = self.control.send_nowait(cmd, call=key, **fields)
+        except Exception as exc:  # noqa: BLE001 - any refusal is a note on the call, not a crash
+            self.on_failure(key, f"media worker: {exc}")
+            return
+
+        def done(future: asyncio.Future[dict[str, Any]]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                self.on_failure(key, f"media worker refused {cmd}: {future.exception()}")
+
+        reply.add_done_callback(done)
+
+
+def _limit_to_g711(section: MediaSection) -> bool:
+    """Keep only G.711 and telephone-event payload types; False when no G.711 is left."""
+    mapping = section.rtpmap
+    audio = [pt for pt in section.formats if mapping.get(pt, "").upper() in RECORDABLE]
+    if not audio:
+        return False
+    events = [
+        pt for pt in section.formats if mapping.get(pt, "").lower().startswith("telephone-event/")
+    ]
+    keep = set(audio + events)
+    section.formats = [pt for pt in section.formats if pt in keep]
+    section.lines = [
+        (k, v)
+        for k, v in section.lines
+        if not (k == "a" and v.startswith(("rtpmap:", "fmtp:")) and _pt_of(v) not in keep)
+    ]
+    return True
+
+
+def _pt_of(attribute: str) -> str:
+    return attribute.split(":", 1)[1].split(" ", 1)[0]

@@ -1,0 +1,62 @@
+"""A call with a recording, stored the way the router and the media worker store them."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import numpy as np
+import soundfile
+
+from callrouter.routing.events import CallStarted
+from callrouter.store.call_journal import CallJournal
+from callrouter.store.recordings import FinishedFile, Recording
+from tests.api.conftest import Api
+
+
+def tone_flac(seconds: float = 2.0) -> bytes:
+    """Stereo 8 kHz FLAC: 440 Hz on the left, 1000 Hz on the right."""
+    t = np.arange(int(8000 * seconds)) / 8000
+    audio = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 1000 * t)], axis=1)
+    out = io.BytesIO()
+    soundfile.write(out, (audio * 8000).astype(np.int16), 8000, format="FLAC")
+    return out.getvalue()
+
+
+async def recorded_call(
+    api: Api, client_id: str, number: dict[str, Any]
+) -> tuple[Recording, bytes]:
+    """A call to ``number`` and its durable recording (file in the vault, row, event)."""
+    call_id = uuid4()
+    async with CallJournal(api.db) as journal:
+        journal.record(
+            CallStarted(
+                call_id=call_id,
+                client_id=UUID(client_id),
+                number_id=UUID(number["id"]),
+                tracking_number=number["e164"],
+                caller_number="+447700900123",
+                sip_call_id=f"{call_id}@test",
+                trunk=None,
+                dialplan="default",
+                session_id=None,
+                attribution={},
+                record=True,
+                at=datetime.now(UTC),
+            )
+        )
+        await journal.flushed()
+    flac = tone_flac()
+    service = api.recordings
+    service.vault.create_key(call_id)
+    service.root.mkdir(parents=True, exist_ok=True)
+    with service.vault.writer(call_id, service.root / f"{call_id}.flac") as out:
+        out.write(flac)
+    recording = await service.finished(
+        call_id,
+        FinishedFile(call_id, f"{call_id}.flac", "flac", len(flac), 2.0, {"channels": []}, False),
+    )
+    assert recording is not None
+    return recording, flac

@@ -1,0 +1,121 @@
+"""Anchoring recorded calls: the SDP each party sees and the commands the worker gets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from callrouter.media.relay import PortAllocator
+from callrouter.routing.anchoring import MediaAnchor
+from callrouter.sip.sdp import parse_sdp
+
+OFFER = (
+    b"v=0\r\no=carrier 1 1 IN IP4 192.0.2.10\r\ns=-\r\nc=IN IP4 192.0.2.10\r\nt=0 0\r\n"
+    b"m=audio 4000 RTP/AVP 9 0 8 18 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:8 PCMA/8000\r\na=rtpmap:18 G729/8000\r\na=fmtp:18 annexb=no\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=sendrecv\r\n"
+)
+ANSWER = (
+    b"v=0\r\no=pbx 7 7 IN IP4 198.51.100.20\r\ns=-\r\nc=IN IP4 198.51.100.20\r\nt=0 0\r\n"
+    b"m=audio 6000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+)
+
+
+class Channel:
+    """The worker's side of the control channel, as far as these tests need it: what was sent,
+    in order, and a reply the test settles."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+        self.replies: list[asyncio.Future[dict[str, Any]]] = []
+
+    def send_nowait(self, cmd: str, /, **fields: Any) -> asyncio.Future[dict[str, Any]]:
+        self.sent.append((cmd, fields))
+        self.replies.append(asyncio.get_running_loop().create_future())
+        return self.replies[-1]
+
+
+def anchor(channel: Channel, failures: list[tuple[str, str]] | None = None) -> MediaAnchor:
+    return MediaAnchor(
+        channel,
+        "203.0.113.5",
+        PortAllocator(30000, 30010),
+        lambda key, reason: (failures if failures is not None else []).append((key, reason)),
+    )
+
+
+async def test_the_offer_is_anchored_and_limited_to_what_can_be_recorded() -> None:
+    channel = Channel()
+    media = anchor(channel)
+    offer, reason = media.offer("call-1", OFFER, nat=False)
+    assert reason is None and offer is not None
+    sdp = parse_sdp(offer)
+    (section,) = sdp.media
+    assert sdp.connection_address == "203.0.113.5"
+    assert section.formats == ["0", "8", "101"]
+    assert "fmtp:18 annexb=no" not in section.attributes
+    assert "fmtp:101 0-16" in section.attributes
+    (a_port, b_port) = channel.sent[0][1]["ports"]
+    assert section.port == b_port  # the destination sends to our "b" side
+    assert channel.sent[:2] == [
+        ("create", {"call": "call-1", "ports": [a_port, b_port]}),
+        (
+            "signal",
+            {"call": "call-1", "leg": "a", "rtp": ["192.0.2.10", 4000], "rtcp": None, "nat": False},
+        ),
+    ]
+    towards_caller = parse_sdp(media.towards_caller("call-1", ANSWER))
+    assert towards_caller.connection_address == "203.0.113.5"
+    assert towards_caller.media[0].port == a_port
+    assert channel.sent[-1][1]["leg"] == "b" and channel.sent[-1][1]["rtp"] == [
+        "198.51.100.20",
+        6000,
+    ]
+
+
+async def test_calls_that_cannot_be_recorded_say_why_and_take_no_ports() -> None:
+    channel = Channel()
+    media = anchor(channel)
+    g729 = OFFER.replace(b"9 0 8 18 101", b"18")
+    assert media.offer("c", g729, nat=False) == (
+        None,
+        "the caller offered no G.711 codec (PCMU or PCMA)",
+    )
+    assert media.offer("c", b"", nat=False)[1] == "the caller sent no SDP offer"
+    video = OFFER + b"m=video 4002 RTP/AVP 96\r\n"
+    assert (
+        media.offer("c", video, nat=False)[1] == "only calls with one audio stream can be recorded"
+    )
+    assert channel.sent == [] and media.ports.in_use == 0
+
+
+async def test_ports_run_out_cleanly_and_come_back_at_release() -> None:
+    channel = Channel()
+    media = MediaAnchor(channel, "203.0.113.5", PortAllocator(30000, 30004), lambda *_: None)
+    assert media.offer("one", OFFER, nat=False)[1] is None
+    offer, reason = media.offer("two", OFFER, nat=False)
+    assert offer is None and reason is not None and "no free media ports" in reason
+    assert media.ports.in_use == 2
+    media.release("one")
+    assert media.ports.in_use == 0 and channel.sent[-1] == ("delete", {"call": "one"})
+    assert media.offer("two", OFFER, nat=False)[1] is None
+
+
+async def test_a_refused_command_is_reported_against_its_call() -> None:
+    channel = Channel()
+    failures: list[tuple[str, str]] = []
+    media = anchor(channel, failures)
+    media.offer("call-9", OFFER, nat=True)
+    assert channel.sent[1][1]["nat"] is True
+    settled = asyncio.Event()
+    # Done-callbacks run in the order they were added: when ours runs, the anchor's has.
+    channel.replies[0].add_done_callback(lambda _: settled.set())
+    channel.replies[0].set_exception(RuntimeError("port 30000 in use"))
+    await settled.wait()
+    assert failures == [("call-9", "media worker refused create: port 30000 in use")]
+
+
+async def test_sdp_of_calls_that_are_not_anchored_passes_through() -> None:
+    media = anchor(Channel())
+    assert media.towards_caller("unknown", ANSWER) == ANSWER
+    assert media.towards_callee("unknown", OFFER) == OFFER
