@@ -248,6 +248,12 @@ class MediaEvents:
                     self.b2bua.media_stopped(call, "media worker lost")
             self._spawn(self.recover())
 
+    def pause_recording(self, call_id: UUID, paused: bool) -> str | None:
+        """The API's pause/resume (PCI), for the B2BUA's live calls."""
+        if self.b2bua is None:
+            return "this server routes no calls"
+        return self.b2bua.pause_recording(call_id, paused)
+
     def media_failed(self, key: str, reason: str) -> None:
         if self.b2bua is not None:
             self.b2bua.media_failed(key, reason)
@@ -431,6 +437,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             webhook_sender=webhook_sender,
             privacy_rights=privacy_rights,
             recordings_service=recordings_service,
+            call_control=media_events,
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),

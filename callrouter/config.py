@@ -166,7 +166,7 @@ class MediaConfig:
     """The media worker: RTP relay and recorder for recorded calls."""
 
     workers: int = setting(
-        1, "Media worker processes to run; 0 turns recording off (calls are not anchored)."
+        1, "Media worker processes: 1 (one is supported for now) or 0 to turn recording off."
     )
     host: str = setting(
         "127.0.0.1", "Address the RTP relay binds to; it goes into the SDP both parties see."

@@ -15,9 +15,9 @@ from callrouter.api.endpoints import (
     page_schema,
 )
 from callrouter.api.fields import e164, timestamp, uuid
-from callrouter.api.problems import not_found
+from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Field, Schema
-from callrouter.api.state import DATABASE
+from callrouter.api.state import CALL_CONTROL, DATABASE
 from callrouter.store import calls
 from callrouter.store.calls import Call, CallAttempt, CallFilter
 
@@ -203,6 +203,39 @@ async def get(ctx: RequestContext) -> web.Response:
     return json_response(view(call, attempts[call.id]))
 
 
+RECORDING = Schema(
+    Field(
+        "paused",
+        "boolean",
+        "true: record silence from now on (e.g. while a card number is read out); false: "
+        "record again.",
+        required=True,
+    )
+)
+RECORDING_VIEW: dict[str, Any] = {
+    "type": "object",
+    "required": ["call_id", "paused"],
+    "properties": {"call_id": {"type": "string", "format": "uuid"}, "paused": {"type": "boolean"}},
+    "additionalProperties": False,
+}
+
+
+async def set_recording(ctx: RequestContext) -> web.Response:
+    call_id = ctx.path_id("call_id", "call")
+    if await calls.get(ctx.app()[DATABASE], call_id, ctx.scope) is None:
+        raise not_found("call")
+    control = ctx.app().get(CALL_CONTROL)
+    paused = bool(ctx.body["paused"])
+    refusal = (
+        control.pause_recording(call_id, paused)
+        if control is not None
+        else "this server routes no calls"
+    )
+    if refusal is not None:
+        raise Problem(409, refusal)
+    return json_response({"call_id": call_id, "paused": paused})
+
+
 ENDPOINTS = [
     Endpoint(
         "GET",
@@ -222,5 +255,18 @@ ENDPOINTS = [
         "Get a call with every destination tried",
         "calls",
         response=VIEW,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/calls/{call_id}/recording",
+        set_recording,
+        "setCallRecording",
+        "Pause or resume a live call's recording (PCI)",
+        "calls",
+        body=RECORDING,
+        response=RECORDING_VIEW,
+        errors=(409,),
+        description="While paused both channels record silence, so card numbers read out are "
+        "never stored. 409 when the call is not in progress or not being recorded.",
     ),
 ]

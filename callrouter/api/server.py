@@ -27,12 +27,14 @@ from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
 from callrouter.api.state import (
+    CALL_CONTROL,
     DATABASE,
     PRIVACY,
     PUBLIC_RATE,
     RECORDINGS,
     SESSIONS,
     WEBHOOK_SENDER,
+    CallControl,
 )
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
@@ -111,6 +113,7 @@ def build_api(
     webhook_sender: WebhookSender | None = None,
     privacy_rights: PrivacyRights | None = None,
     recordings_service: Recordings | None = None,
+    call_control: CallControl | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -140,6 +143,8 @@ def build_api(
         app[PRIVACY] = privacy_rights
     if recordings_service is not None:
         app[RECORDINGS] = recordings_service
+    if call_control is not None:
+        app[CALL_CONTROL] = call_control
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+from uuid import UUID
+
 import asyncpg
 from aiohttp import web
 
@@ -10,6 +13,15 @@ from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
 from callrouter.routing.sessions import Sessions
 from callrouter.webhooks import WebhookSender
+
+
+class CallControl(Protocol):
+    """What the API may ask of live calls (the router's B2BUA)."""
+
+    def pause_recording(self, call_id: UUID, paused: bool) -> str | None:
+        """Pause or resume a live call's recording; None when done, else why not."""
+        ...
+
 
 DATABASE = web.AppKey("database", asyncpg.Pool)
 SESSIONS = web.AppKey("sessions", Sessions)
@@ -22,3 +34,5 @@ PRIVACY = web.AppKey("privacy", PrivacyRights)
 """Privacy requests, suppression list and retention (without it, /v1/privacy is not served)."""
 RECORDINGS = web.AppKey("recordings", Recordings)
 """Encrypted recordings: downloads and shredding (without it, /v1/recordings is not served)."""
+CALL_CONTROL = web.AppKey("call_control", CallControl)
+"""Live calls (absent when the API runs without the router)."""

@@ -55,6 +55,7 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import signal
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -64,6 +65,7 @@ from uuid import UUID
 
 import uvloop
 
+from callrouter.media.prompt import packetize, recording_notice_tone
 from callrouter.media.recorder import Codec
 from callrouter.media.recording import (
     FORMATS,
@@ -132,6 +134,7 @@ class MediaWorker:
             "resume": self._resume,
             "delete": self._delete,
             "recover": self._recover,
+            "play": self._play,
         }
 
     async def handle(self, command: Command) -> Command:
@@ -142,6 +145,39 @@ class MediaWorker:
             return await handler(command)
         except RecordingError as exc:
             raise CommandError(str(exc)) from None
+
+    async def _play(self, command: Command) -> Command:
+        """Send a prompt to the caller (leg "a") in real time, 20 ms a packet; replies when done.
+
+        Played before the call is bridged, as early media, so nothing comes back to mix."""
+        session = self._session(command)
+        if command.get("prompt") != "recording-notice":
+            raise CommandError(f"unknown prompt {command.get('prompt')!r}")
+        codec = command.get("codec")
+        if codec not in ("PCMU", "PCMA"):
+            raise CommandError("codec must be PCMU or PCMA")
+        packets = packetize(
+            recording_notice_tone(),
+            codec=codec,
+            ssrc=secrets.randbits(32),
+            sequence=secrets.randbits(16),
+            timestamp=secrets.randbits(32),
+        )
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        sent = 0
+        for index, packet in enumerate(packets):
+            leg = session.legs.get("a")
+            if leg is None:
+                break  # the call ended while we played
+            target = leg.rtp.destination
+            receiver = leg.rtp_receiver
+            if target is not None and receiver is not None and receiver.transport is not None:
+                receiver.transport.sendto(packet, target)
+                sent += 1
+            # Paced on the loop clock, not slept per packet, so delays do not add up.
+            await asyncio.sleep(max(0.0, start + (index + 1) * 0.02 - loop.time()))
+        return {"packets": sent}
 
     def _session(self, command: Command) -> RelaySession:
         session = self.sessions.get(str(command.get("call")))
@@ -166,18 +202,29 @@ class MediaWorker:
         ports = _ports(command.get("ports"))
         session = self.sessions.get(call)
         if session is None:
-            loop = asyncio.get_running_loop()
+            session = await self._open(call, ports)
+            self.sessions[call] = session
+        elif ports is not None and ports != tuple(session.local(leg)[1] for leg in LEGS):
+            raise CommandError(f"call {call!r} already has other ports")
+        return {leg: list(session.local(leg)) for leg in LEGS}
+
+    async def _open(self, call: str, ports: tuple[int, int] | None) -> RelaySession:
+        """Bind the call's sockets: the ports given, or pairs from our range, skipping (a few
+        times) pairs another process on this host holds."""
+        loop = asyncio.get_running_loop()
+        failure: OSError | None = None
+        for _attempt in range(1 if ports is not None else 8):
             session = RelaySession(call, self.host, self.ports, loop.time)
             try:
                 await session.open(ports)
             except (PortsExhausted, PortInUse) as exc:
                 raise CommandError(str(exc)) from None
             except OSError as exc:
-                raise CommandError(f"cannot bind RTP ports {ports}: {exc.strerror}") from None
-            self.sessions[call] = session
-        elif ports is not None and ports != tuple(session.local(leg)[1] for leg in LEGS):
-            raise CommandError(f"call {call!r} already has other ports")
-        return {leg: list(session.local(leg)) for leg in LEGS}
+                failure = exc
+                continue
+            return session
+        which = f" ({ports[0]}, {ports[1]})" if ports is not None else ""
+        raise CommandError(f"cannot bind RTP ports{which}: {failure}")
 
     async def _signal(self, command: Command) -> Command:
         session = self._session(command)

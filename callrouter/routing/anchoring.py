@@ -42,6 +42,8 @@ class MediaControl(Protocol):
 class _Anchored:
     ports: tuple[int, int]
     nat: bool
+    offer: bytes
+    """The caller's offer as limited to what can be recorded (for an early answer)."""
 
 
 class MediaAnchor:
@@ -93,7 +95,7 @@ class MediaAnchor:
         except PortsExhausted as exc:
             self.ports.give_back(first)
             return None, f"no free media ports ({exc})"
-        self._calls[key] = _Anchored((first, second), nat)
+        self._calls[key] = _Anchored((first, second), nat, sdp.to_bytes())
         self._send(key, "create", ports=[first, second])
         self._signal(key, "a", address, section)
         sdp.anchor(self.host, [second])
@@ -106,6 +108,38 @@ class MediaAnchor:
     def towards_callee(self, key: str, body: bytes) -> bytes:
         """SDP from the caller (a re-INVITE or UPDATE), rewritten for the destination."""
         return self._rewrite(key, body, "a")
+
+    def early_answer(self, key: str) -> tuple[bytes, str]:
+        """Our own answer to the caller's offer, for early media we play (an announcement):
+        the first G.711 codec offered (and telephone-event), at our "a" port. Returns the SDP
+        and the codec chosen."""
+        anchored = self._calls[key]
+        sdp = parse_sdp(anchored.offer)
+        section = sdp.media[0]
+        mapping = section.rtpmap
+        codec = next(pt for pt in section.formats if mapping.get(pt, "").upper() in RECORDABLE)
+        keep = {codec} | {
+            pt for pt in section.formats if mapping[pt].lower().startswith("telephone-event/")
+        }
+        section.formats = [pt for pt in section.formats if pt in keep]
+        section.lines = [
+            (k, v)
+            for k, v in section.lines
+            if not (k == "a" and v.startswith(("rtpmap:", "fmtp:")) and _pt_of(v) not in keep)
+        ]
+        family = "IP6" if ":" in self.host else "IP4"
+        sdp.session = [
+            ("o", f"callrouter {anchored.ports[0]} 1 IN {family} {self.host}")
+            if k == "o"
+            else (k, v)
+            for k, v in sdp.session
+        ]
+        sdp.anchor(self.host, [anchored.ports[0]])
+        return sdp.to_bytes(), mapping[codec].split("/")[0].upper()
+
+    def play(self, key: str, prompt: str, codec: str) -> asyncio.Future[dict[str, Any]]:
+        """Play ``prompt`` to the caller; the future settles when it has been sent."""
+        return self.control.send_nowait("play", call=key, prompt=prompt, codec=codec)
 
     def record(self, key: str) -> None:
         """Start recording both legs (the recording's id is the call's)."""

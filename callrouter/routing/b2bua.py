@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from callrouter.privacy.suppression import UNRESTRICTED, CallerTreatment
 from callrouter.routing.anchoring import MediaAnchor
-from callrouter.routing.dialplan import Dial, Reject, SetDuration, SetRecording, Step
+from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording, Step
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.events import (
     AttemptAnswered,
@@ -349,6 +349,9 @@ class B2bua:
                 call.record = action.record
             elif isinstance(action, SetDuration):
                 call.max_duration = action.seconds
+            elif isinstance(action, Announce):
+                if self._announce(call, action.prompt):
+                    return  # the next step runs when the prompt has been played
             elif isinstance(action, Reject):
                 self._fail(call, action.status, "rejected", action.reason or "dialplan reject")
                 return
@@ -450,6 +453,31 @@ class B2bua:
         except SipError:
             return None, None
         return (uri if isinstance(uri, SipUri) else None), None
+
+    def _announce(self, call: Call, prompt: str) -> bool:
+        """Play ``prompt`` to the caller as early media (183 with our SDP) before dialling.
+        False when it cannot be played: the call is not recorded, so its media does not pass
+        through the worker."""
+        if call.record and call.callee_offer is None:
+            self._anchor(call)
+        key = str(call.id)
+        if self.media is None or not call.record or key not in self.media:
+            return False
+        sdp, codec = self.media.early_answer(key)
+        progress = call.request.response(183, to_tag=call.local_tag)
+        progress.headers.add("Contact", f"<{self._contact(call.flow)}>")
+        progress.headers.add("Content-Type", "application/sdp")
+        progress.body = sdp
+        self.service.respond(call.tid, progress)
+
+        def played(future: asyncio.Future[dict[str, Any]]) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                log.warning("call %s: announcement not played: %s", call.id, future.exception())
+            if call.state == "routing":
+                self._next_step(call)
+
+        self.media.play(key, prompt, codec).add_done_callback(played)
+        return True
 
     def _anchor(self, call: Call) -> None:
         """A recorded call's media goes through the worker; when it cannot, the call is
@@ -810,6 +838,20 @@ class B2bua:
 
     def _by_key(self, key: str) -> Call | None:
         return next((c for c in self.calls.values() if str(c.id) == key), None)
+
+    def pause_recording(self, call_id: uuid.UUID, paused: bool) -> str | None:
+        """Pause or resume a live call's recording (PCI); None when done, else why not."""
+        call = self._by_key(str(call_id))
+        if call is None or call.state != "answered":
+            return "the call is not in progress"
+        key = str(call.id)
+        if not call.record or self.media is None or key not in self.media:
+            return "the call is not being recorded"
+        if paused:
+            self.media.pause(key)
+        else:
+            self.media.resume(key)
+        return None
 
     def media_failed(self, key: str, reason: str) -> None:
         """The worker refused a command of a recorded call: it goes on unrecorded."""

@@ -32,7 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "OUTCOMES",
+    "PROMPTS",
     "Action",
+    "Announce",
     "Condition",
     "Dial",
     "Dialplan",
@@ -134,7 +136,19 @@ class SetDuration:
     seconds: float
 
 
-Action = Dial | Reject | SetRecording | SetDuration
+PROMPTS = ("recording-notice",)
+"""Announcements the media worker can play (recording-notice: the 1400 Hz recorder tone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """Play a prompt to the caller (as early media) before the next step dials; only on calls
+    that are recorded, whose media goes through the media worker."""
+
+    prompt: str
+
+
+Action = Dial | Reject | SetRecording | SetDuration | Announce
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +180,7 @@ _STEP_KEYS = {
     "reason",
     "record",
     "max_duration",
+    "announce",
 }
 _WHEN_KEYS = {"days", "hours", "caller_prefix", "param"}
 _TOP_KEYS = {"timezone", "description", "step"}
@@ -229,9 +244,9 @@ def _step(raw: dict[str, Any], i: int, fail: Fail, lines: _Lines) -> Step:
     for key in raw:
         if key not in _STEP_KEYS:
             raise fail(i, key, f"unknown key {key!r} (known: {', '.join(sorted(_STEP_KEYS))})")
-    actions = [k for k in ("dial", "reject", "record", "max_duration") if k in raw]
+    actions = [k for k in ("dial", "reject", "record", "max_duration", "announce") if k in raw]
     if len(actions) != 1:
-        raise fail(i, None, "needs exactly one of dial, reject, record, max_duration")
+        raise fail(i, None, "needs exactly one of dial, reject, record, max_duration, announce")
     action: Action
     kind = actions[0]
     if kind == "dial":
@@ -248,6 +263,10 @@ def _step(raw: dict[str, Any], i: int, fail: Fail, lines: _Lines) -> Step:
             if reason is not None and not isinstance(reason, str):
                 raise fail(i, "reason", "reason must be a string")
             action = Reject(status, reason)
+        elif kind == "announce":
+            if raw["announce"] not in PROMPTS:
+                raise fail(i, "announce", f"announce must be one of {', '.join(PROMPTS)}")
+            action = Announce(raw["announce"])
         elif kind == "record":
             if not isinstance(raw["record"], bool):
                 raise fail(i, "record", "record must be true or false")
@@ -332,6 +351,8 @@ def describe(action: Action, params: dict[str, str]) -> str:
         return f"reject {action.status}" + (f" {action.reason}" if action.reason else "")
     if isinstance(action, SetRecording):
         return "recording " + ("on" if action.record else "off")
+    if isinstance(action, Announce):
+        return f"announce {action.prompt} to the caller (recorded calls only)"
     return f"max duration {action.seconds:g} s"
 
 

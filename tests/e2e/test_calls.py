@@ -44,6 +44,13 @@ ring_timeout = 2
 dial = ["{secondary_destination}"]
 ring_timeout = 10
 """,
+    "announced.toml": """
+[[step]]
+announce = "recording-notice"
+
+[[step]]
+dial = ["{destination}"]
+""",
     "short.toml": """
 [[step]]
 max_duration = 1
@@ -107,6 +114,10 @@ class Router:
             },
         )
         return e164
+
+    def number_id(self, e164: str) -> str:
+        (number,) = self.api("GET", "/v1/numbers?e164=" + e164.replace("+", "%2B"))["data"]
+        return str(number["id"])
 
     def call_record(self, e164: str) -> dict[str, Any]:
         self.server.wait_for(rf"call: \S+ to \{e164} ended")
@@ -330,6 +341,27 @@ def test_a_trunk_reads_to_and_rewrites_the_caller_id(
     assert (call["disposition"], call["trunk"]) == ("answered", "sbc")
     assert call["caller_number"] == "+447700900123"
     assert attempts(call) == [("+441515550999", "answered", 200)]
+
+
+def test_a_recorded_call_hears_the_recording_notice_before_it_is_connected(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    """The notice plays as early media: 183 with the router's SDP, then the destination rings,
+    answers, and the call is recorded."""
+    desk = pbx("pbx_answer.xml")
+    e164 = router.number("announced", destination=desk.uri)
+    router.api("PATCH", f"/v1/numbers/{router.number_id(e164)}", {"record": True})
+    passed(
+        run_sipp(SCENARIOS / "carrier_hears_announcement.xml", router.port, tmp_path, service=e164)
+    )
+    pbx_passed(desk)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["record"], call["not_recorded_reason"]) == (
+        "answered",
+        True,
+        None,
+    )
+    router.server.wait_for(rf"recording: \S+ of call {call['id']} ready")
 
 
 def test_closed_hours_take_the_closed_step(router: Router, tmp_path: Path) -> None:

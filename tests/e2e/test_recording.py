@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -196,13 +198,15 @@ def test_a_suppressed_callers_call_is_connected_but_nothing_of_them_is_kept(
     """After an objection, the caller's call is routed and answered, but it is not recorded,
     not attributed, and their number is in no call record, webhook payload or log line."""
     caller = "+447700900123"  # what the carrier scenarios send in From
+    # A client of its own: the objection is to this client's processing, not everyone's.
+    client_id = recorder.api("POST", "/v1/clients", {"name": "Objected to"})["id"]
     receiver = Receiver()
     try:
         hook = recorder.api(
             "POST",
             "/v1/webhooks",
             {
-                "client_id": recorder.client_id,
+                "client_id": client_id,
                 "url": receiver.url,
                 "events": ["call.started", "call.answered", "call.completed"],
             },
@@ -211,7 +215,7 @@ def test_a_suppressed_callers_call_is_connected_but_nothing_of_them_is_kept(
             "POST",
             "/v1/privacy/requests",
             {
-                "client_id": recorder.client_id,
+                "client_id": client_id,
                 "kind": "objection",
                 "subject": {"phone": caller},
             },
@@ -223,7 +227,7 @@ def test_a_suppressed_callers_call_is_connected_but_nothing_of_them_is_kept(
             "POST",
             "/v1/numbers",
             {
-                "client_id": recorder.client_id,
+                "client_id": client_id,
                 "e164": e164,
                 "destination": f"sip:desk@127.0.0.1:{pbx_port}",
                 "record": True,
@@ -260,3 +264,130 @@ def test_a_suppressed_callers_call_is_connected_but_nothing_of_them_is_kept(
     for event in events.values():
         assert digits not in json.dumps(event), event
     assert digits not in recorder.server.output
+
+
+def test_a_paused_recording_holds_silence_from_the_pause_on(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    """PCI: the API pauses a live call's recording halfway; from then on both channels are
+    silent in the file, while the parties still hear each other."""
+    desk_port = free_port()
+    e164 = "+441515559003"
+    recorder.api(
+        "POST",
+        "/v1/numbers",
+        {
+            "client_id": recorder.client_id,
+            "e164": e164,
+            "destination": f"sip:desk@127.0.0.1:{desk_port}",
+            "record": True,
+        },
+    )
+    phones = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("two_phones.py")),
+            str(recorder.server.sip_port()),
+            str(desk_port),
+            e164,
+            str(CALLER_HZ),
+            str(CALLEE_HZ),
+            str(PACKETS),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert phones.stdout is not None
+        lines = []
+        while not any(line.startswith("audio: halfway=") for line in lines):
+            line = phones.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert lines[-1].strip() == "audio: halfway=True", "".join(lines)
+        (live,) = recorder.api("GET", f"/v1/calls?state=active&number=%2B{e164[1:]}")["data"]
+        paused = recorder.api("POST", f"/v1/calls/{live['id']}/recording", {"paused": True})
+        assert paused == {"call_id": live["id"], "paused": True}
+        output, _ = phones.communicate(timeout=120)
+        assert phones.returncode == 0, "".join(lines) + output
+    finally:
+        if phones.poll() is None:
+            phones.kill()
+            phones.communicate()
+    recorder.server.wait_for(rf"recording: \S+ of call {live['id']} ready")
+    (recording,) = recorder.api("GET", f"/v1/recordings?call_id={live['id']}")["data"]
+    _, _, flac = recorder.request("GET", f"/v1/recordings/{recording['id']}/audio")
+    audio, rate = soundfile.read(io.BytesIO(flac), dtype="int16")
+    early = audio[rate // 2 : rate]
+    assert abs(dominant_hz(early[:, 0]) - CALLER_HZ) < 20
+    assert abs(dominant_hz(early[:, 1]) - CALLEE_HZ) < 20
+    # Sound up to the pause (about halfway), then only exact silence on both channels.
+    last_sound = int(np.nonzero(np.any(audio != 0, axis=1))[0][-1])
+    assert rate < last_sound < len(audio) - rate // 2, (last_sound / rate, len(audio) / rate)
+    after = recorder.request("POST", f"/v1/calls/{live['id']}/recording", {"paused": False})
+    assert after[0] == 409  # the call is over
+
+
+def test_a_media_worker_killed_mid_call_ends_the_call_and_keeps_what_was_recorded(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    desk_port = free_port()
+    e164 = "+441515559004"
+    recorder.api(
+        "POST",
+        "/v1/numbers",
+        {
+            "client_id": recorder.client_id,
+            "e164": e164,
+            "destination": f"sip:desk@127.0.0.1:{desk_port}",
+            "record": True,
+        },
+    )
+    pid = int(recorder.server.wait_for(r"media: worker pid (\d+)").group(1))
+    phones = subprocess.Popen(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("two_phones.py")),
+            str(recorder.server.sip_port()),
+            str(desk_port),
+            e164,
+            str(CALLER_HZ),
+            str(CALLEE_HZ),
+            str(4 * PACKETS),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert phones.stdout is not None
+        lines = []
+        while not any(line.startswith("audio: halfway=") for line in lines):
+            line = phones.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        os.kill(pid, signal.SIGKILL)
+        ended = recorder.server.wait_for(rf"call: (\S+) to \{e164} ended answered \(by system")
+    finally:
+        # The router has hung up; the phones have nothing more to prove.
+        phones.kill()
+        phones.communicate()
+    call = recorder.api("GET", f"/v1/calls/{ended.group(1)}")
+    assert call["hangup_reason"] == "media worker lost"
+    recorder.server.wait_for(
+        rf"recording: \S+ of call {call['id']} ready \([\d.]+ s, interrupted\)"
+    )
+    (recording,) = recorder.api("GET", f"/v1/recordings?call_id={call['id']}")["data"]
+    assert recording["interrupted"] is True
+    status, _, data = recorder.request("GET", f"/v1/recordings/{recording['id']}/audio")
+    assert status == 200
+    audio, rate = soundfile.read(io.BytesIO(data), dtype="int16")
+    # What was flushed before the kill (all but the last second or two) decrypts and holds the
+    # caller left and the callee right.
+    assert len(audio) >= rate
+    start = rate // 4
+    assert abs(dominant_hz(audio[start : start + rate // 2, 0]) - CALLER_HZ) < 20
+    assert abs(dominant_hz(audio[start : start + rate // 2, 1]) - CALLEE_HZ) < 20

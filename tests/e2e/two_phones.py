@@ -129,7 +129,15 @@ def main(argv: list[str]) -> int:
         ),
     )
     print(f"phones: confirmed={confirmed}", flush=True)
-    heard = confirmed and poll_until(
+    halfway = confirmed and poll_until(
+        endpoint,
+        lambda: (
+            phones[0].received_packets() >= packets // 2
+            and all(c.received_packets() >= packets // 2 for c in desk.calls)
+        ),
+    )
+    print(f"audio: halfway={halfway}", flush=True)
+    heard = halfway and poll_until(
         endpoint,
         lambda: (
             phones[0].received_packets() >= packets

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import uuid
@@ -25,6 +26,7 @@ from callrouter.media.control import MediaError, MediaWorkerProcess, RecordingSe
 from callrouter.media.encoding import decode
 from callrouter.media.g711 import ulaw_decode, ulaw_encode
 from callrouter.media.prompt import packetize, tone
+from callrouter.media.rtp import parse_rtp
 from callrouter.vault import Vault
 from tests.media import test_worker
 from tests.media.test_worker import WAIT, Peer
@@ -100,6 +102,8 @@ class Call:
         }
         self.sent = 0
         self.ports: dict[str, list[Any]] = {}
+        self.lost: dict[str, set[int]] = {"a": set(), "b": set()}
+        """Packet indexes dropped on the way to the relay (loss in the media path)."""
 
     async def connect(self, ports: tuple[int, int] | None = None) -> None:
         extra = {"ports": list(ports)} if ports else {}
@@ -118,8 +122,10 @@ class Call:
         while self.sent < end:
             burst = range(self.sent, min(self.sent + 5, end))
             for index in burst:
-                self.caller.send(self.packets["a"][index], self.ports["a"])
-                self.callee.send(self.packets["b"][index], self.ports["b"])
+                if index not in self.lost["a"]:
+                    self.caller.send(self.packets["a"][index], self.ports["a"])
+                if index not in self.lost["b"]:
+                    self.callee.send(self.packets["b"][index], self.ports["b"])
             self.sent = burst.stop
             await asyncio.sleep(0.1)
 
@@ -492,3 +498,53 @@ async def test_a_long_recover_does_not_hold_up_other_calls(
     assert done == {creating}
     [recording] = (await recovering)["recordings"]
     assert recording["duration_seconds"] == 300
+
+
+async def test_the_recording_notice_is_played_to_the_caller_in_real_time(
+    worker: MediaWorkerProcess, call: Call
+) -> None:
+    await call.connect()
+    reply = await worker.command("play", call="c1", prompt="recording-notice", codec="PCMA")
+    assert reply["packets"] == 50  # 1 s of 20 ms packets
+    packets = [parse_rtp((await call.caller.next())[0]) for _ in range(50)]
+    assert {p.payload_type for p in packets} == {8}
+    assert [p.sequence for p in packets] == [(packets[0].sequence + i) % 65536 for i in range(50)]
+    assert call.callee.received.empty()  # the prompt is for the caller only
+    with pytest.raises(MediaError, match="unknown prompt"):
+        await worker.command("play", call="c1", prompt="jingle", codec="PCMU")
+
+
+async def test_five_percent_loss_keeps_the_recordings_length_and_alignment(
+    worker: MediaWorkerProcess,
+    call: Call,
+    events: Events,
+    settings: RecordingSettings,
+    vault: Vault,
+) -> None:
+    """Packets lost between the parties and the relay become silence in their own place: the
+    file is as long as without loss and every packet that arrived sits where it belongs."""
+    chooser = random.Random(20261125)
+    for leg in ("a", "b"):
+        # Never the first packet, which anchors the stream (its arrival is the reference).
+        call.lost[leg] = {i for i in range(1, 100) if chooser.random() < 0.05}
+    assert call.lost["a"] and call.lost["b"]
+    await call.connect()
+    await call.record()
+    await call.talk(2.0)
+    await worker.command("delete", call="c1")
+    recording = (await next_event(events, "recording_ready"))["recording"]
+    assert 1.95 <= recording["duration_seconds"] <= 2.6  # as long as the lossless call
+    frames, _ = decode(read(vault, call.recording, settings.recordings_dir / recording["path"]))
+    for column, leg in ((0, "a"), (1, "b")):
+        channel, expected = frames[:, column], call.expected(leg)
+        start = start_of(channel, expected)
+        late = recording["counters"][leg]["late"]
+        wrong = 0
+        for index in range(100):
+            got = channel[start + index * 160 : start + (index + 1) * 160]
+            want = expected[index * 160 : (index + 1) * 160]
+            if index in call.lost[leg]:
+                assert not got.any(), (leg, index)  # a lost packet is silence, in its place
+            elif not np.array_equal(got, want):
+                wrong += 1
+        assert wrong <= late, (leg, wrong, late)  # only packets counted late may be missing

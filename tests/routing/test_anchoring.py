@@ -119,3 +119,21 @@ async def test_sdp_of_calls_that_are_not_anchored_passes_through() -> None:
     media = anchor(Channel())
     assert media.towards_caller("unknown", ANSWER) == ANSWER
     assert media.towards_callee("unknown", OFFER) == OFFER
+
+
+async def test_an_early_answer_for_an_announcement_picks_one_g711_codec_at_our_port() -> None:
+    channel = Channel()
+    media = anchor(channel)
+    media.offer("call-1", OFFER, nat=False)
+    a_port = channel.sent[0][1]["ports"][0]
+    body, codec = media.early_answer("call-1")
+    sdp = parse_sdp(body)
+    assert codec == "PCMU"
+    assert sdp.media[0].formats == ["0", "101"] and sdp.media[0].port == a_port
+    assert sdp.origin is not None and sdp.origin.startswith("callrouter ")
+    assert sdp.connection_address == "203.0.113.5"
+    media.play("call-1", "recording-notice", codec)
+    assert channel.sent[-1] == (
+        "play",
+        {"call": "call-1", "prompt": "recording-notice", "codec": "PCMU"},
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from callrouter.routing.dialplan import (
+    Announce,
     Dial,
     DialplanError,
     Reject,
@@ -38,6 +39,7 @@ BAD = [
     ("[[step]]\nwhen = { moon = 'full' }\nreject = 480\n", 2, "unknown condition 'moon'"),
     ("[[step]]\ndial = [\n", 2, "not valid TOML"),
     ("[[step]]\nmax_duration = -5\n", 2, "max_duration must be a positive"),
+    ("[[step]]\nannounce = 'hello.wav'\n", 2, "announce must be one of recording-notice"),
 ]
 
 
@@ -142,3 +144,14 @@ def test_a_broken_edit_is_refused_and_the_last_good_version_keeps_serving(
     library.refresh()
     assert library.get("office") is None
     assert library.get("default") is not None  # the built-in default always exists
+
+
+def test_an_announcement_step_is_read_and_explained() -> None:
+    plan = parse_dialplan(
+        "[[step]]\nannounce = 'recording-notice'\n\n[[step]]\ndial = '{destination}'\n",
+        "announced",
+        "dialplans/announced.toml",
+    )
+    assert plan.steps[0].action == Announce("recording-notice")
+    lines = explain(plan, datetime(2026, 11, 25, 12, tzinfo=UTC), "", {"destination": "sip:d@x"})
+    assert any("announce recording-notice to the caller" in line for line in lines)
