@@ -20,11 +20,15 @@ class DisplayFormats:
     international: str
 
 
-def to_e164(text: str, region: str | None = None) -> str:
+def to_e164(text: str, region: str | None = None, *, allocated: bool = True) -> str:
     """Normalise ``text`` to E.164 (``+441515550001``).
 
     :param region: ISO 3166 region for numbers written nationally (``0151 555 0001``); without
         it the number must start with ``+`` and the country code.
+    :param allocated: the number must be in an allocated range (tracking numbers). False
+        accepts any number of a possible length for its country: a caller's privacy rights must
+        not depend on how recent the number metadata is, nor fail for the ranges reserved for
+        drama and tests (+44 7700 900xxx).
     :raises NumberFormatError: with the reason.
     """
     if len(text) > 40:
@@ -37,8 +41,12 @@ def to_e164(text: str, region: str | None = None) -> str:
                 "not in international format: start with + and the country code"
             ) from None
         raise NumberFormatError("not a phone number") from None
-    if not phonenumbers.is_valid_number(parsed):
+    if allocated and not phonenumbers.is_valid_number(parsed):
         raise NumberFormatError("not a valid phone number for its country")
+    # IS_POSSIBLE, not IS_POSSIBLE_LOCAL_ONLY: a caller's number always has its area code.
+    possible = phonenumbers.is_possible_number_with_reason(parsed)
+    if not allocated and possible != phonenumbers.ValidationResult.IS_POSSIBLE:
+        raise NumberFormatError("not a possible phone number for its country (check its length)")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 

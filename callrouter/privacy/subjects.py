@@ -18,7 +18,7 @@ from uuid import UUID
 
 import phonenumbers
 
-from callrouter.numbering import NumberFormatError
+from callrouter.numbering import NumberFormatError, to_e164
 
 __all__ = [
     "PhoneFormats",
@@ -130,29 +130,11 @@ def phone_formats(e164: str) -> PhoneFormats:
 
 
 def possible_e164(text: str, region: str | None = None) -> str:
-    """``text`` as E.164 if it can be a phone number of its country.
-
-    Looser than ``numbering.to_e164``, which wants a number in an allocated range: a caller's
-    right to erasure must not depend on how recent the number metadata is, nor fail for the
-    numbers reserved for drama and tests (+44 7700 900xxx).
+    """``text`` as E.164 if it can be a phone number of its country (see ``to_e164``).
 
     :raises NumberFormatError: with the reason.
     """
-    if len(text) > 40:
-        raise NumberFormatError("too long to be a phone number")
-    try:
-        parsed = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as exc:
-        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            raise NumberFormatError(
-                "not in international format: start with + and the country code"
-            ) from None
-        raise NumberFormatError("not a phone number") from None
-    # IS_POSSIBLE, not IS_POSSIBLE_LOCAL_ONLY: a caller number always has its area code.
-    possible = phonenumbers.is_possible_number_with_reason(parsed)
-    if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
-        raise NumberFormatError("not a possible phone number for its country (check its length)")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return to_e164(text, region, allocated=False)
 
 
 def numbers_in_text(text: str, region: str | None) -> set[str]:

@@ -68,6 +68,21 @@ class Recorder:
         assert 200 <= status < 300, (status, data[:500])
         return json.loads(data or b"null")
 
+    def recorded_number(self, e164: str) -> int:
+        """A recorded number whose destination is a desk phone; the desk's SIP port."""
+        desk_port = free_port()
+        self.api(
+            "POST",
+            "/v1/numbers",
+            {
+                "client_id": self.client_id,
+                "e164": e164,
+                "destination": f"sip:desk@127.0.0.1:{desk_port}",
+                "record": True,
+            },
+        )
+        return desk_port
+
     def vault(self) -> Vault:
         data = self.server.data_dir / "vault"
         return Vault.open(data / "keyring.json", data / "keys", create=False)
@@ -91,35 +106,41 @@ def recorder() -> Iterator[Recorder]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def phones_command(recorder: Recorder, desk_port: int, e164: str, packets: int) -> list[str]:
+    """two_phones.py: the caller at 440 Hz calls ``e164``, the desk answers at 1000 Hz."""
+    return [
+        sys.executable,
+        str(Path(__file__).with_name("two_phones.py")),
+        str(recorder.server.sip_port()),
+        str(desk_port),
+        e164,
+        str(CALLER_HZ),
+        str(CALLEE_HZ),
+        str(packets),
+    ]
+
+
+def until_halfway(phones: subprocess.Popen[str]) -> list[str]:
+    """The phones' output up to the line saying both have heard half the call."""
+    assert phones.stdout is not None
+    lines: list[str] = []
+    while not any(line.startswith("audio: halfway=") for line in lines):
+        line = phones.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    return lines
+
+
 def dominant_hz(samples: np.ndarray) -> float:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     return float(np.fft.rfftfreq(len(samples), 1 / 8000)[int(np.argmax(spectrum))])
 
 
 def test_both_parties_are_recorded_on_their_own_channel(recorder: Recorder, tmp_path: Path) -> None:
-    desk_port = free_port()
     e164 = "+441515559001"
-    recorder.api(
-        "POST",
-        "/v1/numbers",
-        {
-            "client_id": recorder.client_id,
-            "e164": e164,
-            "destination": f"sip:desk@127.0.0.1:{desk_port}",
-            "record": True,
-        },
-    )
+    desk_port = recorder.recorded_number(e164)
     result = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("two_phones.py")),
-            str(recorder.server.sip_port()),
-            str(desk_port),
-            e164,
-            str(CALLER_HZ),
-            str(CALLEE_HZ),
-            str(PACKETS),
-        ],
+        phones_command(recorder, desk_port, e164, PACKETS),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -271,41 +292,17 @@ def test_a_paused_recording_holds_silence_from_the_pause_on(
 ) -> None:
     """PCI: the API pauses a live call's recording halfway; from then on both channels are
     silent in the file, while the parties still hear each other."""
-    desk_port = free_port()
     e164 = "+441515559003"
-    recorder.api(
-        "POST",
-        "/v1/numbers",
-        {
-            "client_id": recorder.client_id,
-            "e164": e164,
-            "destination": f"sip:desk@127.0.0.1:{desk_port}",
-            "record": True,
-        },
-    )
+    desk_port = recorder.recorded_number(e164)
     phones = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("two_phones.py")),
-            str(recorder.server.sip_port()),
-            str(desk_port),
-            e164,
-            str(CALLER_HZ),
-            str(CALLEE_HZ),
-            str(PACKETS),
-        ],
+        phones_command(recorder, desk_port, e164, PACKETS),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        assert phones.stdout is not None
-        lines = []
-        while not any(line.startswith("audio: halfway=") for line in lines):
-            line = phones.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
+        lines = until_halfway(phones)
         assert lines[-1].strip() == "audio: halfway=True", "".join(lines)
         (live,) = recorder.api("GET", f"/v1/calls?state=active&number=%2B{e164[1:]}")["data"]
         paused = recorder.api("POST", f"/v1/calls/{live['id']}/recording", {"paused": True})
@@ -333,42 +330,18 @@ def test_a_paused_recording_holds_silence_from_the_pause_on(
 def test_a_media_worker_killed_mid_call_ends_the_call_and_keeps_what_was_recorded(
     recorder: Recorder, tmp_path: Path
 ) -> None:
-    desk_port = free_port()
     e164 = "+441515559004"
-    recorder.api(
-        "POST",
-        "/v1/numbers",
-        {
-            "client_id": recorder.client_id,
-            "e164": e164,
-            "destination": f"sip:desk@127.0.0.1:{desk_port}",
-            "record": True,
-        },
-    )
+    desk_port = recorder.recorded_number(e164)
     pid = int(recorder.server.wait_for(r"media: worker pid (\d+)").group(1))
     phones = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("two_phones.py")),
-            str(recorder.server.sip_port()),
-            str(desk_port),
-            e164,
-            str(CALLER_HZ),
-            str(CALLEE_HZ),
-            str(4 * PACKETS),
-        ],
+        phones_command(recorder, desk_port, e164, 4 * PACKETS),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        assert phones.stdout is not None
-        lines = []
-        while not any(line.startswith("audio: halfway=") for line in lines):
-            line = phones.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
+        until_halfway(phones)
         os.kill(pid, signal.SIGKILL)
         ended = recorder.server.wait_for(rf"call: (\S+) to \{e164} ended answered \(by system")
     finally:
