@@ -68,15 +68,24 @@ async def test_a_recording_is_listed_downloaded_in_ranges_and_shredded(
     assert await api.db.fetchval("SELECT count(*) FROM recording_disposals") == 0
 
 
-async def test_a_recording_is_ready_only_with_its_call_and_says_so(api: Api) -> None:
-    client_id, _, number = await tenant(api, "Acme", "+441515550001")
-    recording, _ = await recorded_call(api, client_id, number)
-    queued = await api.db.fetch("SELECT event, payload FROM webhook_deliveries")
-    assert queued == []  # no webhook registered: nothing queued, nothing lost either
-    row = await api.db.fetchrow(
-        "SELECT peaks, interrupted FROM recordings WHERE id = $1", recording.id
+async def test_a_durable_recording_is_announced_to_the_clients_webhooks(api: Api) -> None:
+    client_id, key, number = await tenant(api, "Acme", "+441515550001")
+    await api.ok(
+        "POST",
+        "/v1/webhooks",
+        key,
+        {"url": "https://hooks.example/in", "events": ["recording.ready"]},
     )
-    assert row["interrupted"] is False
+    recording, flac = await recorded_call(api, client_id, number)
+    (queued,) = await api.db.fetch("SELECT event, payload FROM webhook_deliveries")
+    assert queued["event"] == "recording.ready"
+    data = queued["payload"]["data"]
+    assert (data["id"], data["call_id"], data["bytes"]) == (
+        str(recording.id),
+        str(recording.call_id),
+        len(flac),
+    )
+    assert "caller_number" not in data  # the recording's facts, nobody's number
 
 
 async def test_deleting_a_client_shreds_its_recordings(api: Api, tmp_path: Path) -> None:

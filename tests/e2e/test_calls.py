@@ -534,6 +534,25 @@ def test_hold_is_relayed_across_both_legs(router: Router, pbx: PbxFactory, tmp_p
     assert (call["disposition"], call["hangup_by"]) == ("answered", "caller")
 
 
+def test_hold_on_a_recorded_call_goes_through_the_media_worker(
+    router: Router, pbx: PbxFactory, tmp_path: Path
+) -> None:
+    """Anchored SDP still carries the hold: sendonly reaches the PBX, recvonly comes back, and
+    both point at the media worker, which follows the new offer and answer."""
+    desk = pbx("pbx_hold.xml")
+    e164 = router.number(destination=desk.uri)
+    router.api("PATCH", f"/v1/numbers/{router.number_id(e164)}", {"record": True})
+    passed(run_sipp(SCENARIOS / "carrier_holds.xml", router.port, tmp_path, service=e164))
+    pbx_passed(desk)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["record"], call["not_recorded_reason"]) == (
+        "answered",
+        True,
+        None,
+    )
+    router.server.wait_for(rf"recording: \S+ of call {call['id']} ready")
+
+
 def test_max_duration_ends_both_legs(router: Router, pbx: PbxFactory, tmp_path: Path) -> None:
     desk = pbx("pbx_answer.xml")
     e164 = router.number("short", destination=desk.uri)
