@@ -21,11 +21,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from callrouter.privacy.suppression import UNRESTRICTED, CallerTreatment
 from callrouter.routing.anchoring import MediaAnchor
-from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording, Step
+from callrouter.routing.call import (
+    DISPOSITION,
+    FINAL_STATUS,
+    Branch,
+    Call,
+    Journal,
+    Relay,
+    classify,
+    static_attribution,
+)
+from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.events import (
     AttemptAnswered,
@@ -34,7 +44,6 @@ from callrouter.routing.events import (
     AttemptStarted,
     CallAnswered,
     CallEnded,
-    CallEvent,
     CallRinging,
     CallStarted,
     RecordingRefused,
@@ -62,108 +71,6 @@ from callrouter.webhooks import WebhookSender
 __all__ = ["B2bua", "Call", "Journal", "classify"]
 
 log = logging.getLogger(__name__)
-
-
-class Journal(Protocol):
-    def record(self, event: CallEvent) -> None: ...
-
-    async def flushed(self) -> None: ...
-
-
-def classify(status: int) -> str:
-    """The dialplan outcome of a failed attempt's final status."""
-    if status in (486, 600):
-        return "busy"
-    if status in (408, 480):
-        return "no_answer"
-    if status >= 500 and status != 600:
-        return "error"
-    return "rejected"
-
-
-# The caller's answer when the plan ends without a connection, by the last outcome.
-_FINAL_STATUS = {"busy": 486, "no_answer": 480, "error": 502, "rejected": 480}
-_DISPOSITION = {"busy": "busy", "no_answer": "no_answer", "error": "failed", "rejected": "rejected"}
-
-
-@dataclass(eq=False)
-class Branch:
-    """One outbound leg (an attempt) of a call."""
-
-    seq: int
-    destination: str
-    tid: str | None = None
-    request: Request | None = None
-    flow: Flow | None = None
-    ringing: bool = False
-    cancel_pending: bool = False
-    done: bool = False
-    outcome: str | None = None
-    dialog: Dialog | None = None
-    uri: SipUri | None = None
-    trunk: Trunk | None = None
-    """The outbound trunk an E.164 destination goes through (its caller-ID policy applies)."""
-    targets: list[Flow] = field(default_factory=list)
-    """RFC 3263 targets not tried yet."""
-    target_timer: Any = None
-    skipped: list[str] = field(default_factory=list)
-    """Targets that failed before the current one (for the attempt's reason)."""
-    answered_at_all: bool = False
-    """Whether the current target sent any response (a 100 Trying proves it is alive)."""
-
-
-@dataclass(eq=False)
-class Call:
-    """One inbound call and everything done for it."""
-
-    id: uuid.UUID
-    number: Number
-    request: Request
-    tid: str
-    flow: Flow
-    local_tag: str
-    steps: list[Step]
-    params: dict[str, str]
-    record: bool
-    max_duration: float | None = None
-    branches: dict[str, Branch] = field(default_factory=dict)
-    attempts: int = 0
-    state: str = "routing"  # routing -> answered -> ended
-    outcomes: list[str] = field(default_factory=list)
-    last_status: int | None = None
-    continue_on: frozenset[str] = frozenset()
-    caller: Dialog | None = None
-    callee: Branch | None = None
-    ringing: bool = False
-    repeater: AnswerRepeater | None = None
-    timers: list[Any] = field(default_factory=list)
-    ring_timer: Any = None
-    session_id: uuid.UUID | None = None
-    attribution: dict[str, Any] = field(default_factory=dict)
-    caller_number: str | None = None
-    """The caller's number as stored and sent in webhooks (None: withheld or suppressed)."""
-    presented_number: str | None = None
-    """The caller's number as the destination sees it (passing caller ID is part of
-    connecting the call, even for a suppressed caller)."""
-    record_refusal: str | None = None
-    """Why this caller's calls are never recorded (objection, withdrawn consent)."""
-    trunk: Trunk | None = None
-    """The carrier the call came in on."""
-    callee_offer: bytes | None = None
-    """The caller's SDP offer as destinations see it (anchored on the media worker when the
-    call is recorded; None: the caller's own)."""
-    tids: set[str] = field(default_factory=set)
-    """Client transactions of this call (branches, relayed requests), to forget at the end."""
-
-
-@dataclass(eq=False)
-class _Relay:
-    """An in-dialog request passed from one leg to the other, waiting for its answer."""
-
-    call: Call
-    incoming_tid: str
-    incoming: Request
-    towards_caller: bool
 
 
 @dataclass(eq=False)
@@ -201,7 +108,7 @@ class B2bua:
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     calls: dict[str, Call] = field(default_factory=dict)
     _by_branch: dict[str, tuple[Call, Branch]] = field(default_factory=dict)
-    _relays: dict[str, _Relay] = field(default_factory=dict)
+    _relays: dict[str, Relay] = field(default_factory=dict)
     _connected: dict[DialogId, tuple[Call, bool]] = field(default_factory=dict)
     """Every connected leg by its dialog id, with whether it is the caller's."""
     _announcing: set[asyncio.Task[None]] = field(default_factory=set)
@@ -240,7 +147,7 @@ class B2bua:
         else:
             visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
             call.session_id = visit.session_id if visit else None
-            call.attribution = visit.facts if visit else _static_attribution(number)
+            call.attribution = visit.facts if visit else static_attribution(number)
             call.caller_number = caller or None
             if not treatment.record_allowed:
                 call.record_refusal = "the caller withdrew consent to recording"
@@ -363,7 +270,7 @@ class B2bua:
                 self._dial(call, targets, action.ring_timeout)
                 return
         outcome = call.outcomes[-1] if call.outcomes else "rejected"
-        status = _FINAL_STATUS[outcome] if call.outcomes else 480
+        status = FINAL_STATUS[outcome] if call.outcomes else 480
         self._fail(call, status, outcome, "no destination answered" if call.outcomes else "no step")
 
     def _dial(self, call: Call, targets: list[str], ring_timeout: float) -> None:
@@ -666,7 +573,7 @@ class B2bua:
             self._next_step(call)
             return
         status = (
-            call.last_status if call.last_status and worst == "rejected" else _FINAL_STATUS[worst]
+            call.last_status if call.last_status and worst == "rejected" else FINAL_STATUS[worst]
         )
         self._fail(call, status, worst, "destination refused the call")
 
@@ -734,7 +641,7 @@ class B2bua:
         tid = self.service.send_request(
             relayed, self._dialog_flow(other, self._other_flow(call, from_caller))
         )
-        self._relays[tid] = _Relay(call, event.transaction_id, request, not from_caller)
+        self._relays[tid] = Relay(call, event.transaction_id, request, not from_caller)
         call.tids.add(tid)
 
     def _legs(self, call: Call, to_caller: bool) -> tuple[Dialog | None, Dialog | None, Flow]:
@@ -745,7 +652,7 @@ class B2bua:
         assert call.callee is not None and call.callee.flow is not None
         return call.caller, callee, call.callee.flow
 
-    def _relay_answer(self, relay: _Relay, response: Response) -> None:
+    def _relay_answer(self, relay: Relay, response: Response) -> None:
         source, target, flow = self._legs(relay.call, relay.towards_caller)
         if source is None or target is None:
             return
@@ -886,7 +793,7 @@ class B2bua:
         self._answer_caller(call, status)
         self._end(
             call,
-            _DISPOSITION.get(outcome, "failed"),
+            DISPOSITION.get(outcome, "failed"),
             "system" if outcome != "busy" else "callee",
             reason,
         )
@@ -955,14 +862,3 @@ class B2bua:
         if call.ring_timer is not None and call.ring_timer.active():
             call.ring_timer.cancel()
         call.ring_timer = None
-
-
-def _static_attribution(number: Number) -> dict[str, Any]:
-    """The attribution of a static (non-pool) number: its own label and campaign fields."""
-    fields = {
-        "label": number.label,
-        "source": number.source,
-        "medium": number.medium,
-        "campaign": number.campaign,
-    }
-    return {k: v for k, v in fields.items() if v is not None}
