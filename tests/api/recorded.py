@@ -25,10 +25,10 @@ def tone_flac(seconds: float = 2.0) -> bytes:
     return out.getvalue()
 
 
-async def recorded_call(
-    api: Api, client_id: str, number: dict[str, Any]
-) -> tuple[Recording, bytes]:
-    """A call to ``number`` and its durable recording (file in the vault, row, event)."""
+async def started_call(
+    api: Api, client_id: str, number: dict[str, Any], *, record: bool = False
+) -> UUID:
+    """A call to ``number``, written to the journal as the router writes one."""
     call_id = uuid4()
     async with CallJournal(api.db) as journal:
         journal.record(
@@ -43,11 +43,19 @@ async def recorded_call(
                 dialplan="default",
                 session_id=None,
                 attribution={},
-                record=True,
+                record=record,
                 at=datetime.now(UTC),
             )
         )
         await journal.flushed()
+    return call_id
+
+
+async def recorded_call(
+    api: Api, client_id: str, number: dict[str, Any]
+) -> tuple[Recording, bytes]:
+    """A call to ``number`` and its durable recording (file in the vault, row, event)."""
+    call_id = await started_call(api, client_id, number, record=True)
     flac = tone_flac()
     service = api.recordings
     service.vault.create_key(call_id)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from callrouter.routing.events import CallStarted
-from callrouter.store.call_journal import CallJournal
 from tests.api.conftest import MAX_BODY, Api
+from tests.api.recorded import started_call
 
 
 async def test_number_lifecycle(api: Api) -> None:
@@ -214,25 +212,8 @@ async def test_deleting_a_client_removes_its_keys_numbers_and_pools(api: Api) ->
         "POST", "/v1/numbers", json={"client_id": client_id, "e164": "+441515550077"}
     )
     client_key = (await api.ok("GET", "/v1/keys", key))["data"][0]
-    async with CallJournal(api.db) as journal:
-        for _ in range(2):
-            journal.record(
-                CallStarted(
-                    call_id=uuid4(),
-                    client_id=UUID(client_id),
-                    number_id=UUID(number["id"]),
-                    tracking_number=number["e164"],
-                    caller_number="+447700900123",
-                    sip_call_id=f"{uuid4()}@carrier",
-                    trunk=None,
-                    dialplan="default",
-                    session_id=None,
-                    attribution={},
-                    record=False,
-                    at=datetime.now(UTC),
-                )
-            )
-        await journal.flushed()
+    for _ in range(2):
+        await started_call(api, client_id, number)
     assert (await api.call("DELETE", f"/v1/clients/{client_id}", key)).status == 404
     assert (await api.call("DELETE", f"/v1/clients/{client_id}", api.operator_key)).status == 204
     # Audited as the operator key that did it, with how much personal data went.

@@ -7,14 +7,11 @@ later is covered (or fails here if it has a path parameter this test cannot fill
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
-from callrouter.routing.events import CallStarted
-from callrouter.store.call_journal import CallJournal
 from tests.api.conftest import Api
-from tests.api.recorded import recorded_call
+from tests.api.recorded import recorded_call, started_call
 
 PARAM = re.compile(r"{(\w+)}")
 
@@ -41,25 +38,7 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
     )
     # Operator data, not the tenant's: a client key must not learn it exists either.
     trunk = await api.ok("POST", "/v1/trunks", json={"name": f"carrier-{name.lower()}"})
-    call_id = uuid4()
-    async with CallJournal(api.db) as journal:
-        journal.record(
-            CallStarted(
-                call_id=call_id,
-                client_id=UUID(client_id),
-                number_id=UUID(number["id"]),
-                tracking_number=e164,
-                caller_number="+447700900123",
-                sip_call_id=f"{call_id}@test",
-                trunk=None,
-                dialplan="default",
-                session_id=None,
-                attribution={},
-                record=False,
-                at=datetime.now(UTC),
-            )
-        )
-        await journal.flushed()
+    call_id = await started_call(api, client_id, number)
     # With the client's own key: the register, the suppression list and the audit log each
     # get an entry of this client's.
     request = await api.ok(
