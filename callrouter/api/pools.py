@@ -21,6 +21,7 @@ from callrouter.api.fields import CLIENT_ID, TIMESTAMPS, e164, origin, uuid
 from callrouter.api.problems import not_found
 from callrouter.api.schema import Field, Schema
 from callrouter.api.state import DATABASE, SESSIONS
+from callrouter.routing.sessions import ATTRIBUTION_MODELS
 from callrouter.store.pools import POOLS, Pool, new_public_key
 
 _SETTABLE = (
@@ -74,6 +75,13 @@ _SETTABLE = (
         max_items=50,
         items=Field("field", "string", "A form field's name attribute.", max_length=100),
     ),
+    Field(
+        "attribution_model",
+        "string",
+        "Which touch a visit's calls and forms are credited to when a visit or a return visit "
+        "brings a new campaign: the visitor's first, or their latest that was not direct.",
+        choices=ATTRIBUTION_MODELS,
+    ),
 )
 NAME = Field("name", "string", "Pool name, unique per client.", min_length=1, max_length=200)
 CREATE = Schema(CLIENT_ID, replace(NAME, required=True), *_SETTABLE)
@@ -94,6 +102,7 @@ VIEW: dict[str, Any] = {
         "default_number_id",
         "default_source",
         "form_fields",
+        "attribution_model",
         "created_at",
         "updated_at",
     ],
@@ -110,6 +119,7 @@ VIEW: dict[str, Any] = {
         "default_number_id": {"type": ["string", "null"], "format": "uuid"},
         "default_source": {"type": "string"},
         "form_fields": {"type": "array", "items": {"type": "string"}},
+        "attribution_model": {"type": "string", "enum": list(ATTRIBUTION_MODELS)},
         **TIMESTAMPS,
     },
     "additionalProperties": False,
@@ -130,6 +140,7 @@ def view(pool: Pool) -> dict[str, Any]:
         "default_number_id": pool.default_number_id,
         "default_source": pool.default_source,
         "form_fields": pool.form_fields,
+        "attribution_model": pool.attribution_model,
         "created_at": pool.created_at,
         "updated_at": pool.updated_at,
     }

@@ -49,6 +49,13 @@ CREATE = Schema(
         max_length=2000,
     ),
     Field("referrer", "string", "document.referrer.", nullable=True, max_length=2000),
+    Field(
+        "title",
+        "string",
+        "document.title, for the visit's journey.",
+        nullable=True,
+        max_length=1000,
+    ),
 )
 TOUCH = Schema(POOL_KEY)
 FORM = Schema(
@@ -147,6 +154,7 @@ async def create(ctx: RequestContext) -> web.Response:
         referrer=ctx.body.get("referrer"),
         user_agent=ctx.request.headers.get("User-Agent"),
         ip=ctx.request.remote,
+        title=ctx.body.get("title"),
     )
     return json_response(
         {

@@ -9,9 +9,11 @@ Rules of this file:
   Released numbers queue in release order; the next lease takes the number released longest
   ago, and prefers numbers out of their grace window (so a late call still finds its visit).
 - Exhausted (every number leased, or every free number still in grace): ``reuse_oldest`` takes
-  the free number released longest ago even inside its grace; with none free at all, and under
-  ``default_number``, the visitor gets the pool's default number and no lease. Each exhaustion is
-  counted. A number with a live lease is never given to a second session.
+  the free number released longest ago even inside its grace; with none free at all it takes
+  the lease of the least recently active session (the page idle longest: leases are kept in
+  order of their last heartbeat), which loses its number. Under ``default_number`` the visitor
+  gets the pool's default number and no lease. Each exhaustion is counted. Outside reuse, a
+  number with a live lease is never given to a second session.
 """
 
 from __future__ import annotations
@@ -71,12 +73,14 @@ class NumberPool:
     peak_demand: int = 0
     _overflow: list[float] = field(default_factory=list)
     _free: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    _leases: dict[str, Lease] = field(default_factory=dict)
+    _leases: OrderedDict[str, Lease] = field(default_factory=OrderedDict)
+    """Live leases, least recently active first."""
     _by_session: dict[UUID, Lease] = field(default_factory=dict)
     _by_visitor: dict[str, Lease] = field(default_factory=dict)
     _last_holder: dict[str, tuple[Lease, float]] = field(default_factory=dict)
     _expiry: list[tuple[float, str, UUID]] = field(default_factory=list)
     _changed: dict[UUID, Lease] = field(default_factory=dict)
+    _revoked: list[Lease] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for number in self.numbers:
@@ -118,6 +122,7 @@ class NumberPool:
             return None
         lease.last_seen = now
         lease.ended = False
+        self._leases.move_to_end(lease.number)
         self._schedule(lease)
         self._changed[session_id] = lease
         return lease
@@ -128,6 +133,7 @@ class NumberPool:
         if lease is not None:
             lease.last_seen = now
             lease.ended = True
+            self._leases.move_to_end(lease.number)
             self._schedule(lease)
             self._changed[session_id] = lease
 
@@ -162,6 +168,12 @@ class NumberPool:
             self._release(lease, at)
             released.append(lease)
         return released
+
+    def revoked(self) -> list[Lease]:
+        """Leases ``reuse_oldest`` took from their sessions since the last call: their hold is
+        over (``expires_at`` is when they were taken), so their visits can be written so."""
+        taken, self._revoked = self._revoked, []
+        return taken
 
     def changes(self) -> list[Lease]:
         """Leases created or touched since the last call (for the write-behind)."""
@@ -220,11 +232,24 @@ class NumberPool:
             return number
         # Exhausted: nothing free, or every free number still attributes calls to its last visit.
         self.exhaustions += 1
-        if number is not None and self.policy == "reuse_oldest":
-            return number
+        if self.policy == "reuse_oldest":
+            if number is not None:
+                return number
+            if self._leases:
+                return self._revoke(next(iter(self._leases.values())), now)
         heapq.heappush(self._overflow, now + self.hold)  # a visit shown the default number
         self._note_demand(now)
         return None
+
+    def _revoke(self, lease: Lease, now: float) -> str:
+        """Take the number of the session idle longest; calls to it now reach the new visit."""
+        lease.last_seen = now - lease.hold
+        lease.ended = True
+        self._release(lease, now)
+        self._revoked.append(lease)
+        heapq.heappush(self._overflow, now + self.hold)  # its page still wants a number
+        self._note_demand(now)
+        return lease.number
 
     def _note_demand(self, now: float) -> None:
         while self._overflow and self._overflow[0] <= now:
@@ -247,6 +272,7 @@ class NumberPool:
             self._by_session[session_id] = lease
         lease.last_seen = now
         lease.ended = False
+        self._leases.move_to_end(lease.number)
         self._schedule(lease)
         self._changed[session_id] = lease
 

@@ -1,5 +1,12 @@
 """Visitor sessions: every pool in memory, leases for the swap script, attribution for calls.
 
+A session is a visit, not a page view: a page view of a visitor whose last activity is within
+the pool's lease hold continues their session and keeps its number. The visit's entry page sets
+its touch; a page view inside the visit that brings a campaign (utm or click id) is a new touch,
+and so is a return visit's entry page unless it is direct. Each session keeps the visitor's
+first touch and latest non-direct touch; the pool's ``attribution_model`` says which of the two
+its calls and forms are credited to. Clicks within the client's own sites are never a source.
+
 The hot paths (a swap-script request, an INVITE) touch only memory. New and changed sessions
 are written behind in batches (``flush``, every second from ``run``); at start, pools are loaded
 and the leases still alive (or in grace) are read back before the first call is routed. Pool
@@ -20,7 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callrouter.routing.pool import Lease, NumberPool, PoolStats
-from callrouter.routing.visit import VisitOrigin, channel, origin_from_page, truncate_ip
+from callrouter.routing.visit import (
+    VisitOrigin,
+    channel,
+    has_campaign,
+    origin_from_page,
+    page_without_query,
+    truncate_ip,
+)
 from callrouter.store import numbers as number_store
 from callrouter.store import pools as pool_store
 from callrouter.store import privacy as privacy_store
@@ -29,9 +43,13 @@ from callrouter.store.database import Executor
 from callrouter.store.pools import Pool
 from callrouter.store.sessions import SessionRecord
 
-__all__ = ["Attribution", "LivePool", "Sessions", "Visit"]
+__all__ = ["ATTRIBUTION_MODELS", "JOURNEY_LENGTH", "Attribution", "LivePool", "Sessions", "Visit"]
 
 log = logging.getLogger(__name__)
+
+ATTRIBUTION_MODELS = ("first_touch", "last_non_direct")
+JOURNEY_LENGTH = 50
+"""Page views kept per visit (the latest ones): a journey, not a clickstream archive."""
 
 
 @dataclass(eq=False)
@@ -69,6 +87,20 @@ def _facts(origin: VisitOrigin) -> dict[str, Any]:
     return {**{k: v for k, v in asdict(origin).items() if v is not None}, **channel(origin)}
 
 
+def _touch(origin: VisitOrigin, now: float) -> dict[str, Any]:
+    return {**_facts(origin), "at": _wall(now).isoformat()}
+
+
+def _credited(touches: dict[str, Any], model: str) -> dict[str, Any]:
+    """The attribution calls and forms get: the touch the pool's model picks, without its time."""
+    touch = touches["first"] if model == "first_touch" else touches["last"]
+    return {k: v for k, v in touch.items() if k != "at"}
+
+
+def _is_direct(touch: dict[str, Any]) -> bool:
+    return bool(touch.get("source") == "direct")
+
+
 @dataclass(eq=False)
 class Sessions:
     """The pools, their leases and the sessions holding them.
@@ -85,6 +117,8 @@ class Sessions:
     _by_key: dict[str, LivePool] = field(default_factory=dict)
     _by_number: dict[str, LivePool] = field(default_factory=dict)
     _visits: dict[uuid.UUID, Visit] = field(default_factory=dict)
+    _by_visitor: dict[tuple[uuid.UUID, str], Visit] = field(default_factory=dict)
+    """(pool id, visitor id) -> the visitor's latest visit still in memory."""
     _dirty: dict[uuid.UUID, Visit] = field(default_factory=dict)
     _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One batch at a time: a form's flush must wait for the batch holding its session."""
@@ -121,7 +155,7 @@ class Sessions:
                 restored += 1
             else:
                 live.numbers.remember(lease, expires)
-            self._visits[record.id] = Visit(record, lease)
+            self._remember(Visit(record, lease))
         return restored
 
     async def reload(self, pool_id: uuid.UUID, *, quiet: bool = False) -> None:
@@ -171,29 +205,105 @@ class Sessions:
         referrer: str | None,
         user_agent: str | None,
         ip: str | None,
+        title: str | None = None,
     ) -> tuple[Visit, str | None]:
-        """A new visit; its number (leased, or the pool's default when exhausted)."""
+        """A page view: it continues the visitor's visit, or starts a new one; the visit's
+        number (leased, or the pool's default when exhausted)."""
         now = self.clock()
+        origin = origin_from_page(page_url, referrer, live.pool.allowed_origins)
+        view = {
+            "url": page_without_query(page_url),
+            "title": (title or "")[:200] or None,
+            "at": _wall(now).isoformat(),
+        }
+        previous = self._by_visitor.get((live.pool.id, visitor_id)) if visitor_id else None
+        if previous is not None and self._continues(previous, live, now):
+            return self._continue(previous, live, origin, view, now)
         session_id = uuid.uuid4()
         lease = live.numbers.lease(session_id, visitor_id, now)
+        self._revoke_taken(live, now)
+        entry = _touch(origin, now)
+        if previous is None:
+            touches = {"first": entry, "last": entry}
+        else:  # a return visit: the visitor's first touch stays theirs
+            last = previous.record.touches.get("last", entry)
+            touches = {
+                "first": previous.record.touches.get("first", entry),
+                "last": last if _is_direct(entry) else entry,
+            }
         record = SessionRecord(
             id=session_id,
             client_id=live.pool.client_id,
             pool_id=live.pool.id,
             visitor_id=visitor_id,
             number=lease.number if lease else None,
-            attribution=_facts(origin_from_page(page_url, referrer)),
+            attribution=_credited(touches, live.pool.attribution_model),
             user_agent=(user_agent or "")[:500] or None,
             ip_network=truncate_ip(ip),
             created_at=_wall(now),
             last_seen_at=_wall(now),
             lease_expires_at=_wall(lease.expires_at) if lease else None,
             ended=False,
+            touches=touches,
+            journey=[view],
         )
         visit = Visit(record, lease)
-        self._visits[session_id] = visit
+        self._remember(visit)
         self._dirty[session_id] = visit
         return visit, lease.number if lease else live.default_number
+
+    def _continues(self, visit: Visit, live: LivePool, now: float) -> bool:
+        """A visit lasts while its visitor was active within the pool's lease hold (30 minutes
+        by default, GA4's session timeout)."""
+        idle = now - visit.record.last_seen_at.timestamp()
+        return visit.record.id in self._visits and idle <= live.pool.lease_hold_seconds
+
+    def _continue(
+        self,
+        visit: Visit,
+        live: LivePool,
+        origin: VisitOrigin,
+        view: dict[str, Any],
+        now: float,
+    ) -> tuple[Visit, str | None]:
+        """The next page of a visit: same session, same number; a campaign on it is a touch."""
+        record = visit.record
+        if live.numbers.heartbeat(record.id, now) is None:
+            # Its number was taken (reuse_oldest) or its hold ran out: lease one again.
+            visit.lease = live.numbers.lease(record.id, record.visitor_id, now)
+            self._revoke_taken(live, now)
+            record.number = visit.lease.number if visit.lease else None
+        if visit.lease is not None:
+            record.lease_expires_at = _wall(visit.lease.expires_at)
+        if has_campaign(origin):
+            record.touches = {**record.touches, "last": _touch(origin, now)}
+            record.attribution = _credited(record.touches, live.pool.attribution_model)
+        record.journey = [*record.journey, view][-JOURNEY_LENGTH:]
+        record.last_seen_at = _wall(now)
+        record.ended = False
+        self._dirty[record.id] = visit
+        return visit, record.number or live.default_number
+
+    def _remember(self, visit: Visit) -> None:
+        self._visits[visit.record.id] = visit
+        if visit.record.visitor_id is not None:
+            self._by_visitor[(visit.record.pool_id, visit.record.visitor_id)] = visit
+
+    def _unremember(self, visit: Visit) -> None:
+        self._visits.pop(visit.record.id, None)
+        if visit.record.visitor_id is not None:
+            key = (visit.record.pool_id, visit.record.visitor_id)
+            if self._by_visitor.get(key) is visit:
+                del self._by_visitor[key]
+
+    def _revoke_taken(self, live: LivePool, now: float) -> None:
+        """Visits whose number ``reuse_oldest`` just gave to another are written as over."""
+        for lease in live.numbers.revoked():
+            taken = self._visits.get(lease.session_id)
+            if taken is not None and taken.lease is lease:
+                taken.lease = None
+                taken.record.lease_expires_at = _wall(now)
+                self._dirty[taken.record.id] = taken
 
     def visit(self, session_id: uuid.UUID) -> Visit | None:
         return self._visits.get(session_id)
@@ -307,7 +417,7 @@ class Sessions:
             grace = live.pool.grace_seconds if live else 0
             expires = visit.record.lease_expires_at or visit.record.last_seen_at
             if expires + timedelta(seconds=grace) < _wall(now) and session_id not in self._dirty:
-                del self._visits[session_id]
+                self._unremember(visit)
 
     # -- erasure ----------------------------------------------------------------------------
 
@@ -323,7 +433,9 @@ class Sessions:
         now = self.clock()
         for session_id in session_ids:
             self._dirty.pop(session_id, None)
-            visit = self._visits.pop(session_id, None)
+            visit = self._visits.get(session_id)
+            if visit is not None:
+                self._unremember(visit)
             writing = self._writing.get(session_id)
             if writing is not None:
                 self._erased[session_id] = writing.record.client_id

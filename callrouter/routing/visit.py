@@ -7,6 +7,7 @@ campaign parameters, so every client gets the same rules and old scripts stay co
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,21 +39,51 @@ def _first(query: dict[str, list[str]], name: str) -> str | None:
     return values[0].strip()[:_MAX_VALUE]
 
 
-def origin_from_page(page_url: str, referrer: str | None) -> VisitOrigin:
+def origin_from_page(
+    page_url: str, referrer: str | None, own_origins: Collection[str] = ()
+) -> VisitOrigin:
     """Campaign parameters and click ids from the landing page's query string.
 
     The landing page is kept without its query string and fragment: those carry click ids and
     sometimes personal data (emails in links), which have their own fields or none at all.
+    A referrer on the page's own origin or one of ``own_origins`` (the pool's sites) is a click
+    inside the site, never a source: it is dropped.
     """
     parts = urlsplit(page_url)
     query = parse_qs(parts.query, keep_blank_values=False)
-    landing = f"{parts.scheme}://{parts.netloc}{parts.path}"[:_MAX_VALUE] if parts.netloc else None
     values = {name: _first(query, name) for name in (*UTM_FIELDS, *CLICK_IDS)}
+    own = {*own_origins, _origin(page_url)}
     return VisitOrigin(
         **values,
-        referrer=_strip_referrer(referrer),
-        landing_page=landing,
+        referrer=None if referrer and _origin(referrer) in own else _strip_referrer(referrer),
+        landing_page=page_without_query(page_url),
     )
+
+
+def page_without_query(page_url: str) -> str | None:
+    """A page's address as kept in attribution and journeys: no query string, no fragment."""
+    parts = urlsplit(page_url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"[:_MAX_VALUE] if parts.netloc else None
+
+
+def _origin(url: str) -> str | None:
+    """scheme://host[:port] as browsers write an Origin header (default ports left out)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def has_campaign(origin: VisitOrigin) -> bool:
+    """The page view brings a campaign of its own (a utm parameter or an ad click id): a new
+    touch, even in the middle of a visit."""
+    return any(getattr(origin, name) for name in (*UTM_FIELDS, *CLICK_IDS))
 
 
 def _strip_referrer(referrer: str | None) -> str | None:

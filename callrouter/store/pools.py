@@ -30,6 +30,7 @@ class Pool:
     default_number_id: UUID | None
     default_source: str
     form_fields: list[str]
+    attribution_model: str
     created_at: datetime
     updated_at: datetime
 
@@ -42,7 +43,7 @@ POOLS = TenantTable(
     "pools",
     "id, client_id, name, public_key, allowed_origins, target_numbers, lease_hold_seconds, "
     "grace_seconds, exhaustion_policy, default_number_id, default_source, form_fields, "
-    "created_at, updated_at",
+    "attribution_model, created_at, updated_at",
     Pool,
     updatable=frozenset(
         {
@@ -55,6 +56,7 @@ POOLS = TenantTable(
             "default_number_id",
             "default_source",
             "form_fields",
+            "attribution_model",
         }
     ),
     constraints={

@@ -22,7 +22,7 @@ from callrouter.store.calls import CALL_COLUMNS, Call
 from callrouter.store.database import Executor
 from callrouter.store.ids import new_id
 from callrouter.store.patch import set_clause
-from callrouter.store.sessions import SessionRecord
+from callrouter.store.sessions import SESSION_COLUMNS, SessionRecord
 from callrouter.store.tenant_table import TenantTable
 
 # -- rows ------------------------------------------------------------------------------------
@@ -127,10 +127,7 @@ AUDIT = TenantTable(
     updatable=frozenset(),
     filterable=frozenset({"client_id", "action"}),
 )
-_SESSION_COLUMNS = (
-    "id, client_id, pool_id, visitor_id, number, attribution, user_agent, ip_network, "
-    "created_at, last_seen_at, lease_expires_at, ended"
-)
+_SESSION_COLUMNS = SESSION_COLUMNS
 _FORM_COLUMNS = "id, session_id, form, fields, attribution, page, submitted_at"
 _RECORDING_COLUMNS = "id, call_id, format, path, bytes, duration_seconds, started_at, ended_at"
 _RETENTION_COLUMNS = "id AS client_id, recordings_retention_days, data_retention_days"

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 from callrouter.store.database import Executor
 
-_COLUMNS = (
+SESSION_COLUMNS = (
     "id, client_id, pool_id, visitor_id, number, attribution, user_agent, ip_network, "
-    "created_at, last_seen_at, lease_expires_at, ended"
+    "created_at, last_seen_at, lease_expires_at, ended, touches, journey"
 )
+FORM_COLUMNS = "id, client_id, session_id, form, fields, attribution, page, submitted_at"
 
 
 @dataclass(slots=True)
@@ -31,6 +32,10 @@ class SessionRecord:
     last_seen_at: datetime
     lease_expires_at: datetime | None
     ended: bool
+    touches: dict[str, Any] = field(default_factory=dict)
+    """{"first": facts, "last": facts}: the visitor's first touch and latest non-direct one."""
+    journey: list[dict[str, Any]] = field(default_factory=list)
+    """The visit's page views, oldest first and bounded: {"url", "title", "at"}."""
 
 
 async def save_many(db: Executor, records: list[SessionRecord]) -> None:
@@ -38,10 +43,13 @@ async def save_many(db: Executor, records: list[SessionRecord]) -> None:
     if not records:
         return
     await db.executemany(
-        f"""INSERT INTO sessions ({_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        f"""INSERT INTO sessions ({SESSION_COLUMNS})
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             ON CONFLICT (id) DO UPDATE SET
                 number = EXCLUDED.number,
+                attribution = EXCLUDED.attribution,
+                touches = EXCLUDED.touches,
+                journey = EXCLUDED.journey,
                 visitor_id = EXCLUDED.visitor_id,
                 last_seen_at = EXCLUDED.last_seen_at,
                 lease_expires_at = EXCLUDED.lease_expires_at,
@@ -60,6 +68,8 @@ async def save_many(db: Executor, records: list[SessionRecord]) -> None:
                 r.last_seen_at,
                 r.lease_expires_at,
                 r.ended,
+                r.touches,
+                r.journey,
             )
             for r in records
         ],
@@ -69,7 +79,7 @@ async def save_many(db: Executor, records: list[SessionRecord]) -> None:
 async def recent(db: Executor, since: datetime) -> list[SessionRecord]:
     """Sessions whose lease lived at ``since`` or later (live ones and those still in grace)."""
     rows = await db.fetch(
-        f"""SELECT {_COLUMNS} FROM sessions
+        f"""SELECT {SESSION_COLUMNS} FROM sessions
             WHERE number IS NOT NULL AND lease_expires_at >= $1 ORDER BY last_seen_at""",
         since,
     )
@@ -77,7 +87,7 @@ async def recent(db: Executor, since: datetime) -> list[SessionRecord]:
 
 
 async def get(db: Executor, session_id: UUID) -> SessionRecord | None:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM sessions WHERE id = $1", session_id)
+    row = await db.fetchrow(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1", session_id)
     return SessionRecord(**row) if row else None
 
 
@@ -104,3 +114,133 @@ async def insert_form(
         page,
         at,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFilter:
+    """What GET /v1/sessions narrows by; None: no condition."""
+
+    pool_id: UUID | None = None
+    created_from: datetime | None = None
+    created_before: datetime | None = None
+    source: str | None = None
+    campaign: str | None = None
+    has_call: bool | None = None
+
+
+async def list_page(
+    db: Executor, scope: UUID | None, after: UUID | None, limit: int, where: SessionFilter
+) -> list[SessionRecord]:
+    """Sessions in id order after the cursor, within ``scope``, narrowed by ``where``."""
+    rows = await db.fetch(
+        f"""SELECT {SESSION_COLUMNS} FROM sessions s
+            WHERE ($1::uuid IS NULL OR client_id = $1)
+              AND ($2::uuid IS NULL OR id > $2)
+              AND ($4::uuid IS NULL OR pool_id = $4)
+              AND ($5::timestamptz IS NULL OR created_at >= $5)
+              AND ($6::timestamptz IS NULL OR created_at < $6)
+              AND ($7::text IS NULL OR attribution->>'source' = $7)
+              AND ($8::text IS NULL OR attribution->>'campaign' = $8)
+              AND ($9::boolean IS NULL OR EXISTS (
+                    SELECT 1 FROM calls c
+                    WHERE c.client_id = s.client_id AND c.session_id = s.id) = $9)
+            ORDER BY id LIMIT $3""",
+        scope,
+        after,
+        limit,
+        where.pool_id,
+        where.created_from,
+        where.created_before,
+        where.source,
+        where.campaign,
+        where.has_call,
+    )
+    return [SessionRecord(**row) for row in rows]
+
+
+async def get_scoped(db: Executor, session_id: UUID, scope: UUID | None) -> SessionRecord | None:
+    """One session, if it is ``scope``'s (any client's for the operator)."""
+    row = await db.fetchrow(
+        f"""SELECT {SESSION_COLUMNS} FROM sessions
+            WHERE id = $1 AND ($2::uuid IS NULL OR client_id = $2)""",
+        session_id,
+        scope,
+    )
+    return SessionRecord(**row) if row else None
+
+
+async def of_ids(
+    db: Executor, scope: UUID | None, session_ids: list[UUID]
+) -> dict[UUID, SessionRecord]:
+    """The sessions with these ids within ``scope`` (a page of calls' visits)."""
+    if not session_ids:
+        return {}
+    rows = await db.fetch(
+        f"""SELECT {SESSION_COLUMNS} FROM sessions
+            WHERE id = ANY($1::uuid[]) AND ($2::uuid IS NULL OR client_id = $2)""",
+        session_ids,
+        scope,
+    )
+    return {row["id"]: SessionRecord(**row) for row in rows}
+
+
+async def call_ids(db: Executor, session: SessionRecord) -> list[UUID]:
+    """The calls credited to a session, oldest first."""
+    rows = await db.fetch(
+        "SELECT id FROM calls WHERE client_id = $1 AND session_id = $2 ORDER BY started_at, id",
+        session.client_id,
+        session.id,
+    )
+    return [row["id"] for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Form:
+    """A form submission as stored, with the attribution of its session at the time."""
+
+    id: UUID
+    client_id: UUID
+    session_id: UUID
+    form: str
+    fields: dict[str, str]
+    attribution: dict[str, Any]
+    page: str | None
+    submitted_at: datetime
+
+
+async def forms_page(
+    db: Executor,
+    scope: UUID | None,
+    after: UUID | None,
+    limit: int,
+    *,
+    session_id: UUID | None = None,
+    submitted_from: datetime | None = None,
+    submitted_before: datetime | None = None,
+) -> list[Form]:
+    """Form submissions in id order after the cursor, within ``scope``."""
+    rows = await db.fetch(
+        f"""SELECT {FORM_COLUMNS} FROM forms
+            WHERE ($1::uuid IS NULL OR client_id = $1)
+              AND ($2::uuid IS NULL OR id > $2)
+              AND ($4::uuid IS NULL OR session_id = $4)
+              AND ($5::timestamptz IS NULL OR submitted_at >= $5)
+              AND ($6::timestamptz IS NULL OR submitted_at < $6)
+            ORDER BY id LIMIT $3""",
+        scope,
+        after,
+        limit,
+        session_id,
+        submitted_from,
+        submitted_before,
+    )
+    return [Form(**row) for row in rows]
+
+
+async def get_form(db: Executor, form_id: UUID, scope: UUID | None) -> Form | None:
+    row = await db.fetchrow(
+        f"SELECT {FORM_COLUMNS} FROM forms WHERE id = $1 AND ($2::uuid IS NULL OR client_id = $2)",
+        form_id,
+        scope,
+    )
+    return Form(**row) if row else None

@@ -56,25 +56,55 @@ def test_released_numbers_are_reused_longest_released_first_out_of_grace_first()
     assert p.exhaustions == 0
 
 
-def test_exhaustion_reuses_the_oldest_release_or_gives_the_default_number() -> None:
-    reuse, default = pool(), pool(policy="default_number")
-    for p in (reuse, default):
-        sessions = [uuid4() for _ in NUMBERS]
-        for s in sessions:
-            p.lease(s, None, 0.0)
-        p.heartbeat(sessions[1], 50.0)  # lives until 110
-        p.end(sessions[2], 0.0)  # released at 60
-        p.end(sessions[0], 5.0)  # released at 65
-        p.expire(70.0)
-    got = reuse.lease(uuid4(), None, 70.0)  # both free numbers still in grace
-    assert got is not None and got.number == NUMBERS[2] and reuse.exhaustions == 1
-    assert default.lease(uuid4(), None, 70.0) is None and default.exhaustions == 1
-    # Nothing free at all: even reuse_oldest has to show the default number.
-    reuse.lease(uuid4(), None, 70.0)
-    assert reuse.lease(uuid4(), None, 70.0) is None and reuse.exhaustions == 3
-    stats = reuse.stats(70.0)
-    assert (stats.size, stats.leased, stats.peak) == (3, 3, 3)
-    assert stats.recommended_size == 5  # 3 leases + 1 turned away, plus a quarter
+def exhausted(policy: str) -> tuple[NumberPool, list[UUID]]:
+    """Three sessions at 0; one heartbeat at 50 (lives until 110); two pages closed at 0 and 5
+    (released at 60 and 65, both still in grace at 70)."""
+    p = pool(policy=policy)
+    sessions = [uuid4() for _ in NUMBERS]
+    for s in sessions:
+        p.lease(s, None, 0.0)
+    p.heartbeat(sessions[1], 50.0)
+    p.end(sessions[2], 0.0)
+    p.end(sessions[0], 5.0)
+    p.expire(70.0)
+    return p, sessions
+
+
+def test_reuse_oldest_takes_the_number_released_longest_ago_even_in_its_grace() -> None:
+    p, _ = exhausted("reuse_oldest")
+    got = p.lease(uuid4(), None, 70.0)
+    assert got is not None and got.number == NUMBERS[2] and p.exhaustions == 1
+    got = p.lease(uuid4(), None, 70.0)
+    assert got is not None and got.number == NUMBERS[0] and p.exhaustions == 2
+    assert p.revoked() == []  # nobody lost a live lease
+
+
+def test_reuse_oldest_with_nothing_released_takes_the_lease_idle_longest() -> None:
+    p = pool()
+    sessions = [uuid4() for _ in NUMBERS]
+    leases = [p.lease(s, None, float(i)) for i, s in enumerate(sessions)]
+    p.heartbeat(sessions[0], 20.0)  # session 1 (leased at 1) is now the one idle longest
+    p.heartbeat(sessions[2], 21.0)
+    newcomer = uuid4()
+    got = p.lease(newcomer, None, 30.0)
+    assert leases[1] is not None and got is not None
+    assert got.number == leases[1].number and p.exhaustions == 1
+    assert p.session(sessions[1], 30.0) is None  # the idle page lost its number...
+    assert p.heartbeat(sessions[1], 31.0) is None
+    assert p.holder(got.number, 31.0) is got  # ...and calls to it reach the newcomer
+    (taken,) = p.revoked()
+    assert taken.session_id == sessions[1] and taken.expires_at == 30.0
+    stats = p.stats(30.0)
+    assert (stats.leased, stats.peak, stats.recommended_size) == (3, 3, 5)
+
+
+def test_default_number_policy_gives_no_lease_when_exhausted() -> None:
+    p, sessions = exhausted("default_number")
+    assert p.lease(uuid4(), None, 70.0) is None and p.exhaustions == 1
+    assert p.session(sessions[1], 70.0) is not None  # nobody's lease is taken
+    stats = p.stats(70.0)
+    assert (stats.size, stats.leased, stats.peak) == (3, 1, 3)
+    assert stats.recommended_size == 4  # the peak of 3, plus a quarter
 
 
 @settings(max_examples=200, deadline=None)

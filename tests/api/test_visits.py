@@ -1,0 +1,145 @@
+"""A session is a visit: later pages continue it, campaigns follow the pool's attribution model,
+the journey is kept; exhausted pools under reuse_oldest take the lease idle longest."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from tests.api.conftest import Api
+from tests.api.test_sessions import ORIGIN, pool_with_numbers
+
+NEWSLETTER = ORIGIN + "/offers?utm_source=newsletter&utm_medium=email&utm_campaign=dec&fbclid=ABC"
+
+
+async def view(
+    api: Api, pool: dict[str, Any], page: str, referrer: str | None, visitor: str = "v1"
+) -> Any:
+    reply = await api.call(
+        "POST",
+        "/v1/sessions",
+        json={
+            "pool_key": pool["public_key"],
+            "visitor_id": visitor,
+            "page_url": page,
+            "referrer": referrer,
+            "title": page.rsplit("/", 1)[-1].split("?", maxsplit=1)[0],
+        },
+        headers={"Origin": ORIGIN},
+    )
+    assert reply.status == 201, reply.body
+    return reply.body
+
+
+async def test_the_second_page_continues_the_visit_and_keeps_its_campaign(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    entry = await view(api, pool, NEWSLETTER, "https://mail.example.net/inbox")
+    api.clock.now += 40
+    second = await view(api, pool, ORIGIN + "/contact?x=1", ORIGIN + "/offers")
+    assert second["session_id"] == entry["session_id"]
+    assert second["number"] == entry["number"]
+    attribution = api.sessions.attribute(second["number"]["e164"])
+    assert attribution is not None and str(attribution.session_id) == entry["session_id"]
+    assert (attribution.facts["source"], attribution.facts["medium"]) == ("newsletter", "email")
+    assert attribution.facts["campaign"] == "dec"
+    visit = api.sessions.visit(attribution.session_id)
+    assert visit is not None
+    assert [p["url"] for p in visit.record.journey] == [ORIGIN + "/offers", ORIGIN + "/contact"]
+    assert [p["title"] for p in visit.record.journey] == ["offers", "contact"]
+
+
+async def test_a_click_inside_the_site_is_never_a_source(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    entry = await view(api, pool, ORIGIN + "/prices", ORIGIN + "/", visitor="fresh")
+    attribution = api.sessions.attribute(entry["number"]["e164"])
+    assert attribution is not None
+    assert (attribution.facts["source"], attribution.facts["medium"]) == ("direct", "none")
+    assert "referrer" not in attribution.facts
+
+
+async def test_the_visit_ends_after_the_hold_of_inactivity(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)  # lease_hold_seconds 60
+    entry = await view(api, pool, NEWSLETTER, None)
+    api.clock.now += 61
+    later = await view(api, pool, ORIGIN + "/", None)
+    assert later["session_id"] != entry["session_id"]
+
+
+@pytest.mark.parametrize(
+    ("model", "mid_visit", "returned"),
+    [
+        ("first_touch", "newsletter", "newsletter"),
+        ("last_non_direct", "google", "bing"),
+    ],
+)
+async def test_a_new_campaign_mid_visit_and_on_return_follows_the_model(
+    api: Api, model: str, mid_visit: str, returned: str
+) -> None:
+    _, pool = await pool_with_numbers(api, attribution_model=model)
+    assert pool["attribution_model"] == model
+    entry = await view(api, pool, NEWSLETTER, None)
+    api.clock.now += 10
+    clicked = await view(api, pool, ORIGIN + "/?gclid=G1", "https://www.google.com/")
+    assert clicked["session_id"] == entry["session_id"]
+    facts = api.sessions.attribute(clicked["number"]["e164"])
+    assert facts is not None and facts.facts["source"] == mid_visit
+    visit = api.sessions.visit(facts.session_id)
+    assert visit is not None
+    touches = visit.record.touches
+    assert (touches["first"]["source"], touches["last"]["source"]) == ("newsletter", "google")
+    assert touches["last"]["gclid"] == "G1"
+    # A return visit, long after the hold, from a Bing ad.
+    api.clock.now += 3600
+    back = await view(api, pool, ORIGIN + "/?msclkid=B2", None)
+    assert back["session_id"] != entry["session_id"]
+    facts = api.sessions.attribute(back["number"]["e164"])
+    assert facts is not None and facts.facts["source"] == returned
+    visit = api.sessions.visit(facts.session_id)
+    assert visit is not None
+    touches = visit.record.touches
+    assert (touches["first"]["source"], touches["last"]["source"]) == ("newsletter", "bing")
+    # A direct return keeps the latest campaign as the last non-direct touch.
+    api.clock.now += 3600
+    direct = await view(api, pool, ORIGIN + "/", None)
+    facts = api.sessions.attribute(direct["number"]["e164"])
+    assert facts is not None and facts.facts["source"] == returned
+
+
+async def test_the_journey_keeps_the_last_fifty_pages(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    for i in range(60):
+        api.clock.now += 1
+        page = await view(api, pool, f"{ORIGIN}/p{i}", None)
+    visit = api.sessions.visit(UUID(page["session_id"]))
+    assert visit is not None
+    assert len(visit.record.journey) == 50
+    assert visit.record.journey[0]["url"] == f"{ORIGIN}/p10"
+    assert await api.sessions.flush() == 1
+    row = await api.db.fetchrow("SELECT journey, touches FROM sessions")
+    assert row is not None and len(row["journey"]) == 50
+    assert row["touches"]["first"]["landing_page"] == f"{ORIGIN}/p0"
+
+
+async def test_reuse_oldest_with_every_number_leased_takes_the_idle_visitors(api: Api) -> None:
+    _, pool = await pool_with_numbers(api, count=2)
+    first = await view(api, pool, ORIGIN + "/", None, visitor="a")
+    api.clock.now += 5
+    second = await view(api, pool, ORIGIN + "/", None, visitor="b")
+    api.clock.now += 5
+    await view(api, pool, ORIGIN + "/next", None, visitor="a")  # a is active again
+    api.clock.now += 5
+    third = await view(api, pool, ORIGIN + "/?gclid=X", None, visitor="c")
+    assert third["number"] == second["number"]  # b's page has been idle longest
+    attribution = api.sessions.attribute(third["number"]["e164"])
+    assert attribution is not None and str(attribution.session_id) == third["session_id"]
+    assert first["number"] != third["number"]
+    await api.sessions.flush()
+    row = await api.db.fetchrow(
+        "SELECT lease_expires_at, last_seen_at FROM sessions WHERE id = $1",
+        UUID(second["session_id"]),
+    )
+    # Written as over when it was taken (10 s after its last page), not at its hold's end.
+    assert row is not None
+    assert (row["lease_expires_at"] - row["last_seen_at"]).total_seconds() == 10
