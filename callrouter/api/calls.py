@@ -18,8 +18,11 @@ from callrouter.api.fields import e164, timestamp, uuid
 from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Field, Schema
 from callrouter.api.state import CALL_CONTROL, DATABASE
+from callrouter.api.visits import JOURNEY, TOUCHES
 from callrouter.store import calls
+from callrouter.store import sessions as session_store
 from callrouter.store.calls import Call, CallAttempt, CallFilter
+from callrouter.store.sessions import SessionRecord
 
 DISPOSITIONS = ("answered", "busy", "no_answer", "failed", "cancelled", "rejected", "interrupted")
 ATTEMPT_RESULTS = ("answered", "busy", "no_answer", "rejected", "error", "cancelled")
@@ -94,6 +97,7 @@ VIEW: dict[str, Any] = {
         "duration_seconds",
         "talk_seconds",
         "attempts",
+        "visit",
     ],
     "properties": {
         "id": {"type": "string", "format": "uuid"},
@@ -117,6 +121,13 @@ VIEW: dict[str, Any] = {
         "duration_seconds": {"type": ["number", "null"]},
         "talk_seconds": {"type": ["number", "null"]},
         "attempts": {"type": "array", "items": ATTEMPT_VIEW},
+        "visit": {
+            "type": ["object", "null"],
+            "description": "The website visit the call came from (null: none, or erased): "
+            "both touches and the pages seen, as GET /v1/sessions/{id} shows them.",
+            "required": ["touches", "journey"],
+            "properties": {"touches": TOUCHES, "journey": JOURNEY},
+        },
     },
     "additionalProperties": False,
 }
@@ -136,7 +147,9 @@ def attempt_view(attempt: CallAttempt) -> dict[str, Any]:
     }
 
 
-def view(call: Call, attempts: list[CallAttempt]) -> dict[str, Any]:
+def view(
+    call: Call, attempts: list[CallAttempt], visit: SessionRecord | None = None
+) -> dict[str, Any]:
     duration = (call.ended_at - call.started_at).total_seconds() if call.ended_at else None
     talk = (
         (call.ended_at - call.answered_at).total_seconds()
@@ -165,6 +178,7 @@ def view(call: Call, attempts: list[CallAttempt]) -> dict[str, Any]:
         "duration_seconds": duration,
         "talk_seconds": talk,
         "attempts": [attempt_view(a) for a in attempts],
+        "visit": {"touches": visit.touches, "journey": visit.journey} if visit else None,
     }
 
 
@@ -186,9 +200,15 @@ async def list_(ctx: RequestContext) -> web.Response:
     rows = await calls.list_page(db, ctx.scope, after, limit + 1, where)
     page = rows[:limit]
     attempts = await calls.attempts_of(db, [c.id for c in page])
+    visits = await session_store.of_ids(
+        db, ctx.scope, [c.session_id for c in page if c.session_id is not None]
+    )
     return json_response(
         {
-            "data": [view(c, attempts[c.id]) for c in page],
+            "data": [
+                view(c, attempts[c.id], visits.get(c.session_id) if c.session_id else None)
+                for c in page
+            ],
             "next_cursor": str(page[-1].id) if len(rows) > limit else None,
         }
     )
@@ -200,7 +220,12 @@ async def get(ctx: RequestContext) -> web.Response:
     if call is None:
         raise not_found("call")
     attempts = await calls.attempts_of(db, [call.id])
-    return json_response(view(call, attempts[call.id]))
+    visits = await session_store.of_ids(
+        db, call.client_id, [call.session_id] if call.session_id else []
+    )
+    return json_response(
+        view(call, attempts[call.id], visits.get(call.session_id) if call.session_id else None)
+    )
 
 
 RECORDING = Schema(

@@ -1,4 +1,5 @@
-"""/v1/reports/attribution: calls and forms by source, medium, campaign or landing page."""
+"""/v1/reports/attribution: calls, forms and visits by source, medium, campaign or landing
+page, with conversion rates."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ COLUMNS = (
     "first_time_callers",
     "repeat_callers",
     "forms",
+    "visits",
+    "calls_per_visit",
+    "forms_per_visit",
 )
 ROW: dict[str, Any] = {
     "type": "object",
@@ -45,6 +49,12 @@ ROW: dict[str, Any] = {
         "first_time_callers": {"type": "integer"},
         "repeat_callers": {"type": "integer"},
         "forms": {"type": "integer"},
+        "visits": {"type": "integer", "description": "Website visits credited to the group."},
+        "calls_per_visit": {
+            "type": ["number", "null"],
+            "description": "Call conversion rate: calls / visits (null without visits).",
+        },
+        "forms_per_visit": {"type": ["number", "null"], "description": "forms / visits."},
     },
     "additionalProperties": False,
 }
@@ -69,6 +79,9 @@ def _row(row: ReportRow) -> dict[str, Any]:
         "first_time_callers": row.first_time_callers,
         "repeat_callers": row.repeat_callers,
         "forms": row.forms,
+        "visits": row.visits,
+        "calls_per_visit": row.calls_per_visit,
+        "forms_per_visit": row.forms_per_visit,
     }
 
 

@@ -21,6 +21,7 @@ from callrouter.api import (
     reports,
     sessions,
     trunks,
+    visits,
     webhooks,
 )
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
@@ -54,6 +55,7 @@ ENDPOINTS: list[Endpoint] = [
     *pools.ENDPOINTS,
     *calls.ENDPOINTS,
     *sessions.ENDPOINTS,
+    *visits.ENDPOINTS,
     *webhooks.ENDPOINTS,
     *reports.ENDPOINTS,
     *trunks.ENDPOINTS,

@@ -203,7 +203,7 @@ async def submit_form(ctx: RequestContext) -> web.Response:
     sessions = _sessions(ctx)
     await sessions.flush()  # the form row refers to the session row
     form_id = uuid.uuid4()
-    at = datetime.now(UTC)
+    at = datetime.fromtimestamp(sessions.clock(), UTC)  # the clock its session's times use
     await session_store.insert_form(
         ctx.app()[DATABASE],
         form_id=form_id,

@@ -19,7 +19,8 @@ DIMENSIONS = {
 
 @dataclass(frozen=True, slots=True)
 class ReportRow:
-    """One group: its calls, how many were answered, new vs returning callers, its forms."""
+    """One group: its calls, how many were answered, new vs returning callers, its forms, and
+    the website visits credited to it."""
 
     key: str
     calls: int
@@ -27,10 +28,20 @@ class ReportRow:
     first_time_callers: int
     repeat_callers: int
     forms: int
+    visits: int = 0
 
     @property
     def answered_rate(self) -> float | None:
         return round(self.answered / self.calls, 4) if self.calls else None
+
+    @property
+    def calls_per_visit(self) -> float | None:
+        """Calls per visit: the group's call conversion rate (None without visits)."""
+        return round(self.calls / self.visits, 4) if self.visits else None
+
+    @property
+    def forms_per_visit(self) -> float | None:
+        return round(self.forms / self.visits, 4) if self.visits else None
 
 
 async def attribution(
@@ -41,7 +52,9 @@ async def attribution(
     A caller is first-time when this call is their first ever to the client (not only in the
     range); withheld numbers count as neither. Calls and forms removed by erasure or retention
     still count, from their anonymous daily counts (``call_aggregates``): a day's counts are in
-    the range when the day (UTC) begins inside it.
+    the range when the day (UTC) begins inside it. Visits are the sessions that started in the
+    range, grouped by the touch they are credited to; groups with visits and nothing else are
+    listed too. Erased visits are not counted.
     """
     key = DIMENSIONS[dimension]
     rows = await db.fetch(
@@ -64,6 +77,11 @@ async def attribution(
                 FROM forms WHERE client_id = $1 AND submitted_at >= $2 AND submitted_at < $3
                 GROUP BY 1
             ),
+            visit_groups AS (
+                SELECT coalesce(attribution->>'{key}', '(none)') AS key, count(*) AS visits
+                FROM sessions WHERE client_id = $1 AND created_at >= $2 AND created_at < $3
+                GROUP BY 1
+            ),
             kept AS (
                 SELECT coalesce({key}, '(none)') AS key, calls, answered, first_time, repeat,
                        forms
@@ -72,20 +90,30 @@ async def attribution(
                   AND (day::timestamp AT TIME ZONE 'UTC') < $3
             ),
             everything AS (
-                SELECT key, calls, answered, first_time, repeat, 0 AS forms FROM call_groups
-                UNION ALL SELECT key, 0, 0, 0, 0, forms FROM form_groups
-                UNION ALL SELECT key, calls, answered, first_time, repeat, forms FROM kept
+                SELECT key, calls, answered, first_time, repeat, 0 AS forms, 0 AS visits
+                FROM call_groups
+                UNION ALL SELECT key, 0, 0, 0, 0, forms, 0 FROM form_groups
+                UNION ALL SELECT key, calls, answered, first_time, repeat, forms, 0 FROM kept
+                UNION ALL SELECT key, 0, 0, 0, 0, 0, visits FROM visit_groups
             )
             SELECT key, sum(calls)::bigint AS calls, sum(answered)::bigint AS answered,
                    sum(first_time)::bigint AS first_time, sum(repeat)::bigint AS repeat,
-                   sum(forms)::bigint AS forms
+                   sum(forms)::bigint AS forms, sum(visits)::bigint AS visits
             FROM everything GROUP BY key
-            ORDER BY calls DESC, forms DESC, key""",
+            ORDER BY calls DESC, forms DESC, visits DESC, key""",
         client_id,
         start,
         end,
     )
     return [
-        ReportRow(r["key"], r["calls"], r["answered"], r["first_time"], r["repeat"], r["forms"])
+        ReportRow(
+            r["key"],
+            r["calls"],
+            r["answered"],
+            r["first_time"],
+            r["repeat"],
+            r["forms"],
+            r["visits"],
+        )
         for r in rows
     ]

@@ -66,6 +66,9 @@ async def test_calls_by_source_with_answered_rate_and_repeat_callers(api: Api) -
         "first_time_callers": 1,  # +447700900002; +447700900001 called before the range
         "repeat_callers": 1,
         "forms": 0,
+        "visits": 0,
+        "calls_per_visit": None,
+        "forms_per_visit": None,
     }
     assert (rows["newsletter"]["first_time_callers"], rows["newsletter"]["repeat_callers"]) == (
         1,

@@ -30,6 +30,13 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         None,
         {"pool_key": pool["public_key"], "page_url": "https://site.example/"},
     )
+    form = await api.ok(
+        "POST",
+        "/v1/forms",
+        None,
+        {"pool_key": pool["public_key"], "session_id": session["session_id"], "form": "f"},
+    )
+    await api.sessions.flush()  # the read API lists what the write-behind has written
     hook = await api.ok(
         "POST",
         "/v1/webhooks",
@@ -59,6 +66,7 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "number_id": number["id"],
         "key_id": own_key["data"][0]["id"],
         "session_id": session["session_id"],
+        "form_id": form["id"],
         "webhook_id": hook["id"],
         "pool_key": pool["public_key"],
         "trunk_id": trunk["id"],

@@ -3,11 +3,15 @@ the journey is kept; exhausted pools under reuse_oldest take the lease idle long
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 import pytest
 
+from callrouter.routing.events import CallEnded, CallStarted
+from callrouter.store.call_journal import CallJournal
+from callrouter.store.ids import new_id
 from tests.api.conftest import Api
 from tests.api.test_sessions import ORIGIN, pool_with_numbers
 
@@ -143,3 +147,108 @@ async def test_reuse_oldest_with_every_number_leased_takes_the_idle_visitors(api
     # Written as over when it was taken (10 s after its last page), not at its hold's end.
     assert row is not None
     assert (row["lease_expires_at"] - row["last_seen_at"]).total_seconds() == 10
+
+
+async def test_reports_count_visits_that_did_not_convert_and_conversion_rates(api: Api) -> None:
+    client_id, pool = await pool_with_numbers(api, count=3)
+    converted = await view(api, pool, NEWSLETTER, None, visitor="a")
+    await view(api, pool, NEWSLETTER, None, visitor="b")
+    await view(api, pool, ORIGIN + "/?gclid=G", None, visitor="c")
+    form = await api.call(
+        "POST",
+        "/v1/forms",
+        json={"pool_key": pool["public_key"], "session_id": converted["session_id"], "form": "f"},
+        headers={"Origin": ORIGIN},
+    )
+    assert form.status == 201
+    await api.sessions.flush()
+    now = datetime.fromtimestamp(api.clock.now, UTC)
+    query = f"client_id={client_id}&from={(now - timedelta(hours=1)).isoformat()}"
+    query += f"&to={(now + timedelta(hours=1)).isoformat()}"
+    report = await api.ok("GET", "/v1/reports/attribution?" + query.replace("+", "%2B"))
+    rows = {r["key"]: r for r in report["rows"]}
+    assert (rows["newsletter"]["visits"], rows["newsletter"]["forms"]) == (2, 1)
+    assert rows["newsletter"]["forms_per_visit"] == 0.5
+    assert rows["newsletter"]["calls_per_visit"] == 0.0
+    assert (rows["google"]["visits"], rows["google"]["forms"]) == (1, 0)  # listed all the same
+
+
+async def record_call(api: Api, client_id: str, session_id: str, e164: str) -> UUID:
+    call_id = new_id()
+    at = datetime.fromtimestamp(api.clock.now, UTC)
+    async with CallJournal(api.db) as journal:
+        journal.record(
+            CallStarted(
+                call_id=call_id,
+                client_id=UUID(client_id),
+                number_id=None,
+                tracking_number=e164,
+                caller_number="+447700900001",
+                sip_call_id=f"{call_id}@c",
+                trunk=None,
+                dialplan="default",
+                session_id=UUID(session_id),
+                attribution={"source": "newsletter"},
+                record=False,
+                at=at,
+            )
+        )
+        journal.record(CallEnded(call_id, "answered", "caller", "x", at))
+        await journal.flushed()
+    return call_id
+
+
+async def test_the_read_api_shows_a_visit_its_journey_calls_and_forms(api: Api) -> None:
+    client_id, pool = await pool_with_numbers(api)
+    _, key = await api.client_with_key("Acme's agency")  # another client
+    entry = await view(api, pool, NEWSLETTER, "https://mail.example.net/")
+    api.clock.now += 30
+    await view(api, pool, ORIGIN + "/contact", ORIGIN + "/offers")
+    await view(api, pool, ORIGIN + "/?gclid=G", None, visitor="quiet")
+    form = await api.call(
+        "POST",
+        "/v1/forms",
+        json={
+            "pool_key": pool["public_key"],
+            "session_id": entry["session_id"],
+            "form": "contact",
+            "fields": {"email": "ann@example.com"},
+        },
+        headers={"Origin": ORIGIN},
+    )
+    call_id = await record_call(api, client_id, entry["session_id"], entry["number"]["e164"])
+    await api.sessions.flush()
+
+    detail = await api.ok("GET", f"/v1/sessions/{entry['session_id']}")
+    assert detail["attribution"]["campaign"] == "dec"
+    assert detail["touches"]["first"]["referrer"] == "https://mail.example.net/"
+    assert [p["url"] for p in detail["journey"]] == [ORIGIN + "/offers", ORIGIN + "/contact"]
+    assert detail["number"]["e164"] == entry["number"]["e164"]
+    assert (detail["call_ids"], detail["form_ids"]) == ([str(call_id)], [form.body["id"]])
+
+    listed = await api.ok("GET", f"/v1/sessions?pool_id={pool['id']}&source=newsletter")
+    assert [s["id"] for s in listed["data"]] == [entry["session_id"]]
+    called = await api.ok("GET", f"/v1/sessions?pool_id={pool['id']}&has_call=true")
+    assert [s["id"] for s in called["data"]] == [entry["session_id"]]
+    uncalled = await api.ok("GET", f"/v1/sessions?pool_id={pool['id']}&has_call=false")
+    assert [s["attribution"]["source"] for s in uncalled["data"]] == ["google"]
+    paged = await api.ok("GET", f"/v1/sessions?pool_id={pool['id']}&limit=1")
+    assert len(paged["data"]) == 1 and paged["next_cursor"] is not None
+
+    forms = await api.ok("GET", f"/v1/forms?session_id={entry['session_id']}")
+    assert [f["fields"] for f in forms["data"]] == [{"email": "ann@example.com"}]
+    one = await api.ok("GET", f"/v1/forms/{form.body['id']}")
+    assert one["attribution"]["source"] == "newsletter" and one["form"] == "contact"
+
+    call = await api.ok("GET", f"/v1/calls/{call_id}")
+    assert [p["url"] for p in call["visit"]["journey"]] == [ORIGIN + "/offers", ORIGIN + "/contact"]
+    assert call["visit"]["touches"]["first"]["utm_medium"] == "email"
+
+    # Another client sees none of it, and cannot tell it exists.
+    for path in (f"/v1/sessions/{entry['session_id']}", f"/v1/forms/{form.body['id']}"):
+        assert (await api.call("GET", path, key)).status == 404
+    assert (await api.ok("GET", "/v1/sessions", key))["data"] == []
+    assert (await api.ok("GET", "/v1/forms", key))["data"] == []
+    bad = await api.call("GET", "/v1/sessions?has_call=maybe", key)
+    assert bad.status == 422 and bad.body["errors"][0]["field"] == "has_call"
+    assert (await api.call("GET", "/v1/sessions")).status == 401
