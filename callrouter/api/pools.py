@@ -21,6 +21,7 @@ from callrouter.api.fields import CLIENT_ID, TIMESTAMPS, e164, origin, uuid
 from callrouter.api.problems import not_found
 from callrouter.api.schema import Field, Schema
 from callrouter.api.state import DATABASE, SESSIONS
+from callrouter.api.swap_script import SWAP_SCRIPT
 from callrouter.routing.sessions import ATTRIBUTION_MODELS
 from callrouter.store.pools import POOLS, Pool, new_public_key
 
@@ -103,6 +104,7 @@ VIEW: dict[str, Any] = {
         "default_source",
         "form_fields",
         "attribution_model",
+        "swap_script",
         "created_at",
         "updated_at",
     ],
@@ -120,6 +122,16 @@ VIEW: dict[str, Any] = {
         "default_source": {"type": "string"},
         "form_fields": {"type": "array", "items": {"type": "string"}},
         "attribution_model": {"type": "string", "enum": list(ATTRIBUTION_MODELS)},
+        "swap_script": {
+            "type": "object",
+            "description": "The script tag to embed, pinned by Subresource Integrity.",
+            "required": ["src", "integrity", "tag"],
+            "properties": {
+                "src": {"type": "string", "description": "Versioned path, from the API's base."},
+                "integrity": {"type": "string", "description": "sha384-..."},
+                "tag": {"type": "string", "description": "The tag, src relative to the API."},
+            },
+        },
         **TIMESTAMPS,
     },
     "additionalProperties": False,
@@ -141,6 +153,12 @@ def view(pool: Pool) -> dict[str, Any]:
         "default_source": pool.default_source,
         "form_fields": pool.form_fields,
         "attribution_model": pool.attribution_model,
+        "swap_script": {
+            "src": SWAP_SCRIPT.path,
+            "integrity": SWAP_SCRIPT.integrity,
+            "tag": f'<script src="{SWAP_SCRIPT.path}" integrity="{SWAP_SCRIPT.integrity}" '
+            f'crossorigin="anonymous" data-pool="{pool.public_key}" async></script>',
+        },
         "created_at": pool.created_at,
         "updated_at": pool.updated_at,
     }

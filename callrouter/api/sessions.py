@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
 
+from callrouter.api import swap_script
 from callrouter.api.endpoints import Endpoint, RequestContext, json_response
 from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Field, Schema
@@ -24,8 +24,6 @@ from callrouter.numbering import number_parts
 from callrouter.routing.sessions import LivePool, Sessions
 from callrouter.store import sessions as session_store
 
-SWAP_JS = resources.files("callrouter.api").joinpath("static/swap.js").read_bytes()
-SWAP_VERSION = "1"
 HEARTBEAT_SECONDS = 60
 CORS_PATHS = ("/v1/sessions", "/v1/forms")
 
@@ -231,13 +229,6 @@ async def submit_form(ctx: RequestContext) -> web.Response:
     return json_response({"id": form_id}, 201)
 
 
-async def swap_js(ctx: RequestContext) -> web.Response:
-    response = web.Response(body=SWAP_JS, content_type="application/javascript")
-    response.headers["Cache-Control"] = "public, max-age=3600"
-    response.headers["ETag"] = f'"swap-{SWAP_VERSION}"'
-    return response
-
-
 @web.middleware
 async def cors_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -322,11 +313,28 @@ ENDPOINTS = [
     Endpoint(
         "GET",
         "/v1/swap.js",
-        swap_js,
+        swap_script.serve_current,
         "getSwapScript",
-        "The swap script",
+        "The current swap script (cached an hour, revalidated by its ETag)",
         "sessions",
         access="public",
         response_type="application/javascript",
+        extra_responses={304: "Not modified: If-None-Match names this build."},
+        description="gzip or br when Accept-Encoding allows. Pages that pin the script with an "
+        "integrity hash use the versioned URL instead (the pool's swap_script).",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/swap/{version}.js",
+        swap_script.serve_versioned,
+        "getSwapScriptVersion",
+        "One build of the swap script, cacheable for a year (immutable)",
+        "sessions",
+        access="public",
+        response_type="application/javascript",
+        errors=(404,),
+        extra_responses={304: "Not modified: If-None-Match names this build."},
+        description="Only the current build is served; another version is a 404, so a page "
+        "never gets bytes other than those its integrity hash pinned.",
     ),
 ]

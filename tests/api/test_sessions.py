@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
 from typing import Any
 from uuid import UUID
+
+import brotli
+from multidict import CIMultiDict
 
 from callrouter.routing.sessions import Sessions
 from tests.api.conftest import Api
@@ -182,12 +188,44 @@ async def test_heartbeats_keep_the_lease_and_a_restart_brings_it_back(api: Api) 
     assert ended.status == 204
 
 
-async def test_the_swap_script_is_served_cacheable(api: Api) -> None:
-    async with api.http.get("/v1/swap.js") as response:
-        assert response.status == 200
-        assert response.content_type == "application/javascript"
-        assert response.headers["Cache-Control"] == "public, max-age=3600"
-        assert "callrouter swap script" in await response.text()
+async def test_the_swap_script_is_compressed_revalidated_and_pinned(api: Api) -> None:
+    async def get(path: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
+        async with api.http.get(path, headers=headers, auto_decompress=False) as response:
+            return response.status, response.headers.copy(), await response.read()
+
+    source = (await get("/v1/swap.js", **{"Accept-Encoding": "identity"}))[2]
+    assert b"callrouter swap script" in source
+    status, headers, body = await get("/v1/swap.js", **{"Accept-Encoding": "gzip, deflate"})
+    assert (status, headers["Content-Encoding"]) == (200, "gzip")
+    assert gzip.decompress(body) == source and len(body) < len(source) / 2
+    assert headers["Cache-Control"] == "public, max-age=3600"
+    assert headers["Vary"] == "Accept-Encoding" and headers["Access-Control-Allow-Origin"] == "*"
+    status, br_headers, body = await get("/v1/swap.js", **{"Accept-Encoding": "gzip, br"})
+    assert (status, br_headers["Content-Encoding"]) == (200, "br")
+    assert brotli.decompress(body) == source
+    refused = await get("/v1/swap.js", **{"Accept-Encoding": "br;q=0, gzip;q=0"})
+    assert "Content-Encoding" not in refused[1] and refused[2] == source
+    # Revalidation: the ETag it was given gets a 304 with no body, in any encoding.
+    for tag in (headers["ETag"], br_headers["ETag"], "W/" + headers["ETag"]):
+        status, again, body = await get(
+            "/v1/swap.js", **{"Accept-Encoding": "gzip", "If-None-Match": f'"old", {tag}'}
+        )
+        assert (status, body) == (304, b""), tag
+        assert again["ETag"] == headers["ETag"]
+    assert (await get("/v1/swap.js", **{"If-None-Match": '"swap-1"'}))[0] == 200
+
+    # The versioned URL the pool publishes, with the integrity hash browsers check.
+    _, pool = await pool_with_numbers(api)
+    pinned = pool["swap_script"]
+    digest = base64.b64encode(hashlib.sha384(source).digest()).decode()
+    assert pinned["integrity"] == "sha384-" + digest
+    assert f'integrity="sha384-{digest}"' in pinned["tag"]
+    assert pool["public_key"] in pinned["tag"]
+    status, headers, body = await get(pinned["src"], **{"Accept-Encoding": "identity"})
+    assert (status, body) == (200, source)
+    assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert (await get("/v1/swap/0123456789abcdef.js"))[0] == 404
+    assert (await get("/v1/swap/..%2Fswap.js"))[0] == 404
 
 
 async def test_pool_statistics_count_leases_peaks_and_exhaustions(api: Api) -> None:
