@@ -79,6 +79,12 @@ async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterato
         yield config.database.url
         return
     root = config.data_dir / "postgres"
+    if not owner and not EmbeddedPostgres.exists(root):
+        raise ConfigError(
+            f"no callrouter database in {root.resolve()}: only `callrouter serve` creates one; "
+            "point --config, CALLROUTER_CONFIG or --data-dir at the server's data "
+            "(or --database-url at its PostgreSQL)"
+        )
     async with AsyncExitStack() as stack:
         if not owner:
             attached = EmbeddedPostgres.running_dsn(root)
@@ -112,6 +118,19 @@ async def _first_operator_key(pool: asyncpg.Pool[asyncpg.Record], say: Say) -> N
         say(f"operator key (shown once, store it now): {secret}")
 
 
+def _load_dialplans(config: Config, say: Say) -> DialplanLibrary:
+    dialplans = DialplanLibrary(config.dialplans_dir, say)
+    dialplans.refresh()
+    if not dialplans.plans:
+        warning = (
+            f"no dialplan loaded from {config.dialplans_dir.resolve()}: only the built-in "
+            "`default` routes calls, and numbers naming any other dialplan get 480"
+        )
+        log.warning(warning)
+        say(f"dialplan: WARNING: {warning}")
+    return dialplans
+
+
 async def _start_http(app: web.Application, config: Config, stack: AsyncExitStack) -> str:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -133,6 +152,7 @@ async def _start_sip(
     webhook_sender: WebhookSender,
     media_events: MediaEvents,
     privacy_rights: PrivacyRights,
+    dialplans: DialplanLibrary,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -161,8 +181,6 @@ async def _start_sip(
     await _load_trunks(pool, trunk_table, say)
     await listener.add_listener(TRUNKS_CHANNEL, _reload_trunks(pool, trunk_table, say))
 
-    dialplans = DialplanLibrary(config.dialplans_dir, say)
-    dialplans.refresh()
     stack.push_async_callback(_cancel, asyncio.create_task(_watch(dialplans, config)))
     journal = await stack.enter_async_context(CallJournal(pool))
 
@@ -386,7 +404,6 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
-        await _first_operator_key(pool, say)
         if interrupted := await calls.close_interrupted(pool):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
 
@@ -428,6 +445,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
         media_events = await _start_media(config, stack, recordings_service, say)
+        dialplans = _load_dialplans(config, say)
 
         app = build_api(
             pool,
@@ -438,6 +456,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             privacy_rights=privacy_rights,
             recordings_service=recordings_service,
             call_control=media_events,
+            dialplans=dialplans,
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
@@ -454,9 +473,12 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             webhook_sender=webhook_sender,
             media_events=media_events,
             privacy_rights=privacy_rights,
+            dialplans=dialplans,
         )
         for opened in listening:
             say(f"sip: listening on {opened}")
+        # Only now: a start that fails before listening (a port in use) must not spend the key.
+        await _first_operator_key(pool, say)
         yield RunningServer(dsn, http_url, listening, front_door)
 
 

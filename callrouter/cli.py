@@ -1,4 +1,4 @@
-"""The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy.
+"""The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy, backup.
 
 Every command takes ``--config FILE`` and one flag per setting (see ``callrouter serve --help``);
 flags override ``CALLROUTER_*`` variables, which override the file.
@@ -18,13 +18,29 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from uuid import UUID
 
+import aiohttp
 import asyncpg
 import uvloop
 
 from callrouter import __version__
 from callrouter.app import database_dsn, migrate_database, serve
-from callrouter.config import CONFIG_PATH_ENV, SETTINGS, Config, ConfigError, load_config
-from callrouter.instance_lock import DataDirectoryInUse
+from callrouter.backup import (
+    BackupError,
+    check_restorable,
+    check_targets,
+    restore_backup,
+    take_backup,
+)
+from callrouter.config import (
+    CONFIG_PATH_ENV,
+    CONFIG_SEARCH_PATH,
+    SETTINGS,
+    Config,
+    ConfigError,
+    find_config,
+    load_config,
+)
+from callrouter.instance_lock import DataDirectoryInUse, DataDirectoryLock
 from callrouter.numbering import NumberFormatError, to_e164
 from callrouter.privacy import audit
 from callrouter.privacy.register import RequestKind
@@ -42,7 +58,14 @@ from callrouter.store.embedded import EmbeddedPostgresError
 from callrouter.store.migrations import MigrationError
 from callrouter.vault import Vault, VaultError, vault_paths
 
+
+class HealthCheckFailed(Exception):
+    """The API did not answer, or answered that it is not healthy."""
+
+
 EXPECTED_FAILURES = (
+    BackupError,
+    HealthCheckFailed,
     ConfigError,
     DataDirectoryInUse,
     EmbeddedPostgresError,
@@ -82,10 +105,16 @@ def _config_from(args: argparse.Namespace) -> Config:
         for name, value in vars(args).items()
         if name.startswith("setting:")
     }
-    path = args.config or (
-        Path(os.environ[CONFIG_PATH_ENV]) if CONFIG_PATH_ENV in os.environ else None
-    )
-    return load_config(path, os.environ, flags)
+    return load_config(find_config(args.config, os.environ), os.environ, flags)
+
+
+def _config_searched(args: argparse.Namespace) -> str:
+    """Which configuration file this command read, for error messages."""
+    found = find_config(getattr(args, "config", None), os.environ)
+    if found is not None:
+        return f"configuration: {found.resolve()}"
+    places = ", ".join(str(p.absolute()) for p in CONFIG_SEARCH_PATH)
+    return f"configuration: none (no --config, no ${CONFIG_PATH_ENV}, none of {places})"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +130,11 @@ def _parser() -> argparse.ArgumentParser:
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     create = key_commands.add_parser("create", help="create a key and print its secret once")
-    create.add_argument("--client", type=UUID, help="client id (omit for an operator key)")
+    owner = create.add_mutually_exclusive_group(required=True)
+    owner.add_argument("--client", type=UUID, help="a key for this client id")
+    owner.add_argument(
+        "--operator", action="store_true", help="an operator key (every client, every route)"
+    )
     create.add_argument("--name", default="", help="what the key is for")
     listing = key_commands.add_parser("list", help="list keys")
     listing.add_argument("--client", type=UUID, help="only this client's keys")
@@ -139,6 +172,32 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (rotate, rewrap, status):
         _add_setting_flags(sub)
     _add_privacy_commands(commands)
+
+    backup = commands.add_parser(
+        "backup", help="back up the database and recordings, and the keys to another place"
+    )
+    backup.add_argument("target", type=Path, help="new directory for the data")
+    backup.add_argument(
+        "--keys-dir",
+        type=Path,
+        required=True,
+        help="new directory for the key ring, data keys and privacy secret (not inside TARGET)",
+    )
+    restore = commands.add_parser("restore", help="restore a backup into a fresh data directory")
+    restore.add_argument("source", type=Path, help="the backup's data directory")
+    restore.add_argument(
+        "--keys-dir",
+        type=Path,
+        help="restore the keys backup too (only when the live key store is lost: it brings "
+        "back recordings erased since); default: use the configured key store",
+    )
+    for sub in (backup, restore):
+        _add_setting_flags(sub)
+    _add_setting_flags(
+        commands.add_parser(
+            "health", help="ask the configured HTTP API whether it is up (container checks)"
+        )
+    )
     return parser
 
 
@@ -200,6 +259,47 @@ async def _keys(config: Config, args: argparse.Namespace) -> None:
 
     actions = {"create": create, "list": listing, "revoke": revoke}
     await _with_connection(config, actions[args.keys_command])
+
+
+async def _backup(config: Config, args: argparse.Namespace) -> None:
+    check_targets(args.target, args.keys_dir)
+    async with database_dsn(config, lambda _line: None, owner=False) as dsn:
+        await take_backup(config, dsn, args.target, args.keys_dir, say)
+
+
+async def _restore(config: Config, args: argparse.Namespace) -> None:
+    """The one command besides serve that makes a database: a fresh one, from the backup."""
+    await asyncio.to_thread(check_restorable, config, args.source, args.keys_dir)
+    with DataDirectoryLock(config.data_dir):
+        async with database_dsn(config, say, owner=True) as dsn:
+            await restore_backup(config, dsn, args.source, args.keys_dir, say)
+            await migrate_database(dsn, say)
+    say("restore: done; start `callrouter serve` with the same configuration")
+
+
+HEALTH_TIMEOUT = 4.0
+"""Seconds ``callrouter health`` waits (Docker's check gives up after 5)."""
+
+
+async def _health(config: Config) -> None:
+    """GET /v1/health on the address serve listens on (its loopback when bound to all)."""
+    if config.http.port == 0:
+        raise ConfigError("http.port: 0 (a free port) cannot be checked; configure the port")
+    host = {
+        "0.0.0.0": "127.0.0.1",  # noqa: S104 (a wildcard, read)
+        "::": "::1",
+        "": "127.0.0.1",
+    }.get(config.http.host, config.http.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{config.http.port}/v1/health"
+    timeout = aiohttp.ClientTimeout(total=HEALTH_TIMEOUT)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as reply:
+            body = await reply.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise HealthCheckFailed(f"{url}: {exc or type(exc).__name__}") from None
+    if reply.status != 200 or body.get("status") != "ok":
+        raise HealthCheckFailed(f"{url}: {reply.status} {body}")
+    say(f"{url}: ok")
 
 
 def _check_dialplans(files: list[Path]) -> int:
@@ -475,10 +575,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "vault": lambda: _vault(config, args),
             "purge": lambda: _purge(config, args),
             "privacy": lambda: _privacy(config, args),
+            "backup": lambda: _backup(config, args),
+            "restore": lambda: _restore(config, args),
+            "health": lambda: _health(config),
         }
         # uvloop: +57 % API throughput in bench/api.py on the reference machine.
         uvloop.run(commands[args.command]())
     except EXPECTED_FAILURES as exc:
         print(f"callrouter: error: {exc}", file=sys.stderr)
+        print(f"callrouter: {_config_searched(args)}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     return 0

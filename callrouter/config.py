@@ -21,6 +21,8 @@ from typing import Any
 
 ENV_PREFIX = "CALLROUTER_"
 CONFIG_PATH_ENV = "CALLROUTER_CONFIG"
+CONFIG_SEARCH_PATH = (Path("/etc/callrouter/callrouter.toml"), Path("callrouter.toml"))
+"""Where every command looks for its file when neither ``--config`` nor the variable names one."""
 
 
 class ConfigError(Exception):
@@ -328,6 +330,20 @@ def _build(
         elif here in values:
             kwargs[f.name] = values[here]
     return cls(**kwargs)
+
+
+def find_config(
+    flag: Path | None,
+    environ: Mapping[str, str],
+    search: tuple[Path, ...] = CONFIG_SEARCH_PATH,
+) -> Path | None:
+    """The configuration file every command reads, so that all find the same one as ``serve``:
+    ``--config``, then ``CALLROUTER_CONFIG``, then the first of ``search`` that exists."""
+    if flag is not None:
+        return flag
+    if environ.get(CONFIG_PATH_ENV):
+        return Path(environ[CONFIG_PATH_ENV])
+    return next((path for path in search if path.is_file()), None)
 
 
 def load_config(

@@ -17,9 +17,9 @@ from callrouter.api.endpoints import (
     page_schema,
 )
 from callrouter.api.fields import CLIENT_ID, TIMESTAMPS, destination, e164, text, uuid
-from callrouter.api.problems import not_found
+from callrouter.api.problems import invalid, not_found
 from callrouter.api.schema import Field, Schema
-from callrouter.api.state import DATABASE
+from callrouter.api.state import DATABASE, DIALPLANS
 from callrouter.numbering import display_formats
 from callrouter.store.numbers import NUMBERS, Number
 
@@ -128,8 +128,22 @@ def view(number: Number) -> dict[str, Any]:
     }
 
 
+def _check_dialplan(ctx: RequestContext, fields: dict[str, Any]) -> None:
+    """A number naming a dialplan that is not in service would get 480 on every call."""
+    library = ctx.app().get(DIALPLANS)
+    name = fields.get("dialplan")
+    if library is None or name is None or library.get(name) is not None:
+        return
+    raise invalid(
+        "dialplan",
+        f"no dialplan {name!r} is in service (known: {', '.join(library.known())}); "
+        f"add {name}.toml to the dialplans directory first",
+    )
+
+
 async def create(ctx: RequestContext) -> web.Response:
     fields = dict(ctx.body)
+    _check_dialplan(ctx, fields)
     owner = await resolve_owner(ctx, fields.pop("client_id", None))
     e164_text = fields.pop("e164")
     number = await NUMBERS.insert(
@@ -154,6 +168,7 @@ async def get(ctx: RequestContext) -> web.Response:
 
 async def update(ctx: RequestContext) -> web.Response:
     number_id = ctx.path_id("number_id", "number")
+    _check_dialplan(ctx, ctx.body)
     number = await NUMBERS.update(ctx.app()[DATABASE], number_id, ctx.scope, ctx.body)
     if number is None:
         raise not_found("number")

@@ -30,6 +30,7 @@ from callrouter.api.problems import Problem, conflict, invalid
 from callrouter.api.state import (
     CALL_CONTROL,
     DATABASE,
+    DIALPLANS,
     PRIVACY,
     PUBLIC_RATE,
     RECORDINGS,
@@ -40,6 +41,7 @@ from callrouter.api.state import (
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
+from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.sessions import Sessions
 from callrouter.store.database import StoreConflict, StoreReferenceError
 from callrouter.webhooks import WebhookSender
@@ -116,6 +118,7 @@ def build_api(
     privacy_rights: PrivacyRights | None = None,
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
+    dialplans: DialplanLibrary | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -147,6 +150,8 @@ def build_api(
         app[RECORDINGS] = recordings_service
     if call_control is not None:
         app[CALL_CONTROL] = call_control
+    if dialplans is not None:
+        app[DIALPLANS] = dialplans
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

@@ -11,6 +11,7 @@ from aiohttp import web
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
+from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.sessions import Sessions
 from callrouter.webhooks import WebhookSender
 
@@ -34,5 +35,8 @@ PRIVACY = web.AppKey("privacy", PrivacyRights)
 """Privacy requests, suppression list and retention (without it, /v1/privacy is not served)."""
 RECORDINGS = web.AppKey("recordings", Recordings)
 """Encrypted recordings: downloads and shredding (without it, /v1/recordings is not served)."""
+DIALPLANS = web.AppKey("dialplans", DialplanLibrary)
+"""The dialplans in service, which a number must name (absent when the API runs without the
+router: then any well-formed name is taken)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""

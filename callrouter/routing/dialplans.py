@@ -50,6 +50,10 @@ class DialplanLibrary:
             return BUILTIN_DEFAULT
         return plan
 
+    def known(self) -> list[str]:
+        """The names a number may use: every loaded plan, and ``default``."""
+        return sorted({*self.plans, "default"})
+
     def refresh(self) -> None:
         """Load new and changed files, forget removed ones; refusals keep the last good plan."""
         seen: set[Path] = set()

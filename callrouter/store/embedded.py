@@ -128,6 +128,11 @@ class EmbeddedPostgres:
             return None
         return _dsn(socket_dir) if (socket_dir / f".s.PGSQL.{PORT}").exists() else None
 
+    @staticmethod
+    def exists(root: Path) -> bool:
+        """Whether ``root`` holds a cluster (without touching it)."""
+        return (root / "pgdata" / "PG_VERSION").exists()
+
     @property
     def admin_dsn(self) -> str:
         """The DSN of the maintenance database, used to create ``callrouter`` on first start."""
@@ -164,7 +169,7 @@ class EmbeddedPostgres:
 
     def initialised(self) -> bool:
         """Whether the cluster exists already."""
-        return (self.pgdata / "PG_VERSION").exists()
+        return self.exists(self.root)
 
     def _initdb(self) -> None:
         self.pgdata.mkdir(parents=True, mode=0o700)

@@ -119,6 +119,13 @@ class KeyRing:
             self._load()
         return kek
 
+    def copy_to(self, target: Path) -> None:
+        """Write the ring, as one consistent version, to ``target`` (mode 0600): backups."""
+        with locked(self._lock_file, shared=True):
+            data = self.path.read_bytes()
+        private_directory(target.parent, create=True)
+        write_atomically(target, data)
+
     @property
     def _lock_file(self) -> Path:
         return self.path.with_name(self.path.name + ".lock")

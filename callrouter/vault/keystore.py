@@ -192,6 +192,18 @@ class KeyStore:
                 usage[entry.kek_id] = usage.get(entry.kek_id, 0) + 1
         return usage
 
+    def copy_to(self, target: Path) -> int:
+        """Copy every entry, as they are (still wrapped), into the directory ``target``
+        (mode 0700, created): backups. Under the shared lock, so no entry is copied half
+        re-wrapped and no shredded one comes back. Returns how many were copied."""
+        private_directory(target, create=True)
+        with locked(self._lock_file, shared=True):
+            ids = self.recording_ids()
+            for recording_id in ids:
+                path = self._path(recording_id)
+                write_atomically(target / path.name, path.read_bytes())
+        return len(ids)
+
     @property
     def _lock_file(self) -> Path:
         return self.directory / ".lock"
