@@ -44,6 +44,10 @@ worker that stopped left behind (never those of calls this one is recording); th
 sends it after every start. A ``media_timeout`` changes nothing in the worker: the controller's
 ``delete`` then finalises the recording like any other.
 
+The worker stops with its parent (``--parent-pid``) and owns its control socket by a lock file
+beside it (:mod:`callrouter.media.lifeline`): a second worker on the same socket waits up to
+``--lock-wait`` seconds for the first to go, and never removes a socket it does not own.
+
 Run by ``callrouter serve``; by hand: ``python -m callrouter.media.worker --control /tmp/m.sock``.
 """
 
@@ -65,6 +69,7 @@ from uuid import UUID
 
 import uvloop
 
+from callrouter.media.lifeline import SocketTaken, claim_socket, die_with_parent, orphaned
 from callrouter.media.prompt import packetize, recording_notice_tone
 from callrouter.media.recorder import Codec
 from callrouter.media.recording import (
@@ -340,8 +345,11 @@ def _parse(line: bytes) -> Command:
     return command
 
 
-async def serve_control(worker: MediaWorker, path: Path, stop: asyncio.Event) -> None:
-    """Accept the controller's connection and answer its commands until ``stop``."""
+async def serve_control(
+    worker: MediaWorker, path: Path, stop: asyncio.Event, parent: int | None = None
+) -> None:
+    """Accept the controller's connection and answer its commands until ``stop``, or until
+    ``parent`` (a pid) is gone. The caller holds the socket's lock (:func:`claim_socket`)."""
     writers = worker.controllers.writers
     clients: set[asyncio.Task[Any]] = set()
 
@@ -403,6 +411,9 @@ async def serve_control(worker: MediaWorker, path: Path, stop: asyncio.Event) ->
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             except TimeoutError:
                 worker.check_timeouts(loop.time())
+                if parent is not None and orphaned(parent):
+                    log.warning("the parent process %d is gone: stopping", parent)
+                    stop.set()
     finally:
         server.close()
         for writer in writers:
@@ -440,6 +451,15 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--keys-dir", type=Path, help="the vault's key store directory")
     parser.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES)
     parser.add_argument("--format", choices=FORMATS, default="flac", help="final file format")
+    parser.add_argument(
+        "--parent-pid", type=int, help="stop when this process (the server) is gone"
+    )
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=15.0,
+        help="seconds to wait for a stopping worker to give up the control socket",
+    )
     return parser
 
 
@@ -447,6 +467,14 @@ def main() -> None:
     parser = _arguments()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.parent_pid is not None and not die_with_parent(args.parent_pid):
+        log.warning("the parent process %d is already gone: not starting", args.parent_pid)
+        return
+    try:
+        # Held until this process ends; the kernel gives it up however that happens.
+        claim_socket(args.control, args.lock_wait)
+    except SocketTaken as exc:
+        parser.exit(1, f"media worker: {exc}\n")
     first, _, last = args.ports.partition("-")
     settings = None
     if args.recordings_dir is not None:
@@ -469,7 +497,7 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await serve_control(worker, args.control, stop)
+        await serve_control(worker, args.control, stop, args.parent_pid)
 
     # uvloop, as the signalling process: the worker relays about 1.5 times the packets it does
     # on asyncio's own loop (bench/media.py on a 2-core machine).
