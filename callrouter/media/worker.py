@@ -229,7 +229,7 @@ class MediaWorker:
                 continue
             return session
         which = f" ({ports[0]}, {ports[1]})" if ports is not None else ""
-        raise CommandError(f"cannot bind RTP ports{which}: {failure}")
+        raise CommandError(f"cannot bind RTP ports{which}: {_why(failure)}")
 
     async def _signal(self, command: Command) -> Command:
         session = self._session(command)
@@ -298,6 +298,16 @@ class MediaWorker:
         self.sessions.clear()
         if self.recordings is not None:
             await self.recordings.close(asyncio.get_running_loop().time())
+
+
+def _why(failure: BaseException | None) -> str:
+    """The cause of a bind failure: uvloop's message names the address and chains the OSError
+    that says why (``Address already in use``)."""
+    while failure is not None:
+        if isinstance(failure, OSError) and failure.errno is not None:
+            return f"{failure.strerror} ({failure.errno})"
+        failure = failure.__cause__
+    return "unknown cause"
 
 
 def _address(value: object) -> tuple[str, int] | None:
