@@ -25,7 +25,8 @@ out of order: they carry the command's ``id``. A refusal is ``{"id": n, "ok": fa
     <- {"id": 6, "ok": true, "stats": {...}, "recording": "<uuid>"}
     <- {"event": "recording_ready", "call": "c1", "recording": {"id": "<uuid>",
         "path": "<uuid>.flac", "format": "flac", "bytes": 51234, "duration_seconds": 12.5,
-        "peaks": {...}, "interrupted": false, "counters": {"a": {...}, "b": {...}}}}
+        "peaks": {...}, "interrupted": false, "counters": {"a": {...}, "b": {...}},
+        "truncated": null | "the recordings disk is full (...)"}}
     <- {"event": "recording_failed", "call": "c1", "recording": "<uuid>", "error": "..."}
     -> {"id": 7, "cmd": "recover"}
     <- {"id": 7, "ok": true, "recordings": [{... "interrupted": true, "counters": null}],
@@ -38,11 +39,13 @@ bound the reply is an error and nothing stays bound. ``record`` (a second one fo
 no-op) creates the recording's data key, opens ``<uuid>.raw.part`` and records both legs from
 now; the raw stream is written and flushed every second. ``delete`` answers at once; a recorded
 call's file is finalised afterwards and announced by ``recording_ready`` or
-``recording_failed``. A recording with no audio at all is stored as an empty WAV file
-(``"format": "wav"``): FLAC cannot hold zero frames. ``recover`` finalises the raw files a
-worker that stopped left behind (never those of calls this one is recording); the controller
-sends it after every start. A ``media_timeout`` changes nothing in the worker: the controller's
-``delete`` then finalises the recording like any other.
+``recording_failed``. A recording whose file cannot be written any more (a full disk) ends
+there and keeps what was written: ``recording_ready`` with ``truncated`` saying why, and
+``"format": "pcm"`` when not even the encoded file fits. A recording with no audio at all is
+stored as an empty WAV file (``"format": "wav"``): FLAC cannot hold zero frames. ``recover``
+finalises the raw files a worker that stopped left behind (never those of calls this one is
+recording); the controller sends it after every start. A ``media_timeout`` changes nothing in
+the worker: the controller's ``delete`` then finalises the recording like any other.
 
 The worker stops with its parent (``--parent-pid``) and owns its control socket by a lock file
 beside it (:mod:`callrouter.media.lifeline`): a second worker on the same socket waits up to

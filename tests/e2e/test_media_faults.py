@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import soundfile
 
 from tests.conftest import world_traversable_tempdir
@@ -31,6 +33,7 @@ from tests.media.test_worker_lifeline import alive, wait_gone
 
 CALLER_HZ, CALLEE_HZ = 440, 1000
 PACKETS = 150  # each phone hears 3 s of the other before the caller hangs up
+MIN_FREE_OFF: tuple[str, ...] = ()
 
 
 class Api:
@@ -235,5 +238,95 @@ def test_a_call_whose_rtp_port_is_held_elsewhere_is_connected_unrecorded_saying_
             call(server, desk_port, e164, tmp_path)
             again = server.wait_for(r"recording: \S+ of call (\S+) ready")
             assert again.group(1) != record["id"]
+        finally:
+            server.stop()
+
+
+@contextmanager
+def small_disk(size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (needs root: mount(2))."""
+    with workspace() as root:
+        mount = root / "recordings"
+        mount.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)],
+            check=True,
+        )
+        try:
+            yield mount
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> None:
+    """Take all but ``leave`` bytes of the disk's free space with a file of our own."""
+    stat = os.statvfs(disk)
+    free = stat.f_bavail * stat.f_frsize
+    with (disk / "filler").open("wb") as filler:
+        filler.write(b"\0" * max(0, free - leave))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a 2 MB tmpfs needs root (CI runs as root)")
+def test_a_disk_that_fills_mid_call_keeps_each_recording_so_far_flagged_truncated(
+    tmp_path: Path,
+) -> None:
+    numbers = ["+441515559111", "+441515559112", "+441515559113"]
+    with small_disk("2m") as disk, workspace() as workdir:
+        server = ServeProcess(workdir / "data", "--recordings-dir", str(disk), *MIN_FREE_OFF)
+        try:
+            server.wait_ready()
+            key = server.operator_key
+            assert key is not None
+            api = Api(server, key)
+            client_id = api.json("POST", "/v1/clients", {"name": "Acme"})["id"]
+            desks = [api.recorded_number(client_id, e164) for e164 in numbers]
+            # About 4 s of three recorded calls (32 kB/s each as raw) fit in what is left.
+            fill(disk, leave=400_000)
+            started = time.monotonic()
+            calls = [
+                subprocess.Popen(
+                    phones(server, desk, e164, 4 * PACKETS),
+                    cwd=tmp_path,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+                for desk, e164 in zip(desks, numbers, strict=True)
+            ]
+            for phone in calls:
+                out, _ = phone.communicate(timeout=120)
+                assert phone.returncode == 0, out[-3000:]
+            print(f"three calls on a full disk: {time.monotonic() - started:.1f} s")
+            ready = server.wait_for_all(
+                r"recording: \S+ of call (\S+) ready \([\d.]+ s, truncated: ", 3
+            )
+            for call_id in ready:
+                record = api.json("GET", f"/v1/calls/{call_id}")
+                assert record["disposition"] == "answered"
+                reason = record["recording_truncated_reason"]
+                assert reason == "the recordings disk is full (No space left on device)"
+                (recording,) = api.json("GET", f"/v1/recordings?call_id={call_id}")["data"]
+                assert (recording["truncated"], recording["truncated_reason"]) == (True, reason)
+                status, data = api.request("GET", f"/v1/recordings/{recording['id']}/audio")
+                assert status == 200 and len(data) == recording["bytes"]
+                audio, rate = soundfile.read(io.BytesIO(data), dtype="int16")
+                kept = len(audio) / rate
+                assert abs(kept - recording["duration_seconds"]) < 0.01
+                # Cut short: at least a second kept, and well before the call's end.
+                assert 1.0 <= kept < record["talk_seconds"] - 2.0, (kept, record["talk_seconds"])
+                print(
+                    f"kept {kept:.1f} s of {record['talk_seconds']:.1f} s talk "
+                    f"as {recording['format']} ({recording['bytes']} bytes)"
+                )
+                # Both parties, each on their own channel, up to where the disk filled.
+                window = rate // 2
+                for start in range(rate // 4, len(audio) - window, window):
+                    left = audio[start : start + window, 0]
+                    right = audio[start : start + window, 1]
+                    assert abs(dominant_hz(left) - CALLER_HZ) < 20, (start / rate, kept)
+                    assert abs(dominant_hz(right) - CALLEE_HZ) < 20, (start / rate, kept)
+                # Finalised: nothing of it is left unfinished on the disk.
+                assert not list(disk.glob(f"{recording['id']}.*part"))
+                assert not list(disk.glob(f"{recording['id']}.raw"))
         finally:
             server.stop()

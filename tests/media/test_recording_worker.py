@@ -247,6 +247,7 @@ async def test_a_recorded_call_is_stereo_sealed_and_announced(
         "format": "flac",
         "duration_seconds": recording["duration_seconds"],
         "interrupted": False,
+        "truncated": None,
     }
     assert 1.95 <= recording["duration_seconds"] <= 2.6
     for leg in ("a", "b"):
