@@ -31,6 +31,7 @@ from callrouter.api.state import (
     DATABASE,
     PRIVACY,
     PUBLIC_RATE,
+    RECORDING_SPACE,
     RECORDINGS,
     SESSIONS,
     WEBHOOK_SENDER,
@@ -38,6 +39,7 @@ from callrouter.api.state import (
 )
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
 from callrouter.routing.sessions import Sessions
 from callrouter.store.database import StoreConflict, StoreReferenceError
@@ -114,6 +116,7 @@ def build_api(
     privacy_rights: PrivacyRights | None = None,
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
+    recording_space: RecordingSpace | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -145,6 +148,8 @@ def build_api(
         app[RECORDINGS] = recordings_service
     if call_control is not None:
         app[CALL_CONTROL] = call_control
+    if recording_space is not None:
+        app[RECORDING_SPACE] = recording_space
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
 from callrouter.routing.sessions import Sessions
 from callrouter.webhooks import WebhookSender
@@ -34,5 +35,7 @@ PRIVACY = web.AppKey("privacy", PrivacyRights)
 """Privacy requests, suppression list and retention (without it, /v1/privacy is not served)."""
 RECORDINGS = web.AppKey("recordings", Recordings)
 """Encrypted recordings: downloads and shredding (without it, /v1/recordings is not served)."""
+RECORDING_SPACE = web.AppKey("recording_space", RecordingSpace)
+"""Free space for recordings against ``[media] min_free_bytes`` (absent without a media worker)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""

@@ -58,6 +58,8 @@ class MediaAnchor:
 
     :param host: the address the worker's RTP sockets listen on (goes into SDP).
     :param on_failure: ``(call key, reason)`` when the worker refuses a call's command.
+    :param refusal: why no new call may be recorded now (the recordings disk is nearly full),
+        or None.
     """
 
     def __init__(
@@ -66,11 +68,13 @@ class MediaAnchor:
         host: str,
         ports: PortAllocator,
         on_failure: Callable[[str, str], None],
+        refusal: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.control = control
         self.host = host
         self.ports = ports
         self.on_failure = on_failure
+        self.refusal = refusal
         self._calls: dict[str, _Anchored] = {}
 
     def __contains__(self, key: object) -> bool:
@@ -79,6 +83,8 @@ class MediaAnchor:
     def offer(self, key: str, body: bytes, *, nat: bool) -> tuple[bytes | None, str | None]:
         """Anchor the caller's offer: (the offer for the destination, None), or (None, why the
         call cannot be recorded)."""
+        if (refused := self.refusal()) is not None:
+            return None, refused
         if not body:
             return None, "the caller sent no SDP offer"
         try:

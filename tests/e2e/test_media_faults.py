@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from tests.media.test_worker_lifeline import alive, wait_gone
 
 CALLER_HZ, CALLEE_HZ = 440, 1000
 PACKETS = 150  # each phone hears 3 s of the other before the caller hangs up
-MIN_FREE_OFF: tuple[str, ...] = ()
+MIN_FREE_BYTES = 250_000
 
 
 class Api:
@@ -258,6 +258,22 @@ def small_disk(size: str) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def health(api: Api) -> dict[str, Any]:
+    status, data = api.request("GET", "/v1/health")
+    assert status == 200, data
+    space: dict[str, Any] = json.loads(data)["recording_space"]
+    return space
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def fill(disk: Path, leave: int) -> None:
     """Take all but ``leave`` bytes of the disk's free space with a file of our own."""
     stat = os.statvfs(disk)
@@ -272,7 +288,13 @@ def test_a_disk_that_fills_mid_call_keeps_each_recording_so_far_flagged_truncate
 ) -> None:
     numbers = ["+441515559111", "+441515559112", "+441515559113"]
     with small_disk("2m") as disk, workspace() as workdir:
-        server = ServeProcess(workdir / "data", "--recordings-dir", str(disk), *MIN_FREE_OFF)
+        server = ServeProcess(
+            workdir / "data",
+            "--recordings-dir",
+            str(disk),
+            "--media-min-free-bytes",
+            str(MIN_FREE_BYTES),
+        )
         try:
             server.wait_ready()
             key = server.operator_key
@@ -280,8 +302,10 @@ def test_a_disk_that_fills_mid_call_keeps_each_recording_so_far_flagged_truncate
             api = Api(server, key)
             client_id = api.json("POST", "/v1/clients", {"name": "Acme"})["id"]
             desks = [api.recorded_number(client_id, e164) for e164 in numbers]
-            # About 4 s of three recorded calls (32 kB/s each as raw) fit in what is left.
-            fill(disk, leave=400_000)
+            # About 6 s of three recorded calls (32 kB/s each as raw) fit in what is left,
+            # which is above media.min_free_bytes: they start recording.
+            fill(disk, leave=600_000)
+            assert wait_until(lambda: health(api)["status"] == "ok")
             started = time.monotonic()
             calls = [
                 subprocess.Popen(
@@ -328,5 +352,15 @@ def test_a_disk_that_fills_mid_call_keeps_each_recording_so_far_flagged_truncate
                 # Finalised: nothing of it is left unfinished on the disk.
                 assert not list(disk.glob(f"{recording['id']}.*part"))
                 assert not list(disk.glob(f"{recording['id']}.raw"))
+
+            # The disk is below media.min_free_bytes now: a new call is connected (the phones
+            # hear each other) but not recorded, and its record says why.
+            space = health(api)
+            assert space["status"] == "low" and space["free_bytes"] < MIN_FREE_BYTES
+            call(server, desks[0], numbers[0], tmp_path)
+            ended = server.wait_for_all(rf"call: (\S+) to \{numbers[0]} ended answered", 2)
+            refused = api.json("GET", f"/v1/calls/{ended[1]}")
+            assert refused["not_recorded_reason"].startswith("not enough space for recordings: ")
+            assert api.json("GET", f"/v1/recordings?call_id={refused['id']}")["data"] == []
         finally:
             server.stop()

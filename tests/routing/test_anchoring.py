@@ -167,3 +167,15 @@ async def test_bound_says_whether_the_worker_holds_the_ports_and_withdraw_frees_
     assert media.ports.in_use == 2
     assert media.offer("next", OFFER, nat=False)[1] is None
     assert media.offer("one-too-many", OFFER, nat=False)[1] is not None
+
+
+async def test_a_refusal_by_recording_space_anchors_nothing() -> None:
+    channel = Channel()
+    why: list[str | None] = ["not enough space for recordings: 1.0 MiB free"]
+    media = MediaAnchor(
+        channel, "203.0.113.5", PortAllocator(30000, 30010), lambda *_: None, lambda: why[0]
+    )
+    assert media.offer("c", OFFER, nat=False) == (None, why[0])
+    assert channel.sent == [] and media.ports.in_use == 0 and "c" not in media
+    why[0] = None  # space came back
+    assert media.offer("c", OFFER, nat=False)[1] is None
