@@ -172,13 +172,17 @@ def test_kill_9_of_serve_takes_its_media_worker_and_the_next_serve_records(
                     if line.startswith("audio: halfway="):
                         assert "True" in line
                         break
-                first.kill()
+                first.process.kill()
+                killed = time.monotonic()
+                first.process.wait()
+                gone = wait_gone(worker_pid)
+                print(f"media worker gone {time.monotonic() - killed:.2f} s after serve was killed")
+                assert gone, f"media worker {worker_pid} outlived the killed server"
             finally:
                 ringing.kill()
                 ringing.communicate()
         finally:
             first.kill()
-        assert wait_gone(worker_pid), f"media worker {worker_pid} outlived the killed server"
 
         second = serve(workdir, dsn=database_dsn, rtp=rtp)
         try:
