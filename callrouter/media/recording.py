@@ -14,10 +14,10 @@ Rules of this file:
 
 - While a call is recorded, its recorder is drained once a second and what is final is written
   and flushed, so a worker that dies loses at most about two seconds.
-- The raw file is deleted only once the final file is in place, and just before a connected
-  controller is told (``recording_ready``, or the ``recover`` reply). With no controller
-  connected it stays, and the next ``recover`` finalises it again: a recording is never lost
-  for want of a listener.
+- The raw file is deleted (or renamed to ``<id>.pcm`` when kept as the final file) only once
+  the final file is in place, and just before a connected controller is told
+  (``recording_ready``, or the ``recover`` reply). With no controller connected it stays, and
+  the next ``recover`` finalises it again: a recording is never lost for want of a listener.
 - A full disk (or any other failed write) never throws a recording away. Everything that
   reached the disk is kept: the raw file is cut back to its last whole segment and sealed as
   finished (:meth:`Vault.recover`), then finalised like any other; when even the encoded file
@@ -304,8 +304,7 @@ class Recordings:
                     )
                     if self._closing:
                         break  # nobody will read the reply: the next worker reports it
-                    if final.format != KEPT_RAW:
-                        await loop.run_in_executor(self._disk, self._raw_path(recording_id).unlink)
+                    await loop.run_in_executor(self._disk, self._settle_raw, recording_id, final)
                 except Exception as exc:  # any failure: reported to the controller, files kept
                     log.exception("recording %s: not recovered", recording_id)
                     failed.append({"recording": str(recording_id), "error": str(exc)})
@@ -436,8 +435,7 @@ class Recordings:
             if self._closing or not self.connected():
                 log.warning("recording %s: nobody to tell; left for recover", active.id)
                 return
-            if final.format != KEPT_RAW:
-                await loop.run_in_executor(self._disk, self._raw_path(active.id).unlink)
+            await loop.run_in_executor(self._disk, self._settle_raw, active.id, final)
             self.emit({"event": "recording_ready", "call": active.call, "recording": recording})
         except Exception as exc:  # any failure: the controller must hear of every end
             log.exception("recording %s of call %s failed", active.id, active.call)
@@ -486,21 +484,28 @@ class Recordings:
         return self._keep_raw(recording_id)
 
     def _keep_raw(self, recording_id: UUID) -> _FinalFile:
-        """Rename the sealed raw stream to ``<id>.pcm``, its final name (a rename needs no
-        space; recover leaves ``.pcm`` files alone)."""
-        raw = self._raw_path(recording_id)
-        with self.vault.reader(recording_id, raw) as source:
+        """The sealed raw stream as the final file, ``<id>.pcm`` (renamed by
+        :meth:`_settle_raw`, just before the controller is told)."""
+        with self.vault.reader(recording_id, self._raw_path(recording_id)) as source:
             pcm = source.read_all()
-        kept = raw.with_name(f"{recording_id}.{KEPT_RAW}")
-        os.replace(raw, kept)
-        fsync_directory(kept.parent)
         return _FinalFile(
-            kept.name,
+            f"{recording_id}.{KEPT_RAW}",
             KEPT_RAW,
             WAV_HEADER_BYTES + len(pcm),
             len(pcm) // _FRAME_BYTES,
             peaks(pcm, PEAK_BUCKETS),
         )
+
+    def _settle_raw(self, recording_id: UUID, final: _FinalFile) -> None:
+        """The final file is in place: the raw stream goes, or becomes the final file itself
+        (a rename needs no space, and recover leaves ``.pcm`` files alone). Until this, a
+        stopped worker's raw file is finalised again by the next worker's ``recover``."""
+        raw = self._raw_path(recording_id)
+        if final.format == KEPT_RAW:
+            os.replace(raw, self.settings.recordings_dir / final.path)
+            fsync_directory(self.settings.recordings_dir)
+        else:
+            raw.unlink()
 
     def _final_file(self, recording_id: UUID) -> _FinalFile:
         """Decrypt the raw stream, encode it, seal it as the final file (in memory only)."""
