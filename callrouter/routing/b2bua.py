@@ -368,9 +368,9 @@ class B2bua:
         return (uri if isinstance(uri, SipUri) else None), None
 
     def _announce(self, call: Call, prompt: str) -> bool:
-        """Play ``prompt`` to the caller as early media (183 with our SDP) before dialling.
-        False when it cannot be played: the call is not recorded, so its media does not pass
-        through the worker."""
+        """Play ``prompt`` to the caller as early media (183 with our SDP) before dialling,
+        once the worker has bound the call's ports. False when it cannot be played: the call is
+        not recorded, so its media does not pass through the worker."""
         if call.record and call.callee_offer is None:
             self._anchor(call)
         key = str(call.id)
