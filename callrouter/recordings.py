@@ -25,7 +25,7 @@ from callrouter.store import recordings as store
 from callrouter.vault import RecordingReader, Vault
 from callrouter.webhooks import WebhookSender
 
-__all__ = ["CHUNK_BYTES", "AudioFile", "Recordings", "finished_file", "served_format", "view"]
+__all__ = ["CHUNK_BYTES", "AudioFile", "Recordings", "finished_file", "view"]
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,6 @@ class WavOfRaw:
 
     def close(self) -> None:
         self._raw.close()
-
-
-def served_format(stored: str) -> str:
-    """The format a download is in: a kept raw stream is served as WAV."""
-    return "wav" if stored == KEPT_RAW else stored
 
 
 class Recordings:
@@ -229,7 +224,7 @@ def view(recording: store.Recording) -> dict[str, Any]:
         "client_id": recording.client_id,
         "call_id": recording.call_id,
         "number_id": recording.number_id,
-        "format": served_format(recording.format),
+        "format": store.served_format(recording.format),
         "bytes": recording.bytes,
         "duration_seconds": recording.duration_seconds,
         "interrupted": recording.interrupted,

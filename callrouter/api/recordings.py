@@ -24,7 +24,7 @@ from callrouter.api.fields import timestamp, uuid
 from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Schema
 from callrouter.api.state import DATABASE, RECORDINGS
-from callrouter.recordings import served_format, view
+from callrouter.recordings import view
 from callrouter.store import recordings as store
 from callrouter.vault import VaultError
 
@@ -154,7 +154,7 @@ async def audio(ctx: RequestContext) -> web.StreamResponse:
         wanted = byte_range(ctx.request.headers.get("Range"), size)
         start, end = wanted or (0, size)
         response = web.StreamResponse(status=206 if wanted else 200)
-        served = served_format(recording.format)
+        served = store.served_format(recording.format)
         response.content_type = CONTENT_TYPES[served]
         response.content_length = end - start
         response.headers["Accept-Ranges"] = "bytes"

@@ -49,6 +49,12 @@ class FinishedFile:
     truncated_reason: str | None = None
 
 
+def served_format(stored: str) -> str:
+    """The format a download of the file is in: a raw stream kept as the final file ("pcm",
+    when the disk had no room to encode it; see migration 0011) is served as WAV."""
+    return "wav" if stored == "pcm" else stored
+
+
 async def insert(db: Executor, call_id: UUID, done: FinishedFile, ended_at: datetime) -> Recording:
     """The row for a durable file, owned like its call; a truncated one notes why on the call.
 
