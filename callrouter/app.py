@@ -29,6 +29,7 @@ from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.relay import PortAllocator
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
@@ -248,6 +249,7 @@ class MediaEvents:
     recordings: Recordings
     worker: MediaWorkerProcess | None = None
     anchor: MediaAnchor | None = None
+    space: RecordingSpace | None = None
     b2bua: B2bua | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -305,6 +307,8 @@ async def _start_media(
         return events
     if media.format not in ("flac", "wav"):
         raise ConfigError(f"media.format: {media.format!r} is not flac or wav")
+    if media.min_free_bytes < 0:
+        raise ConfigError(f"media.min_free_bytes: {media.min_free_bytes} is negative")
     first, _, last = media.ports.partition("-")
     if not (first.isdigit() and last.isdigit() and 1024 <= int(first) < int(last) <= 65535):
         raise ConfigError(f"media.ports: {media.ports!r} is not FIRST-LAST within 1024-65535")
@@ -329,8 +333,16 @@ async def _start_media(
     await worker.start()
     stack.push_async_callback(worker.stop)
     events.worker = worker
+    space = RecordingSpace(config.recordings_dir, media.min_free_bytes, say)
+    await asyncio.get_running_loop().run_in_executor(None, space.check)
+    stack.push_async_callback(_cancel, asyncio.create_task(space.run(), name="recording-space"))
+    events.space = space
     events.anchor = MediaAnchor(
-        worker, media.host, PortAllocator(int(first), int(last)), events.media_failed
+        worker,
+        media.host,
+        PortAllocator(int(first), int(last)),
+        events.media_failed,
+        refusal=space.refusal,
     )
     if recovered := await events.recover():
         say(f"media: finalised {recovered} recording(s) interrupted by the last run")
@@ -457,6 +469,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             recordings_service=recordings_service,
             call_control=media_events,
             dialplans=dialplans,
+            recording_space=media_events.space,
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),

@@ -178,6 +178,11 @@ class MediaConfig:
         60.0, "Seconds without RTP after which a recorded call is considered dead and hung up."
     )
     format: str = setting("flac", 'Recording file format: "flac" (default) or "wav".')
+    min_free_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Free bytes the recordings filesystem must have for a new call to be recorded; below "
+        "it calls are connected unrecorded, saying why (0: never refuse).",
+    )
 
 
 @dataclass(frozen=True)

@@ -10,25 +10,79 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Protocol
 from uuid import UUID
 
 import asyncpg
 
+from callrouter.media.recording import KEPT_RAW
 from callrouter.store import recordings as store
 from callrouter.vault import RecordingReader, Vault
 from callrouter.webhooks import WebhookSender
 
-__all__ = ["CHUNK_BYTES", "Recordings", "finished_file", "view"]
+__all__ = ["CHUNK_BYTES", "AudioFile", "Recordings", "finished_file", "view"]
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 * 1024
 """Download chunk: four 16 KiB vault segments."""
+# A kept raw stream (the worker had no room to encode it) is interleaved little-endian int16
+# stereo at 8 kHz: a WAV file's data chunk, so it is served as WAV behind a header.
+_RATE: Final = 8000
+_CHANNELS: Final = 2
+_SAMPLE_BYTES: Final = 2
+
+
+class AudioFile(Protocol):
+    """A decrypted recording as downloads read it."""
+
+    plaintext_size: int
+
+    def read_range(self, start: int, end: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class WavOfRaw:
+    """A kept raw stream read as a WAV file: a 44-byte header made up front, then the samples
+    as stored, so ranges and sizes work as for any file."""
+
+    def __init__(self, raw: RecordingReader) -> None:
+        self._raw = raw
+        data = raw.plaintext_size
+        block = _CHANNELS * _SAMPLE_BYTES
+        self._header = struct.pack(
+            "<4sI4s4sIHHIIHH4sI",
+            b"RIFF",
+            36 + data,
+            b"WAVE",
+            b"fmt ",
+            16,
+            1,  # PCM
+            _CHANNELS,
+            _RATE,
+            _RATE * block,
+            block,
+            8 * _SAMPLE_BYTES,
+            b"data",
+            data,
+        )
+        self.plaintext_size = len(self._header) + data
+
+    def read_range(self, start: int, end: int) -> bytes:
+        head = self._header[start:end]
+        skip = len(self._header)
+        if end <= skip:
+            return head
+        return head + self._raw.read_range(max(start, skip) - skip, end - skip)
+
+    def close(self) -> None:
+        self._raw.close()
 
 
 class Recordings:
@@ -73,6 +127,8 @@ class Recordings:
         if self.webhooks is not None:
             await self.webhooks.emit(recording.client_id, "recording.ready", view(recording))
         note = ", interrupted" if recording.interrupted else ""
+        if recording.truncated_reason is not None:
+            note += f", truncated: {recording.truncated_reason}"
         self.announce(
             f"recording: {recording.id} of call {recording.call_id} ready "
             f"({recording.duration_seconds:.1f} s{note})"
@@ -97,15 +153,17 @@ class Recordings:
         for leftover in (target, target.with_name(target.name + ".part")):
             leftover.unlink(missing_ok=True)
 
-    async def open(self, recording_id: UUID, path: str) -> RecordingReader:
-        """A reader of the decrypted file; raises VaultError with the reason when it fails."""
+    async def open(self, recording_id: UUID, path: str) -> AudioFile:
+        """A reader of the decrypted file (a kept raw stream reads as WAV); raises VaultError
+        with the reason when it fails."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
+        reader = await loop.run_in_executor(
             None, partial(self.vault.reader, recording_id, self.file(path))
         )
+        return WavOfRaw(reader) if path.endswith(f".{KEPT_RAW}") else reader
 
     async def chunks(
-        self, reader: RecordingReader, start: int = 0, end: int | None = None
+        self, reader: AudioFile, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
         """Decrypted bytes [start, end) of an open reader, a chunk at a time."""
         loop = asyncio.get_running_loop()
@@ -154,6 +212,7 @@ def finished_file(data: dict[str, Any]) -> store.FinishedFile:
         duration_seconds=float(data["duration_seconds"]),
         peaks=dict(data.get("peaks") or {}),
         interrupted=bool(data.get("interrupted")),
+        truncated_reason=None if data.get("truncated") is None else str(data["truncated"]),
     )
 
 
@@ -164,10 +223,12 @@ def view(recording: store.Recording) -> dict[str, Any]:
         "client_id": recording.client_id,
         "call_id": recording.call_id,
         "number_id": recording.number_id,
-        "format": recording.format,
+        "format": store.served_format(recording.format),
         "bytes": recording.bytes,
         "duration_seconds": recording.duration_seconds,
         "interrupted": recording.interrupted,
+        "truncated": recording.truncated_reason is not None,
+        "truncated_reason": recording.truncated_reason,
         "started_at": recording.started_at,
         "ended_at": recording.ended_at,
         "created_at": recording.created_at,

@@ -90,6 +90,7 @@ VIEW: dict[str, Any] = {
         "attribution",
         "record",
         "not_recorded_reason",
+        "recording_truncated_reason",
         "started_at",
         "ringing_at",
         "answered_at",
@@ -114,6 +115,11 @@ VIEW: dict[str, Any] = {
         "attribution": {"type": "object"},
         "record": {"type": "boolean"},
         "not_recorded_reason": _MAYBE_TEXT,
+        "recording_truncated_reason": {
+            "type": ["string", "null"],
+            "description": "Why the call's recording stops before the call did (the recordings "
+            "disk filled up: what was written is kept), or null.",
+        },
         "started_at": _TIME,
         "ringing_at": _MAYBE_TIME,
         "answered_at": _MAYBE_TIME,
@@ -171,6 +177,7 @@ def view(
         "attribution": call.attribution,
         "record": call.record,
         "not_recorded_reason": call.not_recorded_reason,
+        "recording_truncated_reason": call.recording_truncated_reason,
         "started_at": call.started_at,
         "ringing_at": call.ringing_at,
         "answered_at": call.answered_at,

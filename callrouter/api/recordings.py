@@ -52,6 +52,8 @@ VIEW: dict[str, Any] = {
         "bytes",
         "duration_seconds",
         "interrupted",
+        "truncated",
+        "truncated_reason",
         "started_at",
         "ended_at",
         "created_at",
@@ -69,6 +71,12 @@ VIEW: dict[str, Any] = {
             "description": "Finalised after a crash from what had been written (up to ~2 s "
             "short at the end).",
         },
+        "truncated": {
+            "type": "boolean",
+            "description": "The audio stops before the call did: the recordings disk filled up "
+            "and what had been written was kept.",
+        },
+        "truncated_reason": {"type": ["string", "null"], "description": "Why, when truncated."},
         "started_at": _TIME,
         "ended_at": _TIME,
         "created_at": _TIME,
@@ -146,12 +154,11 @@ async def audio(ctx: RequestContext) -> web.StreamResponse:
         wanted = byte_range(ctx.request.headers.get("Range"), size)
         start, end = wanted or (0, size)
         response = web.StreamResponse(status=206 if wanted else 200)
-        response.content_type = CONTENT_TYPES[recording.format]
+        served = store.served_format(recording.format)
+        response.content_type = CONTENT_TYPES[served]
         response.content_length = end - start
         response.headers["Accept-Ranges"] = "bytes"
-        response.headers["Content-Disposition"] = (
-            f'attachment; filename="{recording.id}.{recording.format}"'
-        )
+        response.headers["Content-Disposition"] = f'attachment; filename="{recording.id}.{served}"'
         if wanted:
             response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         await response.prepare(ctx.request)

@@ -33,6 +33,7 @@ from callrouter.api.state import (
     DIALPLANS,
     PRIVACY,
     PUBLIC_RATE,
+    RECORDING_SPACE,
     RECORDINGS,
     SESSIONS,
     WEBHOOK_SENDER,
@@ -40,6 +41,7 @@ from callrouter.api.state import (
 )
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.sessions import Sessions
@@ -119,6 +121,7 @@ def build_api(
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
     dialplans: DialplanLibrary | None = None,
+    recording_space: RecordingSpace | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -152,6 +155,8 @@ def build_api(
         app[CALL_CONTROL] = call_control
     if dialplans is not None:
         app[DIALPLANS] = dialplans
+    if recording_space is not None:
+        app[RECORDING_SPACE] = recording_space
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

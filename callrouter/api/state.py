@@ -10,6 +10,7 @@ from aiohttp import web
 
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
+from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.sessions import Sessions
@@ -38,5 +39,7 @@ RECORDINGS = web.AppKey("recordings", Recordings)
 DIALPLANS = web.AppKey("dialplans", DialplanLibrary)
 """The dialplans in service, which a number must name (absent when the API runs without the
 router: then any well-formed name is taken)."""
+RECORDING_SPACE = web.AppKey("recording_space", RecordingSpace)
+"""Free space for recordings against ``[media] min_free_bytes`` (absent without a media worker)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""

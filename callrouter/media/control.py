@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,8 @@ class MediaWorkerProcess:
             self.ports,
             "--media-timeout",
             str(self.media_timeout),
+            "--parent-pid",
+            str(os.getpid()),
         ]
         if self.recording is not None:
             arguments += self.recording.arguments()

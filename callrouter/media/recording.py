@@ -9,13 +9,20 @@ Rules of this file:
       <id>.raw.part      the raw stream while the call is recorded (interleaved int16 stereo)
       <id>.raw           the raw stream once closed, until the final file is made from it
       <id>.<format>      the final file; "flac" or "wav" ("wav" when the recording is empty)
+      <id>.pcm           the raw stream kept as the final file when the disk has no room for
+                         the encoded one (served as WAV: the same samples behind a header)
 
 - While a call is recorded, its recorder is drained once a second and what is final is written
   and flushed, so a worker that dies loses at most about two seconds.
-- The raw file is deleted only once the final file is in place, and just before a connected
-  controller is told (``recording_ready``, or the ``recover`` reply). With no controller
-  connected it stays, and the next ``recover`` finalises it again: a recording is never lost
-  for want of a listener.
+- The raw file is deleted (or renamed to ``<id>.pcm`` when kept as the final file) only once
+  the final file is in place, and just before a connected controller is told
+  (``recording_ready``, or the ``recover`` reply). With no controller connected it stays, and
+  the next ``recover`` finalises it again: a recording is never lost for want of a listener.
+- A full disk (or any other failed write) never throws a recording away. Everything that
+  reached the disk is kept: the raw file is cut back to its last whole segment and sealed as
+  finished (:meth:`Vault.recover`), then finalised like any other; when even the encoded file
+  does not fit, the raw stream itself is kept as ``<id>.pcm``. The recording is reported with
+  ``truncated`` saying why its audio ends before the call did.
 - Blocking work runs in threads, never on the worker's loop: one thread for the raw streams,
   taking jobs in the order they are given (a recording's writes, then its close), and one for
   finalising (decrypt, encode, seal, peaks), so a long encode never holds up the raw writes.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
@@ -45,11 +53,14 @@ from callrouter.vault import (
     VaultError,
     part_path_of,
 )
+from callrouter.vault.durable import fsync_directory
 from callrouter.vault.stream import MAX_SEGMENT_BYTES
 
 __all__ = [
     "FORMATS",
+    "KEPT_RAW",
     "PEAK_BUCKETS",
+    "WAV_HEADER_BYTES",
     "FailedRecording",
     "FinishedRecording",
     "RecordingError",
@@ -60,6 +71,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMATS: Final = ("flac", "wav")
+KEPT_RAW: Final = "pcm"
+"""The format of a raw stream kept as the final file (interleaved int16 stereo at 8 kHz)."""
+WAV_HEADER_BYTES: Final = 44
+"""A kept raw stream is downloaded as WAV: these header bytes, then the samples as stored."""
+_NO_ROOM: Final = (errno.ENOSPC, errno.EDQUOT)
 PEAK_BUCKETS: Final = 800
 """Waveform buckets per channel in a finished recording's peaks (a player's width)."""
 _FRAME_BYTES: Final = 4  # one int16 sample per channel
@@ -127,6 +143,8 @@ class FinishedRecording(TypedDict):
     end before the call did."""
     counters: dict[str, Any] | None
     """The recorder's counters per leg (placed, late, duplicates, ...); None when recovered."""
+    truncated: str | None
+    """Why the audio stops before the call did (the disk filled up), or None."""
 
 
 class FailedRecording(TypedDict):
@@ -286,12 +304,16 @@ class Recordings:
                     )
                     if self._closing:
                         break  # nobody will read the reply: the next worker reports it
-                    await loop.run_in_executor(self._disk, self._raw_path(recording_id).unlink)
+                    await loop.run_in_executor(self._disk, self._settle_raw, recording_id, final)
                 except Exception as exc:  # any failure: reported to the controller, files kept
                     log.exception("recording %s: not recovered", recording_id)
                     failed.append({"recording": str(recording_id), "error": str(exc)})
                 else:
-                    finished.append(_describe(recording_id, final, interrupted=True, counters=None))
+                    finished.append(
+                        _describe(
+                            recording_id, final, interrupted=True, counters=None, truncated=None
+                        )
+                    )
         finally:
             self._busy.difference_update(mine)
         return finished, failed
@@ -327,8 +349,12 @@ class Recordings:
         for active, result in zip(ready, results, strict=True):
             if isinstance(result, int):
                 active.flushed_bytes = result
-            elif self._active.get(active.call) is active:
-                self._fail(active, result)
+            elif self._active.get(active.call) is not active:
+                continue
+            elif isinstance(result, OSError):
+                self._truncate(active, _cannot_write(result))
+            else:
+                self._fail(active, str(result) or type(result).__name__)
 
     async def close(self, now: float) -> None:
         """Stop: close every raw file as it stands (the next worker's ``recover`` finalises
@@ -363,6 +389,14 @@ class Recordings:
     async def _run_raw(self, job: Callable[..., object], *args: Any) -> object:
         return await asyncio.get_running_loop().run_in_executor(self._disk, job, *args)
 
+    def _truncate(self, active: _Active, reason: str) -> None:
+        """The raw file cannot be written any more: the recording ends here, and what is on
+        disk is kept and finalised (``recording_ready`` with ``truncated``)."""
+        log.error("recording %s of call %s truncated: %s", active.id, active.call, reason)
+        del self._active[active.call]
+        active.session.tap = None
+        self._spawn(self._finalise(active, b"", truncated=reason))
+
     def _fail(self, active: _Active, error: str) -> None:
         """A raw write failed: the file is torn, so it is removed and the recording ends."""
         log.error("recording %s of call %s failed: %s", active.id, active.call, error)
@@ -380,18 +414,28 @@ class Recordings:
             }
         )
 
-    async def _finalise(self, active: _Active, rest: bytes) -> None:
+    async def _finalise(self, active: _Active, rest: bytes, truncated: str | None = None) -> None:
         loop = asyncio.get_running_loop()
         try:
-            assert active.writer is not None  # start() made it before any stop could come
-            await loop.run_in_executor(self._disk, _close_raw, active.writer, rest)
-            final = await loop.run_in_executor(self._finisher, self._final_file, active.id)
+            writer = active.writer
+            assert writer is not None  # start() made it before any stop could come
+            if truncated is None:
+                try:
+                    await loop.run_in_executor(self._disk, _close_raw, writer, rest)
+                except OSError as exc:
+                    truncated = _cannot_write(exc)
+                    log.error("recording %s truncated at its end: %s", active.id, truncated)
+            if truncated is not None:
+                await loop.run_in_executor(self._disk, self._keep_written, writer)
+            final = await loop.run_in_executor(self._finisher, self._final_or_kept, active.id)
             counters = asdict(active.recorder.counters)
-            recording = _describe(active.id, final, interrupted=False, counters=counters)
+            recording = _describe(
+                active.id, final, interrupted=False, counters=counters, truncated=truncated
+            )
             if self._closing or not self.connected():
                 log.warning("recording %s: nobody to tell; left for recover", active.id)
                 return
-            await loop.run_in_executor(self._disk, self._raw_path(active.id).unlink)
+            await loop.run_in_executor(self._disk, self._settle_raw, active.id, final)
             self.emit({"event": "recording_ready", "call": active.call, "recording": recording})
         except Exception as exc:  # any failure: the controller must hear of every end
             log.exception("recording %s of call %s failed", active.id, active.call)
@@ -420,7 +464,48 @@ class Recordings:
         part = part_path_of(raw)
         if part.exists():
             self.vault.recover(recording_id, part, raw)
-        return self._final_file(recording_id)
+        return self._final_or_kept(recording_id)
+
+    def _keep_written(self, writer: RecordingWriter) -> None:
+        """After a failed write: keep the whole segments that reached the disk, sealed as a
+        finished raw file (the torn end is cut off; this needs no new space)."""
+        writer.abandon()
+        if writer.part_path.exists():
+            self.vault.recover(writer.recording_id, writer.part_path, writer.path)
+
+    def _final_or_kept(self, recording_id: UUID) -> _FinalFile:
+        """The final file; when the disk has no room for it, the raw stream kept as is."""
+        try:
+            return self._final_file(recording_id)
+        except OSError as exc:
+            if exc.errno not in _NO_ROOM:
+                raise
+            log.error("recording %s: no room to encode it (%s); raw stream kept", recording_id, exc)
+        return self._keep_raw(recording_id)
+
+    def _keep_raw(self, recording_id: UUID) -> _FinalFile:
+        """The sealed raw stream as the final file, ``<id>.pcm`` (renamed by
+        :meth:`_settle_raw`, just before the controller is told)."""
+        with self.vault.reader(recording_id, self._raw_path(recording_id)) as source:
+            pcm = source.read_all()
+        return _FinalFile(
+            f"{recording_id}.{KEPT_RAW}",
+            KEPT_RAW,
+            WAV_HEADER_BYTES + len(pcm),
+            len(pcm) // _FRAME_BYTES,
+            peaks(pcm, PEAK_BUCKETS),
+        )
+
+    def _settle_raw(self, recording_id: UUID, final: _FinalFile) -> None:
+        """The final file is in place: the raw stream goes, or becomes the final file itself
+        (a rename needs no space, and recover leaves ``.pcm`` files alone). Until this, a
+        stopped worker's raw file is finalised again by the next worker's ``recover``."""
+        raw = self._raw_path(recording_id)
+        if final.format == KEPT_RAW:
+            os.replace(raw, self.settings.recordings_dir / final.path)
+            fsync_directory(self.settings.recordings_dir)
+        else:
+            raw.unlink()
 
     def _final_file(self, recording_id: UUID) -> _FinalFile:
         """Decrypt the raw stream, encode it, seal it as the final file (in memory only)."""
@@ -441,7 +526,12 @@ class Recordings:
 
 
 def _describe(
-    recording_id: UUID, final: _FinalFile, *, interrupted: bool, counters: dict[str, Any] | None
+    recording_id: UUID,
+    final: _FinalFile,
+    *,
+    interrupted: bool,
+    counters: dict[str, Any] | None,
+    truncated: str | None,
 ) -> FinishedRecording:
     return {
         "id": str(recording_id),
@@ -452,18 +542,26 @@ def _describe(
         "peaks": final.peaks,
         "interrupted": interrupted,
         "counters": counters,
+        "truncated": truncated,
     }
 
 
-def _write_batch(batch: list[tuple[RecordingWriter, bytes]]) -> list[int | str]:
+def _cannot_write(exc: OSError) -> str:
+    """Why a recording stops short, for its record."""
+    if exc.errno in _NO_ROOM:
+        return f"the recordings disk is full ({exc.strerror})"
+    return f"the recording could not be written ({exc.strerror or exc})"
+
+
+def _write_batch(batch: list[tuple[RecordingWriter, bytes]]) -> list[int | Exception]:
     """Per writer: the plaintext bytes now durable, or why the write failed."""
-    results: list[int | str] = []
+    results: list[int | Exception] = []
     for writer, pcm in batch:
         try:
             writer.write(pcm)
             writer.flush()
         except (OSError, VaultError, ValueError) as exc:
-            results.append(str(exc) or type(exc).__name__)
+            results.append(exc)
         else:
             results.append(writer.plaintext_bytes)
     return results

@@ -25,7 +25,8 @@ out of order: they carry the command's ``id``. A refusal is ``{"id": n, "ok": fa
     <- {"id": 6, "ok": true, "stats": {...}, "recording": "<uuid>"}
     <- {"event": "recording_ready", "call": "c1", "recording": {"id": "<uuid>",
         "path": "<uuid>.flac", "format": "flac", "bytes": 51234, "duration_seconds": 12.5,
-        "peaks": {...}, "interrupted": false, "counters": {"a": {...}, "b": {...}}}}
+        "peaks": {...}, "interrupted": false, "counters": {"a": {...}, "b": {...}},
+        "truncated": null | "the recordings disk is full (...)"}}
     <- {"event": "recording_failed", "call": "c1", "recording": "<uuid>", "error": "..."}
     -> {"id": 7, "cmd": "recover"}
     <- {"id": 7, "ok": true, "recordings": [{... "interrupted": true, "counters": null}],
@@ -38,11 +39,17 @@ bound the reply is an error and nothing stays bound. ``record`` (a second one fo
 no-op) creates the recording's data key, opens ``<uuid>.raw.part`` and records both legs from
 now; the raw stream is written and flushed every second. ``delete`` answers at once; a recorded
 call's file is finalised afterwards and announced by ``recording_ready`` or
-``recording_failed``. A recording with no audio at all is stored as an empty WAV file
-(``"format": "wav"``): FLAC cannot hold zero frames. ``recover`` finalises the raw files a
-worker that stopped left behind (never those of calls this one is recording); the controller
-sends it after every start. A ``media_timeout`` changes nothing in the worker: the controller's
-``delete`` then finalises the recording like any other.
+``recording_failed``. A recording whose file cannot be written any more (a full disk) ends
+there and keeps what was written: ``recording_ready`` with ``truncated`` saying why, and
+``"format": "pcm"`` when not even the encoded file fits. A recording with no audio at all is
+stored as an empty WAV file (``"format": "wav"``): FLAC cannot hold zero frames. ``recover``
+finalises the raw files a worker that stopped left behind (never those of calls this one is
+recording); the controller sends it after every start. A ``media_timeout`` changes nothing in
+the worker: the controller's ``delete`` then finalises the recording like any other.
+
+The worker stops with its parent (``--parent-pid``) and owns its control socket by a lock file
+beside it (:mod:`callrouter.media.lifeline`): a second worker on the same socket waits up to
+``--lock-wait`` seconds for the first to go, and never removes a socket it does not own.
 
 Run by ``callrouter serve``; by hand: ``python -m callrouter.media.worker --control /tmp/m.sock``.
 """
@@ -65,6 +72,7 @@ from uuid import UUID
 
 import uvloop
 
+from callrouter.media.lifeline import SocketTaken, claim_socket, die_with_parent, orphaned
 from callrouter.media.prompt import packetize, recording_notice_tone
 from callrouter.media.recorder import Codec
 from callrouter.media.recording import (
@@ -224,7 +232,7 @@ class MediaWorker:
                 continue
             return session
         which = f" ({ports[0]}, {ports[1]})" if ports is not None else ""
-        raise CommandError(f"cannot bind RTP ports{which}: {failure}")
+        raise CommandError(f"cannot bind RTP ports{which}: {_why(failure)}")
 
     async def _signal(self, command: Command) -> Command:
         session = self._session(command)
@@ -295,6 +303,16 @@ class MediaWorker:
             await self.recordings.close(asyncio.get_running_loop().time())
 
 
+def _why(failure: BaseException | None) -> str:
+    """The cause of a bind failure: uvloop's message names the address and chains the OSError
+    that says why (``Address already in use``)."""
+    while failure is not None:
+        if isinstance(failure, OSError) and failure.errno is not None:
+            return f"{failure.strerror} ({failure.errno})"
+        failure = failure.__cause__
+    return "unknown cause"
+
+
 def _address(value: object) -> tuple[str, int] | None:
     if value is None:
         return None
@@ -340,8 +358,11 @@ def _parse(line: bytes) -> Command:
     return command
 
 
-async def serve_control(worker: MediaWorker, path: Path, stop: asyncio.Event) -> None:
-    """Accept the controller's connection and answer its commands until ``stop``."""
+async def serve_control(
+    worker: MediaWorker, path: Path, stop: asyncio.Event, parent: int | None = None
+) -> None:
+    """Accept the controller's connection and answer its commands until ``stop``, or until
+    ``parent`` (a pid) is gone. The caller holds the socket's lock (:func:`claim_socket`)."""
     writers = worker.controllers.writers
     clients: set[asyncio.Task[Any]] = set()
 
@@ -403,6 +424,9 @@ async def serve_control(worker: MediaWorker, path: Path, stop: asyncio.Event) ->
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
             except TimeoutError:
                 worker.check_timeouts(loop.time())
+                if parent is not None and orphaned(parent):
+                    log.warning("the parent process %d is gone: stopping", parent)
+                    stop.set()
     finally:
         server.close()
         for writer in writers:
@@ -440,6 +464,15 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--keys-dir", type=Path, help="the vault's key store directory")
     parser.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES)
     parser.add_argument("--format", choices=FORMATS, default="flac", help="final file format")
+    parser.add_argument(
+        "--parent-pid", type=int, help="stop when this process (the server) is gone"
+    )
+    parser.add_argument(
+        "--lock-wait",
+        type=float,
+        default=15.0,
+        help="seconds to wait for a stopping worker to give up the control socket",
+    )
     return parser
 
 
@@ -447,6 +480,14 @@ def main() -> None:
     parser = _arguments()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.parent_pid is not None and not die_with_parent(args.parent_pid):
+        log.warning("the parent process %d is already gone: not starting", args.parent_pid)
+        return
+    try:
+        # Held until this process ends; the kernel gives it up however that happens.
+        claim_socket(args.control, args.lock_wait)
+    except SocketTaken as exc:
+        parser.exit(1, f"media worker: {exc}\n")
     first, _, last = args.ports.partition("-")
     settings = None
     if args.recordings_dir is not None:
@@ -469,7 +510,7 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await serve_control(worker, args.control, stop)
+        await serve_control(worker, args.control, stop, args.parent_pid)
 
     # uvloop, as the signalling process: the worker relays about 1.5 times the packets it does
     # on asyncio's own loop (bench/media.py on a 2-core machine).

@@ -30,6 +30,7 @@ from callrouter.privacy.subjects import Subject, SubjectHasher
 from callrouter.store import calls as call_store
 from callrouter.store import privacy as store
 from callrouter.store.database import Executor
+from callrouter.store.recordings import served_format
 
 __all__ = ["EXPORT_FORMAT", "ExportSummary", "write_export"]
 
@@ -178,7 +179,7 @@ async def write_export(
         by_call: dict[UUID, list[dict[str, Any]]] = {}
         for recording in await store.recordings_of(db, client_id, batch):
             view = asdict(recording)
-            view["file"] = f"recordings/{recording.id}.{recording.format}"
+            view["file"] = f"recordings/{recording.id}.{served_format(recording.format)}"
             del view["path"]
             by_call.setdefault(recording.call_id, []).append(view)
         for call in found:
@@ -203,7 +204,7 @@ async def write_export(
         for recording in await store.recordings_of(db, client_id, batch):
             assert archive is not None
             audio_bytes += await out.put_stream(
-                f"recordings/{recording.id}.{recording.format}",
+                f"recordings/{recording.id}.{served_format(recording.format)}",
                 archive.audio(recording.id, recording.path),
                 type="recording",
                 id=recording.id,

@@ -6,9 +6,13 @@ Rules of this file:
 - Leg "a" is the caller's side of the relay, leg "b" the destination's. The caller is told to
   send to our "a" port, the destination to our "b" port; each leg's own SDP says where its
   party listens, and that goes to the worker as the leg's signalled address.
-- Ports are allocated here, not in the worker, so SDP is rewritten at once and the call path
-  never waits on the worker. Commands go out in order on one socket; a refused command is
-  reported through ``on_failure`` and noted on the call.
+- Ports are allocated here, not in the worker, so SDP is rewritten at once. Commands go out in
+  order on one socket; a refused command is reported through ``on_failure`` and noted on the
+  call.
+- A call is never pointed at ports the worker has not bound: the B2BUA waits for
+  :meth:`MediaAnchor.bound` (the ``create`` reply, a round trip on a Unix socket) before any
+  rewritten SDP leaves, and a call whose ports could not be bound (another process holds one,
+  the worker is down) is withdrawn (:meth:`MediaAnchor.withdraw`) and connected unrecorded.
 - The offer to the destination is limited to G.711 (PCMU, PCMA) and telephone-event, the only
   audio we can record. A caller offering neither is connected unrecorded, with the reason.
 """
@@ -19,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from callrouter.media.relay import PortAllocator, PortsExhausted
@@ -44,6 +49,8 @@ class _Anchored:
     nat: bool
     offer: bytes
     """The caller's offer as limited to what can be recorded (for an early answer)."""
+    bound: asyncio.Future[str | None]
+    """Settles when the worker has answered ``create``: None, or why the ports are not bound."""
 
 
 class MediaAnchor:
@@ -51,6 +58,8 @@ class MediaAnchor:
 
     :param host: the address the worker's RTP sockets listen on (goes into SDP).
     :param on_failure: ``(call key, reason)`` when the worker refuses a call's command.
+    :param refusal: why no new call may be recorded now (the recordings disk is nearly full),
+        or None.
     """
 
     def __init__(
@@ -59,11 +68,13 @@ class MediaAnchor:
         host: str,
         ports: PortAllocator,
         on_failure: Callable[[str, str], None],
+        refusal: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.control = control
         self.host = host
         self.ports = ports
         self.on_failure = on_failure
+        self.refusal = refusal
         self._calls: dict[str, _Anchored] = {}
 
     def __contains__(self, key: object) -> bool:
@@ -72,6 +83,8 @@ class MediaAnchor:
     def offer(self, key: str, body: bytes, *, nat: bool) -> tuple[bytes | None, str | None]:
         """Anchor the caller's offer: (the offer for the destination, None), or (None, why the
         call cannot be recorded)."""
+        if (refused := self.refusal()) is not None:
+            return None, refused
         if not body:
             return None, "the caller sent no SDP offer"
         try:
@@ -95,11 +108,27 @@ class MediaAnchor:
         except PortsExhausted as exc:
             self.ports.give_back(first)
             return None, f"no free media ports ({exc})"
-        self._calls[key] = _Anchored((first, second), nat, sdp.to_bytes())
-        self._send(key, "create", ports=[first, second])
+        bound: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._calls[key] = _Anchored((first, second), nat, sdp.to_bytes(), bound)
+        self._send(key, "create", ports=[first, second]).add_done_callback(partial(_settle, bound))
         self._signal(key, "a", address, section)
         sdp.anchor(self.host, [second])
         return sdp.to_bytes(), None
+
+    def bound(self, key: str) -> asyncio.Future[str | None]:
+        """Settles once the worker has bound the call's ports (None) or failed to (the reason);
+        until then no SDP that points at them may leave."""
+        return self._calls[key].bound
+
+    def withdraw(self, key: str) -> None:
+        """The call's ports could not be bound: it is no longer anchored here (its SDP must
+        pass through untouched), and its ports are free again."""
+        anchored = self._calls.pop(key, None)
+        if anchored is None:
+            return
+        self._send(key, "delete")  # idempotent: clears anything half made
+        for port in anchored.ports:
+            self.ports.give_back(port)
 
     def towards_caller(self, key: str, body: bytes) -> bytes:
         """SDP from the destination, rewritten for the caller."""
@@ -202,18 +231,35 @@ class MediaAnchor:
             nat=anchored.nat,
         )
 
-    def _send(self, key: str, cmd: str, **fields: Any) -> None:
+    def _send(self, key: str, cmd: str, **fields: Any) -> asyncio.Future[str | None]:
+        """Send a command of call ``key``; the future settles with None, or the failure that
+        was reported through ``on_failure``."""
+        outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         try:
             reply = self.control.send_nowait(cmd, call=key, **fields)
         except Exception as exc:  # noqa: BLE001 - any refusal is a note on the call, not a crash
-            self.on_failure(key, f"media worker: {exc}")
-            return
+            reason = f"media worker: {exc}"
+            self.on_failure(key, reason)
+            outcome.set_result(reason)
+            return outcome
 
         def done(future: asyncio.Future[dict[str, Any]]) -> None:
-            if not future.cancelled() and future.exception() is not None:
-                self.on_failure(key, f"media worker refused {cmd}: {future.exception()}")
+            reason = None
+            if future.cancelled():
+                reason = f"media worker: {cmd} cancelled"
+            elif future.exception() is not None:
+                reason = f"media worker refused {cmd}: {future.exception()}"
+                self.on_failure(key, reason)
+            if not outcome.done():
+                outcome.set_result(reason)
 
         reply.add_done_callback(done)
+        return outcome
+
+
+def _settle(bound: asyncio.Future[str | None], sent: asyncio.Future[str | None]) -> None:
+    if not bound.done():
+        bound.set_result(sent.result())
 
 
 def _limit_to_g711(section: MediaSection) -> bool:

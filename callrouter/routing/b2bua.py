@@ -288,6 +288,12 @@ class B2bua:
     async def _launch(self, call: Call, branch: Branch) -> None:
         uri, trunk = self._destination_uri(branch.destination)
         flows = await self.resolver.locate(uri) if uri is not None else []
+        key = str(call.id)
+        if self.media is not None and key in self.media:
+            # Our SDP may only leave once the worker has bound the ports it names.
+            failure = await self.media.bound(key)
+            if failure is not None:
+                self._unanchor(call, failure)
         if call.state != "routing" or branch.done:
             return
         if uri is None or not flows:
@@ -362,14 +368,29 @@ class B2bua:
         return (uri if isinstance(uri, SipUri) else None), None
 
     def _announce(self, call: Call, prompt: str) -> bool:
-        """Play ``prompt`` to the caller as early media (183 with our SDP) before dialling.
-        False when it cannot be played: the call is not recorded, so its media does not pass
-        through the worker."""
+        """Play ``prompt`` to the caller as early media (183 with our SDP) before dialling,
+        once the worker has bound the call's ports. False when it cannot be played: the call is
+        not recorded, so its media does not pass through the worker."""
         if call.record and call.callee_offer is None:
             self._anchor(call)
         key = str(call.id)
         if self.media is None or not call.record or key not in self.media:
             return False
+        self.media.bound(key).add_done_callback(
+            lambda bound: self._play_announcement(call, prompt, bound.result())
+        )
+        return True
+
+    def _play_announcement(self, call: Call, prompt: str, failure: str | None) -> None:
+        """The worker has bound the call's ports (or could not): play, or go on without."""
+        if call.state != "routing":
+            return
+        key = str(call.id)
+        if self.media is None or failure is not None or key not in self.media:
+            if failure is not None:
+                self._unanchor(call, failure)
+            self._next_step(call)  # unheard: the prompt's media would not reach the caller
+            return
         sdp, codec = self.media.early_answer(key)
         progress = call.request.response(183, to_tag=call.local_tag)
         progress.headers.add("Contact", f"<{self._contact(call.flow)}>")
@@ -384,7 +405,6 @@ class B2bua:
                 self._next_step(call)
 
         self.media.play(key, prompt, codec).add_done_callback(played)
-        return True
 
     def _anchor(self, call: Call) -> None:
         """A recorded call's media goes through the worker; when it cannot, the call is
@@ -399,6 +419,19 @@ class B2bua:
             call.record = False
             self.journal.record(RecordingRefused(call.id, reason))
             log.info("call %s: not recorded: %s", call.id, reason)
+
+    def _unanchor(self, call: Call, reason: str) -> None:
+        """The worker could not bind the call's ports: its SDP passes through untouched and it
+        is connected unrecorded, its record saying why (never dead air on unbound ports)."""
+        key = str(call.id)
+        if self.media is None or key not in self.media:
+            return  # another branch of this call got there first
+        self.media.withdraw(key)
+        call.callee_offer = None
+        if call.record:
+            call.record = False
+            self.journal.record(RecordingRefused(call.id, reason))
+        log.warning("call %s: not recorded: %s", call.id, reason)
 
     def _for_caller(self, call: Call, body: bytes) -> bytes:
         """SDP from the destination as the caller must see it."""

@@ -13,7 +13,8 @@ from callrouter.store.database import Executor
 CALL_COLUMNS = (
     "id, client_id, number_id, tracking_number, caller_number, sip_call_id, trunk, dialplan, "
     "session_id, attribution, state, disposition, hangup_by, hangup_reason, record, "
-    "not_recorded_reason, started_at, ringing_at, answered_at, ended_at"
+    "not_recorded_reason, recording_truncated_reason, started_at, ringing_at, answered_at, "
+    "ended_at"
 )
 ATTEMPT_COLUMNS = (
     "call_id, seq, destination, started_at, ringing_at, answered_at, ended_at, result, "
@@ -57,6 +58,8 @@ class Call:
     hangup_reason: str | None
     record: bool
     not_recorded_reason: str | None
+    recording_truncated_reason: str | None
+    """Why its recording ends before the call did (the recordings disk filled up)."""
     started_at: datetime
     ringing_at: datetime | None
     answered_at: datetime | None

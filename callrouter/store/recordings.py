@@ -11,7 +11,7 @@ from callrouter.store.database import Executor
 
 COLUMNS = (
     "id, client_id, call_id, number_id, format, path, bytes, duration_seconds, interrupted, "
-    "started_at, ended_at, created_at"
+    "truncated_reason, started_at, ended_at, created_at"
 )
 
 
@@ -28,6 +28,8 @@ class Recording:
     bytes: int
     duration_seconds: float
     interrupted: bool
+    truncated_reason: str | None
+    """Why the audio ends before the call did (the disk filled up); None when it does not."""
     started_at: datetime
     ended_at: datetime
     created_at: datetime
@@ -44,18 +46,30 @@ class FinishedFile:
     duration_seconds: float
     peaks: dict[str, Any]
     interrupted: bool
+    truncated_reason: str | None = None
+
+
+def served_format(stored: str) -> str:
+    """The format a download of the file is in: a raw stream kept as the final file ("pcm",
+    when the disk had no room to encode it; see migration 0011) is served as WAV."""
+    return "wav" if stored == "pcm" else stored
 
 
 async def insert(db: Executor, call_id: UUID, done: FinishedFile, ended_at: datetime) -> Recording:
-    """The row for a durable file, owned like its call.
+    """The row for a durable file, owned like its call; a truncated one notes why on the call.
 
     :raises LookupError: the call is gone (erased while the file was being finished); the file
         is queued for shredding instead.
     """
     row = await db.fetchrow(
-        f"""INSERT INTO recordings (id, client_id, call_id, number_id, format, path, bytes,
-                                    duration_seconds, peaks, interrupted, started_at, ended_at)
-            SELECT $1, client_id, id, number_id, $3, $4, $5, $6, $7, $8,
+        f"""WITH noted AS (
+                UPDATE calls SET recording_truncated_reason = $10
+                WHERE id = $2 AND $10::text IS NOT NULL
+            )
+            INSERT INTO recordings (id, client_id, call_id, number_id, format, path, bytes,
+                                    duration_seconds, peaks, interrupted, truncated_reason,
+                                    started_at, ended_at)
+            SELECT $1, client_id, id, number_id, $3, $4, $5, $6, $7, $8, $10,
                    coalesce(answered_at, started_at), $9
             FROM calls WHERE id = $2
             ON CONFLICT (id) DO UPDATE SET path = EXCLUDED.path
@@ -69,6 +83,7 @@ async def insert(db: Executor, call_id: UUID, done: FinishedFile, ended_at: date
         done.peaks,
         done.interrupted,
         ended_at,
+        done.truncated_reason,
     )
     if row is None:
         await db.execute(

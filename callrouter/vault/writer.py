@@ -130,6 +130,14 @@ class RecordingWriter:
             os.close(self._fd)
             self.part_path.unlink(missing_ok=True)
 
+    def abandon(self) -> None:
+        """Stop without finishing, keeping the ``.part`` file for :func:`recover`: after a
+        failed write (a full disk) the last segment may be torn, and sealing a final segment
+        after it would make a file that never authenticates."""
+        if self._open:
+            self._open = False
+            os.close(self._fd)
+
     def __enter__(self) -> RecordingWriter:
         return self
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import resource
 import signal
 import socket
 import uuid
@@ -247,6 +248,7 @@ async def test_a_recorded_call_is_stereo_sealed_and_announced(
         "format": "flac",
         "duration_seconds": recording["duration_seconds"],
         "interrupted": False,
+        "truncated": None,
     }
     assert 1.95 <= recording["duration_seconds"] <= 2.6
     for leg in ("a", "b"):
@@ -548,3 +550,40 @@ async def test_five_percent_loss_keeps_the_recordings_length_and_alignment(
             elif not np.array_equal(got, want):
                 wrong += 1
         assert wrong <= late, (leg, wrong, late)  # only packets counted late may be missing
+
+
+async def test_a_raw_file_that_cannot_grow_keeps_the_recording_so_far_flagged_truncated(
+    make_worker: MakeWorker,
+    events: Events,
+    settings: RecordingSettings,
+    vault: Vault,
+    peer: Callable[..., Awaitable[Peer]],
+) -> None:
+    """A write that fails mid-call (here EFBIG: the worker runs under a file size limit, a
+    stand-in for a full disk that needs no root) ends the recording, keeps what was written
+    and finalises it as FLAC, flagged truncated; the call itself goes on."""
+    limit = 40 * 1024  # about 1.2 s of raw stereo audio; the encoded tone is far smaller
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        worker = await make_worker()  # the limit is inherited by the worker alone
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    call = Call(worker, "c1", await peer(), await peer(), seconds=4.0)
+    await call.connect()
+    await call.record()
+    await call.talk(4.0)
+    # The recording stopped short, the relay did not.
+    assert (await worker.command("query", call="c1"))["recording"] is None
+    await worker.command("delete", call="c1")
+    recording = (await next_event(events, "recording_ready"))["recording"]
+    assert recording["truncated"] == "the recording could not be written (File too large)"
+    assert recording["format"] == "flac" and not recording["interrupted"]
+    kept = recording["duration_seconds"]
+    assert 0.5 <= kept <= limit / 4 / RATE, kept
+    audio, _ = decode(read(vault, call.recording, settings.recordings_dir / recording["path"]))
+    assert len(audio) == round(kept * RATE)
+    window = audio[len(audio) // 2 - 1600 : len(audio) // 2 + 1600]
+    assert abs(dominant(window[:, 0]) - CALLER_HZ) < 10
+    assert abs(dominant(window[:, 1]) - CALLEE_HZ) < 10
+    assert sorted(p.name for p in settings.recordings_dir.iterdir()) == [recording["path"]]

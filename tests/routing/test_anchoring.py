@@ -137,3 +137,45 @@ async def test_an_early_answer_for_an_announcement_picks_one_g711_codec_at_our_p
         "play",
         {"call": "call-1", "prompt": "recording-notice", "codec": "PCMU"},
     )
+
+
+async def test_bound_says_whether_the_worker_holds_the_ports_and_withdraw_frees_them() -> None:
+    channel = Channel()
+    failures: list[tuple[str, str]] = []
+    media = anchor(channel, failures)
+    media.offer("held", OFFER, nat=False)
+    media.offer("fine", OFFER, nat=False)
+    held, fine = media.bound("held"), media.bound("fine")
+    assert not held.done() and not fine.done()  # nothing may point at the ports yet
+    create_held = channel.replies[0]
+    create_fine = next(
+        reply
+        for (cmd, fields), reply in zip(channel.sent, channel.replies, strict=True)
+        if cmd == "create" and fields["call"] == "fine"
+    )
+    create_held.set_exception(Exception("cannot bind RTP ports (30000, 30002): in use"))
+    create_fine.set_result({"ok": True})
+    assert await held == "media worker refused create: cannot bind RTP ports (30000, 30002): in use"
+    assert await fine is None
+    assert failures == [("held", await held)]
+
+    media.withdraw("held")
+    assert "held" not in media and "fine" in media
+    assert channel.sent[-1] == ("delete", {"call": "held"})
+    assert media.towards_caller("held", ANSWER) == ANSWER  # its SDP now passes through
+    # Its ports are free again: of the range's five pairs, "fine" holds two, so a call fits.
+    assert media.ports.in_use == 2
+    assert media.offer("next", OFFER, nat=False)[1] is None
+    assert media.offer("one-too-many", OFFER, nat=False)[1] is not None
+
+
+async def test_a_refusal_by_recording_space_anchors_nothing() -> None:
+    channel = Channel()
+    why: list[str | None] = ["not enough space for recordings: 1.0 MiB free"]
+    media = MediaAnchor(
+        channel, "203.0.113.5", PortAllocator(30000, 30010), lambda *_: None, lambda: why[0]
+    )
+    assert media.offer("c", OFFER, nat=False) == (None, why[0])
+    assert channel.sent == [] and media.ports.in_use == 0 and "c" not in media
+    why[0] = None  # space came back
+    assert media.offer("c", OFFER, nat=False)[1] is None
