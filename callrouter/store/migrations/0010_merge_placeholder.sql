@@ -1,2 +1,0 @@
--- Placeholder for another branch's migration 0010 (branch media-faults needs 0011); delete it at merge.
-SELECT 1;
