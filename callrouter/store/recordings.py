@@ -51,7 +51,7 @@ class FinishedFile:
 
 def served_format(stored: str) -> str:
     """The format a download of the file is in: a raw stream kept as the final file ("pcm",
-    when the disk had no room to encode it; see migration 0011) is served as WAV."""
+    when the disk had no room to encode it; see migration 0010) is served as WAV."""
     return "wav" if stored == "pcm" else stored
 
 
