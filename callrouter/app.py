@@ -7,7 +7,6 @@ half-way through start-up still stops what had started, PostgreSQL included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -22,6 +21,7 @@ from OpenSSL import SSL
 
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
+from callrouter.api.connections import ConnectionGuard, GuardedSite, HttpLimits
 from callrouter.api.server import build_api
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
@@ -44,10 +44,12 @@ from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.migrations import migrate
 from callrouter.store.numbers import Number
+from callrouter.supervisor import Supervisor
 from callrouter.transport.listeners import Listening, open_listeners, tls_options
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
+from callrouter.transport.stream import InboundConnections, StreamLimits
 from callrouter.vault import Vault, vault_paths
 from callrouter.webhooks import WebhookSender
 
@@ -112,11 +114,52 @@ async def _first_operator_key(pool: asyncpg.Pool[asyncpg.Record], say: Say) -> N
         say(f"operator key (shown once, store it now): {secret}")
 
 
-async def _start_http(app: web.Application, config: Config, stack: AsyncExitStack) -> str:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+def _http_limits(config: Config) -> HttpLimits:
+    http = config.http
+    _positive("http", max_connections=http.max_connections, listen_backlog=http.listen_backlog)
+    _positive("http", max_connections_per_source=http.max_connections_per_source)
+    _positive("http", idle_timeout=http.idle_timeout, header_timeout=http.header_timeout)
+    return HttpLimits(
+        http.max_connections,
+        http.max_connections_per_source,
+        http.idle_timeout,
+        http.header_timeout,
+    )
+
+
+def _stream_limits(config: Config) -> StreamLimits:
+    sip = config.sip
+    _positive("sip", max_connections=sip.max_connections, listen_backlog=sip.listen_backlog)
+    _positive("sip", max_connections_per_source=sip.max_connections_per_source)
+    _positive("sip", idle_timeout=sip.idle_timeout, message_timeout=sip.message_timeout)
+    _positive("sip", tls_handshake_timeout=sip.tls_handshake_timeout)
+    return StreamLimits(
+        sip.max_connections,
+        sip.max_connections_per_source,
+        sip.idle_timeout,
+        sip.message_timeout,
+        sip.tls_handshake_timeout,
+    )
+
+
+def _positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{section}.{name}: must be above 0, got {value}")
+
+
+async def _start_http(
+    app: web.Application, config: Config, guard: ConnectionGuard, stack: AsyncExitStack
+) -> str:
+    # aiohttp's own keep-alive close is the graceful one; the guard's idle deadline backs it up.
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=config.http.idle_timeout
+    )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    site = GuardedSite(
+        runner, config.http.host, config.http.port, guard, backlog=config.http.listen_backlog
+    )
     await site.start()
     host, port = runner.addresses[0][:2]
     return f"http://{host}:{port}"
@@ -133,6 +176,7 @@ async def _start_sip(
     webhook_sender: WebhookSender,
     media_events: MediaEvents,
     privacy_rights: PrivacyRights,
+    supervisor: Supervisor,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -148,6 +192,7 @@ async def _start_sip(
         raise ConfigError(f"sip: {exc}") from None
     if sip.unknown_sources not in ("403", "drop"):
         raise ConfigError(f"sip.unknown_sources: {sip.unknown_sources!r} is not 403 or drop")
+    limits = _stream_limits(config)
     tls = None
     if sip.tls_port is not None:
         if sip.tls_certificate is None or sip.tls_private_key is None:
@@ -163,7 +208,7 @@ async def _start_sip(
 
     dialplans = DialplanLibrary(config.dialplans_dir, say)
     dialplans.refresh()
-    stack.push_async_callback(_cancel, asyncio.create_task(_watch(dialplans, config)))
+    supervisor.start("dialplan watcher", lambda: _watch(dialplans, config))
     journal = await stack.enter_async_context(CallJournal(pool))
 
     reactor = asyncio_reactor(asyncio.get_running_loop())
@@ -200,8 +245,18 @@ async def _start_sip(
     service.handler = front_door.handle
     if sip.unknown_sources == "drop":
         service.admit = front_door.admit
+    # A source outside every trunk could only be refused over TCP too: it holds no socket.
+    inbound = InboundConnections(limits, front_door.admit)
     listening = await open_listeners(
-        reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
+        reactor,
+        service,
+        sip.host,
+        sip.port,
+        stack,
+        tls_port=sip.tls_port,
+        tls=tls,
+        inbound=inbound,
+        backlog=sip.listen_backlog,
     )
     for opened in listening:
         endpoint.advertised[opened.transport] = f"{opened.host}:{opened.port}"
@@ -369,12 +424,6 @@ def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
     return on_change
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 @asynccontextmanager
 async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
@@ -386,6 +435,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
+        # Background jobs are cancelled before the pool they use closes.
+        supervisor = Supervisor()
+        stack.push_async_callback(supervisor.stop)
         await _first_operator_key(pool, say)
         if interrupted := await calls.close_interrupted(pool):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
@@ -403,13 +455,13 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         visitor_sessions = Sessions(pool, time.time, say)
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
-        stack.push_async_callback(_cancel, asyncio.create_task(visitor_sessions.run()))
+        supervisor.start("session sweeper", visitor_sessions.run)
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
-        stack.push_async_callback(_cancel, asyncio.create_task(webhook_sender.run()))
+        supervisor.start("webhook sender", webhook_sender.run)
 
         vault = Vault.from_config(config)
         recordings_service = Recordings(
@@ -426,9 +478,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             live_sessions=visitor_sessions,
             say=say,
         )
-        stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
+        supervisor.start("daily purge", lambda: privacy_rights.run_daily(say))
         media_events = await _start_media(config, stack, recordings_service, say)
 
+        guard = ConnectionGuard(_http_limits(config))
         app = build_api(
             pool,
             authenticator,
@@ -441,8 +494,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
+            connection_guard=guard,
         )
-        http_url = await _start_http(app, config, stack)
+        http_url = await _start_http(app, config, guard, stack)
         say(f"http: listening on {http_url}")
         front_door, listening = await _start_sip(
             config,
@@ -454,6 +508,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             webhook_sender=webhook_sender,
             media_events=media_events,
             privacy_rights=privacy_rights,
+            supervisor=supervisor,
         )
         for opened in listening:
             say(f"sip: listening on {opened}")

@@ -16,6 +16,7 @@ from uuid import UUID
 from aiohttp import web
 
 from callrouter.api.auth import AUTHENTICATOR
+from callrouter.api.json_body import decode_body
 from callrouter.api.problems import FieldError, Problem, invalid_fields
 from callrouter.api.schema import Field, Schema, parse_uuid
 from callrouter.store.api_keys import Principal
@@ -92,13 +93,7 @@ class Endpoint:
         assert self.body is not None
         if request.content_type != "application/json":
             raise Problem(415, "the body must be JSON (Content-Type: application/json)")
-        raw = await request.read()
-        try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise Problem(
-                400, f"body: malformed JSON: {exc}", [FieldError("body", "malformed JSON")]
-            ) from None
+        data = decode_body(await request.read())
         return self.body.parse(data, partial=self.partial_body)
 
 

@@ -24,6 +24,7 @@ from callrouter.api import (
     webhooks,
 )
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
+from callrouter.api.connections import ConnectionGuard
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
 from callrouter.api.state import (
@@ -114,6 +115,7 @@ def build_api(
     privacy_rights: PrivacyRights | None = None,
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
+    connection_guard: ConnectionGuard | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -123,6 +125,8 @@ def build_api(
         they hold) the privacy routes could only fail, so they are not served.
     :param recordings_service: the encrypted recordings (without the vault the recordings
         routes are not served).
+    :param connection_guard: the HTTP connection limits and deadlines, told by its middleware
+        when each request is being served (the site that serves the app must use it too).
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
@@ -131,7 +135,11 @@ def build_api(
         endpoints = [e for e in endpoints if e.tag != recordings.TAG]
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[sessions.cors_middleware, problem_middleware],
+        middlewares=[
+            *([connection_guard.middleware] if connection_guard is not None else []),
+            sessions.cors_middleware,
+            problem_middleware,
+        ],
     )
     app[DATABASE] = database
     app[PUBLIC_RATE] = public_rate if public_rate is not None else TokenBuckets(20.0, 100)
