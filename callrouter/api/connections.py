@@ -133,7 +133,7 @@ class ConnectionGuard:
         if self.by_source[source] >= self.limits.max_connections_per_source:
             self.refused["per-source limit"] += 1
             return False
-        if len(self.open) >= self.limits.max_connections:
+        if self.by_source.total() >= self.limits.max_connections:
             self.refused["connection limit"] += 1
             return False
         self.by_source[source] += 1
