@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -119,6 +120,7 @@ def _http_limits(config: Config) -> HttpLimits:
     _positive("http", max_connections=http.max_connections, listen_backlog=http.listen_backlog)
     _positive("http", max_connections_per_source=http.max_connections_per_source)
     _positive("http", idle_timeout=http.idle_timeout, header_timeout=http.header_timeout)
+    _positive("http", body_timeout=http.body_timeout)
     return HttpLimits(
         http.max_connections,
         http.max_connections_per_source,
@@ -140,6 +142,28 @@ def _stream_limits(config: Config) -> StreamLimits:
         sip.message_timeout,
         sip.tls_handshake_timeout,
     )
+
+
+DESCRIPTOR_RESERVE = 512
+"""Descriptors kept for what is not a client connection: the database pool, the media worker,
+recordings being written, dialplan files, outbound SIP connections."""
+
+
+def _descriptor_budget(config: Config, say: Say) -> None:
+    """Raise the soft descriptor limit as far as the connection limits need (the hard limit
+    allows it without privileges), and say so when even the hard limit is too low: then a flood
+    ends in refused connections rather than in the limits."""
+    needed = config.sip.max_connections + config.http.max_connections + DESCRIPTOR_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed and soft < hard:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft < needed:
+        say(
+            f"limits: {soft} file descriptors for up to {needed - DESCRIPTOR_RESERVE} "
+            "connections: raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+            "sip.max_connections and http.max_connections"
+        )
 
 
 def _positive(section: str, **values: float) -> None:
@@ -482,6 +506,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         media_events = await _start_media(config, stack, recordings_service, say)
 
         guard = ConnectionGuard(_http_limits(config))
+        _descriptor_budget(config, say)
         app = build_api(
             pool,
             authenticator,
@@ -495,6 +520,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
             connection_guard=guard,
+            body_timeout=config.http.body_timeout,
         )
         http_url = await _start_http(app, config, guard, stack)
         say(f"http: listening on {http_url}")

@@ -79,6 +79,9 @@ class HttpConfig:
     header_timeout: float = setting(
         10.0, "Seconds a started request may take to send all its headers (slowloris)."
     )
+    body_timeout: float = setting(
+        30.0, "Seconds a request body may take to arrive once its headers are in (answer: 408)."
+    )
     webhooks_to_private_addresses: bool = setting(
         False,
         "Allow webhook endpoints on loopback and private networks (labs and tests only: it "

@@ -28,6 +28,7 @@ from callrouter.api.connections import ConnectionGuard
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
 from callrouter.api.state import (
+    BODY_TIMEOUT,
     CALL_CONTROL,
     DATABASE,
     PRIVACY,
@@ -116,6 +117,7 @@ def build_api(
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
     connection_guard: ConnectionGuard | None = None,
+    body_timeout: float = 30.0,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -127,6 +129,7 @@ def build_api(
         routes are not served).
     :param connection_guard: the HTTP connection limits and deadlines, told by its middleware
         when each request is being served (the site that serves the app must use it too).
+    :param body_timeout: seconds a request body may take once its headers are in.
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
@@ -142,6 +145,7 @@ def build_api(
         ],
     )
     app[DATABASE] = database
+    app[BODY_TIMEOUT] = body_timeout
     app[PUBLIC_RATE] = public_rate if public_rate is not None else TokenBuckets(20.0, 100)
     if visitor_sessions is not None:
         app[SESSIONS] = visitor_sessions

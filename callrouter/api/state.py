@@ -34,5 +34,7 @@ PRIVACY = web.AppKey("privacy", PrivacyRights)
 """Privacy requests, suppression list and retention (without it, /v1/privacy is not served)."""
 RECORDINGS = web.AppKey("recordings", Recordings)
 """Encrypted recordings: downloads and shredding (without it, /v1/recordings is not served)."""
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+"""Seconds a request body may take to arrive once its headers are in (slow-body attacks)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""

@@ -84,6 +84,8 @@ def test_descriptor_exhaustion_degrades_and_recovers(workdir: Path, many_files: 
     try:
         server.wait_ready()
         server.wait_for(r"dialplan: loaded office")
+        # It says at start that its descriptors cannot cover the connection limits.
+        server.wait_for(r"limits: 1024 file descriptors for up to 1004096 connections")
         url = urlsplit(server.http_url)
         assert url.hostname is not None and url.port is not None
 

@@ -89,6 +89,8 @@ def served() -> Iterator[Served]:
         "2",
         "--http-header-timeout",
         "1",
+        "--http-body-timeout",
+        "1",
     )
     try:
         server.wait_ready()
@@ -227,6 +229,21 @@ def test_slowloris_http_headers_are_cut_off(served: Served) -> None:
     served.server.wait_for(
         r"http: closing connection from 127\.0\.0\.1: waited 1 s for the request"
     )
+
+
+def test_a_body_trickled_after_its_headers_gets_408(served: Served) -> None:
+    with connect(served.http_port) as sock:
+        sock.sendall(
+            (
+                "POST /v1/clients HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: Bearer {served.key}\r\nContent-Type: application/json\r\n"
+                'Content-Length: 100\r\n\r\n{"name": "'
+            ).encode()
+        )
+        answer = received_until_closed(sock, trickle=b"x")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body)["errors"] == [{"field": "body", "reason": "sent too slowly"}]
 
 
 def test_an_idle_http_connection_is_closed(served: Served) -> None:
