@@ -14,16 +14,21 @@ from typing import Any
 
 from callrouter.api.problems import FieldError, Problem, invalid_fields
 
-__all__ = ["MAX_DEPTH", "MAX_NUMBER_CHARS", "decode_body"]
+__all__ = ["MAX_DEPTH", "MAX_DIGITS", "decode_body"]
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects accepted; the API's own shapes nest at most 3 deep."""
-MAX_NUMBER_CHARS = 40
-"""Longest number literal accepted: room for any int64 or double written out in full."""
+MAX_DIGITS = 40
+"""Most digits in a row in a number literal (integer, fraction or exponent): room for any int64
+or double written out in full."""
 
-# A JSON string token (quotes and escapes included) or one bracket; brackets inside strings
-# are skipped as part of the string.
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# Ordinary bodies take the C paths of ``re`` and ``json`` only; the Python-level walk that names
+# a field happens for the rare body with a surrogate escape or a number ``int()`` refuses.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_INNERMOST = re.compile(r"\[\]|\{\}")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONG_RUN = re.compile(rf"[0-9]{{{MAX_DIGITS + 1}}}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -35,11 +40,11 @@ _OVERSIZED = _Oversized()
 
 
 def _bounded_int(text: str) -> int | _Oversized:
-    return _OVERSIZED if len(text) > MAX_NUMBER_CHARS else int(text)
+    return _OVERSIZED if _LONG_RUN.search(text) else int(text)
 
 
 def _bounded_float(text: str) -> float | _Oversized:
-    return _OVERSIZED if len(text) > MAX_NUMBER_CHARS else float(text)
+    return _OVERSIZED if _LONG_RUN.search(text) else float(text)
 
 
 def decode_body(raw: bytes) -> Any:
@@ -56,9 +61,20 @@ def decode_body(raw: bytes) -> Any:
             [FieldError("body", f"nested deeper than {MAX_DEPTH} levels")],
         )
     try:
-        data = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:
+            # int() refused a literal (over 4,300 digits): decode again to find where it is.
+            data = json.loads(text, parse_int=_bounded_int, parse_float=_bounded_float)
+            suspect = True
+        else:
+            suspect = "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None
     except json.JSONDecodeError as exc:
         raise _malformed(str(exc)) from None
+    if not suspect:
+        return data
     errors: list[FieldError] = []
     _inspect(data, "", errors)
     if errors:
@@ -72,26 +88,22 @@ def _malformed(why: str) -> Problem:
 
 def _too_deep(text: str) -> bool:
     if text.count("[") + text.count("{") <= MAX_DEPTH:
-        return False  # cannot be deeper: skip the scan for every ordinary body
-    depth = 0
-    for token in _TOKENS.finditer(text):
-        bracket = token.group()
-        if bracket in ("[", "{"):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif bracket in ("]", "}"):
-            depth -= 1
-    return False
+        return False  # cannot be deeper: no scan for an ordinary body
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    # Each pass removes every innermost pair, so the passes needed are the nesting depth.
+    for _ in range(MAX_DEPTH):
+        reduced = _INNERMOST.sub("", brackets)
+        if reduced == brackets:
+            return False  # all matched, or unbalanced: json.loads says what is wrong
+        brackets = reduced
+    return bool(brackets)
 
 
 def _inspect(value: Any, path: str, errors: list[FieldError]) -> None:
     """Collect over-long numbers and lone surrogates, by the path a schema would name."""
     where = path or "body"
     if value is _OVERSIZED:
-        errors.append(
-            FieldError(where, f"number literal longer than {MAX_NUMBER_CHARS} characters")
-        )
+        errors.append(FieldError(where, f"number literal with over {MAX_DIGITS} digits in a row"))
     elif isinstance(value, str):
         if _SURROGATE.search(value):
             errors.append(FieldError(where, "contains a lone UTF-16 surrogate"))
