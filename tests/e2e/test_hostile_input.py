@@ -11,9 +11,11 @@ import http.client
 import json
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,6 +93,10 @@ def served() -> Iterator[Served]:
         "1",
         "--http-body-timeout",
         "1",
+        "--sip-listen-backlog",
+        "700",
+        "--http-listen-backlog",
+        "600",
     )
     try:
         server.wait_ready()
@@ -292,6 +298,21 @@ def test_a_tls_connection_that_never_says_hello_is_closed(served: Served) -> Non
     served.server.wait_for(
         r"sip: closing tls connection from 127\.0\.0\.1:\d+: waited 1 s for the TLS"
     )
+
+
+def listen_backlog(port: int) -> int:
+    """The backlog of the listening TCP socket on ``port`` (``ss`` shows it as Send-Q)."""
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return int(out[2])
+
+
+def test_listen_backlogs_are_configurable(served: Served) -> None:
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    assert listen_backlog(served.server.sip_port("tcp")) == min(700, somaxconn)
+    assert listen_backlog(served.server.sip_port("tls")) == min(700, somaxconn)
+    assert listen_backlog(served.http_port) == min(600, somaxconn)
 
 
 def test_an_unknown_source_cannot_hold_a_sip_tcp_connection(served: Served) -> None:
