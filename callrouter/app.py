@@ -22,7 +22,7 @@ from OpenSSL import SSL
 
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
-from callrouter.api.connections import ConnectionGuard, GuardedSite, HttpLimits
+from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite, HttpLimits
 from callrouter.api.server import build_api
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
@@ -177,7 +177,11 @@ async def _start_http(
 ) -> str:
     # aiohttp's own keep-alive close is the graceful one; the guard's idle deadline backs it up.
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, keepalive_timeout=config.http.idle_timeout
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=config.http.idle_timeout,
+        logger=SERVER_LOG,
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["ConnectionGuard", "GuardedSite", "HttpLimits"]
+__all__ = ["SERVER_LOG", "ConnectionGuard", "GuardedSite", "HttpLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,25 @@ class ConnectionGuard:
         finally:
             if connection is not None:
                 connection.request_finished()
+
+
+class MalformedRequestLog(logging.Filter):
+    """aiohttp logs each malformed request (a header line over 8 KiB, a bad request line) as an
+    ERROR with a traceback; anyone can send those, so each becomes one INFO line instead and a
+    flood of them cannot fill the disk with tracebacks. Install on ``aiohttp.server``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "http: refused a malformed request: %s", (error.message,)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+SERVER_LOG = logging.getLogger("callrouter.http")
+"""The logger to give aiohttp's request handlers (``AppRunner(logger=...)``)."""
+SERVER_LOG.addFilter(MalformedRequestLog())
 
 
 class GuardedSite(web.TCPSite):

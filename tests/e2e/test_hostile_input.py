@@ -224,6 +224,13 @@ def test_a_5000_digit_number_literal_gets_422(served: Served) -> None:
     assert status == 200 and fetched["e164"] == "+441515550123"
 
 
+def test_a_malformed_request_is_one_log_line_not_a_traceback(served: Served) -> None:
+    status, _ = served.request("GET", "/v1/health", headers={"X-Long": "a" * 10_000})
+    assert status == 400
+    served.server.wait_for(r"INFO callrouter\.http: http: refused a malformed request: Got more")
+    assert not any("Traceback" in line for line in served.server.lines)
+
+
 # --- item 8: slow, idle, unknown and surplus connections are closed ----------------------------
 
 
