@@ -19,8 +19,9 @@ __all__ = ["MAX_DEPTH", "MAX_DIGITS", "decode_body"]
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects accepted; the API's own shapes nest at most 3 deep."""
 MAX_DIGITS = 40
-"""Most digits in a row in a number literal (integer, fraction or exponent): room for any int64
-or double written out in full."""
+"""Once a body holds a number ``int()`` refuses (over 4,300 digits), every literal with more
+digits in a row than this is named; shorter literals (room for any int64 or double written in
+full) and bodies without such a number meet each field's own bounds instead."""
 
 # Ordinary bodies take the C paths of ``re`` and ``json`` only; the Python-level walk that names
 # a field happens for the rare body with a surrogate escape or a number ``int()`` refuses.
