@@ -82,23 +82,23 @@ def test_descriptor_exhaustion_degrades_and_recovers(workdir: Path, many_files: 
     resource.prlimit(server.process.pid, resource.RLIMIT_NOFILE, (SERVE_FILES, SERVE_FILES))
     held: list[socket.socket] = []
     try:
-        server.wait_ready()
-        server.wait_for(r"dialplan: loaded office")
-        # It says at start that its descriptors cannot cover the connection limits.
-        server.wait_for(r"limits: 1024 file descriptors for up to 1004096 connections")
-        url = urlsplit(server.http_url)
-        assert url.hostname is not None and url.port is not None
+        try:
+            server.wait_ready()
+            server.wait_for(r"dialplan: loaded office")
+            # It says at start that its descriptors cannot cover the connection limits.
+            server.wait_for(r"limits: 1024 file descriptors for up to 1004096 connections")
+            url = urlsplit(server.http_url)
+            assert url.hostname is not None and url.port is not None
 
-        count = min(20_000, many_files - MARGIN)
-        started = time.monotonic()
-        held = hold_connections(url.hostname, url.port, count)
-        print(f"\nheld {count} connections in {time.monotonic() - started:.2f} s")
-        # Exhausted: the dialplan watcher cannot list its directory and dies (bounded wait).
-        server.wait_for(r"dialplan watcher: died \(OSError: \[Errno 24\] Too many open files")
-    finally:
-        for sock in held:
-            sock.close()
-    try:
+            count = min(20_000, many_files - MARGIN)
+            started = time.monotonic()
+            held = hold_connections(url.hostname, url.port, count)
+            print(f"\nheld {count} connections in {time.monotonic() - started:.2f} s")
+            # Exhausted: the dialplan watcher cannot list its directory and dies (bounded wait).
+            server.wait_for(r"dialplan watcher: died \(OSError: \[Errno 24\] Too many open files")
+        finally:
+            for sock in held:
+                sock.close()
         # Recovered: the watcher was restarted and an edit made now is reloaded...
         server.wait_for(r"dialplan watcher: restarted")
         (dialplans / "office.toml").write_text(PLAN.format(description="after the flood"))
@@ -109,8 +109,10 @@ def test_descriptor_exhaustion_degrades_and_recovers(workdir: Path, many_files: 
             assert time.monotonic() < deadline, "the API never answered after the flood"
             time.sleep(0.1)  # poll interval
         assert answer["status"] == "ok"
-    finally:
         code = server.stop()
+    finally:
+        if server.process.poll() is None:
+            server.kill()  # a failed step above must not leave serve running
     assert code == 0, server.output[-3000:]
     assert server.lines[-1] == "stopped", server.output[-3000:]
     assert not any("error:" in line for line in server.lines[-5:])
