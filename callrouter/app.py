@@ -7,8 +7,8 @@ half-way through start-up still stops what had started, PostgreSQL included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import resource
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +22,7 @@ from OpenSSL import SSL
 
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
+from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite, HttpLimits
 from callrouter.api.server import build_api
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
@@ -45,10 +46,12 @@ from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.migrations import migrate
 from callrouter.store.numbers import Number
+from callrouter.supervisor import Supervisor
 from callrouter.transport.listeners import Listening, open_listeners, tls_options
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
+from callrouter.transport.stream import InboundConnections, StreamLimits
 from callrouter.vault import Vault, vault_paths
 from callrouter.webhooks import WebhookSender
 
@@ -132,11 +135,80 @@ def _load_dialplans(config: Config, say: Say) -> DialplanLibrary:
     return dialplans
 
 
-async def _start_http(app: web.Application, config: Config, stack: AsyncExitStack) -> str:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+def _http_limits(config: Config) -> HttpLimits:
+    http = config.http
+    _positive("http", max_connections=http.max_connections, listen_backlog=http.listen_backlog)
+    _positive("http", max_connections_per_source=http.max_connections_per_source)
+    _positive("http", idle_timeout=http.idle_timeout, header_timeout=http.header_timeout)
+    _positive("http", body_timeout=http.body_timeout)
+    return HttpLimits(
+        http.max_connections,
+        http.max_connections_per_source,
+        http.idle_timeout,
+        http.header_timeout,
+    )
+
+
+def _stream_limits(config: Config) -> StreamLimits:
+    sip = config.sip
+    _positive("sip", max_connections=sip.max_connections, listen_backlog=sip.listen_backlog)
+    _positive("sip", max_connections_per_source=sip.max_connections_per_source)
+    _positive("sip", idle_timeout=sip.idle_timeout, message_timeout=sip.message_timeout)
+    _positive("sip", tls_handshake_timeout=sip.tls_handshake_timeout)
+    return StreamLimits(
+        sip.max_connections,
+        sip.max_connections_per_source,
+        sip.idle_timeout,
+        sip.message_timeout,
+        sip.tls_handshake_timeout,
+    )
+
+
+DESCRIPTOR_RESERVE = 512
+"""Descriptors kept for what is not a client connection: the database pool, the media worker,
+recordings being written, dialplan files, outbound SIP connections."""
+
+
+def _descriptor_budget(config: Config, say: Say) -> None:
+    """Raise the soft descriptor limit as far as the connection limits need (the hard limit
+    allows it without privileges), and say so when even the hard limit is too low: then a flood
+    ends in refused connections rather than in the limits."""
+    needed = config.sip.max_connections + config.http.max_connections + DESCRIPTOR_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < needed and soft < hard:
+        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft < needed:
+        say(
+            f"limits: {soft} file descriptors for up to {needed - DESCRIPTOR_RESERVE} "
+            "connections: raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
+            "sip.max_connections and http.max_connections"
+        )
+
+
+def _positive(section: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{section}.{name}: must be above 0, got {value}")
+
+
+async def _start_http(
+    app: web.Application, config: Config, guard: ConnectionGuard, stack: AsyncExitStack
+) -> str:
+    # aiohttp's own keep-alive close is the graceful one; the guard's idle deadline backs it up.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=config.http.idle_timeout,
+        logger=SERVER_LOG,
+    )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    site = GuardedSite(
+        runner, config.http.host, config.http.port, guard, backlog=config.http.listen_backlog
+    )
     await site.start()
     host, port = runner.addresses[0][:2]
     return f"http://{host}:{port}"
@@ -154,6 +226,7 @@ async def _start_sip(
     media_events: MediaEvents,
     privacy_rights: PrivacyRights,
     dialplans: DialplanLibrary,
+    supervisor: Supervisor,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -169,6 +242,7 @@ async def _start_sip(
         raise ConfigError(f"sip: {exc}") from None
     if sip.unknown_sources not in ("403", "drop"):
         raise ConfigError(f"sip.unknown_sources: {sip.unknown_sources!r} is not 403 or drop")
+    limits = _stream_limits(config)
     tls = None
     if sip.tls_port is not None:
         if sip.tls_certificate is None or sip.tls_private_key is None:
@@ -182,7 +256,7 @@ async def _start_sip(
     await _load_trunks(pool, trunk_table, say)
     await listener.add_listener(TRUNKS_CHANNEL, _reload_trunks(pool, trunk_table, say))
 
-    stack.push_async_callback(_cancel, asyncio.create_task(_watch(dialplans, config)))
+    supervisor.start("dialplan watcher", lambda: _watch(dialplans, config))
     journal = await stack.enter_async_context(CallJournal(pool))
 
     reactor = asyncio_reactor(asyncio.get_running_loop())
@@ -219,8 +293,18 @@ async def _start_sip(
     service.handler = front_door.handle
     if sip.unknown_sources == "drop":
         service.admit = front_door.admit
+    # A source outside every trunk could only be refused over TCP too: it holds no socket.
+    inbound = InboundConnections(limits, front_door.admit)
     listening = await open_listeners(
-        reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
+        reactor,
+        service,
+        sip.host,
+        sip.port,
+        stack,
+        tls_port=sip.tls_port,
+        tls=tls,
+        inbound=inbound,
+        backlog=sip.listen_backlog,
     )
     for opened in listening:
         endpoint.advertised[opened.transport] = f"{opened.host}:{opened.port}"
@@ -297,7 +381,11 @@ class MediaEvents:
 
 
 async def _start_media(
-    config: Config, stack: AsyncExitStack, recordings_service: Recordings, say: Say
+    config: Config,
+    stack: AsyncExitStack,
+    recordings_service: Recordings,
+    say: Say,
+    supervisor: Supervisor,
 ) -> MediaEvents:
     """The media worker (when configured) and the anchor the B2BUA uses to reach it."""
     events = MediaEvents(recordings_service)
@@ -335,7 +423,7 @@ async def _start_media(
     events.worker = worker
     space = RecordingSpace(config.recordings_dir, media.min_free_bytes, say)
     await asyncio.get_running_loop().run_in_executor(None, space.check)
-    stack.push_async_callback(_cancel, asyncio.create_task(space.run(), name="recording-space"))
+    supervisor.start("recording space", space.run)
     events.space = space
     events.anchor = MediaAnchor(
         worker,
@@ -399,12 +487,6 @@ def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
     return on_change
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 @asynccontextmanager
 async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
@@ -416,6 +498,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
+        # Background jobs are cancelled before the pool they use closes.
+        supervisor = Supervisor()
+        stack.push_async_callback(supervisor.stop)
         if interrupted := await calls.close_interrupted(pool):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
 
@@ -432,13 +517,13 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         visitor_sessions = Sessions(pool, time.time, say)
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
-        stack.push_async_callback(_cancel, asyncio.create_task(visitor_sessions.run()))
+        supervisor.start("session sweeper", visitor_sessions.run)
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
-        stack.push_async_callback(_cancel, asyncio.create_task(webhook_sender.run()))
+        supervisor.start("webhook sender", webhook_sender.run)
 
         vault = Vault.from_config(config)
         recordings_service = Recordings(
@@ -455,10 +540,12 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             live_sessions=visitor_sessions,
             say=say,
         )
-        stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
-        media_events = await _start_media(config, stack, recordings_service, say)
+        supervisor.start("daily purge", lambda: privacy_rights.run_daily(say))
+        media_events = await _start_media(config, stack, recordings_service, say, supervisor)
         dialplans = _load_dialplans(config, say)
 
+        guard = ConnectionGuard(_http_limits(config))
+        _descriptor_budget(config, say)
         app = build_api(
             pool,
             authenticator,
@@ -473,8 +560,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
+            connection_guard=guard,
+            body_timeout=config.http.body_timeout,
         )
-        http_url = await _start_http(app, config, stack)
+        http_url = await _start_http(app, config, guard, stack)
         say(f"http: listening on {http_url}")
         front_door, listening = await _start_sip(
             config,
@@ -487,6 +576,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             media_events=media_events,
             privacy_rights=privacy_rights,
             dialplans=dialplans,
+            supervisor=supervisor,
         )
         for opened in listening:
             say(f"sip: listening on {opened}")

@@ -70,6 +70,20 @@ class HttpConfig:
     public_rate_burst: float = setting(
         100.0, "Swap-script requests per visitor address allowed in a burst above the rate."
     )
+    listen_backlog: int = setting(1024, "Listen queue of the HTTP socket (capped by somaxconn).")
+    max_connections: int = setting(4096, "HTTP connections open at once; more are closed at once.")
+    max_connections_per_source: int = setting(
+        256, "HTTP connections open at once from one address; more are closed at once."
+    )
+    idle_timeout: float = setting(
+        60.0, "Seconds a connection may wait for its next request before it is closed."
+    )
+    header_timeout: float = setting(
+        10.0, "Seconds a started request may take to send all its headers (slowloris)."
+    )
+    body_timeout: float = setting(
+        30.0, "Seconds a request body may take to arrive once its headers are in (answer: 408)."
+    )
     webhooks_to_private_addresses: bool = setting(
         False,
         "Allow webhook endpoints on loopback and private networks (labs and tests only: it "
@@ -100,8 +114,26 @@ class SipConfig:
     rate_per_second: float = setting(50.0, "Sustained SIP requests per second per source address.")
     rate_burst: int = setting(200, "SIP requests per source address allowed in a burst.")
     unknown_sources: str = setting(
-        "403", 'What a source outside `carriers` gets: "403" (Forbidden) or "drop" (silence).'
+        "403",
+        'What a source outside `carriers` gets: "403" (Forbidden) or "drop" (silence); '
+        "over TCP and TLS its connection is closed at accept either way.",
     )
+    listen_backlog: int = setting(
+        1024, "Listen queue of the SIP TCP and TLS sockets (capped by somaxconn)."
+    )
+    max_connections: int = setting(
+        4096, "SIP TCP and TLS connections from peers open at once; more are closed at accept."
+    )
+    max_connections_per_source: int = setting(
+        32, "SIP TCP and TLS connections open at once from one address."
+    )
+    idle_timeout: float = setting(
+        300.0, "Seconds a SIP TCP/TLS connection may stay silent between messages."
+    )
+    message_timeout: float = setting(
+        10.0, "Seconds a started SIP message may take to arrive in full (slowloris)."
+    )
+    tls_handshake_timeout: float = setting(10.0, "Seconds a SIP TLS handshake may take.")
     outbound_trunk: str | None = setting(
         None, "SIP URI of the trunk that E.164 destinations are sent through (sip:gw.example)."
     )

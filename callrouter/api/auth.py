@@ -15,7 +15,7 @@ from uuid import UUID
 import asyncpg
 from aiohttp import web
 
-from callrouter.api.problems import Problem
+from callrouter.api.problems import FieldError, Problem
 from callrouter.ratelimit import TokenBuckets
 from callrouter.store import api_keys
 from callrouter.store.api_keys import Principal
@@ -44,6 +44,13 @@ class Authenticator:
         now = self._clock()
         source = request.remote or "unknown"
         header = request.headers.get("Authorization", "")
+        if not header.isascii():
+            # aiohttp keeps undecodable header bytes as surrogates, which no key can contain.
+            raise Problem(
+                400,
+                "Authorization: must be ASCII",
+                [FieldError("Authorization", "must be ASCII (Bearer crk_...)")],
+            )
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise self._unauthorized("send the API key as Authorization: Bearer <key>")

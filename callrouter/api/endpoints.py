@@ -6,6 +6,7 @@ a handler runs, and write the OpenAPI document, so the document cannot disagree 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from uuid import UUID
 from aiohttp import web
 
 from callrouter.api.auth import AUTHENTICATOR
+from callrouter.api.json_body import decode_body
 from callrouter.api.problems import FieldError, Problem, invalid_fields
 from callrouter.api.schema import Field, Schema, parse_uuid
+from callrouter.api.state import BODY_TIMEOUT
 from callrouter.store.api_keys import Principal
 
 Access = Literal["public", "operator", "key"]
@@ -92,13 +95,18 @@ class Endpoint:
         assert self.body is not None
         if request.content_type != "application/json":
             raise Problem(415, "the body must be JSON (Content-Type: application/json)")
-        raw = await request.read()
+        seconds = request.app[BODY_TIMEOUT]
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            async with asyncio.timeout(seconds):
+                raw = await request.read()
+        except TimeoutError:
             raise Problem(
-                400, f"body: malformed JSON: {exc}", [FieldError("body", "malformed JSON")]
+                408,
+                f"body: not received in full within {seconds:g} s",
+                [FieldError("body", "sent too slowly")],
+                headers={"Connection": "close"},
             ) from None
+        data = decode_body(raw)
         return self.body.parse(data, partial=self.partial_body)
 
 

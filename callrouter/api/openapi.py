@@ -16,10 +16,11 @@ OPENAPI_DOCUMENT = web.AppKey("openapi_document", dict)
 _PATH_PARAM = re.compile(r"{(\w+)}")
 
 _ERROR_TEXT = {
-    400: "Malformed request (e.g. invalid JSON).",
+    400: "Malformed request: invalid JSON, nested too deep, or header bytes that are not ASCII.",
     401: "Missing, unknown or revoked API key.",
     403: "The key may not do this (operator only).",
     404: "No such object, or it belongs to another client.",
+    408: "The request body arrived too slowly.",
     409: "Conflicts with an existing object (e.g. a duplicate number).",
     413: "Request body too large.",
     415: "The body is not JSON.",
@@ -33,13 +34,13 @@ _ERROR_TEXT = {
 def _error_statuses(endpoint: Endpoint) -> list[int]:
     statuses = set(endpoint.errors)
     if endpoint.access != "public":
-        statuses |= {401, 429}
+        statuses |= {400, 401, 429}
     if endpoint.access == "operator" and "{" not in endpoint.path:
         statuses.add(403)
     if "{" in endpoint.path:
         statuses.add(404)
     if endpoint.body is not None:
-        statuses |= {400, 413, 415, 422}
+        statuses |= {400, 408, 413, 415, 422}
     if endpoint.query is not None:
         statuses.add(422)
     return sorted(statuses)

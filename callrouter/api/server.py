@@ -25,9 +25,11 @@ from callrouter.api import (
     webhooks,
 )
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
+from callrouter.api.connections import ConnectionGuard
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
 from callrouter.api.state import (
+    BODY_TIMEOUT,
     CALL_CONTROL,
     DATABASE,
     DIALPLANS,
@@ -122,6 +124,8 @@ def build_api(
     call_control: CallControl | None = None,
     dialplans: DialplanLibrary | None = None,
     recording_space: RecordingSpace | None = None,
+    connection_guard: ConnectionGuard | None = None,
+    body_timeout: float = 30.0,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -131,6 +135,9 @@ def build_api(
         they hold) the privacy routes could only fail, so they are not served.
     :param recordings_service: the encrypted recordings (without the vault the recordings
         routes are not served).
+    :param connection_guard: the HTTP connection limits and deadlines, told by its middleware
+        when each request is being served (the site that serves the app must use it too).
+    :param body_timeout: seconds a request body may take once its headers are in.
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
@@ -139,9 +146,14 @@ def build_api(
         endpoints = [e for e in endpoints if e.tag != recordings.TAG]
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[sessions.cors_middleware, problem_middleware],
+        middlewares=[
+            *([connection_guard.middleware] if connection_guard is not None else []),
+            sessions.cors_middleware,
+            problem_middleware,
+        ],
     )
     app[DATABASE] = database
+    app[BODY_TIMEOUT] = body_timeout
     app[PUBLIC_RATE] = public_rate if public_rate is not None else TokenBuckets(20.0, 100)
     if visitor_sessions is not None:
         app[SESSIONS] = visitor_sessions

@@ -248,7 +248,8 @@ async def cors_middleware(
         response.headers["Access-Control-Max-Age"] = "86400"
     else:
         response = await handler(request)
-    if origin:
+    # Bytes that are not ASCII cannot be an origin, nor be written back in a header.
+    if origin and origin.isascii():
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
     return response

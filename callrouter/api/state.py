@@ -41,5 +41,7 @@ DIALPLANS = web.AppKey("dialplans", DialplanLibrary)
 router: then any well-formed name is taken)."""
 RECORDING_SPACE = web.AppKey("recording_space", RecordingSpace)
 """Free space for recordings against ``[media] min_free_bytes`` (absent without a media worker)."""
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+"""Seconds a request body may take to arrive once its headers are in (slow-body attacks)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""

@@ -21,6 +21,7 @@ Errors name the file and line: ``dialplans/office.toml:7: step 2: ring_timeout m
 
 from __future__ import annotations
 
+import errno
 import re
 import tomllib
 from collections.abc import Callable
@@ -383,6 +384,10 @@ def load_dialplan(path: Path) -> Dialplan:
     """Read and validate one file; its name is the file name without ``.toml``."""
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+            raise  # the process is short of resources, not the file at fault: try it again later
+        raise DialplanError(f"{path}:1: cannot read: {exc}") from None
+    except UnicodeDecodeError as exc:
         raise DialplanError(f"{path}:1: cannot read: {exc}") from None
     return parse_dialplan(text, path.stem, str(path))

@@ -55,9 +55,14 @@ class DialplanLibrary:
         return sorted({*self.plans, "default"})
 
     def refresh(self) -> None:
-        """Load new and changed files, forget removed ones; refusals keep the last good plan."""
+        """Load new and changed files, forget removed ones; refusals keep the last good plan.
+
+        :raises OSError: the directory cannot be listed (no descriptor left, say); every plan
+            keeps serving rather than being taken for removed.
+        """
         seen: set[Path] = set()
-        for path in sorted(self.directory.glob("*.toml")) if self.directory.is_dir() else []:
+        listed = self.directory.iterdir() if self.directory.is_dir() else iter([])
+        for path in sorted(p for p in listed if p.suffix == ".toml"):
             seen.add(path)
             try:
                 stat = path.stat()
@@ -66,8 +71,8 @@ class DialplanLibrary:
             stamp = (stat.st_mtime_ns, stat.st_size)
             if self._stamps.get(path) == stamp:
                 continue
-            self._stamps[path] = stamp
             self._load(path)
+            self._stamps[path] = stamp  # after the load: a file that could not be opened is retried
         for path in [p for p in self._stamps if p not in seen]:
             del self._stamps[path]
             if self.plans.pop(path.stem, None) is not None:

@@ -55,6 +55,11 @@ class StreamFramer:
             messages.append(bytes(self._buffer[:total]))
             del self._buffer[:total]
 
+    @property
+    def partial(self) -> bool:
+        """Whether part of a message is buffered, waiting for the rest."""
+        return bool(self._buffer)
+
     def take_pongs(self) -> int:
         """How many double-CRLF pings arrived since the last call; each wants a CRLF back."""
         pings, self._keepalive_pings = self._keepalive_pings, 0

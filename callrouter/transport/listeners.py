@@ -13,7 +13,7 @@ from twisted.internet import defer
 from twisted.internet.ssl import CertificateOptions, ContextFactory
 
 from callrouter.transport.service import SipService
-from callrouter.transport.stream import StreamTransport
+from callrouter.transport.stream import InboundConnections, StreamTransport
 from callrouter.transport.udp import SipDatagramProtocol
 
 __all__ = ["Listening", "ServerTls", "open_listeners", "stop_listening", "tls_options"]
@@ -32,6 +32,12 @@ class Listening:
         return f"sip:{host}:{self.port};transport={self.transport}"
 
 
+# TLS 1.2 suites with an ephemeral (EC)DHE key exchange only, AEAD ciphers first: a stolen
+# server key must not decrypt recorded past sessions (forward secrecy; RFC 9325 §4.2). TLS 1.3
+# suites are all ephemeral and are negotiated first whenever the peer offers TLS 1.3.
+TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!SHA1"
+
+
 class ServerTls(ContextFactory):
     """TLS 1.2+ server context from PEM files: a certificate chain and its private key.
 
@@ -42,6 +48,8 @@ class ServerTls(ContextFactory):
     def __init__(self, certificate: Path, private_key: Path) -> None:
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
+        context.set_cipher_list(TLS12_CIPHERS)
+        context.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
         context.use_certificate_chain_file(str(certificate))
         context.use_privatekey_file(str(private_key))
         context.check_privatekey()  # a key that does not match the certificate fails at start
@@ -65,9 +73,18 @@ async def open_listeners(
     *,
     tls_port: int | None = None,
     tls: ServerTls | None = None,
+    inbound: InboundConnections | None = None,
+    backlog: int = 1024,
 ) -> list[Listening]:
     """Listen for SIP on UDP and TCP (the same port; with port 0 the UDP port is picked first and
-    TCP takes the same number) and on TLS when configured. Closed when ``stack`` unwinds."""
+    TCP takes the same number) and on TLS when configured. Closed when ``stack`` unwinds.
+
+    :param inbound: who may connect over TCP and TLS, how often and how long (no limits: the
+        defaults of ``StreamLimits``, every source known).
+    :param backlog: the listen queue of the TCP and TLS sockets (the kernel caps it at
+        net.core.somaxconn).
+    """
+    inbound = inbound if inbound is not None else InboundConnections()
     udp = SipDatagramProtocol(service)
     udp_port = reactor.listenUDP(port, udp, interface=host, maxPacketSize=65535)
     stack.push_async_callback(stop_listening, udp_port)
@@ -75,16 +92,20 @@ async def open_listeners(
     service.senders["udp"] = udp
     opened = [Listening("udp", host, bound)]
 
-    tcp = StreamTransport("tcp", service, reactor)
-    tcp_port = reactor.listenTCP(bound, tcp.server_factory(), interface=host)
+    tcp = StreamTransport("tcp", service, reactor, inbound=inbound)
+    tcp_port = reactor.listenTCP(bound, tcp.server_factory(), backlog=backlog, interface=host)
     stack.push_async_callback(stop_listening, tcp_port)
     stack.callback(tcp.close_all)
     service.senders["tcp"] = tcp
     opened.append(Listening("tcp", host, tcp_port.getHost().port))
 
     if tls is not None and tls_port is not None:
-        secure = StreamTransport("tls", service, reactor, tls_client=CertificateOptions())
-        tls_listener = reactor.listenSSL(tls_port, secure.server_factory(), tls, interface=host)
+        secure = StreamTransport(
+            "tls", service, reactor, tls_client=CertificateOptions(), inbound=inbound
+        )
+        tls_listener = reactor.listenSSL(
+            tls_port, secure.server_factory(), tls, backlog=backlog, interface=host
+        )
         stack.push_async_callback(stop_listening, tls_listener)
         stack.callback(secure.close_all)
         service.senders["tls"] = secure

@@ -3,43 +3,122 @@
 Responses go back on the connection the request came in on (§18.2.2); a request to a peer with
 no open connection opens one. A framing error closes the connection: on a stream there is no
 way to find the next message.
+
+A connection costs a descriptor and memory for as long as the peer likes, so inbound ones are
+bounded: sources outside every trunk are closed at accept without a byte, each source and the
+listener as a whole have a connection limit, and one deadline per connection closes it when a
+TLS handshake, a started message or an idle gap lasts too long (slowloris).
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.python.failure import Failure
+from zope.interface import implementer  # type: ignore[import-untyped]
 
 from callrouter.sip.errors import ParseError
 from callrouter.sip.events import Flow
 from callrouter.sip.framing import StreamFramer
 from callrouter.transport.service import SipService
 
-__all__ = ["StreamTransport"]
+__all__ = ["InboundConnections", "StreamLimits", "StreamTransport"]
 
 log = logging.getLogger(__name__)
 
 
-class SipStreamProtocol(Protocol):
-    """One TCP or TLS connection."""
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Bounds on SIP TCP/TLS connections (the ``[sip]`` settings of the same names)."""
 
-    def __init__(self, owner: StreamTransport, max_message_bytes: int) -> None:
+    max_connections: int = 4096
+    """Inbound connections open at once, TCP and TLS together."""
+    max_connections_per_source: int = 32
+    """Inbound connections open at once from one address."""
+    idle_timeout: float = 300.0
+    """Seconds without any byte between messages before a connection is closed."""
+    message_timeout: float = 10.0
+    """Seconds a started message may take to arrive in full."""
+    handshake_timeout: float = 10.0
+    """Seconds a TLS handshake may take."""
+
+
+@dataclass(eq=False)
+class InboundConnections:
+    """Inbound connections by source address, shared by the TCP and TLS listeners."""
+
+    limits: StreamLimits = field(default_factory=StreamLimits)
+    known: Callable[[str], bool] = field(default=lambda host: True)
+    """Whether an address belongs to a trunk; others are closed at accept."""
+    by_source: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    """Refusals by reason (unknown source, per-source limit, total limit)."""
+
+    def admit(self, host: str) -> bool:
+        reason = self._refusal(host)
+        if reason is not None:
+            self.refused[reason] += 1
+            return False
+        self.by_source[host] += 1
+        return True
+
+    def release(self, host: str) -> None:
+        self.by_source[host] -= 1
+        if self.by_source[host] <= 0:
+            del self.by_source[host]
+
+    def _refusal(self, host: str) -> str | None:
+        if not self.known(host):
+            return "unknown source"
+        if self.by_source[host] >= self.limits.max_connections_per_source:
+            return "per-source limit"
+        if self.by_source.total() >= self.limits.max_connections:
+            return "connection limit"
+        return None
+
+
+@implementer(IHandshakeListener)
+class SipStreamProtocol(Protocol):
+    """One TCP or TLS connection; ``inbound`` when a peer opened it to our listener."""
+
+    def __init__(self, owner: StreamTransport, max_message_bytes: int, *, inbound: bool) -> None:
         self.owner = owner
         self.framer = StreamFramer(max_message_bytes)
         self.flow: Flow | None = None
+        self.inbound = inbound
+        self.admitted = False
         # Twisted's zope interfaces do not type-check as methods; the connection is used as Any.
         self.connection: Any = None
+        self._deadline: Any = None
+        """The armed IDelayedCall that closes the connection, and what it waits for."""
+        self._waiting_for = ""
 
     def connectionMade(self) -> None:
         self.connection = self.transport
         peer = self.connection.getPeer()
+        if self.inbound:
+            if not self.owner.inbound.admit(peer.host):
+                # Before any byte is sent: for TLS the handshake has not started yet.
+                self.connection.abortConnection()
+                return
+            self.admitted = True
         self.flow = Flow(self.owner.name, peer.host, peer.port)
         self.owner.connected(self.flow, self)
+        limits = self.owner.limits
+        if self.owner.name == "tls":
+            self._arm(limits.handshake_timeout, "the TLS handshake")
+        else:
+            self._arm(limits.idle_timeout, "a message")
+
+    def handshakeCompleted(self) -> None:
+        self._arm(self.owner.limits.idle_timeout, "a message")
 
     def write(self, data: bytes) -> None:
         if self.connection is not None:
@@ -50,13 +129,20 @@ class SipStreamProtocol(Protocol):
             self.connection.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
-        assert self.flow is not None
+        if self.flow is None:
+            return  # refused at connect
         try:
             messages = self.framer.feed(data)
         except ParseError as exc:
             log.info("sip: closing %s connection from %s: %s", *self._who(), exc.reason)
             self.close()
             return
+        limits = self.owner.limits
+        if not self.framer.partial:
+            self._arm(limits.idle_timeout, "a message")
+        elif self._waiting_for != "the rest of a message":
+            # Armed once when a message starts, not per byte: trickling keeps no one alive.
+            self._arm(limits.message_timeout, "the rest of a message")
         for _ in range(self.framer.take_pongs()):
             self.write(b"\r\n")
         for message in messages:
@@ -64,8 +150,34 @@ class SipStreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connection = None
+        self._disarm()
+        if self.admitted:
+            self.admitted = False
+            assert self.flow is not None
+            self.owner.inbound.release(self.flow.host)
         if self.flow is not None:
             self.owner.disconnected(self.flow, self)
+
+    def _arm(self, seconds: float, waiting_for: str) -> None:
+        self._disarm()
+        self._waiting_for = waiting_for
+        self._deadline = self.owner.reactor.callLater(seconds, self._expired, seconds)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _expired(self, seconds: float) -> None:
+        self._deadline = None
+        log.info(
+            "sip: closing %s connection from %s: waited %g s for %s",
+            *self._who(),
+            seconds,
+            self._waiting_for,
+        )
+        if self.connection is not None:
+            self.connection.abortConnection()
 
     def _who(self) -> tuple[str, str]:
         assert self.flow is not None
@@ -77,7 +189,7 @@ class _Server(Factory):
         self.owner = owner
 
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
-        return SipStreamProtocol(self.owner, self.owner.max_message_bytes)
+        return SipStreamProtocol(self.owner, self.owner.max_message_bytes, inbound=True)
 
 
 class _Client(ClientFactory):
@@ -86,7 +198,7 @@ class _Client(ClientFactory):
         self.flow = flow
 
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
-        return SipStreamProtocol(self.owner, self.owner.max_message_bytes)
+        return SipStreamProtocol(self.owner, self.owner.max_message_bytes, inbound=False)
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
         dropped = self.owner.pending.pop(self.flow, [])
@@ -103,8 +215,14 @@ class StreamTransport:
     """The reactor (IReactorTCP, and IReactorSSL for ``tls``)."""
     max_message_bytes: int = 65_535
     tls_client: CertificateOptions | None = None
+    inbound: InboundConnections = field(default_factory=InboundConnections)
+    """Shared with the other stream transport, so the limits count TCP and TLS together."""
     connections: dict[Flow, SipStreamProtocol] = field(default_factory=dict)
     pending: dict[Flow, list[bytes]] = field(default_factory=dict)
+
+    @property
+    def limits(self) -> StreamLimits:
+        return self.inbound.limits
 
     def server_factory(self) -> Factory:
         return _Server(self)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
+import ssl
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from twisted.internet.ssl import CertificateOptions
 
@@ -24,8 +26,13 @@ from tests.sip.messages import options
 from tests.transport.responder import Responder
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
+def self_signed(directory: Path, *, rsa_key: bool = False) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key: ECDSA, or RSA (which static-RSA suites need)."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(65537, 2048)
+        if rsa_key
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
@@ -78,3 +85,49 @@ async def test_options_over_tls_is_answered(tmp_path: Path) -> None:
         event = await asyncio.wait_for(answered.get(), 30)
         assert isinstance(event, ResponseReceived) and event.response.status == 200
         assert uas.seen == ["OPTIONS"]
+
+
+def tls12_client(ciphers: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    return context
+
+
+async def handshake(port: int, context: ssl.SSLContext) -> tuple[str, str]:
+    """(protocol version, cipher) the server agreed to with this client context."""
+    _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, ssl=context), 30)
+    try:
+        connection = writer.get_extra_info("ssl_object")
+        return connection.version(), connection.cipher()[0]
+    finally:
+        writer.close()
+
+
+async def test_tls_refuses_static_rsa_and_prefers_forward_secrecy(tmp_path: Path) -> None:
+    """RFC 9325 §4.2: TLS 1.2 only with ECDHE, so a stolen key opens no recorded session."""
+    reactor = asyncio_reactor(asyncio.get_running_loop())
+    cert, key = self_signed(tmp_path, rsa_key=True)  # an RSA key could do static RSA
+    async with AsyncExitStack() as stack:
+        uas = Responder(reactor)
+        stack.callback(uas.service.close)
+        listening = await open_listeners(
+            reactor, uas.service, "127.0.0.1", 0, stack, tls_port=0, tls=tls_options(cert, key)
+        )
+        port = next(opened.port for opened in listening if opened.transport == "tls")
+
+        static_rsa = tls12_client("AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA256")
+        assert static_rsa.get_ciphers(), "the client must really offer static-RSA suites"
+        with pytest.raises(ssl.SSLError, match=r"HANDSHAKE_FAILURE|NO_SHARED_CIPHER"):
+            await handshake(port, static_rsa)
+
+        ecdhe = tls12_client("ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256")
+        assert await handshake(port, ecdhe) == ("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256")
+
+        default = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        default.check_hostname = False
+        default.verify_mode = ssl.CERT_NONE
+        version, _ = await handshake(port, default)
+        assert version == "TLSv1.3"

@@ -1,0 +1,205 @@
+"""HTTP connections under a budget: per-source and total limits, header and idle deadlines.
+
+aiohttp waits for a request's headers for as long as the peer likes and accepts every
+connection the listen queue hands it, so a few hundred slow clients (slowloris) or a flood of
+idle sockets could hold every descriptor of the process. Each connection is wrapped here before
+aiohttp's protocol sees it: over a limit it is closed at accept without a byte, and a single
+deadline closes it when it stays idle or sends its headers too slowly. The wrapper learns where
+a request stands from a middleware: a request reaches the middleware once its headers are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+__all__ = ["SERVER_LOG", "ConnectionGuard", "GuardedSite", "HttpLimits"]
+
+log = logging.getLogger(__name__)
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """The ``[http]`` settings of the same names."""
+
+    max_connections: int = 4096
+    max_connections_per_source: int = 256
+    idle_timeout: float = 60.0
+    """Seconds a connection may wait, silent, for its next request."""
+    header_timeout: float = 10.0
+    """Seconds from a request's first byte to the end of its headers."""
+
+
+class _GuardedProtocol(asyncio.Protocol):
+    """Stands in front of one aiohttp request handler, forwarding everything to it."""
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self.guard = guard
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.source = ""
+        self.state = "idle"
+        """idle (between requests), headers (a request has started) or busy (being served)."""
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        transport = cast(asyncio.Transport, base)
+        peer = transport.get_extra_info("peername")
+        self.source = str(peer[0]) if peer else ""
+        if not self.guard.admit(self.source):
+            transport.abort()
+            return
+        self.transport = transport
+        self.guard.open[transport] = self
+        self.inner.connection_made(transport)
+        self._arm(self.guard.limits.idle_timeout, "a request")
+
+    def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            return
+        if self.state == "idle":
+            # Armed when a request starts, not per byte: trickling headers keeps no one alive.
+            self.state = "headers"
+            self._arm(self.guard.limits.header_timeout, "the request headers")
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.transport is not None else None
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return
+        self._disarm()
+        self.guard.close(self.transport, self.source)
+        self.transport = None
+        self.inner.connection_lost(exc)
+
+    def request_started(self) -> None:
+        self.state = "busy"
+        self._disarm()
+
+    def request_finished(self) -> None:
+        self.state = "idle"
+        self._arm(self.guard.limits.idle_timeout, "a request")
+
+    def _arm(self, seconds: float, waiting_for: str) -> None:
+        self._disarm()
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(seconds, self._expired, seconds, waiting_for)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, seconds: float, waiting_for: str) -> None:
+        self._deadline = None
+        log.info(
+            "http: closing connection from %s: waited %g s for %s",
+            self.source,
+            seconds,
+            waiting_for,
+        )
+        if self.transport is not None:
+            self.transport.abort()
+
+
+@dataclass(eq=False)
+class ConnectionGuard:
+    """The open HTTP connections, counted by source, with their deadlines."""
+
+    limits: HttpLimits = field(default_factory=HttpLimits)
+    by_source: Counter[str] = field(default_factory=Counter)
+    open: dict[asyncio.BaseTransport, _GuardedProtocol] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)
+    """Refusals by reason (per-source limit, connection limit)."""
+
+    def admit(self, source: str) -> bool:
+        if self.by_source[source] >= self.limits.max_connections_per_source:
+            self.refused["per-source limit"] += 1
+            return False
+        if self.by_source.total() >= self.limits.max_connections:
+            self.refused["connection limit"] += 1
+            return False
+        self.by_source[source] += 1
+        return True
+
+    def close(self, transport: asyncio.BaseTransport, source: str) -> None:
+        self.open.pop(transport, None)
+        self.by_source[source] -= 1
+        if self.by_source[source] <= 0:
+            del self.by_source[source]
+
+    def wrap(self, factory: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory putting each of ``factory``'s protocols behind the guard."""
+        return lambda: _GuardedProtocol(self, factory())
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
+        """Marks the connection busy while a request is served (outermost middleware)."""
+        connection = self.open.get(request.transport) if request.transport else None
+        if connection is not None:
+            connection.request_started()
+        try:
+            return await handler(request)
+        finally:
+            if connection is not None:
+                connection.request_finished()
+
+
+class MalformedRequestLog(logging.Filter):
+    """aiohttp logs each malformed request (a header line over 8 KiB, a bad request line) as an
+    ERROR with a traceback; anyone can send those, so each becomes one INFO line instead and a
+    flood of them cannot fill the disk with tracebacks. Install on ``aiohttp.server``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "http: refused a malformed request: %s", (error.message,)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+SERVER_LOG = logging.getLogger("callrouter.http")
+"""The logger to give aiohttp's request handlers (``AppRunner(logger=...)``)."""
+SERVER_LOG.addFilter(MalformedRequestLog())
+
+
+class GuardedSite(web.TCPSite):
+    """aiohttp's TCP site with every connection behind a ``ConnectionGuard``."""
+
+    def __init__(
+        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, *, backlog: int
+    ) -> None:
+        super().__init__(runner, host, port, backlog=backlog, reuse_address=True)
+        self._guard = guard
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # registers the site with the runner
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            self._guard.wrap(server),
+            self._host,
+            self._port,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+        )
+        self._bound_port = self._server.sockets[0].getsockname()[1]
