@@ -135,7 +135,6 @@ def _load_dialplans(config: Config, say: Say) -> DialplanLibrary:
     return dialplans
 
 
-
 def _http_limits(config: Config) -> HttpLimits:
     http = config.http
     _positive("http", max_connections=http.max_connections, listen_backlog=http.listen_backlog)
