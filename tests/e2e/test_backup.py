@@ -128,8 +128,9 @@ def listed(url: str, key: str, what: str) -> list[dict[str, Any]]:
 def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: Path) -> None:
     live_env = write_config(workdir / "live.toml", "live")
     live = load_config(workdir / "live.toml")
-    server = ServeProcess(live.data_dir, "--sip-port", str(free_port()), env=live_env).wait_ready()
+    server = ServeProcess(live.data_dir, "--sip-port", str(free_port()), env=live_env)
     try:
+        server.wait_ready()
         key = server.operator_key
         assert key is not None
         url = server.http_url
@@ -189,10 +190,9 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
     again = cli(workdir, "restore", str(backup), env=restored_env)
     assert again.returncode == 1 and "already holds a database" in again.stderr
 
-    server = ServeProcess(
-        restored.data_dir, "--sip-port", str(free_port()), env=restored_env
-    ).wait_ready()
+    server = ServeProcess(restored.data_dir, "--sip-port", str(free_port()), env=restored_env)
     try:
+        server.wait_ready()
         assert server.operator_key is None, "the restored server has its keys already"
         url = server.http_url
         assert [c["name"] for c in listed(url, key, "clients")] == ["Acme"]
