@@ -18,7 +18,7 @@ import pytest
 from callrouter.config import load_config
 from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
 from callrouter.store.call_journal import CallJournal
-from callrouter.store.database import create_pool
+from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import EmbeddedPostgres
 from callrouter.store.ids import new_id
 from callrouter.vault import NoDataKey, Vault
@@ -234,3 +234,36 @@ def test_backup_and_restore_refuse_what_would_lose_or_mix_data(workdir: Path) ->
     assert half.returncode == 1
     assert "not a finished callrouter backup" in half.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["half"]
+
+
+def test_backup_and_restore_with_a_database_url(workdir: Path, postgres: EmbeddedPostgres) -> None:
+    """The container's way: PostgreSQL elsewhere (here the tests' server), files on volumes."""
+    source, target = (f"backup_{secrets.token_hex(6)}" for _ in range(2))
+    asyncio.run(ensure_database(postgres.admin_dsn, source))
+    asyncio.run(ensure_database(postgres.admin_dsn, target))
+    url = postgres.admin_dsn.replace("/postgres?", "/{}?", 1)
+    live_env = {
+        **write_config(workdir / "live.toml", "live"),
+        "CALLROUTER_DATABASE_URL": url.format(source),
+    }
+    assert cli(workdir, "migrate", env=live_env).returncode == 0
+    Vault.from_config(load_config(workdir / "live.toml"))  # serve makes the ring at first start
+    made = cli(workdir, "keys", "create", "--operator", "--name", "kept", env=live_env)
+    assert made.returncode == 0, made.stderr
+
+    done = cli(
+        workdir, "backup", str(workdir / "b"), "--keys-dir", str(workdir / "k"), env=live_env
+    )
+    assert done.returncode == 0, done.stderr
+    restored_env = {
+        **write_config(workdir / "restored.toml", "restored"),
+        "CALLROUTER_DATABASE_URL": url.format(target),
+    }
+    done = cli(
+        workdir, "restore", str(workdir / "b"), "--keys-dir", str(workdir / "k"), env=restored_env
+    )
+    assert done.returncode == 0, done.stderr
+    listed = cli(workdir, "keys", "list", env=restored_env)
+    assert "operator  active  kept" in listed.stdout, listed.stdout + listed.stderr
+    again = cli(workdir, "restore", str(workdir / "b"), env=restored_env)
+    assert again.returncode == 1 and "the target database is not empty" in again.stderr
