@@ -184,11 +184,12 @@ async def take_backup(config: Config, dsn: str, target: Path, keys_target: Path,
     copied = await asyncio.to_thread(
         _copy_recordings, config.recordings_dir, target / RECORDINGS, say, "backup"
     )
-    await asyncio.to_thread(_write_manifest, target, "data", taken_at, copied)
 
     say(f"backup: keys to {keys_target}")
     keys = await asyncio.to_thread(_copy_keys_out, config, keys_target)
     await asyncio.to_thread(_write_manifest, keys_target, "keys", taken_at, keys)
+    # Last: a backup whose keys could not be written is not finished.
+    await asyncio.to_thread(_write_manifest, target, "data", taken_at, copied)
     say(f"backup: {keys} data keys, the key ring and the privacy secret")
     say(f"backup: done: {target} (data), {keys_target} (keys, keep them apart)")
 

@@ -1,7 +1,8 @@
 """The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy, backup.
 
 Every command takes ``--config FILE`` and one flag per setting (see ``callrouter serve --help``);
-flags override ``CALLROUTER_*`` variables, which override the file.
+flags override ``CALLROUTER_*`` variables, which override the file. Every command finds the same
+file as serve (``find_config``), and only serve and restore ever create a database.
 """
 
 from __future__ import annotations
