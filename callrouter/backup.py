@@ -38,7 +38,7 @@ from callrouter.privacy.secret import secret_path
 from callrouter.store import backup as store
 from callrouter.store.embedded import EmbeddedPostgres, binaries_dir
 from callrouter.vault import KeyRing, KeyStore, Vault, vault_paths
-from callrouter.vault.durable import private_directory, write_atomically
+from callrouter.vault.durable import durable_files, private_directory, write_atomically
 
 Say = Callable[[str], None]
 
@@ -142,7 +142,7 @@ def _copy_recordings(source: Path, target: Path, say: Say, verb: str) -> int:
     """Copy every file under ``source`` (encrypted; copied as is) into ``target``, 0700."""
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
     private_directory(target, create=True)
-    copied = 0
+    copies = []
     size = 0
     for path in files:
         destination = target / path.relative_to(source)
@@ -151,12 +151,13 @@ def _copy_recordings(source: Path, target: Path, say: Say, verb: str) -> int:
             shutil.copy2(path, destination)
         except FileNotFoundError:
             continue  # shredded while we copied: it is meant to be gone
-        copied += 1
+        copies.append(destination)
         size += destination.stat().st_size
-        if copied % PROGRESS_EVERY == 0:
-            say(f"{verb}: recordings {copied}/{len(files)} files")
-    say(f"{verb}: recordings {copied} files, {size / 1e6:.1f} MB")
-    return copied
+        if len(copies) % PROGRESS_EVERY == 0:
+            say(f"{verb}: recordings {len(copies)}/{len(files)} files")
+    durable_files(copies)
+    say(f"{verb}: recordings {len(copies)} files, {size / 1e6:.1f} MB")
+    return len(copies)
 
 
 async def take_backup(config: Config, dsn: str, target: Path, keys_target: Path, say: Say) -> None:

@@ -584,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.run(commands[args.command]())
     except EXPECTED_FAILURES as exc:
         print(f"callrouter: error: {exc}", file=sys.stderr)
-        print(f"callrouter: {_config_searched(args)}", file=sys.stderr)
+        if isinstance(exc, ConfigError):  # a setting or a place: say which file was read
+            print(f"callrouter: {_config_searched(args)}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     return 0
