@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import asyncpg
 
@@ -226,6 +227,7 @@ def check_restorable(config: Config, source: Path, keys_from: Path | None) -> No
                 f"no key ring at {key_ring}: point [vault] key_ring and keys_dir at the live "
                 "key store, or restore the keys backup with --keys-dir"
             )
+        _check_key_store(source, keys_dir)
         return
     read_manifest(keys_from, "keys")
     if key_ring.exists():
@@ -233,6 +235,28 @@ def check_restorable(config: Config, source: Path, keys_from: Path | None) -> No
     _fresh_target(keys_dir, "key store")
     if secret_path(config).exists():
         raise BackupError(f"{secret_path(config)} exists: --keys-dir would replace it")
+
+
+def _check_key_store(source: Path, keys_dir: Path) -> None:
+    """A key store holding none of the backup's keys is the wrong one (a mistyped keys_dir),
+    not one where everything was erased: refuse it before restore drops every recording."""
+    files = (source / RECORDINGS).glob("*") if (source / RECORDINGS).is_dir() else []
+    in_backup = {_recording_of(path) for path in files} - {None}
+    held = {_recording_of(path) for path in keys_dir.glob("*.key")} if keys_dir.is_dir() else set()
+    if in_backup and not in_backup & held:
+        raise BackupError(
+            f"the key store {keys_dir} holds none of the keys of the {len(in_backup)} "
+            f"recordings in {source}: is [vault] keys_dir the live key store? Nothing was "
+            "restored"
+        )
+
+
+def _recording_of(path: Path) -> UUID | None:
+    """The recording a file (``<uuid>.flac``, ``<uuid>.key``, ...) belongs to, if any."""
+    try:
+        return UUID(path.name.split(".", 1)[0])
+    except ValueError:
+        return None
 
 
 async def restore_backup(

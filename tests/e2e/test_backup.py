@@ -183,6 +183,11 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
         privacy__secret_file=str(live.data_dir / "privacy" / "secret"),
     )
     restored = load_config(workdir / "restored.toml")
+    mistyped = {**restored_env, "CALLROUTER_VAULT_KEYS_DIR": str(workdir / "no-keys")}
+    refused = cli(workdir, "restore", str(backup), env=mistyped)
+    assert refused.returncode == 1
+    assert "holds none of the keys of the 2 recordings" in refused.stderr
+    assert not restored.data_dir.exists()
     done = cli(workdir, "restore", str(backup), env=restored_env)
     assert done.returncode == 0, done.stderr
     assert "1 recording(s) were crypto-shredded after this backup was taken" in done.stdout
