@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -55,6 +56,10 @@ PROGRESS_EVERY = 100
 """Recording files between two progress lines."""
 DUMP_TIMEOUT = 3600.0
 """Seconds pg_dump or pg_restore may take before the command gives up."""
+
+
+CONNECT_TIMEOUT = "10"
+"""Seconds pg_dump and pg_restore wait for the server (unless PGCONNECT_TIMEOUT says)."""
 
 
 class BackupError(Exception):
@@ -128,6 +133,8 @@ async def _run(args: list[str], what: str) -> None:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        # libpq waits forever for a server that does not answer unless told otherwise.
+        env={"PGCONNECT_TIMEOUT": CONNECT_TIMEOUT, **os.environ},
     )
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), DUMP_TIMEOUT)

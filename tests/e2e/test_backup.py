@@ -230,7 +230,9 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
         assert reader.read_range(0, len(audio[0])) == audio[0]
 
 
-def test_backup_and_restore_refuse_what_would_lose_or_mix_data(workdir: Path) -> None:
+def test_backup_and_restore_refuse_what_would_lose_or_mix_data_and_a_database_away(
+    workdir: Path,
+) -> None:
     nested = cli(workdir, "backup", str(workdir / "b"), "--keys-dir", str(workdir / "b" / "k"))
     assert nested.returncode == 1
     assert "must not be inside" in nested.stderr
@@ -239,6 +241,20 @@ def test_backup_and_restore_refuse_what_would_lose_or_mix_data(workdir: Path) ->
     assert half.returncode == 1
     assert "not a finished callrouter backup" in half.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["half"]
+    away = "postgresql:///callrouter?host=/nonexistent&user=postgres"
+    failed = cli(
+        workdir,
+        "backup",
+        str(workdir / "b"),
+        "--keys-dir",
+        str(workdir / "k"),
+        "--database-url",
+        away,
+    )
+    assert failed.returncode == 1
+    assert "pg_dump failed" in failed.stderr and "/nonexistent" in failed.stderr
+    assert not (workdir / "b" / "manifest.json").exists()
+    assert not (workdir / "k").exists()
 
 
 def test_backup_and_restore_with_a_database_url(workdir: Path, postgres: EmbeddedPostgres) -> None:
