@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import asyncpg
 
@@ -38,7 +40,7 @@ from callrouter.privacy.secret import secret_path
 from callrouter.store import backup as store
 from callrouter.store.embedded import EmbeddedPostgres, binaries_dir
 from callrouter.vault import KeyRing, KeyStore, Vault, vault_paths
-from callrouter.vault.durable import private_directory, write_atomically
+from callrouter.vault.durable import durable_files, private_directory, write_atomically
 
 Say = Callable[[str], None]
 
@@ -54,6 +56,10 @@ PROGRESS_EVERY = 100
 """Recording files between two progress lines."""
 DUMP_TIMEOUT = 3600.0
 """Seconds pg_dump or pg_restore may take before the command gives up."""
+
+
+CONNECT_TIMEOUT = "10"
+"""Seconds pg_dump and pg_restore wait for the server (unless PGCONNECT_TIMEOUT says)."""
 
 
 class BackupError(Exception):
@@ -127,6 +133,8 @@ async def _run(args: list[str], what: str) -> None:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        # libpq waits forever for a server that does not answer unless told otherwise.
+        env={"PGCONNECT_TIMEOUT": CONNECT_TIMEOUT, **os.environ},
     )
     try:
         _, stderr = await asyncio.wait_for(process.communicate(), DUMP_TIMEOUT)
@@ -142,7 +150,7 @@ def _copy_recordings(source: Path, target: Path, say: Say, verb: str) -> int:
     """Copy every file under ``source`` (encrypted; copied as is) into ``target``, 0700."""
     files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else []
     private_directory(target, create=True)
-    copied = 0
+    copies = []
     size = 0
     for path in files:
         destination = target / path.relative_to(source)
@@ -151,12 +159,13 @@ def _copy_recordings(source: Path, target: Path, say: Say, verb: str) -> int:
             shutil.copy2(path, destination)
         except FileNotFoundError:
             continue  # shredded while we copied: it is meant to be gone
-        copied += 1
+        copies.append(destination)
         size += destination.stat().st_size
-        if copied % PROGRESS_EVERY == 0:
-            say(f"{verb}: recordings {copied}/{len(files)} files")
-    say(f"{verb}: recordings {copied} files, {size / 1e6:.1f} MB")
-    return copied
+        if len(copies) % PROGRESS_EVERY == 0:
+            say(f"{verb}: recordings {len(copies)}/{len(files)} files")
+    durable_files(copies)
+    say(f"{verb}: recordings {len(copies)} files, {size / 1e6:.1f} MB")
+    return len(copies)
 
 
 async def take_backup(config: Config, dsn: str, target: Path, keys_target: Path, say: Say) -> None:
@@ -184,11 +193,12 @@ async def take_backup(config: Config, dsn: str, target: Path, keys_target: Path,
     copied = await asyncio.to_thread(
         _copy_recordings, config.recordings_dir, target / RECORDINGS, say, "backup"
     )
-    await asyncio.to_thread(_write_manifest, target, "data", taken_at, copied)
 
     say(f"backup: keys to {keys_target}")
     keys = await asyncio.to_thread(_copy_keys_out, config, keys_target)
     await asyncio.to_thread(_write_manifest, keys_target, "keys", taken_at, keys)
+    # Last: a backup whose keys could not be written is not finished.
+    await asyncio.to_thread(_write_manifest, target, "data", taken_at, copied)
     say(f"backup: {keys} data keys, the key ring and the privacy secret")
     say(f"backup: done: {target} (data), {keys_target} (keys, keep them apart)")
 
@@ -224,6 +234,7 @@ def check_restorable(config: Config, source: Path, keys_from: Path | None) -> No
                 f"no key ring at {key_ring}: point [vault] key_ring and keys_dir at the live "
                 "key store, or restore the keys backup with --keys-dir"
             )
+        _check_key_store(source, keys_dir)
         return
     read_manifest(keys_from, "keys")
     if key_ring.exists():
@@ -231,6 +242,28 @@ def check_restorable(config: Config, source: Path, keys_from: Path | None) -> No
     _fresh_target(keys_dir, "key store")
     if secret_path(config).exists():
         raise BackupError(f"{secret_path(config)} exists: --keys-dir would replace it")
+
+
+def _check_key_store(source: Path, keys_dir: Path) -> None:
+    """A key store holding none of the backup's keys is the wrong one (a mistyped keys_dir),
+    not one where everything was erased: refuse it before restore drops every recording."""
+    files = (source / RECORDINGS).glob("*") if (source / RECORDINGS).is_dir() else []
+    in_backup = {_recording_of(path) for path in files} - {None}
+    held = {_recording_of(path) for path in keys_dir.glob("*.key")} if keys_dir.is_dir() else set()
+    if in_backup and not in_backup & held:
+        raise BackupError(
+            f"the key store {keys_dir} holds none of the keys of the {len(in_backup)} "
+            f"recordings in {source}: is [vault] keys_dir the live key store? Nothing was "
+            "restored"
+        )
+
+
+def _recording_of(path: Path) -> UUID | None:
+    """The recording a file (``<uuid>.flac``, ``<uuid>.key``, ...) belongs to, if any."""
+    try:
+        return UUID(path.name.split(".", 1)[0])
+    except ValueError:
+        return None
 
 
 async def restore_backup(

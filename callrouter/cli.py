@@ -1,7 +1,8 @@
 """The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy, backup.
 
 Every command takes ``--config FILE`` and one flag per setting (see ``callrouter serve --help``);
-flags override ``CALLROUTER_*`` variables, which override the file.
+flags override ``CALLROUTER_*`` variables, which override the file. Every command finds the same
+file as serve (``find_config``), and only serve and restore ever create a database.
 """
 
 from __future__ import annotations
@@ -583,6 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.run(commands[args.command]())
     except EXPECTED_FAILURES as exc:
         print(f"callrouter: error: {exc}", file=sys.stderr)
-        print(f"callrouter: {_config_searched(args)}", file=sys.stderr)
+        if isinstance(exc, ConfigError):  # a setting or a place: say which file was read
+            print(f"callrouter: {_config_searched(args)}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     return 0

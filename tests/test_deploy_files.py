@@ -94,27 +94,34 @@ def test_dockerignore_keeps_state_and_secrets_out_of_the_build_context() -> None
     assert sources <= allowed
 
 
-def verified_unit(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    """``systemd-analyze verify`` on the unit, its ExecStart pointed at this checkout's
-    callrouter (verify refuses a command that does not exist)."""
+def verified_units(tmp_path: Path, edit: tuple[str, str] = ("", "")) -> str:
+    """``systemd-analyze verify`` on the units in contrib/systemd/ (the service, the backup
+    service and its timer), their callrouter pointed at this checkout's (verify refuses a
+    command that does not exist); returns what it printed, failing on a non-zero exit."""
     callrouter = shutil.which("callrouter", path=str(Path(sys.executable).parent))
     assert callrouter is not None
-    unit = tmp_path / "callrouter.service"
-    unit.write_text(text.replace("/opt/callrouter/bin/callrouter", callrouter))
-    return subprocess.run(
-        ["systemd-analyze", "verify", str(unit)],
+    names = []
+    for unit in sorted((ROOT / "contrib" / "systemd").glob("callrouter*.[st]*[er]")):
+        text = unit.read_text().replace("/opt/callrouter/bin/callrouter", callrouter)
+        (tmp_path / unit.name).write_text(text.replace(*edit))
+        names.append(unit.name)
+    assert names == ["callrouter-backup.service", "callrouter-backup.timer", "callrouter.service"]
+    done = subprocess.run(
+        ["systemd-analyze", "verify", *names],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
 
 
-def test_systemd_unit_verifies_without_a_warning(tmp_path: Path) -> None:
-    done = verified_unit(tmp_path, UNIT.read_text())
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-    mistyped = verified_unit(tmp_path, UNIT.read_text().replace("=strict", "=strickt"))
-    assert "ProtectSystem" in mistyped.stderr or "protect system" in mistyped.stderr
+def test_systemd_units_verify_without_a_warning(tmp_path: Path) -> None:
+    assert verified_units(tmp_path) == ""
+    mistyped = verified_units(tmp_path, ("ProtectSystem=strict", "ProtectSystem=strickt"))
+    assert "protect system value" in mistyped, mistyped
 
 
 def test_systemd_unit_hardening(tmp_path: Path) -> None:

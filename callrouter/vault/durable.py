@@ -7,6 +7,7 @@ one.
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import os
 import secrets
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "durable_files",
     "fsync_directory",
     "locked",
     "private_directory",
@@ -31,6 +33,25 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def durable_files(paths: list[Path]) -> None:
+    """Make many files just written durable, with their directory entries: one ``syncfs(2)``
+    per directory holding them (the first flushes the file system; the rest find little to
+    do) instead of a fsync per file, which made copying keys 20 times slower than ``cp``
+    (bench/backup.py). Linux only, like the rest of callrouter.
+
+    :raises OSError: the file system reports a write-back error.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    for directory in sorted({path.parent for path in paths}):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if libc.syncfs(fd) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), str(directory))
+        finally:
+            os.close(fd)
 
 
 def write_all(fd: int, data: bytes) -> None:

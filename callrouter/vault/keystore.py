@@ -31,6 +31,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from callrouter.vault.durable import (
+    durable_files,
     fsync_directory,
     locked,
     private_directory,
@@ -197,12 +198,19 @@ class KeyStore:
         (mode 0700, created): backups. Under the shared lock, so no entry is copied half
         re-wrapped and no shredded one comes back. Returns how many were copied."""
         private_directory(target, create=True)
+        copies = []
         with locked(self._lock_file, shared=True):
-            ids = self.recording_ids()
-            for recording_id in ids:
+            for recording_id in self.recording_ids():
                 path = self._path(recording_id)
-                write_atomically(target / path.name, path.read_bytes())
-        return len(ids)
+                copy = target / path.name
+                fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                try:
+                    write_all(fd, path.read_bytes())
+                finally:
+                    os.close(fd)
+                copies.append(copy)
+        durable_files(copies)
+        return len(copies)
 
     @property
     def _lock_file(self) -> Path:

@@ -18,7 +18,7 @@ import pytest
 from callrouter.config import load_config
 from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
 from callrouter.store.call_journal import CallJournal
-from callrouter.store.database import create_pool
+from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import EmbeddedPostgres
 from callrouter.store.ids import new_id
 from callrouter.vault import NoDataKey, Vault
@@ -128,8 +128,9 @@ def listed(url: str, key: str, what: str) -> list[dict[str, Any]]:
 def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: Path) -> None:
     live_env = write_config(workdir / "live.toml", "live")
     live = load_config(workdir / "live.toml")
-    server = ServeProcess(live.data_dir, "--sip-port", str(free_port()), env=live_env).wait_ready()
+    server = ServeProcess(live.data_dir, "--sip-port", str(free_port()), env=live_env)
     try:
+        server.wait_ready()
         key = server.operator_key
         assert key is not None
         url = server.http_url
@@ -182,6 +183,11 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
         privacy__secret_file=str(live.data_dir / "privacy" / "secret"),
     )
     restored = load_config(workdir / "restored.toml")
+    mistyped = {**restored_env, "CALLROUTER_VAULT_KEYS_DIR": str(workdir / "no-keys")}
+    refused = cli(workdir, "restore", str(backup), env=mistyped)
+    assert refused.returncode == 1
+    assert "holds none of the keys of the 2 recordings" in refused.stderr
+    assert not restored.data_dir.exists()
     done = cli(workdir, "restore", str(backup), env=restored_env)
     assert done.returncode == 0, done.stderr
     assert "1 recording(s) were crypto-shredded after this backup was taken" in done.stdout
@@ -189,10 +195,9 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
     again = cli(workdir, "restore", str(backup), env=restored_env)
     assert again.returncode == 1 and "already holds a database" in again.stderr
 
-    server = ServeProcess(
-        restored.data_dir, "--sip-port", str(free_port()), env=restored_env
-    ).wait_ready()
+    server = ServeProcess(restored.data_dir, "--sip-port", str(free_port()), env=restored_env)
     try:
+        server.wait_ready()
         assert server.operator_key is None, "the restored server has its keys already"
         url = server.http_url
         assert [c["name"] for c in listed(url, key, "clients")] == ["Acme"]
@@ -225,7 +230,9 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
         assert reader.read_range(0, len(audio[0])) == audio[0]
 
 
-def test_backup_and_restore_refuse_what_would_lose_or_mix_data(workdir: Path) -> None:
+def test_backup_and_restore_refuse_what_would_lose_or_mix_data_and_a_database_away(
+    workdir: Path,
+) -> None:
     nested = cli(workdir, "backup", str(workdir / "b"), "--keys-dir", str(workdir / "b" / "k"))
     assert nested.returncode == 1
     assert "must not be inside" in nested.stderr
@@ -234,3 +241,50 @@ def test_backup_and_restore_refuse_what_would_lose_or_mix_data(workdir: Path) ->
     assert half.returncode == 1
     assert "not a finished callrouter backup" in half.stderr
     assert sorted(p.name for p in workdir.iterdir()) == ["half"]
+    away = "postgresql:///callrouter?host=/nonexistent&user=postgres"
+    failed = cli(
+        workdir,
+        "backup",
+        str(workdir / "b"),
+        "--keys-dir",
+        str(workdir / "k"),
+        "--database-url",
+        away,
+    )
+    assert failed.returncode == 1
+    assert "pg_dump failed" in failed.stderr and "/nonexistent" in failed.stderr
+    assert not (workdir / "b" / "manifest.json").exists()
+    assert not (workdir / "k").exists()
+
+
+def test_backup_and_restore_with_a_database_url(workdir: Path, postgres: EmbeddedPostgres) -> None:
+    """The container's way: PostgreSQL elsewhere (here the tests' server), files on volumes."""
+    source, target = (f"backup_{secrets.token_hex(6)}" for _ in range(2))
+    asyncio.run(ensure_database(postgres.admin_dsn, source))
+    asyncio.run(ensure_database(postgres.admin_dsn, target))
+    url = postgres.admin_dsn.replace("/postgres?", "/{}?", 1)
+    live_env = {
+        **write_config(workdir / "live.toml", "live"),
+        "CALLROUTER_DATABASE_URL": url.format(source),
+    }
+    assert cli(workdir, "migrate", env=live_env).returncode == 0
+    Vault.from_config(load_config(workdir / "live.toml"))  # serve makes the ring at first start
+    made = cli(workdir, "keys", "create", "--operator", "--name", "kept", env=live_env)
+    assert made.returncode == 0, made.stderr
+
+    done = cli(
+        workdir, "backup", str(workdir / "b"), "--keys-dir", str(workdir / "k"), env=live_env
+    )
+    assert done.returncode == 0, done.stderr
+    restored_env = {
+        **write_config(workdir / "restored.toml", "restored"),
+        "CALLROUTER_DATABASE_URL": url.format(target),
+    }
+    done = cli(
+        workdir, "restore", str(workdir / "b"), "--keys-dir", str(workdir / "k"), env=restored_env
+    )
+    assert done.returncode == 0, done.stderr
+    listed = cli(workdir, "keys", "list", env=restored_env)
+    assert "operator  active  kept" in listed.stdout, listed.stdout + listed.stderr
+    again = cli(workdir, "restore", str(workdir / "b"), env=restored_env)
+    assert again.returncode == 1 and "the target database is not empty" in again.stderr

@@ -123,8 +123,9 @@ def test_failed_start_keeps_the_first_key_and_operator_keys_can_be_made(workdir:
     assert f"dialplan: WARNING: no dialplan loaded from {empty_plans}" in failed.output
     assert failed.operator_key is None, failed.output
 
-    server = ServeProcess(workdir / "data", "--sip-port", str(free_port()), env=env).wait_ready()
+    server = ServeProcess(workdir / "data", "--sip-port", str(free_port()), env=env)
     try:
+        server.wait_ready()
         key = server.operator_key
         assert key is not None, server.output
         key_line = next(i for i, line in enumerate(server.lines) if "operator key" in line)

@@ -24,6 +24,16 @@ def substituted(text: str, replacements: dict[str, str]) -> str:
     return text
 
 
+def distinct_free_ports(count: int) -> list[int]:
+    """Free ports, all different (each free_port() call may hand back the last one)."""
+    ports: set[int] = set()
+    for _ in range(count * 20):
+        ports.add(free_port())
+        if len(ports) == count:
+            return sorted(ports)
+    raise AssertionError(f"no {count} distinct free ports")
+
+
 def self_signed(directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "fullchain.pem", directory / "privkey.pem"
     subprocess.run(
@@ -56,7 +66,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 def test_nginx_snippet_serves_the_api_over_tls_and_redirects_plain_http(workdir: Path) -> None:
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    api_port, tls_port, plain_port = free_port(), free_port(), free_port()
+    api_port, tls_port, plain_port, sip_port = distinct_free_ports(4)
     cert, key = self_signed(workdir)
     site = substituted(
         CONF.read_text(),
@@ -87,16 +97,17 @@ def test_nginx_snippet_serves_the_api_over_tls_and_redirects_plain_http(workdir:
         "--http-port",
         str(api_port),
         "--sip-port",
-        str(free_port()),
+        str(sip_port),
         "--media-workers",
         "0",
-    ).wait_ready()
+    )
     proxy = subprocess.Popen(
         [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
+        server.wait_ready()
         context = ssl.create_default_context(cafile=str(cert))
         deadline = time.monotonic() + 30
         while True:
