@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -28,6 +29,14 @@ from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.relay import PortAllocator
 from callrouter.privacy.rights import PrivacyRights
+from callrouter.privacy.secret import secret_path
+from callrouter.privileges import (
+    Account,
+    account_for,
+    drop_to,
+    hand_over,
+    unreachable_install,
+)
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
 from callrouter.routing.anchoring import MediaAnchor
@@ -44,7 +53,8 @@ from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.migrations import migrate
 from callrouter.store.numbers import Number
-from callrouter.transport.listeners import Listening, open_listeners, tls_options
+from callrouter.transport.advertise import media_advertisement, parse_advertise
+from callrouter.transport.listeners import Listening, advertised, open_listeners, tls_options
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
@@ -86,7 +96,7 @@ async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterato
                 yield attached
                 return
             stack.enter_context(DataDirectoryLock(config.data_dir))
-        server = EmbeddedPostgres(root)
+        server = EmbeddedPostgres(root, user=config.user)
         first_start = not server.initialised()
         server.start()
         stack.callback(server.stop)
@@ -144,6 +154,8 @@ async def _start_sip(
         )
         static = StaticRoutes.parse(sip.static_routes)
         dns_servers = [_host_port(s) for s in sip.dns_servers.split(",") if s.strip()]
+        if sip.advertise:
+            parse_advertise(sip.advertise)
     except ValueError as exc:
         raise ConfigError(f"sip: {exc}") from None
     if sip.unknown_sources not in ("403", "drop"):
@@ -203,8 +215,12 @@ async def _start_sip(
     listening = await open_listeners(
         reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
     )
-    for opened in listening:
-        endpoint.advertised[opened.transport] = f"{opened.host}:{opened.port}"
+    service.addresses = advertised(listening, sip.advertise)
+    shown = ", ".join(
+        f"{a.host or 'the interface towards each peer'}:{a.port} ({transport})"
+        for transport, a in service.addresses.listeners.items()
+    )
+    say(f"sip: Via and Contact name {shown}")
     return front_door, listening
 
 
@@ -277,7 +293,11 @@ class MediaEvents:
 
 
 async def _start_media(
-    config: Config, stack: AsyncExitStack, recordings_service: Recordings, say: Say
+    config: Config,
+    stack: AsyncExitStack,
+    recordings_service: Recordings,
+    say: Say,
+    account: Account | None,
 ) -> MediaEvents:
     """The media worker (when configured) and the anchor the B2BUA uses to reach it."""
     events = MediaEvents(recordings_service)
@@ -293,6 +313,12 @@ async def _start_media(
     run = config.data_dir / "run"
     run.mkdir(mode=0o700, parents=True, exist_ok=True)
     config.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if account is not None:
+        hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
+    try:
+        address = media_advertisement(media.host, media.advertise, config.sip.advertise)
+    except ValueError as exc:
+        raise ConfigError(f"media.advertise: {exc}") from None
     key_ring, keys_dir = vault_paths(config)
     worker = MediaWorkerProcess(
         run / "media-0.sock",
@@ -300,6 +326,7 @@ async def _start_media(
         media.ports,
         media_timeout=media.timeout,
         on_event=events,
+        user=account.name if account is not None else None,
         recording=RecordingSettings(
             config.recordings_dir.resolve(),
             key_ring.resolve(),
@@ -312,11 +339,12 @@ async def _start_media(
     stack.push_async_callback(worker.stop)
     events.worker = worker
     events.anchor = MediaAnchor(
-        worker, media.host, PortAllocator(int(first), int(last)), events.media_failed
+        worker, address, PortAllocator(int(first), int(last)), events.media_failed
     )
     if recovered := await events.recover():
         say(f"media: finalised {recovered} recording(s) interrupted by the last run")
-    say(f"media: worker pid {worker.pid}, RTP on {media.host}:{media.ports}")
+    shown = address if isinstance(address, str) else "the interface towards each caller"
+    say(f"media: worker pid {worker.pid}, RTP on {media.host}:{media.ports}, SDP names {shown}")
     return events
 
 
@@ -427,7 +455,8 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             say=say,
         )
         stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
-        media_events = await _start_media(config, stack, recordings_service, say)
+        account = _run_as(config, say)
+        media_events = await _start_media(config, stack, recordings_service, say, account)
 
         app = build_api(
             pool,
@@ -457,7 +486,40 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         for opened in listening:
             say(f"sip: listening on {opened}")
+        if account is not None:
+            # Ports are open: root is not needed any more. What start-up wrote is handed over.
+            hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
+            drop_to(account)
+            say(f"privileges: running as {account.name} (uid {account.uid})")
         yield RunningServer(dsn, http_url, listening, front_door)
+
+
+def _run_as(config: Config, say: Say) -> Account | None:
+    """The account ``serve`` switches to once its ports are open: None when not root, or when
+    that account could not read this Python or callrouter (it says so, loudly)."""
+    account = account_for(config.user)
+    if account is None:
+        return None
+    if (blocked := unreachable_install(account)) is not None:
+        say(
+            f"privileges: WARNING: staying root: {blocked} keeps user {account.name!r} from "
+            f"this Python or callrouter; install them where it can read them (/opt, /usr) "
+            f"or chmod o+x {blocked}"
+        )
+        return None
+    return account
+
+
+def _state_paths(config: Config) -> list[Path]:
+    """What the server writes after start-up: the user it runs as must own these."""
+    key_ring, keys_dir = vault_paths(config)
+    return [
+        config.data_dir,
+        config.recordings_dir,
+        key_ring.parent,
+        keys_dir,
+        secret_path(config).parent,
+    ]
 
 
 async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:

@@ -74,6 +74,7 @@ from callrouter.media.recording import (
     RecordingSettings,
 )
 from callrouter.media.relay import LEGS, PortAllocator, PortInUse, PortsExhausted, RelaySession
+from callrouter.privileges import account_for, drop_to
 from callrouter.vault import DEFAULT_SEGMENT_BYTES, Vault
 
 log = logging.getLogger(__name__)
@@ -440,6 +441,7 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--keys-dir", type=Path, help="the vault's key store directory")
     parser.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES)
     parser.add_argument("--format", choices=FORMATS, default="flac", help="final file format")
+    parser.add_argument("--user", help="started as root: the account to switch to first")
     return parser
 
 
@@ -447,6 +449,8 @@ def main() -> None:
     parser = _arguments()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.user is not None and (account := account_for(args.user)) is not None:
+        drop_to(account)  # before any file, socket or packet parser is touched
     first, _, last = args.ports.partition("-")
     settings = None
     if args.recordings_dir is not None:
