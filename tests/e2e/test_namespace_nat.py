@@ -45,6 +45,9 @@ from tests.e2e.test_recording import CALLEE_HZ, CALLER_HZ, dominant_hz
 PUBLIC = "203.0.113.5"
 PRIVATE = "198.51.100.130"
 CARRIER = "198.51.100.10"
+NATTED_CARRIER = "198.51.100.11"
+"""A second carrier, itself behind NAT: its Via and Contact name an address nobody has."""
+NOWHERE = "198.51.100.99"
 PBX = "192.0.2.10"
 PHONE = Path(__file__).with_name("one_phone.py")
 PACKETS = 150  # the caller hears 3 s of the desk before it hangs up
@@ -108,6 +111,8 @@ class Network:
             run("ip", "-n", name, "link", "set", inside, "up")
             run("ip", "-n", nat, "link", "set", outside, "up")
             run("ip", "-n", name, "route", "add", "default", "via", gateway)
+        run("ip", "-n", self.names["car"], "addr", "add", f"{NATTED_CARRIER}/25", "dev",
+            self.links["car"][0])  # fmt: skip
         run(*self.exec("nat"), "sysctl", "-qw", "net.ipv4.ip_forward=1")
         rules = NFT_RULES % {"public": PUBLIC, "private": PRIVATE, "inside": self.links["rtr"][1]}
         subprocess.run(
@@ -327,16 +332,23 @@ class Pbx:
 
 
 def carrier_call(
-    network: Network, router: Router, scenario: str, e164: str, tmp_path: Path
+    network: Network,
+    router: Router,
+    scenario: str | Path,
+    e164: str,
+    tmp_path: Path,
+    *,
+    local_ip: str = CARRIER,
 ) -> None:
-    """SIPp as the carrier, calling the router's public address."""
+    """SIPp as the carrier, calling the router's public address with ``scenario`` (a file,
+    XML text, or ``uac``)."""
     tmp_path.mkdir()
     command = sipp_command(
-        SCENARIOS / scenario if scenario.endswith(".xml") else scenario,
+        scenario,
         router.server.sip_port(),
         tmp_path,
         service=e164,
-        local_ip=CARRIER,
+        local_ip=local_ip,
         remote_host=PUBLIC,
     )
     result = subprocess.run(
@@ -362,7 +374,13 @@ def test_sipp_calls_cross_the_nat_with_bye_from_either_side(
     answering.passed()
     hanging_up = Pbx(network, "pbx_hangs_up.xml", tmp_path)
     by_callee = router.number(hanging_up.uri)
-    carrier_call(network, router, "carrier_callee_hangs_up.xml", by_callee, tmp_path / "callee-bye")
+    carrier_call(
+        network,
+        router,
+        SCENARIOS / "carrier_callee_hangs_up.xml",
+        by_callee,
+        tmp_path / "callee-bye",
+    )
     hanging_up.passed()
     first_call, second_call = router.call_record(by_caller), router.call_record(by_callee)
     assert (first_call["disposition"], first_call["hangup_by"]) == ("answered", "caller")
@@ -376,6 +394,35 @@ def test_sipp_calls_cross_the_nat_with_bye_from_either_side(
     ok = first(sent, "SIP/2.0 200 OK")
     assert f"<sip:callrouter@{PUBLIC}:" in ok
     assert any(m.startswith("BYE ") for m in sent)  # to the carrier: the callee hung up
+
+
+def test_a_carrier_behind_nat_is_answered_where_its_requests_come_from(
+    network: Network, router: Router, tmp_path: Path
+) -> None:
+    """Its Via (with ``rport``) and Contact name NOWHERE: responses must follow ``received`` and
+    ``rport`` (RFC 3581) and, its trunk having ``nat``, the BYE the callee causes must go to
+    the source address rather than the Contact."""
+    router.api(
+        "POST",
+        "/v1/trunks",
+        {"name": "natted", "networks": [f"{NATTED_CARRIER}/32"], "nat": True},
+    )
+    router.server.wait_for(r"sip: trunks in service: .*natted")
+    scenario = (SCENARIOS / "carrier_callee_hangs_up.xml").read_text()
+    behind_nat = scenario.replace(
+        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
+        f"Via: SIP/2.0/[transport] {NOWHERE}:5060;branch=[branch];rport",
+    ).replace(
+        "Contact: <sip:+447700900123@[local_ip]:[local_port];transport=[transport]>",
+        f"Contact: <sip:+447700900123@{NOWHERE}:5060>",
+    )
+    assert behind_nat.count(NOWHERE) == 3  # INVITE and ACK Via, INVITE Contact
+    pbx = Pbx(network, "pbx_hangs_up.xml", tmp_path)
+    e164 = router.number(pbx.uri)
+    carrier_call(network, router, behind_nat, e164, tmp_path / "carrier", local_ip=NATTED_CARRIER)
+    pbx.passed()
+    call = router.call_record(e164)
+    assert (call["disposition"], call["hangup_by"]) == ("answered", "callee")
 
 
 def test_a_recorded_pjsua2_call_has_audio_both_ways_and_both_parties_recorded(
