@@ -154,8 +154,6 @@ async def _start_sip(
         )
         static = StaticRoutes.parse(sip.static_routes)
         dns_servers = [_host_port(s) for s in sip.dns_servers.split(",") if s.strip()]
-        if sip.advertise:
-            parse_advertise(sip.advertise)
     except ValueError as exc:
         raise ConfigError(f"sip: {exc}") from None
     if sip.unknown_sources not in ("403", "drop"):
@@ -315,10 +313,7 @@ async def _start_media(
     config.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if account is not None:
         hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
-    try:
-        address = media_advertisement(media.host, media.advertise, config.sip.advertise)
-    except ValueError as exc:
-        raise ConfigError(f"media.advertise: {exc}") from None
+    address = media_advertisement(media.host, media.advertise, config.sip.advertise)
     key_ring, keys_dir = vault_paths(config)
     worker = MediaWorkerProcess(
         run / "media-0.sock",
@@ -406,6 +401,7 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 @asynccontextmanager
 async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
+    _check_advertise(config)
     async with AsyncExitStack() as stack:
         stack.enter_context(DataDirectoryLock(config.data_dir))
         dsn = await stack.enter_async_context(database_dsn(config, say, owner=True))
@@ -492,6 +488,19 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             drop_to(account)
             say(f"privileges: running as {account.name} (uid {account.uid})")
         yield RunningServer(dsn, http_url, listening, front_door)
+
+
+def _check_advertise(config: Config) -> None:
+    """Refuse an address no peer could use before anything starts."""
+    try:
+        if config.sip.advertise:
+            parse_advertise(config.sip.advertise)
+    except ValueError as exc:
+        raise ConfigError(f"sip.advertise: {exc}") from None
+    try:
+        media_advertisement(config.media.host, config.media.advertise, config.sip.advertise)
+    except ValueError as exc:
+        raise ConfigError(f"media.advertise: {exc}") from None
 
 
 def _run_as(config: Config, say: Say) -> Account | None:
