@@ -520,15 +520,11 @@ def _run_as(config: Config, say: Say) -> Account | None:
 
 
 def _state_paths(config: Config) -> list[Path]:
-    """What the server writes after start-up: the user it runs as must own these."""
+    """What the server reads and writes after start-up: the user it runs as must own these.
+    Files configured outside the data directory are handed over alone, not their folders
+    (which may hold the configuration)."""
     key_ring, keys_dir = vault_paths(config)
-    return [
-        config.data_dir,
-        config.recordings_dir,
-        key_ring.parent,
-        keys_dir,
-        secret_path(config).parent,
-    ]
+    return [config.data_dir, config.recordings_dir, key_ring, keys_dir, secret_path(config)]
 
 
 async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:
