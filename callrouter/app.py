@@ -213,7 +213,7 @@ async def _start_sip(
     listening = await open_listeners(
         reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
     )
-    service.addresses = advertised(listening, sip.advertise)
+    service.addresses = advertised(listening, sip.advertise, sip.tls_advertise)
     shown = ", ".join(
         f"{a.host or 'the interface towards each peer'}:{a.port} ({transport})"
         for transport, a in service.addresses.listeners.items()
@@ -492,11 +492,15 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
 
 def _check_advertise(config: Config) -> None:
     """Refuse an address no peer could use before anything starts."""
-    try:
-        if config.sip.advertise:
-            parse_advertise(config.sip.advertise)
-    except ValueError as exc:
-        raise ConfigError(f"sip.advertise: {exc}") from None
+    for name, value in (
+        ("advertise", config.sip.advertise),
+        ("tls_advertise", config.sip.tls_advertise),
+    ):
+        try:
+            if value:
+                parse_advertise(value)
+        except ValueError as exc:
+            raise ConfigError(f"sip.{name}: {exc}") from None
     try:
         media_advertisement(config.media.host, config.media.advertise, config.sip.advertise)
     except ValueError as exc:

@@ -88,6 +88,11 @@ class SipConfig:
     )
     port: int = setting(5060, "Port for SIP over UDP and TCP (0 picks a free one).")
     tls_port: int | None = setting(None, "Port for SIP over TLS; empty disables TLS.")
+    tls_advertise: str | None = setting(
+        None,
+        "Host (optionally :port) the TLS listener writes instead: the name on its "
+        "certificate. Empty: the host of sip.advertise with the TLS port.",
+    )
     tls_certificate: Path | None = setting(None, "PEM certificate chain for SIP over TLS.")
     tls_private_key: Path | None = setting(None, "PEM private key for SIP over TLS.")
     t1: float = setting(0.5, "RFC 3261 T1: round-trip time estimate, seconds.")

@@ -100,17 +100,24 @@ async def open_listeners(
     return opened
 
 
-def advertised(listening: list[Listening], advertise: str | None) -> LocalAddresses:
+def advertised(
+    listening: list[Listening], advertise: str | None, tls_advertise: str | None = None
+) -> LocalAddresses:
     """What each listener writes for peers: ``advertise`` (a port in it stands for the UDP and
-    TCP port; TLS keeps its own), else its bind address unless that is a wildcard.
+    TCP port; TLS keeps its own, or takes ``tls_advertise``, the name on its certificate),
+    else its bind address unless that is a wildcard.
 
-    :raises ValueError: when ``advertise`` cannot be read.
+    :raises ValueError: when an address cannot be read.
     """
     addresses = LocalAddresses()
     for opened in listening:
         listener = Advertisement.of(opened.host, opened.port, advertise)
         if opened.transport == "tls":
-            listener = Advertisement(listener.host, opened.port)
+            listener = (
+                Advertisement.of(opened.host, opened.port, tls_advertise)
+                if tls_advertise
+                else Advertisement(listener.host, opened.port)
+            )
         addresses.listeners[opened.transport] = listener
     return addresses
 

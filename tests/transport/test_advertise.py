@@ -22,7 +22,7 @@ from callrouter.transport.advertise import (
     media_advertisement,
     parse_advertise,
 )
-from callrouter.transport.listeners import advertised, open_listeners
+from callrouter.transport.listeners import Listening, advertised, open_listeners
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.service import SipService
 
@@ -112,6 +112,26 @@ def test_a_listener_advertises_the_setting_then_a_concrete_bind_then_the_route()
     assert addresses.sent_by(Flow("tcp", "198.51.100.21", 5060)) == "198.51.100.7:5060"
     assert asked == ["198.51.100.20", "2001:db8::20", "198.51.100.21"]
     assert LocalAddresses().sent_by(Flow("udp", "198.51.100.20", 5060)) == "invalid"
+
+
+def test_each_listener_advertises_its_own_port_and_tls_may_name_its_certificate() -> None:
+    listening = [
+        Listening("udp", "0.0.0.0", 5060),
+        Listening("tcp", "0.0.0.0", 5060),
+        Listening("tls", "0.0.0.0", 5061),
+    ]
+    peer = Flow("udp", "198.51.100.20", 5060)
+    same = advertised(listening, "203.0.113.5:5080")
+    assert [same.sent_by(Flow(t, peer.host, 1)) for t in ("udp", "tcp", "tls")] == [
+        "203.0.113.5:5080",
+        "203.0.113.5:5080",
+        "203.0.113.5:5061",  # the advertised port is the UDP/TCP one; TLS keeps its own
+    ]
+    named = advertised(listening, "203.0.113.5", "sip.example.com")
+    assert named.sent_by(Flow("tls", peer.host, 1)) == "sip.example.com:5061"
+    assert named.sent_by(Flow("udp", peer.host, 1)) == "203.0.113.5:5060"
+    unset = advertised(listening, None)
+    assert {a.host for a in unset.listeners.values()} == {None}  # the route decides per peer
 
 
 def test_sdp_names_media_advertise_then_the_bind_then_sip_advertise_then_the_route() -> None:
