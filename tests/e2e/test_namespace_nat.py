@@ -496,5 +496,14 @@ def test_no_process_of_the_router_is_left_as_root(router: Router) -> None:
         assert uids is not None and gids is not None
         assert {int(u) for u in uids.groups()} == {account.uid}, (name, uids.group(0))
         assert {int(g) for g in gids.groups()} == {account.gid}, (name, gids.group(0))
-    owner = (router.server.data_dir / "run").stat().st_uid
-    assert owner == account.uid
+    workdir = router.server.data_dir.parent
+    for path in (router.server.data_dir, router.server.data_dir / "run", workdir / "recordings"):
+        assert path.stat().st_uid == account.uid, path
+    data = router.server.data_dir
+    state = [*(workdir / "recordings").rglob("*"), *data.rglob("*")]
+    root_owned = [
+        p
+        for p in state
+        if p.lstat().st_uid != account.uid and p.relative_to(workdir).parts[1] != "postgres"
+    ]
+    assert root_owned == []  # the vault, the privacy secret, the lock: all handed over
