@@ -23,6 +23,7 @@ __all__ = [
     "RouteSource",
     "is_wildcard",
     "media_address",
+    "media_advertisement",
     "parse_advertise",
 ]
 

@@ -247,7 +247,7 @@ class Capture:
         outer = [network.links[role][1] for role in ("car", "pbx")]
         self.process = subprocess.Popen(
             [*network.exec("nat"), "dumpcap", "-q", "-i", outer[0], "-i", outer[1],
-             "-f", "udp", "-w", str(path)],
+             "-f", "udp or tcp", "-w", str(path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )  # fmt: skip
@@ -264,12 +264,13 @@ class Capture:
         self.process.communicate(timeout=30)
         fields = run(
             "tshark", "-r", str(self.path), "-Y", "sip", "-T", "fields",
-            "-e", "ip.src", "-e", "ip.dst", "-e", "udp.payload",
+            "-e", "ip.src", "-e", "ip.dst", "-e", "udp.payload", "-e", "tcp.payload",
         )  # fmt: skip
         messages = []
         for line in fields.splitlines():
-            source, destination, payload = line.split("\t")
-            text = bytes.fromhex(payload.replace(":", "")).decode("utf-8", "replace")
+            source, destination, datagram, segment = line.split("\t")
+            payload = (datagram or segment).replace(":", "")
+            text = bytes.fromhex(payload).decode("utf-8", "replace")
             messages.append((source, destination, text))
         return messages
 
@@ -339,6 +340,7 @@ def carrier_call(
     tmp_path: Path,
     *,
     local_ip: str = CARRIER,
+    transport: str = "udp",
 ) -> None:
     """SIPp as the carrier, calling the router's public address with ``scenario`` (a file,
     XML text, or ``uac``)."""
@@ -350,6 +352,7 @@ def carrier_call(
         service=e164,
         local_ip=local_ip,
         remote_host=PUBLIC,
+        transport=transport,
     )
     result = subprocess.run(
         [*network.exec("car"), *command],
@@ -382,9 +385,14 @@ def test_sipp_calls_cross_the_nat_with_bye_from_either_side(
         tmp_path / "callee-bye",
     )
     hanging_up.passed()
+    over_tcp = Pbx(network, "pbx_answer.xml", tmp_path)
+    by_tcp = router.number(over_tcp.uri)
+    carrier_call(network, router, "uac", by_tcp, tmp_path / "tcp", transport="tcp")
+    over_tcp.passed()
     first_call, second_call = router.call_record(by_caller), router.call_record(by_callee)
     assert (first_call["disposition"], first_call["hangup_by"]) == ("answered", "caller")
     assert (second_call["disposition"], second_call["hangup_by"]) == ("answered", "callee")
+    assert router.call_record(by_tcp)["disposition"] == "answered"
 
     sent = from_router(capture.stop())
     invite = first(sent, "INVITE ")
@@ -394,6 +402,8 @@ def test_sipp_calls_cross_the_nat_with_bye_from_either_side(
     ok = first(sent, "SIP/2.0 200 OK")
     assert f"<sip:callrouter@{PUBLIC}:" in ok
     assert any(m.startswith("BYE ") for m in sent)  # to the carrier: the callee hung up
+    tcp_contact = f"<sip:callrouter@{PUBLIC}:{router.server.sip_port('tcp')};transport=tcp>"
+    assert any(m.startswith("SIP/2.0 200 OK") and tcp_contact in m for m in sent), sent
 
 
 def test_a_carrier_behind_nat_is_answered_where_its_requests_come_from(
