@@ -49,6 +49,7 @@ NATTED_CARRIER = "198.51.100.11"
 """A second carrier, itself behind NAT: its Via and Contact name an address nobody has."""
 NOWHERE = "198.51.100.99"
 PBX = "192.0.2.10"
+PRIVILEGED_HTTP_PORT = 80
 PHONE = Path(__file__).with_name("one_phone.py")
 PACKETS = 150  # the caller hears 3 s of the desk before it hangs up
 FORBIDDEN = re.compile(rf"0\.0\.0\.0|\b127\.\d+\.\d+\.\d+|{re.escape(PRIVATE)}")
@@ -229,6 +230,9 @@ def router(network: Network) -> Iterator[Router]:
         "--media-advertise", PUBLIC,
         "--sip-carriers", f"{CARRIER}/32",
         "--recordings-dir", str(workdir / "recordings"),
+        # Below 1024, so only root can open it: serve must bind before it drops. The router's
+        # namespace is new and empty, so a fixed port cannot collide with anything.
+        "--http-port", str(PRIVILEGED_HTTP_PORT),
         prefix=(*network.exec("rtr"), *readable_python(account, workdir)),
     )  # fmt: skip
     try:
@@ -497,6 +501,7 @@ def test_no_process_of_the_router_is_left_as_root(router: Router) -> None:
         "postgres": int(router.server.wait_for(r"PostgreSQL in \S+ .*pid (\d+)").group(1)),
     }
     router.server.wait_for(r"privileges: running as callrouter \(uid (\d+)\)")
+    assert router.server.http_url.endswith(f":{PRIVILEGED_HTTP_PORT}")  # bound, then dropped
     account = account_for("callrouter")
     assert account is not None
     for name, pid in pids.items():
