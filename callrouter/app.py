@@ -215,7 +215,9 @@ async def _start_sip(
     )
     service.addresses = advertised(listening, sip.advertise, sip.tls_advertise)
     shown = ", ".join(
-        f"{a.host or 'the interface towards each peer'}:{a.port} ({transport})"
+        f"{a.host}:{a.port} ({transport})"
+        if a.host
+        else f"port {a.port} of the interface towards each peer ({transport})"
         for transport, a in service.addresses.listeners.items()
     )
     say(f"sip: Via and Contact name {shown}")
