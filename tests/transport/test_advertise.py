@@ -4,7 +4,11 @@ never a wildcard. Real sockets on loopback for the route look-up and the listene
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import socket
+import subprocess
+import sys
 from contextlib import AsyncExitStack
 
 import pytest
@@ -183,3 +187,37 @@ async def test_an_advertised_address_is_written_instead_of_the_bind_address() ->
     via, contact = await _via_of_request_sent("0.0.0.0", "203.0.113.5:5080")
     assert via.startswith("SIP/2.0/UDP 203.0.113.5:5080;branch=z9hG4bK") and ";rport" in via
     assert contact == "<sip:callrouter@203.0.113.5:5080>"
+
+
+def test_a_multi_homed_host_names_the_interface_on_the_route_to_each_peer() -> None:
+    """In a network namespace with two interfaces (root only; CI runs as root), the wildcard
+    default gives each peer the address of the interface that reaches it."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    name = f"cr-route-{secrets.token_hex(3)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"network namespaces cannot be created here: {made.stderr.strip()}")
+    try:
+        for device, address in (("carrier0", "198.51.100.1/24"), ("pbx0", "192.0.2.1/24")):
+            for command in (
+                ["link", "add", device, "type", "veth", "peer", "name", f"{device}peer"],
+                ["addr", "add", address, "dev", device],
+                ["link", "set", f"{device}peer", "up"],
+                ["link", "set", device, "up"],
+            ):
+                subprocess.run(["ip", "-n", name, *command], check=True, timeout=30)
+        script = (
+            "from callrouter.transport.advertise import RouteSource\n"
+            "route = RouteSource()\n"
+            "print(route.towards('198.51.100.50'), route.towards('192.0.2.50'),"
+            " route.towards('203.0.113.50'))\n"
+        )
+        result = subprocess.run(
+            ["ip", "netns", "exec", name, sys.executable, "-c", script],
+            capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+        # No default route: a peer nobody routes to gets loopback, never a wildcard.
+        assert result.stdout.split() == ["198.51.100.1", "192.0.2.1", "127.0.0.1"]
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
