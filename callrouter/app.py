@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +30,14 @@ from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.relay import PortAllocator
 from callrouter.privacy.rights import PrivacyRights
+from callrouter.privacy.secret import secret_path
+from callrouter.privileges import (
+    Account,
+    account_for,
+    drop_to,
+    hand_over,
+    unreachable_install,
+)
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
@@ -47,7 +56,8 @@ from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.migrations import migrate
 from callrouter.store.numbers import Number
 from callrouter.supervisor import Supervisor
-from callrouter.transport.listeners import Listening, open_listeners, tls_options
+from callrouter.transport.advertise import media_advertisement, parse_advertise
+from callrouter.transport.listeners import Listening, advertised, open_listeners, tls_options
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
@@ -96,7 +106,7 @@ async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterato
                 yield attached
                 return
             stack.enter_context(DataDirectoryLock(config.data_dir))
-        server = EmbeddedPostgres(root)
+        server = EmbeddedPostgres(root, user=config.user)
         first_start = not server.initialised()
         server.start()
         stack.callback(server.stop)
@@ -305,8 +315,14 @@ async def _start_sip(
         inbound=inbound,
         backlog=sip.listen_backlog,
     )
-    for opened in listening:
-        endpoint.advertised[opened.transport] = f"{opened.host}:{opened.port}"
+    service.addresses = advertised(listening, sip.advertise, sip.tls_advertise)
+    shown = ", ".join(
+        f"{a.host}:{a.port} ({transport})"
+        if a.host
+        else f"port {a.port} of the interface towards each peer ({transport})"
+        for transport, a in service.addresses.listeners.items()
+    )
+    say(f"sip: Via and Contact name {shown}")
     return front_door, listening
 
 
@@ -384,7 +400,9 @@ async def _start_media(
     stack: AsyncExitStack,
     recordings_service: Recordings,
     say: Say,
+    *,
     supervisor: Supervisor,
+    account: Account | None,
 ) -> MediaEvents:
     """The media worker (when configured) and the anchor the B2BUA uses to reach it."""
     events = MediaEvents(recordings_service)
@@ -402,6 +420,9 @@ async def _start_media(
     run = config.data_dir / "run"
     run.mkdir(mode=0o700, parents=True, exist_ok=True)
     config.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if account is not None:
+        hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
+    address = media_advertisement(media.host, media.advertise, config.sip.advertise)
     key_ring, keys_dir = vault_paths(config)
     worker = MediaWorkerProcess(
         run / "media-0.sock",
@@ -409,6 +430,7 @@ async def _start_media(
         media.ports,
         media_timeout=media.timeout,
         on_event=events,
+        user=account.name if account is not None else None,
         recording=RecordingSettings(
             config.recordings_dir.resolve(),
             key_ring.resolve(),
@@ -426,14 +448,15 @@ async def _start_media(
     events.space = space
     events.anchor = MediaAnchor(
         worker,
-        media.host,
+        address,
         PortAllocator(int(first), int(last)),
         events.media_failed,
         refusal=space.refusal,
     )
     if recovered := await events.recover():
         say(f"media: finalised {recovered} recording(s) interrupted by the last run")
-    say(f"media: worker pid {worker.pid}, RTP on {media.host}:{media.ports}")
+    shown = address if isinstance(address, str) else "the interface towards each caller"
+    say(f"media: worker pid {worker.pid}, RTP on {media.host}:{media.ports}, SDP names {shown}")
     return events
 
 
@@ -489,6 +512,7 @@ def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
 @asynccontextmanager
 async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
+    _check_advertise(config)
     async with AsyncExitStack() as stack:
         stack.enter_context(DataDirectoryLock(config.data_dir))
         dsn = await stack.enter_async_context(database_dsn(config, say, owner=True))
@@ -540,7 +564,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             say=say,
         )
         supervisor.start("daily purge", lambda: privacy_rights.run_daily(say))
-        media_events = await _start_media(config, stack, recordings_service, say, supervisor)
+        account = _run_as(config, say)
+        media_events = await _start_media(
+            config, stack, recordings_service, say, supervisor=supervisor, account=account
+        )
         dialplans = _load_dialplans(config, say)
 
         guard = ConnectionGuard(_http_limits(config))
@@ -581,7 +608,53 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             say(f"sip: listening on {opened}")
         # Only now: a start that fails before listening (a port in use) must not spend the key.
         await _first_operator_key(pool, say)
+        if account is not None:
+            # Ports are open: root is not needed any more. What start-up wrote is handed over.
+            hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
+            drop_to(account)
+            say(f"privileges: running as {account.name} (uid {account.uid})")
         yield RunningServer(dsn, http_url, listening, front_door)
+
+
+def _check_advertise(config: Config) -> None:
+    """Refuse an address no peer could use before anything starts."""
+    for name, value in (
+        ("advertise", config.sip.advertise),
+        ("tls_advertise", config.sip.tls_advertise),
+    ):
+        try:
+            if value:
+                parse_advertise(value)
+        except ValueError as exc:
+            raise ConfigError(f"sip.{name}: {exc}") from None
+    try:
+        media_advertisement(config.media.host, config.media.advertise, config.sip.advertise)
+    except ValueError as exc:
+        raise ConfigError(f"media.advertise: {exc}") from None
+
+
+def _run_as(config: Config, say: Say) -> Account | None:
+    """The account ``serve`` switches to once its ports are open: None when not root, or when
+    that account could not read this Python or callrouter (it says so, loudly)."""
+    account = account_for(config.user)
+    if account is None:
+        return None
+    if (blocked := unreachable_install(account)) is not None:
+        say(
+            f"privileges: WARNING: staying root: {blocked} keeps user {account.name!r} from "
+            f"this Python or callrouter; install them where it can read them (/opt, /usr) "
+            f"or chmod o+x {blocked}"
+        )
+        return None
+    return account
+
+
+def _state_paths(config: Config) -> list[Path]:
+    """What the server reads and writes after start-up: the user it runs as must own these.
+    Files configured outside the data directory are handed over alone, not their folders
+    (which may hold the configuration)."""
+    key_ring, keys_dir = vault_paths(config)
+    return [config.data_dir, config.recordings_dir, key_ring, keys_dir, secret_path(config)]
 
 
 async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:

@@ -48,6 +48,7 @@ from callrouter.privacy.register import RequestKind
 from callrouter.privacy.rights import PrivacyRights, RequestRefused
 from callrouter.privacy.secret import SecretFileError
 from callrouter.privacy.subjects import Subject
+from callrouter.privileges import PrivilegeError
 from callrouter.routing.dialplan import DialplanError, load_dialplan
 from callrouter.routing.dialplan import explain as explain_plan
 from callrouter.routing.dialplans import DialplanLibrary
@@ -73,6 +74,7 @@ EXPECTED_FAILURES = (
     MigrationError,
     NumberFormatError,
     OSError,
+    PrivilegeError,
     RequestRefused,
     SecretFileError,
     VaultError,

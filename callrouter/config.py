@@ -95,9 +95,20 @@ class HttpConfig:
 class SipConfig:
     """The SIP listeners."""
 
-    host: str = setting("127.0.0.1", "Address the SIP listeners bind to.")
+    host: str = setting("127.0.0.1", "Address the SIP listeners bind to (0.0.0.0 or :: for all).")
+    advertise: str | None = setting(
+        None,
+        "Host or IP (optionally :port) written into Via, Contact, the From host and Call-IDs "
+        "instead of the bind address: the public address behind NAT. Empty: the bind address, "
+        "or with a wildcard bind the address of the interface that routes to each peer.",
+    )
     port: int = setting(5060, "Port for SIP over UDP and TCP (0 picks a free one).")
     tls_port: int | None = setting(None, "Port for SIP over TLS; empty disables TLS.")
+    tls_advertise: str | None = setting(
+        None,
+        "Host (optionally :port) the TLS listener writes instead: the name on its "
+        "certificate. Empty: the host of sip.advertise with the TLS port.",
+    )
     tls_certificate: Path | None = setting(None, "PEM certificate chain for SIP over TLS.")
     tls_private_key: Path | None = setting(None, "PEM private key for SIP over TLS.")
     t1: float = setting(0.5, "RFC 3261 T1: round-trip time estimate, seconds.")
@@ -202,8 +213,12 @@ class MediaConfig:
     workers: int = setting(
         1, "Media worker processes: 1 (one is supported for now) or 0 to turn recording off."
     )
-    host: str = setting(
-        "127.0.0.1", "Address the RTP relay binds to; it goes into the SDP both parties see."
+    host: str = setting("127.0.0.1", "Address the RTP relay binds to (0.0.0.0 or :: for all).")
+    advertise: str | None = setting(
+        None,
+        "IP address written into SDP c= and o= lines for recorded calls: the public address "
+        "behind NAT. Empty: media.host when concrete, else the host of sip.advertise, else "
+        "the address of the interface that routes to the caller.",
     )
     ports: str = setting("30000-39999", "RTP port range FIRST-LAST (RTCP uses port + 1).")
     timeout: float = setting(
@@ -229,6 +244,11 @@ class Config:
         1.0, "How often the dialplans directory is checked for changed files, in seconds."
     )
     recordings_dir: Path = setting(Path("recordings"), "Root directory for encrypted recordings.")
+    user: str = setting(
+        "callrouter",
+        "System user `serve` switches to once its ports are open when started as root (created "
+        "if missing); the media worker and embedded PostgreSQL run as it too.",
+    )
     database: DatabaseConfig = section(DatabaseConfig, "Database")
     http: HttpConfig = section(HttpConfig, "HTTP API")
     sip: SipConfig = section(SipConfig, "SIP")

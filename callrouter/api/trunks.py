@@ -75,7 +75,12 @@ _SETTABLE = (
         pattern=r"^[A-Z]{2}$",
         max_length=2,
     ),
-    Field("nat", "boolean", "The carrier's media is behind NAT: latch RTP to its first source."),
+    Field(
+        "nat",
+        "boolean",
+        "The carrier is behind NAT: latch RTP to its first source, and send in-dialog "
+        "requests (BYE) to where its requests come from rather than to its Contact.",
+    ),
     Field(
         "uri",
         "string",

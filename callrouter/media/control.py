@@ -57,6 +57,8 @@ class MediaWorkerProcess:
         for a restarting worker).
     :param recording: where and how the worker records; None for a worker that does not.
     :param recover_timeout: seconds a ``recover`` may take (it finalises whole recordings).
+    :param user: the account a worker started by root switches to before it touches any
+        file or socket.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class MediaWorkerProcess:
         command_timeout: float = 5.0,
         recording: RecordingSettings | None = None,
         recover_timeout: float = 600.0,
+        user: str | None = None,
     ) -> None:
         self.control = control
         self.host = host
@@ -79,6 +82,7 @@ class MediaWorkerProcess:
         self.command_timeout = command_timeout
         self.recording = recording
         self.recover_timeout = recover_timeout
+        self.user = user
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Pending] = {}
@@ -105,6 +109,8 @@ class MediaWorkerProcess:
             "--parent-pid",
             str(os.getpid()),
         ]
+        if self.user is not None:
+            arguments += ["--user", self.user]
         if self.recording is not None:
             arguments += self.recording.arguments()
         return arguments

@@ -82,6 +82,7 @@ from callrouter.media.recording import (
     RecordingSettings,
 )
 from callrouter.media.relay import LEGS, PortAllocator, PortInUse, PortsExhausted, RelaySession
+from callrouter.privileges import account_for, drop_to
 from callrouter.vault import DEFAULT_SEGMENT_BYTES, Vault
 
 log = logging.getLogger(__name__)
@@ -473,6 +474,7 @@ def _arguments() -> argparse.ArgumentParser:
         default=15.0,
         help="seconds to wait for a stopping worker to give up the control socket",
     )
+    parser.add_argument("--user", help="started as root: the account to switch to first")
     return parser
 
 
@@ -480,6 +482,8 @@ def main() -> None:
     parser = _arguments()
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.user is not None and (account := account_for(args.user)) is not None:
+        drop_to(account)  # before any file, socket or packet parser is touched
     if args.parent_pid is not None and not die_with_parent(args.parent_pid):
         log.warning("the parent process %d is already gone: not starting", args.parent_pid)
         return

@@ -51,12 +51,16 @@ class _Anchored:
     """The caller's offer as limited to what can be recorded (for an early answer)."""
     bound: asyncio.Future[str | None]
     """Settles when the worker has answered ``create``: None, or why the ports are not bound."""
+    host: str
+    """Our media address as both parties see it in SDP."""
 
 
 class MediaAnchor:
     """The B2BUA's media side for recorded calls.
 
-    :param host: the address the worker's RTP sockets listen on (goes into SDP).
+    :param address: the address written into SDP c= and o= lines (``[media] advertise``), or a
+        function from the caller's media address to ours (the relay is bound to a wildcard and
+        nothing is advertised: the interface that routes to the caller).
     :param on_failure: ``(call key, reason)`` when the worker refuses a call's command.
     :param refusal: why no new call may be recorded now (the recordings disk is nearly full),
         or None.
@@ -65,13 +69,13 @@ class MediaAnchor:
     def __init__(
         self,
         control: MediaControl,
-        host: str,
+        address: str | Callable[[str], str],
         ports: PortAllocator,
         on_failure: Callable[[str, str], None],
         refusal: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.control = control
-        self.host = host
+        self.address = address
         self.ports = ports
         self.on_failure = on_failure
         self.refusal = refusal
@@ -108,11 +112,12 @@ class MediaAnchor:
         except PortsExhausted as exc:
             self.ports.give_back(first)
             return None, f"no free media ports ({exc})"
+        host = self.address if isinstance(self.address, str) else self.address(address)
         bound: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._calls[key] = _Anchored((first, second), nat, sdp.to_bytes(), bound)
+        self._calls[key] = _Anchored((first, second), nat, sdp.to_bytes(), bound, host)
         self._send(key, "create", ports=[first, second]).add_done_callback(partial(_settle, bound))
         self._signal(key, "a", address, section)
-        sdp.anchor(self.host, [second])
+        sdp.anchor(host, [second])
         return sdp.to_bytes(), None
 
     def bound(self, key: str) -> asyncio.Future[str | None]:
@@ -156,14 +161,14 @@ class MediaAnchor:
             for k, v in section.lines
             if not (k == "a" and v.startswith(("rtpmap:", "fmtp:")) and _pt_of(v) not in keep)
         ]
-        family = "IP6" if ":" in self.host else "IP4"
+        family = "IP6" if ":" in anchored.host else "IP4"
         sdp.session = [
-            ("o", f"callrouter {anchored.ports[0]} 1 IN {family} {self.host}")
+            ("o", f"callrouter {anchored.ports[0]} 1 IN {family} {anchored.host}")
             if k == "o"
             else (k, v)
             for k, v in sdp.session
         ]
-        sdp.anchor(self.host, [anchored.ports[0]])
+        sdp.anchor(anchored.host, [anchored.ports[0]])
         return sdp.to_bytes(), mapping[codec].split("/")[0].upper()
 
     def play(self, key: str, prompt: str, codec: str) -> asyncio.Future[dict[str, Any]]:
@@ -215,7 +220,7 @@ class MediaAnchor:
             _limit_to_g711(section)
         first, second = anchored.ports
         # The party on the other side of ``sender`` sends to its own port.
-        sdp.anchor(self.host, [second if sender == "a" else first])
+        sdp.anchor(anchored.host, [second if sender == "a" else first])
         return sdp.to_bytes()
 
     def _signal(self, key: str, leg: str, address: str, section: MediaSection) -> None:

@@ -446,12 +446,12 @@ class B2bua:
         return body
 
     def _contact(self, flow: Flow) -> str:
-        sent_by = self.service.endpoint.advertised.get(flow.transport, "invalid")
+        sent_by = self.service.sent_by(flow)
         suffix = "" if flow.transport == "udp" else f";transport={flow.transport}"
         return f"sip:callrouter@{sent_by}{suffix}"
 
     def _outbound_invite(self, call: Call, uri: SipUri, flow: Flow, trunk: Trunk | None) -> Request:
-        host = self.service.endpoint.advertised.get(flow.transport, "invalid").rsplit(":", 1)[0]
+        host = self.service.local_host(flow)
         headers = Headers()
         forwards = call.request.max_forwards
         headers.add("Max-Forwards", str(max(1, (forwards if forwards is not None else 70) - 1)))
@@ -708,7 +708,7 @@ class B2bua:
     def _ack(self, dialog: Dialog, cseq: int, flow: Flow) -> None:
         """The ACK for a 2xx: a transaction of its own (§13.2.2.4), so a fresh Via branch."""
         ack = dialog.request("ACK", cseq=cseq)
-        sent_by = self.service.endpoint.advertised.get(flow.transport, "invalid")
+        sent_by = self.service.sent_by(flow)
         branch = f"z9hG4bK{secrets.token_hex(8)}"
         ack.headers.add(
             "Via", f"SIP/2.0/{flow.transport.upper()} {sent_by};branch={branch}", first=True
@@ -723,7 +723,11 @@ class B2bua:
 
     def _dialog_flow(self, dialog: Dialog, fallback: Flow) -> Flow:
         """Where in-dialog requests go: the first Route, else the remote target, when it names an
-        IP address; else where the dialog's first request went."""
+        IP address; else where the dialog's first request went. A caller on a ``nat`` trunk is
+        reached where its requests come from: its Contact names an address behind its NAT."""
+        found = self._connected.get(dialog.id)
+        if found is not None and found[1] and found[0].trunk is not None and found[0].trunk.nat:
+            return fallback
         target = (
             dialog.route_set[0].strip("<>").split(";")[0]
             if dialog.route_set

@@ -98,7 +98,8 @@ def rejection_for(data: bytes, error: ParseError) -> Response | None:
 class SipEndpoint:
     """Transaction layer state for every transaction of one process.
 
-    :param advertised: per transport, the host:port written in our Via headers.
+    :param advertised: per transport, the host:port written in our Via headers unless
+        ``send_request`` is given one.
     :param new_token: where branch parameters and tags come from (injected for tests).
     """
 
@@ -166,10 +167,17 @@ class SipEndpoint:
         tx.respond(response, now)
         self._drain(tx, now)
 
-    def send_request(self, request: Request, flow: Flow, now: float) -> str:
-        """Send a request in a new client transaction; adds our Via with a fresh branch."""
+    def send_request(
+        self, request: Request, flow: Flow, now: float, *, sent_by: str | None = None
+    ) -> str:
+        """Send a request in a new client transaction; adds our Via with a fresh branch.
+
+        :param sent_by: the host:port this peer must answer to (the transport computes it for
+            a wildcard bind or NAT); None: the ``advertised`` entry for the flow's transport.
+        """
         branch = MAGIC_COOKIE + self.new_token()
-        sent_by = self.advertised.get(flow.transport, self.advertised.get("udp", "invalid"))
+        if sent_by is None:
+            sent_by = self.advertised.get(flow.transport, self.advertised.get("udp", "invalid"))
         request.headers.add(
             "Via", f"SIP/2.0/{flow.transport.upper()} {sent_by};branch={branch};rport", first=True
         )

@@ -6,7 +6,7 @@ that the server is our child process: it listens on a Unix socket only (no TCP p
 it is stopped with us, and the kernel stops it if we die (``PR_SET_PDEATHSIG``).
 
 PostgreSQL refuses to run as root, so when callrouter runs as root the server runs as the
-unprivileged system user ``callrouter`` (created if missing).
+unprivileged system user ``callrouter`` (created if missing), the one ``serve`` itself drops to.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import ctypes
 import importlib.metadata
 import importlib.util
 import os
-import pwd
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
+
+from callrouter.privileges import account_for
 
 SERVER_USER = "callrouter"
 DATABASE = "callrouter"
@@ -36,14 +36,6 @@ _PR_SET_PDEATHSIG = 1
 
 class EmbeddedPostgresError(Exception):
     """The embedded server could not be initialised, started or stopped."""
-
-
-@dataclass(frozen=True)
-class ServerAccount:
-    """The operating-system account the server process runs as."""
-
-    uid: int
-    gid: int
 
 
 def binaries_dir() -> Path:
@@ -63,28 +55,6 @@ def binaries_dir() -> Path:
     return bindir
 
 
-def _server_account() -> ServerAccount | None:
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                SERVER_USER,
-            ],
-            check=True,
-            capture_output=True,
-        )
-        entry = pwd.getpwnam(SERVER_USER)
-    return ServerAccount(entry.pw_uid, entry.pw_gid)
-
-
 def _dsn(socket_dir: Path) -> str:
     return f"postgresql:///{DATABASE}?host={socket_dir}&port={PORT}&user={SUPERUSER}"
 
@@ -102,12 +72,14 @@ class EmbeddedPostgres:
     forked the server.
     """
 
-    def __init__(self, root: Path, *, start_timeout: float = 60.0) -> None:
-        """:param root: the directory that holds the cluster (``root/pgdata``)."""
+    def __init__(self, root: Path, *, start_timeout: float = 60.0, user: str = SERVER_USER) -> None:
+        """:param root: the directory that holds the cluster (``root/pgdata``).
+        :param user: the system user the server runs as when we are root.
+        """
         self.root = root.resolve()
         self.pgdata = self.root / "pgdata"
         self.start_timeout = start_timeout
-        self._account = _server_account()
+        self._account = account_for(user)
         self._bindir = binaries_dir()
         self._socket_dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -246,9 +218,10 @@ class EmbeddedPostgres:
 
     def _check_traversable(self, path: Path) -> None:
         """PostgreSQL (as the server account) must be able to walk down to its directory."""
+        assert self._account is not None
         if (parent := self._blocking_parent(path)) is not None:
             raise EmbeddedPostgresError(
-                f"{parent} is not traversable by the system user {SERVER_USER!r} that runs "
+                f"{parent} is not traversable by the system user {self._account.name!r} that runs "
                 "PostgreSQL when callrouter runs as root; choose a data directory whose "
                 "parents are world-traversable (chmod o+x)"
             )

@@ -12,11 +12,19 @@ from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.ssl import CertificateOptions, ContextFactory
 
+from callrouter.transport.advertise import Advertisement, LocalAddresses
 from callrouter.transport.service import SipService
 from callrouter.transport.stream import InboundConnections, StreamTransport
 from callrouter.transport.udp import SipDatagramProtocol
 
-__all__ = ["Listening", "ServerTls", "open_listeners", "stop_listening", "tls_options"]
+__all__ = [
+    "Listening",
+    "ServerTls",
+    "advertised",
+    "open_listeners",
+    "stop_listening",
+    "tls_options",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,28 @@ async def open_listeners(
         service.senders["tls"] = secure
         opened.append(Listening("tls", host, tls_listener.getHost().port))
     return opened
+
+
+def advertised(
+    listening: list[Listening], advertise: str | None, tls_advertise: str | None = None
+) -> LocalAddresses:
+    """What each listener writes for peers: ``advertise`` (a port in it stands for the UDP and
+    TCP port; TLS keeps its own, or takes ``tls_advertise``, the name on its certificate),
+    else its bind address unless that is a wildcard.
+
+    :raises ValueError: when an address cannot be read.
+    """
+    addresses = LocalAddresses()
+    for opened in listening:
+        listener = Advertisement.of(opened.host, opened.port, advertise)
+        if opened.transport == "tls":
+            listener = (
+                Advertisement.of(opened.host, opened.port, tls_advertise)
+                if tls_advertise
+                else Advertisement(listener.host, opened.port)
+            )
+        addresses.listeners[opened.transport] = listener
+    return addresses
 
 
 async def stop_listening(listener: Any) -> None:

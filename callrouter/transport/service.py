@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.events import Event, Flow, Transmission
 from callrouter.sip.message import Message, Request, Response
+from callrouter.transport.advertise import LocalAddresses
 
 __all__ = ["Clock", "Sender", "SipService"]
 
@@ -52,6 +53,8 @@ class SipService:
     admit: Callable[[str], bool] = field(default=lambda host: True)
     """Sources refused here are dropped before any parsing (a silent allowlist)."""
     senders: dict[str, Sender] = field(default_factory=dict)
+    addresses: LocalAddresses | None = None
+    """What each listener advertises; None: the endpoint's fixed ``advertised`` table."""
     _timer: Any = None
     """The armed IDelayedCall (zope interfaces do not type-check as methods)."""
     _timer_at: float | None = None
@@ -67,8 +70,22 @@ class SipService:
         self.endpoint.respond(transaction_id, response, self.clock.seconds())
         self.flush()
 
+    def sent_by(self, flow: Flow) -> str:
+        """host:port written in Via and Contact for a peer at ``flow``."""
+        if self.addresses is not None:
+            return self.addresses.sent_by(flow)
+        return self.endpoint.advertised.get(flow.transport, "invalid")
+
+    def local_host(self, flow: Flow) -> str:
+        """The host written in From and Call-ID for a peer at ``flow``."""
+        if self.addresses is not None:
+            return self.addresses.host(flow)
+        return self.sent_by(flow).rsplit(":", 1)[0]
+
     def send_request(self, request: Request, flow: Flow) -> str:
-        tid = self.endpoint.send_request(request, flow, self.clock.seconds())
+        tid = self.endpoint.send_request(
+            request, flow, self.clock.seconds(), sent_by=self.sent_by(flow)
+        )
         self.flush()
         return tid
 

@@ -17,9 +17,17 @@ STARTUP_TIMEOUT = 90.0
 class ServeProcess:
     """A ``callrouter serve`` child process; stdout lines are collected by a reader thread."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
+        """:param prefix: what runs the command (``ip netns exec NAME`` for another host)."""
         self.data_dir = data_dir
         command = [
+            *prefix,
             sys.executable,
             "-m",
             "callrouter",

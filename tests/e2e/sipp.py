@@ -89,6 +89,7 @@ def sipp_command(
     service: str = "+441515550001",
     calls: int = 1,
     local_ip: str = "127.0.0.1",
+    remote_host: str = "127.0.0.1",
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The SIPp command line for a scenario (a file, XML text, or ``uac`` for SIPp's own)."""
@@ -103,7 +104,7 @@ def sipp_command(
     mode = {"udp": "u1", "tcp": "t1"}[transport]
     return [
         "sipp",
-        f"127.0.0.1:{port}",
+        f"{remote_host}:{port}",
         *chosen,
         "-s",
         service,

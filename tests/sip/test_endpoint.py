@@ -211,3 +211,16 @@ def test_an_unanswered_invite_times_out_and_leaves_no_transaction() -> None:
         seen += events(uac)
     assert TransactionTimedOut("c1|INVITE".replace("c1", "z9hG4bKc1"), "INVITE") in seen
     assert uac.transaction_count == 0 and uac.next_deadline() is None
+
+
+def test_the_sent_by_given_with_a_request_goes_into_its_via_with_rport() -> None:
+    """The transport computes the address to advertise (NAT, a wildcard bind); the core only
+    writes what it is given, and falls back to its per-transport table without one."""
+    uac = SipEndpoint({"udp": "198.51.100.130:5060"}, Timers(), new_token=tokens("c"))
+    for sent_by, expected in [("203.0.113.5:5060", "203.0.113.5"), (None, "198.51.100.130")]:
+        request = options()
+        request.headers.pop_first("via")
+        uac.send_request(request, CARRIER, 0.0, sent_by=sent_by)
+        (sent,) = uac.transmissions()
+        via = parse_message(sent.data).top_via
+        assert (via.host, via.port, "rport" in via.params) == (expected, 5060, True)
