@@ -484,6 +484,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     if args.user is not None and (account := account_for(args.user)) is not None:
         drop_to(account)  # before any file, socket or packet parser is touched
+    # After the drop: a change of credentials clears PR_SET_PDEATHSIG (prctl(2)).
     if args.parent_pid is not None and not die_with_parent(args.parent_pid):
         log.warning("the parent process %d is already gone: not starting", args.parent_pid)
         return
