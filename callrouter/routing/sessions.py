@@ -389,7 +389,7 @@ class Sessions:
         for session_id, client_id in self._erased.items():
             by_client[client_id].append(session_id)
         for client_id, session_ids in by_client.items():
-            await privacy_store.delete_sessions(self.db, client_id, session_ids)
+            await privacy_store.delete_sessions_again(self.db, client_id, session_ids)
             for session_id in session_ids:
                 del self._erased[session_id]
 
