@@ -87,8 +87,13 @@ def _facts(origin: VisitOrigin) -> dict[str, Any]:
     return {**{k: v for k, v in asdict(origin).items() if v is not None}, **channel(origin)}
 
 
+def _stamp(seconds: float) -> str:
+    """A time inside touches and journeys, written as the API writes its times."""
+    return _wall(seconds).isoformat().replace("+00:00", "Z")
+
+
 def _touch(origin: VisitOrigin, now: float) -> dict[str, Any]:
-    return {**_facts(origin), "at": _wall(now).isoformat()}
+    return {**_facts(origin), "at": _stamp(now)}
 
 
 def _credited(touches: dict[str, Any], model: str) -> dict[str, Any]:
@@ -214,7 +219,7 @@ class Sessions:
         view = {
             "url": page_without_query(page_url),
             "title": (title or "")[:200] or None,
-            "at": _wall(now).isoformat(),
+            "at": _stamp(now),
         }
         previous = self._by_visitor.get((live.pool.id, visitor_id)) if visitor_id else None
         if previous is not None and self._continues(previous, live, now):

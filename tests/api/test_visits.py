@@ -252,3 +252,12 @@ async def test_the_read_api_shows_a_visit_its_journey_calls_and_forms(api: Api) 
     bad = await api.call("GET", "/v1/sessions?has_call=maybe", key)
     assert bad.status == 422 and bad.body["errors"][0]["field"] == "has_call"
     assert (await api.call("GET", "/v1/sessions")).status == 401
+
+
+async def test_touch_and_page_times_are_written_as_the_api_writes_times(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    entry = await view(api, pool, NEWSLETTER, None)
+    detail = await api.ok("GET", f"/v1/sessions/{entry['session_id']}")
+    at = datetime.fromtimestamp(api.clock.now, UTC).isoformat().replace("+00:00", "Z")
+    assert detail["journey"][0]["at"] == detail["touches"]["first"]["at"] == at
+    assert detail["created_at"] == at
