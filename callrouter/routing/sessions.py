@@ -32,7 +32,6 @@ from callrouter.routing.visit import (
     channel,
     has_campaign,
     origin_from_page,
-    page_without_query,
     truncate_ip,
 )
 from callrouter.store import numbers as number_store
@@ -217,7 +216,7 @@ class Sessions:
         now = self.clock()
         origin = origin_from_page(page_url, referrer, live.pool.allowed_origins)
         view = {
-            "url": page_without_query(page_url),
+            "url": origin.landing_page,  # the page without its query (one string for both)
             "title": (title or "")[:200] or None,
             "at": _stamp(now),
         }
