@@ -164,6 +164,7 @@ def memory_figures(count: int) -> None:
         default_number_id=None,
         default_source="direct",
         form_fields=[],
+        attribution_model="last_non_direct",
         created_at=datetime.now(UTC),
         updated_at=datetime.now(UTC),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import phonenumbers
@@ -70,6 +71,9 @@ class NumberParts:
     country_code: str
     nsn: str
     trunk_prefix: str
+    groups: tuple[str, ...]
+    """The national significant number in the digit groups phonenumbers writes it in
+    ("20", "7946", "0000"), so a page shows it grouped as that number is grouped."""
 
 
 def number_parts(e164: str) -> NumberParts:
@@ -78,11 +82,15 @@ def number_parts(e164: str) -> NumberParts:
     region = phonenumbers.region_code_for_number(parsed)
     trunk = phonenumbers.ndd_prefix_for_region(region, True) if region else None
     formats = display_formats(e164)
+    country_code = str(parsed.country_code)
+    groups = re.findall(r"\d+", formats.international)[1:]  # after the country code
+    nsn = phonenumbers.national_significant_number(parsed)
     return NumberParts(
         e164,
         formats.national,
         formats.international,
-        str(parsed.country_code),
-        phonenumbers.national_significant_number(parsed),
+        country_code,
+        nsn,
         trunk or "",
+        tuple(groups) if "".join(groups) == nsn else (nsn,),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from aiohttp import web
 
@@ -17,7 +18,7 @@ from callrouter.api.endpoints import (
 from callrouter.api.fields import e164, timestamp, uuid
 from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Field, Schema
-from callrouter.api.state import CALL_CONTROL, DATABASE
+from callrouter.api.state import CALL_CONTROL, DATABASE, SESSIONS
 from callrouter.api.visits import JOURNEY, TOUCHES
 from callrouter.store import calls
 from callrouter.store import sessions as session_store
@@ -189,6 +190,19 @@ def view(
     }
 
 
+async def visits_of(ctx: RequestContext, session_ids: list[UUID]) -> dict[UUID, SessionRecord]:
+    """The calls' visits: live ones from memory (the write-behind may not have written their
+    latest page yet), the others from PostgreSQL; only the asking client's."""
+    live = ctx.app().get(SESSIONS)
+    found: dict[UUID, SessionRecord] = {}
+    for session_id in session_ids:
+        visit = live.visit(session_id) if live is not None else None
+        if visit is not None and ctx.scope in (None, visit.record.client_id):
+            found[session_id] = visit.record
+    missing = [s for s in session_ids if s not in found]
+    return {**await session_store.of_ids(ctx.app()[DATABASE], ctx.scope, missing), **found}
+
+
 async def list_(ctx: RequestContext) -> web.Response:
     after, limit = page_args(ctx)
     query = ctx.query
@@ -207,9 +221,7 @@ async def list_(ctx: RequestContext) -> web.Response:
     rows = await calls.list_page(db, ctx.scope, after, limit + 1, where)
     page = rows[:limit]
     attempts = await calls.attempts_of(db, [c.id for c in page])
-    visits = await session_store.of_ids(
-        db, ctx.scope, [c.session_id for c in page if c.session_id is not None]
-    )
+    visits = await visits_of(ctx, [c.session_id for c in page if c.session_id is not None])
     return json_response(
         {
             "data": [
@@ -227,9 +239,7 @@ async def get(ctx: RequestContext) -> web.Response:
     if call is None:
         raise not_found("call")
     attempts = await calls.attempts_of(db, [call.id])
-    visits = await session_store.of_ids(
-        db, call.client_id, [call.session_id] if call.session_id else []
-    )
+    visits = await visits_of(ctx, [call.session_id] if call.session_id else [])
     return json_response(
         view(call, attempts[call.id], visits.get(call.session_id) if call.session_id else None)
     )

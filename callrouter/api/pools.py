@@ -57,8 +57,10 @@ _SETTABLE = (
     Field(
         "exhaustion_policy",
         "string",
-        "When every number is leased: reuse the number released longest ago, or show the "
-        "default number.",
+        "When no number is free out of its grace window. reuse_oldest: the free number "
+        "released longest ago, even in its grace; with none released, the number of the "
+        "session idle longest (that visit loses it). default_number: the pool's default "
+        "number and no lease.",
         choices=("reuse_oldest", "default_number"),
     ),
     uuid("default_number_id", "A number of this client shown when the pool is exhausted."),

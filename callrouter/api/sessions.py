@@ -80,8 +80,15 @@ FORM = Schema(
 _NUMBER: dict[str, Any] = {
     "type": ["object", "null"],
     "properties": {
-        k: {"type": "string"}
-        for k in ("e164", "national", "international", "country_code", "nsn", "trunk_prefix")
+        **{
+            k: {"type": "string"}
+            for k in ("e164", "national", "international", "country_code", "nsn", "trunk_prefix")
+        },
+        "groups": {
+            "type": "array",
+            "items": {"type": "string"},
+            "description": "The national significant number's digit groups.",
+        },
     },
 }
 SESSION_VIEW: dict[str, Any] = {

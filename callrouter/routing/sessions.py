@@ -32,7 +32,6 @@ from callrouter.routing.visit import (
     channel,
     has_campaign,
     origin_from_page,
-    page_without_query,
     truncate_ip,
 )
 from callrouter.store import numbers as number_store
@@ -87,8 +86,13 @@ def _facts(origin: VisitOrigin) -> dict[str, Any]:
     return {**{k: v for k, v in asdict(origin).items() if v is not None}, **channel(origin)}
 
 
+def _stamp(seconds: float) -> str:
+    """A time inside touches and journeys, written as the API writes its times."""
+    return _wall(seconds).isoformat().replace("+00:00", "Z")
+
+
 def _touch(origin: VisitOrigin, now: float) -> dict[str, Any]:
-    return {**_facts(origin), "at": _wall(now).isoformat()}
+    return {**_facts(origin), "at": _stamp(now)}
 
 
 def _credited(touches: dict[str, Any], model: str) -> dict[str, Any]:
@@ -212,9 +216,9 @@ class Sessions:
         now = self.clock()
         origin = origin_from_page(page_url, referrer, live.pool.allowed_origins)
         view = {
-            "url": page_without_query(page_url),
+            "url": origin.landing_page,  # the page without its query (one string for both)
             "title": (title or "")[:200] or None,
-            "at": _wall(now).isoformat(),
+            "at": _stamp(now),
         }
         previous = self._by_visitor.get((live.pool.id, visitor_id)) if visitor_id else None
         if previous is not None and self._continues(previous, live, now):
@@ -389,7 +393,7 @@ class Sessions:
         for session_id, client_id in self._erased.items():
             by_client[client_id].append(session_id)
         for client_id, session_ids in by_client.items():
-            await privacy_store.delete_sessions(self.db, client_id, session_ids)
+            await privacy_store.delete_sessions_again(self.db, client_id, session_ids)
             for session_id in session_ids:
                 del self._erased[session_id]
 

@@ -392,6 +392,35 @@ async def delete_recordings(db: Executor, client_id: UUID, ids: Sequence[UUID]) 
 
 
 async def delete_sessions(db: Executor, client_id: UUID, ids: Sequence[UUID]) -> int:
+    """Delete sessions (their forms go with them) and add exactly the deleted ones to the
+    anonymous daily visit counts reports read (``call_aggregates``), by the day each started
+    and the touch it was credited to; how many."""
+    if not ids:
+        return 0
+    deleted = await db.fetchval(
+        """WITH gone AS (
+               DELETE FROM sessions WHERE client_id = $1 AND id = ANY($2::uuid[])
+               RETURNING client_id, attribution, created_at),
+           added AS (
+               INSERT INTO call_aggregates AS a (client_id, day, source, medium, campaign,
+                   landing_page, disposition, visits)
+               SELECT client_id, (created_at AT TIME ZONE 'UTC')::date,
+                      attribution->>'source', attribution->>'medium',
+                      attribution->>'campaign', attribution->>'landing_page', NULL, count(*)
+               FROM gone GROUP BY 1, 2, 3, 4, 5, 6
+               ON CONFLICT ON CONSTRAINT call_aggregates_group DO UPDATE SET
+                   visits = a.visits + EXCLUDED.visits
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        client_id,
+        list(ids),
+    )
+    return int(deleted)
+
+
+async def delete_sessions_again(db: Executor, client_id: UUID, ids: Sequence[UUID]) -> int:
+    """Delete sessions a write-behind wrote back after their erasure: the erasure counted
+    them already."""
     return await _delete(db, "sessions", client_id, ids)
 
 

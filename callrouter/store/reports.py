@@ -53,8 +53,8 @@ async def attribution(
     range); withheld numbers count as neither. Calls and forms removed by erasure or retention
     still count, from their anonymous daily counts (``call_aggregates``): a day's counts are in
     the range when the day (UTC) begins inside it. Visits are the sessions that started in the
-    range, grouped by the touch they are credited to; groups with visits and nothing else are
-    listed too. Erased visits are not counted.
+    range, grouped by the touch they are credited to (removed ones from their daily counts
+    too); groups with visits and nothing else are listed.
     """
     key = DIMENSIONS[dimension]
     rows = await db.fetch(
@@ -84,7 +84,7 @@ async def attribution(
             ),
             kept AS (
                 SELECT coalesce({key}, '(none)') AS key, calls, answered, first_time, repeat,
-                       forms
+                       forms, visits
                 FROM call_aggregates
                 WHERE client_id = $1 AND (day::timestamp AT TIME ZONE 'UTC') >= $2
                   AND (day::timestamp AT TIME ZONE 'UTC') < $3
@@ -93,7 +93,7 @@ async def attribution(
                 SELECT key, calls, answered, first_time, repeat, 0 AS forms, 0 AS visits
                 FROM call_groups
                 UNION ALL SELECT key, 0, 0, 0, 0, forms, 0 FROM form_groups
-                UNION ALL SELECT key, calls, answered, first_time, repeat, forms, 0 FROM kept
+                UNION ALL SELECT key, calls, answered, first_time, repeat, forms, visits FROM kept
                 UNION ALL SELECT key, 0, 0, 0, 0, 0, visits FROM visit_groups
             )
             SELECT key, sum(calls)::bigint AS calls, sum(answered)::bigint AS answered,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import brotli
 from multidict import CIMultiDict
 
+from callrouter.api.swap_script import SWAP_SCRIPT
 from callrouter.routing.sessions import Sessions
 from tests.api.conftest import Api
 
@@ -241,3 +243,9 @@ async def test_pool_statistics_count_leases_peaks_and_exhaustions(api: Api) -> N
         "exhaustions": 1,
         "recommended_size": 3,  # two visits at once, plus a quarter, rounded up
     }
+
+
+def test_the_readme_publishes_the_shipped_scripts_integrity_hash() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f'integrity="{SWAP_SCRIPT.integrity}"' in readme, "update the README's swap.js tag"
+    assert SWAP_SCRIPT.path in readme

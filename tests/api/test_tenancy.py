@@ -73,6 +73,8 @@ async def make_tenant(api: Api, name: str, e164: str) -> dict[str, Any]:
         "request_id": request["id"],
         "suppression_id": suppressions["data"][0]["id"],
         "audit_id": audit["data"][0]["id"],
+        # swap.js builds belong to no tenant: one that is not the current build is a 404.
+        "version": "0123456789abcdef",
     }
 
 

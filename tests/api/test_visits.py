@@ -252,3 +252,39 @@ async def test_the_read_api_shows_a_visit_its_journey_calls_and_forms(api: Api) 
     bad = await api.call("GET", "/v1/sessions?has_call=maybe", key)
     assert bad.status == 422 and bad.body["errors"][0]["field"] == "has_call"
     assert (await api.call("GET", "/v1/sessions")).status == 401
+
+
+async def test_touch_and_page_times_are_written_as_the_api_writes_times(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    entry = await view(api, pool, NEWSLETTER, None)
+    detail = await api.ok("GET", f"/v1/sessions/{entry['session_id']}")
+    at = datetime.fromtimestamp(api.clock.now, UTC).isoformat().replace("+00:00", "Z")
+    assert detail["journey"][0]["at"] == detail["touches"]["first"]["at"] == at
+    assert detail["created_at"] == at
+
+
+async def test_bad_queries_and_page_views_get_problems_naming_the_field(api: Api) -> None:
+    _, pool = await pool_with_numbers(api)
+    for query, field in (
+        ("from=yesterday", "from"),
+        ("pool_id=not-a-uuid", "pool_id"),
+        ("cursor=%00", "cursor"),
+        ("limit=100000", "limit"),
+        ("has_call=1", "has_call"),
+        ("visitor=v1", "visitor"),
+    ):
+        reply = await api.call("GET", f"/v1/sessions?{query}", api.operator_key)
+        assert reply.status == 422, (query, reply.body)
+        assert reply.body["errors"][0]["field"] == field
+    assert (await api.call("GET", "/v1/sessions/nope", api.operator_key)).status == 404
+    assert (await api.call("GET", "/v1/forms?session_id=x", api.operator_key)).status == 422
+    long_title = await api.call(
+        "POST",
+        "/v1/sessions",
+        json={"pool_key": pool["public_key"], "page_url": ORIGIN + "/", "title": "t" * 1001},
+        headers={"Origin": ORIGIN},
+    )
+    assert long_title.status == 422 and long_title.body["errors"][0]["field"] == "title"
+    odd = await view(api, pool, ORIGIN + "/\u00e9t\u00e9?utm_source=%FF%FE", "javascript:x")
+    facts = api.sessions.attribute(odd["number"]["e164"])
+    assert facts is not None and "referrer" not in facts.facts

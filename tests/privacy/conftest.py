@@ -306,9 +306,10 @@ async def make_tenant(api: PrivacyApi, name: str = "Acme", numbers: str = "+4415
             "name": "website",
             "allowed_origins": [ORIGIN],
             "form_fields": ["phone", "name", "message"],
+            "lease_hold_seconds": 60,
         },
     )
-    for i in range(3):
+    for i in range(4):
         await api.ok(
             "POST",
             "/v1/numbers",
@@ -325,8 +326,10 @@ async def make_tenant(api: PrivacyApi, name: str = "Acme", numbers: str = "+4415
         key,
         {"url": "https://hooks.example/in", "events": ["call.completed", "form.submitted"]},
     )
+    s1 = await start_session(api, pool, "visitor-1")
+    api.clock.now += 61  # past the pool's hold: the visitor's next page is a return visit
     sessions = {
-        "s1": await start_session(api, pool, "visitor-1"),
+        "s1": s1,
         "s2": await start_session(api, pool, "visitor-1", ORIGIN + "/prices"),
         "s3": await start_session(api, pool, "visitor-9"),
         "s4": await start_session(api, pool, "visitor-7"),

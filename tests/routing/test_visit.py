@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from callrouter.routing.visit import VisitOrigin, channel, origin_from_page, truncate_ip
+from callrouter.routing.visit import (
+    VisitOrigin,
+    channel,
+    has_campaign,
+    origin_from_page,
+    truncate_ip,
+)
 
 
 def test_campaign_parameters_and_click_ids_come_from_the_landing_page() -> None:
@@ -52,3 +58,25 @@ def test_channel_from_utm_click_ids_referrers_or_direct() -> None:
         "medium": "referral",
     }
     assert of("https://a.example/") == {"source": "direct", "medium": "none"}
+
+
+def test_a_referrer_on_the_sites_own_origins_is_a_click_inside_the_site() -> None:
+    own = ["https://www.acme.example", "https://shop.acme.example"]
+    page = "https://www.acme.example/prices?utm_source=x"
+    for inside in (
+        "https://www.acme.example/",
+        "https://WWW.acme.example:443/offers?q=1",
+        "https://shop.acme.example/cart",
+    ):
+        assert origin_from_page(page, inside, own).referrer is None, inside
+    # Its own origin counts even when the pool lists none (any origin may use the pool).
+    assert origin_from_page("http://127.0.0.1:8000/b", "http://127.0.0.1:8000/a").referrer is None
+    for outside in ("https://acme.example/", "http://www.acme.example/", "https://evil.example/"):
+        assert origin_from_page(page, outside, own).referrer == outside, outside
+    assert origin_from_page(page, "not a url", own).referrer is None
+
+
+def test_a_page_brings_a_campaign_only_with_a_utm_parameter_or_click_id() -> None:
+    assert has_campaign(origin_from_page("https://a.example/?gclid=1", None))
+    assert has_campaign(origin_from_page("https://a.example/?utm_medium=email", None))
+    assert not has_campaign(origin_from_page("https://a.example/?q=1", "https://b.example/"))

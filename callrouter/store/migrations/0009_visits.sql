@@ -14,3 +14,6 @@ ALTER TABLE sessions
 
 -- The read API lists a client's sessions newest first within a time range.
 CREATE INDEX sessions_client_created ON sessions (client_id, created_at);
+
+-- Reports keep counting visits removed by erasure or retention, like calls and forms.
+ALTER TABLE call_aggregates ADD COLUMN visits bigint NOT NULL DEFAULT 0;
