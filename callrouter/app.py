@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -22,11 +23,14 @@ from OpenSSL import SSL
 
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
+from callrouter.api.scrape import PATH as METRICS_PATH
+from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
-from callrouter.media.control import MediaWorkerProcess, RecordingSettings
+from callrouter.media.control import MediaError, MediaWorkerProcess, RecordingSettings
 from callrouter.media.relay import PortAllocator
+from callrouter.metrics import Metrics, watch_event_loop
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
@@ -65,6 +69,9 @@ class RunningServer:
     http_url: str
     sip: list[Listening]
     front_door: FrontDoor
+    metrics_url: str
+    """Where Prometheus scrapes (the API's port unless ``[metrics] port`` is set)."""
+    metrics: Metrics
 
 
 @asynccontextmanager
@@ -112,11 +119,12 @@ async def _first_operator_key(pool: asyncpg.Pool[asyncpg.Record], say: Say) -> N
         say(f"operator key (shown once, store it now): {secret}")
 
 
-async def _start_http(app: web.Application, config: Config, stack: AsyncExitStack) -> str:
+async def _start_http(app: web.Application, host: str, port: int, stack: AsyncExitStack) -> str:
+    # aiohttp's own access log is off: ours (api/access_log.py) names route templates and keys.
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, config.http.host, config.http.port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
     host, port = runner.addresses[0][:2]
     return f"http://{host}:{port}"
@@ -133,6 +141,7 @@ async def _start_sip(
     webhook_sender: WebhookSender,
     media_events: MediaEvents,
     privacy_rights: PrivacyRights,
+    metrics: Metrics,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -178,11 +187,11 @@ async def _start_sip(
         reactor,
         trunk_table,
         target_timeout=sip.target_timeout,
-        announce=say,
         sessions=visitor_sessions,
         webhooks=webhook_sender,
         media=media_events.anchor,
         privacy=privacy_rights.suppressions.treatment,
+        metrics=metrics,
     )
     media_events.b2bua = b2bua
 
@@ -198,6 +207,14 @@ async def _start_sip(
         calls=b2bua,
     )
     service.handler = front_door.handle
+    state = metrics.state
+    state.calls_active = lambda: len(b2bua.calls)
+    state.sip_transactions = lambda: endpoint.transaction_count
+    state.sip_requests = lambda: endpoint.counters.requests
+    state.sip_responses = lambda: endpoint.counters.responses
+    state.sip_retransmissions = lambda: endpoint.counters.retransmissions
+    state.sip_rejected = lambda: front_door.refused
+    state.journal_lag = lambda: journal.lag(datetime.now(UTC))
     if sip.unknown_sources == "drop":
         service.admit = front_door.admit
     listening = await open_listeners(
@@ -228,6 +245,7 @@ class MediaEvents:
     media to the B2BUA (which hangs those calls up, saying why)."""
 
     recordings: Recordings
+    metrics: Metrics
     worker: MediaWorkerProcess | None = None
     anchor: MediaAnchor | None = None
     b2bua: B2bua | None = None
@@ -236,6 +254,7 @@ class MediaEvents:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind in ("recording_ready", "recording_failed"):
+            self.metrics.recording_finished(event)
             self._spawn(self.recordings.worker_event(event))
         elif kind == "media_timeout" and self.b2bua is not None:
             self.b2bua.media_stopped(str(event.get("call")), "media timeout")
@@ -277,10 +296,14 @@ class MediaEvents:
 
 
 async def _start_media(
-    config: Config, stack: AsyncExitStack, recordings_service: Recordings, say: Say
+    config: Config,
+    stack: AsyncExitStack,
+    recordings_service: Recordings,
+    say: Say,
+    metrics: Metrics,
 ) -> MediaEvents:
     """The media worker (when configured) and the anchor the B2BUA uses to reach it."""
-    events = MediaEvents(recordings_service)
+    events = MediaEvents(recordings_service, metrics)
     media = config.media
     if media.workers < 1:
         say("media: no worker (media.workers = 0): calls are not recorded")
@@ -357,6 +380,16 @@ def _reload_trunks(
     return on_change
 
 
+def _pool_figures(visitor_sessions: Sessions) -> dict[str, tuple[int, int]]:
+    """Per pool id: numbers leased now, exhaustions since the pool was loaded."""
+    figures = {}
+    for pool_id in list(visitor_sessions.pools):
+        stats = visitor_sessions.stats(pool_id)
+        if stats is not None:
+            figures[str(pool_id)] = (stats.leased, stats.exhaustions)
+    return figures
+
+
 def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
     """A LISTEN callback: reload the pool PostgreSQL says changed (migration 0003's triggers)."""
     tasks: set[asyncio.Task[None]] = set()
@@ -367,6 +400,35 @@ def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
         task.add_done_callback(tasks.discard)
 
     return on_change
+
+
+def _scrape(
+    metrics: Metrics, pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """What each scrape asks first: is the database up, what has the media worker counted."""
+
+    async def refresh() -> None:
+        try:
+            await pool.fetchval("SELECT 1", timeout=SCRAPE_TIMEOUT)
+            metrics.database_up.set(1)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            metrics.database_up.set(0)
+        if worker is None:
+            metrics.media_worker_up.set(0)
+            return
+        try:
+            totals = await asyncio.wait_for(worker.command("stats"), SCRAPE_TIMEOUT)
+        except (MediaError, TimeoutError):
+            metrics.media_worker_up.set(0)
+            return
+        metrics.media_worker_up.set(1)
+        metrics.worker_totals(totals)
+
+    return refresh
+
+
+SCRAPE_TIMEOUT = 2.0
+"""Seconds a scrape waits for the database and the media worker before calling them down."""
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -387,6 +449,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         stack.push_async_callback(pool.close)
         await _first_operator_key(pool, say)
+        metrics = Metrics()
+        stack.push_async_callback(
+            _cancel, asyncio.create_task(watch_event_loop(metrics.event_loop_lag))
+        )
         if interrupted := await calls.close_interrupted(pool):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
 
@@ -404,12 +470,15 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
         stack.push_async_callback(_cancel, asyncio.create_task(visitor_sessions.run()))
+        metrics.state.sessions_live = lambda: visitor_sessions.live
+        metrics.state.pools = lambda: _pool_figures(visitor_sessions)
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
         stack.push_async_callback(_cancel, asyncio.create_task(webhook_sender.run()))
+        metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 
         vault = Vault.from_config(config)
         recordings_service = Recordings(
@@ -427,7 +496,8 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             say=say,
         )
         stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
-        media_events = await _start_media(config, stack, recordings_service, say)
+        media_events = await _start_media(config, stack, recordings_service, say, metrics)
+        refresh = _scrape(metrics, pool, media_events.worker)
 
         app = build_api(
             pool,
@@ -441,9 +511,19 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
+            metrics=metrics,
+            scrape=refresh if config.metrics.port is None else None,
         )
-        http_url = await _start_http(app, config, stack)
+        http_url = await _start_http(app, config.http.host, config.http.port, stack)
         say(f"http: listening on {http_url}")
+        metrics_url = http_url + METRICS_PATH
+        if config.metrics.port is not None:
+            own = metrics_app(metrics, refresh)
+            metrics_url = (
+                await _start_http(own, config.metrics.host, config.metrics.port, stack)
+                + METRICS_PATH
+            )
+        say(f"metrics: {metrics_url}")
         front_door, listening = await _start_sip(
             config,
             pool,
@@ -454,10 +534,11 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             webhook_sender=webhook_sender,
             media_events=media_events,
             privacy_rights=privacy_rights,
+            metrics=metrics,
         )
         for opened in listening:
             say(f"sip: listening on {opened}")
-        yield RunningServer(dsn, http_url, listening, front_door)
+        yield RunningServer(dsn, http_url, listening, front_door, metrics_url, metrics)
 
 
 async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:

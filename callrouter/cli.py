@@ -21,7 +21,7 @@ from uuid import UUID
 import asyncpg
 import uvloop
 
-from callrouter import __version__
+from callrouter import __version__, logs
 from callrouter.app import database_dsn, migrate_database, serve
 from callrouter.config import CONFIG_PATH_ENV, SETTINGS, Config, ConfigError, load_config
 from callrouter.instance_lock import DataDirectoryInUse
@@ -58,6 +58,11 @@ EXPECTED_FAILURES = (
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+def _log_line(line: str) -> None:
+    """What ``serve`` tells the operator goes through the log, in its format."""
+    logging.getLogger("callrouter").info(line)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +157,7 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await serve(config, say, stop)
+    await serve(config, _log_line, stop)
 
 
 async def _migrate(config: Config) -> None:
@@ -462,11 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dialplan" and args.dialplan_command == "check":
         return _check_dialplans(args.files)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = _config_from(args)
+        logs.configure(config.log)
         commands: dict[str, Callable[[], Any]] = {
             "serve": lambda: _serve(config),
             "migrate": lambda: _migrate(config),

@@ -23,9 +23,11 @@ from callrouter.api import (
     trunks,
     webhooks,
 )
+from callrouter.api.access_log import access_log_middleware
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
+from callrouter.api.scrape import Refresh, add_metrics_route
 from callrouter.api.state import (
     CALL_CONTROL,
     DATABASE,
@@ -36,6 +38,7 @@ from callrouter.api.state import (
     WEBHOOK_SENDER,
     CallControl,
 )
+from callrouter.metrics import Metrics
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
@@ -114,6 +117,8 @@ def build_api(
     privacy_rights: PrivacyRights | None = None,
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
+    metrics: Metrics | None = None,
+    scrape: Refresh | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -123,6 +128,8 @@ def build_api(
         they hold) the privacy routes could only fail, so they are not served.
     :param recordings_service: the encrypted recordings (without the vault the recordings
         routes are not served).
+    :param metrics: counts requests; with ``scrape`` (what to refresh before a scrape) it
+        is also served at /metrics, outside the key auth.
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
@@ -131,7 +138,7 @@ def build_api(
         endpoints = [e for e in endpoints if e.tag != recordings.TAG]
     app = web.Application(
         client_max_size=max_body_bytes,
-        middlewares=[sessions.cors_middleware, problem_middleware],
+        middlewares=[access_log_middleware(metrics), sessions.cors_middleware, problem_middleware],
     )
     app[DATABASE] = database
     app[PUBLIC_RATE] = public_rate if public_rate is not None else TokenBuckets(20.0, 100)
@@ -149,4 +156,6 @@ def build_api(
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)
     register(app, endpoints)
+    if metrics is not None and scrape is not None:
+        add_metrics_route(app, metrics, scrape)
     return app

@@ -27,6 +27,9 @@ out of order: they carry the command's ``id``. A refusal is ``{"id": n, "ok": fa
         "path": "<uuid>.flac", "format": "flac", "bytes": 51234, "duration_seconds": 12.5,
         "peaks": {...}, "interrupted": false, "counters": {"a": {...}, "b": {...}}}}
     <- {"event": "recording_failed", "call": "c1", "recording": "<uuid>", "error": "..."}
+    -> {"id": 8, "cmd": "stats"}                  (cumulative since the worker started)
+    <- {"id": 8, "ok": true, "packets_from_caller": 5012, "packets_from_destination": 4990,
+        "sessions": 3}
     -> {"id": 7, "cmd": "recover"}
     <- {"id": 7, "ok": true, "recordings": [{... "interrupted": true, "counters": null}],
         "failed": [{"recording": "<uuid>", "error": "..."}]}
@@ -124,6 +127,9 @@ class MediaWorker:
         self.controllers = controllers
         self.recordings = recordings
         self.sessions: dict[str, RelaySession] = {}
+        self.relayed = {"a": 0, "b": 0}
+        """RTP packets forwarded from each leg by relays already closed (``stats`` adds the
+        live ones)."""
         self._handlers: dict[str, Callable[[Command], Awaitable[Command]]] = {
             "ping": self._ping,
             "create": self._create,
@@ -135,6 +141,7 @@ class MediaWorker:
             "delete": self._delete,
             "recover": self._recover,
             "play": self._play,
+            "stats": self._stats,
         }
 
     async def handle(self, command: Command) -> Command:
@@ -268,11 +275,25 @@ class MediaWorker:
         if session is None:
             return {"stats": None, "recording": None}
         stats = session.stats()
+        for leg in self.relayed:
+            self.relayed[leg] += stats.get(leg, {}).get("forwarded", 0)
         session.close()
         recording = None
         if self.recordings is not None:
             recording = self.recordings.stop(session.call_id, asyncio.get_running_loop().time())
         return {"stats": stats, "recording": str(recording) if recording else None}
+
+    async def _stats(self, _command: Command) -> Command:
+        """Cumulative counters since this worker started, for the controller's metrics."""
+        relayed = dict(self.relayed)
+        for session in self.sessions.values():
+            for leg, counts in session.stats().items():
+                relayed[leg] += counts["forwarded"]
+        return {
+            "packets_from_caller": relayed["a"],
+            "packets_from_destination": relayed["b"],
+            "sessions": len(self.sessions),
+        }
 
     async def _recover(self, _command: Command) -> Command:
         finished, failed = await self._recordings().recover()
