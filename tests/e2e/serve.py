@@ -89,6 +89,18 @@ class ServeProcess:
         """The log records read so far of ``event`` whose fields have these values."""
         return [r for line in self.lines if _matches(r := record_of(line), event, fields)]
 
+    def wait_events(
+        self, event: str, count: int, timeout: float = STARTUP_TIMEOUT, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """The first ``count`` records of ``event`` with these fields, waiting for the missing
+        ones (each wait bounded by ``timeout``)."""
+        found = self.events(event, **fields)
+        while len(found) < count:
+            record = record_of(self._next(timeout, f"{count - len(found)} more {event} {fields}"))
+            if _matches(record, event, fields):
+                found.append(record)
+        return found[:count]
+
     def wait_event(self, event: str, timeout: float = STARTUP_TIMEOUT, **fields: Any) -> Any:
         """The first log record of ``event`` (already read, or from now on) with these fields."""
         for line in self.lines:
