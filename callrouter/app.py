@@ -323,6 +323,7 @@ async def _start_media(
         media.ports,
         media_timeout=media.timeout,
         on_event=events,
+        log=(config.log.format, config.log.level),
         recording=RecordingSettings(
             config.recordings_dir.resolve(),
             key_ring.resolve(),

@@ -56,6 +56,7 @@ class MediaWorkerProcess:
         for a restarting worker).
     :param recording: where and how the worker records; None for a worker that does not.
     :param recover_timeout: seconds a ``recover`` may take (it finalises whole recordings).
+    :param log: the server's log format and level, for the worker's own lines.
     """
 
     def __init__(
@@ -69,6 +70,7 @@ class MediaWorkerProcess:
         command_timeout: float = 5.0,
         recording: RecordingSettings | None = None,
         recover_timeout: float = 600.0,
+        log: tuple[str, str] = ("text", "info"),
     ) -> None:
         self.control = control
         self.host = host
@@ -78,6 +80,7 @@ class MediaWorkerProcess:
         self.command_timeout = command_timeout
         self.recording = recording
         self.recover_timeout = recover_timeout
+        self.log = log
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Pending] = {}
@@ -101,6 +104,10 @@ class MediaWorkerProcess:
             self.ports,
             "--media-timeout",
             str(self.media_timeout),
+            "--log-format",
+            self.log[0],
+            "--log-level",
+            self.log[1],
         ]
         if self.recording is not None:
             arguments += self.recording.arguments()

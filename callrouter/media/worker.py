@@ -68,6 +68,8 @@ from uuid import UUID
 
 import uvloop
 
+from callrouter import logs
+from callrouter.config import LogConfig
 from callrouter.media.prompt import packetize, recording_notice_tone
 from callrouter.media.recorder import Codec
 from callrouter.media.recording import (
@@ -460,6 +462,9 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--key-ring", type=Path, help="the vault's key ring file")
     parser.add_argument("--keys-dir", type=Path, help="the vault's key store directory")
     parser.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES)
+    # The server's log settings, so the worker's lines join its log in the same format.
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="text")
+    parser.add_argument("--log-level", default="info")
     parser.add_argument("--format", choices=FORMATS, default="flac", help="final file format")
     return parser
 
@@ -467,7 +472,7 @@ def _arguments() -> argparse.ArgumentParser:
 def main() -> None:
     parser = _arguments()
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
+    logs.configure(LogConfig(format=args.log_format, level=args.log_level))
     first, _, last = args.ports.partition("-")
     settings = None
     if args.recordings_dir is not None:

@@ -850,6 +850,7 @@ class B2bua:
                 "call_id": str(call.id),
                 "sip_call_id": call.request.call_id,
                 "client_id": str(call.number.client_id),
+                "tracking_number": call.number.e164,
                 "disposition": disposition,
                 "hangup_by": hangup_by,
                 "attempts": call.attempts,

@@ -144,7 +144,7 @@ def test_metrics_move_by_what_a_sipp_run_did(observed: Observed, tmp_path: Path)
             if process.poll() is None:
                 process.kill()
             process.communicate()
-    ended = observed.server.wait_events("call.ended", calls, client_id=observed.client_id)
+    ended = observed.server.wait_events("call.ended", calls, tracking_number=e164)
     assert len({r["call_id"] for r in ended}) == calls
     assert all(r["disposition"] == "answered" and r["sip_call_id"] for r in ended)
 

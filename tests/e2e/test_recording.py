@@ -272,8 +272,10 @@ def test_a_suppressed_callers_call_is_connected_but_nothing_of_them_is_kept(
             if pbx.poll() is None:
                 pbx.kill()
             pbx.communicate()
-        line = recorder.server.wait_for(rf"call: (\S+) to \{e164} ended answered")
-        call = recorder.api("GET", f"/v1/calls/{line.group(1)}")
+        ended = recorder.server.wait_event(
+            "call.ended", tracking_number=e164, disposition="answered"
+        )
+        call = recorder.api("GET", f"/v1/calls/{ended['call_id']}")
         events = receiver.events(3, hook["secret"])
     finally:
         receiver.close()
@@ -343,12 +345,14 @@ def test_a_media_worker_killed_mid_call_ends_the_call_and_keeps_what_was_recorde
     try:
         until_halfway(phones)
         os.kill(pid, signal.SIGKILL)
-        ended = recorder.server.wait_for(rf"call: (\S+) to \{e164} ended answered \(by system")
+        ended = recorder.server.wait_event(
+            "call.ended", tracking_number=e164, disposition="answered", hangup_by="system"
+        )
     finally:
         # The router has hung up; the phones have nothing more to prove.
         phones.kill()
         phones.communicate()
-    call = recorder.api("GET", f"/v1/calls/{ended.group(1)}")
+    call = recorder.api("GET", f"/v1/calls/{ended['call_id']}")
     assert call["hangup_reason"] == "media worker lost"
     recorder.server.wait_for(
         rf"recording: \S+ of call {call['id']} ready \([\d.]+ s, interrupted\)"
