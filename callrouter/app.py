@@ -26,6 +26,7 @@ from callrouter.api.auth import Authenticator
 from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
+from callrouter.api.state import Readiness
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaError, MediaWorkerProcess, RecordingSettings
@@ -409,11 +410,7 @@ def _scrape(
     """What each scrape asks first: is the database up, what has the media worker counted."""
 
     async def refresh() -> None:
-        try:
-            await pool.fetchval("SELECT 1", timeout=SCRAPE_TIMEOUT)
-            metrics.database_up.set(1)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            metrics.database_up.set(0)
+        metrics.database_up.set(await _database_answers(pool))
         if worker is None:
             metrics.media_worker_up.set(0)
             return
@@ -429,7 +426,33 @@ def _scrape(
 
 
 SCRAPE_TIMEOUT = 2.0
-"""Seconds a scrape waits for the database and the media worker before calling them down."""
+"""Seconds a scrape or /v1/ready waits for the database and the media worker."""
+
+
+async def _database_answers(pool: asyncpg.Pool[asyncpg.Record]) -> bool:
+    try:
+        await pool.fetchval("SELECT 1", timeout=SCRAPE_TIMEOUT)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    return True
+
+
+def _readiness(
+    pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
+) -> Callable[[], Coroutine[Any, Any, Readiness]]:
+    """/v1/ready: the database, and the media worker when there is one."""
+
+    async def check() -> Readiness:
+        media = None
+        if worker is not None:
+            try:
+                await asyncio.wait_for(worker.command("ping"), SCRAPE_TIMEOUT)
+                media = True
+            except (MediaError, TimeoutError):
+                media = False
+        return Readiness(await _database_answers(pool), media)
+
+    return check
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -514,6 +537,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             ),
             metrics=metrics,
             scrape=refresh if config.metrics.port is None else None,
+            readiness=_readiness(pool, media_events.worker),
         )
         http_url = await _start_http(app, config.http.host, config.http.port, stack)
         say(f"http: listening on {http_url}")

@@ -33,10 +33,12 @@ from callrouter.api.state import (
     DATABASE,
     PRIVACY,
     PUBLIC_RATE,
+    READINESS,
     RECORDINGS,
     SESSIONS,
     WEBHOOK_SENDER,
     CallControl,
+    ReadinessCheck,
 )
 from callrouter.metrics import Metrics
 from callrouter.privacy.rights import PrivacyRights
@@ -119,6 +121,7 @@ def build_api(
     call_control: CallControl | None = None,
     metrics: Metrics | None = None,
     scrape: Refresh | None = None,
+    readiness: ReadinessCheck | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -152,6 +155,8 @@ def build_api(
         app[RECORDINGS] = recordings_service
     if call_control is not None:
         app[CALL_CONTROL] = call_control
+    if readiness is not None:
+        app[READINESS] = readiness
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

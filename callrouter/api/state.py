@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -23,6 +25,21 @@ class CallControl(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the parts a call needs answer now."""
+
+    database: bool
+    media_worker: bool | None
+    """None: this server runs no media worker (``media.workers = 0``)."""
+
+
+class ReadinessCheck(Protocol):
+    """Asks the database and the media worker, each within a timeout."""
+
+    def __call__(self) -> Awaitable[Readiness]: ...
+
+
 DATABASE = web.AppKey("database", asyncpg.Pool)
 SESSIONS = web.AppKey("sessions", Sessions)
 """The in-memory pools and visitor sessions (absent when the API runs without the router)."""
@@ -36,3 +53,5 @@ RECORDINGS = web.AppKey("recordings", Recordings)
 """Encrypted recordings: downloads and shredding (without it, /v1/recordings is not served)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""
+READINESS = web.AppKey("readiness", ReadinessCheck)
+"""What /v1/ready asks (absent: only the database is asked)."""

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -350,3 +351,57 @@ def test_probe_fails_clearly_when_the_destination_does_not_answer(observed: Obse
     assert report["reason"].startswith("the call was not answered: "), report
     assert report["status"] >= 400 and report["audio_to_caller"] is None
     assert report["call_written"] and report["disposition"] != "answered"
+
+
+def get_ready(observed: Observed) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(observed.server.http_url + "/v1/ready", timeout=30) as got:
+            return got.status, json.loads(got.read())
+    except urllib.error.HTTPError as refused:
+        with refused:
+            return refused.code, json.loads(refused.read())
+
+
+def test_a_hung_media_worker_makes_the_server_not_ready_and_shows_in_metrics(
+    observed: Observed,
+) -> None:
+    assert get_ready(observed) == (
+        200,
+        {"status": "ready", "database": "ok", "media_worker": "ok"},
+    )
+    pid = int(observed.server.wait_for(r"media: worker pid (\d+)").group(1))
+    os.kill(pid, signal.SIGSTOP)  # hung, not dead: the supervisor sees nothing to restart
+    try:
+        assert get_ready(observed) == (
+            503,
+            {"status": "not ready", "database": "ok", "media_worker": "unreachable"},
+        )
+        assert value(observed.scrape(), "callrouter_media_worker_up") == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert value(observed.scrape(), "callrouter_media_worker_up") == 1
+    assert get_ready(observed)[0] == 200
+
+
+def test_a_separate_metrics_listener_serves_metrics_and_the_api_port_does_not() -> None:
+    workdir = world_traversable_tempdir("callrouter-metrics-")
+    port = free_port()
+    server = ServeProcess(workdir / "data", "--metrics-port", str(port), "--media-workers", "0")
+    try:
+        server.wait_ready()
+        url = server.wait_for(r"metrics: (\S+)").group(1)
+        assert url == f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+        assert families["callrouter_database_up"].samples[0].value == 1
+        # No media worker configured: it is not up, and the alert on it is the operator's call.
+        assert families["callrouter_media_worker_up"].samples[0].value == 0
+        with urllib.request.urlopen(server.http_url + "/v1/ready", timeout=30) as response:
+            assert json.loads(response.read())["media_worker"] == "not configured"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.http_url + "/metrics", timeout=30)
+        refused.value.close()
+        assert refused.value.code == 404
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
