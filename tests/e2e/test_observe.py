@@ -405,3 +405,38 @@ def test_a_separate_metrics_listener_serves_metrics_and_the_api_port_does_not() 
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_suppressed_callers_number_is_never_logged(observed: Observed, tmp_path: Path) -> None:
+    caller = "+447700900123"  # what carrier_callee_hangs_up.xml sends in From
+    objection = observed.api(
+        "POST",
+        "/v1/privacy/requests",
+        {"client_id": observed.client_id, "kind": "objection", "subject": {"phone": caller}},
+    )
+    assert objection["status"] == "done"
+    pbx_port = free_port()
+    e164 = "+441515556103"
+    add_number(observed, e164, f"sip:desk@127.0.0.1:{pbx_port}")
+    command = sipp_command(SCENARIOS / "pbx_hangs_up.xml", 0, tmp_path)
+    command[1] = "-bind_local"
+    command = [c for c in command if c != "-timeout_error"]
+    command[command.index("-p") + 1] = str(pbx_port)
+    pbx = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        carrier = run_sipp(
+            SCENARIOS / "carrier_callee_hangs_up.xml", observed.port, tmp_path, service=e164
+        )
+        assert carrier.returncode == 0, carrier.stdout[-2000:] + carrier.stderr[-2000:]
+        assert pbx.wait(timeout=60) == 0
+    finally:
+        if pbx.poll() is None:
+            pbx.kill()
+        pbx.communicate()
+    ended = observed.server.wait_event("call.ended", tracking_number=e164)
+    assert ended["disposition"] == "answered"
+    # The request that named the number was logged by route, never by body.
+    observed.server.wait_event("http.request", route="/v1/privacy/requests", status=201)
+    assert e164 in observed.server.output  # the search below reads the whole log
+    for spelling in (caller, caller.removeprefix("+"), "7700900123"):
+        assert spelling not in observed.server.output
