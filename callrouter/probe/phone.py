@@ -8,8 +8,12 @@ thread that started it. Every wait is bounded by polls of ``libHandleEvents``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,8 +155,27 @@ def _poll(endpoint: pj.Endpoint, seconds: float, done: Any) -> bool:
     return bool(done())
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """pjlib writes its start-up lines to file descriptor 1 before any log setting applies;
+    stdout is the probe's report (``--json`` for a monitor), so they go to stderr."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def place_call(plan: CallPlan) -> CallResult:
     """Dial ``plan.target``; when answered, listen for ``plan.listen`` seconds and hang up."""
+    with _stdout_to_stderr():
+        return _place_call(plan)
+
+
+def _place_call(plan: CallPlan) -> CallResult:
     endpoint = pj.Endpoint()
     endpoint.libCreate()
     config = pj.EpConfig()
