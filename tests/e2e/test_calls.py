@@ -361,7 +361,7 @@ def test_a_recorded_call_hears_the_recording_notice_before_it_is_connected(
         True,
         None,
     )
-    router.server.wait_for(rf"recording: \S+ of call {call['id']} ready")
+    router.server.wait_event("recording.ready", call_id=call["id"])
 
 
 def test_closed_hours_take_the_closed_step(router: Router, tmp_path: Path) -> None:
@@ -553,7 +553,7 @@ def test_hold_on_a_recorded_call_goes_through_the_media_worker(
         True,
         None,
     )
-    router.server.wait_for(rf"recording: \S+ of call {call['id']} ready")
+    router.server.wait_event("recording.ready", call_id=call["id"])
 
 
 def test_max_duration_ends_both_legs(router: Router, pbx: PbxFactory, tmp_path: Path) -> None:
