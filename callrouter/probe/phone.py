@@ -61,6 +61,8 @@ class CallResult:
     sip_call_id: str
     desk_answered: bool
     """Whether the probe's own desk took the call (always False without one)."""
+    gave_up: bool
+    """No final response came within the ring timeout: the probe hung up."""
     caller_wav: Path | None
     """What the caller heard (None when the call was not answered)."""
     desk_wav: Path | None
@@ -224,6 +226,8 @@ def _run(endpoint: pj.Endpoint, plan: CallPlan) -> CallResult:
         plan.ring_timeout,
         lambda: pj.PJSIP_INV_STATE_CONFIRMED in call.states or ended in call.states,
     )
+    gave_up = not answered
+    last_heard = (call.status, call.reason)
     answered = answered and pj.PJSIP_INV_STATE_CONFIRMED in call.states
     if answered:
         _poll(endpoint, plan.listen, lambda: ended in call.states)
@@ -232,7 +236,10 @@ def _run(endpoint: pj.Endpoint, plan: CallPlan) -> CallResult:
         _poll(endpoint, 10.0, lambda: ended in call.states)
     desk_calls = [c for desk in desks for c in desk.calls]
     _poll(endpoint, 5.0, lambda: all(ended in c.states for c in desk_calls))
+    # What the caller last heard before the probe hung up, not the 487 its CANCEL drew.
     status, reason = (200, "OK") if answered else (call.status, call.reason)
+    if gave_up:
+        status, reason = last_heard
     result = CallResult(
         status=status,
         reason=reason,
@@ -240,6 +247,7 @@ def _run(endpoint: pj.Endpoint, plan: CallPlan) -> CallResult:
         answered=answered,
         sip_call_id=sip_call_id,
         desk_answered=any(pj.PJSIP_INV_STATE_CONFIRMED in c.states for c in desk_calls),
+        gave_up=gave_up,
         caller_wav=caller_wav if answered and caller_wav.exists() else None,
         desk_wav=desk_wav if desk_calls and desk_wav.exists() else None,
     )

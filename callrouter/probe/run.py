@@ -201,6 +201,9 @@ def _first_failure(
     said = f"{result.status} {result.reason}".strip() if result.status else "no answer at all"
     if not known:
         return f"{e164} is not a tracking number here (the router answered {said})"
+    if result.gave_up:
+        heard = f" (last heard: {said})" if result.status else " (not even ringing)"
+        return f"the call was not answered within the ring timeout{heard}"
     if not result.answered:
         return f"the call was not answered: {said}"
     if not to_caller:
