@@ -103,11 +103,19 @@ class Authenticator:
                 del self._cache[digest]
 
     def on_revoked(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
-        """LISTEN callback: another process (or this one) revoked a key."""
+        """LISTEN callback: another process (or this one) revoked a key. Logged here, so a
+        revocation by ``callrouter keys revoke`` or another server is in this server's log."""
         try:
-            self.forget(UUID(str(payload)))
+            key_id = UUID(str(payload))
         except ValueError:
             self._cache.clear()
+            return
+        self.forget(key_id)
+        log.info(
+            "auth: key %s is revoked; refused from now on",
+            key_id,
+            extra={"event": "key.refused_from_now", "key_id": str(key_id)},
+        )
 
 
 def _refused(source: str, why: str) -> None:

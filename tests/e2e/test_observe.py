@@ -261,6 +261,23 @@ def test_access_log_names_route_status_and_key_never_the_key_or_body(
 
     observed.api("DELETE", f"/v1/keys/{created['id']}")
     server.wait_event("key.revoked", key_id=created["id"])
+    server.wait_event("key.refused_from_now", key_id=created["id"])
+    # A revocation from the command line reaches the running server's log too.
+    other = observed.api("POST", "/v1/keys", {"client_id": observed.client_id, "name": "cli"})
+    revoked = subprocess.run(
+        [
+            *(sys.executable, "-m", "callrouter", "keys", "revoke", other["id"]),
+            *("--data-dir", str(server.data_dir)),
+        ],
+        cwd=server.data_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("CALLROUTER_")},
+    )
+    assert revoked.returncode == 0, revoked.stderr
+    server.wait_event("key.refused_from_now", key_id=other["id"])
 
     scrape = observed.scrape()
     assert (
