@@ -26,10 +26,10 @@ from callrouter.api.auth import Authenticator
 from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
-from callrouter.api.state import Readiness
+from callrouter.checks import pool_figures, readiness_check, scrape_refresh
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
-from callrouter.media.control import MediaError, MediaWorkerProcess, RecordingSettings
+from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.relay import PortAllocator
 from callrouter.metrics import Metrics, watch_event_loop
 from callrouter.privacy.rights import PrivacyRights
@@ -382,16 +382,6 @@ def _reload_trunks(
     return on_change
 
 
-def _pool_figures(visitor_sessions: Sessions) -> dict[str, tuple[int, int]]:
-    """Per pool id: numbers leased now, exhaustions since the pool was loaded."""
-    figures = {}
-    for pool_id in list(visitor_sessions.pools):
-        stats = visitor_sessions.stats(pool_id)
-        if stats is not None:
-            figures[str(pool_id)] = (stats.leased, stats.exhaustions)
-    return figures
-
-
 def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
     """A LISTEN callback: reload the pool PostgreSQL says changed (migration 0003's triggers)."""
     tasks: set[asyncio.Task[None]] = set()
@@ -402,57 +392,6 @@ def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
         task.add_done_callback(tasks.discard)
 
     return on_change
-
-
-def _scrape(
-    metrics: Metrics, pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
-) -> Callable[[], Coroutine[Any, Any, None]]:
-    """What each scrape asks first: is the database up, what has the media worker counted."""
-
-    async def refresh() -> None:
-        metrics.database_up.set(await _database_answers(pool))
-        if worker is None:
-            metrics.media_worker_up.set(0)
-            return
-        try:
-            totals = await asyncio.wait_for(worker.command("stats"), SCRAPE_TIMEOUT)
-        except (MediaError, TimeoutError):
-            metrics.media_worker_up.set(0)
-            return
-        metrics.media_worker_up.set(1)
-        metrics.worker_totals(totals)
-
-    return refresh
-
-
-SCRAPE_TIMEOUT = 2.0
-"""Seconds a scrape or /v1/ready waits for the database and the media worker."""
-
-
-async def _database_answers(pool: asyncpg.Pool[asyncpg.Record]) -> bool:
-    try:
-        await pool.fetchval("SELECT 1", timeout=SCRAPE_TIMEOUT)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        return False
-    return True
-
-
-def _readiness(
-    pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
-) -> Callable[[], Coroutine[Any, Any, Readiness]]:
-    """/v1/ready: the database, and the media worker when there is one."""
-
-    async def check() -> Readiness:
-        media = None
-        if worker is not None:
-            try:
-                await asyncio.wait_for(worker.command("ping"), SCRAPE_TIMEOUT)
-                media = True
-            except (MediaError, TimeoutError):
-                media = False
-        return Readiness(await _database_answers(pool), media)
-
-    return check
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -495,7 +434,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
         stack.push_async_callback(_cancel, asyncio.create_task(visitor_sessions.run()))
         metrics.state.sessions_live = lambda: visitor_sessions.live
-        metrics.state.pools = lambda: _pool_figures(visitor_sessions)
+        metrics.state.pools = lambda: pool_figures(visitor_sessions)
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
         webhook_sender = WebhookSender(
@@ -519,7 +458,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
         media_events = await _start_media(config, stack, recordings_service, say, metrics)
-        refresh = _scrape(metrics, pool, media_events.worker)
+        refresh = scrape_refresh(metrics, pool, media_events.worker)
 
         app = build_api(
             pool,
@@ -535,7 +474,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             ),
             metrics=metrics,
             scrape=refresh if config.metrics.port is None else None,
-            readiness=_readiness(pool, media_events.worker),
+            readiness=readiness_check(pool, media_events.worker),
         )
         http_url = await _start_http(app, config.http.host, config.http.port, stack)
         say(f"http: listening on {http_url}")

@@ -17,7 +17,6 @@ behind, and it cannot carry the gauges this server computes at scrape time.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,8 +25,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 __all__ = ["Metrics", "State", "StateCollector", "watch_event_loop"]
-
-log = logging.getLogger(__name__)
 
 PREFIX = "callrouter"
 
