@@ -3,7 +3,10 @@
 Both servers run as single processes on loopback and are loaded by wrk (Debian package) in the
 same invocation; the ratio is the figure to compare across machines.
 
-    python3 bench/api.py [--seconds 10] [--connections 32]
+    python3 bench/api.py [--seconds 10] [--connections 32] [--no-access-log]
+
+The server logs JSON, access log included (one line per request), as an operator would run it;
+``--no-access-log`` raises the access logger to warning to show what that line costs.
 """
 
 from __future__ import annotations
@@ -39,14 +42,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--no-access-log", action="store_true")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install wrk")
 
     root = Path(tempfile.mkdtemp(prefix="callrouter-bench-", dir="/tmp"))
     root.chmod(0o755)
+    quiet = ("--log-levels", "callrouter.access=warning") if args.no_access_log else ()
     server = ServeProcess(
-        root / "data", "--http-rate-per-second", "1e9", "--http-rate-burst", "1000000000"
+        root / "data", "--http-rate-per-second", "1e9", "--http-rate-burst", "1000000000", *quiet
     ).wait_ready()
     bare = None
     try:

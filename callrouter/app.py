@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,11 +25,15 @@ from OpenSSL import SSL
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
 from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite, HttpLimits
+from callrouter.api.scrape import PATH as METRICS_PATH
+from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
+from callrouter.checks import pool_figures, readiness_check, scrape_refresh
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.relay import PortAllocator
+from callrouter.metrics import Metrics, watch_event_loop
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.privacy.secret import secret_path
 from callrouter.privileges import (
@@ -79,6 +84,9 @@ class RunningServer:
     http_url: str
     sip: list[Listening]
     front_door: FrontDoor
+    metrics_url: str
+    """Where Prometheus scrapes (the API's port unless ``[metrics] port`` is set)."""
+    metrics: Metrics
 
 
 @asynccontextmanager
@@ -223,6 +231,20 @@ async def _start_http(
     return f"http://{host}:{port}"
 
 
+async def _start_metrics_http(
+    app: web.Application, host: str, port: int, stack: AsyncExitStack
+) -> str:
+    """The separate ``[metrics]`` listener: meant for a private address that only the
+    Prometheus server reaches, so it has no connection guard of its own."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    return f"http://{bound_host}:{bound_port}"
+
+
 async def _start_sip(
     config: Config,
     pool: asyncpg.Pool[asyncpg.Record],
@@ -236,6 +258,7 @@ async def _start_sip(
     privacy_rights: PrivacyRights,
     dialplans: DialplanLibrary,
     supervisor: Supervisor,
+    metrics: Metrics,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -280,11 +303,11 @@ async def _start_sip(
         reactor,
         trunk_table,
         target_timeout=sip.target_timeout,
-        announce=say,
         sessions=visitor_sessions,
         webhooks=webhook_sender,
         media=media_events.anchor,
         privacy=privacy_rights.suppressions.treatment,
+        metrics=metrics,
     )
     media_events.b2bua = b2bua
 
@@ -300,6 +323,14 @@ async def _start_sip(
         calls=b2bua,
     )
     service.handler = front_door.handle
+    state = metrics.state
+    state.calls_active = lambda: len(b2bua.calls)
+    state.sip_transactions = lambda: endpoint.transaction_count
+    state.sip_requests = lambda: endpoint.counters.requests
+    state.sip_responses = lambda: endpoint.counters.responses
+    state.sip_retransmissions = lambda: endpoint.counters.retransmissions
+    state.sip_rejected = lambda: front_door.refused
+    state.journal_lag = lambda: journal.lag(datetime.now(UTC))
     if sip.unknown_sources == "drop":
         service.admit = front_door.admit
     # A source outside every trunk could only be refused over TCP too: it holds no socket.
@@ -346,6 +377,7 @@ class MediaEvents:
     media to the B2BUA (which hangs those calls up, saying why)."""
 
     recordings: Recordings
+    metrics: Metrics
     worker: MediaWorkerProcess | None = None
     anchor: MediaAnchor | None = None
     space: RecordingSpace | None = None
@@ -355,6 +387,7 @@ class MediaEvents:
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind in ("recording_ready", "recording_failed"):
+            self.metrics.recording_finished(event)
             self._spawn(self.recordings.worker_event(event))
         elif kind == "media_timeout" and self.b2bua is not None:
             self.b2bua.media_stopped(str(event.get("call")), "media timeout")
@@ -403,9 +436,10 @@ async def _start_media(
     *,
     supervisor: Supervisor,
     account: Account | None,
+    metrics: Metrics,
 ) -> MediaEvents:
     """The media worker (when configured) and the anchor the B2BUA uses to reach it."""
-    events = MediaEvents(recordings_service)
+    events = MediaEvents(recordings_service, metrics)
     media = config.media
     if media.workers < 1:
         say("media: no worker (media.workers = 0): calls are not recorded")
@@ -431,6 +465,7 @@ async def _start_media(
         media_timeout=media.timeout,
         on_event=events,
         user=account.name if account is not None else None,
+        log=(config.log.format, config.log.level),
         recording=RecordingSettings(
             config.recordings_dir.resolve(),
             key_ring.resolve(),
@@ -524,6 +559,8 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         # Background jobs are cancelled before the pool they use closes.
         supervisor = Supervisor()
         stack.push_async_callback(supervisor.stop)
+        metrics = Metrics()
+        supervisor.start("event loop lag", lambda: watch_event_loop(metrics.event_loop_lag))
         if interrupted := await calls.close_interrupted(pool):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
 
@@ -541,17 +578,18 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
         supervisor.start("session sweeper", visitor_sessions.run)
+        metrics.state.sessions_live = lambda: visitor_sessions.live
+        metrics.state.pools = lambda: pool_figures(visitor_sessions)
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
         supervisor.start("webhook sender", webhook_sender.run)
+        metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 
         vault = Vault.from_config(config)
-        recordings_service = Recordings(
-            pool, vault, config.recordings_dir, webhooks=webhook_sender, announce=say
-        )
+        recordings_service = Recordings(pool, vault, config.recordings_dir, webhooks=webhook_sender)
         if shredded := await recordings_service.dispose_pending():
             say(f"recordings: shredded {shredded} recording(s) deleted before the last stop")
         await listener.add_listener(DISPOSAL_CHANNEL, _dispose(recordings_service))
@@ -566,8 +604,15 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         supervisor.start("daily purge", lambda: privacy_rights.run_daily(say))
         account = _run_as(config, say)
         media_events = await _start_media(
-            config, stack, recordings_service, say, supervisor=supervisor, account=account
+            config,
+            stack,
+            recordings_service,
+            say,
+            supervisor=supervisor,
+            account=account,
+            metrics=metrics,
         )
+        refresh = scrape_refresh(metrics, pool, media_events.worker)
         dialplans = _load_dialplans(config, say)
 
         guard = ConnectionGuard(_http_limits(config))
@@ -588,9 +633,20 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             ),
             connection_guard=guard,
             body_timeout=config.http.body_timeout,
+            metrics=metrics,
+            scrape=refresh if config.metrics.port is None else None,
+            readiness=readiness_check(pool, media_events.worker),
         )
         http_url = await _start_http(app, config, guard, stack)
         say(f"http: listening on {http_url}")
+        metrics_url = http_url + METRICS_PATH
+        if config.metrics.port is not None:
+            own = metrics_app(metrics, refresh)
+            metrics_url = (
+                await _start_metrics_http(own, config.metrics.host, config.metrics.port, stack)
+                + METRICS_PATH
+            )
+        say(f"metrics: {metrics_url}")
         front_door, listening = await _start_sip(
             config,
             pool,
@@ -603,6 +659,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             privacy_rights=privacy_rights,
             dialplans=dialplans,
             supervisor=supervisor,
+            metrics=metrics,
         )
         for opened in listening:
             say(f"sip: listening on {opened}")
@@ -613,7 +670,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
             drop_to(account)
             say(f"privileges: running as {account.name} (uid {account.uid})")
-        yield RunningServer(dsn, http_url, listening, front_door)
+        yield RunningServer(dsn, http_url, listening, front_door, metrics_url, metrics)
 
 
 def _check_advertise(config: Config) -> None:

@@ -1,4 +1,5 @@
-"""The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy, backup.
+"""The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy, backup,
+restore, health, probe.
 
 Every command takes ``--config FILE`` and one flag per setting (see ``callrouter serve --help``);
 flags override ``CALLROUTER_*`` variables, which override the file. Every command finds the same
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -23,7 +25,7 @@ import aiohttp
 import asyncpg
 import uvloop
 
-from callrouter import __version__
+from callrouter import __version__, logs
 from callrouter.app import database_dsn, migrate_database, serve
 from callrouter.backup import (
     BackupError,
@@ -84,6 +86,11 @@ EXPECTED_FAILURES = (
 
 def say(line: str) -> None:
     print(line, flush=True)
+
+
+def _log_line(line: str) -> None:
+    """What ``serve`` tells the operator goes through the log, in its format."""
+    logging.getLogger("callrouter").info(line)
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -201,6 +208,25 @@ def _parser() -> argparse.ArgumentParser:
             "health", help="ask the configured HTTP API whether it is up (container checks)"
         )
     )
+    probe = commands.add_parser(
+        "probe", help="place a real test call through the router and report how it went"
+    )
+    probe.add_argument("number", help="the tracking number to call (E.164)")
+    probe.add_argument(
+        "--answer",
+        action="store_true",
+        help="answer it ourselves: point the number at a desk this probe runs, for the call",
+    )
+    probe.add_argument("--json", action="store_true", help="print the report as JSON")
+    probe.add_argument(
+        "--ring-timeout", type=float, default=30.0, help="seconds to wait for an answer"
+    )
+    probe.add_argument(
+        "--local-host",
+        default="127.0.0.1",
+        help="address the probe's phones bind to (the router must reach it with --answer)",
+    )
+    _add_setting_flags(probe)
     return parser
 
 
@@ -214,7 +240,7 @@ async def _serve(config: Config) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await serve(config, say, stop)
+    await serve(config, _log_line, stop)
 
 
 async def _migrate(config: Config) -> None:
@@ -561,15 +587,46 @@ async def _list_requests(
         after = page[-1].id
 
 
+async def _probe(config: Config, args: argparse.Namespace) -> int:
+    """Exit status 1, with the reason in the report, when anything about the call failed."""
+    try:
+        from callrouter.probe.run import probe  # noqa: PLC0415 - pjsua2 is an optional extra
+    except ImportError as exc:
+        raise ConfigError(
+            f"callrouter probe needs pjsua2 ({exc}): pip install 'callrouter[probe]'"
+        ) from None
+    host = config.sip.host if config.sip.host not in ("0.0.0.0", "::") else "127.0.0.1"  # noqa: S104 - compared, not bound
+    outcome = []
+
+    async def run(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        outcome.append(
+            await probe(
+                db,
+                args.number,
+                router=(host, config.sip.port),
+                local_host=args.local_host,
+                answer=args.answer,
+                ring_timeout=args.ring_timeout,
+            )
+        )
+
+    await _with_connection(config, run)
+    report = outcome[0]
+    if args.json:
+        print(json.dumps(report.as_json(), default=str), flush=True)
+    else:
+        for line in report.lines():
+            say(line)
+    return 0 if report.ok else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "dialplan" and args.dialplan_command == "check":
         return _check_dialplans(args.files)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = _config_from(args)
+        logs.configure(config.log)
         commands: dict[str, Callable[[], Any]] = {
             "serve": lambda: _serve(config),
             "migrate": lambda: _migrate(config),
@@ -581,12 +638,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "backup": lambda: _backup(config, args),
             "restore": lambda: _restore(config, args),
             "health": lambda: _health(config),
+            "probe": lambda: _probe(config, args),
         }
         # uvloop: +57 % API throughput in bench/api.py on the reference machine.
-        uvloop.run(commands[args.command]())
+        code = uvloop.run(commands[args.command]())
     except EXPECTED_FAILURES as exc:
         print(f"callrouter: error: {exc}", file=sys.stderr)
         if isinstance(exc, ConfigError):  # a setting or a place: say which file was read
             print(f"callrouter: {_config_searched(args)}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
-    return 0
+    return code if isinstance(code, int) else 0

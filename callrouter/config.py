@@ -233,6 +233,35 @@ class MediaConfig:
 
 
 @dataclass(frozen=True)
+class LogConfig:
+    """What the server logs and how."""
+
+    format: str = setting(
+        "text", 'Log line format: "text" (for people) or "json" (one object a line, for tools).'
+    )
+    level: str = setting("info", "Lowest level logged: debug, info, warning or error.")
+    levels: str = setting(
+        "",
+        "Per-component levels, comma-separated logger=level (callrouter.sip=debug, "
+        "callrouter.access=warning).",
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The Prometheus endpoint, /metrics."""
+
+    host: str = setting(
+        "127.0.0.1", "Address of the separate metrics listener (when metrics.port is set)."
+    )
+    port: int | None = setting(
+        None,
+        "Port of a separate listener for /metrics (a private address); empty: /metrics is "
+        "served on the HTTP API's port.",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """All of callrouter's settings."""
 
@@ -255,6 +284,8 @@ class Config:
     media: MediaConfig = section(MediaConfig, "Media worker and recording")
     privacy: PrivacyConfig = section(PrivacyConfig, "Privacy")
     vault: VaultConfig = section(VaultConfig, "Recording encryption")
+    log: LogConfig = section(LogConfig, "Logging")
+    metrics: MetricsConfig = section(MetricsConfig, "Metrics")
 
 
 @dataclass(frozen=True)

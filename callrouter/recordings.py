@@ -90,7 +90,6 @@ class Recordings:
 
     :param root: the recordings directory; rows hold paths relative to it.
     :param webhooks: where ``recording.ready`` goes (None: no events).
-    :param announce: where a line for each recording goes once its row is durable.
     """
 
     def __init__(
@@ -101,9 +100,7 @@ class Recordings:
         *,
         webhooks: WebhookSender | None = None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-        announce: Callable[[str], None] = log.info,
     ) -> None:
-        self.announce = announce
         self.db = db
         self.vault = vault
         self.root = root
@@ -129,9 +126,21 @@ class Recordings:
         note = ", interrupted" if recording.interrupted else ""
         if recording.truncated_reason is not None:
             note += f", truncated: {recording.truncated_reason}"
-        self.announce(
-            f"recording: {recording.id} of call {recording.call_id} ready "
-            f"({recording.duration_seconds:.1f} s{note})"
+        # One line per recording once its row is durable; the fields are what tools read.
+        log.info(
+            "recording: %s of call %s ready (%.1f s%s)",
+            recording.id,
+            recording.call_id,
+            recording.duration_seconds,
+            note,
+            extra={
+                "event": "recording.ready",
+                "recording_id": str(recording.id),
+                "call_id": str(recording.call_id),
+                "duration_seconds": recording.duration_seconds,
+                "interrupted": recording.interrupted,
+                "truncated_reason": recording.truncated_reason,
+            },
         )
         return recording
 

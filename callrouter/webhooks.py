@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -79,6 +80,8 @@ class WebhookSender:
     """Seconds before the first retry; each later one waits twice as long (at most an hour)."""
     attempts_made: int = 0
     """Attempts recorded since start (a metric; ``recorded`` waits on it)."""
+    outcomes: Counter[str] = field(default_factory=Counter)
+    """Attempts since start by outcome: delivered, failed (will retry), gave_up (metrics)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -148,6 +151,7 @@ class WebhookSender:
             error = str(exc) or type(exc).__name__
         retry = None if error is None else backoff(delivery.attempts + 1, self.retry_base)
         await store.record_attempt(self.db, delivery.id, status=status, error=error, retry_in=retry)
+        self.outcomes["delivered" if error is None else "failed" if retry else "gave_up"] += 1
         async with self._progress:
             self.attempts_made += 1
             self._progress.notify_all()

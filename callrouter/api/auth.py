@@ -7,6 +7,7 @@ LISTEN/NOTIFY (``api_keys.REVOKED_CHANNEL``), so the cache never outlives a revo
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -19,6 +20,11 @@ from callrouter.api.problems import FieldError, Problem
 from callrouter.ratelimit import TokenBuckets
 from callrouter.store import api_keys
 from callrouter.store.api_keys import Principal
+
+log = logging.getLogger(__name__)
+
+KEY_ID = web.RequestKey("key_id", UUID)
+"""The id of the key a request authenticated with (for the access log)."""
 
 
 class Authenticator:
@@ -53,6 +59,7 @@ class Authenticator:
             )
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
+            _refused(source, "no bearer key")
             raise self._unauthorized("send the API key as Authorization: Bearer <key>")
         secret = secret.strip()
         digest = api_keys.hash_secret(secret)
@@ -64,11 +71,13 @@ class Authenticator:
             found = await api_keys.authenticate(self._db, secret)
             if found is None:
                 self._failures.take(source, now)
+                _refused(source, "unknown or revoked key")
                 raise self._unauthorized("unknown or revoked API key")
             principal = found
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[digest] = (principal, now + self._cache_seconds)
+        request[KEY_ID] = principal.key_id
         wait = self._per_key.take(principal.key_id, now)
         if wait > 0:
             raise Problem(
@@ -81,6 +90,7 @@ class Authenticator:
     def _refuse_if_flooding(self, source: str, now: float) -> None:
         """Too many bad keys from one address: answer 429 before touching the database."""
         if self._failures.available(source, now) < 1:
+            _refused(source, "too many failures")
             raise Problem(429, "too many failed authentications from this address")
 
     @staticmethod
@@ -100,11 +110,29 @@ class Authenticator:
                 del self._cache[digest]
 
     def on_revoked(self, _connection: object, _pid: int, _channel: str, payload: object) -> None:
-        """LISTEN callback: another process (or this one) revoked a key."""
+        """LISTEN callback: another process (or this one) revoked a key. Logged here, so a
+        revocation by ``callrouter keys revoke`` or another server is in this server's log."""
         try:
-            self.forget(UUID(str(payload)))
+            key_id = UUID(str(payload))
         except ValueError:
             self._cache.clear()
+            return
+        self.forget(key_id)
+        log.info(
+            "auth: key %s is revoked; refused from now on",
+            key_id,
+            extra={"event": "key.refused_from_now", "key_id": str(key_id)},
+        )
+
+
+def _refused(source: str, why: str) -> None:
+    """A failed authentication: the address (for a ban list), never the key presented."""
+    log.warning(
+        "auth: refused a request from %s: %s",
+        source,
+        why,
+        extra={"event": "auth.failed", "remote": source, "reason": why},
+    )
 
 
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)

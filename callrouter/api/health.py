@@ -1,8 +1,9 @@
-"""/v1/health: liveness and database reachability, for load balancers and orchestrators.
+"""/v1/health: liveness and database reachability; /v1/ready: whether calls can be served
+(database and media worker up), for load balancers and orchestrators.
 
 ``recording_space`` says whether new calls are being recorded: "low" while the recordings
 filesystem has less than ``[media] min_free_bytes`` free (calls are then connected unrecorded).
-It does not make the server unhealthy: calls still route.
+It does not make the server unready: calls still route.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from callrouter import __version__
 from callrouter.api.endpoints import Endpoint, RequestContext, json_response
-from callrouter.api.state import DATABASE, RECORDING_SPACE
+from callrouter.api.state import DATABASE, READINESS, RECORDING_SPACE, Readiness
 
 VIEW: dict[str, Any] = {
     "type": "object",
@@ -39,12 +40,41 @@ VIEW: dict[str, Any] = {
 }
 
 
-async def health(ctx: RequestContext) -> web.Response:
+READY_VIEW: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "database", "media_worker"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not ready"]},
+        "database": {"type": "string", "enum": ["ok", "unreachable"]},
+        "media_worker": {"type": "string", "enum": ["ok", "unreachable", "not configured"]},
+    },
+    "additionalProperties": False,
+}
+
+
+async def _database_up(ctx: RequestContext) -> bool:
     try:
-        await ctx.app()[DATABASE].fetchval("SELECT 1")
-        database = "ok"
+        await ctx.app()[DATABASE].fetchval("SELECT 1", timeout=5)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-        database = "unreachable"
+        return False
+    return True
+
+
+async def ready(ctx: RequestContext) -> web.Response:
+    check = ctx.app().get(READINESS)
+    found = await check() if check is not None else Readiness(await _database_up(ctx), None)
+    worker = {None: "not configured", True: "ok", False: "unreachable"}[found.media_worker]
+    up = found.database and found.media_worker is not False
+    body = {
+        "status": "ready" if up else "not ready",
+        "database": "ok" if found.database else "unreachable",
+        "media_worker": worker,
+    }
+    return json_response(body, 200 if up else 503)
+
+
+async def health(ctx: RequestContext) -> web.Response:
+    database = "ok" if await _database_up(ctx) else "unreachable"
     status = "ok" if database == "ok" else "degraded"
     space = ctx.app().get(RECORDING_SPACE)
     return json_response(
@@ -68,6 +98,17 @@ ENDPOINTS = [
         "health",
         access="public",
         response=VIEW,
+        errors=(503,),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/ready",
+        ready,
+        "getReady",
+        "Whether calls can be served: database and media worker up (503 otherwise)",
+        "health",
+        access="public",
+        response=READY_VIEW,
         errors=(503,),
     ),
 ]

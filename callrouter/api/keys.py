@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +24,8 @@ from callrouter.api.schema import Field, Schema
 from callrouter.api.state import DATABASE
 from callrouter.store import api_keys
 from callrouter.store.api_keys import API_KEYS, ApiKey
+
+log = logging.getLogger(__name__)
 
 CREATE = Schema(
     uuid(
@@ -93,6 +96,13 @@ async def revoke(ctx: RequestContext) -> web.Response:
     if key is None:
         raise not_found("key")
     ctx.app()[AUTHENTICATOR].forget(key.id)
+    by = ctx.principal.key_id if ctx.principal else None
+    log.info(
+        "keys: revoked key %s (by key %s)",
+        key.id,
+        by,
+        extra={"event": "key.revoked", "key_id": str(key.id), "by_key_id": str(by)},
+    )
     return web.Response(status=204)
 
 

@@ -24,10 +24,12 @@ from callrouter.api import (
     visits,
     webhooks,
 )
+from callrouter.api.access_log import access_log_middleware
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.connections import ConnectionGuard
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.problems import Problem, conflict, invalid
+from callrouter.api.scrape import Refresh, add_metrics_route
 from callrouter.api.state import (
     BODY_TIMEOUT,
     CALL_CONTROL,
@@ -35,12 +37,15 @@ from callrouter.api.state import (
     DIALPLANS,
     PRIVACY,
     PUBLIC_RATE,
+    READINESS,
     RECORDING_SPACE,
     RECORDINGS,
     SESSIONS,
     WEBHOOK_SENDER,
     CallControl,
+    ReadinessCheck,
 )
+from callrouter.metrics import Metrics
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recording_space import RecordingSpace
@@ -126,6 +131,9 @@ def build_api(
     recording_space: RecordingSpace | None = None,
     connection_guard: ConnectionGuard | None = None,
     body_timeout: float = 30.0,
+    metrics: Metrics | None = None,
+    scrape: Refresh | None = None,
+    readiness: ReadinessCheck | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -138,6 +146,8 @@ def build_api(
     :param connection_guard: the HTTP connection limits and deadlines, told by its middleware
         when each request is being served (the site that serves the app must use it too).
     :param body_timeout: seconds a request body may take once its headers are in.
+    :param metrics: counts requests; with ``scrape`` (what to refresh before a scrape) it
+        is also served at /metrics, outside the key auth.
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
@@ -148,6 +158,7 @@ def build_api(
         client_max_size=max_body_bytes,
         middlewares=[
             *([connection_guard.middleware] if connection_guard is not None else []),
+            access_log_middleware(metrics),
             sessions.cors_middleware,
             problem_middleware,
         ],
@@ -169,8 +180,12 @@ def build_api(
         app[DIALPLANS] = dialplans
     if recording_space is not None:
         app[RECORDING_SPACE] = recording_space
+    if readiness is not None:
+        app[READINESS] = readiness
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)
     register(app, endpoints)
+    if metrics is not None and scrape is not None:
+        add_metrics_route(app, metrics, scrape)
     return app

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -25,6 +27,21 @@ class CallControl(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the parts a call needs answer now."""
+
+    database: bool
+    media_worker: bool | None
+    """None: this server runs no media worker (``media.workers = 0``)."""
+
+
+class ReadinessCheck(Protocol):
+    """Asks the database and the media worker, each within a timeout."""
+
+    def __call__(self) -> Awaitable[Readiness]: ...
+
+
 DATABASE = web.AppKey("database", asyncpg.Pool)
 SESSIONS = web.AppKey("sessions", Sessions)
 """The in-memory pools and visitor sessions (absent when the API runs without the router)."""
@@ -45,3 +62,5 @@ BODY_TIMEOUT = web.AppKey("body_timeout", float)
 """Seconds a request body may take to arrive once its headers are in (slow-body attacks)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""
+READINESS = web.AppKey("readiness", ReadinessCheck)
+"""What /v1/ready asks (absent: only the database is asked)."""

@@ -59,6 +59,7 @@ class MediaWorkerProcess:
     :param recover_timeout: seconds a ``recover`` may take (it finalises whole recordings).
     :param user: the account a worker started by root switches to before it touches any
         file or socket.
+    :param log: the server's log format and level, for the worker's own lines.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class MediaWorkerProcess:
         recording: RecordingSettings | None = None,
         recover_timeout: float = 600.0,
         user: str | None = None,
+        log: tuple[str, str] = ("text", "info"),
     ) -> None:
         self.control = control
         self.host = host
@@ -83,6 +85,7 @@ class MediaWorkerProcess:
         self.recording = recording
         self.recover_timeout = recover_timeout
         self.user = user
+        self.log = log
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Pending] = {}
@@ -108,6 +111,10 @@ class MediaWorkerProcess:
             str(self.media_timeout),
             "--parent-pid",
             str(os.getpid()),
+            "--log-format",
+            self.log[0],
+            "--log-level",
+            self.log[1],
         ]
         if self.user is not None:
             arguments += ["--user", self.user]

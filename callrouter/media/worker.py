@@ -28,6 +28,9 @@ out of order: they carry the command's ``id``. A refusal is ``{"id": n, "ok": fa
         "peaks": {...}, "interrupted": false, "counters": {"a": {...}, "b": {...}},
         "truncated": null | "the recordings disk is full (...)"}}
     <- {"event": "recording_failed", "call": "c1", "recording": "<uuid>", "error": "..."}
+    -> {"id": 8, "cmd": "stats"}                  (cumulative since the worker started)
+    <- {"id": 8, "ok": true, "packets_from_caller": 5012, "packets_from_destination": 4990,
+        "sessions": 3}
     -> {"id": 7, "cmd": "recover"}
     <- {"id": 7, "ok": true, "recordings": [{... "interrupted": true, "counters": null}],
         "failed": [{"recording": "<uuid>", "error": "..."}]}
@@ -72,6 +75,8 @@ from uuid import UUID
 
 import uvloop
 
+from callrouter import logs
+from callrouter.config import LogConfig
 from callrouter.media.lifeline import SocketTaken, claim_socket, die_with_parent, orphaned
 from callrouter.media.prompt import packetize, recording_notice_tone
 from callrouter.media.recorder import Codec
@@ -133,6 +138,9 @@ class MediaWorker:
         self.controllers = controllers
         self.recordings = recordings
         self.sessions: dict[str, RelaySession] = {}
+        self.relayed = {"a": 0, "b": 0}
+        """RTP packets forwarded from each leg by relays already closed (``stats`` adds the
+        live ones)."""
         self._handlers: dict[str, Callable[[Command], Awaitable[Command]]] = {
             "ping": self._ping,
             "create": self._create,
@@ -144,6 +152,7 @@ class MediaWorker:
             "delete": self._delete,
             "recover": self._recover,
             "play": self._play,
+            "stats": self._stats,
         }
 
     async def handle(self, command: Command) -> Command:
@@ -277,11 +286,25 @@ class MediaWorker:
         if session is None:
             return {"stats": None, "recording": None}
         stats = session.stats()
+        for leg in self.relayed:
+            self.relayed[leg] += stats.get(leg, {}).get("forwarded", 0)
         session.close()
         recording = None
         if self.recordings is not None:
             recording = self.recordings.stop(session.call_id, asyncio.get_running_loop().time())
         return {"stats": stats, "recording": str(recording) if recording else None}
+
+    async def _stats(self, _command: Command) -> Command:
+        """Cumulative counters since this worker started, for the controller's metrics."""
+        relayed = dict(self.relayed)
+        for session in self.sessions.values():
+            for leg, counts in session.stats().items():
+                relayed[leg] += counts["forwarded"]
+        return {
+            "packets_from_caller": relayed["a"],
+            "packets_from_destination": relayed["b"],
+            "sessions": len(self.sessions),
+        }
 
     async def _recover(self, _command: Command) -> Command:
         finished, failed = await self._recordings().recover()
@@ -464,6 +487,9 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--key-ring", type=Path, help="the vault's key ring file")
     parser.add_argument("--keys-dir", type=Path, help="the vault's key store directory")
     parser.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES)
+    # The server's log settings, so the worker's lines join its log in the same format.
+    parser.add_argument("--log-format", choices=logs.FORMATS, default="text")
+    parser.add_argument("--log-level", default="info")
     parser.add_argument("--format", choices=FORMATS, default="flac", help="final file format")
     parser.add_argument(
         "--parent-pid", type=int, help="stop when this process (the server) is gone"
@@ -481,7 +507,7 @@ def _arguments() -> argparse.ArgumentParser:
 def main() -> None:
     parser = _arguments()
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
+    logs.configure(LogConfig(format=args.log_format, level=args.log_level))
     if args.user is not None and (account := account_for(args.user)) is not None:
         drop_to(account)  # before any file, socket or packet parser is touched
     # After the drop: a change of credentials clears PR_SET_PDEATHSIG (prctl(2)).

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from callrouter.metrics import Metrics
 from callrouter.privacy.suppression import UNRESTRICTED, CallerTreatment
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.call import (
@@ -103,8 +104,8 @@ class B2bua:
         default=lambda _client, _caller: UNRESTRICTED
     )
     """How a caller's call may be treated (the suppression list's ``treatment``)."""
-    announce: Callable[[str], None] = field(default=log.info)
-    """Where a one-line summary of each finished call goes, once its record is durable."""
+    metrics: Metrics | None = None
+    """Counts finished calls and measures post-dial delay."""
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     calls: dict[str, Call] = field(default_factory=dict)
     _by_branch: dict[str, tuple[Call, Branch]] = field(default_factory=dict)
@@ -135,6 +136,7 @@ class B2bua:
             params=params,
             record=number.record,
             trunk=trunk,
+            arrived=self.clock.seconds(),
         )
         self.calls[tid] = call
         treatment = self.privacy(number.client_id, caller or None)
@@ -502,6 +504,7 @@ class B2bua:
             branch.cancel_pending = False
             self.service.cancel(branch.tid)
             return
+        self._dialled(call)
         if not branch.ringing:
             branch.ringing = True
             self.journal.record(AttemptRinging(call.id, branch.seq, self.wall()))
@@ -531,6 +534,7 @@ class B2bua:
             self._bye(branch.dialog, branch.flow)
             return
         branch.done = True
+        self._dialled(call)
         call.state = "answered"
         call.callee = branch
         self._connected[dialog.id] = (call, False)
@@ -843,6 +847,8 @@ class B2bua:
                 AttemptEnded(call.id, call.callee.seq, "answered", 200, reason, self.wall())
             )
         call.state = "ended"
+        if self.metrics is not None:
+            self.metrics.calls.labels(disposition).inc()
         if self.media is not None:
             self.media.release(str(call.id))
         self._stop_ring_timer(call)
@@ -853,7 +859,8 @@ class B2bua:
         self.journal.record(CallEnded(call.id, disposition, hangup_by, reason, self.wall()))
         summary = (
             f"call: {call.id} to {call.number.e164} ended {disposition} "
-            f"(by {hangup_by}: {reason}; {call.attempts} attempt(s))"
+            f"(by {hangup_by}: {reason}; {call.attempts} attempt(s)) "
+            f"Call-ID {call.request.call_id}"
         )
         task = asyncio.get_running_loop().create_task(
             self._announce_when_durable(call, summary, disposition, hangup_by, reason)
@@ -872,7 +879,20 @@ class B2bua:
         self, call: Call, summary: str, disposition: str, hangup_by: str, reason: str
     ) -> None:
         await self.journal.flushed()
-        self.announce(summary)
+        # One line per finished call; its fields are what tools read (never a number).
+        log.info(
+            summary,
+            extra={
+                "event": "call.ended",
+                "call_id": str(call.id),
+                "sip_call_id": call.request.call_id,
+                "client_id": str(call.number.client_id),
+                "tracking_number": call.number.e164,
+                "disposition": disposition,
+                "hangup_by": hangup_by,
+                "attempts": call.attempts,
+            },
+        )
         self._notify(
             call,
             "call.completed",
@@ -894,6 +914,11 @@ class B2bua:
             **extra,
         }
         self.webhooks.emit_soon(call.number.client_id, event, data)
+
+    def _dialled(self, call: Call) -> None:
+        """The caller hears ringing or an answer for the first time: the post-dial delay."""
+        if not call.ringing and self.metrics is not None:
+            self.metrics.post_dial_delay.observe(self.clock.seconds() - call.arrived)
 
     def _stop_ring_timer(self, call: Call) -> None:
         if call.ring_timer is not None and call.ring_timer.active():

@@ -83,6 +83,8 @@ class Call:
     steps: list[Step]
     params: dict[str, str]
     record: bool
+    arrived: float = 0.0
+    """When the caller's INVITE reached us (the reactor's clock), for the post-dial delay."""
     max_duration: float | None = None
     branches: dict[str, Branch] = field(default_factory=dict)
     attempts: int = 0

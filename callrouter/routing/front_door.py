@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from callrouter.sip.events import (
     AckReceived,
     CancelReceived,
     Event,
+    MessageRejected,
     RequestReceived,
     ResponseReceived,
     TransactionTimedOut,
@@ -96,11 +98,16 @@ class FrontDoor:
     calls: B2bua | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     rejected: dict[int, int] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)
+    """Requests refused before routing, by reason: allowlist, rate, malformed (metrics)."""
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def admit(self, host: str) -> bool:
         """Whether a source may talk to us at all (used to drop silently when so configured)."""
-        return self.trunks.for_source(host) is not None
+        if self.trunks.for_source(host) is None:
+            self.refused["allowlist"] += 1
+            return False
+        return True
 
     def handle(self, event: Event) -> None:
         calls = self.calls
@@ -125,11 +132,16 @@ class FrontDoor:
             calls.ack(event)
         elif calls is not None and isinstance(event, TransactionTimedOut):
             calls.timed_out(event)
+        elif isinstance(event, MessageRejected):
+            self.refused["malformed"] += 1
 
     def _admitted(self, event: RequestReceived) -> bool:
         """In-dialog requests come from carriers and from destinations alike; the dialog match is
         the check, so only the rate limit applies."""
-        return self.buckets.take(event.flow.host, self.clock()) == 0
+        if self.buckets.take(event.flow.host, self.clock()) == 0:
+            return True
+        self.refused["rate"] += 1
+        return False
 
     def _answer(self, tid: str, response: Response) -> None:
         if response.status >= 300:
@@ -143,10 +155,12 @@ class FrontDoor:
             return
         trunk = self.trunks.for_source(event.flow.host)
         if trunk is None:
+            self.refused["allowlist"] += 1
             self._answer(tid, request.response(403, to_tag=_tag()))
             return
         wait = self.buckets.take(event.flow.host, self.clock())
         if wait > 0:
+            self.refused["rate"] += 1
             busy = request.response(503, to_tag=_tag())
             busy.headers.add("Retry-After", str(max(1, round(wait))))
             self._answer(tid, busy)

@@ -337,6 +337,11 @@ class Sessions:
             visit.record.lease_expires_at = _wall(visit.lease.expires_at)
         self._dirty[session_id] = visit
 
+    @property
+    def live(self) -> int:
+        """Sessions held in memory (with a lease, or within their pool's grace)."""
+        return len(self._visits)
+
     def stats(self, pool_id: uuid.UUID) -> PoolStats | None:
         live = self.pools.get(pool_id)
         return live.numbers.stats(self.clock()) if live else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,7 +40,7 @@ from callrouter.sip.transactions import (
     Transaction,
 )
 
-__all__ = ["MAGIC_COOKIE", "SipEndpoint"]
+__all__ = ["MAGIC_COOKIE", "SipCounters", "SipEndpoint"]
 
 MAGIC_COOKIE = "z9hG4bK"
 _MERGE_MEMORY = 32.0  # seconds a (From tag, Call-ID, CSeq) stays known for §8.2.2.2
@@ -95,6 +95,18 @@ def rejection_for(data: bytes, error: ParseError) -> Response | None:
 
 
 @dataclass(eq=False)
+class SipCounters:
+    """Plain counters of what the endpoint saw and sent, for an adapter to export as metrics."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    """Requests received, by method (retransmissions included)."""
+    responses: Counter[int] = field(default_factory=Counter)
+    """Responses sent, by status (retransmitted ones included)."""
+    retransmissions: int = 0
+    """Messages sent again on timers A, E, G or for a 2xx, and requests received again."""
+
+
+@dataclass(eq=False)
 class SipEndpoint:
     """Transaction layer state for every transaction of one process.
 
@@ -107,6 +119,7 @@ class SipEndpoint:
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
     new_token: Callable[[], str] = field(default=lambda: secrets.token_hex(8))
+    counters: SipCounters = field(default_factory=SipCounters)
     _server: dict[str, ServerInvite | ServerNonInvite] = field(default_factory=dict)
     _client: dict[str, ClientInvite | ClientNonInvite] = field(default_factory=dict)
     _flows: dict[str, Flow] = field(default_factory=dict)
@@ -220,6 +233,8 @@ class SipEndpoint:
 
     def send_stateless(self, message: Message, flow: Flow) -> None:
         """Send outside any transaction: ACK for a 2xx, a 2xx retransmission (§13.3.1.4)."""
+        if isinstance(message, Response):
+            self.counters.retransmissions += 1
         self._out.append(Transmission(message.to_bytes(), flow))
 
     def handle_timers(self, now: float) -> None:
@@ -229,6 +244,7 @@ class SipEndpoint:
             if tx is None:
                 continue
             tx.handle_timer(now)
+            self.counters.retransmissions += len(tx.outgoing)
             self._drain(tx, now)
         for key in [k for k, (_, until) in self._merge.items() if until <= now]:
             del self._merge[key]
@@ -246,7 +262,10 @@ class SipEndpoint:
     def _drain(self, tx: Transaction, now: float) -> None:
         flow = self._flows[tx.id]
         for message in tx.outgoing:
-            target = response_flow(message, flow) if isinstance(message, Response) else flow
+            target = flow
+            if isinstance(message, Response):
+                target = response_flow(message, flow)
+                self.counters.responses[message.status] += 1
             self._out.append(Transmission(message.to_bytes(), target))
         tx.outgoing.clear()
         self._events.extend(tx.events)
@@ -265,6 +284,7 @@ class SipEndpoint:
             self._events.append(MessageRejected(error.reason, None, flow))
             return
         # The Via may be the broken part: a stateless refusal goes back to the source address.
+        self.counters.responses[response.status] += 1
         self._out.append(Transmission(response.to_bytes(), flow))
         self._events.append(MessageRejected(error.reason, response.status, flow))
 
@@ -283,6 +303,7 @@ class SipEndpoint:
         self._drain(tx, now)
 
     def _receive_request(self, request: Request, flow: Flow, now: float) -> None:
+        self.counters.requests[request.method] += 1
         via = request.top_via
         # §18.2.1 and RFC 3581 §4: note where it really came from, for the response.
         params = dict(via.params)
@@ -305,6 +326,7 @@ class SipEndpoint:
                 self._events.append(AckReceived(request, flow))
             return
         if tx is not None:
+            self.counters.retransmissions += 1
             tx.receive_request(request, now)
             self._drain(tx, now)
             return

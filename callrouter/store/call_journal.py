@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from types import TracebackType
 
 import asyncpg
@@ -179,6 +180,12 @@ class CallJournal:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((self._recorded, future))
         await future
+
+    def lag(self, now: datetime) -> float:
+        """Seconds the oldest unwritten event has waited (a metric: 0 when nothing waits)."""
+        # RecordingRefused carries no time; it is queued right after an event that does.
+        at = next((e.at for e in self._pending if not isinstance(e, RecordingRefused)), None)
+        return 0.0 if at is None else max(0.0, (now - at).total_seconds())
 
     @property
     def backlog(self) -> int:

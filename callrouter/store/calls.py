@@ -121,6 +121,17 @@ async def get(db: Executor, call_id: UUID, scope: UUID | None) -> Call | None:
     return Call(**row) if row else None
 
 
+async def find_by_sip_call_id(db: Executor, number_id: UUID, sip_call_id: str) -> Call | None:
+    """The call a carrier's Call-ID started on a number (the probe finds its own call)."""
+    row = await db.fetchrow(
+        f"SELECT {CALL_COLUMNS} FROM calls WHERE number_id = $1 AND sip_call_id = $2 "
+        "ORDER BY started_at DESC LIMIT 1",
+        number_id,
+        sip_call_id,
+    )
+    return Call(**row) if row else None
+
+
 async def attempts_of(db: Executor, call_ids: Sequence[UUID]) -> dict[UUID, list[CallAttempt]]:
     """Attempts of several calls in one query, in order."""
     rows = await db.fetch(

@@ -1,7 +1,12 @@
-"""Run ``callrouter serve`` as a real process and read what it prints, with bounded waits."""
+"""Run ``callrouter serve`` as a real process and read its log, with bounded waits.
+
+The server runs with ``--log-format json``: every line is one JSON object, so tests read events
+by their fields (``wait_event("call.ended", call_id=...)``) and match start-up facts against the
+``message`` field only (``wait_for``), never against the decoration around it."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -10,6 +15,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 STARTUP_TIMEOUT = 90.0
 
@@ -38,6 +44,8 @@ class ServeProcess:
             "0",
             "--sip-port",
             "0",
+            "--log-format",
+            "json",
             *args,
         ]
         self.process = subprocess.Popen(
@@ -61,47 +69,75 @@ class ServeProcess:
             self._queue.put(line.rstrip("\n"))
         self._queue.put(None)
 
+    def _next(self, timeout: float, waiting_for: str) -> str:
+        """The next line read (kept in ``lines``), within ``timeout``."""
+        try:
+            line = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(
+                f"nothing matched {waiting_for}; output:\n" + self.output
+            ) from None
+        if line is None:
+            raise AssertionError(f"exited before {waiting_for}; output:\n" + self.output)
+        self.lines.append(line)
+        return line
+
     def wait_for(self, pattern: str, timeout: float = STARTUP_TIMEOUT) -> re.Match[str]:
-        """The first line (from now on, or already read) matching ``pattern``."""
+        """The first log message (from now on, or already read) matching ``pattern``."""
         regex = re.compile(pattern)
         for line in self.lines:
-            if m := regex.search(line):
+            if m := regex.search(message_of(line)):
                 return m
         while True:
-            try:
-                line = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(
-                    f"no line matched {pattern!r}; output:\n" + self.output
-                ) from None
-            if line is None:
-                raise AssertionError(f"exited before {pattern!r}; output:\n" + self.output)
-            self.lines.append(line)
-            if m := regex.search(line):
+            line = self._next(timeout, repr(pattern))
+            if m := regex.search(message_of(line)):
                 return m
+
+    def events(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        """The log records read so far of ``event`` whose fields have these values."""
+        return [r for line in self.lines if _matches(r := record_of(line), event, fields)]
+
+    def wait_events(
+        self, event: str, count: int, timeout: float = STARTUP_TIMEOUT, **fields: Any
+    ) -> list[dict[str, Any]]:
+        """The first ``count`` records of ``event`` with these fields, waiting for the missing
+        ones (each wait bounded by ``timeout``)."""
+        found = self.events(event, **fields)
+        while len(found) < count:
+            record = record_of(self._next(timeout, f"{count - len(found)} more {event} {fields}"))
+            if _matches(record, event, fields):
+                found.append(record)
+        return found[:count]
+
+    def wait_event(self, event: str, timeout: float = STARTUP_TIMEOUT, **fields: Any) -> Any:
+        """The first log record of ``event`` (already read, or from now on) with these fields."""
+        for line in self.lines:
+            if _matches(record := record_of(line), event, fields):
+                return record
+        while True:
+            record = record_of(self._next(timeout, f"event {event} {fields}"))
+            if _matches(record, event, fields):
+                return record
 
     def wait_for_all(self, pattern: str, count: int, timeout: float = STARTUP_TIMEOUT) -> list[str]:
         """The first group of ``count`` lines matching ``pattern``, waiting for the missing ones
         (each wait bounded by ``timeout``)."""
         regex = re.compile(pattern)
-        found = [m.group(1) for line in self.lines if (m := regex.search(line))]
+        found = [m.group(1) for line in self.lines if (m := regex.search(message_of(line)))]
         while len(found) < count:
-            try:
-                line = self._queue.get(timeout=timeout)
-            except queue.Empty:
-                raise AssertionError(
-                    f"{len(found)} of {count} lines matched {pattern!r}; output:\n" + self.output
-                ) from None
-            if line is None:
-                raise AssertionError(f"exited before {pattern!r}; output:\n" + self.output)
-            self.lines.append(line)
-            if m := regex.search(line):
+            line = self._next(timeout, f"{count - len(found)} more of {pattern!r}")
+            if m := regex.search(message_of(line)):
                 found.append(m.group(1))
         return found[:count]
 
     def wait_ready(self) -> ServeProcess:
         self.wait_for(r"callrouter \S+ ready")
         return self
+
+    @property
+    def messages(self) -> list[str]:
+        """The log messages read so far, without their time, level and fields."""
+        return [message_of(line) for line in self.lines]
 
     @property
     def output(self) -> str:
@@ -119,7 +155,8 @@ class ServeProcess:
     @property
     def operator_key(self) -> str | None:
         for line in self.lines:
-            if m := re.search(r"operator key \(shown once, store it now\): (\S+)", line):
+            m = re.search(r"operator key \(shown once, store it now\): (\S+)", message_of(line))
+            if m:
                 return m.group(1)
         return None
 
@@ -149,3 +186,21 @@ class ServeProcess:
             self.process.kill()
             self.process.wait()
         self.drain()
+
+
+def record_of(line: str) -> dict[str, Any]:
+    """A log line as its JSON object; a line that is not one (a child process's stray output)
+    as ``{"message": line}``."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {"message": line}
+    return record if isinstance(record, dict) else {"message": line}
+
+
+def message_of(line: str) -> str:
+    return str(record_of(line).get("message", ""))
+
+
+def _matches(record: dict[str, Any], event: str, fields: dict[str, Any]) -> bool:
+    return record.get("event") == event and all(record.get(k) == v for k, v in fields.items())

@@ -120,7 +120,7 @@ class Router:
         return str(number["id"])
 
     def call_record(self, e164: str) -> dict[str, Any]:
-        self.server.wait_for(rf"call: \S+ to \{e164} ended")
+        self.server.wait_event("call.ended", tracking_number=e164)
         page = self.api("GET", "/v1/calls?number=" + e164.replace("+", "%2B"))
         (call,) = page["data"]
         return dict(self.api("GET", f"/v1/calls/{call['id']}"))
@@ -361,7 +361,7 @@ def test_a_recorded_call_hears_the_recording_notice_before_it_is_connected(
         True,
         None,
     )
-    router.server.wait_for(rf"recording: \S+ of call {call['id']} ready")
+    router.server.wait_event("recording.ready", call_id=call["id"])
 
 
 def test_closed_hours_take_the_closed_step(router: Router, tmp_path: Path) -> None:
@@ -491,7 +491,10 @@ def test_calls_complete_through_10_percent_packet_loss_on_both_sides(
     pbx_passed(desk)
     losses = [to_router.close(), to_desk.close()]
     assert all(" dropped 0" not in summary for summary in losses), losses
-    ids = router.server.wait_for_all(rf"call: (\S+) to \{e164} ended answered", calls)
+    ended = router.server.wait_events(
+        "call.ended", calls, tracking_number=e164, disposition="answered"
+    )
+    ids = [record["call_id"] for record in ended]
     assert len(set(ids)) == calls
     page = router.api("GET", f"/v1/calls?limit=50&number={e164.replace('+', '%2B')}")
     assert len(page["data"]) == calls
@@ -550,7 +553,7 @@ def test_hold_on_a_recorded_call_goes_through_the_media_worker(
         True,
         None,
     )
-    router.server.wait_for(rf"recording: \S+ of call {call['id']} ready")
+    router.server.wait_event("recording.ready", call_id=call["id"])
 
 
 def test_max_duration_ends_both_legs(router: Router, pbx: PbxFactory, tmp_path: Path) -> None:

@@ -148,8 +148,8 @@ def test_both_parties_are_recorded_on_their_own_channel(recorder: Recorder, tmp_
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    ready = recorder.server.wait_for(r"recording: (\S+) of call (\S+) ready \(([\d.]+) s\)")
-    recording_id, call_id = ready.group(1), ready.group(2)
+    ready = recorder.server.wait_event("recording.ready", interrupted=False)
+    recording_id, call_id = ready["recording_id"], ready["call_id"]
 
     call = recorder.api("GET", f"/v1/calls/{call_id}")
     assert (call["disposition"], call["record"], call["not_recorded_reason"]) == (
@@ -272,8 +272,10 @@ def test_a_suppressed_callers_call_is_connected_but_nothing_of_them_is_kept(
             if pbx.poll() is None:
                 pbx.kill()
             pbx.communicate()
-        line = recorder.server.wait_for(rf"call: (\S+) to \{e164} ended answered")
-        call = recorder.api("GET", f"/v1/calls/{line.group(1)}")
+        ended = recorder.server.wait_event(
+            "call.ended", tracking_number=e164, disposition="answered"
+        )
+        call = recorder.api("GET", f"/v1/calls/{ended['call_id']}")
         events = receiver.events(3, hook["secret"])
     finally:
         receiver.close()
@@ -313,7 +315,7 @@ def test_a_paused_recording_holds_silence_from_the_pause_on(
         if phones.poll() is None:
             phones.kill()
             phones.communicate()
-    recorder.server.wait_for(rf"recording: \S+ of call {live['id']} ready")
+    recorder.server.wait_event("recording.ready", call_id=live["id"])
     (recording,) = recorder.api("GET", f"/v1/recordings?call_id={live['id']}")["data"]
     _, _, flac = recorder.request("GET", f"/v1/recordings/{recording['id']}/audio")
     audio, rate = soundfile.read(io.BytesIO(flac), dtype="int16")
@@ -343,16 +345,16 @@ def test_a_media_worker_killed_mid_call_ends_the_call_and_keeps_what_was_recorde
     try:
         until_halfway(phones)
         os.kill(pid, signal.SIGKILL)
-        ended = recorder.server.wait_for(rf"call: (\S+) to \{e164} ended answered \(by system")
+        ended = recorder.server.wait_event(
+            "call.ended", tracking_number=e164, disposition="answered", hangup_by="system"
+        )
     finally:
         # The router has hung up; the phones have nothing more to prove.
         phones.kill()
         phones.communicate()
-    call = recorder.api("GET", f"/v1/calls/{ended.group(1)}")
+    call = recorder.api("GET", f"/v1/calls/{ended['call_id']}")
     assert call["hangup_reason"] == "media worker lost"
-    recorder.server.wait_for(
-        rf"recording: \S+ of call {call['id']} ready \([\d.]+ s, interrupted\)"
-    )
+    recorder.server.wait_event("recording.ready", call_id=call["id"], interrupted=True)
     (recording,) = recorder.api("GET", f"/v1/recordings?call_id={call['id']}")["data"]
     assert recording["interrupted"] is True
     status, _, data = recorder.request("GET", f"/v1/recordings/{recording['id']}/audio")

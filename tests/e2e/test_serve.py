@@ -67,7 +67,7 @@ def test_serve_comes_up_answers_health_and_stops_cleanly(workdir: Path) -> None:
     finally:
         code = server.stop()
     assert code == 0, server.output
-    assert "stopped" in server.lines
+    assert "stopped" in server.messages
     assert not Path(f"/proc/{pid}").exists()
     assert processes_using(workdir / "data") == []
 

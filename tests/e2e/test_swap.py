@@ -246,7 +246,7 @@ def check_visit_and_call(
     assert "1 live lease(s) restored" in router.server.output
     result = run_sipp("uac", router.server.sip_port(), tmp_path, service=leased_e164)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    router.server.wait_for(rf"call: \S+ to \{leased_e164} ended answered")
+    router.server.wait_event("call.ended", tracking_number=leased_e164, disposition="answered")
     (listed,) = router.api("GET", "/v1/calls?number=%2B441515550100")["data"]
     call = router.api("GET", f"/v1/calls/{listed['id']}")
     assert call["session_id"] == session["session_id"]

@@ -109,10 +109,15 @@ async def test_relays_both_ways_symmetrically_and_refuses_injection(
     stats = (await worker.command("query", call="c1"))["stats"]
     assert stats["a"]["rejected"] == 1
     assert stats["a"]["forwarded"] == 2
+    totals = await worker.command("stats")  # what /metrics adds up: live calls count too
+    assert (totals["packets_from_caller"], totals["packets_from_destination"]) == (2, 1)
 
     deleted = await worker.command("delete", call="c1")
     assert deleted["stats"]["b"]["forwarded"] == 1
     assert (await worker.command("delete", call="c1"))["stats"] is None  # idempotent
+    totals = await worker.command("stats")  # ended calls stay counted
+    counted = ("packets_from_caller", "packets_from_destination", "sessions")
+    assert [totals[name] for name in counted] == [2, 1, 0]
     assert (await worker.command("ping"))["ports_in_use"] == 0
 
 

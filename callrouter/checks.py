@@ -1,0 +1,80 @@
+"""What the server asks at request time: for /metrics before each scrape, for /v1/ready.
+
+Each question has a timeout (``TIMEOUT``), so a hung database or media worker makes a scrape or
+a readiness check answer "down" promptly instead of hanging the scraper or the load balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncpg
+
+from callrouter.api.state import Readiness
+from callrouter.media.control import MediaError, MediaWorkerProcess
+from callrouter.metrics import Metrics
+from callrouter.routing.sessions import Sessions
+
+__all__ = ["TIMEOUT", "database_answers", "pool_figures", "readiness_check", "scrape_refresh"]
+
+TIMEOUT = 2.0
+"""Seconds a scrape or /v1/ready waits for the database and the media worker."""
+
+
+async def database_answers(pool: asyncpg.Pool[asyncpg.Record]) -> bool:
+    try:
+        await pool.fetchval("SELECT 1", timeout=TIMEOUT)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        return False
+    return True
+
+
+def scrape_refresh(
+    metrics: Metrics, pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """What each scrape asks first: is the database up, what has the media worker counted."""
+
+    async def refresh() -> None:
+        metrics.database_up.set(await database_answers(pool))
+        if worker is None:
+            metrics.media_worker_up.set(0)
+            return
+        try:
+            totals = await asyncio.wait_for(worker.command("stats"), TIMEOUT)
+        except (MediaError, TimeoutError):
+            metrics.media_worker_up.set(0)
+            return
+        metrics.media_worker_up.set(1)
+        metrics.worker_totals(totals)
+
+    return refresh
+
+
+def readiness_check(
+    pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
+) -> Callable[[], Coroutine[Any, Any, Readiness]]:
+    """/v1/ready: the database, and the media worker when there is one."""
+
+    async def check() -> Readiness:
+        media = None
+        if worker is not None:
+            try:
+                await asyncio.wait_for(worker.command("ping"), TIMEOUT)
+                media = True
+            except (MediaError, TimeoutError):
+                media = False
+        return Readiness(await database_answers(pool), media)
+
+    return check
+
+
+def pool_figures(visitor_sessions: Sessions) -> dict[str, tuple[int, int]]:
+    """Per pool id: numbers leased now, exhaustions since the pool was loaded."""
+    figures = {}
+    for pool_id in list(visitor_sessions.pools):
+        stats = visitor_sessions.stats(pool_id)
+        if stats is not None:
+            figures[str(pool_id)] = (stats.leased, stats.exhaustions)
+    return figures

@@ -1,0 +1,81 @@
+"""One logging path: UTC timestamps on every line, JSON with the event's fields, levels checked."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from callrouter.config import ConfigError, LogConfig
+from callrouter.logs import configure, parse_levels
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("callrouter.chatty").setLevel(logging.NOTSET)
+
+
+def test_json_lines_carry_time_level_logger_and_the_event_fields() -> None:
+    out = io.StringIO()
+    configure(LogConfig(format="json"), out)
+    logging.getLogger("callrouter.routing.b2bua").info(
+        "call: x ended", extra={"event": "call.ended", "call_id": "c1", "sip_call_id": "abc@h"}
+    )
+    record = json.loads(out.getvalue())
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
+    assert (record["level"], record["logger"], record["message"]) == (
+        "INFO",
+        "callrouter.routing.b2bua",
+        "call: x ended",
+    )
+    assert (record["event"], record["call_id"], record["sip_call_id"]) == (
+        "call.ended",
+        "c1",
+        "abc@h",
+    )
+
+
+def test_text_lines_start_with_a_utc_timestamp() -> None:
+    out = io.StringIO()
+    configure(LogConfig(), out)
+    logging.getLogger("callrouter").warning("http: listening on http://127.0.0.1:8080")
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z WARNING callrouter: http: listening on "
+        r"http://127\.0\.0\.1:8080\n",
+        out.getvalue(),
+    )
+
+
+def test_per_component_levels_quiet_one_logger_only() -> None:
+    out = io.StringIO()
+    configure(LogConfig(level="debug", levels="callrouter.chatty=error"), out)
+    logging.getLogger("callrouter.chatty").warning("hidden")
+    logging.getLogger("callrouter.other").debug("shown")
+    assert "hidden" not in out.getvalue() and "shown" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (LogConfig(format="xml"), "log.format: 'xml' is not text or json"),
+        (LogConfig(level="loud"), "log.level: 'loud' is not a level"),
+        (LogConfig(levels="callrouter.sip"), "log.levels: 'callrouter.sip' is not logger=level"),
+        (LogConfig(levels="callrouter.sip=shout"), "log.levels: callrouter.sip: 'shout'"),
+    ],
+)
+def test_bad_settings_name_the_setting(settings: LogConfig, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        configure(settings, io.StringIO())
+
+
+def test_levels_parse_to_logging_levels() -> None:
+    assert parse_levels(" a=debug, b.c=WARNING ,") == {"a": logging.DEBUG, "b.c": logging.WARNING}
