@@ -35,8 +35,11 @@ from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
+from callrouter.routing.source_policy import MethodRate, SourcePolicy, parse_method_rates
 from callrouter.routing.trunks import CONFIG_TRUNK, Trunk, TrunkTable, parse_networks
 from callrouter.sip.endpoint import SipEndpoint
+from callrouter.sip.message import Limits
+from callrouter.sip.pike import FloodLimit, Pike
 from callrouter.sip.transactions import Timers
 from callrouter.store import api_keys, calls, numbers, trunks
 from callrouter.store.call_journal import CallJournal
@@ -65,6 +68,8 @@ class RunningServer:
     http_url: str
     sip: list[Listening]
     front_door: FrontDoor
+    sip_policy: SourcePolicy
+    """Admission of SIP sources; its ``rejected`` counts refusals by reason."""
 
 
 @asynccontextmanager
@@ -133,7 +138,7 @@ async def _start_sip(
     webhook_sender: WebhookSender,
     media_events: MediaEvents,
     privacy_rights: PrivacyRights,
-) -> tuple[FrontDoor, list[Listening]]:
+) -> tuple[FrontDoor, SourcePolicy, list[Listening]]:
     sip = config.sip
     try:
         configured = Trunk(
@@ -148,6 +153,16 @@ async def _start_sip(
         raise ConfigError(f"sip: {exc}") from None
     if sip.unknown_sources not in ("403", "drop"):
         raise ConfigError(f"sip.unknown_sources: {sip.unknown_sources!r} is not 403 or drop")
+    try:
+        method_rates = parse_method_rates(sip.method_rates)
+        strict = FloodLimit(sip.flood_requests, sip.flood_window) if sip.flood_requests else None
+        carrier = (
+            FloodLimit(sip.carrier_flood_requests, sip.flood_window)
+            if sip.carrier_flood_requests
+            else None
+        )
+    except ValueError as exc:
+        raise ConfigError(f"sip.method_rates / sip.flood_*: {exc}") from None
     tls = None
     if sip.tls_port is not None:
         if sip.tls_certificate is None or sip.tls_private_key is None:
@@ -167,7 +182,22 @@ async def _start_sip(
     journal = await stack.enter_async_context(CallJournal(pool))
 
     reactor = asyncio_reactor(asyncio.get_running_loop())
-    endpoint = SipEndpoint({}, Timers(sip.t1, sip.t2, sip.t4))
+    source_policy = SourcePolicy(
+        trunk_table,
+        MethodRate(sip.rate_per_second, sip.rate_burst),
+        strict,
+        carrier,
+        Pike(sip.ban_seconds),
+        method_rates,
+        drop_unknown=sip.unknown_sources == "drop",
+    )
+    endpoint = SipEndpoint(
+        {},
+        Timers(sip.t1, sip.t2, sip.t4),
+        Limits(sip.max_message_bytes, sip.max_headers),
+        source_policy,
+        sip.agent,
+    )
     service = SipService(endpoint, reactor)
     stack.callback(service.close)
     b2bua = B2bua(
@@ -192,20 +222,18 @@ async def _start_sip(
     front_door = FrontDoor(
         service.respond,
         find_number,
-        reactor.seconds,
         trunk_table,
-        TokenBuckets(sip.rate_per_second, sip.rate_burst),
         calls=b2bua,
+        max_calls_per_trunk=sip.max_calls_per_trunk,
+        max_calls_per_client=sip.max_calls_per_client,
     )
     service.handler = front_door.handle
-    if sip.unknown_sources == "drop":
-        service.admit = front_door.admit
     listening = await open_listeners(
         reactor, service, sip.host, sip.port, stack, tls_port=sip.tls_port, tls=tls
     )
     for opened in listening:
         endpoint.advertised[opened.transport] = f"{opened.host}:{opened.port}"
-    return front_door, listening
+    return front_door, source_policy, listening
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -441,10 +469,11 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
+            server_header=config.http.server_header,
         )
         http_url = await _start_http(app, config, stack)
         say(f"http: listening on {http_url}")
-        front_door, listening = await _start_sip(
+        front_door, sip_policy, listening = await _start_sip(
             config,
             pool,
             stack,
@@ -457,7 +486,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         for opened in listening:
             say(f"sip: listening on {opened}")
-        yield RunningServer(dsn, http_url, listening, front_door)
+        yield RunningServer(dsn, http_url, listening, front_door, sip_policy)
 
 
 async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:

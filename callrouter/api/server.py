@@ -96,10 +96,18 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
     return response
 
 
-async def _hide_banner(_request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Server"] = "callrouter"
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Cache-Control", "no-store")
+def _banner(server_header: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """aiohttp names itself and Python's version in Server; only the operator's value goes out
+    (none by default), since a banner only helps scanners pick their exploit."""
+
+    async def hide_banner(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.popall("Server", None)
+        if server_header:
+            response.headers["Server"] = server_header
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+
+    return hide_banner
 
 
 def build_api(
@@ -114,6 +122,7 @@ def build_api(
     privacy_rights: PrivacyRights | None = None,
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
+    server_header: str = "",
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -123,6 +132,7 @@ def build_api(
         they hold) the privacy routes could only fail, so they are not served.
     :param recordings_service: the encrypted recordings (without the vault the recordings
         routes are not served).
+    :param server_header: the HTTP Server header's value; empty sends none.
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
@@ -147,6 +157,6 @@ def build_api(
         app[CALL_CONTROL] = call_control
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
-    app.on_response_prepare.append(_hide_banner)
+    app.on_response_prepare.append(_banner(server_header))
     register(app, endpoints)
     return app

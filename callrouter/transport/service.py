@@ -49,8 +49,6 @@ class SipService:
     endpoint: SipEndpoint
     clock: Clock
     handler: Handler = field(default=lambda event: None)
-    admit: Callable[[str], bool] = field(default=lambda host: True)
-    """Sources refused here are dropped before any parsing (a silent allowlist)."""
     senders: dict[str, Sender] = field(default_factory=dict)
     _timer: Any = None
     """The armed IDelayedCall (zope interfaces do not type-check as methods)."""
@@ -58,8 +56,6 @@ class SipService:
 
     def receive(self, data: bytes, flow: Flow) -> None:
         """Bytes from a transport: one datagram or one framed stream message."""
-        if not self.admit(flow.host):
-            return
         self.endpoint.receive(data, flow, self.clock.seconds())
         self.flush()
 
