@@ -1,0 +1,247 @@
+"""SIP defences of ``callrouter serve`` under attack tools: a flood, SIPVicious, concurrency caps.
+
+The router trusts 127.0.0.1 and 127.0.0.2 (its trunk); 127.0.0.3 and up are strangers on the
+internet. Legitimate calls come from SIPp on 127.0.0.2 to a SIPp PBX on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import world_traversable_tempdir
+from tests.e2e.blaster import blast
+from tests.e2e.serve import ServeProcess
+from tests.e2e.sipp import (
+    SCENARIOS,
+    SIPP_TIMEOUT,
+    free_port,
+    request_scenario,
+    run_sipp,
+    sipp_command,
+)
+
+CARRIERS = "127.0.0.1/32, 127.0.0.2/32"
+NUMBERS = count(1)
+SVTOOLS = Path(sys.executable).parent
+BANNER = re.compile(r"\\r\\n(server|user-agent):|callrouter|twisted|python|aiohttp", re.I)
+"""What would name the product in a captured answer (svmap -d prints them as Python bytes)."""
+
+
+class Router:
+    """A running serve with one client whose numbers the tests create."""
+
+    def __init__(self, server: ServeProcess) -> None:
+        self.server = server
+        self.port = server.sip_port()
+        self.client_id = self.api("POST", "/v1/clients", {"name": "Acme"})["id"]
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        request = urllib.request.Request(
+            self.server.http_url + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Authorization": f"Bearer {self.server.operator_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert "Server" not in response.headers  # no HTTP banner either
+            return json.loads(response.read() or b"null")
+
+    def number(self, destination: str) -> str:
+        e164 = f"+4415166{next(NUMBERS):05d}"
+        self.api(
+            "POST",
+            "/v1/numbers",
+            {"client_id": self.client_id, "e164": e164, "destination": destination},
+        )
+        return e164
+
+
+@contextmanager
+def serving(*args: str) -> Iterator[Router]:
+    workdir = world_traversable_tempdir("callrouter-defences-")
+    server = ServeProcess(workdir / "data", "--sip-carriers", CARRIERS, *args)
+    try:
+        server.wait_ready()
+        yield Router(server)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def router() -> Iterator[Router]:
+    with serving() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def guarded() -> Iterator[Router]:
+    """Strangers hear nothing; a client may have one call up at a time."""
+    with serving("--sip-unknown-sources", "drop", "--sip-max-calls-per-client", "1") as server:
+        yield server
+
+
+def pbx(
+    tmp_path: Path, calls: int, scenario: str = "pbx_answer.xml"
+) -> tuple[subprocess.Popen[str], str]:
+    """A SIPp PBX on 127.0.0.1 answering ``calls`` calls, and its URI."""
+    port = free_port()
+    command = sipp_command(SCENARIOS / scenario, 0, tmp_path, calls=calls)
+    command[1] = "-bind_local"
+    command = [c for c in command if c != "-timeout_error"]
+    command[command.index("-p") + 1] = str(port)
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    return process, f"sip:desk@127.0.0.1:{port}"
+
+
+def test_a_flood_from_one_source_does_not_starve_another_sources_calls(
+    router: Router, tmp_path: Path
+) -> None:
+    calls = 100
+    (tmp_path / "pbx").mkdir()
+    (tmp_path / "carrier").mkdir()
+    desk, uri = pbx(tmp_path / "pbx", calls)
+    try:
+        e164 = router.number(uri)
+        carrier = subprocess.Popen(
+            sipp_command(
+                "uac",
+                router.port,
+                tmp_path / "carrier",
+                service=e164,
+                calls=calls,
+                local_ip="127.0.0.2",
+                extra=("-r", "10"),
+            ),
+            cwd=tmp_path / "carrier",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        # The flood starts once calls are flowing, so it lands in the middle of them.
+        router.server.wait_for(rf"call: \S+ to \{e164} ended answered")
+        flood = blast("127.0.0.3", ("127.0.0.1", router.port), 20_000)
+        output, _ = carrier.communicate(timeout=SIPP_TIMEOUT)
+        ended = router.server.wait_for_all(rf"call: \S+ to \{e164} ended (\w+)", calls, 30)
+    finally:
+        if desk.poll() is None:
+            desk.kill()
+        desk.communicate()
+    answered = ended.count("answered")
+    print(
+        f"\nflood: {flood.sent} packets in {flood.seconds:.2f} s ({flood.rate:,.0f}/s) from "
+        f"127.0.0.3, {len(flood.answers)} answered; legitimate calls answered "
+        f"{answered}/{calls} ({100 * answered / calls:.1f} %)"
+    )
+    assert carrier.returncode == 0, output[-3000:]
+    assert answered / calls >= 0.995
+    router.server.wait_for(r"sip: banned 127\.0\.0\.3 for 300 s: more than 16 requests in 2 s")
+    # The 16 requests before the ban got one stateless 403 each; the other 19,984 nothing.
+    assert 1 <= len(flood.answers) <= 16
+    assert all(a.startswith(b"SIP/2.0 403 ") for a in flood.answers)
+
+
+def sv(tool: str, source: str, port: int, *args: str) -> str:
+    """Run a SIPVicious tool from ``source`` against the router; its whole output."""
+    result = subprocess.run(
+        [str(SVTOOLS / f"sipvicious_{tool}"), "-b", source, "-p", str(port), *args, "127.0.0.1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.stdout + result.stderr
+
+
+def test_sipvicious_from_an_allowed_source_learns_no_product_or_version(
+    router: Router, tmp_path: Path
+) -> None:
+    found = sv("svmap", "127.0.0.2", router.port, "-d")
+    # That it is a SIP server is no secret; what it runs is.
+    assert re.search(rf"\| 127\.0\.0\.1:{router.port} +\| unknown +\|", found), found
+    assert not BANNER.search(found), found
+
+    wordlist = tmp_path / "words"
+    wordlist.write_text("secret\npassword\n1234\n")
+    # REGISTER is refused with 405 and nothing ever asks for credentials: no digest to guess.
+    cracked = sv("svcrack", "127.0.0.2", router.port, "-u", "1000", "-d", str(wordlist))
+    assert "found nothing" in cracked and "|" not in cracked, cracked
+    # Nor is there a REGISTER (or INVITE) answer that tells extensions apart.
+    for method in ("REGISTER", "INVITE"):
+        enumerated = sv("svwar", "127.0.0.2", router.port, "-e", "100-110", "-m", method)
+        assert "found nothing" in enumerated and "|" not in enumerated, enumerated
+
+
+def test_sipvicious_from_a_stranger_gets_one_403_and_no_more(router: Router) -> None:
+    found = sv("svmap", "127.0.0.4", router.port, "-d")
+    assert found.count("SIP/2.0 403 Forbidden") == 1, found
+    assert not BANNER.search(found), found
+
+
+def test_in_drop_mode_sipvicious_from_a_stranger_finds_nothing(guarded: Router) -> None:
+    found = sv("svmap", "127.0.0.4", guarded.port, "-d")
+    assert "SIP/2.0" not in found and "127.0.0.1:" not in found, found
+    assert "found nothing" in found, found
+    swept = sv("svwar", "127.0.0.4", guarded.port, "-e", "100-102", "-m", "INVITE")
+    assert "SIP/2.0" not in swept and "|" not in swept, swept
+
+
+def test_a_client_over_its_concurrent_calls_gets_503_with_retry_after(
+    guarded: Router, tmp_path: Path
+) -> None:
+    (tmp_path / "pbx").mkdir()
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    desk, uri = pbx(tmp_path / "pbx", 1)
+    first_number, second_number = guarded.number(uri), guarded.number(uri)
+    first = subprocess.Popen(
+        sipp_command(
+            "uac",
+            guarded.port,
+            tmp_path / "first",
+            service=first_number,
+            extra=("-d", "3000"),  # the caller stays on for 3 s
+        ),
+        cwd=tmp_path / "first",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        path = "/v1/calls?number=" + first_number.replace("+", "%2B")
+        while not guarded.api("GET", path)["data"]:
+            assert time.monotonic() < deadline, "the first call never started"
+            time.sleep(0.05)  # poll interval, not a wait for the event
+        second = run_sipp(
+            request_scenario("INVITE", 503, checks=(r"Retry-After: 5",)),
+            guarded.port,
+            tmp_path / "second",
+            service=second_number,
+        )
+        assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
+        output, _ = first.communicate(timeout=SIPP_TIMEOUT)
+        assert first.returncode == 0, output[-2000:]
+    finally:
+        for process in (first, desk):
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
