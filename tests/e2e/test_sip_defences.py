@@ -62,14 +62,25 @@ class Router:
             assert "Server" not in response.headers  # no HTTP banner either
             return json.loads(response.read() or b"null")
 
-    def number(self, destination: str) -> str:
+    def number(self, destination: str, client_id: str | None = None) -> str:
         e164 = f"+4415166{next(NUMBERS):05d}"
         self.api(
             "POST",
             "/v1/numbers",
-            {"client_id": self.client_id, "e164": e164, "destination": destination},
+            {"client_id": client_id or self.client_id, "e164": e164, "destination": destination},
         )
         return e164
+
+    def client(self, name: str) -> str:
+        return str(self.api("POST", "/v1/clients", {"name": name})["id"])
+
+    def wait_for_call(self, e164: str) -> None:
+        """Until the call to ``e164`` has its record (it is set up and counted)."""
+        deadline = time.monotonic() + 20
+        path = "/v1/calls?number=" + e164.replace("+", "%2B")
+        while not self.api("GET", path)["data"]:
+            assert time.monotonic() < deadline, f"no call to {e164} started"
+            time.sleep(0.05)  # poll interval, not a wait for the event
 
 
 @contextmanager
@@ -92,8 +103,15 @@ def router() -> Iterator[Router]:
 
 @pytest.fixture(scope="module")
 def guarded() -> Iterator[Router]:
-    """Strangers hear nothing; a client may have one call up at a time."""
-    with serving("--sip-unknown-sources", "drop", "--sip-max-calls-per-client", "1") as server:
+    """Strangers hear nothing; a client may have one call up at a time, the trunk two."""
+    with serving(
+        "--sip-unknown-sources",
+        "drop",
+        "--sip-max-calls-per-client",
+        "1",
+        "--sip-max-calls-per-trunk",
+        "2",
+    ) as server:
         yield server
 
 
@@ -204,44 +222,48 @@ def test_in_drop_mode_sipvicious_from_a_stranger_finds_nothing(guarded: Router) 
     assert "SIP/2.0" not in swept and "|" not in swept, swept
 
 
-def test_a_client_over_its_concurrent_calls_gets_503_with_retry_after(
+def test_calls_over_the_client_and_trunk_caps_get_503_with_retry_after(
     guarded: Router, tmp_path: Path
 ) -> None:
-    (tmp_path / "pbx").mkdir()
-    (tmp_path / "first").mkdir()
-    (tmp_path / "second").mkdir()
-    desk, uri = pbx(tmp_path / "pbx", 1)
-    first_number, second_number = guarded.number(uri), guarded.number(uri)
-    first = subprocess.Popen(
-        sipp_command(
-            "uac",
-            guarded.port,
-            tmp_path / "first",
-            service=first_number,
-            extra=("-d", "3000"),  # the caller stays on for 3 s
-        ),
-        cwd=tmp_path / "first",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        path = "/v1/calls?number=" + first_number.replace("+", "%2B")
-        while not guarded.api("GET", path)["data"]:
-            assert time.monotonic() < deadline, "the first call never started"
-            time.sleep(0.05)  # poll interval, not a wait for the event
-        second = run_sipp(
-            request_scenario("INVITE", 503, checks=(r"Retry-After: 5",)),
-            guarded.port,
-            tmp_path / "second",
-            service=second_number,
+    for name in ("pbx", "first", "second", "refused"):
+        (tmp_path / name).mkdir()
+    desk, uri = pbx(tmp_path / "pbx", 2)
+    first, same_client = guarded.number(uri), guarded.number(uri)
+    second = guarded.number(uri, guarded.client("Beta"))
+    third = guarded.number(uri, guarded.client("Gamma"))
+    up: list[subprocess.Popen[str]] = []
+
+    def hold(e164: str, folder: str) -> None:
+        """A call that stays up for 4 s once answered."""
+        command = sipp_command(
+            "uac", guarded.port, tmp_path / folder, service=e164, extra=("-d", "4000")
         )
-        assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-        output, _ = first.communicate(timeout=SIPP_TIMEOUT)
-        assert first.returncode == 0, output[-2000:]
+        up.append(
+            subprocess.Popen(
+                command,
+                cwd=tmp_path / folder,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        guarded.wait_for_call(e164)
+
+    def refused(e164: str) -> None:
+        busy = request_scenario("INVITE", 503, checks=(r"Retry-After: 5",))
+        result = run_sipp(busy, guarded.port, tmp_path / "refused", service=e164)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+    try:
+        hold(first, "first")
+        refused(same_client)  # Acme has its one call
+        hold(second, "second")  # Beta may: the trunk carries one call so far
+        refused(third)  # Gamma may not: the trunk carries two
+        for call in up:
+            output, _ = call.communicate(timeout=SIPP_TIMEOUT)
+            assert call.returncode == 0, output[-2000:]
     finally:
-        for process in (first, desk):
+        for process in (*up, desk):
             if process.poll() is None:
                 process.kill()
             process.communicate()
