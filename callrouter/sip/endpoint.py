@@ -86,8 +86,11 @@ def rejection_for(data: bytes, error: ParseError, agent: str = "") -> Response |
         name, colon, value = line.partition(":")
         if colon and canonical_name(name.strip()) in ("via", "from", "to", "call-id", "cseq"):
             headers.add(name.strip(), value.strip())
-    if headers.get("via") is None:
-        return None
+    try:
+        if headers.get("via") is None:
+            return None
+    except ParseError:
+        return None  # a Via that cannot even be split says nowhere to answer (bench/fuzz_sip.py)
     response = Response(error.status, REASONS.get(error.status, "Bad Request"), headers)
     # Warning 399 carries the reason for the peer's logs; its warn-agent is a pseudonym (§20.43)
     # so that no product name reaches a scanner unless the operator configured one.

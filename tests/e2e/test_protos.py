@@ -29,7 +29,7 @@ from tests.e2e.sipp import SCENARIOS, free_port, run_sipp, sipp_command
 from tests.e2e.test_sip_defences import Router
 
 SOURCE = "127.0.0.2"
-BATCH = 100
+BATCH = 250
 QUIET = 0.1
 """A batch waits for its answers until none has come for this long (late ones still count)."""
 PATIENCE = 1.0
