@@ -24,9 +24,9 @@ import pytest
 
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.protos import ARCHIVE, Case, cases, fill
+from tests.e2e.router_api import Router
 from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import SCENARIOS, free_port, run_sipp, sipp_command
-from tests.e2e.test_sip_defences import Router
 
 SOURCE = "127.0.0.2"
 BATCH = 250
