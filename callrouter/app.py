@@ -215,6 +215,7 @@ async def _start_sip(
         privacy=privacy_rights.suppressions.treatment,
     )
     media_events.b2bua = b2bua
+    source_policy.dialogs = b2bua.holds_dialog
 
     async def find_number(e164: str) -> Number | None:
         return await numbers.find_by_e164(pool, e164)

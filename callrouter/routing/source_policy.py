@@ -5,11 +5,11 @@ no open transaction:
 
 1. a banned source is dropped before its bytes are parsed;
 2. every request counts towards its source's flood limit: a trunk's sources get the generous
-   ``carrier`` limit (a carrier's bursts are legitimate), in-dialog requests from elsewhere (a
-   destination's BYE) the same, and dialog-opening requests from strangers the strict one; past
-   it the source is banned (dropped, unanswered) for ``ban_seconds``;
-3. a dialog-opening request from outside every trunk gets one stateless 403, or nothing in
-   ``drop`` mode;
+   ``carrier`` limit (a carrier's bursts are legitimate), requests in one of our dialogs from
+   elsewhere (a destination's BYE) the same, and every other request from a stranger the strict
+   one; past it the source is banned (dropped, unanswered) for ``ban_seconds``;
+3. any other request from outside every trunk gets one stateless 403, or nothing in ``drop``
+   mode;
 4. each (source, method) pair has its own token bucket, so an OPTIONS flood cannot spend a
    carrier's INVITE budget; past it, one stateless 503 with Retry-After.
 
@@ -89,6 +89,9 @@ class SourcePolicy:
     method_rates: Mapping[str, MethodRate] = field(default_factory=dict)
     drop_unknown: bool = False
     max_sources: int = 100_000
+    dialogs: Callable[[Request], bool] | None = None
+    """Whether a request with a To tag belongs to a dialog we hold (the B2BUA's); None trusts
+    the tag."""
     warn: Callable[[str], None] = field(default=log.warning)
     """Where the one line per ban goes."""
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
@@ -107,7 +110,9 @@ class SourcePolicy:
     def screen(self, request: Request, flow: Flow, now: float) -> Verdict:
         host = flow.host
         trunk = self.trunks.for_source(host)
-        in_dialog = request.to.tag is not None
+        in_dialog = request.to.tag is not None and (
+            trunk is not None or self.dialogs is None or self.dialogs(request)
+        )
         limit = self.carrier if trunk is not None or in_dialog else self.strict
         if self._flooding(host, limit, now):
             return _DROP

@@ -68,18 +68,18 @@ def guarded() -> Iterator[Router]:
 
 
 def pbx(
-    tmp_path: Path, calls: int, scenario: str = "pbx_answer.xml"
+    tmp_path: Path, calls: int, scenario: str = "pbx_answer.xml", host: str = "127.0.0.1"
 ) -> tuple[subprocess.Popen[str], str]:
-    """A SIPp PBX on 127.0.0.1 answering ``calls`` calls, and its URI."""
+    """A SIPp PBX on ``host`` answering ``calls`` calls, and its URI."""
     port = free_port()
-    command = sipp_command(SCENARIOS / scenario, 0, tmp_path, calls=calls)
+    command = sipp_command(SCENARIOS / scenario, 0, tmp_path, calls=calls, local_ip=host)
     command[1] = "-bind_local"
     command = [c for c in command if c != "-timeout_error"]
     command[command.index("-p") + 1] = str(port)
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    return process, f"sip:desk@127.0.0.1:{port}"
+    return process, f"sip:desk@{host}:{port}"
 
 
 def test_a_flood_from_one_source_does_not_starve_another_sources_calls(
@@ -220,3 +220,25 @@ def test_calls_over_the_client_and_trunk_caps_get_503_with_retry_after(
             if process.poll() is None:
                 process.kill()
             process.communicate()
+
+
+def test_a_destination_outside_every_trunk_still_hangs_up_its_call(
+    guarded: Router, tmp_path: Path
+) -> None:
+    """In drop mode strangers hear nothing, but the PBX the router called (127.0.0.5, in no
+    trunk) is no stranger inside its own dialog: its BYE ends the call."""
+    (tmp_path / "pbx").mkdir()
+    desk, uri = pbx(tmp_path / "pbx", 1, "pbx_hangs_up.xml", host="127.0.0.5")
+    try:
+        e164 = guarded.number(uri, guarded.client("Delta"))
+        result = run_sipp(
+            SCENARIOS / "carrier_callee_hangs_up.xml", guarded.port, tmp_path, service=e164
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        output, _ = desk.communicate(timeout=SIPP_TIMEOUT)
+        assert desk.returncode == 0, output[-2000:]
+        guarded.server.wait_for(rf"call: \S+ to \{e164} ended answered", 30)
+    finally:
+        if desk.poll() is None:
+            desk.kill()
+        desk.communicate()

@@ -150,23 +150,34 @@ def test_a_carrier_beyond_its_flood_limit_is_banned_too() -> None:
     assert admission.pike.banned("192.0.2.10", 1.0)
 
 
+BYE = (
+    b"BYE sip:router@198.51.100.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 198.51.100.77:5060;branch=z9hG4bK-bye-1\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"From: <sip:dest@198.51.100.77>;tag=d1\r\n"
+    b"To: <sip:router@198.51.100.1>;tag=r1\r\n"
+    b"Call-ID: out-1@198.51.100.1\r\n"
+    b"CSeq: 2 BYE\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+"""A destination hanging up a call the router placed to it."""
+
+
 def test_a_destination_outside_every_trunk_still_reaches_its_dialog() -> None:
-    admission = policy()
+    admission = policy(dialogs=lambda request: request.call_id == "out-1@198.51.100.1")
     ep = endpoint(admission)
-    bye = (
-        b"BYE sip:router@198.51.100.1 SIP/2.0\r\n"
-        b"Via: SIP/2.0/UDP 198.51.100.77:5060;branch=z9hG4bK-bye-1\r\n"
-        b"Max-Forwards: 70\r\n"
-        b"From: <sip:dest@198.51.100.77>;tag=d1\r\n"
-        b"To: <sip:router@198.51.100.1>;tag=r1\r\n"
-        b"Call-ID: out-1@198.51.100.1\r\n"
-        b"CSeq: 2 BYE\r\n"
-        b"Content-Length: 0\r\n\r\n"
-    )
     for i in range(30):  # 30 BYEs in 2 s: more than the strict limit, a busy PBX's evening
-        ep.receive(bye.replace(b"bye-1", f"bye-{i}".encode()), DESTINATION, i * 0.05)
+        ep.receive(BYE.replace(b"bye-1", f"bye-{i}".encode()), DESTINATION, i * 0.05)
     assert admission.pike.bans == 0
     assert sum(isinstance(e, RequestReceived) for e in drain(ep)) == 30
+
+
+def test_a_stranger_inventing_a_to_tag_is_a_stranger_still() -> None:
+    admission = policy(drop=True, dialogs=lambda request: False)
+    ep = endpoint(admission)
+    ep.receive(BYE, DESTINATION, 0.0)
+    assert sent(ep) == [] and drain(ep) == [] and ep.transaction_count == 0
+    assert admission.rejected["allowlist"] == 1
 
 
 def test_malformed_messages_from_carriers_are_answered_400_and_counted() -> None:
