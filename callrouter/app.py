@@ -51,8 +51,11 @@ from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
+from callrouter.routing.source_policy import MethodRate, SourcePolicy, parse_method_rates
 from callrouter.routing.trunks import CONFIG_TRUNK, Trunk, TrunkTable, parse_networks
 from callrouter.sip.endpoint import SipEndpoint
+from callrouter.sip.message import Limits
+from callrouter.sip.pike import FloodLimit, Pike
 from callrouter.sip.transactions import Timers
 from callrouter.store import api_keys, calls, numbers, trunks
 from callrouter.store.call_journal import CallJournal
@@ -87,6 +90,8 @@ class RunningServer:
     metrics_url: str
     """Where Prometheus scrapes (the API's port unless ``[metrics] port`` is set)."""
     metrics: Metrics
+    sip_policy: SourcePolicy
+    """Admission of SIP sources; its ``rejected`` counts refusals by reason."""
 
 
 @asynccontextmanager
@@ -259,7 +264,7 @@ async def _start_sip(
     dialplans: DialplanLibrary,
     supervisor: Supervisor,
     metrics: Metrics,
-) -> tuple[FrontDoor, list[Listening]]:
+) -> tuple[FrontDoor, SourcePolicy, list[Listening]]:
     sip = config.sip
     try:
         configured = Trunk(
@@ -275,6 +280,16 @@ async def _start_sip(
     if sip.unknown_sources not in ("403", "drop"):
         raise ConfigError(f"sip.unknown_sources: {sip.unknown_sources!r} is not 403 or drop")
     limits = _stream_limits(config)
+    try:
+        method_rates = parse_method_rates(sip.method_rates)
+        strict = FloodLimit(sip.flood_requests, sip.flood_window) if sip.flood_requests else None
+        carrier = (
+            FloodLimit(sip.carrier_flood_requests, sip.flood_window)
+            if sip.carrier_flood_requests
+            else None
+        )
+    except ValueError as exc:
+        raise ConfigError(f"sip.method_rates / sip.flood_*: {exc}") from None
     tls = None
     if sip.tls_port is not None:
         if sip.tls_certificate is None or sip.tls_private_key is None:
@@ -292,7 +307,22 @@ async def _start_sip(
     journal = await stack.enter_async_context(CallJournal(pool))
 
     reactor = asyncio_reactor(asyncio.get_running_loop())
-    endpoint = SipEndpoint({}, Timers(sip.t1, sip.t2, sip.t4))
+    source_policy = SourcePolicy(
+        trunk_table,
+        MethodRate(sip.rate_per_second, sip.rate_burst),
+        strict,
+        carrier,
+        Pike(sip.ban_seconds),
+        method_rates,
+        drop_unknown=sip.unknown_sources == "drop",
+    )
+    endpoint = SipEndpoint(
+        {},
+        Timers(sip.t1, sip.t2, sip.t4),
+        Limits(sip.max_message_bytes, sip.max_headers),
+        source_policy,
+        sip.agent,
+    )
     service = SipService(endpoint, reactor)
     stack.callback(service.close)
     b2bua = B2bua(
@@ -310,6 +340,7 @@ async def _start_sip(
         metrics=metrics,
     )
     media_events.b2bua = b2bua
+    source_policy.dialogs = b2bua.holds_dialog
 
     async def find_number(e164: str) -> Number | None:
         return await numbers.find_by_e164(pool, e164)
@@ -317,10 +348,10 @@ async def _start_sip(
     front_door = FrontDoor(
         service.respond,
         find_number,
-        reactor.seconds,
         trunk_table,
-        TokenBuckets(sip.rate_per_second, sip.rate_burst),
         calls=b2bua,
+        max_calls_per_trunk=sip.max_calls_per_trunk,
+        max_calls_per_client=sip.max_calls_per_client,
     )
     service.handler = front_door.handle
     state = metrics.state
@@ -329,12 +360,10 @@ async def _start_sip(
     state.sip_requests = lambda: endpoint.counters.requests
     state.sip_responses = lambda: endpoint.counters.responses
     state.sip_retransmissions = lambda: endpoint.counters.retransmissions
-    state.sip_rejected = lambda: front_door.refused
+    state.sip_rejected = lambda: source_policy.rejected
     state.journal_lag = lambda: journal.lag(datetime.now(UTC))
-    if sip.unknown_sources == "drop":
-        service.admit = front_door.admit
     # A source outside every trunk could only be refused over TCP too: it holds no socket.
-    inbound = InboundConnections(limits, front_door.admit)
+    inbound = InboundConnections(limits, source_policy.admits_source)
     listening = await open_listeners(
         reactor,
         service,
@@ -354,7 +383,7 @@ async def _start_sip(
         for transport, a in service.addresses.listeners.items()
     )
     say(f"sip: Via and Contact name {shown}")
-    return front_door, listening
+    return front_door, source_policy, listening
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -636,6 +665,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             metrics=metrics,
             scrape=refresh if config.metrics.port is None else None,
             readiness=readiness_check(pool, media_events.worker),
+            server_header=config.http.server_header,
         )
         http_url = await _start_http(app, config, guard, stack)
         say(f"http: listening on {http_url}")
@@ -647,7 +677,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
                 + METRICS_PATH
             )
         say(f"metrics: {metrics_url}")
-        front_door, listening = await _start_sip(
+        front_door, sip_policy, listening = await _start_sip(
             config,
             pool,
             stack,
@@ -670,7 +700,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
             drop_to(account)
             say(f"privileges: running as {account.name} (uid {account.uid})")
-        yield RunningServer(dsn, http_url, listening, front_door, metrics_url, metrics)
+        yield RunningServer(dsn, http_url, listening, front_door, metrics_url, metrics, sip_policy)
 
 
 def _check_advertise(config: Config) -> None:

@@ -84,6 +84,9 @@ class HttpConfig:
     body_timeout: float = setting(
         30.0, "Seconds a request body may take to arrive once its headers are in (answer: 408)."
     )
+    server_header: str = setting(
+        "", "Value of the HTTP Server header; empty sends none (a banner only helps scanners)."
+    )
     webhooks_to_private_addresses: bool = setting(
         False,
         "Allow webhook endpoints on loopback and private networks (labs and tests only: it "
@@ -122,12 +125,46 @@ class SipConfig:
     country: str = setting(
         "GB", "Region for numbers the `config` trunk writes nationally (0151 ... is +44151 ...)."
     )
-    rate_per_second: float = setting(50.0, "Sustained SIP requests per second per source address.")
-    rate_burst: int = setting(200, "SIP requests per source address allowed in a burst.")
+    rate_per_second: float = setting(
+        50.0, "Sustained SIP requests per second per source address and method."
+    )
+    rate_burst: int = setting(200, "SIP requests per source address and method in a burst.")
+    method_rates: str = setting(
+        "OPTIONS=10/50",
+        "Per-method overrides of the rate: comma-separated METHOD=rate/burst. Over its rate a "
+        "source gets one stateless 503 with Retry-After.",
+    )
     unknown_sources: str = setting(
         "403",
-        'What a source outside `carriers` gets: "403" (Forbidden) or "drop" (silence); '
-        "over TCP and TLS its connection is closed at accept either way.",
+        'What a source outside `carriers` gets: "403" (one stateless Forbidden) or "drop" '
+        "(silence); over TCP and TLS its connection is closed at accept either way.",
+    )
+    flood_requests: int = setting(
+        16,
+        "Requests a source outside every trunk may send in `flood_window` seconds before it is "
+        "banned (dropped unanswered) for `ban_seconds`; 0 turns the ban off.",
+    )
+    flood_window: float = setting(2.0, "Seconds over which flood requests are counted.")
+    carrier_flood_requests: int = setting(
+        4000,
+        "The same for trunk sources and in-dialog requests, whose bursts are legitimate; "
+        "0 turns the ban off.",
+    )
+    ban_seconds: float = setting(300.0, "Seconds a flooding source stays banned.")
+    max_message_bytes: int = setting(
+        65535, "Largest SIP message accepted; larger ones are dropped (streams closed)."
+    )
+    max_headers: int = setting(128, "Most header fields a SIP message may carry.")
+    max_calls_per_trunk: int = setting(
+        2000, "Calls up at once from one trunk; beyond, 503 with Retry-After. 0: no cap."
+    )
+    max_calls_per_client: int = setting(
+        500, "Calls up at once to one client's numbers; beyond, 503 with Retry-After. 0: no cap."
+    )
+    agent: str = setting(
+        "",
+        "Product token sent as SIP Server / User-Agent and as warn-agent; empty names no "
+        "product or version.",
     )
     listen_backlog: int = setting(
         1024, "Listen queue of the SIP TCP and TLS sockets (capped by somaxconn)."

@@ -49,7 +49,8 @@ start_kamailio() {
   PROXY_PID=$(cat "$PROXY_TMP/kamailio.pid")
 }
 
-# callrouter serve with a fresh embedded PostgreSQL, no rate limit, and NUMBER
+# callrouter serve with a fresh embedded PostgreSQL, no rate limit, flood ban or
+# concurrency cap (the figures measure throughput, not the defences), and NUMBER
 # routed to the UAS; PROXY_PID is the Python process (its direct children, the
 # PostgreSQL postmaster among them, count towards the CPU figures).
 start_router() {
@@ -60,6 +61,7 @@ start_router() {
   timeout -s TERM "$PROXY_MAX_S" "$PY" -m callrouter serve --data-dir "$PROXY_TMP/data" \
     --dialplans-dir "$PROXY_TMP/dialplans" --http-port "$ROUTER_HTTP_PORT" \
     --sip-port "$ROUTER_PORT" --sip-rate-per-second 1000000 --sip-rate-burst 1000000 \
+    --sip-carrier-flood-requests 0 --sip-max-calls-per-trunk 0 --sip-max-calls-per-client 0 \
     >"$PROXY_TMP/router.log" 2>&1 &
   PROXY_WRAP=$!
   local _; for _ in $(seq 600); do grep -q ' ready$' "$PROXY_TMP/router.log" && break; sleep 0.1; done

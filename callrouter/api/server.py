@@ -109,10 +109,18 @@ async def problem_middleware(request: web.Request, handler: _Handler) -> web.Str
     return response
 
 
-async def _hide_banner(_request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Server"] = "callrouter"
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Cache-Control", "no-store")
+def _banner(server_header: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """aiohttp names itself and Python's version in Server; only the operator's value goes out
+    (none by default), since a banner only helps scanners pick their exploit."""
+
+    async def hide_banner(_request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.popall("Server", None)
+        if server_header:
+            response.headers["Server"] = server_header
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+
+    return hide_banner
 
 
 def build_api(
@@ -134,6 +142,7 @@ def build_api(
     metrics: Metrics | None = None,
     scrape: Refresh | None = None,
     readiness: ReadinessCheck | None = None,
+    server_header: str = "",
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -148,6 +157,7 @@ def build_api(
     :param body_timeout: seconds a request body may take once its headers are in.
     :param metrics: counts requests; with ``scrape`` (what to refresh before a scrape) it
         is also served at /metrics, outside the key auth.
+    :param server_header: the HTTP Server header's value; empty sends none.
     """
     endpoints = ENDPOINTS if endpoints is None else endpoints
     if privacy_rights is None:
@@ -184,7 +194,7 @@ def build_api(
         app[READINESS] = readiness
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
-    app.on_response_prepare.append(_hide_banner)
+    app.on_response_prepare.append(_banner(server_header))
     register(app, endpoints)
     if metrics is not None and scrape is not None:
         add_metrics_route(app, metrics, scrape)

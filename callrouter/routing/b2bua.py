@@ -234,6 +234,11 @@ class B2bua:
         self._from_leg(call, event, from_caller=from_caller)
         return True
 
+    def holds_dialog(self, request: Request) -> bool:
+        """Whether a request with a To tag belongs to one of our calls (the source policy asks,
+        so that a stranger cannot pass for a destination by inventing a tag)."""
+        return self._leg_of(request) is not None
+
     def ack(self, event: AckReceived) -> bool:
         found = self._leg_of(event.request)
         if found is None:

@@ -1,10 +1,10 @@
 """The first answer to every inbound SIP request: admission, screening, OPTIONS, unknown numbers.
 
-Admission comes before any work (Kamailio's permissions and pike modules are the model): a source
-outside the carrier allowlist gets 403, a source over its rate gets 503 with Retry-After. Then
-RFC 3261 screening (405, 416, 420, 415, 483), OPTIONS keep-alives, and INVITEs for numbers that
-are not ours (404). Calls to our numbers go to the call handler; out-of-dialog BYE and friends get
-481.
+Sources were admitted below, before any transaction existed (``source_policy``: allowlist, rate
+limits, flood bans, each refusal stateless). Here come RFC 3261 screening (405, 416, 420, 415,
+483), OPTIONS keep-alives, INVITEs for numbers that are not ours (404) and the concurrency caps per
+trunk and per client (503 with Retry-After). Calls to our numbers go to the call handler;
+out-of-dialog BYE and friends get 481.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from callrouter.ratelimit import TokenBuckets
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.trunks import Trunk, TrunkTable, normalise
 from callrouter.sip.errors import SipError
@@ -24,7 +22,6 @@ from callrouter.sip.events import (
     AckReceived,
     CancelReceived,
     Event,
-    MessageRejected,
     RequestReceived,
     ResponseReceived,
     TransactionTimedOut,
@@ -85,34 +82,28 @@ class FrontDoor:
 
     :param respond: sends a response in a server transaction (``SipService.respond``).
     :param find_number: the tracking number for an E.164 number, or None.
-    :param clock: seconds, for the rate limiter.
     :param trunks: the carriers allowed to send requests, and how to read theirs.
     :param calls: the B2BUA that takes calls to our numbers.
+    :param max_calls_per_trunk: calls up at once from one trunk; 0 for no cap.
+    :param max_calls_per_client: calls up at once to one client's numbers; 0 for no cap.
     """
 
     respond: Responder
     find_number: NumberLookup
-    clock: Callable[[], float]
     trunks: TrunkTable
-    buckets: TokenBuckets
     calls: B2bua | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
+    max_calls_per_trunk: int = 0
+    max_calls_per_client: int = 0
+    busy_retry_after: int = 5
+    """Seconds in the Retry-After of a 503 for a cap reached."""
     rejected: dict[int, int] = field(default_factory=dict)
-    refused: Counter[str] = field(default_factory=Counter)
-    """Requests refused before routing, by reason: allowlist, rate, malformed (metrics)."""
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-
-    def admit(self, host: str) -> bool:
-        """Whether a source may talk to us at all (used to drop silently when so configured)."""
-        if self.trunks.for_source(host) is None:
-            self.refused["allowlist"] += 1
-            return False
-        return True
 
     def handle(self, event: Event) -> None:
         calls = self.calls
         if isinstance(event, RequestReceived):
-            if calls is not None and event.request.to.tag is not None and self._admitted(event):
+            if calls is not None and event.request.to.tag is not None:
                 if not calls.in_dialog(event):
                     self._answer(event.transaction_id, event.request.response(481))
                 return
@@ -132,16 +123,6 @@ class FrontDoor:
             calls.ack(event)
         elif calls is not None and isinstance(event, TransactionTimedOut):
             calls.timed_out(event)
-        elif isinstance(event, MessageRejected):
-            self.refused["malformed"] += 1
-
-    def _admitted(self, event: RequestReceived) -> bool:
-        """In-dialog requests come from carriers and from destinations alike; the dialog match is
-        the check, so only the rate limit applies."""
-        if self.buckets.take(event.flow.host, self.clock()) == 0:
-            return True
-        self.refused["rate"] += 1
-        return False
 
     def _answer(self, tid: str, response: Response) -> None:
         if response.status >= 300:
@@ -155,15 +136,8 @@ class FrontDoor:
             return
         trunk = self.trunks.for_source(event.flow.host)
         if trunk is None:
-            self.refused["allowlist"] += 1
+            # Only a policy that admits strangers lets one through (a bare endpoint in tests).
             self._answer(tid, request.response(403, to_tag=_tag()))
-            return
-        wait = self.buckets.take(event.flow.host, self.clock())
-        if wait > 0:
-            self.refused["rate"] += 1
-            busy = request.response(503, to_tag=_tag())
-            busy.headers.add("Retry-After", str(max(1, round(wait))))
-            self._answer(tid, busy)
             return
         refusal = screen(request, self.capabilities, _tag())
         if refusal is not None:
@@ -188,6 +162,11 @@ class FrontDoor:
         if self.calls is None:
             self._answer(tid, request.response(480, to_tag=_tag()))
             return
+        if self._at_capacity(trunk, number):
+            busy = request.response(503, to_tag=_tag())
+            busy.headers.add("Retry-After", str(self.busy_retry_after))
+            self._answer(tid, busy)
+            return
         self.calls.start(
             request,
             tid,
@@ -195,6 +174,21 @@ class FrontDoor:
             number,
             caller=caller_number(request, trunk.country),
             trunk=trunk,
+        )
+
+    def _at_capacity(self, trunk: Trunk, number: Number) -> bool:
+        """Whether one more call from ``trunk`` to ``number`` would pass a concurrency cap."""
+        if self.calls is None or not (self.max_calls_per_trunk or self.max_calls_per_client):
+            return False
+        from_trunk = to_client = 0
+        for call in self.calls.calls.values():
+            if call.trunk is not None and call.trunk.name == trunk.name:
+                from_trunk += 1
+            if call.number.client_id == number.client_id:
+                to_client += 1
+        return bool(
+            (self.max_calls_per_trunk and from_trunk >= self.max_calls_per_trunk)
+            or (self.max_calls_per_client and to_client >= self.max_calls_per_client)
         )
 
 

@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from callrouter.sip.admission import Admission, Drop, Verdict, admit_everyone
 from callrouter.sip.errors import LocalError, ParseError
 from callrouter.sip.events import (
     AckReceived,
@@ -75,7 +76,7 @@ def response_flow(response: Response, received_on: Flow) -> Flow:
     return Flow(received_on.transport, host.strip("[]"), port)
 
 
-def rejection_for(data: bytes, error: ParseError) -> Response | None:
+def rejection_for(data: bytes, error: ParseError, agent: str = "") -> Response | None:
     """A stateless answer to bytes that failed to parse, built from whatever fields can be read."""
     if error.status is None:
         return None
@@ -85,12 +86,16 @@ def rejection_for(data: bytes, error: ParseError) -> Response | None:
         name, colon, value = line.partition(":")
         if colon and canonical_name(name.strip()) in ("via", "from", "to", "call-id", "cseq"):
             headers.add(name.strip(), value.strip())
-    if headers.get("via") is None:
-        return None
+    try:
+        if headers.get("via") is None:
+            return None
+    except ParseError:
+        return None  # a Via that cannot even be split says nowhere to answer (bench/fuzz_sip.py)
     response = Response(error.status, REASONS.get(error.status, "Bad Request"), headers)
-    # Warning 399 carries the reason for the peer's logs without naming our software (§20.43).
+    # Warning 399 carries the reason for the peer's logs; its warn-agent is a pseudonym (§20.43)
+    # so that no product name reaches a scanner unless the operator configured one.
     warning = error.reason.replace('"', "'")[:200]
-    response.headers.add("Warning", f'399 callrouter "{warning}"')
+    response.headers.add("Warning", f'399 {agent or "-"} "{warning}"')
     return response
 
 
@@ -112,12 +117,16 @@ class SipEndpoint:
 
     :param advertised: per transport, the host:port written in our Via headers unless
         ``send_request`` is given one.
+    :param admission: who may open transactions; refusals are sent statelessly, once.
+    :param agent: product token for Server, User-Agent and warn-agent; empty sends none.
     :param new_token: where branch parameters and tags come from (injected for tests).
     """
 
     advertised: dict[str, str]
     timers: Timers = field(default_factory=Timers)
     limits: Limits = field(default_factory=Limits)
+    admission: Admission = field(default=admit_everyone)
+    agent: str = ""
     new_token: Callable[[], str] = field(default=lambda: secrets.token_hex(8))
     counters: SipCounters = field(default_factory=SipCounters)
     _server: dict[str, ServerInvite | ServerNonInvite] = field(default_factory=dict)
@@ -160,10 +169,15 @@ class SipEndpoint:
 
     def receive(self, data: bytes, flow: Flow, now: float) -> None:
         """One datagram, or one framed message from a stream."""
+        if not self.admission.admit_datagram(flow.host, now):
+            return
         try:
             message = parse_message(data, self.limits, stream=flow.reliable)
         except ParseError as exc:
-            self._reject(data, exc, flow)
+            if self.admission.malformed(flow.host, now):
+                self._reject(data, exc, flow)
+            else:
+                self._events.append(MessageRejected(exc.reason, None, flow))
             return
         if isinstance(message, Response):
             self._receive_response(message, flow, now)
@@ -194,6 +208,8 @@ class SipEndpoint:
         request.headers.add(
             "Via", f"SIP/2.0/{flow.transport.upper()} {sent_by};branch={branch};rport", first=True
         )
+        if self.agent:
+            request.headers.add("User-Agent", self.agent)
         tid = _client_key(branch, request.method)
         cls = ClientInvite if request.method == "INVITE" else ClientNonInvite
         tx = cls(tid, request, flow.reliable, self.timers)
@@ -262,11 +278,10 @@ class SipEndpoint:
     def _drain(self, tx: Transaction, now: float) -> None:
         flow = self._flows[tx.id]
         for message in tx.outgoing:
-            target = flow
             if isinstance(message, Response):
-                target = response_flow(message, flow)
-                self.counters.responses[message.status] += 1
-            self._out.append(Transmission(message.to_bytes(), target))
+                self._send_response(message, flow)
+            else:
+                self._out.append(Transmission(message.to_bytes(), flow))
         tx.outgoing.clear()
         self._events.extend(tx.events)
         tx.events.clear()
@@ -279,7 +294,7 @@ class SipEndpoint:
             self._schedule(tx)
 
     def _reject(self, data: bytes, error: ParseError, flow: Flow) -> None:
-        response = rejection_for(data, error)
+        response = rejection_for(data, error, self.agent)
         if response is None:
             self._events.append(MessageRejected(error.reason, None, flow))
             return
@@ -318,6 +333,11 @@ class SipEndpoint:
             request.headers.add("Via", str(stamped), first=True)
         tid = _server_key(request)
         tx = self._server.get(tid)
+        if tx is None:
+            verdict = self.admission.screen(request, flow, now)
+            if verdict is not None:
+                self._refuse(request, verdict, flow)
+                return
         if request.method == "ACK":
             if tx is not None and tx.state is not State.ACCEPTED:
                 tx.receive_request(request, now)
@@ -340,6 +360,21 @@ class SipEndpoint:
             self._drain(tx, now)
             return
         self._events.append(RequestReceived(request, tid, flow))
+
+    def _refuse(self, request: Request, verdict: Verdict, flow: Flow) -> None:
+        """A stateless answer: no transaction, so nothing is ever retransmitted (§8.2.6.1)."""
+        if verdict is None or isinstance(verdict, Drop) or request.method == "ACK":
+            return
+        response = request.response(verdict.status, to_tag=self.new_token())
+        if verdict.retry_after is not None:
+            response.headers.add("Retry-After", str(verdict.retry_after))
+        self._send_response(response, flow)
+
+    def _send_response(self, response: Response, flow: Flow) -> None:
+        if self.agent and response.headers.get("server") is None:  # retransmissions have it
+            response.headers.add("Server", self.agent)
+        self.counters.responses[response.status] += 1
+        self._out.append(Transmission(response.to_bytes(), response_flow(response, flow)))
 
     def _new_server(
         self, tid: str, request: Request, flow: Flow, now: float

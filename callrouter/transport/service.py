@@ -50,8 +50,6 @@ class SipService:
     endpoint: SipEndpoint
     clock: Clock
     handler: Handler = field(default=lambda event: None)
-    admit: Callable[[str], bool] = field(default=lambda host: True)
-    """Sources refused here are dropped before any parsing (a silent allowlist)."""
     senders: dict[str, Sender] = field(default_factory=dict)
     addresses: LocalAddresses | None = None
     """What each listener advertises; None: the endpoint's fixed ``advertised`` table."""
@@ -61,8 +59,6 @@ class SipService:
 
     def receive(self, data: bytes, flow: Flow) -> None:
         """Bytes from a transport: one datagram or one framed stream message."""
-        if not self.admit(flow.host):
-            return
         self.endpoint.receive(data, flow, self.clock.seconds())
         self.flush()
 
