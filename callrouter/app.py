@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,17 +33,20 @@ from callrouter.recordings import Recordings
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
+from callrouter.routing.directory import NumberDirectory
 from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.trunks import CONFIG_TRUNK, Trunk, TrunkTable, parse_networks
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.transactions import Timers
 from callrouter.store import api_keys, calls, numbers, trunks
+from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
+from callrouter.store.heartbeat import Heartbeat
 from callrouter.store.migrations import migrate
-from callrouter.store.numbers import Number
+from callrouter.store.spool import EventSpool
 from callrouter.transport.listeners import Listening, open_listeners, tls_options
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
@@ -55,6 +58,9 @@ log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
 """Where start-up facts for the operator go (the CLI prints them)."""
+
+HEARTBEAT_SECONDS = 1.0
+"""How often the heartbeat file is written: an interrupted call's end is known to this."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +74,20 @@ class RunningServer:
 
 
 @asynccontextmanager
-async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterator[str]:
+async def database_dsn(
+    config: Config,
+    say: Say,
+    *,
+    owner: bool,
+    availability: DatabaseAvailability | None = None,
+) -> AsyncIterator[str]:
     """The DSN to use: the configured URL, or an embedded server under the data directory.
 
     :param owner: True for ``serve``, which holds the data directory lock. A short-lived
         command (``migrate``, ``keys``) that finds a server running attaches to its socket
         instead of starting a second PostgreSQL on the same files.
+    :param availability: given, the embedded server is supervised (restarted when it dies,
+        with backoff) and its deaths and returns are reported there.
     """
     if config.database.url:
         yield config.database.url
@@ -93,6 +107,13 @@ async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterato
         if await ensure_database(server.admin_dsn, DATABASE) or first_start:
             say(f"database: created an embedded PostgreSQL cluster in {root}")
         say(f"database: embedded PostgreSQL in {root} (Unix socket only, pid {server.pid})")
+        if availability is not None:
+
+            def changed(up: bool) -> None:
+                availability.report(up, "embedded PostgreSQL exited")
+
+            supervisor = asyncio.create_task(server.supervise(say, changed), name="pg-supervisor")
+            stack.push_async_callback(_cancel, supervisor)
         yield server.dsn
 
 
@@ -133,6 +154,8 @@ async def _start_sip(
     webhook_sender: WebhookSender,
     media_events: MediaEvents,
     privacy_rights: PrivacyRights,
+    journal: CallJournal,
+    directory: NumberDirectory,
 ) -> tuple[FrontDoor, list[Listening]]:
     sip = config.sip
     try:
@@ -164,7 +187,6 @@ async def _start_sip(
     dialplans = DialplanLibrary(config.dialplans_dir, say)
     dialplans.refresh()
     stack.push_async_callback(_cancel, asyncio.create_task(_watch(dialplans, config)))
-    journal = await stack.enter_async_context(CallJournal(pool))
 
     reactor = asyncio_reactor(asyncio.get_running_loop())
     endpoint = SipEndpoint({}, Timers(sip.t1, sip.t2, sip.t4))
@@ -186,12 +208,10 @@ async def _start_sip(
     )
     media_events.b2bua = b2bua
 
-    async def find_number(e164: str) -> Number | None:
-        return await numbers.find_by_e164(pool, e164)
-
+    directory.load(await numbers.list_all(pool))
     front_door = FrontDoor(
         service.respond,
-        find_number,
+        directory.find,
         reactor.seconds,
         trunk_table,
         TokenBuckets(sip.rate_per_second, sip.rate_burst),
@@ -274,6 +294,22 @@ class MediaEvents:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("media: %s", task.exception())
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What /v1/ready checks: the database answers now, and the media worker (when one is
+    configured) is running."""
+
+    availability: DatabaseAvailability
+    probe: Callable[[], Awaitable[object]]
+    media: MediaEvents
+
+    async def check(self) -> dict[str, bool]:
+        parts = {"database": await self.availability.check(self.probe)}
+        if self.media.worker is not None:
+            parts["media"] = self.media.worker.running
+        return parts
 
 
 async def _start_media(
@@ -380,15 +416,34 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
     async with AsyncExitStack() as stack:
         stack.enter_context(DataDirectoryLock(config.data_dir))
-        dsn = await stack.enter_async_context(database_dsn(config, say, owner=True))
+        availability = DatabaseAvailability()
+        dsn = await stack.enter_async_context(
+            database_dsn(config, say, owner=True, availability=availability)
+        )
         await migrate_database(dsn, say)
         pool = await create_pool(
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
         await _first_operator_key(pool, say)
-        if interrupted := await calls.close_interrupted(pool):
+        stack.push_async_callback(
+            _cancel, asyncio.create_task(availability.watch(lambda: pool.fetchval("SELECT 1")))
+        )
+        # Call events of the last run that the database does not have yet (it was away, or we
+        # were killed) are written first; only then are calls still open known interrupted.
+        spool = EventSpool(config.data_dir / "spool", max_bytes=config.database.spool_max_bytes)
+        journal = await stack.enter_async_context(
+            CallJournal(pool, spool, availability=availability)
+        )
+        await journal.flushed()
+        if journal.replayed:
+            say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")
+        heartbeat = Heartbeat(config.data_dir / "heartbeat")
+        if interrupted := await calls.close_interrupted(pool, heartbeat.last()):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
+        stack.push_async_callback(
+            _cancel, asyncio.create_task(heartbeat.run(HEARTBEAT_SECONDS), name="heartbeat")
+        )
 
         authenticator = Authenticator(
             pool,
@@ -438,6 +493,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             privacy_rights=privacy_rights,
             recordings_service=recordings_service,
             call_control=media_events,
+            readiness=Readiness(availability, lambda: pool.fetchval("SELECT 1"), media_events),
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
@@ -454,16 +510,55 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             webhook_sender=webhook_sender,
             media_events=media_events,
             privacy_rights=privacy_rights,
+            journal=journal,
+            directory=NumberDirectory(lambda e164: numbers.find_by_e164(pool, e164), availability),
         )
         for opened in listening:
             say(f"sip: listening on {opened}")
         yield RunningServer(dsn, http_url, listening, front_door)
 
 
-async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set (the CLI sets it on SIGINT or SIGTERM)."""
-    async with running(config, say):
+async def serve(
+    config: Config, say: Say, stop: asyncio.Event, now: asyncio.Event | None = None
+) -> None:
+    """Run until ``stop`` is set (the CLI sets it on SIGINT or SIGTERM), then drain: new calls
+    are refused while those in progress may end, for up to ``[sip] drain_seconds`` or until
+    ``now`` is set (a second signal); the calls left are hung up on both legs."""
+    async with running(config, say) as server:
         say(f"callrouter {__version__} ready")
         await stop.wait()
+        await _drain(server.front_door, config.sip.drain_seconds, now or asyncio.Event(), say)
         say("stopping")
     say("stopped")
+
+
+async def _drain(front_door: FrontDoor, seconds: float, now: asyncio.Event, say: Say) -> None:
+    front_door.draining = True
+    b2bua = front_door.calls
+    if b2bua is None or not b2bua.calls:
+        return
+    say(
+        f"stopping: new calls get 503; waiting up to {seconds:g} s for "
+        f"{len(b2bua.calls)} call(s) to end (signal again to end them now)"
+    )
+    await _until(lambda: not b2bua.calls, seconds, now)
+    if b2bua.calls:
+        say(f"stopping: hanging up {b2bua.shut_down()} call(s) on both legs")
+        # The BYEs are transactions: keep the SIP stack up while they are answered (or
+        # retransmitted over UDP), bounded.
+        await _until(lambda: b2bua.byes_unanswered == 0, BYE_WAIT_SECONDS, asyncio.Event())
+
+
+BYE_WAIT_SECONDS = 8.0
+"""How long the BYEs of a shutdown may take to be answered before the server exits anyway."""
+
+
+async def _until(done: Callable[[], bool], seconds: float, now: asyncio.Event) -> None:
+    """Wait until ``done()``, ``seconds`` pass, or ``now`` is set, checking ten times a second."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not done() and not now.is_set():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), min(0.1, left))

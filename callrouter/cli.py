@@ -149,10 +149,16 @@ def _timestamp(text: str) -> datetime:
 
 async def _serve(config: Config) -> None:
     stop = asyncio.Event()
+    now = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stop_asked() -> None:
+        # The first SIGINT/SIGTERM drains the calls in progress; the next one means now.
+        (now if stop.is_set() else stop).set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await serve(config, say, stop)
+        loop.add_signal_handler(signum, stop_asked)
+    await serve(config, say, stop, now)
 
 
 async def _migrate(config: Config) -> None:

@@ -31,15 +31,18 @@ from callrouter.api.state import (
     DATABASE,
     PRIVACY,
     PUBLIC_RATE,
+    READINESS,
     RECORDINGS,
     SESSIONS,
     WEBHOOK_SENDER,
     CallControl,
+    Readiness,
 )
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
 from callrouter.routing.sessions import Sessions
+from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.database import StoreConflict, StoreReferenceError
 from callrouter.webhooks import WebhookSender
 
@@ -63,6 +66,9 @@ ENDPOINTS: list[Endpoint] = [
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+DATABASE_RETRY_AFTER = 5
+"""Seconds a client is told to wait while the database is away (a restart takes a few)."""
+
 
 def _as_problem(exc: Exception) -> Problem | None:
     """The problem for an exception raised below a handler, or None to let it propagate."""
@@ -74,6 +80,14 @@ def _as_problem(exc: Exception) -> Problem | None:
         return invalid(exc.field, str(exc))
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return Problem(413, "the request body is larger than this server accepts")
+    if isinstance(exc, OUTAGE_ERRORS):
+        # The database is away (killed, restarting): a client retries later, it did nothing
+        # wrong, and a load balancer may send it to another node.
+        return Problem(
+            503,
+            "the database is unavailable; try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
         return Problem(exc.status, exc.reason, headers=headers)
@@ -114,6 +128,7 @@ def build_api(
     privacy_rights: PrivacyRights | None = None,
     recordings_service: Recordings | None = None,
     call_control: CallControl | None = None,
+    readiness: Readiness | None = None,
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.
 
@@ -145,6 +160,8 @@ def build_api(
         app[RECORDINGS] = recordings_service
     if call_control is not None:
         app[CALL_CONTROL] = call_control
+    if readiness is not None:
+        app[READINESS] = readiness
     app[AUTHENTICATOR] = authenticator
     app[openapi.OPENAPI_DOCUMENT] = openapi.build_document(endpoints)
     app.on_response_prepare.append(_hide_banner)

@@ -23,6 +23,14 @@ class CallControl(Protocol):
         ...
 
 
+class Readiness(Protocol):
+    """What /v1/ready reports: whether each part a call needs is up."""
+
+    async def check(self) -> dict[str, bool]:
+        """Each part (database, media worker) by name, True when it is up."""
+        ...
+
+
 DATABASE = web.AppKey("database", asyncpg.Pool)
 SESSIONS = web.AppKey("sessions", Sessions)
 """The in-memory pools and visitor sessions (absent when the API runs without the router)."""
@@ -34,5 +42,7 @@ PRIVACY = web.AppKey("privacy", PrivacyRights)
 """Privacy requests, suppression list and retention (without it, /v1/privacy is not served)."""
 RECORDINGS = web.AppKey("recordings", Recordings)
 """Encrypted recordings: downloads and shredding (without it, /v1/recordings is not served)."""
+READINESS = web.AppKey("readiness", Readiness)
+"""The parts /v1/ready checks (absent when the API runs without the router: only the database)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""

@@ -37,6 +37,9 @@ __all__ = ["FrontDoor", "caller_number", "dialled_number"]
 
 log = logging.getLogger(__name__)
 
+DRAINING_RETRY_AFTER = 60
+"""Seconds a carrier is asked to keep new calls away from a server that is stopping."""
+
 
 def dialled_number(request: Request, trunk: Trunk) -> str | None:
     """The E.164 number called: the Request-URI's, or To's when the trunk says so or the
@@ -96,6 +99,8 @@ class FrontDoor:
     calls: B2bua | None = None
     capabilities: Capabilities = field(default_factory=Capabilities)
     rejected: dict[int, int] = field(default_factory=dict)
+    draining: bool = False
+    """The server is stopping: new calls get 503 with Retry-After, so carriers fail over."""
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def admit(self, host: str) -> bool:
@@ -156,6 +161,10 @@ class FrontDoor:
             self._answer(tid, refusal)
         elif request.method == "OPTIONS":
             self._answer(tid, answer_options(request, self.capabilities, _tag()))
+        elif request.method == "INVITE" and self.draining:
+            busy = request.response(503, "Shutting Down", to_tag=_tag())
+            busy.headers.add("Retry-After", str(DRAINING_RETRY_AFTER))
+            self._answer(tid, busy)
         elif request.method == "INVITE":
             task = asyncio.get_running_loop().create_task(self._invite(event, trunk))
             self._pending[tid] = task
