@@ -19,6 +19,9 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    # A pooled connection whose server died in the middle of a statement is left in a state
+    # asyncpg refuses to use ("another operation is in progress"); the pool replaces it.
+    asyncpg.exceptions.InternalClientError,
 )
 """What a database that is away (killed, restarting, unreachable) raises, as opposed to a
 database that refuses a statement."""
