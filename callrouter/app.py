@@ -46,6 +46,7 @@ from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.heartbeat import Heartbeat
 from callrouter.store.migrations import migrate
+from callrouter.store.notifications import Notifications
 from callrouter.store.spool import EventSpool
 from callrouter.transport.listeners import Listening, open_listeners, tls_options
 from callrouter.transport.reactor import asyncio_reactor
@@ -149,7 +150,7 @@ async def _start_sip(
     stack: AsyncExitStack,
     say: Say,
     *,
-    listener: asyncpg.Connection[asyncpg.Record],
+    listener: Notifications,
     visitor_sessions: Sessions,
     webhook_sender: WebhookSender,
     media_events: MediaEvents,
@@ -450,8 +451,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             TokenBuckets(config.http.rate_per_second, config.http.rate_burst),
             TokenBuckets(rate=1.0, burst=config.http.auth_failure_burst),
         )
-        listener = await asyncpg.connect(dsn)
+        listener = Notifications(dsn)
+        await listener.connect()
         stack.push_async_callback(listener.close)
+        stack.push_async_callback(_cancel, asyncio.create_task(listener.run(say)))
         await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
 
         # Pools and live leases are in memory before the API or SIP serves anything.

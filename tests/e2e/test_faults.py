@@ -245,6 +245,13 @@ def test_postgres_killed_mid_load_calls_go_on_and_every_call_has_one_row(
         router.server.wait_for(r"database: embedded PostgreSQL restarted \(pid \d+\)", 60)
         until(lambda: router.api("/v1/calls?limit=1")[0] == 200, 30, "the API to answer again")
         until(lambda: http(router.url + "/v1/ready")[0] == 200, 30, "readiness")
+        # Changes are heard again: the LISTEN connection came back with the database.
+        router.server.wait_for(r"database: listening again", 30)
+        status, _, trunk = router.api(
+            "/v1/trunks", {"name": "carrier-b", "networks": ["192.0.2.0/24"]}
+        )
+        assert status == 201, trunk
+        router.server.wait_for(r"sip: trunks in service: .*carrier-b", 30)
 
         carrier.communicate(timeout=120)
         stats = sipp_stats(carrier_dir)
