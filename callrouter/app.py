@@ -62,6 +62,9 @@ Say = Callable[[str], None]
 
 HEARTBEAT_SECONDS = 1.0
 """How often the heartbeat file is written: an interrupted call's end is known to this."""
+NUMBERS_REFRESH_SECONDS = 30.0
+"""How often every number is reloaded into the memory calls route from while the database
+is away."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,12 @@ async def _start_sip(
     media_events.b2bua = b2bua
 
     directory.load(await numbers.list_all(pool))
+    stack.push_async_callback(
+        _cancel,
+        asyncio.create_task(
+            directory.refresh(lambda: numbers.list_all(pool), NUMBERS_REFRESH_SECONDS)
+        ),
+    )
     front_door = FrontDoor(
         service.respond,
         directory.find,

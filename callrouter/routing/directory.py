@@ -3,15 +3,16 @@ database is away.
 
 While PostgreSQL answers, every INVITE reads its number there (an edit over the API applies to
 the next call) and the answer refreshes memory; when it does not (killed, restarting, slow past
-``timeout``), the number comes from memory: the last state seen, every number loaded at start.
-No INVITE waits on a database that is known to be away.
+``timeout``), the number comes from memory: the last state seen, every number loaded at start
+and reloaded every ``refresh`` seconds (so a number added over the API is known even if it was
+never called before the outage). No INVITE waits on a database that is known to be away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from callrouter.store.availability import OUTAGE_ERRORS, DatabaseAvailability
 from callrouter.store.numbers import Number
@@ -43,6 +44,21 @@ class NumberDirectory:
 
     def __len__(self) -> int:
         return len(self._known)
+
+    async def refresh(
+        self, every: Callable[[], Awaitable[Sequence[Number]]], seconds: float
+    ) -> None:
+        """Reload every number each ``seconds`` while the database answers, until cancelled."""
+        while True:
+            await asyncio.sleep(seconds)
+            if not self._availability.up:
+                continue
+            try:
+                numbers = await every()
+            except OUTAGE_ERRORS as exc:
+                self._availability.report(False, type(exc).__name__)
+                continue
+            self.load(list(numbers))
 
     async def find(self, e164: str) -> Number | None:
         """The number ``e164``, or None when it is not ours."""
