@@ -306,19 +306,22 @@ class MediaEvents:
             log.error("media: %s", task.exception())
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Readiness:
-    """What /v1/ready checks: the database answers now, and the media worker (when one is
-    configured) is running."""
+    """What /v1/ready checks: the database answers now, the media worker (when one is
+    configured) is running, and SIP takes calls (not draining for a shutdown)."""
 
     availability: DatabaseAvailability
     probe: Callable[[], Awaitable[object]]
     media: MediaEvents
+    front_door: FrontDoor | None = None
 
     async def check(self) -> dict[str, bool]:
         parts = {"database": await self.availability.check(self.probe)}
         if self.media.worker is not None:
             parts["media"] = self.media.worker.running
+        if self.front_door is not None:
+            parts["sip"] = not self.front_door.draining
         return parts
 
 
@@ -496,6 +499,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         stack.push_async_callback(_cancel, asyncio.create_task(privacy_rights.run_daily(say)))
         media_events = await _start_media(config, stack, recordings_service, say)
 
+        readiness = Readiness(availability, lambda: pool.fetchval("SELECT 1"), media_events)
         app = build_api(
             pool,
             authenticator,
@@ -505,7 +509,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             privacy_rights=privacy_rights,
             recordings_service=recordings_service,
             call_control=media_events,
-            readiness=Readiness(availability, lambda: pool.fetchval("SELECT 1"), media_events),
+            readiness=readiness,
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
@@ -525,6 +529,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             journal=journal,
             directory=NumberDirectory(lambda e164: numbers.find_by_e164(pool, e164), availability),
         )
+        readiness.front_door = front_door
         for opened in listening:
             say(f"sip: listening on {opened}")
         yield RunningServer(dsn, http_url, listening, front_door)

@@ -45,7 +45,8 @@ READY_VIEW: dict[str, Any] = {
         "ready": {"type": "boolean"},
         "components": {
             "type": "object",
-            "description": "Each part a call needs (database, media) and whether it is up.",
+            "description": "Each part a call needs (database, media, sip: taking calls, "
+            "not draining for a shutdown) and whether it is up.",
             "additionalProperties": {"type": "string", "enum": ["up", "down"]},
         },
     },

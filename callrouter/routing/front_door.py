@@ -159,12 +159,14 @@ class FrontDoor:
         refusal = screen(request, self.capabilities, _tag())
         if refusal is not None:
             self._answer(tid, refusal)
-        elif request.method == "OPTIONS":
-            self._answer(tid, answer_options(request, self.capabilities, _tag()))
-        elif request.method == "INVITE" and self.draining:
+        elif request.method in ("INVITE", "OPTIONS") and self.draining:
+            # §11.2: OPTIONS gets what an INVITE would, so a carrier's keep-alive probe sees
+            # the server going away before its next call does.
             busy = request.response(503, "Shutting Down", to_tag=_tag())
             busy.headers.add("Retry-After", str(DRAINING_RETRY_AFTER))
             self._answer(tid, busy)
+        elif request.method == "OPTIONS":
+            self._answer(tid, answer_options(request, self.capabilities, _tag()))
         elif request.method == "INVITE":
             task = asyncio.get_running_loop().create_task(self._invite(event, trunk))
             self._pending[tid] = task

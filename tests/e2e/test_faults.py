@@ -363,6 +363,12 @@ def test_sigterm_refuses_new_calls_then_hangs_up_both_legs_and_records_shutdown(
         service=NUMBER,
     )
     assert refused.returncode == 0, refused.stdout[-2000:] + refused.stderr[-2000:]
+    # A carrier's keep-alive and a load balancer see it too.
+    probed = run_sipp(request_scenario("OPTIONS", 503), router.port, workdir)
+    assert probed.returncode == 0, probed.stdout[-2000:] + probed.stderr[-2000:]
+    status, headers, ready = http(router.url + "/v1/ready")
+    assert (status, ready["components"]["sip"]) == (503, "down"), ready
+    assert headers.get("Retry-After", "").isdigit()
 
     router.server.process.send_signal(signal.SIGTERM)  # the second signal: now
     assert router.server.stop() == 0
