@@ -147,6 +147,15 @@ class Router:
             {"client_id": client["id"], "e164": NUMBER, "destination": destination},
         )
         assert status == 201, number
+        status, _, hook = self.api(
+            "/v1/webhooks",
+            {
+                "client_id": client["id"],
+                "url": "https://hooks.example/callrouter",
+                "events": ["call.started", "call.completed"],
+            },
+        )
+        assert status == 201, hook
 
     @property
     def postmaster(self) -> int:
@@ -279,6 +288,11 @@ def test_postgres_killed_mid_load_calls_go_on_and_every_call_has_one_row(
             assert row["answered_at"] <= row["ended_at"]
             assert row["answered_attempts"] == 1
         assert not [r for r in rows if r["disposition"] == "interrupted"]
+        # The client's webhooks lost nothing either: raised during the outage, stored after it.
+        stored = "SELECT event FROM webhook_deliveries"
+        until(lambda: len(query(router.data_dir, stored)) >= 2 * created, 60, "webhook events")
+        events = [r["event"] for r in query(router.data_dir, stored)]
+        assert (events.count("call.started"), events.count("call.completed")) == (created,) * 2
     finally:
         router.server.stop()
 
