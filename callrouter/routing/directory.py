@@ -42,9 +42,6 @@ class NumberDirectory:
     def load(self, numbers: list[Number]) -> None:
         self._known = {number.e164: number for number in numbers}
 
-    def __len__(self) -> int:
-        return len(self._known)
-
     async def refresh(
         self, every: Callable[[], Awaitable[Sequence[Number]]], seconds: float
     ) -> None:

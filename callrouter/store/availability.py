@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -35,30 +34,16 @@ class DatabaseAvailability:
     :param timeout: seconds a probe may take before the database counts as away.
     """
 
-    def __init__(
-        self,
-        *,
-        interval: float = 1.0,
-        timeout: float = 2.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, *, interval: float = 1.0, timeout: float = 2.0) -> None:
         self.interval = interval
         self.timeout = timeout
-        self._clock = clock
         self.up = True
-        self.reason = ""
-        self.since = clock()
-
-    @property
-    def retry_after(self) -> int:
-        """Seconds a client is told to wait before trying again."""
-        return 5
 
     def report(self, up: bool, reason: str = "") -> None:
         """What a user of the database just saw; a change is logged once."""
         if up == self.up:
             return
-        self.up, self.reason, self.since = up, reason, self._clock()
+        self.up = up
         if up:
             log.warning("database: reachable again")
         else:
