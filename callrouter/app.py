@@ -62,7 +62,7 @@ Say = Callable[[str], None]
 
 HEARTBEAT_SECONDS = 1.0
 """How often the heartbeat file is written: an interrupted call's end is known to this."""
-NUMBERS_REFRESH_SECONDS = 30.0
+NUMBERS_REFRESH_SECONDS = 10.0
 """How often every number is reloaded into the memory calls route from while the database
 is away."""
 

@@ -29,6 +29,7 @@ import aiohttp
 from callrouter.store import webhooks as store
 from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.database import Executor
+from callrouter.store.ids import new_id
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign"]
 
@@ -85,7 +86,7 @@ class WebhookSender:
     _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
     max_waiting: int = 100_000
     """Events from ``emit_soon`` that may wait in memory for the database."""
-    _waiting: deque[tuple[UUID, str, dict[str, Any]]] = field(default_factory=deque)
+    _waiting: deque[tuple[UUID, UUID, str, dict[str, Any]]] = field(default_factory=deque)
     _storing: asyncio.Task[None] | None = None
 
     async def emit(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
@@ -108,16 +109,16 @@ class WebhookSender:
                 "webhooks: %d events wait for the database; dropped %s", self.max_waiting, event
             )
             return
-        self._waiting.append((client_id, event, _payload(event, data)))
+        self._waiting.append((new_id(), client_id, event, _payload(event, data)))
         if self._storing is None or self._storing.done():
             self._storing = asyncio.get_running_loop().create_task(self._store_waiting())
 
     async def _store_waiting(self) -> None:
         failures = 0
         while self._waiting:
-            client_id, event, payload = self._waiting[0]
+            event_id, client_id, event, payload = self._waiting[0]
             try:
-                if await store.enqueue(self.db, client_id, event, payload):
+                if await store.enqueue(self.db, client_id, event, payload, event_id=event_id):
                     self._wake.set()
             except OUTAGE_ERRORS:
                 failures += 1

@@ -15,7 +15,9 @@ import asyncio
 import csv
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -28,7 +30,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from callrouter.store.embedded import EmbeddedPostgres
+from callrouter.store.database import ensure_database
+from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import SCENARIOS, free_port, request_scenario, run_sipp, sipp_command
 
@@ -66,7 +69,10 @@ def query(data_dir: Path, sql: str) -> list[asyncpg.Record]:
     """Rows from the callrouter database that ``serve`` (running) keeps under ``data_dir``."""
     dsn = EmbeddedPostgres.running_dsn(data_dir / "postgres")
     assert dsn is not None, "the embedded PostgreSQL is not running"
+    return query_dsn(dsn, sql)
 
+
+def query_dsn(dsn: str, sql: str) -> list[asyncpg.Record]:
     async def fetch() -> list[asyncpg.Record]:
         connection = await asyncpg.connect(dsn)
         try:
@@ -114,17 +120,36 @@ def sipp_stats(directory: Path) -> dict[str, str]:
     return dict(zip(rows[0], rows[-1], strict=False))
 
 
+def listen_port() -> int:
+    """A port for serve's SIP listeners, free for UDP and TCP, below the kernel's ephemeral
+    range: with port 0 (or an ephemeral one) the TCP listener can find the number taken by an
+    outgoing connection when other tests on the machine hold many."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(20000, min(low, 30000))  # 30000-39999: media's RTP ports
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise AssertionError("no free port below the ephemeral range")
+
+
 class Router:
     """``callrouter serve`` with one client and one tracking number routed to ``destination``."""
 
     def __init__(self, data_dir: Path, *args: str) -> None:
         self.data_dir = data_dir
-        # An explicit port free for UDP and TCP alike: with port 0 the TCP listener can find
-        # the number the kernel gave UDP taken, when other tests hold many connections.
         self.server = ServeProcess(
             data_dir,
             "--sip-port",
-            str(free_port()),
+            str(listen_port()),
             "--sip-rate-per-second",
             "1000",
             "--sip-rate-burst",
@@ -323,12 +348,9 @@ def test_serve_and_all_its_children_killed_then_the_next_start_works_first_time(
         30,
         "the call to be answered",
     )
-    victims = [router.server.process.pid, *descendants(router.server.process.pid)]
-    assert router.postmaster in victims
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
+    assert router.postmaster in descendants(router.server.process.pid)
+    kill_everything(router)
     killed_at = datetime.now(UTC)
-    router.server.kill()
 
     again = Router(data_dir)  # wait_ready: the first attempt comes up
     try:
@@ -339,6 +361,82 @@ def test_serve_and_all_its_children_killed_then_the_next_start_works_first_time(
         assert call["answered_at"] <= call["ended_at"] <= killed_at
     finally:
         again.server.stop()
+
+
+def kill_everything(router: Router) -> None:
+    """SIGKILL serve and every process under it at once."""
+    victims = [router.server.process.pid, *descendants(router.server.process.pid)]
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    router.server.kill()
+
+
+def test_calls_that_ended_while_the_database_was_away_survive_a_kill_of_serve(
+    workdir: Path, processes: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """The issue's case: calls finish normally during an outage, then serve dies. They are
+    recorded as the calls they were (from the spool), not as interrupted."""
+    database = EmbeddedPostgres(workdir / "postgres")
+    database.start()
+    try:
+        asyncio.run(ensure_database(database.admin_dsn, DATABASE))
+        data_dir = workdir / "data"
+        router = Router(data_dir, "--database-url", database.dsn)
+        pbx_port = free_port()
+        router.route(f"sip:desk@127.0.0.1:{pbx_port}")
+        processes(
+            [
+                "sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(pbx_port), "-nostdin",
+                "-timeout", "120s",
+            ],
+            workdir / "pbx",
+        )  # fmt: skip
+        # One call while the database is up: the number is in memory from then on (a number
+        # added over the API is also loaded by the periodic refresh, seconds later).
+        first = processes(
+            [
+                "sipp", f"127.0.0.1:{router.port}", "-sn", "uac", "-d", "200", "-s", NUMBER,
+                "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+                "-timeout", "60s", "-timeout_error",
+            ],
+            workdir / "first",
+        )  # fmt: skip
+        out, _ = first.communicate(timeout=90)
+        assert first.returncode == 0, out[-3000:]
+        database.stop()  # away, and (not embedded) nobody brings it back
+        until(lambda: http(router.url + "/v1/ready")[0] == 503, 30, "readiness to say so")
+
+        carrier = processes(
+            [
+                "sipp", f"127.0.0.1:{router.port}", "-sn", "uac", "-d", "200", "-s", NUMBER,
+                "-r", "10", "-m", "20", "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+                "-timeout", "60s", "-timeout_error",
+            ],
+            workdir / "carrier",
+        )  # fmt: skip
+        out, _ = carrier.communicate(timeout=90)
+        assert carrier.returncode == 0, out[-3000:]
+        spooled = data_dir / "spool"
+        until(
+            lambda: (
+                sum(f.read_text().count('"type":"CallEnded"') for f in spooled.glob("*.jsonl"))
+                >= 21
+            ),
+            30,
+            "every call's end on disk (the spool keeps applied events until its segment rolls)",
+        )
+        kill_everything(router)
+
+        database.start()
+        again = Router(data_dir, "--database-url", database.dsn)
+        try:
+            again.server.wait_for(r"calls: wrote \d+ call event\(s\) spooled by the last run")
+            rows = query_dsn(database.dsn, "SELECT disposition, hangup_by FROM calls")
+            assert [tuple(r) for r in rows] == [("answered", "caller")] * 21
+        finally:
+            again.server.stop()
+    finally:
+        database.stop()
 
 
 def test_sigterm_refuses_new_calls_then_hangs_up_both_legs_and_records_shutdown(
