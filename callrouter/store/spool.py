@@ -9,7 +9,8 @@ segment is deleted as a whole once every event in it has been applied; nothing i
 place, so a kill can at worst leave a half-written last line, which is ignored (its batch was
 never acknowledged).
 
-The methods here block (they write and fsync): the journal runs them in an executor.
+The methods here block (they write and fsync): the journal runs them in an executor, and a
+lock keeps an append from meeting a segment change made for the writer in another thread.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import typing
 import uuid
 from dataclasses import dataclass, fields
@@ -96,6 +98,7 @@ class EventSpool:
         self._segments: list[tuple[int, Path]] = []
         self._file: int | None = None
         self._bytes = 0
+        self._lock = threading.Lock()
 
     @property
     def bytes(self) -> int:
@@ -152,22 +155,27 @@ class EventSpool:
     def append(self, batch: list[CallEvent]) -> list[Spooled]:
         """Write ``batch`` and fsync it; returns it numbered. Raises SpoolFull, writing
         nothing, when the batch would take the spool past ``max_bytes``."""
-        assert self._file is not None, "open() first"
-        spooled = [Spooled(self._next_seq + i, event) for i, event in enumerate(batch)]
-        data = b"".join(_encode(s.seq, s.event) for s in spooled)
-        if self._bytes + len(data) > self.max_bytes:
-            raise SpoolFull(f"the spool holds {self._bytes} bytes (limit {self.max_bytes})")
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._file, view) :]
-        os.fsync(self._file)
-        self._bytes += len(data)
-        self._next_seq += len(batch)
-        return spooled
+        with self._lock:
+            assert self._file is not None, "open() first"
+            spooled = [Spooled(self._next_seq + i, event) for i, event in enumerate(batch)]
+            data = b"".join(_encode(s.seq, s.event) for s in spooled)
+            if self._bytes + len(data) > self.max_bytes:
+                raise SpoolFull(f"the spool holds {self._bytes} bytes (limit {self.max_bytes})")
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._file, view) :]
+            os.fsync(self._file)
+            self._bytes += len(data)
+            self._next_seq += len(batch)
+            return spooled
 
     def applied(self, seq: int) -> None:
         """The database has every event up to ``seq``: note it, delete the segments that hold
         only those, and start a new segment when the current one is large and fully applied."""
+        with self._lock:
+            self._applied(seq)
+
+    def _applied(self, seq: int) -> None:
         temporary = self._position.with_suffix(".tmp")
         temporary.write_text(str(seq))
         os.replace(temporary, self._position)
@@ -185,6 +193,7 @@ class EventSpool:
         self._segments = keep
 
     def close(self) -> None:
-        if self._file is not None:
-            os.close(self._file)
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                os.close(self._file)
+                self._file = None

@@ -124,6 +124,8 @@ async def test_a_killed_postmaster_is_restarted_and_events_of_the_outage_land_on
 
             await asyncio.wait_for(journal.flushed(), 60)
             assert journal.backlog == 0
+            # The journal may reach the new server a moment before the supervisor sees it ready.
+            await until(lambda: any("restarted" in line for line in said))
     finally:
         supervisor.cancel()
 
