@@ -141,6 +141,8 @@ class WebhookSender:
                 self._wake.clear()
                 try:
                     batch = await store.due(self.db, 50)
+                except OUTAGE_ERRORS:
+                    continue  # the database is away (said once, by its watcher): wait for it
                 except Exception:
                     log.exception("webhooks: cannot read the queue")
                     continue
