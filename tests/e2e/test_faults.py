@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import json
 import os
@@ -367,7 +368,9 @@ def kill_everything(router: Router) -> None:
     """SIGKILL serve and every process under it at once."""
     victims = [router.server.process.pid, *descendants(router.server.process.pid)]
     for pid in victims:
-        os.kill(pid, signal.SIGKILL)
+        # A short-lived child (a PostgreSQL worker) may have exited since it was listed.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     router.server.kill()
 
 
