@@ -7,10 +7,11 @@ half-way through start-up still stops what had started, PostgreSQL included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import resource
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite,
 from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
-from callrouter.checks import pool_figures, readiness_check, scrape_refresh
+from callrouter.checks import media_worker_answers, pool_figures, scrape_refresh
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
@@ -49,6 +50,7 @@ from callrouter.recordings import Recordings
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
+from callrouter.routing.directory import NumberDirectory
 from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.source_policy import MethodRate, SourcePolicy, parse_method_rates
@@ -58,11 +60,14 @@ from callrouter.sip.message import Limits
 from callrouter.sip.pike import FloodLimit, Pike
 from callrouter.sip.transactions import Timers
 from callrouter.store import api_keys, calls, numbers, trunks
+from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
+from callrouter.store.heartbeat import Heartbeat
 from callrouter.store.migrations import migrate
-from callrouter.store.numbers import Number
+from callrouter.store.notifications import Notifications
+from callrouter.store.spool import EventSpool
 from callrouter.supervisor import Supervisor
 from callrouter.transport.advertise import media_advertisement, parse_advertise
 from callrouter.transport.listeners import Listening, advertised, open_listeners, tls_options
@@ -77,6 +82,12 @@ log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
 """Where start-up facts for the operator go (the CLI prints them)."""
+
+HEARTBEAT_SECONDS = 1.0
+"""How often the heartbeat file is written: an interrupted call's end is known to this."""
+NUMBERS_REFRESH_SECONDS = 10.0
+"""How often every number is reloaded into the memory calls route from while the database
+is away."""
 
 
 @dataclass(frozen=True)
@@ -95,12 +106,20 @@ class RunningServer:
 
 
 @asynccontextmanager
-async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterator[str]:
+async def database_dsn(
+    config: Config,
+    say: Say,
+    *,
+    owner: bool,
+    availability: DatabaseAvailability | None = None,
+) -> AsyncIterator[str]:
     """The DSN to use: the configured URL, or an embedded server under the data directory.
 
     :param owner: True for ``serve``, which holds the data directory lock. A short-lived
         command (``migrate``, ``keys``) that finds a server running attaches to its socket
         instead of starting a second PostgreSQL on the same files.
+    :param availability: given, the embedded server is supervised (restarted when it dies,
+        with backoff) and its deaths and returns are reported there.
     """
     if config.database.url:
         yield config.database.url
@@ -126,6 +145,14 @@ async def database_dsn(config: Config, say: Say, *, owner: bool) -> AsyncIterato
         if await ensure_database(server.admin_dsn, DATABASE) or first_start:
             say(f"database: created an embedded PostgreSQL cluster in {root}")
         say(f"database: embedded PostgreSQL in {root} (Unix socket only, pid {server.pid})")
+        if availability is not None:
+
+            def changed(up: bool) -> None:
+                availability.report(up, "embedded PostgreSQL exited")
+
+            watching = Supervisor()
+            watching.start("PostgreSQL supervisor", lambda: server.supervise(say, changed))
+            stack.push_async_callback(watching.stop)
         yield server.dsn
 
 
@@ -256,7 +283,7 @@ async def _start_sip(
     stack: AsyncExitStack,
     say: Say,
     *,
-    listener: asyncpg.Connection[asyncpg.Record],
+    listener: Notifications,
     visitor_sessions: Sessions,
     webhook_sender: WebhookSender,
     media_events: MediaEvents,
@@ -264,6 +291,8 @@ async def _start_sip(
     dialplans: DialplanLibrary,
     supervisor: Supervisor,
     metrics: Metrics,
+    journal: CallJournal,
+    directory: NumberDirectory,
 ) -> tuple[FrontDoor, SourcePolicy, list[Listening]]:
     sip = config.sip
     try:
@@ -304,7 +333,6 @@ async def _start_sip(
     await listener.add_listener(TRUNKS_CHANNEL, _reload_trunks(pool, trunk_table, say))
 
     supervisor.start("dialplan watcher", lambda: _watch(dialplans, config))
-    journal = await stack.enter_async_context(CallJournal(pool))
 
     reactor = asyncio_reactor(asyncio.get_running_loop())
     source_policy = SourcePolicy(
@@ -342,12 +370,14 @@ async def _start_sip(
     media_events.b2bua = b2bua
     source_policy.dialogs = b2bua.holds_dialog
 
-    async def find_number(e164: str) -> Number | None:
-        return await numbers.find_by_e164(pool, e164)
-
+    directory.load(await numbers.list_all(pool))
+    supervisor.start(
+        "number directory",
+        lambda: directory.refresh(lambda: numbers.list_all(pool), NUMBERS_REFRESH_SECONDS),
+    )
     front_door = FrontDoor(
         service.respond,
-        find_number,
+        directory.find,
         trunk_table,
         calls=b2bua,
         max_calls_per_trunk=sip.max_calls_per_trunk,
@@ -455,6 +485,30 @@ class MediaEvents:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("media: %s", task.exception())
+
+
+@dataclass(eq=False)
+class Readiness:
+    """What /v1/ready checks: the database answers now, the media worker (when one is
+    configured) answers a ping within a timeout (a hung worker is as down as a dead one), the
+    recordings filesystem has ``[media] min_free_bytes`` free (otherwise calls are connected
+    unrecorded: a load balancer should prefer another node), and SIP takes calls (not draining
+    for a shutdown)."""
+
+    availability: DatabaseAvailability
+    probe: Callable[[], Awaitable[object]]
+    media: MediaEvents
+    front_door: FrontDoor | None = None
+
+    async def check(self) -> dict[str, bool]:
+        parts = {"database": await self.availability.check(self.probe)}
+        if self.media.worker is not None:
+            parts["media"] = await media_worker_answers(self.media.worker)
+        if self.media.space is not None:
+            parts["recording_space"] = self.media.space.status != "low"
+        if self.front_door is not None:
+            parts["sip"] = not self.front_door.draining
+        return parts
 
 
 async def _start_media(
@@ -579,7 +633,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     _check_advertise(config)
     async with AsyncExitStack() as stack:
         stack.enter_context(DataDirectoryLock(config.data_dir))
-        dsn = await stack.enter_async_context(database_dsn(config, say, owner=True))
+        availability = DatabaseAvailability()
+        dsn = await stack.enter_async_context(
+            database_dsn(config, say, owner=True, availability=availability)
+        )
         await migrate_database(dsn, say)
         pool = await create_pool(
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
@@ -590,16 +647,35 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         stack.push_async_callback(supervisor.stop)
         metrics = Metrics()
         supervisor.start("event loop lag", lambda: watch_event_loop(metrics.event_loop_lag))
-        if interrupted := await calls.close_interrupted(pool):
+        supervisor.start(
+            "database watch", lambda: availability.watch(lambda: pool.fetchval("SELECT 1"))
+        )
+        # Call events of the last run that the database does not have yet (it was away, or we
+        # were killed) are written first; only then are calls still open known interrupted.
+        spool = EventSpool(config.data_dir / "spool", max_bytes=config.database.spool_max_bytes)
+        journal = await stack.enter_async_context(
+            CallJournal(pool, spool, availability=availability)
+        )
+        await journal.flushed()
+        if journal.replayed:
+            say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")
+        heartbeat = Heartbeat(config.data_dir / "heartbeat")
+        if interrupted := await calls.close_interrupted(pool, heartbeat.last()):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
+        supervisor.start("heartbeat", lambda: heartbeat.run(HEARTBEAT_SECONDS))
 
         authenticator = Authenticator(
             pool,
             TokenBuckets(config.http.rate_per_second, config.http.rate_burst),
             TokenBuckets(rate=1.0, burst=config.http.auth_failure_burst),
         )
-        listener = await asyncpg.connect(dsn)
+        listener = Notifications(dsn)
+        await listener.connect()
         stack.push_async_callback(listener.close)
+        # Stopped before the connection closes, so it does not reconnect during the stop.
+        notifications = Supervisor()
+        notifications.start("notifications", lambda: listener.run(say))
+        stack.push_async_callback(notifications.stop)
         await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
 
         # Pools and live leases are in memory before the API or SIP serves anything.
@@ -646,6 +722,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
 
         guard = ConnectionGuard(_http_limits(config))
         _descriptor_budget(config, say)
+        readiness = Readiness(availability, lambda: pool.fetchval("SELECT 1"), media_events)
         app = build_api(
             pool,
             authenticator,
@@ -657,6 +734,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             call_control=media_events,
             dialplans=dialplans,
             recording_space=media_events.space,
+            readiness=readiness,
             public_rate=TokenBuckets(
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
@@ -664,7 +742,6 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             body_timeout=config.http.body_timeout,
             metrics=metrics,
             scrape=refresh if config.metrics.port is None else None,
-            readiness=readiness_check(pool, media_events.worker),
             server_header=config.http.server_header,
         )
         http_url = await _start_http(app, config, guard, stack)
@@ -690,7 +767,10 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dialplans=dialplans,
             supervisor=supervisor,
             metrics=metrics,
+            journal=journal,
+            directory=NumberDirectory(lambda e164: numbers.find_by_e164(pool, e164), availability),
         )
+        readiness.front_door = front_door
         for opened in listening:
             say(f"sip: listening on {opened}")
         # Only now: a start that fails before listening (a port in use) must not spend the key.
@@ -744,10 +824,47 @@ def _state_paths(config: Config) -> list[Path]:
     return [config.data_dir, config.recordings_dir, key_ring, keys_dir, secret_path(config)]
 
 
-async def serve(config: Config, say: Say, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set (the CLI sets it on SIGINT or SIGTERM)."""
-    async with running(config, say):
+async def serve(
+    config: Config, say: Say, stop: asyncio.Event, now: asyncio.Event | None = None
+) -> None:
+    """Run until ``stop`` is set (the CLI sets it on SIGINT or SIGTERM), then drain: new calls
+    are refused while those in progress may end, for up to ``[sip] drain_seconds`` or until
+    ``now`` is set (a second signal); the calls left are hung up on both legs."""
+    async with running(config, say) as server:
         say(f"callrouter {__version__} ready")
         await stop.wait()
+        await _drain(server.front_door, config.sip.drain_seconds, now or asyncio.Event(), say)
         say("stopping")
     say("stopped")
+
+
+async def _drain(front_door: FrontDoor, seconds: float, now: asyncio.Event, say: Say) -> None:
+    front_door.draining = True
+    b2bua = front_door.calls
+    if b2bua is None or not b2bua.calls:
+        return
+    say(
+        f"stopping: new calls get 503; waiting up to {seconds:g} s for "
+        f"{len(b2bua.calls)} call(s) to end (signal again to end them now)"
+    )
+    await _until(lambda: not b2bua.calls, seconds, now)
+    if b2bua.calls:
+        say(f"stopping: hanging up {b2bua.shut_down()} call(s) on both legs")
+        # The BYEs are transactions: keep the SIP stack up while they are answered (or
+        # retransmitted over UDP), bounded.
+        await _until(lambda: b2bua.byes_unanswered == 0, BYE_WAIT_SECONDS, asyncio.Event())
+
+
+BYE_WAIT_SECONDS = 8.0
+"""How long the BYEs of a shutdown may take to be answered before the server exits anyway."""
+
+
+async def _until(done: Callable[[], bool], seconds: float, now: asyncio.Event) -> None:
+    """Wait until ``done()``, ``seconds`` pass, or ``now`` is set, checking ten times a second."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not done() and not now.is_set():
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(now.wait(), min(0.1, left))

@@ -12,12 +12,17 @@ from typing import Any
 
 import asyncpg
 
-from callrouter.api.state import Readiness
 from callrouter.media.control import MediaError, MediaWorkerProcess
 from callrouter.metrics import Metrics
 from callrouter.routing.sessions import Sessions
 
-__all__ = ["TIMEOUT", "database_answers", "pool_figures", "readiness_check", "scrape_refresh"]
+__all__ = [
+    "TIMEOUT",
+    "database_answers",
+    "media_worker_answers",
+    "pool_figures",
+    "scrape_refresh",
+]
 
 TIMEOUT = 2.0
 """Seconds a scrape or /v1/ready waits for the database and the media worker."""
@@ -52,22 +57,13 @@ def scrape_refresh(
     return refresh
 
 
-def readiness_check(
-    pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
-) -> Callable[[], Coroutine[Any, Any, Readiness]]:
-    """/v1/ready: the database, and the media worker when there is one."""
-
-    async def check() -> Readiness:
-        media = None
-        if worker is not None:
-            try:
-                await asyncio.wait_for(worker.command("ping"), TIMEOUT)
-                media = True
-            except (MediaError, TimeoutError):
-                media = False
-        return Readiness(await database_answers(pool), media)
-
-    return check
+async def media_worker_answers(worker: MediaWorkerProcess) -> bool:
+    """Whether the media worker answers a ping in time (a hung worker is as down as a dead one)."""
+    try:
+        await asyncio.wait_for(worker.command("ping"), TIMEOUT)
+    except (MediaError, TimeoutError):
+        return False
+    return True
 
 
 def pool_figures(visitor_sessions: Sessions) -> dict[str, tuple[int, int]]:

@@ -50,6 +50,11 @@ class DatabaseConfig:
     )
     pool_min: int = setting(2, "Minimum connections kept open.")
     pool_max: int = setting(10, "Maximum connections.")
+    spool_max_bytes: int = setting(
+        256 << 20,
+        "Largest size, in bytes, of the spool under data_dir/spool that keeps call events on "
+        "local disk while the database is away.",
+    )
 
 
 @dataclass(frozen=True)
@@ -197,6 +202,11 @@ class SipConfig:
     )
     dns_servers: str = setting(
         "", "Comma-separated address:port of DNS servers for RFC 3263; empty: /etc/resolv.conf."
+    )
+    drain_seconds: float = setting(
+        30.0,
+        "On SIGTERM, seconds calls in progress may go on (new ones get 503 with Retry-After) "
+        "before both legs of each are sent BYE; a second signal ends them at once.",
     )
 
 

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +27,9 @@ from uuid import UUID
 import aiohttp
 
 from callrouter.store import webhooks as store
+from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.database import Executor
+from callrouter.store.ids import new_id
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign"]
 
@@ -84,7 +86,10 @@ class WebhookSender:
     """Attempts since start by outcome: delivered, failed (will retry), gave_up (metrics)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    max_waiting: int = 100_000
+    """Events from ``emit_soon`` that may wait in memory for the database."""
+    _waiting: deque[tuple[UUID, UUID, str, dict[str, Any]]] = field(default_factory=deque)
+    _storing: asyncio.Task[None] | None = None
 
     async def emit(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
         """Queue ``event`` for every webhook of the client that wants it."""
@@ -97,15 +102,34 @@ class WebhookSender:
         self._wake.set()
 
     def emit_soon(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
-        """``emit`` from synchronous code (the B2BUA); failures are logged, not raised."""
-        task = asyncio.get_running_loop().create_task(self.emit(client_id, event, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        """``emit`` from synchronous code (the B2BUA), which never waits: events are stored in
+        the order raised by one task; while the database is away they wait in memory (at most
+        ``max_waiting``) and are stored once it is back, so a call's webhooks outlive an outage.
+        """
+        if len(self._waiting) >= self.max_waiting:
+            log.error(
+                "webhooks: %d events wait for the database; dropped %s", self.max_waiting, event
+            )
+            return
+        self._waiting.append((new_id(), client_id, event, _payload(event, data)))
+        if self._storing is None or self._storing.done():
+            self._storing = asyncio.get_running_loop().create_task(self._store_waiting())
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhooks: could not queue an event: %s", task.exception())
+    async def _store_waiting(self) -> None:
+        failures = 0
+        while self._waiting:
+            event_id, client_id, event, payload = self._waiting[0]
+            try:
+                if await store.enqueue(self.db, client_id, event, payload, event_id=event_id):
+                    self._wake.set()
+            except OUTAGE_ERRORS:
+                failures += 1
+                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
+                continue
+            except Exception:
+                log.exception("webhooks: could not queue a %s event; dropped", event)
+            failures = 0
+            self._waiting.popleft()
 
     async def run(self) -> None:
         """Send due deliveries until cancelled; wakes on new events, polls every second."""
@@ -119,6 +143,8 @@ class WebhookSender:
                 self._wake.clear()
                 try:
                     batch = await store.due(self.db, 50)
+                except OUTAGE_ERRORS:
+                    continue  # the database is away (said once, by its watcher): wait for it
                 except Exception:
                     log.exception("webhooks: cannot read the queue")
                     continue

@@ -43,7 +43,7 @@ from callrouter.api.state import (
     SESSIONS,
     WEBHOOK_SENDER,
     CallControl,
-    ReadinessCheck,
+    Readiness,
 )
 from callrouter.metrics import Metrics
 from callrouter.privacy.rights import PrivacyRights
@@ -52,6 +52,7 @@ from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.sessions import Sessions
+from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.database import StoreConflict, StoreReferenceError
 from callrouter.webhooks import WebhookSender
 
@@ -76,6 +77,9 @@ ENDPOINTS: list[Endpoint] = [
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+DATABASE_RETRY_AFTER = 5
+"""Seconds a client is told to wait while the database is away (a restart takes a few)."""
+
 
 def _as_problem(exc: Exception) -> Problem | None:
     """The problem for an exception raised below a handler, or None to let it propagate."""
@@ -87,6 +91,14 @@ def _as_problem(exc: Exception) -> Problem | None:
         return invalid(exc.field, str(exc))
     if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return Problem(413, "the request body is larger than this server accepts")
+    if isinstance(exc, OUTAGE_ERRORS):
+        # The database is away (killed, restarting): a client retries later, it did nothing
+        # wrong, and a load balancer may send it to another node.
+        return Problem(
+            503,
+            "the database is unavailable; try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        )
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
         return Problem(exc.status, exc.reason, headers=headers)
@@ -141,7 +153,7 @@ def build_api(
     body_timeout: float = 30.0,
     metrics: Metrics | None = None,
     scrape: Refresh | None = None,
-    readiness: ReadinessCheck | None = None,
+    readiness: Readiness | None = None,
     server_header: str = "",
 ) -> web.Application:
     """The API application with its services; ``endpoints`` defaults to all of them.

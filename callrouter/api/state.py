@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Protocol
 from uuid import UUID
 
@@ -27,19 +25,12 @@ class CallControl(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Readiness:
-    """Whether the parts a call needs answer now."""
+class Readiness(Protocol):
+    """What /v1/ready reports: whether each part a call needs is up."""
 
-    database: bool
-    media_worker: bool | None
-    """None: this server runs no media worker (``media.workers = 0``)."""
-
-
-class ReadinessCheck(Protocol):
-    """Asks the database and the media worker, each within a timeout."""
-
-    def __call__(self) -> Awaitable[Readiness]: ...
+    async def check(self) -> dict[str, bool]:
+        """Each part (database, media worker) by name, True when it is up."""
+        ...
 
 
 DATABASE = web.AppKey("database", asyncpg.Pool)
@@ -60,7 +51,7 @@ RECORDING_SPACE = web.AppKey("recording_space", RecordingSpace)
 """Free space for recordings against ``[media] min_free_bytes`` (absent without a media worker)."""
 BODY_TIMEOUT = web.AppKey("body_timeout", float)
 """Seconds a request body may take to arrive once its headers are in (slow-body attacks)."""
+READINESS = web.AppKey("readiness", Readiness)
+"""The parts /v1/ready checks (absent when the API runs without the router: only the database)."""
 CALL_CONTROL = web.AppKey("call_control", CallControl)
 """Live calls (absent when the API runs without the router)."""
-READINESS = web.AppKey("readiness", ReadinessCheck)
-"""What /v1/ready asks (absent: only the database is asked)."""

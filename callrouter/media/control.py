@@ -145,6 +145,11 @@ class MediaWorkerProcess:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def running(self) -> bool:
+        """Started and answering (False while it is being restarted after a crash)."""
+        return self._running.is_set()
+
     def send_nowait(self, cmd: str, /, **fields: Any) -> asyncio.Future[Event]:
         """Write a command now and return a future for its reply.
 

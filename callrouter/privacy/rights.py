@@ -24,8 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
 from callrouter.config import Config
 from callrouter.privacy import audit, register
 from callrouter.privacy.archive import RecordingArchive
@@ -39,6 +37,7 @@ from callrouter.privacy.subjects import Subject, SubjectHasher
 from callrouter.privacy.suppression import CHANNEL, SuppressionList
 from callrouter.store import privacy as store
 from callrouter.store.database import Executor
+from callrouter.store.notifications import Listens
 from callrouter.store.privacy import PrivacyRequest
 
 __all__ = ["PrivacyRights", "RequestRefused"]
@@ -102,7 +101,7 @@ class PrivacyRights:
         db: Executor,
         config: Config,
         *,
-        listener: asyncpg.Connection[Any] | None = None,
+        listener: Listens | None = None,
         archive: RecordingArchive | None = None,
         live_sessions: LiveSessions | None = None,
         say: Callable[[str], None] = log.info,

@@ -73,6 +73,9 @@ __all__ = ["B2bua", "Call", "Journal", "classify"]
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN = "server shutdown"
+"""The hang-up reason of calls the server ended because it was stopped."""
+
 
 @dataclass(eq=False)
 class B2bua:
@@ -113,6 +116,8 @@ class B2bua:
     _connected: dict[DialogId, tuple[Call, bool]] = field(default_factory=dict)
     """Every connected leg by its dialog id, with whether it is the caller's."""
     _announcing: set[asyncio.Task[None]] = field(default_factory=set)
+    _shutdown_byes: set[str] = field(default_factory=set)
+    """The BYE transactions ``shut_down`` started that have no final answer yet."""
 
     # -- entry points (the front door hands these over) --------------------------------------
 
@@ -189,6 +194,10 @@ class B2bua:
         tid = event.transaction_id
         if tid is None:
             return self._stray_2xx(event.response, event.flow)
+        if tid in self._shutdown_byes:
+            if event.response.status >= 200:
+                self._shutdown_byes.discard(tid)
+            return True
         if tid in self._relays:
             self._relay_answer(
                 self._relays.pop(tid) if event.response.status >= 200 else self._relays[tid],
@@ -213,6 +222,9 @@ class B2bua:
         return True
 
     def timed_out(self, event: TransactionTimedOut) -> bool:
+        if event.transaction_id in self._shutdown_byes:
+            self._shutdown_byes.discard(event.transaction_id)
+            return True
         found = self._by_branch.get(event.transaction_id)
         if found is not None:
             call, branch = found
@@ -751,10 +763,10 @@ class B2bua:
             return Flow(transport, uri.host, uri.port or 5060)
         return fallback
 
-    def _bye(self, dialog: Dialog | None, flow: Flow | None) -> None:
+    def _bye(self, dialog: Dialog | None, flow: Flow | None) -> str | None:
         if dialog is None or flow is None:
-            return
-        self.service.send_request(dialog.request("BYE"), self._dialog_flow(dialog, flow))
+            return None
+        return self.service.send_request(dialog.request("BYE"), self._dialog_flow(dialog, flow))
 
     def _repeat_answer(self, call: Call) -> None:
         repeater = call.repeater
@@ -786,6 +798,37 @@ class B2bua:
         if call.callee is not None:
             self._bye(call.callee.dialog, call.callee.flow)
         self._end(call, "answered", "system", reason)
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    def shut_down(self) -> int:
+        """The server stops: end every call now, each recorded as ended by shutdown. Answered
+        calls get BYE on both legs; calls still being routed are cancelled and their callers
+        get 503 (a carrier tries elsewhere). Returns how many calls were ended."""
+        ended = 0
+        for call in list(self.calls.values()):
+            if call.state == "answered":
+                self._shutdown_byes.update(
+                    tid
+                    for tid in (
+                        self._bye(call.caller, call.flow),
+                        self._bye(call.callee.dialog, call.callee.flow) if call.callee else None,
+                    )
+                    if tid is not None
+                )
+                self._end(call, "answered", "system", SHUTDOWN)
+            elif call.state == "routing":
+                self._cancel_branches(call)
+                self._fail(call, 503, "error", SHUTDOWN)
+            else:
+                continue
+            ended += 1
+        return ended
+
+    @property
+    def byes_unanswered(self) -> int:
+        """BYEs sent by ``shut_down`` still waiting for their final answer."""
+        return len(self._shutdown_byes)
 
     # -- media worker events --------------------------------------------------------------------
 

@@ -36,6 +36,9 @@ __all__ = ["FrontDoor", "caller_number", "dialled_number"]
 
 log = logging.getLogger(__name__)
 
+DRAINING_RETRY_AFTER = 60
+"""Seconds a carrier is asked to keep new calls away from a server that is stopping."""
+
 
 def dialled_number(request: Request, trunk: Trunk) -> str | None:
     """The E.164 number called: the Request-URI's, or To's when the trunk says so or the
@@ -98,6 +101,8 @@ class FrontDoor:
     busy_retry_after: int = 5
     """Seconds in the Retry-After of a 503 for a cap reached."""
     rejected: dict[int, int] = field(default_factory=dict)
+    draining: bool = False
+    """The server is stopping: new calls get 503 with Retry-After, so carriers fail over."""
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def handle(self, event: Event) -> None:
@@ -142,6 +147,12 @@ class FrontDoor:
         refusal = screen(request, self.capabilities, _tag())
         if refusal is not None:
             self._answer(tid, refusal)
+        elif request.method in ("INVITE", "OPTIONS") and self.draining:
+            # §11.2: OPTIONS gets what an INVITE would, so a carrier's keep-alive probe sees
+            # the server going away before its next call does.
+            busy = request.response(503, "Shutting Down", to_tag=_tag())
+            busy.headers.add("Retry-After", str(DRAINING_RETRY_AFTER))
+            self._answer(tid, busy)
         elif request.method == "OPTIONS":
             self._answer(tid, answer_options(request, self.capabilities, _tag()))
         elif request.method == "INVITE":

@@ -1,13 +1,17 @@
 """The call journal: makes call events durable in order, without making SIP wait on the database.
 
-The B2BUA calls ``record()`` (never blocks); one writer task applies events in batches, each batch
-in one transaction, in the order they were recorded. A database outage delays writes, it does not
-lose them: the batch is retried with backoff until it lands. An event the database refuses as
-data (a bug, not an outage) is logged and skipped so it cannot block every later call. Such a
-log line names the event's type, its call id and the error's class, SQLSTATE and constraint,
-never the event's values or the error's message (which quotes them: a caller's number).
-``flushed()`` lets a caller wait until what it recorded is durable (the B2BUA waits for the
-CallStarted row before dialling out, so a call is on record before anything else happens).
+The B2BUA calls ``record()`` (never blocks). A spooler task appends events to the spool on
+local disk (store/spool.py), fsynced once per batch; a writer task applies spooled events to
+PostgreSQL in batches, each batch in one transaction, in the order they were recorded. A
+database outage delays writes, it does not lose them, and it does not hold up calls: the spool
+keeps them (across a crash or restart too) and the batch is retried with backoff until it
+lands. Every event's SQL is idempotent (keyed by call id and attempt number), so an event
+applied again after a crash changes nothing: each lands exactly once. An event the
+database refuses as data (a bug, not an outage) is logged and skipped so it cannot block every
+later call. Such a log line names the event's type, its call id and the error's class,
+SQLSTATE and constraint, never the event's values or the error's message (which quotes them: a
+caller's number). ``flushed()`` lets a caller wait until what it recorded is in the database
+(the B2BUA announces a finished call, and sends its webhook, once its record is there).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
+from itertools import chain
 from types import TracebackType
 
 import asyncpg
@@ -33,22 +38,20 @@ from callrouter.routing.events import (
     CallStarted,
     RecordingRefused,
 )
+from callrouter.store.availability import OUTAGE_ERRORS, DatabaseAvailability
 from callrouter.store.database import Executor
+from callrouter.store.spool import EventSpool, Spooled, SpoolFull
 
 log = logging.getLogger(__name__)
 
-_OUTAGE = (
-    OSError,
-    asyncpg.InterfaceError,
-    asyncpg.PostgresConnectionError,
-    TimeoutError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-)
 # What the database (or asyncpg, encoding an argument) refuses as data. asyncpg's client-side
 # DataError, raised when a value cannot be encoded, is not exported: it is an InterfaceError
 # (an outage above, retried for ever) and a ValueError, which is how it is caught here.
 _REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueError)
+
+_NOT_SPOOLED = 0
+"""The sequence number of an event the spool could not take (disk full): it is kept in memory
+only, and written without moving the spool's position."""
 
 
 async def apply(connection: Executor, event: CallEvent) -> None:
@@ -142,9 +145,13 @@ async def apply(connection: Executor, event: CallEvent) -> None:
 
 
 class CallJournal:
-    """Ordered, batched, retried writes of call events.
+    """Ordered, spooled, batched, retried writes of call events.
 
     :param pool: where to write.
+    :param spool: the events on local disk; opened on entry, the events the database does not
+        have yet (left by a crash or an outage) are written first. None keeps events in
+        memory only until written (tests and short-lived tools, whose calls a crash ends).
+    :param availability: told what each write saw of the database.
     :param max_batch: events per transaction.
     :param backoff: seconds to wait after the n-th consecutive failed attempt (n from 1).
     """
@@ -152,26 +159,36 @@ class CallJournal:
     def __init__(
         self,
         pool: asyncpg.Pool[asyncpg.Record],
+        spool: EventSpool | None = None,
         *,
+        availability: DatabaseAvailability | None = None,
         max_batch: int = 500,
-        backoff: Callable[[int], float] = lambda n: min(5.0, 0.1 * 2**n),
+        backoff: Callable[[int], float] = lambda n: min(2.0, 0.1 * 2**n),
     ) -> None:
         self._pool = pool
+        self._spool = spool
+        self._availability = availability
         self._max_batch = max_batch
         self._backoff = backoff
-        self._pending: deque[CallEvent] = deque()
+        self._unspooled: list[CallEvent] = []
+        self._pending: deque[Spooled] = deque()
         self._recorded = 0
         self._written = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._spool_wakeup = asyncio.Event()
         self._wakeup = asyncio.Event()
+        self._spooler: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._spool_failing = False
+        self.replayed = 0
+        """Events found in the spool at start that the database did not have."""
 
     def record(self, event: CallEvent) -> None:
         """Queue an event; it will be written after every event recorded before it."""
-        self._pending.append(event)
+        self._unspooled.append(event)
         self._recorded += 1
-        self._wakeup.set()
+        self._spool_wakeup.set()
 
     async def flushed(self) -> None:
         """Wait until every event recorded so far is in the database."""
@@ -183,16 +200,24 @@ class CallJournal:
 
     def lag(self, now: datetime) -> float:
         """Seconds the oldest unwritten event has waited (a metric: 0 when nothing waits)."""
+        # Oldest first: spooled events wait to be written, unspooled ones to be spooled.
         # RecordingRefused carries no time; it is queued right after an event that does.
-        at = next((e.at for e in self._pending if not isinstance(e, RecordingRefused)), None)
+        waiting = chain((spooled.event for spooled in self._pending), self._unspooled)
+        at = next((e.at for e in waiting if not isinstance(e, RecordingRefused)), None)
         return 0.0 if at is None else max(0.0, (now - at).total_seconds())
 
     @property
     def backlog(self) -> int:
         """Events recorded but not yet written (a metric: it grows during an outage)."""
-        return len(self._pending)
+        return len(self._unspooled) + len(self._pending)
 
     async def __aenter__(self) -> CallJournal:
+        if self._spool is not None:
+            missing = await asyncio.get_running_loop().run_in_executor(None, self._spool.open)
+            self._pending.extend(missing)
+            self._recorded += len(missing)
+            self.replayed = len(missing)
+        self._spooler = asyncio.create_task(self._spool_run(), name="call-journal-spool")
         self._task = asyncio.create_task(self._run(), name="call-journal")
         return self
 
@@ -202,21 +227,62 @@ class CallJournal:
         _value: BaseException | None,
         _tb: TracebackType | None,
     ) -> None:
-        """Write what is pending (bounded), then stop."""
+        """Spool what is recorded, write what is pending (bounded), then stop. What the
+        database does not take in time stays in the spool for the next start."""
         self._closing = True
+        self._spool_wakeup.set()
         self._wakeup.set()
-        if self._task is not None:
+        for task in (self._spooler, self._task):
+            if task is None:
+                continue
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout=30)
+                await asyncio.wait_for(asyncio.shield(task), timeout=30)
             except TimeoutError:
-                log.error("call journal: %d events not written at shutdown", len(self._pending))
-                self._task.cancel()
+                task.cancel()
+        if self.backlog:
+            log.warning(
+                "call journal: %d event(s) not in the database at shutdown; the spool keeps "
+                "them for the next start",
+                self.backlog,
+            )
+        if self._spool is not None:
+            self._spool.close()
+
+    async def _spool_run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._unspooled:
+                if self._closing:
+                    return
+                await self._spool_wakeup.wait()
+                self._spool_wakeup.clear()
+                continue
+            batch, self._unspooled = self._unspooled, []
+            if self._spool is None:
+                self._pending.extend(Spooled(_NOT_SPOOLED, event) for event in batch)
+                self._wakeup.set()
+                continue
+            try:
+                spooled = await loop.run_in_executor(None, self._spool.append, batch)
+            except (SpoolFull, OSError) as exc:
+                # Calls go on; these events reach the database, but would not survive a crash.
+                if not self._spool_failing:
+                    log.error("call journal: cannot spool events to disk: %s", exc)
+                self._spool_failing = True
+                spooled = [Spooled(_NOT_SPOOLED, event) for event in batch]
+            else:
+                if self._spool_failing:
+                    log.warning("call journal: spooling to disk again")
+                self._spool_failing = False
+            self._pending.extend(spooled)
+            self._wakeup.set()
 
     async def _run(self) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
-                if self._closing:
+                if self._closing and (self._spooler is None or self._spooler.done()):
                     return
                 await self._wakeup.wait()
                 self._wakeup.clear()
@@ -224,37 +290,46 @@ class CallJournal:
             batch = [self._pending[i] for i in range(min(self._max_batch, len(self._pending)))]
             try:
                 await self._write(batch)
-            except _OUTAGE as exc:
+            except OUTAGE_ERRORS as exc:
                 failures += 1
-                log.warning("call journal: database unavailable (%s); retrying", exc)
+                if self._availability is not None:
+                    self._availability.report(False, type(exc).__name__)
+                if failures == 1:
+                    log.warning("call journal: database unavailable (%s); retrying", exc)
             except Exception:
                 # The journal must outlive any error: a dead writer would lose every later call.
                 failures += 1
                 log.exception("call journal: unexpected error writing a batch; retrying")
             else:
+                if failures and self._availability is not None:
+                    self._availability.report(True)
                 failures = 0
                 for _ in batch:
                     self._pending.popleft()
                 self._written += len(batch)
                 self._release_waiters()
+                last = max(s.seq for s in batch)
+                if self._spool is not None and last != _NOT_SPOOLED:
+                    await loop.run_in_executor(None, self._spool.applied, last)
                 continue
             if self._closing and failures > 3:
                 return
             await asyncio.sleep(self._backoff(failures))
 
-    async def _write(self, batch: list[CallEvent]) -> None:
+    async def _write(self, batch: list[Spooled]) -> None:
         async with self._pool.acquire() as connection:
             try:
                 async with connection.transaction():
-                    for event in batch:
-                        await apply(connection, event)
+                    for spooled in batch:
+                        await apply(connection, spooled.event)
             except _REFUSED:
                 await self._write_one_by_one(connection, batch)
 
     async def _write_one_by_one(
-        self, connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], batch: list[CallEvent]
+        self, connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], batch: list[Spooled]
     ) -> None:
-        for event in batch:
+        for spooled in batch:
+            event = spooled.event
             try:
                 async with connection.transaction():
                     await apply(connection, event)

@@ -145,21 +145,29 @@ async def attempts_of(db: Executor, call_ids: Sequence[UUID]) -> dict[UUID, list
     return result
 
 
-async def close_interrupted(db: Executor) -> int:
+async def close_interrupted(db: Executor, last_alive: datetime | None) -> int:
     """Calls still open from before a crash or kill: closed out, never left 'live' forever.
 
-    Runs at start-up, before any SIP listener opens, so no call of this run can be caught.
+    Runs at start-up, after the call journal has applied its spool (so a call that ended while
+    the database was away is not among them) and before any SIP listener opens, so no call of
+    this run can be caught.
+
+    :param last_alive: the previous run's last heartbeat, when the calls really ended (no
+        earlier than each call's own last event); None: unknown, now.
     """
     closed = await db.fetchval(
         """WITH closed AS (
                UPDATE calls SET state = 'ended', disposition = 'interrupted',
                       hangup_by = 'system', hangup_reason = 'server restarted',
-                      ended_at = now()
-               WHERE state <> 'ended' RETURNING id),
+                      ended_at = greatest(started_at, ringing_at, answered_at,
+                                          coalesce($1::timestamptz, now()))
+               WHERE state <> 'ended' RETURNING id, ended_at),
            attempts AS (
-               UPDATE call_attempts SET result = 'error', reason = 'server restarted',
-                      ended_at = now()
-               WHERE call_id IN (SELECT id FROM closed) AND ended_at IS NULL RETURNING 1)
-           SELECT count(*) FROM closed"""
+               UPDATE call_attempts a SET result = 'error', reason = 'server restarted',
+                      ended_at = greatest(a.started_at, closed.ended_at)
+               FROM closed
+               WHERE a.call_id = closed.id AND a.ended_at IS NULL RETURNING 1)
+           SELECT count(*) FROM closed""",
+        last_alive,
     )
     return int(closed)

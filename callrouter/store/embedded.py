@@ -11,6 +11,7 @@ unprivileged system user ``callrouter`` (created if missing), the one ``serve`` 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import importlib.metadata
@@ -21,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from callrouter.privileges import account_for
@@ -57,6 +59,38 @@ def binaries_dir() -> Path:
 
 def _dsn(socket_dir: Path) -> str:
     return f"postgresql:///{DATABASE}?host={socket_dir}&port={PORT}&user={SUPERUSER}"
+
+
+def _postmaster_pid(pidfile: Path) -> int | None:
+    """The pid PostgreSQL wrote on the first line of ``postmaster.pid`` (or of a socket's
+    ``.lock`` file), if the file is there and says one."""
+    try:
+        first = pidfile.read_text().split("\n", 1)[0].strip()
+    except OSError:
+        return None
+    return int(first) if first.isdigit() else None
+
+
+def _runs_on(pid: int, pgdata: Path) -> bool:
+    """Whether ``pid`` is a PostgreSQL process of the cluster in ``pgdata`` (every server
+    process works in its data directory). The pid files' word is not trusted: after a kill the
+    pid may be dead, or reused by anything."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return name in ("postgres", "postmaster") and cwd == pgdata
+
+
+def server_processes(pgdata: Path) -> list[int]:
+    """Every live PostgreSQL process of the cluster in ``pgdata``: after the postmaster was
+    killed, its backends linger a moment holding the shared memory."""
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and _runs_on(int(entry.name), pgdata)
+    ]
 
 
 def _die_with_parent() -> None:
@@ -98,6 +132,10 @@ class EmbeddedPostgres:
             socket_dir = Path((root / "socket_dir").read_text().strip())
         except OSError:
             return None
+        pgdata = root.resolve() / "pgdata"
+        pid = _postmaster_pid(pgdata / "postmaster.pid")
+        if pid is None or not _runs_on(pid, pgdata):
+            return None  # a socket left by a killed server: nobody answers on it
         return _dsn(socket_dir) if (socket_dir / f".s.PGSQL.{PORT}").exists() else None
 
     @staticmethod
@@ -177,6 +215,11 @@ class EmbeddedPostgres:
 
     def start(self) -> None:
         """Initialise the cluster on first use, start the server and wait until it accepts."""
+        self.launch()
+        self._wait_ready_blocking()
+
+    def launch(self) -> None:
+        """Start the server process without waiting for it (see ``ready``); main thread only."""
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self._account is not None:
             self._check_traversable(self.root)
@@ -184,6 +227,7 @@ class EmbeddedPostgres:
             self._bindir = self._reachable_binaries()
         if not self.initialised():
             self._initdb()
+        self._clear_stale_files()
         self._socket_dir = self._make_socket_dir()
         log = self.root / "postgresql.log"
         log.touch(exist_ok=True)
@@ -204,8 +248,29 @@ class EmbeddedPostgres:
             ],
             log,
         )
-        self._wait_ready(log)
-        (self.root / "socket_dir").write_text(str(self._socket_dir))
+
+    def _clear_stale_files(self) -> None:
+        """What a killed server left behind. A postmaster of an earlier run still shutting down
+        (its parent died and sent it SIGINT) is asked again and waited for, as are the backends
+        of a killed one; only when no process of this cluster is left are its ``postmaster.pid``
+        and socket lock known stale, and removed (PostgreSQL alone would refuse to start when a
+        dead server's pid has been reused by another process)."""
+        pidfile = self.pgdata / "postmaster.pid"
+        pid = _postmaster_pid(pidfile)
+        if pid is not None and _runs_on(pid, self.pgdata):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGINT)
+        deadline = time.monotonic() + self.start_timeout
+        while (left := server_processes(self.pgdata)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if left:
+            raise EmbeddedPostgresError(
+                f"PostgreSQL processes {left} of an earlier run still use {self.pgdata}"
+            )
+        pidfile.unlink(missing_ok=True)
+        run = self.root / "run"
+        (run / f".s.PGSQL.{PORT}.lock").unlink(missing_ok=True)
+        (run / f".s.PGSQL.{PORT}").unlink(missing_ok=True)
 
     def _blocking_parent(self, path: Path) -> Path | None:
         """The first parent of ``path`` the server account cannot traverse, if any."""
@@ -252,27 +317,92 @@ class EmbeddedPostgres:
         target.chmod(0o755)
         return target / wheel.name / "pginstall" / "bin"
 
-    def _wait_ready(self, log: Path) -> None:
-        """Poll postmaster.pid for PostgreSQL's own "ready" status (line 8), bounded."""
+    def _readiness(self) -> bool:
+        """Whether our postmaster says "ready" (line 8 of postmaster.pid, and line 1 is its pid:
+        a file a killed server left says "ready" too). Raises when it exited instead."""
+        process = self._process
+        if process is None or process.poll() is not None:
+            log = self.root / "postgresql.log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            self._process = None
+            raise EmbeddedPostgresError(
+                "PostgreSQL exited during start-up:\n  " + "\n  ".join(tail)
+            )
+        with contextlib.suppress(OSError):
+            lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+            ours = len(lines) >= 8 and lines[0].strip() == str(process.pid)
+            if ours and lines[7].strip() == "ready":
+                (self.root / "socket_dir").write_text(str(self._socket_dir))
+                return True
+        return False
+
+    def _wait_ready_blocking(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        pidfile = self.pgdata / "postmaster.pid"
         while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-                self._process = None
-                raise EmbeddedPostgresError(
-                    "PostgreSQL exited during start-up:\n  " + "\n  ".join(tail)
-                )
-            with contextlib.suppress(OSError):
-                lines = pidfile.read_text().splitlines()
-                if len(lines) >= 8 and lines[7].strip() == "ready":
-                    return
+            if self._readiness():
+                return
             time.sleep(0.05)
         self.stop()
         raise EmbeddedPostgresError(
             f"PostgreSQL did not become ready within {self.start_timeout} s"
         )
+
+    async def ready(self) -> None:
+        """Wait, without blocking the loop, until a launched server accepts connections."""
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self._readiness():
+                return
+            await asyncio.sleep(0.05)
+        self.stop()
+        raise EmbeddedPostgresError(
+            f"PostgreSQL did not become ready within {self.start_timeout} s"
+        )
+
+    def exited(self) -> int | None:
+        """The exit status of a server that died under us (None while it runs)."""
+        return self._process.poll() if self._process is not None else None
+
+    async def supervise(
+        self,
+        say: Callable[[str], None],
+        on_change: Callable[[bool], None] = lambda _up: None,
+        *,
+        backoff: Callable[[int], float] = lambda n: min(30.0, 2.0 ** (n - 1)),
+        poll: float = 0.2,
+    ) -> None:
+        """Restart the server whenever it dies, with backoff, saying so; runs until cancelled.
+
+        :param on_change: told False when the server is found dead, True when it is back.
+        :param backoff: seconds before the n-th consecutive restart attempt (n from 1); the
+            first wait also lets the dead server's backends exit and free its shared memory.
+        """
+        failures = 0
+        while True:
+            await asyncio.sleep(poll)
+            status = self.exited()
+            if status is None:
+                continue
+            old = self.pid
+            on_change(False)
+            say(f"database: embedded PostgreSQL (pid {old}) exited with status {status}")
+            while True:
+                failures += 1
+                delay = backoff(failures)
+                say(f"database: restarting embedded PostgreSQL in {delay:g} s")
+                await asyncio.sleep(delay)
+                if server_processes(self.pgdata):
+                    continue  # the dead server's backends have not exited yet
+                try:
+                    self.launch()
+                    await self.ready()
+                except (EmbeddedPostgresError, OSError) as exc:
+                    say(f"database: embedded PostgreSQL did not restart: {exc}")
+                    continue
+                break
+            failures = 0
+            say(f"database: embedded PostgreSQL restarted (pid {self.pid})")
+            on_change(True)
 
     def stop(self, timeout: float = 60.0) -> None:
         """Fast shutdown (SIGINT): disconnects clients, checkpoints, exits. Idempotent."""

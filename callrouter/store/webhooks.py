@@ -8,7 +8,7 @@ from typing import Any
 from uuid import UUID
 
 from callrouter.store.database import Executor
-from callrouter.store.ids import new_id
+from callrouter.store.ids import derived_id, new_id
 from callrouter.store.tenant_table import TenantTable
 
 EVENTS = ("call.started", "call.answered", "call.completed", "recording.ready", "form.submitted")
@@ -60,8 +60,19 @@ DELIVERIES = TenantTable(
 )
 
 
-async def enqueue(db: Executor, client_id: UUID, event: str, payload: dict[str, Any]) -> int:
-    """A delivery for each of the client's webhooks that wants ``event``; how many."""
+async def enqueue(
+    db: Executor,
+    client_id: UUID,
+    event: str,
+    payload: dict[str, Any],
+    *,
+    event_id: UUID | None = None,
+) -> int:
+    """A delivery for each of the client's webhooks that wants ``event``; how many.
+
+    :param event_id: a UUIDv7 naming this event: enqueued again (a retry after the database
+        went away, when the first try may have committed), it adds no second delivery.
+    """
     rows = await db.fetch(
         "SELECT id FROM webhooks WHERE client_id = $1 AND $2 = ANY(events)", client_id, event
     )
@@ -69,8 +80,17 @@ async def enqueue(db: Executor, client_id: UUID, event: str, payload: dict[str, 
         await db.executemany(
             """INSERT INTO webhook_deliveries (id, client_id, webhook_id, event, payload,
                                                next_attempt_at)
-               VALUES ($1, $2, $3, $4, $5, now())""",
-            [(new_id(), client_id, row["id"], event, payload) for row in rows],
+               VALUES ($1, $2, $3, $4, $5, now()) ON CONFLICT (id) DO NOTHING""",
+            [
+                (
+                    derived_id(event_id, row["id"]) if event_id else new_id(),
+                    client_id,
+                    row["id"],
+                    event,
+                    payload,
+                )
+                for row in rows
+            ],
         )
     return len(rows)
 

@@ -138,12 +138,31 @@ async def test_calls_left_open_by_a_crash_are_closed_as_interrupted(
         journal.record(started(done, client.id))
         journal.record(CallEnded(done, "no_answer", "system", "ring timeout", T0))
         await journal.flushed()
-    assert await calls.close_interrupted(pool) == 1
+    last_heartbeat = T0 + timedelta(seconds=42)
+    assert await calls.close_interrupted(pool, last_heartbeat) == 1
     call = await calls.get(pool, live, None)
     assert call is not None
     assert (call.state, call.disposition, call.hangup_by) == ("ended", "interrupted", "system")
+    # The call ended when the server was last alive, not when it was restarted.
+    assert call.ended_at == last_heartbeat
     attempt = (await calls.attempts_of(pool, [live]))[live][0]
     assert (attempt.result, attempt.reason) == ("error", "server restarted")
+    assert attempt.ended_at == last_heartbeat
     untouched = await calls.get(pool, done, None)
     assert untouched is not None and untouched.disposition == "no_answer"
-    assert await calls.close_interrupted(pool) == 0
+    assert untouched.ended_at == T0
+    assert await calls.close_interrupted(pool, None) == 0
+
+
+async def test_a_call_that_started_after_the_last_heartbeat_ends_no_earlier_than_it_began(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    late = uuid4()
+    async with CallJournal(pool) as journal:
+        journal.record(started(late, client.id, T0 + timedelta(seconds=5)))
+        journal.record(CallAnswered(late, T0 + timedelta(seconds=6)))
+        await journal.flushed()
+    assert await calls.close_interrupted(pool, T0) == 1
+    call = await calls.get(pool, late, None)
+    assert call is not None and call.ended_at == T0 + timedelta(seconds=6)

@@ -1,0 +1,198 @@
+"""A killed PostgreSQL: the supervisor restarts it, the journal loses nothing, and what a killed
+server leaves behind never stops the next start. Real kills of a real embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import uuid4
+
+import asyncpg
+import pytest
+
+from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
+from callrouter.store import calls
+from callrouter.store.availability import DatabaseAvailability
+from callrouter.store.call_journal import CallJournal
+from callrouter.store.clients import CLIENTS
+from callrouter.store.database import create_pool, ensure_database
+from callrouter.store.embedded import DATABASE, EmbeddedPostgres, server_processes
+from callrouter.store.migrations import migrate
+from callrouter.store.spool import EventSpool
+from tests.conftest import world_traversable_tempdir
+
+T0 = datetime(2026, 12, 6, 21, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Path]:
+    """One initialised, migrated cluster for the module (initdb is the slow part)."""
+    root = world_traversable_tempdir("callrouter-outage-") / "postgres"
+    server = EmbeddedPostgres(root)
+    server.start()
+
+    async def prepare() -> None:
+        await ensure_database(server.admin_dsn, DATABASE)
+        connection = await asyncpg.connect(server.dsn)
+        try:
+            await migrate(connection)
+        finally:
+            await connection.close()
+
+    asyncio.run(prepare())
+    server.stop()
+    yield root
+    shutil.rmtree(root.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def server(cluster: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(cluster)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def started(call_id: object, client_id: object) -> CallStarted:
+    return CallStarted(
+        call_id=call_id,  # type: ignore[arg-type]
+        client_id=client_id,  # type: ignore[arg-type]
+        number_id=None,
+        tracking_number="+441515550001",
+        caller_number="+447700900123",
+        sip_call_id="outage@carrier",
+        trunk="config",
+        dialplan="default",
+        session_id=None,
+        attribution={},
+        record=False,
+        at=T0,
+    )
+
+
+@pytest.fixture
+async def pool(server: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]:
+    pool = await create_pool(server.dsn, min_size=1, max_size=2)
+    yield pool
+    await pool.close()
+
+
+async def test_a_killed_postmaster_is_restarted_and_events_of_the_outage_land_once(
+    server: EmbeddedPostgres, pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Outage Ltd"})
+    said: list[str] = []
+    availability = DatabaseAvailability()
+    supervisor = asyncio.create_task(
+        server.supervise(said.append, availability.report, backoff=lambda _n: 0.3)
+    )
+    spool = EventSpool(tmp_path / "spool", max_bytes=1 << 20)
+    before, during = uuid4(), uuid4()
+    try:
+        async with CallJournal(
+            pool, spool, availability=availability, backoff=lambda _n: 0.05
+        ) as journal:
+            journal.record(started(before, client.id))
+            await journal.flushed()
+
+            killed = server.pid
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            await until(lambda: not availability.up)
+
+            # A whole call happens while the database is away: it goes to disk, not nowhere.
+            for event in (
+                started(during, client.id),
+                CallAnswered(during, T0),
+                CallEnded(during, "answered", "caller", "BYE", T0),
+            ):
+                journal.record(event)
+            await until(lambda: spool.bytes > 0 and journal.backlog > 0)
+
+            await asyncio.wait_for(journal.flushed(), 60)
+            assert journal.backlog == 0
+            # The journal may reach the new server a moment before the supervisor sees it ready.
+            await until(lambda: any("restarted" in line for line in said))
+    finally:
+        supervisor.cancel()
+
+    assert server.pid != killed
+    assert any("exited" in line for line in said), said
+    assert any(f"restarted (pid {server.pid})" in line for line in said), said
+    assert availability.up
+    rows = await pool.fetch("SELECT id, state FROM calls")
+    assert sorted((r["id"], r["state"] == "ended") for r in rows) == sorted(
+        [(before, False), (during, True)]
+    )
+    call = await calls.get(pool, during, client.id)
+    assert call is not None and call.disposition == "answered"
+
+
+async def test_events_spooled_before_a_kill_are_written_at_the_next_start(
+    server: EmbeddedPostgres, pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Crash Ltd"})
+    call = uuid4()
+    # The last run spooled a call and was killed before the database had it.
+    spool = EventSpool(tmp_path / "spool", max_bytes=1 << 20)
+    spool.open()
+    spool.append([started(call, client.id), CallEnded(call, "cancelled", "caller", "CANCEL", T0)])
+    spool.close()
+
+    async with CallJournal(pool, EventSpool(tmp_path / "spool", max_bytes=1 << 20)) as journal:
+        assert journal.replayed == 2
+        await journal.flushed()
+    async with CallJournal(pool, EventSpool(tmp_path / "spool", max_bytes=1 << 20)) as journal:
+        assert journal.replayed == 0, "applied events are not replayed"
+    assert await pool.fetchval("SELECT count(*) FROM calls WHERE id = $1", call) == 1
+    row = await calls.get(pool, call, client.id)
+    assert row is not None and row.disposition == "cancelled"
+
+
+def test_what_a_killed_server_leaves_does_not_stop_the_next_start(cluster: Path) -> None:
+    first = EmbeddedPostgres(cluster)
+    first.start()
+    killed = first.pid
+    assert killed is not None
+    os.kill(killed, signal.SIGKILL)
+    first._process.wait()  # type: ignore[union-attr]
+    # Its postmaster.pid still says "ready" and its socket is still there: neither is trusted.
+    assert (cluster / "pgdata" / "postmaster.pid").exists()
+    assert EmbeddedPostgres.running_dsn(cluster) is None
+    # Worse: the dead server's pid now belongs to another, live process.
+    with subprocess.Popen(["sleep", "60"]) as other:
+        pidfile = cluster / "pgdata" / "postmaster.pid"
+        lines = pidfile.read_text().splitlines()
+        pidfile.write_text("\n".join([str(other.pid), *lines[1:]]) + "\n")
+
+        second = EmbeddedPostgres(cluster)
+        second.start()  # first time, no retry
+        try:
+            assert second.pid not in (None, killed)
+            assert EmbeddedPostgres.running_dsn(cluster) == second.dsn
+
+            async def ask() -> int:
+                connection = await asyncpg.connect(second.dsn)
+                try:
+                    return int(await connection.fetchval("SELECT 1"))
+                finally:
+                    await connection.close()
+
+            assert asyncio.run(ask()) == 1
+        finally:
+            second.stop()
+            other.kill()
+    assert server_processes(cluster / "pgdata") == []
