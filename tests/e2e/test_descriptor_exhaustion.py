@@ -114,5 +114,5 @@ def test_descriptor_exhaustion_degrades_and_recovers(workdir: Path, many_files: 
         if server.process.poll() is None:
             server.kill()  # a failed step above must not leave serve running
     assert code == 0, server.output[-3000:]
-    assert server.lines[-1] == "stopped", server.output[-3000:]
-    assert not any("error:" in line for line in server.lines[-5:])
+    assert server.messages[-1] == "stopped", server.output[-3000:]
+    assert not any("error:" in message for message in server.messages[-5:])

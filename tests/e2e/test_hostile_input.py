@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import world_traversable_tempdir
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ServeProcess, message_of, record_of
 from tests.transport.test_tls import self_signed
 
 CLOSE_WAIT = 30.0
@@ -227,7 +227,13 @@ def test_a_5000_digit_number_literal_gets_422(served: Served) -> None:
 def test_a_malformed_request_is_one_log_line_not_a_traceback(served: Served) -> None:
     status, _ = served.request("GET", "/v1/health", headers={"X-Long": "a" * 10_000})
     assert status == 400
-    served.server.wait_for(r"INFO callrouter\.http: http: refused a malformed request: Got more")
+    served.server.wait_for(r"^http: refused a malformed request: Got more")
+    refused = [
+        record_of(line)
+        for line in served.server.lines
+        if "refused a malformed request" in message_of(line)
+    ]
+    assert [(r["level"], r["logger"]) for r in refused] == [("INFO", "callrouter.http")]
     assert not any("Traceback" in line for line in served.server.lines)
 
 
