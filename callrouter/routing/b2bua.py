@@ -23,6 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from callrouter.call_events import (
+    AttemptAnswered,
+    AttemptEnded,
+    AttemptRinging,
+    AttemptStarted,
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    CallStarted,
+    RecordingRefused,
+)
 from callrouter.metrics import Metrics
 from callrouter.privacy.suppression import UNRESTRICTED, CallerTreatment
 from callrouter.routing.anchoring import MediaAnchor
@@ -38,17 +49,6 @@ from callrouter.routing.call import (
 )
 from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording
 from callrouter.routing.dialplans import DialplanLibrary
-from callrouter.routing.events import (
-    AttemptAnswered,
-    AttemptEnded,
-    AttemptRinging,
-    AttemptStarted,
-    CallAnswered,
-    CallEnded,
-    CallRinging,
-    CallStarted,
-    RecordingRefused,
-)
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.dialogs import AnswerRepeater, Dialog, DialogId

@@ -26,7 +26,7 @@ from types import TracebackType
 
 import asyncpg
 
-from callrouter.routing.events import (
+from callrouter.call_events import (
     AttemptAnswered,
     AttemptEnded,
     AttemptRinging,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from callrouter.routing.events import (
+from callrouter.call_events import (
     AttemptEnded,
     AttemptStarted,
     CallAnswered,
