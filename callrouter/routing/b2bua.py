@@ -64,6 +64,7 @@ from callrouter.sip.events import (
 from callrouter.sip.headers import Headers
 from callrouter.sip.message import Request, Response
 from callrouter.sip.uri import SipUri, parse_uri
+from callrouter.store.ids import new_id
 from callrouter.store.numbers import Number
 from callrouter.transport.resolver import Resolver
 from callrouter.transport.service import SipService
@@ -131,7 +132,7 @@ class B2bua:
         if number.destination:
             params.setdefault("destination", number.destination)
         call = Call(
-            id=uuid.uuid4(),
+            id=new_id(),
             number=number,
             request=request,
             tid=tid,
