@@ -94,7 +94,7 @@ def started(call_id: UUID, client_id: UUID, at: datetime) -> CallStarted:
 
 
 def whole_call(call_id: UUID, client_id: UUID, at: datetime) -> list[CallEvent]:
-    """Eight events: two destinations tried, the second answers, the caller hangs up."""
+    """Ten events: two destinations tried, the second answers, the caller hangs up."""
     return [
         started(call_id, client_id, at),
         AttemptStarted(call_id, 1, "sip:desk@pbx.example", at),
