@@ -50,6 +50,7 @@ class CallChanges:
     answered_at: datetime | None = None
     ended: CallEnded | None = None
     not_recorded_reason: str | None = None
+    #: No event but a start: the row needs no UPDATE.
     empty: bool = True
 
     def add(self, event: CallEvent) -> None:
@@ -76,6 +77,7 @@ class AttemptChanges:
     ringing_at: datetime | None = None
     answered_at: datetime | None = None
     ended: AttemptEnded | None = None
+    #: No event but a start: the row needs no UPDATE.
     empty: bool = True
 
     def add(self, event: CallEvent) -> None:
@@ -118,9 +120,7 @@ CallRows = dict[UUID, CallRow]
 AttemptRows = dict[tuple[UUID, int], AttemptRow]
 
 
-def fold(
-    batch: Sequence[CallEvent],
-) -> tuple[dict[UUID, CallRow], dict[tuple[UUID, int], AttemptRow]]:
+def fold(batch: Sequence[CallEvent]) -> tuple[CallRows, AttemptRows]:
     """The batch per row, rows in the order the batch first names them."""
     calls: CallRows = {}
     attempts: AttemptRows = {}
