@@ -479,7 +479,7 @@ class B2bua:
             "From", f"{self._presented_caller(call, trunk, host)};tag={secrets.token_hex(6)}"
         )
         headers.add("To", f"<{uri}>")
-        headers.add("Call-ID", f"{uuid.uuid4()}@{host}")
+        headers.add("Call-ID", f"{secrets.token_hex(16)}@{host}")
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<{self._contact(flow)}>")
         headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
