@@ -23,6 +23,7 @@ from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS, WEBHOOK_SENDER
 from callrouter.numbering import number_parts
 from callrouter.routing.sessions import LivePool, Sessions
 from callrouter.store import sessions as session_store
+from callrouter.store.ids import new_id
 
 HEARTBEAT_SECONDS = 60
 CORS_PATHS = ("/v1/sessions", "/v1/forms")
@@ -207,7 +208,7 @@ async def submit_form(ctx: RequestContext) -> web.Response:
     fields = {k: v for k, v in (ctx.body.get("fields") or {}).items() if k in listed}
     sessions = _sessions(ctx)
     await sessions.flush()  # the form row refers to the session row
-    form_id = uuid.uuid4()
+    form_id = new_id()
     at = datetime.fromtimestamp(sessions.clock(), UTC)  # the clock its session's times use
     await session_store.insert_form(
         ctx.app()[DATABASE],

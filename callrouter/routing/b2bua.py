@@ -23,6 +23,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from callrouter.call_events import (
+    AttemptAnswered,
+    AttemptEnded,
+    AttemptRinging,
+    AttemptStarted,
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    CallStarted,
+    RecordingRefused,
+)
 from callrouter.metrics import Metrics
 from callrouter.privacy.suppression import UNRESTRICTED, CallerTreatment
 from callrouter.routing.anchoring import MediaAnchor
@@ -38,17 +49,6 @@ from callrouter.routing.call import (
 )
 from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording
 from callrouter.routing.dialplans import DialplanLibrary
-from callrouter.routing.events import (
-    AttemptAnswered,
-    AttemptEnded,
-    AttemptRinging,
-    AttemptStarted,
-    CallAnswered,
-    CallEnded,
-    CallRinging,
-    CallStarted,
-    RecordingRefused,
-)
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.dialogs import AnswerRepeater, Dialog, DialogId
@@ -64,6 +64,7 @@ from callrouter.sip.events import (
 from callrouter.sip.headers import Headers
 from callrouter.sip.message import Request, Response
 from callrouter.sip.uri import SipUri, parse_uri
+from callrouter.store.ids import new_id
 from callrouter.store.numbers import Number
 from callrouter.transport.resolver import Resolver
 from callrouter.transport.service import SipService
@@ -131,7 +132,7 @@ class B2bua:
         if number.destination:
             params.setdefault("destination", number.destination)
         call = Call(
-            id=uuid.uuid4(),
+            id=new_id(),
             number=number,
             request=request,
             tid=tid,
@@ -478,7 +479,7 @@ class B2bua:
             "From", f"{self._presented_caller(call, trunk, host)};tag={secrets.token_hex(6)}"
         )
         headers.add("To", f"<{uri}>")
-        headers.add("Call-ID", f"{uuid.uuid4()}@{host}")
+        headers.add("Call-ID", f"{secrets.token_hex(16)}@{host}")
         headers.add("CSeq", "1 INVITE")
         headers.add("Contact", f"<{self._contact(flow)}>")
         headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")

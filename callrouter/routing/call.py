@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from callrouter.call_events import CallEvent
 from callrouter.routing.dialplan import Step
-from callrouter.routing.events import CallEvent
 from callrouter.routing.trunks import Trunk
 from callrouter.sip.dialogs import AnswerRepeater, Dialog
 from callrouter.sip.events import Flow

@@ -39,6 +39,7 @@ from callrouter.store import pools as pool_store
 from callrouter.store import privacy as privacy_store
 from callrouter.store import sessions as session_store
 from callrouter.store.database import Executor
+from callrouter.store.ids import new_id
 from callrouter.store.pools import Pool
 from callrouter.store.sessions import SessionRecord
 
@@ -223,7 +224,7 @@ class Sessions:
         previous = self._by_visitor.get((live.pool.id, visitor_id)) if visitor_id else None
         if previous is not None and self._continues(previous, live, now):
             return self._continue(previous, live, origin, view, now)
-        session_id = uuid.uuid4()
+        session_id = new_id()
         lease = live.numbers.lease(session_id, visitor_id, now)
         self._revoke_taken(live, now)
         entry = _touch(origin, now)

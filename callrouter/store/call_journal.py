@@ -2,7 +2,8 @@
 
 The B2BUA calls ``record()`` (never blocks). A spooler task appends events to the spool on
 local disk (store/spool.py), fsynced once per batch; a writer task applies spooled events to
-PostgreSQL in batches, each batch in one transaction, in the order they were recorded. A
+PostgreSQL in batches, each batch in one transaction and one statement per table
+(store/call_rows.py), with the effect of the events applied in the order they were recorded. A
 database outage delays writes, it does not lose them, and it does not hold up calls: the spool
 keeps them (across a crash or restart too) and the batch is retried with backoff until it
 lands. Every event's SQL is idempotent (keyed by call id and attempt number), so an event
@@ -26,20 +27,12 @@ from types import TracebackType
 
 import asyncpg
 
-from callrouter.routing.events import (
-    AttemptAnswered,
-    AttemptEnded,
-    AttemptRinging,
-    AttemptStarted,
-    CallAnswered,
-    CallEnded,
+from callrouter.call_events import (
     CallEvent,
-    CallRinging,
-    CallStarted,
     RecordingRefused,
 )
 from callrouter.store.availability import OUTAGE_ERRORS, DatabaseAvailability
-from callrouter.store.database import Executor
+from callrouter.store.call_rows import write_batch
 from callrouter.store.spool import EventSpool, Spooled, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -52,96 +45,6 @@ _REFUSED = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, ValueE
 _NOT_SPOOLED = 0
 """The sequence number of an event the spool could not take (disk full): it is kept in memory
 only, and written without moving the spool's position."""
-
-
-async def apply(connection: Executor, event: CallEvent) -> None:
-    """The SQL for one event."""
-    match event:
-        case CallStarted():
-            await connection.execute(
-                """INSERT INTO calls (id, client_id, number_id, tracking_number, caller_number,
-                       sip_call_id, trunk, dialplan, session_id, attribution, record, started_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                   ON CONFLICT (id) DO NOTHING""",
-                event.call_id,
-                event.client_id,
-                event.number_id,
-                event.tracking_number,
-                event.caller_number,
-                event.sip_call_id,
-                event.trunk,
-                event.dialplan,
-                event.session_id,
-                event.attribution,
-                event.record,
-                event.at,
-            )
-        case CallRinging():
-            await connection.execute(
-                "UPDATE calls SET ringing_at = coalesce(ringing_at, $2) WHERE id = $1",
-                event.call_id,
-                event.at,
-            )
-        case CallAnswered():
-            await connection.execute(
-                "UPDATE calls SET state = 'active', answered_at = $2 WHERE id = $1 "
-                "AND state <> 'ended'",
-                event.call_id,
-                event.at,
-            )
-        case CallEnded():
-            await connection.execute(
-                """UPDATE calls SET state = 'ended', disposition = $2, hangup_by = $3,
-                       hangup_reason = $4, ended_at = $5
-                   WHERE id = $1 AND state <> 'ended'""",
-                event.call_id,
-                event.disposition,
-                event.hangup_by,
-                event.reason,
-                event.at,
-            )
-        case AttemptStarted():
-            await connection.execute(
-                """INSERT INTO call_attempts (call_id, seq, destination, started_at)
-                   VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING""",
-                event.call_id,
-                event.seq,
-                event.destination,
-                event.at,
-            )
-        case AttemptRinging():
-            await connection.execute(
-                "UPDATE call_attempts SET ringing_at = coalesce(ringing_at, $3) "
-                "WHERE call_id = $1 AND seq = $2",
-                event.call_id,
-                event.seq,
-                event.at,
-            )
-        case AttemptAnswered():
-            await connection.execute(
-                "UPDATE call_attempts SET answered_at = $3 WHERE call_id = $1 AND seq = $2",
-                event.call_id,
-                event.seq,
-                event.at,
-            )
-        case AttemptEnded():
-            await connection.execute(
-                """UPDATE call_attempts SET result = $3, sip_status = $4, reason = $5,
-                       ended_at = $6
-                   WHERE call_id = $1 AND seq = $2 AND ended_at IS NULL""",
-                event.call_id,
-                event.seq,
-                event.result,
-                event.sip_status,
-                event.reason,
-                event.at,
-            )
-        case RecordingRefused():
-            await connection.execute(
-                "UPDATE calls SET not_recorded_reason = $2 WHERE id = $1",
-                event.call_id,
-                event.reason,
-            )
 
 
 class CallJournal:
@@ -320,8 +223,7 @@ class CallJournal:
         async with self._pool.acquire() as connection:
             try:
                 async with connection.transaction():
-                    for spooled in batch:
-                        await apply(connection, spooled.event)
+                    await write_batch(connection, [spooled.event for spooled in batch])
             except _REFUSED:
                 await self._write_one_by_one(connection, batch)
 
@@ -332,7 +234,7 @@ class CallJournal:
             event = spooled.event
             try:
                 async with connection.transaction():
-                    await apply(connection, event)
+                    await write_batch(connection, [event])
             except _REFUSED as exc:
                 log.error(
                     "call journal: dropped %s of call %s: %s (sqlstate %s, constraint %s)",

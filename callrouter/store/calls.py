@@ -83,7 +83,8 @@ class CallFilter:
 async def list_page(
     db: Executor, scope: UUID | None, after: UUID | None, limit: int, where: CallFilter
 ) -> list[Call]:
-    """Calls newest-id-last after the cursor, within ``scope``, narrowed by ``where``."""
+    """Calls after the cursor, oldest first (ids are UUIDv7, so id order is the order the
+    calls started), within ``scope``, narrowed by ``where``."""
     rows = await db.fetch(
         f"""SELECT {CALL_COLUMNS} FROM calls
             WHERE ($1::uuid IS NULL OR client_id = $1)

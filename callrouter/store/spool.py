@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from callrouter.routing import events as call_events
-from callrouter.routing.events import CallEvent
+from callrouter import call_events
+from callrouter.call_events import CallEvent
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import numpy as np
 import soundfile
 
-from callrouter.routing.events import CallStarted
+from callrouter.call_events import CallStarted
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.recordings import FinishedFile, Recording
 from tests.api.conftest import Api

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from callrouter.routing.events import (
+from callrouter.call_events import (
     AttemptEnded,
     AttemptStarted,
     CallAnswered,
@@ -86,3 +86,44 @@ async def test_calls_are_filtered_and_carry_their_attempts(api: Api) -> None:
     bad = await api.call("GET", "/v1/calls?from=yesterday&disposition=maybe", key)
     assert bad.status == 422
     assert {e["field"] for e in bad.body["errors"]} == {"from", "disposition"}
+
+
+async def test_calls_page_in_the_order_they_started(api: Api) -> None:
+    """Call ids are UUIDv7, made when the INVITE arrives, so paging by id is paging by time:
+    rows written to the journal newest first still come back oldest first, page after page."""
+    client_id, key = await api.client_with_key("Pager")
+    started = [(new_id(), T0 + timedelta(minutes=minute)) for minute in range(7)]
+    async with CallJournal(api.db) as journal:
+        for call_id, at in reversed(started):
+            journal.record(
+                CallStarted(
+                    call_id=call_id,
+                    client_id=UUID(client_id),
+                    number_id=None,
+                    tracking_number="+441515550002",
+                    caller_number=None,
+                    sip_call_id=f"{call_id}@carrier",
+                    trunk="carrier-a",
+                    dialplan="default",
+                    session_id=None,
+                    attribution={},
+                    record=False,
+                    at=at,
+                )
+            )
+        await journal.flushed()
+
+    seen: list[dict[str, str]] = []
+    query = "limit=3"
+    for _ in range(len(started)):
+        page = await api.ok("GET", f"/v1/calls?{query}", key)
+        assert 0 < len(page["data"]) <= 3
+        seen += page["data"]
+        if page["next_cursor"] is None:
+            break
+        query = f"limit=3&cursor={page['next_cursor']}"
+    assert [call["id"] for call in seen] == [str(call_id) for call_id, _at in started]
+    assert [call["started_at"] for call in seen] == [
+        at.strftime("%Y-%m-%dT%H:%M:%SZ") for _id, at in started
+    ]
+    assert {UUID(call["id"]).version for call in seen} == {7}

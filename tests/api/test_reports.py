@@ -7,7 +7,7 @@ import io
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
+from callrouter.call_events import CallAnswered, CallEnded, CallStarted
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.ids import new_id
 from tests.api.conftest import Api

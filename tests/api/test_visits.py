@@ -9,7 +9,7 @@ from uuid import UUID
 
 import pytest
 
-from callrouter.routing.events import CallEnded, CallStarted
+from callrouter.call_events import CallEnded, CallStarted
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.ids import new_id
 from tests.api.conftest import Api

@@ -15,8 +15,8 @@ from uuid import UUID
 
 import pytest
 
+from callrouter.call_events import CallAnswered, CallEnded, CallStarted
 from callrouter.config import load_config
-from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import EmbeddedPostgres

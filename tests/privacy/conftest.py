@@ -18,12 +18,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from callrouter.api.auth import Authenticator
 from callrouter.api.server import build_api
+from callrouter.call_events import CallAnswered, CallEnded, CallStarted
 from callrouter.config import load_config
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.privacy.subjects import phone_formats
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recordings import Recordings
-from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
 from callrouter.routing.sessions import Sessions
 from callrouter.store import api_keys
 from callrouter.store.call_journal import CallJournal

@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from callrouter.routing.events import AttemptStarted, CallStarted
+from callrouter.call_events import AttemptStarted, CallStarted
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool

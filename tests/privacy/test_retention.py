@@ -10,9 +10,9 @@ from uuid import UUID
 import asyncpg
 import pytest
 
+from callrouter.call_events import CallStarted
 from callrouter.privacy.erasure import Removed
 from callrouter.privacy.retention import RetentionDefaults, next_purge_at, purge, run_daily
-from callrouter.routing.events import CallStarted
 from callrouter.store import reports
 from callrouter.store import sessions as session_store
 from callrouter.store.call_journal import CallJournal

@@ -168,3 +168,10 @@ async def wait_for_a_lock_wait(db: asyncpg.Pool[asyncpg.Record]) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the flush never reached the database")
+
+
+async def test_visit_ids_are_time_ordered(site: Site) -> None:
+    """Session ids are UUIDv7 like every row id, so a later visit sorts after an earlier one."""
+    first, second = site.visit("visitor-1"), site.visit("visitor-2")
+    assert (first.version, second.version) == (7, 7)
+    assert first < second

@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 import asyncpg
 import pytest
 
-from callrouter.routing.events import (
+from callrouter.call_events import (
     AttemptAnswered,
     AttemptEnded,
     AttemptRinging,

@@ -16,7 +16,7 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from callrouter.routing.events import CallAnswered, CallEnded, CallStarted
+from callrouter.call_events import CallAnswered, CallEnded, CallStarted
 from callrouter.store import calls
 from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal

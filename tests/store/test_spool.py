@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 
-from callrouter.routing.events import (
+from callrouter.call_events import (
     AttemptAnswered,
     AttemptEnded,
     AttemptRinging,
