@@ -7,11 +7,9 @@ call once its record is durable, and the tests wait for that line.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import count
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import world_traversable_tempdir
+from tests.e2e.router_api import Router as RouterApi
 from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import SCENARIOS, free_port, request_scenario, run_sipp, sipp_command
 
@@ -77,27 +76,12 @@ reason = "Closed"
 TARGETS = {name: (free_port(), free_port()) for name in ("overloaded.test", "silent.test")}
 
 
-class Router:
+class Router(RouterApi):
     """A running ``callrouter serve`` with an API client for one client's numbers."""
 
     def __init__(self, server: ServeProcess, dialplans: Path) -> None:
-        self.server = server
+        super().__init__(server)
         self.dialplans = dialplans
-        self.port = server.sip_port()
-        self.client_id = self.api("POST", "/v1/clients", {"name": "Acme"})["id"]
-
-    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        request = urllib.request.Request(
-            self.server.http_url + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={
-                "Authorization": f"Bearer {self.server.operator_key}",
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
 
     def number(self, dialplan: str = "default", **params: str) -> str:
         e164 = f"+4415155{next(NUMBERS):05d}"

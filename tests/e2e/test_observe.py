@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import world_traversable_tempdir
+from tests.e2e.router_api import Router as RouterApi
 from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import SCENARIOS, free_port, request_scenario, run_sipp, sipp_command
 
@@ -31,27 +32,12 @@ CONTRIB = Path(__file__).parents[2] / "contrib"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-class Observed:
+class Observed(RouterApi):
     """A running server, its API as the operator, and its metrics."""
 
     def __init__(self, server: ServeProcess) -> None:
-        self.server = server
-        self.port = server.sip_port()
+        super().__init__(server)
         self.metrics_url = server.wait_for(r"metrics: (\S+)").group(1)
-        self.client_id = self.api("POST", "/v1/clients", {"name": "Acme"})["id"]
-
-    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        request = urllib.request.Request(
-            self.server.http_url + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={
-                "Authorization": f"Bearer {self.server.operator_key}",
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read() or b"null")
 
     def scrape_text(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=30) as response:
