@@ -12,7 +12,10 @@ worker) is sampled: resident memory (sum), open descriptors and UDP sockets (soc
 found in /proc/net/udp and udp6). Each sample is printed as it is taken; at the end the series
 with min/max/slope, and a verdict per series: flat when the mean of the last five samples is
 within ``--tolerance`` % of the mean of minutes 2-6 (with fewer samples, the last half against
-the first half after minute 1). The reference is the same process tree earlier in the run.
+the first half). The reference is the same process tree earlier in the run. PSS is printed
+beside RSS because the RSS sum counts PostgreSQL's shared buffers once per backend that
+touched them, which grows as backends warm up without any leak. A last sample is taken
+after the last call, idle, and printed apart.
 
 Then every call SIPp placed (its Call-IDs are ``N-PID@IP``) must have exactly one call row:
 answered when SIPp completed it, on the right number and trunk, with ``record`` set and one
@@ -121,6 +124,7 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 class Sample:
     minute: float
     rss_mib: float
+    pss_mib: float
     fds: int
     udp: int
 
@@ -187,13 +191,16 @@ def udp_inodes() -> set[str]:
 
 
 def sample(root: int, started: float) -> Sample:
-    rss_kib, fds, udp = 0, 0, 0
+    rss_kib, pss_kib, fds, udp = 0, 0, 0, 0
     udp_now = udp_inodes()
     for pid in process_tree(root):
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     rss_kib += int(line.split()[1])
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss_kib += int(line.split()[1])
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 fds += 1
                 target = fd.readlink().as_posix()
@@ -201,7 +208,7 @@ def sample(root: int, started: float) -> Sample:
                     udp += 1
         except OSError:
             continue  # a PostgreSQL backend that ended between listing and reading
-    return Sample((time.monotonic() - started) / 60, rss_kib / 1024, fds, udp)
+    return Sample((time.monotonic() - started) / 60, rss_kib / 1024, pss_kib / 1024, fds, udp)
 
 
 def start_caller(
@@ -253,12 +260,14 @@ def slope_per_hour(xs: list[float], ys: list[float]) -> float:
 
 
 def verdict(values: list[float], tolerance: float) -> tuple[str, float]:
-    """'flat' or 'GROWS'/'SHRINKS', and the change of the late window against the early one."""
-    if len(values) >= 11:
-        early, late = values[1:6], values[-5:]
+    """'flat' or 'GROWS'/'SHRINKS', and the change of the late window against the early one.
+
+    :param values: one a minute from minute 1 on."""
+    if len(values) >= 10:
+        early, late = values[1:6], values[-5:]  # minutes 2-6, the last five
     else:
-        half = max(1, (len(values) - 1) // 2)
-        early, late = values[1 : 1 + half] or values[:1], values[-half:]
+        half = max(1, len(values) // 2)
+        early, late = values[:half], values[-half:]
     reference = sum(early) / len(early)
     change = (sum(late) / len(late) - reference) / reference * 100 if reference else 0.0
     if abs(change) <= tolerance:
@@ -339,16 +348,28 @@ def wait_for_rows(dsn: str, callers: list[Caller], totals: dict[str, tuple[int, 
         time.sleep(1)
 
 
-def print_series(samples: list[Sample], tolerance: float) -> bool:
-    print("\nminute  RSS MiB  open fds  UDP sockets")
+HEADER = "minute  RSS MiB  PSS MiB  open fds  UDP sockets"
+
+
+def row(s: Sample) -> str:
+    return f"{s.minute:6.1f}  {s.rss_mib:7.1f}  {s.pss_mib:7.1f}  {s.fds:8d}  {s.udp:11d}"
+
+
+def print_series(samples: list[Sample], idle: Sample, tolerance: float) -> bool:
+    """The series under load, its figures and whether each is flat; then the idle sample."""
+    print("\n" + HEADER)
     for s in samples:
-        print(f"{s.minute:6.1f}  {s.rss_mib:7.1f}  {s.fds:8d}  {s.udp:11d}")
-    minutes = [s.minute for s in samples]
+        print(row(s))
+    print(f"{row(idle)}  (after the last call: idle, not in the figures below)")
+    # Minute 0 is before the first call: the verdict and slope are over the run under load.
+    loaded = samples[1:] or samples
+    minutes = [s.minute for s in loaded]
     flat = True
     for name, unit, values in (
-        ("RSS", "MiB", [s.rss_mib for s in samples]),
-        ("open fds", "", [float(s.fds) for s in samples]),
-        ("UDP sockets", "", [float(s.udp) for s in samples]),
+        ("RSS", "MiB", [s.rss_mib for s in loaded]),
+        ("PSS", "MiB", [s.pss_mib for s in loaded]),
+        ("open fds", "", [float(s.fds) for s in loaded]),
+        ("UDP sockets", "", [float(s.udp) for s in loaded]),
     ):
         word, change = verdict(values, tolerance)
         flat &= word == "flat"
@@ -415,21 +436,21 @@ def main() -> None:
                     hold_ms=args.hold_ms,
                 )
             )
-        print("minute  RSS MiB  open fds  UDP sockets", flush=True)
+        print(HEADER, flush=True)
         deadline = started + seconds + 120  # the last calls' hold time and retransmissions
         next_sample = started
         while time.monotonic() < deadline:
             if time.monotonic() >= next_sample:
                 s = sample(server.process.pid, started)
                 samples.append(s)
-                print(f"{s.minute:6.1f}  {s.rss_mib:7.1f}  {s.fds:8d}  {s.udp:11d}", flush=True)
+                print(row(s), flush=True)
                 next_sample += 60
             if all(c.process.poll() is not None for c in callers):
                 break
             if server.process.poll() is not None:
                 raise SystemExit("serve exited:\n" + "\n".join(server.lines[-20:]))
             time.sleep(min(1.0, max(0.0, next_sample - time.monotonic())))
-        samples.append(sample(server.process.pid, started))  # after the last call
+        idle = sample(server.process.pid, started)
         for caller in callers:
             if caller.process.poll() is None:
                 print(f"SIPp for {caller.number} still running at the deadline: stopped")
@@ -451,7 +472,7 @@ def main() -> None:
         pbx.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    flat = print_series(samples, args.tolerance)
+    flat = print_series(samples, idle, args.tolerance)
     print()
     for caller in callers:
         created, ok, failed = totals[caller.number]
