@@ -127,6 +127,8 @@ class Sample:
     pss_mib: float
     fds: int
     udp: int
+    # Open descriptors per process name (serve and its media worker are python3; postgres).
+    fds_by_name: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,8 @@ def api(server: ServeProcess, method: str, path: str, body: dict[str, Any] | Non
 
 def process_tree(root: int) -> list[int]:
     """``root`` and all its descendants alive now."""
-    found, pending = [], [root]
+    found: list[int] = []
+    pending = [root]
     while pending and len(found) < 10_000:
         pid = pending.pop()
         found.append(pid)
@@ -192,6 +195,7 @@ def udp_inodes() -> set[str]:
 
 def sample(root: int, started: float) -> Sample:
     rss_kib, pss_kib, fds, udp = 0, 0, 0, 0
+    by_name: Counter[str] = Counter()
     udp_now = udp_inodes()
     for pid in process_tree(root):
         try:
@@ -201,14 +205,17 @@ def sample(root: int, started: float) -> Sample:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     pss_kib += int(line.split()[1])
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
             for fd in Path(f"/proc/{pid}/fd").iterdir():
                 fds += 1
+                by_name[name] += 1
                 target = fd.readlink().as_posix()
                 if target.startswith("socket:[") and target[8:-1] in udp_now:
                     udp += 1
         except OSError:
             continue  # a PostgreSQL backend that ended between listing and reading
-    return Sample((time.monotonic() - started) / 60, rss_kib / 1024, pss_kib / 1024, fds, udp)
+    minute = (time.monotonic() - started) / 60
+    return Sample(minute, rss_kib / 1024, pss_kib / 1024, fds, udp, dict(by_name))
 
 
 def start_caller(
@@ -378,6 +385,14 @@ def print_series(samples: list[Sample], idle: Sample, tolerance: float) -> bool:
             f"slope {slope_per_hour(minutes, values):+9.1f}/h  late vs early {change:+6.1f} %: "
             f"{word}"
         )
+    first, last = loaded[0], loaded[-1]
+    print(
+        f"open fds by process, minute {first.minute:.0f} -> {last.minute:.0f}: "
+        + ", ".join(
+            f"{name} {first.fds_by_name.get(name, 0)} -> {last.fds_by_name.get(name, 0)}"
+            for name in sorted(first.fds_by_name.keys() | last.fds_by_name.keys())
+        )
+    )
     return flat
 
 
