@@ -1,0 +1,512 @@
+"""Soak: ``callrouter serve`` at a steady call rate for a long time, a quarter of calls recorded.
+
+``serve`` (embedded PostgreSQL, one media worker) takes calls from a carrier trunk on
+127.0.0.2 (created over the API) for two tracking numbers that both point at a SIPp PBX on
+127.0.0.1: one recorded, one not. Two SIPp uac processes place ``--rate`` calls/s between
+them for ``--minutes``, three in four to the plain number and one in four to the recorded
+one, each call held ``--hold-ms``; the recorded calls stream a 440 Hz PCMU tone with SIPp's
+rtp_stream, so the recorder writes real audio.
+
+Once a minute the whole process tree of serve (serve, PostgreSQL and its backends, the media
+worker) is sampled: resident memory (sum), open descriptors and UDP sockets (socket inodes
+found in /proc/net/udp and udp6). Each sample is printed as it is taken; at the end the series
+with min/max/slope, and a verdict per series: flat when the mean of the last five samples is
+within ``--tolerance`` % of the mean of minutes 2-6 (with fewer samples, the last half against
+the first half). The reference is the same process tree earlier in the run. PSS is printed
+beside RSS because the RSS sum counts PostgreSQL's shared buffers once per backend that
+touched them, which grows as backends warm up without any leak. A last sample is taken
+after the last call, idle, and printed apart.
+
+Then every call SIPp placed (its Call-IDs are ``N-PID@IP``) must have exactly one call row:
+answered when SIPp completed it, on the right number and trunk, with ``record`` set and one
+recording row for the recorded number only.
+
+usage: python3 bench/soak.py [--rate 50] [--minutes 30] [--hold-ms 5000] [--tolerance 10]
+needs: apt-get install sip-tester (built with RTPSTREAM, as Debian's is)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import wave
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from callrouter.media.g711 import ulaw_encode  # noqa: E402
+from callrouter.store.embedded import EmbeddedPostgres  # noqa: E402
+from tests.e2e.serve import ServeProcess  # noqa: E402
+from tests.e2e.sipp import SCENARIOS, free_port  # noqa: E402
+
+PLAIN, RECORDED = "+441515550001", "+441515550002"
+CARRIER_IP = "127.0.0.2"
+WAV_FORMAT_ULAW = 7
+
+# The carrier's calls: INVITE with SDP (the recorded calls' m= line is SIPp's RTP stream
+# port), any provisional answers, 200, ACK, the tone for the recorded ones, BYE.
+UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="soak carrier">
+  <send retrans="500"><![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:+447700900123@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:+447700900123@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=carrier 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio {media_port} RTP/AVP 0
+      a=rtpmap:0 PCMU/8000
+
+    ]]></send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="183" optional="true"/>
+  <recv response="200" rrs="true"/>
+  <send><![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:+447700900123@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  {play}
+  <pause milliseconds="{hold_ms}"/>
+  {stop}
+  <send retrans="500"><![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: "Caller" <sip:+447700900123@[local_ip]:[local_port]>;tag=[pid]SIPpTag00[call_number]
+      [last_To:]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]></send>
+  <recv response="200"/>
+</scenario>
+"""
+
+
+@dataclass(frozen=True)
+class Sample:
+    minute: float
+    rss_mib: float
+    pss_mib: float
+    fds: int
+    udp: int
+    # Open descriptors per process name (serve and its media worker are python3; postgres).
+    fds_by_name: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One SIPp uac process and what it is to prove."""
+
+    number: str
+    recorded: bool
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+
+def write_tone(path: Path) -> None:
+    """One second of 440 Hz in G.711 u-law, in a WAV container (format 7) for rtp_stream."""
+    t = np.arange(8000) / 8000
+    data = ulaw_encode((8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16))
+    # The wave module writes PCM only; the u-law header is the same fields with format 7.
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(1)
+        out.setframerate(8000)
+        out.writeframes(data)
+    raw = bytearray(path.read_bytes())
+    raw[20:22] = WAV_FORMAT_ULAW.to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+
+
+def api(server: ServeProcess, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        server.http_url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={
+            "Authorization": f"Bearer {server.operator_key}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants alive now."""
+    found: list[int] = []
+    pending = [root]
+    while pending and len(found) < 10_000:
+        pid = pending.pop()
+        found.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                pending += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue  # the thread or process went away while we looked
+    return found
+
+
+def udp_inodes() -> set[str]:
+    inodes: set[str] = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            inodes.add(line.split()[9])
+    return inodes
+
+
+def sample(root: int, started: float) -> Sample:
+    rss_kib, pss_kib, fds, udp = 0, 0, 0, 0
+    by_name: Counter[str] = Counter()
+    udp_now = udp_inodes()
+    for pid in process_tree(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss_kib += int(line.split()[1])
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss_kib += int(line.split()[1])
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                fds += 1
+                by_name[name] += 1
+                target = fd.readlink().as_posix()
+                if target.startswith("socket:[") and target[8:-1] in udp_now:
+                    udp += 1
+        except OSError:
+            continue  # a PostgreSQL backend that ended between listing and reading
+    minute = (time.monotonic() - started) / 60
+    return Sample(minute, rss_kib / 1024, pss_kib / 1024, fds, udp, dict(by_name))
+
+
+def start_caller(
+    router: int, work: Path, *, number: str, recorded: bool, rate: float, calls: int, hold_ms: int
+) -> Caller:
+    workdir = work / ("recorded" if recorded else "plain")
+    workdir.mkdir()
+    scenario = workdir / "uac.xml"
+    scenario.write_text(
+        UAC.replace("{media_port}", "[rtpstream_audio_port]" if recorded else "[media_port]")
+        .replace("{play}", '<nop><action><exec rtp_stream="tone.wav,-1,0"/></action></nop>'
+                 if recorded else "")
+        .replace("{stop}", '<nop><action><exec rtp_stream="pause"/></action></nop>'
+                 if recorded else "")
+        .replace("{hold_ms}", str(hold_ms))
+    )  # fmt: skip
+    if recorded:
+        write_tone(workdir / "tone.wav")
+    # -r calls per -rp milliseconds: a quarter of 50 calls/s is 12.5, not a whole number.
+    process = subprocess.Popen(
+        [
+            "sipp", f"127.0.0.1:{router}", "-sf", str(scenario), "-s", number,
+            "-r", str(round(rate * 4)), "-rp", "4000", "-m", str(calls),
+            "-i", CARRIER_IP, "-mi", CARRIER_IP, "-p", str(free_port()), "-nostdin",
+            "-trace_stat", "-fd", "60", "-trace_err",
+            "-buff_size", "4194304", "-recv_timeout", "30000",
+        ],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return Caller(number, recorded, process, workdir)
+
+
+def sipp_totals(caller: Caller) -> tuple[int, int, int]:
+    """Created, successful and failed calls from SIPp's last statistics line."""
+    with next(caller.workdir.glob("*_[0-9]*_.csv")).open() as file:
+        rows = list(csv.reader(file, delimiter=";"))
+    stats = dict(zip(rows[0], rows[-1], strict=False))
+    return (
+        int(stats["TotalCallCreated"]),
+        int(stats["SuccessfulCall(C)"]),
+        int(stats["FailedCall(C)"]),
+    )
+
+
+def slope_per_hour(xs: list[float], ys: list[float]) -> float:
+    if len(xs) < 2:
+        return 0.0
+    return float(np.polyfit(xs, ys, 1)[0]) * 60
+
+
+def verdict(values: list[float], tolerance: float) -> tuple[str, float]:
+    """'flat' or 'GROWS'/'SHRINKS', and the change of the late window against the early one.
+
+    :param values: one a minute from minute 1 on."""
+    if len(values) >= 10:
+        early, late = values[1:6], values[-5:]  # minutes 2-6, the last five
+    else:
+        half = max(1, len(values) // 2)
+        early, late = values[:half], values[-half:]
+    reference = sum(early) / len(early)
+    change = (sum(late) / len(late) - reference) / reference * 100 if reference else 0.0
+    if abs(change) <= tolerance:
+        return "flat", change
+    return ("GROWS" if change > 0 else "SHRINKS"), change
+
+
+async def call_rows(dsn: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        return list(
+            await connection.fetch(
+                """SELECT c.sip_call_id, c.tracking_number, c.trunk, c.state, c.disposition,
+                          c.record, count(r.id) AS recordings,
+                          count(r.id) FILTER (WHERE r.interrupted) AS interrupted
+                     FROM calls c LEFT JOIN recordings r ON r.call_id = c.id
+                    GROUP BY c.id"""
+            )
+        )
+    finally:
+        await connection.close()
+
+
+def check_rows(
+    rows: list[asyncpg.Record], callers: list[Caller], totals: dict[str, tuple[int, int, int]]
+) -> list[str]:
+    """What is wrong with the call rows (empty: every call has exactly one correct row)."""
+    problems: list[str] = []
+    per_call_id = Counter(r["sip_call_id"] for r in rows)
+    by_call_id = {r["sip_call_id"]: r for r in rows}
+    expected: set[str] = set()
+    for caller in callers:
+        created, ok, _ = totals[caller.number]
+        ids = [f"{n}-{caller.process.pid}@{CARRIER_IP}" for n in range(1, created + 1)]
+        expected.update(ids)
+        answered = 0
+        for call_id in ids:
+            row = by_call_id.get(call_id)
+            if row is None:
+                problems.append(f"{call_id}: no call row")
+                continue
+            if per_call_id[call_id] != 1:
+                problems.append(f"{call_id}: {per_call_id[call_id]} call rows")
+            wrong = []
+            if row["tracking_number"] != caller.number:
+                wrong.append(f"number {row['tracking_number']}")
+            if row["trunk"] != "soak-carrier":
+                wrong.append(f"trunk {row['trunk']}")
+            if row["state"] != "ended":
+                wrong.append(f"state {row['state']}")
+            if row["record"] != caller.recorded:
+                wrong.append(f"record {row['record']}")
+            if row["recordings"] != (1 if caller.recorded else 0) or row["interrupted"]:
+                wrong.append(f"{row['recordings']} recordings ({row['interrupted']} interrupted)")
+            answered += row["disposition"] == "answered"
+            if wrong:
+                problems.append(f"{call_id}: " + ", ".join(wrong))
+        if answered != ok:
+            problems.append(f"{caller.number}: {answered} rows answered, SIPp completed {ok}")
+    strays = set(per_call_id) - expected
+    if strays:
+        problems.append(f"{len(strays)} call rows for Call-IDs SIPp never sent")
+    return problems
+
+
+def wait_for_rows(dsn: str, callers: list[Caller], totals: dict[str, tuple[int, int, int]]) -> Any:
+    """The call rows once every placed call is ended and every recording is written (or after
+    two minutes: what is missing is then reported)."""
+    created = sum(t[0] for t in totals.values())
+    recorded = sum(totals[c.number][1] for c in callers if c.recorded)
+    deadline = time.monotonic() + 120
+    while True:
+        rows = asyncio.run(call_rows(dsn))
+        ended = sum(r["state"] == "ended" for r in rows)
+        written = sum(r["recordings"] for r in rows)
+        if (ended >= created and written >= recorded) or time.monotonic() > deadline:
+            return rows
+        time.sleep(1)
+
+
+HEADER = "minute  RSS MiB  PSS MiB  open fds  UDP sockets"
+
+
+def row(s: Sample) -> str:
+    return f"{s.minute:6.1f}  {s.rss_mib:7.1f}  {s.pss_mib:7.1f}  {s.fds:8d}  {s.udp:11d}"
+
+
+def print_series(samples: list[Sample], idle: Sample, tolerance: float) -> bool:
+    """The series under load, its figures and whether each is flat; then the idle sample."""
+    print("\n" + HEADER)
+    for s in samples:
+        print(row(s))
+    print(f"{row(idle)}  (after the last call: idle, not in the figures below)")
+    # Minute 0 is before the first call: the verdict and slope are over the run under load.
+    loaded = samples[1:] or samples
+    minutes = [s.minute for s in loaded]
+    flat = True
+    for name, unit, values in (
+        ("RSS", "MiB", [s.rss_mib for s in loaded]),
+        ("PSS", "MiB", [s.pss_mib for s in loaded]),
+        ("open fds", "", [float(s.fds) for s in loaded]),
+        ("UDP sockets", "", [float(s.udp) for s in loaded]),
+    ):
+        word, change = verdict(values, tolerance)
+        flat &= word == "flat"
+        print(
+            f"{name:12s} min {min(values):8.1f} max {max(values):8.1f} {unit:3s} "
+            f"slope {slope_per_hour(minutes, values):+9.1f}/h  late vs early {change:+6.1f} %: "
+            f"{word}"
+        )
+    first, last = loaded[0], loaded[-1]
+    print(
+        f"open fds by process, minute {first.minute:.0f} -> {last.minute:.0f}: "
+        + ", ".join(
+            f"{name} {first.fds_by_name.get(name, 0)} -> {last.fds_by_name.get(name, 0)}"
+            for name in sorted(first.fds_by_name.keys() | last.fds_by_name.keys())
+        )
+    )
+    return flat
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=50.0, help="calls/s (half the maximum)")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--hold-ms", type=int, default=5000)
+    parser.add_argument("--tolerance", type=float, default=10.0, help="flat within this %%")
+    args = parser.parse_args()
+    if shutil.which("sipp") is None:
+        raise SystemExit("needs SIPp: apt-get install sip-tester")
+
+    work = Path(tempfile.mkdtemp(prefix="callrouter-bench-soak-", dir="/tmp"))
+    work.chmod(0o755)  # serve drops to its own user when started as root
+    pbx_port = free_port()
+    pbx = subprocess.Popen(
+        ["sipp", "-sf", str(SCENARIOS / "pbx_answer.xml"), "-i", "127.0.0.1",
+         "-p", str(pbx_port), "-nostdin", "-buff_size", "4194304"],
+        cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    # Per-source limits well above the offered rate: this run measures leaks, not defences.
+    limit = str(int(args.rate * 10) + 100)
+    server = ServeProcess(
+        work / "data", "--recordings-dir", str(work / "recordings"),
+        "--sip-rate-per-second", limit, "--sip-rate-burst", limit,
+    )  # fmt: skip
+    callers: list[Caller] = []
+    samples: list[Sample] = []
+    try:
+        server.wait_ready()
+        sip_port = server.sip_port()
+        api(server, "POST", "/v1/trunks", {"name": "soak-carrier", "networks": [CARRIER_IP]})
+        client = api(server, "POST", "/v1/clients", {"name": "Soak"})
+        for number, record in ((PLAIN, False), (RECORDED, True)):
+            api(server, "POST", "/v1/numbers", {
+                "client_id": client["id"], "e164": number, "record": record,
+                "destination": f"sip:desk@127.0.0.1:{pbx_port}",
+            })  # fmt: skip
+        seconds = args.minutes * 60
+        print(
+            f"soak: {args.rate:g} calls/s for {args.minutes:g} min, {args.hold_ms} ms calls, "
+            "one in four recorded (440 Hz PCMU from SIPp rtp_stream)"
+        )
+        started = time.monotonic()
+        for number, recorded, share in ((PLAIN, False, 0.75), (RECORDED, True, 0.25)):
+            rate = args.rate * share
+            callers.append(
+                start_caller(
+                    sip_port,
+                    work,
+                    number=number,
+                    recorded=recorded,
+                    rate=rate,
+                    calls=round(rate * seconds),
+                    hold_ms=args.hold_ms,
+                )
+            )
+        print(HEADER, flush=True)
+        deadline = started + seconds + 120  # the last calls' hold time and retransmissions
+        next_sample = started
+        while time.monotonic() < deadline:
+            if time.monotonic() >= next_sample:
+                s = sample(server.process.pid, started)
+                samples.append(s)
+                print(row(s), flush=True)
+                next_sample += 60
+            if all(c.process.poll() is not None for c in callers):
+                break
+            if server.process.poll() is not None:
+                raise SystemExit("serve exited:\n" + "\n".join(server.lines[-20:]))
+            time.sleep(min(1.0, max(0.0, next_sample - time.monotonic())))
+        idle = sample(server.process.pid, started)
+        for caller in callers:
+            if caller.process.poll() is None:
+                print(f"SIPp for {caller.number} still running at the deadline: stopped")
+                caller.process.kill()
+            caller.process.wait(30)
+        totals = {c.number: sipp_totals(c) for c in callers}
+        dsn = EmbeddedPostgres.running_dsn(server.data_dir / "postgres")
+        if dsn is None:
+            raise SystemExit("serve's embedded PostgreSQL is not running")
+        rows = wait_for_rows(dsn, callers, totals)
+    finally:
+        for caller in callers:
+            if caller.process.poll() is None:
+                caller.process.kill()
+                caller.process.wait()
+        if server.process.poll() is None:
+            server.stop()
+        pbx.kill()
+        pbx.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    flat = print_series(samples, idle, args.tolerance)
+    print()
+    for caller in callers:
+        created, ok, failed = totals[caller.number]
+        kind = "recorded" if caller.recorded else "plain"
+        print(f"{kind:8s} {caller.number}: SIPp placed {created}, completed {ok}, failed {failed}")
+    problems = check_rows(rows, callers, totals)
+    for problem in problems[:20]:
+        print("  " + problem)
+    if len(problems) > 20:
+        print(f"  ... and {len(problems) - 20} more")
+    print(
+        f"call rows: {len(rows)}; "
+        + ("every call has exactly one correct row" if not problems else f"{len(problems)} wrong")
+    )
+    print("verdict: " + ("flat" if flat else "NOT flat") + ", rows " + (
+        "correct" if not problems else "WRONG"))  # fmt: skip
+    if problems or not flat:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
