@@ -20,7 +20,7 @@ from typing import Any
 
 import pjsua2 as pj
 
-__all__ = ["CALLER_HZ", "DESK_HZ", "CallPlan", "CallResult", "place_call"]
+__all__ = ["CALLER_HZ", "DESK_HZ", "CallPlan", "CallResult", "place_call", "tone"]
 
 CALLER_HZ = 697
 """The caller's tone (a DTMF row frequency: far from the desk's and from their harmonics)."""
@@ -121,7 +121,7 @@ class _Desk(pj.Account):  # type: ignore[misc]
         call.answer(answer)
 
 
-def _tone(frequency: int) -> pj.ToneGenerator:
+def tone(frequency: int) -> pj.ToneGenerator:
     generator = pj.ToneGenerator()
     generator.createToneGenerator()
     tones = pj.ToneDescVector()
@@ -204,7 +204,7 @@ def _run(endpoint: pj.Endpoint, plan: CallPlan) -> CallResult:
     endpoint.libStart()
     endpoint.audDevManager().setNullDev()
 
-    tones = {"caller": _tone(CALLER_HZ), "desk": _tone(DESK_HZ)}
+    tones = {"caller": tone(CALLER_HZ), "desk": tone(DESK_HZ)}
     caller_wav = plan.recordings / "heard-by-caller.wav"
     desk_wav = plan.recordings / "heard-by-desk.wav"
     account = pj.Account()

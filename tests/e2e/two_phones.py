@@ -18,6 +18,8 @@ from collections.abc import Callable
 
 import pjsua2 as pj
 
+from callrouter.probe.phone import tone
+
 MAX_POLLS = 600  # x 50 ms of event handling: the bound on every wait below
 MIN_PACKETS = 25  # half a second of 20 ms frames
 
@@ -58,17 +60,6 @@ class Desk(pj.Account):  # type: ignore[misc]
         answer = pj.CallOpParam()
         answer.statusCode = 200
         call.answer(answer)
-
-
-def tone(frequency: int) -> pj.ToneGenerator:
-    generator = pj.ToneGenerator()
-    generator.createToneGenerator()
-    tones = pj.ToneDescVector()
-    desc = pj.ToneDesc()
-    desc.freq1, desc.freq2, desc.on_msec, desc.off_msec = frequency, 0, 1000, 0
-    tones.append(desc)
-    generator.play(tones, True)
-    return generator
 
 
 def poll_until(endpoint: pj.Endpoint, done: Callable[[], bool]) -> bool:
