@@ -29,10 +29,12 @@ from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite,
 from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
-from callrouter.checks import media_worker_answers, pool_figures, scrape_refresh
+from callrouter.checks import media_workers_answer, pool_figures, scrape_refresh
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
+from callrouter.media.pool import MediaPool, MediaSlot
+from callrouter.media.recording import orphaned_raw_directories, raw_directory
 from callrouter.media.relay import PortAllocator
 from callrouter.metrics import Metrics, watch_event_loop
 from callrouter.privacy.rights import PrivacyRights
@@ -432,18 +434,22 @@ async def _watch(dialplans: DialplanLibrary, config: Config) -> None:
 
 @dataclass(eq=False)
 class MediaEvents:
-    """Routes the media worker's events: finished recordings to the recordings service, dead
+    """Routes the media workers' events: finished recordings to the recordings service, dead
     media to the B2BUA (which hangs those calls up, saying why)."""
 
     recordings: Recordings
     metrics: Metrics
-    worker: MediaWorkerProcess | None = None
+    workers: list[MediaWorkerProcess] = field(default_factory=list)
     anchor: MediaAnchor | None = None
     space: RecordingSpace | None = None
     b2bua: B2bua | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def __call__(self, event: dict[str, Any]) -> None:
+    def of_worker(self, number: int) -> Callable[[dict[str, Any]], None]:
+        """The event handler of worker ``number`` (its own ``recover`` follows its loss)."""
+        return lambda event: self.handle(number, event)
+
+    def handle(self, number: int, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind in ("recording_ready", "recording_failed"):
             self.metrics.recording_finished(event)
@@ -457,7 +463,7 @@ class MediaEvents:
             if self.b2bua is not None:
                 for call in lost:
                     self.b2bua.media_stopped(call, "media worker lost")
-            self._spawn(self.recover())
+            self._spawn(self.recover(self.workers[number]))
 
     def pause_recording(self, call_id: UUID, paused: bool) -> str | None:
         """The API's pause/resume (PCI), for the B2BUA's live calls."""
@@ -469,11 +475,10 @@ class MediaEvents:
         if self.b2bua is not None:
             self.b2bua.media_failed(key, reason)
 
-    async def recover(self) -> int:
-        """Finalise what a dead worker was recording (after every worker start)."""
-        if self.worker is None:
-            return 0
-        reply = await self.worker.command("recover")
+    async def recover(self, worker: MediaWorkerProcess) -> int:
+        """Finalise what a dead worker left in ``worker``'s raw directory (after every start of
+        ``worker``)."""
+        reply = await worker.command("recover")
         return await self.recordings.recovered(list(reply.get("recordings", [])))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
@@ -489,7 +494,7 @@ class MediaEvents:
 
 @dataclass(eq=False)
 class Readiness:
-    """What /v1/ready checks: the database answers now, the media worker (when one is
+    """What /v1/ready checks: the database answers now, every media worker (when any is
     configured) answers a ping within a timeout (a hung worker is as down as a dead one), the
     recordings filesystem has ``[media] min_free_bytes`` free (otherwise calls are connected
     unrecorded: a load balancer should prefer another node), and SIP takes calls (not draining
@@ -502,8 +507,8 @@ class Readiness:
 
     async def check(self) -> dict[str, bool]:
         parts = {"database": await self.availability.check(self.probe)}
-        if self.media.worker is not None:
-            parts["media"] = await media_worker_answers(self.media.worker)
+        if self.media.workers:
+            parts["media"] = await media_workers_answer(self.media.workers)
         if self.media.space is not None:
             parts["recording_space"] = self.media.space.status != "low"
         if self.front_door is not None:
@@ -521,7 +526,7 @@ async def _start_media(
     account: Account | None,
     metrics: Metrics,
 ) -> MediaEvents:
-    """The media worker (when configured) and the anchor the B2BUA uses to reach it."""
+    """The media workers (when configured) and the anchor the B2BUA uses to reach them."""
     events = MediaEvents(recordings_service, metrics)
     media = config.media
     if media.workers < 1:
@@ -531,9 +536,10 @@ async def _start_media(
         raise ConfigError(f"media.format: {media.format!r} is not flac or wav")
     if media.min_free_bytes < 0:
         raise ConfigError(f"media.min_free_bytes: {media.min_free_bytes} is negative")
-    first, _, last = media.ports.partition("-")
-    if not (first.isdigit() and last.isdigit() and 1024 <= int(first) < int(last) <= 65535):
-        raise ConfigError(f"media.ports: {media.ports!r} is not FIRST-LAST within 1024-65535")
+    try:
+        slices = media.port_slices()
+    except ValueError as exc:
+        raise ConfigError(f"media.ports: {exc}") from None
     run = config.data_dir / "run"
     run.mkdir(mode=0o700, parents=True, exist_ok=True)
     config.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -541,40 +547,54 @@ async def _start_media(
         hand_over(_state_paths(config), account, skip=[config.data_dir / "postgres"])
     address = media_advertisement(media.host, media.advertise, config.sip.advertise)
     key_ring, keys_dir = vault_paths(config)
-    worker = MediaWorkerProcess(
-        run / "media-0.sock",
-        media.host,
-        media.ports,
-        media_timeout=media.timeout,
-        on_event=events,
-        user=account.name if account is not None else None,
-        log=(config.log.format, config.log.level),
-        recording=RecordingSettings(
-            config.recordings_dir.resolve(),
-            key_ring.resolve(),
-            keys_dir.resolve(),
-            config.vault.segment_bytes,
-            media.format,
-        ),
+    recordings_dir = config.recordings_dir.resolve()
+    orphans = await asyncio.get_running_loop().run_in_executor(
+        None, orphaned_raw_directories, recordings_dir, media.workers
     )
-    await worker.start()
-    stack.push_async_callback(worker.stop)
-    events.worker = worker
+    slots = []
+    for number, (first, last) in enumerate(slices):
+        worker = MediaWorkerProcess(
+            run / f"media-{number}.sock",
+            media.host,
+            f"{first}-{last}",
+            media_timeout=media.timeout,
+            on_event=events.of_worker(number),
+            user=account.name if account is not None else None,
+            log=(config.log.format, config.log.level),
+            name=str(number),
+            recording=RecordingSettings(
+                recordings_dir,
+                key_ring.resolve(),
+                keys_dir.resolve(),
+                config.vault.segment_bytes,
+                media.format,
+                raw_directory(recordings_dir, number),
+                # Worker 0 also finalises what no running worker owns (an older layout, a
+                # server that ran with more workers): nobody writes there any more.
+                orphans if number == 0 else (),
+            ),
+        )
+        events.workers.append(worker)
+        slots.append(MediaSlot(number, worker, PortAllocator(first, last)))
+    try:
+        await asyncio.gather(*(worker.start() for worker in events.workers))
+    finally:
+        for worker in events.workers:
+            stack.push_async_callback(worker.stop)
     space = RecordingSpace(config.recordings_dir, media.min_free_bytes, say)
     await asyncio.get_running_loop().run_in_executor(None, space.check)
     supervisor.start("recording space", space.run)
     events.space = space
     events.anchor = MediaAnchor(
-        worker,
-        address,
-        PortAllocator(int(first), int(last)),
-        events.media_failed,
-        refusal=space.refusal,
+        MediaPool(slots), address, events.media_failed, refusal=space.refusal
     )
-    if recovered := await events.recover():
-        say(f"media: finalised {recovered} recording(s) interrupted by the last run")
+    recovered = await asyncio.gather(*(events.recover(worker) for worker in events.workers))
+    if sum(recovered):
+        say(f"media: finalised {sum(recovered)} recording(s) interrupted by the last run")
     shown = address if isinstance(address, str) else "the interface towards each caller"
-    say(f"media: worker pid {worker.pid}, RTP on {media.host}:{media.ports}, SDP names {shown}")
+    for worker in events.workers:
+        say(f"media: worker {worker.name} pid {worker.pid}, RTP on {media.host}:{worker.ports}")
+    say(f"media: {len(events.workers)} worker(s), SDP names {shown}")
     return events
 
 
@@ -717,7 +737,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             account=account,
             metrics=metrics,
         )
-        refresh = scrape_refresh(metrics, pool, media_events.worker)
+        refresh = scrape_refresh(metrics, pool, media_events.workers)
         dialplans = _load_dialplans(config, say)
 
         guard = ConnectionGuard(_http_limits(config))

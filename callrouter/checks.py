@@ -7,7 +7,7 @@ a readiness check answer "down" promptly instead of hanging the scraper or the l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
@@ -19,7 +19,7 @@ from callrouter.routing.sessions import Sessions
 __all__ = [
     "TIMEOUT",
     "database_answers",
-    "media_worker_answers",
+    "media_workers_answer",
     "pool_figures",
     "scrape_refresh",
 ]
@@ -37,33 +37,44 @@ async def database_answers(pool: asyncpg.Pool[asyncpg.Record]) -> bool:
 
 
 def scrape_refresh(
-    metrics: Metrics, pool: asyncpg.Pool[asyncpg.Record], worker: MediaWorkerProcess | None
+    metrics: Metrics,
+    pool: asyncpg.Pool[asyncpg.Record],
+    workers: Sequence[MediaWorkerProcess],
 ) -> Callable[[], Coroutine[Any, Any, None]]:
-    """What each scrape asks first: is the database up, what has the media worker counted."""
+    """What each scrape asks first: is the database up, what has each media worker counted
+    (all asked at once, so one hung worker costs one timeout, not one each)."""
 
-    async def refresh() -> None:
-        metrics.database_up.set(await database_answers(pool))
-        if worker is None:
-            metrics.media_worker_up.set(0)
-            return
+    async def ask(worker: MediaWorkerProcess) -> None:
         try:
             totals = await asyncio.wait_for(worker.command("stats"), TIMEOUT)
         except (MediaError, TimeoutError):
-            metrics.media_worker_up.set(0)
+            metrics.media_worker_up.labels(worker.name).set(0)
             return
-        metrics.media_worker_up.set(1)
-        metrics.worker_totals(totals)
+        metrics.media_worker_up.labels(worker.name).set(1)
+        metrics.worker_totals(worker.name, totals)
+
+    async def refresh() -> None:
+        metrics.database_up.set(await database_answers(pool))
+        if not workers:
+            metrics.media_worker_up.labels("0").set(0)  # none configured: none is up
+            return
+        await asyncio.gather(*(ask(worker) for worker in workers))
 
     return refresh
 
 
-async def media_worker_answers(worker: MediaWorkerProcess) -> bool:
-    """Whether the media worker answers a ping in time (a hung worker is as down as a dead one)."""
-    try:
-        await asyncio.wait_for(worker.command("ping"), TIMEOUT)
-    except (MediaError, TimeoutError):
-        return False
-    return True
+async def media_workers_answer(workers: Sequence[MediaWorkerProcess]) -> bool:
+    """Whether every media worker answers a ping in time (a hung worker is as down as a dead
+    one: the calls placed on it would not be recorded)."""
+
+    async def answers(worker: MediaWorkerProcess) -> bool:
+        try:
+            await asyncio.wait_for(worker.command("ping"), TIMEOUT)
+        except (MediaError, TimeoutError):
+            return False
+        return True
+
+    return all(await asyncio.gather(*(answers(worker) for worker in workers)))
 
 
 def pool_figures(visitor_sessions: Sessions) -> dict[str, tuple[int, int]]:

@@ -10,6 +10,7 @@ from these declarations, so they cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 import types
@@ -255,10 +256,12 @@ class VaultConfig:
 
 @dataclass(frozen=True)
 class MediaConfig:
-    """The media worker: RTP relay and recorder for recorded calls."""
+    """The media workers: RTP relay and recorder for recorded calls."""
 
     workers: int = setting(
-        1, "Media worker processes: 1 (one is supported for now) or 0 to turn recording off."
+        os.cpu_count() or 1,
+        "Media worker processes (default: the number of cores), each with its own slice of "
+        "media.ports; 0 turns recording off.",
     )
     host: str = setting("127.0.0.1", "Address the RTP relay binds to (0.0.0.0 or :: for all).")
     advertise: str | None = setting(
@@ -277,6 +280,32 @@ class MediaConfig:
         "Free bytes the recordings filesystem must have for a new call to be recorded; below "
         "it calls are connected unrecorded, saying why (0: never refuse).",
     )
+
+    def port_slices(self) -> list[tuple[int, int]]:
+        """``ports`` cut into ``workers`` contiguous ranges (FIRST, LAST), one per worker, each
+        starting on an even RTP port, the pairs shared out as evenly as they go.
+
+        :raises ValueError: ``ports`` is not FIRST-LAST within 1024-65535, or it cannot give
+            each worker the two port pairs one recorded call needs.
+        """
+        first, _, last = self.ports.partition("-")
+        if not (first.isdigit() and last.isdigit() and 1024 <= int(first) < int(last) <= 65535):
+            raise ValueError(f"{self.ports!r} is not FIRST-LAST within 1024-65535")
+        # Pairs as media.relay.PortAllocator counts them: even RTP port p, RTCP on p + 1.
+        starts = range(int(first) + int(first) % 2, int(last), 2)
+        if len(starts) < 2 * self.workers:
+            raise ValueError(
+                f"{self.ports!r} holds {len(starts)} RTP port pairs: {self.workers} workers need "
+                f"at least {2 * self.workers} (two per recorded call)"
+            )
+        share, extra = divmod(len(starts), max(self.workers, 1))
+        slices = []
+        index = 0
+        for worker in range(self.workers):
+            count = share + (worker < extra)
+            slices.append((starts[index], starts[index + count - 1] + 1))
+            index += count
+        return slices
 
 
 @dataclass(frozen=True)
@@ -432,7 +461,11 @@ def _line_of(text: str, table: tuple[str, ...], key: str) -> int:
 
 
 def _flatten_toml(
-    data: Mapping[str, Any], path: Path, text: str, prefix: tuple[str, ...] = ()
+    data: Mapping[str, Any],
+    path: Path,
+    text: str,
+    origins: dict[tuple[str, ...], str],
+    prefix: tuple[str, ...] = (),
 ) -> dict[tuple[str, ...], Any]:
     values: dict[tuple[str, ...], Any] = {}
     for key, value in data.items():
@@ -445,9 +478,10 @@ def _flatten_toml(
         if is_section:
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: {'.'.join(here)} must be a table")
-            values.update(_flatten_toml(value, path, text, here))
+            values.update(_flatten_toml(value, path, text, origins, here))
         elif here in SETTINGS:
             values[here] = _coerce(SETTINGS[here], value, where)
+            origins[here] = where
         else:
             raise ConfigError(f"{where}: unknown key '{'.'.join(here)}'")
     return values
@@ -494,6 +528,8 @@ def load_config(
     :raises ConfigError: naming the file and line, the variable, or the flag that is wrong.
     """
     values: dict[tuple[str, ...], Any] = {}
+    origins: dict[tuple[str, ...], str] = {}
+    """Where each value came from, for the checks that need the whole configuration."""
     if path is not None:
         try:
             text = path.read_text(encoding="utf-8")
@@ -503,7 +539,7 @@ def load_config(
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        values.update(_flatten_toml(data, path, text))
+        values.update(_flatten_toml(data, path, text, origins))
     by_env = {s.env_name: s for s in SETTINGS.values()}
     for name, raw in (environ or {}).items():
         if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
@@ -513,10 +549,31 @@ def load_config(
         values[by_env[name].path] = _coerce(
             by_env[name], raw, f"environment {name}", from_text=True
         )
+        origins[by_env[name].path] = f"environment {name}"
     for dotted, raw in (flags or {}).items():
         spec = SETTINGS.get(tuple(dotted.split(".")))
         if spec is None:
             raise ConfigError(f"command line: unknown setting {dotted}")
         values[spec.path] = _coerce(spec, raw, f"command line {spec.flag}", from_text=True)
+        origins[spec.path] = f"command line {spec.flag}"
     config: Config = _build(Config, values)
+    _check_media(config.media, origins)
     return config
+
+
+def _check_media(media: MediaConfig, origins: Mapping[tuple[str, ...], str]) -> None:
+    """Refuse media settings no worker could run with, naming where each came from."""
+
+    def where(key: str) -> str:
+        return f"{origins.get(('media', key), 'default')}: media.{key}"
+
+    if media.workers < 0:
+        raise ConfigError(f"{where('workers')}: {media.workers} is negative (0: no recording)")
+    if media.workers == 0:
+        return  # no worker: the range is never used
+    try:
+        media.port_slices()
+    except ValueError as exc:
+        workers = origins.get(("media", "workers"))
+        source = f" (media.workers from {workers})" if workers else ""
+        raise ConfigError(f"{where('ports')}: {exc}{source}") from None

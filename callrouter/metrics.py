@@ -6,12 +6,13 @@ happen. State that already lives in plain objects (live calls, transactions, lea
 core's integer counters, the journal's backlog) is read at scrape time by :class:`StateCollector`,
 so the sans-IO core never imports prometheus-client and nothing is counted twice.
 
-The media worker is another process: it keeps cumulative counters and answers a ``stats``
-command on its control channel; each scrape asks it (:meth:`Metrics.worker_totals`) and adds the
-growth since the last answer, so a restarted worker (counters back at zero) never makes a
-counter go down. prometheus-client's multiprocess mode was the alternative; it needs an
-environment variable set before import, shared mmap files that a SIGKILLed worker leaves
-behind, and it cannot carry the gauges this server computes at scrape time.
+Each media worker is another process: it keeps cumulative counters and answers a ``stats``
+command on its control channel; each scrape asks every worker (:meth:`Metrics.worker_totals`)
+and adds the growth since that worker's last answer, so a restarted worker (counters back at
+zero) never makes a counter go down. prometheus-client's multiprocess mode was the
+alternative; it needs an environment variable set before import, shared mmap files that a
+SIGKILLed worker leaves behind, and it cannot carry the gauges this server computes at scrape
+time.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ class Metrics:
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     state: State = field(default_factory=State)
-    _worker_seen: dict[str, float] = field(default_factory=dict)
+    _worker_seen: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -193,7 +194,9 @@ class Metrics:
         )
         self.media_worker_up = Gauge(
             f"{PREFIX}_media_worker_up",
-            "1 when the media worker answered the last scrape (0 also when none is configured).",
+            "1 when the media worker answered the last scrape, by worker number (worker 0 reads "
+            "0 also when none is configured).",
+            ["worker"],
             registry=r,
         )
         for outcome in ("ready", "failed"):
@@ -202,18 +205,18 @@ class Metrics:
             self.media_packets.labels(direction)
         r.register(StateCollector(self.state))
 
-    def worker_totals(self, totals: Mapping[str, float]) -> None:
-        """The media worker's cumulative counters: add what grew since its last answer (all
-        of it when a counter went back, i.e. the worker was restarted)."""
+    def worker_totals(self, worker: str, totals: Mapping[str, float]) -> None:
+        """Media worker ``worker``'s cumulative counters: add what grew since its last answer
+        (all of it when a counter went back, i.e. the worker was restarted)."""
         targets = {
             "packets_from_caller": self.media_packets.labels("from_caller"),
             "packets_from_destination": self.media_packets.labels("from_destination"),
         }
         for name, counter in targets.items():
             value = float(totals.get(name, 0))
-            seen = self._worker_seen.get(name, 0.0)
+            seen = self._worker_seen.get((worker, name), 0.0)
             counter.inc(value - seen if value >= seen else value)
-            self._worker_seen[name] = value
+            self._worker_seen[(worker, name)] = value
 
     def recording_finished(self, event: Mapping[str, object]) -> None:
         """A ``recording_ready`` or ``recording_failed`` event from the worker."""

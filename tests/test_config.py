@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,54 @@ def test_empty_optional_setting_from_environment_is_none() -> None:
     config = load_config(None, {"CALLROUTER_DATABASE_URL": "", "CALLROUTER_SIP_TLS_PORT": ""})
     assert config.database.url is None
     assert config.sip.tls_port is None
+
+
+def test_media_workers_default_to_the_cores_and_share_the_ports_in_slices() -> None:
+    config = load_config()
+    assert config.media.workers == (os.cpu_count() or 1)
+    media = load_config(None, {}, {"media.workers": "3", "media.ports": "30001-30021"}).media
+    # Pairs 30002, 30004 ... 30020 (ten), shared 4 + 3 + 3, each slice starting even.
+    assert media.port_slices() == [(30002, 30009), (30010, 30015), (30016, 30021)]
+    allocated = [port for first, last in media.port_slices() for port in range(first, last, 2)]
+    assert allocated == list(range(30002, 30021, 2))
+    one = load_config(None, {}, {"media.workers": "1"}).media
+    assert one.port_slices() == [(30000, 39999)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[media]\nworkers = -1\n",
+            "callrouter.toml:2: media.workers: -1 is negative (0: no recording)",
+        ),
+        (
+            "[media]\nworkers = 2\nports = '30000-30006'\n",
+            "callrouter.toml:3: media.ports: '30000-30006' holds 3 RTP port pairs: 2 workers "
+            "need at least 4 (two per recorded call) (media.workers from callrouter.toml:2)",
+        ),
+        (
+            "[media]\nports = '30000'\n",
+            "callrouter.toml:2: media.ports: '30000' is not FIRST-LAST within 1024-65535",
+        ),
+    ],
+)
+def test_media_settings_no_worker_could_run_with_are_refused_at_load(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value) == message.replace("callrouter.toml", str(path))
+
+
+def test_a_range_too_small_for_the_workers_is_refused_whichever_source_sets_them() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(None, {"CALLROUTER_MEDIA_PORTS": "30000-30010"}, {"media.workers": "4"})
+    assert str(excinfo.value) == (
+        "environment CALLROUTER_MEDIA_PORTS: media.ports: '30000-30010' holds 5 RTP port pairs: "
+        "4 workers need at least 8 (two per recorded call) (media.workers from command line "
+        "--media-workers)"
+    )
+    # No workers: recording is off and the range is never used.
+    assert load_config(None, {}, {"media.workers": "0", "media.ports": "1-2"}).media.workers == 0

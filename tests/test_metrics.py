@@ -26,12 +26,22 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def test_worker_totals_never_go_down_across_a_worker_restart() -> None:
     metrics = Metrics()
-    metrics.worker_totals({"packets_from_caller": 100, "packets_from_destination": 40})
-    metrics.worker_totals({"packets_from_caller": 150, "packets_from_destination": 40})
-    metrics.worker_totals({"packets_from_caller": 7, "packets_from_destination": 3})  # restarted
+    metrics.worker_totals("0", {"packets_from_caller": 100, "packets_from_destination": 40})
+    metrics.worker_totals("0", {"packets_from_caller": 150, "packets_from_destination": 40})
+    metrics.worker_totals("0", {"packets_from_caller": 7, "packets_from_destination": 3})  # new
     got = samples(metrics)
     assert got[("callrouter_media_packets_total", (("direction", "from_caller"),))] == 157
     assert got[("callrouter_media_packets_total", (("direction", "from_destination"),))] == 43
+
+
+def test_each_worker_counts_apart_so_one_restart_takes_nothing_from_another() -> None:
+    metrics = Metrics()
+    metrics.worker_totals("0", {"packets_from_caller": 100})
+    metrics.worker_totals("1", {"packets_from_caller": 30})
+    metrics.worker_totals("0", {"packets_from_caller": 120})
+    metrics.worker_totals("1", {"packets_from_caller": 5})  # worker 1 restarted
+    got = samples(metrics)
+    assert got[("callrouter_media_packets_total", (("direction", "from_caller"),))] == 155
 
 
 def test_finished_recordings_count_outcome_bytes_and_late_packets() -> None:

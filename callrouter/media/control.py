@@ -3,7 +3,8 @@
 Commands are written at once, in the order they are issued (:meth:`send_nowait` from
 synchronous code, :meth:`command` to await the reply); each reply resolves its command's future
 within a timeout. Unsolicited events (``media_timeout``, ``recording_ready``,
-``recording_failed``) go to ``on_event``. A worker that dies is restarted and every call it
+``recording_failed``) go to ``on_event``. A worker that dies is restarted (at once after a run
+of a minute or more, else after a pause that doubles up to 30 s) and every call it
 carried is reported through ``on_event`` as ``{"event": "worker_lost", "calls": [...]}`` so the
 B2BUA can note it on the call records; the controller then sends ``recover`` to the new worker
 to finalise what the dead one was recording (this class does not).
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 
 Event = dict[str, Any]
 _LINE_LIMIT = 1 << 24  # a recover reply carries every recording's peaks
+# Restarts: at once after a worker that ran this long, else after a pause doubling up to a
+# ceiling (as callrouter.supervisor does for the server's background jobs).
+_HEALTHY_AFTER = 60.0
+_FIRST_DELAY = 0.5
+_MAX_DELAY = 30.0
 
 
 class MediaError(Exception):
@@ -60,6 +66,7 @@ class MediaWorkerProcess:
     :param user: the account a worker started by root switches to before it touches any
         file or socket.
     :param log: the server's log format and level, for the worker's own lines.
+    :param name: how logs name this worker (its number among the server's workers).
     """
 
     def __init__(
@@ -75,6 +82,7 @@ class MediaWorkerProcess:
         recover_timeout: float = 600.0,
         user: str | None = None,
         log: tuple[str, str] = ("text", "info"),
+        name: str = "0",
     ) -> None:
         self.control = control
         self.host = host
@@ -86,6 +94,7 @@ class MediaWorkerProcess:
         self.recover_timeout = recover_timeout
         self.user = user
         self.log = log
+        self.name = name
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Pending] = {}
@@ -94,7 +103,10 @@ class MediaWorkerProcess:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._running = asyncio.Event()
+        self._answering = True
         self.restarts = 0
+        self._started_at = 0.0
+        self._delay = 0.0
 
     def arguments(self) -> list[str]:
         """The worker's command line after ``python``."""
@@ -123,6 +135,7 @@ class MediaWorkerProcess:
         return arguments
 
     async def start(self) -> None:
+        self._started_at = asyncio.get_running_loop().time()
         self._process = await asyncio.create_subprocess_exec(
             sys.executable, *self.arguments(), stdout=asyncio.subprocess.PIPE
         )
@@ -139,6 +152,7 @@ class MediaWorkerProcess:
             asyncio.create_task(self._read_replies(reader, self._pending), name="media-replies"),
             asyncio.create_task(self._watch(self._process), name="media-supervisor"),
         ]
+        self._answering = True
         self._running.set()
 
     @property
@@ -147,8 +161,13 @@ class MediaWorkerProcess:
 
     @property
     def running(self) -> bool:
-        """Started and answering (False while it is being restarted after a crash)."""
+        """Started and connected (False while it is being restarted after a crash)."""
         return self._running.is_set()
+
+    @property
+    def answering(self) -> bool:
+        """False from a command that went unanswered until the next reply (a hung worker)."""
+        return self._answering
 
     def send_nowait(self, cmd: str, /, **fields: Any) -> asyncio.Future[Event]:
         """Write a command now and return a future for its reply.
@@ -196,9 +215,11 @@ class MediaWorkerProcess:
     def _expire(self, pending: dict[int, _Pending], request_id: int) -> None:
         entry = pending.get(request_id)
         if entry is not None and not entry.future.done():
+            self._answering = False
             entry.future.set_exception(MediaError(f"media worker did not answer {entry.cmd}"))
 
     def _answered(self, entry: _Pending, reply: Event) -> None:
+        self._answering = True
         if entry.future.done():
             return
         if not reply.get("ok"):
@@ -231,30 +252,57 @@ class MediaWorkerProcess:
             return
         self._running.clear()
         lost, self._calls = sorted(self._calls), set()
-        log.error("media worker exited with %s; restarting (%d calls lost)", code, len(lost))
+        log.error(
+            "media worker %s exited with %s; restarting (%d calls lost)", self.name, code, len(lost)
+        )
         self.on_event({"event": "worker_lost", "calls": lost, "exit_code": code})
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        self.restarts += 1
-        await self.start()
+        await self._restart()
+
+    async def _restart(self) -> None:
+        """Start a new worker: at once after one that ran a while, else after a pause that
+        doubles (a worker that dies at once, again and again, does not spin the machine)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._started_at >= _HEALTHY_AFTER:
+            self._delay = 0.0
+        while not self._stopping:
+            if self._delay:
+                log.warning("media worker %s: restarting in %g s", self.name, self._delay)
+                await asyncio.sleep(self._delay)
+            self._delay = min(max(self._delay * 2, _FIRST_DELAY), _MAX_DELAY)
+            self.restarts += 1
+            try:
+                await self.start()
+            except (MediaError, OSError, TimeoutError) as exc:
+                log.error("media worker %s did not start: %s", self.name, exc)
+                await self._end(self._process)
+                continue
+            return
 
     async def stop(self) -> None:
         self._stopping = True
         self._running.clear()
         if self._writer is not None:
             self._writer.close()
-        if self._process is not None and self._process.returncode is None:
-            self._process.terminate()
-            try:
-                await asyncio.wait_for(self._process.wait(), timeout=10)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
+        await self._end(self._process)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    @staticmethod
+    async def _end(process: asyncio.subprocess.Process | None) -> None:
+        """Ask a worker process to stop, and kill it if it does not within 10 s."""
+        if process is None or process.returncode is not None:
+            return
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), timeout=10)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
 
 def _forget(pending: dict[int, _Pending], request_id: int) -> None:

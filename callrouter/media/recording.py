@@ -6,14 +6,22 @@ Rules of this file:
   recording's data key; audio is encoded to FLAC or WAV in memory.
 - The files of recording ``<id>`` in the recordings directory:
 
-      <id>.raw.part      the raw stream while the call is recorded (interleaved int16 stereo)
-      <id>.raw           the raw stream once closed, until the final file is made from it
+      raw/worker-<n>/<id>.raw.part   the raw stream while the call is recorded (interleaved
+                                     int16 stereo), in the raw directory of the worker
+                                     recording it
+      raw/worker-<n>/<id>.raw        the raw stream once closed, until the final file is made
       <id>.<format>      the final file; "flac" or "wav" ("wav" when the recording is empty)
       <id>.pcm           the raw stream kept as the final file when the disk has no room for
                          the encoded one (served as WAV: the same samples behind a header)
 
 - While a call is recorded, its recorder is drained once a second and what is final is written
   and flushed, so a worker that dies loses at most about two seconds.
+- Each worker keeps its raw streams in its own directory (``raw_dir``), so the ``recover`` of a
+  restarted worker finalises what that worker left behind and never touches a raw stream
+  another worker of the same server is still writing. Directories no running worker owns (the
+  recordings directory itself, where raw streams lived before there were several workers, and
+  those of workers no longer configured) are ``adopt``ed by one worker: their raw streams are
+  moved into its own directory at each ``recover``.
 - The raw file is deleted (or renamed to ``<id>.pcm`` when kept as the final file) only once
   the final file is in place, and just before a connected controller is told
   (``recording_ready``, or the ``recover`` reply). With no controller connected it stays, and
@@ -66,6 +74,8 @@ __all__ = [
     "RecordingError",
     "RecordingSettings",
     "Recordings",
+    "orphaned_raw_directories",
+    "raw_directory",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +106,14 @@ class RecordingSettings:
     """Plaintext bytes per sealed segment of every file written."""
     format: str = "flac"
     """Format of the final files: "flac" or "wav"."""
+    raw_dir: Path | None = None
+    """This worker's directory of raw streams; None: the recordings directory itself."""
+    adopt: tuple[Path, ...] = ()
+    """Raw directories no running worker writes to, whose leftovers this worker finalises."""
+
+    @property
+    def raw_streams(self) -> Path:
+        return self.raw_dir if self.raw_dir is not None else self.recordings_dir
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -116,6 +134,8 @@ class RecordingSettings:
             str(self.segment_bytes),
             "--format",
             self.format,
+            *(["--raw-dir", str(self.raw_dir)] if self.raw_dir is not None else []),
+            *(argument for path in self.adopt for argument in ("--adopt", str(path))),
         ]
 
 
@@ -289,7 +309,7 @@ class Recordings:
     async def recover(self) -> tuple[list[FinishedRecording], list[FailedRecording]]:
         """Finalise every raw file left by a worker that stopped (not this one's own)."""
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(self._finisher, _leftovers, self.settings)
+        found = await loop.run_in_executor(self._finisher, _adopt_and_list, self.settings)
         # Filtered here, on the loop, after the listing: a recording started meanwhile
         # was marked busy before its file was created.
         mine = [recording_id for recording_id in found if recording_id not in self._busy]
@@ -451,7 +471,7 @@ class Recordings:
             self._busy.discard(active.id)
 
     def _raw_path(self, recording_id: UUID) -> Path:
-        return self.settings.recordings_dir / f"{recording_id}.raw"
+        return self.settings.raw_streams / f"{recording_id}.raw"
 
     # In the threads:
 
@@ -572,10 +592,44 @@ def _close_raw(writer: RecordingWriter, rest: bytes) -> None:
     writer.close()
 
 
-def _leftovers(settings: RecordingSettings) -> list[UUID]:
-    """Recordings with a raw file (whole or not) in the recordings directory."""
-    found: set[UUID] = set()
-    with os.scandir(settings.recordings_dir) as entries:
+def _adopt_and_list(settings: RecordingSettings) -> list[UUID]:
+    """Move the leftovers of the adopted directories into ours; then list ours."""
+    moved = False
+    for directory in settings.adopt:
+        for name in _raw_names(directory):
+            os.replace(directory / name, settings.raw_streams / name)
+            moved = True
+    if moved:
+        fsync_directory(settings.raw_streams)
+    found = set()
+    for name in _raw_names(settings.raw_streams):
+        found.add(UUID(name.partition(".")[0]))
+    return sorted(found, key=str)
+
+
+def raw_directory(recordings_dir: Path, worker: int) -> Path:
+    """Where worker number ``worker`` keeps its raw streams."""
+    return recordings_dir / "raw" / f"worker-{worker}"
+
+
+def orphaned_raw_directories(recordings_dir: Path, workers: int) -> tuple[Path, ...]:
+    """The raw directories under ``recordings_dir`` that none of ``workers`` workers owns: the
+    recordings directory itself (raw streams before there were several workers) and those of
+    workers numbered ``workers`` and up (a server that ran with more)."""
+    owned = {raw_directory(recordings_dir, worker).name for worker in range(workers)}
+    parent = raw_directory(recordings_dir, 0).parent
+    others = sorted(p for p in parent.glob("worker-*") if p.name not in owned and p.is_dir())
+    return (recordings_dir, *others)
+
+
+def _raw_names(directory: Path) -> list[str]:
+    """Names of raw streams (whole or not) in ``directory``: ``<uuid>.raw[.part]``."""
+    names = []
+    try:
+        entries = os.scandir(directory)
+    except FileNotFoundError:
+        return []
+    with entries:
         for entry in entries:
             stem, dot, rest = entry.name.partition(".")
             if not dot or rest not in ("raw", "raw.part"):
@@ -585,5 +639,5 @@ def _leftovers(settings: RecordingSettings) -> list[UUID]:
             except ValueError:
                 continue
             if str(recording_id) == stem:
-                found.add(recording_id)
-    return sorted(found, key=str)
+                names.append(entry.name)
+    return names

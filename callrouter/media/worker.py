@@ -46,8 +46,9 @@ call's file is finalised afterwards and announced by ``recording_ready`` or
 there and keeps what was written: ``recording_ready`` with ``truncated`` saying why, and
 ``"format": "pcm"`` when not even the encoded file fits. A recording with no audio at all is
 stored as an empty WAV file (``"format": "wav"``): FLAC cannot hold zero frames. ``recover``
-finalises the raw files a worker that stopped left behind (never those of calls this one is
-recording); the controller sends it after every start. A ``media_timeout`` changes nothing in
+finalises the raw files a worker that stopped left behind in this worker's raw directory
+(``--raw-dir``; never those of calls this one is recording) and in the directories it was told
+to ``--adopt``; the controller sends it after every start. A ``media_timeout`` changes nothing in
 the worker: the controller's ``delete`` then finalises the recording like any other.
 
 The worker stops with its parent (``--parent-pid``) and owns its control socket by a lock file
@@ -487,6 +488,16 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--key-ring", type=Path, help="the vault's key ring file")
     parser.add_argument("--keys-dir", type=Path, help="the vault's key store directory")
     parser.add_argument("--segment-bytes", type=int, default=DEFAULT_SEGMENT_BYTES)
+    parser.add_argument(
+        "--raw-dir", type=Path, help="this worker's raw streams (default: --recordings-dir)"
+    )
+    parser.add_argument(
+        "--adopt",
+        type=Path,
+        action="append",
+        default=[],
+        help="a raw directory no running worker owns: its leftovers are recovered here",
+    )
     # The server's log settings, so the worker's lines join its log in the same format.
     parser.add_argument("--log-format", choices=logs.FORMATS, default="text")
     parser.add_argument("--log-level", default="info")
@@ -525,9 +536,16 @@ def main() -> None:
         if args.key_ring is None or args.keys_dir is None:
             parser.error("--recordings-dir needs --key-ring and --keys-dir")
         settings = RecordingSettings(
-            args.recordings_dir, args.key_ring, args.keys_dir, args.segment_bytes, args.format
+            args.recordings_dir,
+            args.key_ring,
+            args.keys_dir,
+            args.segment_bytes,
+            args.format,
+            args.raw_dir,
+            tuple(args.adopt),
         )
         settings.recordings_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        settings.raw_streams.mkdir(mode=0o700, parents=True, exist_ok=True)
         vault = Vault.open(settings.key_ring, settings.keys_dir, settings.segment_bytes)
 
     async def run() -> None:

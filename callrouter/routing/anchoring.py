@@ -1,4 +1,4 @@
-"""Anchoring a recorded call's media on the media worker: SDP rewriting and relay commands.
+"""Anchoring a recorded call's media on a media worker: SDP rewriting and relay commands.
 
 Rules of this file:
 - Only recorded calls are anchored; other calls' SDP passes through untouched (media flows
@@ -6,9 +6,11 @@ Rules of this file:
 - Leg "a" is the caller's side of the relay, leg "b" the destination's. The caller is told to
   send to our "a" port, the destination to our "b" port; each leg's own SDP says where its
   party listens, and that goes to the worker as the leg's signalled address.
-- Ports are allocated here, not in the worker, so SDP is rewritten at once. Commands go out in
-  order on one socket; a refused command is reported through ``on_failure`` and noted on the
-  call.
+- Each call is placed on one of the server's media workers when it is anchored
+  (:class:`~callrouter.media.pool.MediaPool`) and all its commands go to that worker. Ports are
+  allocated here, from that worker's slice, not in the worker, so SDP is rewritten at once.
+  Commands go out in order on the worker's socket; a refused command is reported through
+  ``on_failure`` and noted on the call.
 - A call is never pointed at ports the worker has not bound: the B2BUA waits for
   :meth:`MediaAnchor.bound` (the ``create`` reply, a round trip on a Unix socket) before any
   rewritten SDP leaves, and a call whose ports could not be bound (another process holds one,
@@ -24,27 +26,24 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
-from callrouter.media.relay import PortAllocator, PortsExhausted
+from callrouter.media.pool import MediaPool, MediaSlot
+from callrouter.media.relay import PortsExhausted
 from callrouter.sip.errors import ParseError
 from callrouter.sip.sdp import MediaSection, parse_sdp
 
-__all__ = ["MediaAnchor", "MediaControl"]
+__all__ = ["MediaAnchor"]
 
 log = logging.getLogger(__name__)
 
 RECORDABLE = ("PCMU/8000", "PCMA/8000")
 
 
-class MediaControl(Protocol):
-    """The media worker's control channel (``MediaWorkerProcess``)."""
-
-    def send_nowait(self, cmd: str, /, **fields: Any) -> asyncio.Future[dict[str, Any]]: ...
-
-
 @dataclass
 class _Anchored:
+    worker: MediaSlot
+    """The worker the call was placed on, and whose ports it holds."""
     ports: tuple[int, int]
     nat: bool
     offer: bytes
@@ -58,6 +57,7 @@ class _Anchored:
 class MediaAnchor:
     """The B2BUA's media side for recorded calls.
 
+    :param workers: the media workers calls are placed on.
     :param address: the address written into SDP c= and o= lines (``[media] advertise``), or a
         function from the caller's media address to ours (the relay is bound to a wildcard and
         nothing is advertised: the interface that routes to the caller).
@@ -68,15 +68,13 @@ class MediaAnchor:
 
     def __init__(
         self,
-        control: MediaControl,
+        workers: MediaPool,
         address: str | Callable[[str], str],
-        ports: PortAllocator,
         on_failure: Callable[[str, str], None],
         refusal: Callable[[], str | None] = lambda: None,
     ) -> None:
-        self.control = control
+        self.workers = workers
         self.address = address
-        self.ports = ports
         self.on_failure = on_failure
         self.refusal = refusal
         self._calls: dict[str, _Anchored] = {}
@@ -103,18 +101,21 @@ class MediaAnchor:
         address = sdp.media_address(section)
         if address is None:
             return None, "the caller's SDP has no connection address"
+        worker = self.workers.place()
+        if worker is None:
+            return None, "no media worker is running"
         try:
-            first = self.ports.take()
+            first = worker.ports.take()
         except PortsExhausted as exc:
             return None, f"no free media ports ({exc})"
         try:
-            second = self.ports.take()
+            second = worker.ports.take()
         except PortsExhausted as exc:
-            self.ports.give_back(first)
+            worker.ports.give_back(first)
             return None, f"no free media ports ({exc})"
         host = self.address if isinstance(self.address, str) else self.address(address)
         bound: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._calls[key] = _Anchored((first, second), nat, sdp.to_bytes(), bound, host)
+        self._calls[key] = _Anchored(worker, (first, second), nat, sdp.to_bytes(), bound, host)
         self._send(key, "create", ports=[first, second]).add_done_callback(partial(_settle, bound))
         self._signal(key, "a", address, section)
         sdp.anchor(host, [second])
@@ -128,12 +129,13 @@ class MediaAnchor:
     def withdraw(self, key: str) -> None:
         """The call's ports could not be bound: it is no longer anchored here (its SDP must
         pass through untouched), and its ports are free again."""
-        anchored = self._calls.pop(key, None)
+        anchored = self._calls.get(key)
         if anchored is None:
             return
         self._send(key, "delete")  # idempotent: clears anything half made
+        del self._calls[key]
         for port in anchored.ports:
-            self.ports.give_back(port)
+            anchored.worker.ports.give_back(port)
 
     def towards_caller(self, key: str, body: bytes) -> bytes:
         """SDP from the destination, rewritten for the caller."""
@@ -173,7 +175,7 @@ class MediaAnchor:
 
     def play(self, key: str, prompt: str, codec: str) -> asyncio.Future[dict[str, Any]]:
         """Play ``prompt`` to the caller; the future settles when it has been sent."""
-        return self.control.send_nowait("play", call=key, prompt=prompt, codec=codec)
+        return self._calls[key].worker.send_nowait("play", call=key, prompt=prompt, codec=codec)
 
     def record(self, key: str) -> None:
         """Start recording both legs (the recording's id is the call's)."""
@@ -187,20 +189,21 @@ class MediaAnchor:
 
     def release(self, key: str) -> None:
         """The call ended: the worker closes the relay (and finishes the recording)."""
-        anchored = self._calls.pop(key, None)
+        anchored = self._calls.get(key)
         if anchored is None:
             return
         self._send(key, "delete")
+        del self._calls[key]
         for port in anchored.ports:
-            self.ports.give_back(port)
+            anchored.worker.ports.give_back(port)
 
     def forget(self, keys: list[str]) -> None:
-        """The worker died with these calls: their ports are free again."""
+        """A worker died with these calls: their ports are free again."""
         for key in keys:
             anchored = self._calls.pop(key, None)
             if anchored is not None:
                 for port in anchored.ports:
-                    self.ports.give_back(port)
+                    anchored.worker.ports.give_back(port)
 
     def _rewrite(self, key: str, body: bytes, sender: str) -> bytes:
         anchored = self._calls.get(key)
@@ -241,7 +244,7 @@ class MediaAnchor:
         was reported through ``on_failure``."""
         outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         try:
-            reply = self.control.send_nowait(cmd, call=key, **fields)
+            reply = self._calls[key].worker.send_nowait(cmd, call=key, **fields)
         except Exception as exc:  # noqa: BLE001 - any refusal is a note on the call, not a crash
             reason = f"media worker: {exc}"
             self.on_failure(key, reason)

@@ -56,6 +56,9 @@ class ServeProcess:
             text=True,
             env={
                 **{k: v for k, v in os.environ.items() if not k.startswith("CALLROUTER_")},
+                # One media worker unless a test asks for more (a flag or ``env``): the default,
+                # one per core, would start dozens per server on a big CI machine.
+                "CALLROUTER_MEDIA_WORKERS": "1",
                 **(env or {}),
             },
         )

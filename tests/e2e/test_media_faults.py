@@ -157,7 +157,7 @@ def test_kill_9_of_serve_takes_its_media_worker_and_the_next_serve_records(
             client_id = api.json("POST", "/v1/clients", {"name": "Acme"})["id"]
             e164 = "+441515559101"
             desk_port = api.recorded_number(client_id, e164)
-            worker_pid = int(first.wait_for(r"media: worker pid (\d+)").group(1))
+            worker_pid = int(first.wait_for(r"media: worker 0 pid (\d+)").group(1))
             # A recorded call is up, its RTP on the worker's ports, when serve is killed.
             ringing = subprocess.Popen(
                 phones(first, desk_port, e164, 4 * PACKETS),
@@ -186,7 +186,7 @@ def test_kill_9_of_serve_takes_its_media_worker_and_the_next_serve_records(
 
         second = serve(workdir, dsn=database_dsn, rtp=rtp)
         try:
-            new_pid = int(second.wait_for(r"media: worker pid (\d+)").group(1))
+            new_pid = int(second.wait_for(r"media: worker 0 pid (\d+)").group(1))
             assert new_pid != worker_pid and alive(new_pid)
             # The recording the killed server was making is kept, finalised as interrupted.
             second.wait_for(r"media: finalised 1 recording\(s\) interrupted by the last run")

@@ -497,7 +497,7 @@ def test_a_recorded_pjsua2_call_has_audio_both_ways_and_both_parties_recorded(
 def test_no_process_of_the_router_is_left_as_root(router: Router) -> None:
     pids = {
         "serve": router.server.process.pid,
-        "media worker": int(router.server.wait_for(r"media: worker pid (\d+)").group(1)),
+        "media worker": int(router.server.wait_for(r"media: worker 0 pid (\d+)").group(1)),
         "postgres": int(router.server.wait_for(r"PostgreSQL in \S+ .*pid (\d+)").group(1)),
     }
     router.server.wait_for(r"privileges: running as callrouter \(uid (\d+)\)")

@@ -160,7 +160,7 @@ def test_metrics_move_by_what_a_sipp_run_did(observed: Observed, tmp_path: Path)
     assert grew(before, after, "callrouter_sip_rejected_total", reason="malformed") == 1
     assert grew(before, after, "callrouter_sip_rejected_total", reason="allowlist") == 0
     assert value(after, "callrouter_database_up") == 1
-    assert value(after, "callrouter_media_worker_up") == 1
+    assert value(after, "callrouter_media_worker_up", worker="0") == 1
     assert value(after, "callrouter_journal_lag_seconds") >= 0
     assert ("callrouter_event_loop_lag_seconds", ()) in after
 
@@ -382,16 +382,16 @@ def test_a_hung_media_worker_makes_the_server_not_ready_and_shows_in_metrics(
             },
         },
     )
-    pid = int(observed.server.wait_for(r"media: worker pid (\d+)").group(1))
+    pid = int(observed.server.wait_for(r"media: worker 0 pid (\d+)").group(1))
     os.kill(pid, signal.SIGSTOP)  # hung, not dead: the supervisor sees nothing to restart
     try:
         status, ready = get_ready(observed)
         assert (status, ready["ready"], ready["components"]["media"]) == (503, False, "down")
         assert ready["components"]["database"] == "up"
-        assert value(observed.scrape(), "callrouter_media_worker_up") == 0
+        assert value(observed.scrape(), "callrouter_media_worker_up", worker="0") == 0
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert value(observed.scrape(), "callrouter_media_worker_up") == 1
+    assert value(observed.scrape(), "callrouter_media_worker_up", worker="0") == 1
     assert get_ready(observed)[0] == 200
 
 

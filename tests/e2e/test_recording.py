@@ -334,7 +334,7 @@ def test_a_media_worker_killed_mid_call_ends_the_call_and_keeps_what_was_recorde
 ) -> None:
     e164 = "+441515559004"
     desk_port = recorder.recorded_number(e164)
-    pid = int(recorder.server.wait_for(r"media: worker pid (\d+)").group(1))
+    pid = int(recorder.server.wait_for(r"media: worker 0 pid (\d+)").group(1))
     phones = subprocess.Popen(
         phones_command(recorder, desk_port, e164, 4 * PACKETS),
         cwd=tmp_path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from callrouter.media.pool import MediaPool, MediaSlot
 from callrouter.media.relay import PortAllocator
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.sip.sdp import parse_sdp
@@ -25,6 +26,9 @@ class Channel:
     """The worker's side of the control channel, as far as these tests need it: what was sent,
     in order, and a reply the test settles."""
 
+    running = True
+    answering = True
+
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
         self.replies: list[asyncio.Future[dict[str, Any]]] = []
@@ -35,11 +39,18 @@ class Channel:
         return self.replies[-1]
 
 
+def one_worker(channel: Channel, first: int = 30000, last: int = 30010) -> MediaPool:
+    return MediaPool([MediaSlot(0, channel, PortAllocator(first, last))])
+
+
+def ports_in_use(media: MediaAnchor) -> int:
+    return sum(slot.ports.in_use for slot in media.workers.slots)
+
+
 def anchor(channel: Channel, failures: list[tuple[str, str]] | None = None) -> MediaAnchor:
     return MediaAnchor(
-        channel,
+        one_worker(channel),
         "203.0.113.5",
-        PortAllocator(30000, 30010),
         lambda key, reason: (failures if failures is not None else []).append((key, reason)),
     )
 
@@ -86,18 +97,18 @@ async def test_calls_that_cannot_be_recorded_say_why_and_take_no_ports() -> None
     assert (
         media.offer("c", video, nat=False)[1] == "only calls with one audio stream can be recorded"
     )
-    assert channel.sent == [] and media.ports.in_use == 0
+    assert channel.sent == [] and ports_in_use(media) == 0
 
 
 async def test_ports_run_out_cleanly_and_come_back_at_release() -> None:
     channel = Channel()
-    media = MediaAnchor(channel, "203.0.113.5", PortAllocator(30000, 30004), lambda *_: None)
+    media = MediaAnchor(one_worker(channel, 30000, 30004), "203.0.113.5", lambda *_: None)
     assert media.offer("one", OFFER, nat=False)[1] is None
     offer, reason = media.offer("two", OFFER, nat=False)
     assert offer is None and reason is not None and "no free media ports" in reason
-    assert media.ports.in_use == 2
+    assert ports_in_use(media) == 2
     media.release("one")
-    assert media.ports.in_use == 0 and channel.sent[-1] == ("delete", {"call": "one"})
+    assert ports_in_use(media) == 0 and channel.sent[-1] == ("delete", {"call": "one"})
     assert media.offer("two", OFFER, nat=False)[1] is None
 
 
@@ -164,7 +175,7 @@ async def test_bound_says_whether_the_worker_holds_the_ports_and_withdraw_frees_
     assert channel.sent[-1] == ("delete", {"call": "held"})
     assert media.towards_caller("held", ANSWER) == ANSWER  # its SDP now passes through
     # Its ports are free again: of the range's five pairs, "fine" holds two, so a call fits.
-    assert media.ports.in_use == 2
+    assert ports_in_use(media) == 2
     assert media.offer("next", OFFER, nat=False)[1] is None
     assert media.offer("one-too-many", OFFER, nat=False)[1] is not None
 
@@ -172,10 +183,70 @@ async def test_bound_says_whether_the_worker_holds_the_ports_and_withdraw_frees_
 async def test_a_refusal_by_recording_space_anchors_nothing() -> None:
     channel = Channel()
     why: list[str | None] = ["not enough space for recordings: 1.0 MiB free"]
-    media = MediaAnchor(
-        channel, "203.0.113.5", PortAllocator(30000, 30010), lambda *_: None, lambda: why[0]
-    )
+    media = MediaAnchor(one_worker(channel), "203.0.113.5", lambda *_: None, lambda: why[0])
     assert media.offer("c", OFFER, nat=False) == (None, why[0])
-    assert channel.sent == [] and media.ports.in_use == 0 and "c" not in media
+    assert channel.sent == [] and ports_in_use(media) == 0 and "c" not in media
     why[0] = None  # space came back
     assert media.offer("c", OFFER, nat=False)[1] is None
+
+
+async def test_calls_go_to_the_worker_with_fewest_calls_and_stay_there() -> None:
+    zero, one = Channel(), Channel()
+    pool = MediaPool(
+        [
+            MediaSlot(0, zero, PortAllocator(30000, 30010)),
+            MediaSlot(1, one, PortAllocator(30010, 30020)),
+        ]
+    )
+    media = MediaAnchor(pool, "203.0.113.5", lambda *_: None)
+    for key in ("a", "b", "c"):
+        assert media.offer(key, OFFER, nat=False)[1] is None
+    # a on 0, b on 1 (0 has more), c on 0 (a tie goes to the lower number).
+    assert [fields["call"] for cmd, fields in zero.sent if cmd == "create"] == ["a", "c"]
+    assert [fields["call"] for cmd, fields in one.sent if cmd == "create"] == ["b"]
+    # Each worker's ports come from its own slice.
+    assert all(30010 <= port < 30020 for port in one.sent[0][1]["ports"])
+    media.record("b")
+    media.release("a")
+    assert one.sent[-1] == ("record", {"call": "b", "recording": "b"})
+    assert zero.sent[-1] == ("delete", {"call": "a"})
+    assert [slot.calls for slot in pool.slots] == [1, 1]
+
+
+async def test_a_worker_that_is_down_or_silent_is_skipped_and_none_up_records_nothing() -> None:
+    zero, one = Channel(), Channel()
+    pool = MediaPool(
+        [
+            MediaSlot(0, zero, PortAllocator(30000, 30010)),
+            MediaSlot(1, one, PortAllocator(30010, 30020)),
+        ]
+    )
+    media = MediaAnchor(pool, "203.0.113.5", lambda *_: None)
+    zero.running = False  # being restarted
+    assert media.offer("a", OFFER, nat=False)[1] is None
+    assert media.offer("b", OFFER, nat=False)[1] is None
+    assert zero.sent == [] and len([c for c, _ in one.sent if c == "create"]) == 2
+    zero.running = True
+    one.answering = False  # its last command went unanswered: last resort only
+    assert media.offer("c", OFFER, nat=False)[1] is None
+    assert media.offer("d", OFFER, nat=False)[1] is None
+    assert [fields["call"] for cmd, fields in zero.sent if cmd == "create"] == ["c", "d"]
+    zero.running = one.running = False
+    assert media.offer("e", OFFER, nat=False) == (None, "no media worker is running")
+    assert "e" not in media
+
+
+async def test_a_lost_worker_frees_only_its_own_calls_ports() -> None:
+    zero, one = Channel(), Channel()
+    pool = MediaPool(
+        [
+            MediaSlot(0, zero, PortAllocator(30000, 30010)),
+            MediaSlot(1, one, PortAllocator(30010, 30020)),
+        ]
+    )
+    media = MediaAnchor(pool, "203.0.113.5", lambda *_: None)
+    media.offer("a", OFFER, nat=False)
+    media.offer("b", OFFER, nat=False)
+    media.forget(["a"])  # worker 0 died with call a
+    assert [slot.ports.in_use for slot in pool.slots] == [0, 2]
+    assert "a" not in media and "b" in media
