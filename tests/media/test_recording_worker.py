@@ -8,6 +8,7 @@ arrival of a stream's first packet only anchors it).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import resource
@@ -27,6 +28,7 @@ from callrouter.media.control import MediaError, MediaWorkerProcess, RecordingSe
 from callrouter.media.encoding import decode
 from callrouter.media.g711 import ulaw_decode, ulaw_encode
 from callrouter.media.prompt import packetize, tone
+from callrouter.media.recording import orphaned_raw_directories, raw_directory
 from callrouter.media.rtp import parse_rtp
 from callrouter.vault import Vault
 from tests.media import test_worker
@@ -587,3 +589,74 @@ async def test_a_raw_file_that_cannot_grow_keeps_the_recording_so_far_flagged_tr
     assert abs(dominant(window[:, 0]) - CALLER_HZ) < 10
     assert abs(dominant(window[:, 1]) - CALLEE_HZ) < 10
     assert sorted(p.name for p in settings.recordings_dir.iterdir()) == [recording["path"]]
+
+
+async def test_a_restarted_worker_recovers_its_own_and_orphaned_raw_streams_never_another_s(
+    tmp_path: Path,
+    settings: RecordingSettings,
+    vault: Vault,
+    peer: Callable[..., Awaitable[Peer]],
+) -> None:
+    recordings = settings.recordings_dir
+    # Raw streams no running worker owns: one from before there were several workers (in the
+    # recordings directory itself), one of a worker numbered past the two configured now.
+    orphans = orphaned_raw_directories(recordings, 2)
+    assert orphans == (recordings,)
+    left = {uuid.uuid4(): recordings, uuid.uuid4(): raw_directory(recordings, 5)}
+    pcm = np.zeros((800, 2), dtype=np.int16).tobytes()
+    for recording_id, directory in left.items():
+        directory.mkdir(parents=True, exist_ok=True)
+        vault.create_key(recording_id)
+        with vault.writer(recording_id, directory / f"{recording_id}.raw") as out:
+            out.write(pcm)
+    orphans = orphaned_raw_directories(recordings, 2)
+    assert orphans == (recordings, raw_directory(recordings, 5))
+    async with AsyncExitStack() as stack:
+        workers = []
+        for number, ports in enumerate(("41200-41249", "41250-41299")):
+            worker = MediaWorkerProcess(
+                tmp_path / f"media-{number}.sock",
+                "127.0.0.1",
+                ports,
+                recording=dataclasses.replace(
+                    settings,
+                    raw_dir=raw_directory(recordings, number),
+                    adopt=orphans if number == 0 else (),
+                ),
+            )
+            await worker.start()
+            stack.push_async_callback(worker.stop)
+            workers.append(worker)
+        zero, one = workers
+        # Worker 1 is recording a call, its parties talking all along, while worker 0 is killed,
+        # restarted and recovers.
+        live = Call(one, "live", await peer(), await peer(), seconds=3.0)
+        await live.connect()
+        await live.record()
+        talking = asyncio.create_task(live.talk(3.0))
+        while (await one.command("query", call="live"))["recording"]["flushed_seconds"] < 0.5:
+            await asyncio.sleep(0.05)  # bounded by the command's own timeout
+        assert zero.pid is not None
+        os.kill(zero.pid, signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not (zero.restarts == 1 and zero.running):
+            assert asyncio.get_running_loop().time() < deadline, "worker 0 was not restarted"
+            await asyncio.sleep(0.05)
+        reply = await zero.command("recover")
+        assert sorted(r["id"] for r in reply["recordings"]) == sorted(str(i) for i in left)
+        assert reply["failed"] == []
+        for recording_id in left:
+            frames, _ = decode(read(vault, recording_id, recordings / f"{recording_id}.flac"))
+            assert frames.tobytes() == pcm
+        # Worker 1's call went on untouched: its raw stream is still its own, and it ends whole.
+        assert (raw_directory(recordings, 1) / f"{live.recording}.raw.part").exists()
+        await talking
+        events: Events = asyncio.Queue()
+        one.on_event = events.put_nowait
+        await one.command("delete", call="live")
+        recording = (await next_event(events, "recording_ready"))["recording"]
+        assert recording["interrupted"] is False
+        frames, _ = decode(read(vault, live.recording, recordings / recording["path"]))
+        assert_prefix(frames[:, 0], live.expected("a"))
+        assert_prefix(frames[:, 1], live.expected("b"))
+        assert len(frames) - start_of(frames[:, 0], live.expected("a")) >= 145 * 160
