@@ -279,6 +279,7 @@ class MediaWorkerProcess:
                 log.error("media worker %s did not start: %s", self.name, exc)
                 await self._end(self._process)
                 continue
+            log.warning("media worker %s restarted: pid %s", self.name, self.pid)
             return
 
     async def stop(self) -> None:
