@@ -634,13 +634,16 @@ async def test_a_restarted_worker_recovers_its_own_and_orphaned_raw_streams_neve
         await live.connect()
         await live.record()
         talking = asyncio.create_task(live.talk(3.0))
+        clock = asyncio.get_running_loop().time
+        deadline = clock() + WAIT
         while (await one.command("query", call="live"))["recording"]["flushed_seconds"] < 0.5:
-            await asyncio.sleep(0.05)  # bounded by the command's own timeout
+            assert clock() < deadline, "worker 1 flushed nothing"
+            await asyncio.sleep(0.05)
         assert zero.pid is not None
         os.kill(zero.pid, signal.SIGKILL)
-        deadline = asyncio.get_running_loop().time() + WAIT
+        deadline = clock() + WAIT
         while not (zero.restarts == 1 and zero.running):
-            assert asyncio.get_running_loop().time() < deadline, "worker 0 was not restarted"
+            assert clock() < deadline, "worker 0 was not restarted"
             await asyncio.sleep(0.05)
         reply = await zero.command("recover")
         assert sorted(r["id"] for r in reply["recordings"]) == sorted(str(i) for i in left)
