@@ -446,7 +446,8 @@ class MediaEvents:
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def of_worker(self, number: int) -> Callable[[dict[str, Any]], None]:
-        """The event handler of worker ``number`` (its own ``recover`` follows its loss)."""
+        """The event handler of worker ``number`` (a restart of it is followed by its own
+        ``recover``)."""
         return lambda event: self.handle(number, event)
 
     def handle(self, number: int, event: dict[str, Any]) -> None:
@@ -463,6 +464,7 @@ class MediaEvents:
             if self.b2bua is not None:
                 for call in lost:
                     self.b2bua.media_stopped(call, "media worker lost")
+        elif kind == "worker_restarted":
             self._spawn(self.recover(self.workers[number]))
 
     def pause_recording(self, call_id: UUID, paused: bool) -> str | None:

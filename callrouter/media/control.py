@@ -6,8 +6,9 @@ within a timeout. Unsolicited events (``media_timeout``, ``recording_ready``,
 ``recording_failed``) go to ``on_event``. A worker that dies is restarted (at once after a run
 of a minute or more, else after a pause that doubles up to 30 s) and every call it
 carried is reported through ``on_event`` as ``{"event": "worker_lost", "calls": [...]}`` so the
-B2BUA can note it on the call records; the controller then sends ``recover`` to the new worker
-to finalise what the dead one was recording (this class does not).
+B2BUA can note it on the call records; once the new worker runs, ``{"event":
+"worker_restarted"}`` tells the controller to send it ``recover`` to finalise what the dead one
+was recording (this class does not).
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ class MediaWorkerProcess:
                 await self._end(self._process)
                 continue
             log.warning("media worker %s restarted: pid %s", self.name, self.pid)
+            self.on_event({"event": "worker_restarted", "pid": self.pid})
             return
 
     async def stop(self) -> None:
