@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -150,6 +151,36 @@ async def test_a_killed_worker_is_restarted_and_its_calls_reported(
     ports = await worker.command("create", call="next")  # waits for the restarted worker
     assert ports["a"][0] == "127.0.0.1"
     assert worker.restarts == 1
+
+
+async def next_of(events: asyncio.Queue[dict[str, Any]], kind: str) -> dict[str, Any]:
+    while (event := await asyncio.wait_for(events.get(), WAIT))["event"] != kind:
+        pass
+    return event
+
+
+async def test_a_worker_that_keeps_dying_is_restarted_after_a_doubling_pause(
+    worker: MediaWorkerProcess,
+    events: asyncio.Queue[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="callrouter.media.control")
+    pauses = []
+    for _ in range(3):  # each dies within a minute of its start
+        assert worker.pid is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        await next_of(events, "worker_lost")
+        restarted = await next_of(events, "worker_restarted")
+        assert restarted["pid"] == worker.pid
+        pauses.append([r.getMessage() for r in caplog.records if "restarting in" in r.getMessage()])
+    # The first death is restarted at once; each next one, within a minute of the last start,
+    # after a pause doubling from 0.5 s.
+    assert pauses == [
+        [],
+        ["media worker 0: restarting in 0.5 s"],
+        ["media worker 0: restarting in 0.5 s", "media worker 0: restarting in 1 s"],
+    ]
+    assert worker.restarts == 3 and worker.running
 
 
 async def test_commands_sent_without_waiting_arrive_in_order(
