@@ -1,4 +1,5 @@
-"""Several media workers under ``callrouter serve``: calls spread, one worker killed alone.
+"""Several media workers under ``callrouter serve``: calls spread, one worker killed alone,
+readiness and metrics for each.
 
 Real processes throughout: ``serve`` with ``--media-workers 2``, pjsua2 phone pairs
 (tests/e2e/two_phones.py) on recorded numbers, and SIGKILL for one worker. Which worker carries
@@ -8,17 +9,21 @@ a call is read from the kernel (the UDP sockets each worker process holds), not 
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import soundfile
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.serve import ServeProcess
@@ -174,3 +179,36 @@ def test_calls_spread_over_the_workers_and_a_killed_worker_takes_only_its_own_ca
             window = audio[where : where + rate // 2]
             assert abs(dominant_hz(window[:, 0]) - CALLER_HZ) < 20, (e164, where)
             assert abs(dominant_hz(window[:, 1]) - CALLEE_HZ) < 20, (e164, where)
+
+
+def ready(recorder: Recorder) -> tuple[int, dict[str, Any]]:
+    status, _, body = recorder.request("GET", "/v1/ready")
+    return status, json.loads(body)
+
+
+def workers_up(recorder: Recorder) -> dict[str, float]:
+    """``callrouter_media_worker_up`` by worker, from a real scrape."""
+    metrics_url = recorder.server.wait_for(r"metrics: (\S+)").group(1)
+    with urllib.request.urlopen(metrics_url, timeout=30) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "callrouter_media_worker_up"
+    }
+
+
+def test_readiness_and_metrics_cover_every_worker(recorder: Recorder) -> None:
+    pid = Workers(recorder.server).pids[1]  # never killed: its pid from the start
+    assert workers_up(recorder) == {"0": 1, "1": 1}
+    assert ready(recorder)[1]["components"]["media"] == "up"
+    os.kill(pid, signal.SIGSTOP)  # worker 1 hung, not dead: only a ping finds it out
+    try:
+        status, body = ready(recorder)
+        assert (status, body["components"]["media"]) == (503, "down")
+        assert workers_up(recorder) == {"0": 1, "1": 0}
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert workers_up(recorder) == {"0": 1, "1": 1}
+    assert ready(recorder)[0] == 200
