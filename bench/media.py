@@ -371,15 +371,18 @@ async def recording_step(
     }
 
 
-async def recording_ladder(root: Path, count: int, seconds: float, max_calls: int) -> int | None:
-    """The largest step of recorded calls ``count`` workers carry with no packet late or lost:
-    steps doubling up to the first that fails, then halving the gap to within a tenth."""
+async def recording_ladder(
+    root: Path, count: int, seconds: float, max_calls: int
+) -> tuple[int, float] | None:
+    """The largest step of recorded calls ``count`` workers carry with no packet late or lost
+    (steps doubling up to the first that fails, then halving the gap to within a tenth), and
+    the workers' CPU (cores) at that step."""
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     workers = Workers(root / f"workers-{count}", count, events)
     await asyncio.gather(*(process.start() for process in workers.processes))
     print(f"  {count} worker(s)")
     print("  calls   late    lost   workers' CPU   bench lag   finalising all")
-    best: int | None = None
+    best: tuple[int, float] | None = None
     failed: int | None = None
     steps = [10 * count, 25 * count, 50 * count, 100 * count]
     while steps[-1] * 2 <= max_calls:
@@ -396,11 +399,11 @@ async def recording_ladder(root: Path, count: int, seconds: float, max_calls: in
                 print("  (this process could not send in real time: the step does not count)")
                 failed = calls if failed is None else min(failed, calls)
             elif step["late"] == 0 and step["lost"] == 0:
-                best = max(best or 0, calls)
+                best = max(best or (0, 0.0), (calls, step["cpu"]))
             else:
                 failed = calls if failed is None else min(failed, calls)
             if failed is not None:
-                low = best or 0
+                low = best[0] if best else 0
                 steps = [low + (failed - low) // 2] if failed - low > max(10, low // 10) else []
     finally:
         await asyncio.gather(*(process.stop() for process in workers.processes))
@@ -414,9 +417,20 @@ async def recording_figures(root: Path, seconds: float, max_calls: int) -> None:
     )
     one = await recording_ladder(root, 1, seconds, max_calls)
     two = await recording_ladder(root, 2, seconds, max_calls)
-    print(f"  largest step with no packet late or lost: 1 worker {one} calls, 2 workers {two}")
+    for label, best in (("1 worker", one), ("2 workers", two)):
+        if best is None:
+            print(f"  {label}: no step without late or lost packets")
+            continue
+        calls, cpu = best
+        # What the workers would carry with each of them on a core of its own, at the CPU
+        # per call measured (a projection: it assumes the cost stays linear).
+        print(
+            f"  {label}: {calls} calls with no packet late or lost, workers' CPU {cpu:.0%} "
+            f"({cpu / calls * 100:.2f} % of a core per call: about "
+            f"{calls / cpu if cpu else 0:.0f} calls per core)"
+        )
     if one and two:
-        print(f"  ratio 2 workers / 1 worker: {two / one:.2f}")
+        print(f"  ratio 2 workers / 1 worker: {two[0] / one[0]:.2f}")
 
 
 async def run(args: argparse.Namespace) -> None:
