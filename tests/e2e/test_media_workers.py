@@ -134,7 +134,7 @@ def test_calls_spread_over_the_workers_and_a_killed_worker_takes_only_its_own_ca
         )
         started.append(doomed)
         going_on = start_call(
-            recorder, "+441515558002", 6 * PACKETS, tmp_path, lambda: workers.calls_on(1) == 1
+            recorder, "+441515558002", 8 * PACKETS, tmp_path, lambda: workers.calls_on(1) == 1
         )
         started.append(going_on)
         assert (workers.calls_on(0), workers.calls_on(1)) == (1, 1)
@@ -164,7 +164,7 @@ def test_calls_spread_over_the_workers_and_a_killed_worker_takes_only_its_own_ca
                 phones.kill()
                 phones.communicate()
 
-    for e164, packets in (("+441515558002", 6 * PACKETS), ("+441515558003", PACKETS)):
+    for e164, packets in (("+441515558002", 8 * PACKETS), ("+441515558003", PACKETS)):
         ended = recorder.server.wait_event("call.ended", tracking_number=e164)
         call = recorder.api("GET", f"/v1/calls/{ended['call_id']}")
         assert call["hangup_reason"] != "media worker lost"
