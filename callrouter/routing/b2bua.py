@@ -49,6 +49,13 @@ from callrouter.routing.call import (
 )
 from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording
 from callrouter.routing.dialplans import DialplanLibrary
+from callrouter.routing.outbound import (
+    ack_request,
+    contact_uri,
+    destination_uri,
+    dialog_flow,
+    outbound_invite,
+)
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.dialogs import AnswerRepeater, Dialog, DialogId
@@ -61,9 +68,8 @@ from callrouter.sip.events import (
     ResponseReceived,
     TransactionTimedOut,
 )
-from callrouter.sip.headers import Headers
 from callrouter.sip.message import Request, Response
-from callrouter.sip.uri import SipUri, parse_uri
+from callrouter.sip.uri import SipUri
 from callrouter.store.ids import new_id
 from callrouter.store.numbers import Number
 from callrouter.transport.resolver import Resolver
@@ -306,7 +312,7 @@ class B2bua:
         call.ring_timer = self.clock.callLater(ring_timeout, self._ring_timeout, call)
 
     async def _launch(self, call: Call, branch: Branch) -> None:
-        uri, trunk = self._destination_uri(branch.destination)
+        uri, trunk = destination_uri(branch.destination, self.trunks.outbound())
         flows = await self.resolver.locate(uri) if uri is not None else []
         key = str(call.id)
         if self.media is not None and key in self.media:
@@ -365,27 +371,6 @@ class B2bua:
         if branch.target_timer is not None and branch.target_timer.active():
             branch.target_timer.cancel()
         branch.target_timer = None
-
-    def _destination_uri(self, destination: str) -> tuple[SipUri | None, Trunk | None]:
-        """Where a destination is sent: E.164 numbers through the outbound trunk."""
-        if destination.startswith("+"):
-            trunk = self.trunks.outbound()
-            if trunk is None or trunk.uri is None:
-                return None, None
-            try:
-                gateway = parse_uri(trunk.uri)
-            except SipError:
-                return None, trunk
-            if not isinstance(gateway, SipUri):
-                return None, trunk
-            return SipUri(
-                gateway.host, destination, None, gateway.port, dict(gateway.params)
-            ), trunk
-        try:
-            uri = parse_uri(destination)
-        except SipError:
-            return None, None
-        return (uri if isinstance(uri, SipUri) else None), None
 
     def _announce(self, call: Call, prompt: str) -> bool:
         """Play ``prompt`` to the caller as early media (183 with our SDP) before dialling,
@@ -466,52 +451,18 @@ class B2bua:
         return body
 
     def _contact(self, flow: Flow) -> str:
-        sent_by = self.service.sent_by(flow)
-        suffix = "" if flow.transport == "udp" else f";transport={flow.transport}"
-        return f"sip:callrouter@{sent_by}{suffix}"
+        return contact_uri(flow, self.service.sent_by(flow))
 
     def _outbound_invite(self, call: Call, uri: SipUri, flow: Flow, trunk: Trunk | None) -> Request:
-        host = self.service.local_host(flow)
-        headers = Headers()
-        forwards = call.request.max_forwards
-        headers.add("Max-Forwards", str(max(1, (forwards if forwards is not None else 70) - 1)))
-        headers.add(
-            "From", f"{self._presented_caller(call, trunk, host)};tag={secrets.token_hex(6)}"
+        return outbound_invite(
+            call.request,
+            uri,
+            host=self.service.local_host(flow),
+            contact=self._contact(flow),
+            presented_number=call.presented_number,
+            trunk=trunk,
+            body=call.callee_offer or call.request.body,
         )
-        headers.add("To", f"<{uri}>")
-        headers.add("Call-ID", f"{secrets.token_hex(16)}@{host}")
-        headers.add("CSeq", "1 INVITE")
-        headers.add("Contact", f"<{self._contact(flow)}>")
-        headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
-        if self._withheld(call, trunk):
-            headers.add("Privacy", "id")
-        body = call.callee_offer or call.request.body
-        if body:
-            headers.add(
-                "Content-Type", call.request.headers.get("content-type") or "application/sdp"
-            )
-        return Request("INVITE", str(uri), headers, body)
-
-    @staticmethod
-    def _withheld(call: Call, trunk: Trunk | None) -> bool:
-        """The caller asked for privacy (RFC 3323) or the trunk withholds every caller ID."""
-        asked = "id" in {p.strip().lower() for p in call.request.headers.get_all("privacy")}
-        return asked or (trunk is not None and trunk.caller_id == "withhold")
-
-    def _presented_caller(self, call: Call, trunk: Trunk | None, host: str) -> str:
-        """The From the destination sees: the caller's number, the trunk's, or nobody's.
-
-        Topology hiding: only the user part and display name cross over, never the carrier's
-        host.
-        """
-        if self._withheld(call, trunk):
-            return '"Anonymous" <sip:anonymous@anonymous.invalid>'
-        if trunk is not None and trunk.caller_id == "rewrite" and trunk.caller_id_number:
-            return f"<sip:{trunk.caller_id_number}@{host}>"
-        caller = call.request.from_
-        display = f'"{caller.display_name}" ' if caller.display_name else ""
-        user = call.presented_number or getattr(caller.uri, "user", None) or "anonymous"
-        return f"{display}<sip:{user}@{host}>"
 
     # -- outbound leg events -------------------------------------------------------------------
 
@@ -728,14 +679,9 @@ class B2bua:
             self._ack(target, response.cseq.number, self._dialog_flow(target, flow))
 
     def _ack(self, dialog: Dialog, cseq: int, flow: Flow) -> None:
-        """The ACK for a 2xx: a transaction of its own (§13.2.2.4), so a fresh Via branch."""
-        ack = dialog.request("ACK", cseq=cseq)
-        sent_by = self.service.sent_by(flow)
-        branch = f"z9hG4bK{secrets.token_hex(8)}"
-        ack.headers.add(
-            "Via", f"SIP/2.0/{flow.transport.upper()} {sent_by};branch={branch}", first=True
+        self.service.send_stateless(
+            ack_request(dialog, cseq, flow, self.service.sent_by(flow)), flow
         )
-        self.service.send_stateless(ack, flow)
 
     def _other_flow(self, call: Call, from_caller: bool) -> Flow:
         if from_caller:
@@ -744,25 +690,9 @@ class B2bua:
         return call.flow
 
     def _dialog_flow(self, dialog: Dialog, fallback: Flow) -> Flow:
-        """Where in-dialog requests go: the first Route, else the remote target, when it names an
-        IP address; else where the dialog's first request went. A caller on a ``nat`` trunk is
-        reached where its requests come from: its Contact names an address behind its NAT."""
         found = self._connected.get(dialog.id)
-        if found is not None and found[1] and found[0].trunk is not None and found[0].trunk.nat:
-            return fallback
-        target = (
-            dialog.route_set[0].strip("<>").split(";")[0]
-            if dialog.route_set
-            else dialog.remote_target
-        )
-        try:
-            uri = parse_uri(target)
-        except SipError:
-            return fallback
-        if isinstance(uri, SipUri) and uri.host[:1].isdigit():
-            transport = uri.transport or fallback.transport
-            return Flow(transport, uri.host, uri.port or 5060)
-        return fallback
+        nat = found is not None and found[1] and found[0].trunk is not None and found[0].trunk.nat
+        return dialog_flow(dialog, fallback, behind_nat=nat)
 
     def _bye(self, dialog: Dialog | None, flow: Flow | None) -> str | None:
         if dialog is None or flow is None:
