@@ -359,3 +359,41 @@ def test_shutdown_ends_every_call() -> None:
     assert peers.caller_statuses(ringing)[-1] == 503
     assert peers.cancels == [ref] and len(peers.sent("BYE")) == 2
     assert sorted(e.reason for e in peers.ends()) == ["server shutdown"] * 2
+
+
+def test_a_silent_targets_late_answers_are_settled() -> None:
+    """The target given up for silence wakes up: its 180 gets a CANCEL, its 2xx an ACK and a
+    BYE, and the branch goes on with the next target."""
+    peers = Peers()
+    call = peers.arrive(Dial((DESK,), ring_timeout=60))
+    (silent,) = peers.resolve(Flow("udp", "203.0.113.20", 5060), Flow("udp", "203.0.113.21", 5060))
+    peers.advance(peers.controller.target_timeout + 0.1)
+    live = max(peers.invites)
+    assert peers.controller.waits_for(silent)  # its transaction runs on
+    peers.reply(silent, 180, tag="late")
+    assert peers.cancels == [silent]
+    assert peers.caller_statuses(call) == []  # nothing of it reaches the caller
+    peers.reply(silent, 200, tag="late")
+    late_call_id = peers.invites[silent].request.call_id
+    assert [a.call_id for a in peers.acks()] == [late_call_id]
+    assert len(peers.byes_to(late_call_id)) == 1
+    assert not peers.controller.waits_for(silent)
+    peers.reply(live, 200)
+    assert call.state is CallState.ANSWERED and call.callee is not None
+    assert call.callee.ref == live
+
+
+def test_a_fork_cancelled_before_it_rang_gets_its_cancel_when_it_rings() -> None:
+    """The desk answers while the mobile has sent nothing: the mobile's CANCEL waits for its
+    first provisional response, even though the call is answered by then (§9.1)."""
+    peers = Peers()
+    desk, mobile = two_forks(peers)
+    peers.reply(desk, 200)
+    assert peers.cancels == []
+    peers.reply(mobile, 180, tag="mob")
+    assert peers.cancels == [mobile]
+    peers.reply(mobile, 487, tag="mob")
+    call = next(iter(peers.controller.calls.values()))
+    peers.carrier_acks(call)
+    peers.in_dialog(peers.carrier_dialog(call), "BYE", "carrier-bye")
+    assert {desk, mobile} <= peers.forgotten  # the call is over: nothing is left waiting
