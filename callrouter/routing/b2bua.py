@@ -47,7 +47,7 @@ from callrouter.routing.actions import (
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.call import Call, Journal, TimerKey, static_attribution, webhook_data
 from callrouter.routing.call_states import CallState
-from callrouter.routing.controller import SHUTDOWN, Controller
+from callrouter.routing.controller import Controller
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.events import (
     AckArrived,
@@ -85,7 +85,7 @@ from callrouter.transport.resolver import Resolver
 from callrouter.transport.service import SipService
 from callrouter.webhooks import WebhookSender
 
-__all__ = ["SHUTDOWN", "B2bua", "Call", "Journal"]
+__all__ = ["B2bua", "Call", "Journal"]
 
 log = logging.getLogger(__name__)
 
