@@ -30,7 +30,18 @@ def test_mypy_strict() -> None:
 
 
 #: The call controller: sans-IO like callrouter/sip/, fed events by routing/b2bua.py.
-CONTROLLER_MODULES = ("actions", "call", "call_states", "controller", "events", "outbound")
+CONTROLLER_MODULES = (
+    "actions",
+    "call",
+    "call_lifecycle",
+    "call_media",
+    "call_states",
+    "controller",
+    "events",
+    "forking",
+    "in_dialog",
+    "outbound",
+)
 
 #: What the controller may import of callrouter: the SIP core, the call events it records, and
 #: data (dialplan steps, trunks, numbers), never a module that does I/O.

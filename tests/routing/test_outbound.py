@@ -29,7 +29,7 @@ def inbound(*extra: str, body: bytes = b"v=0\r\n", max_forwards: int = 70) -> Re
         "Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bKcarrier1",
         "Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bKinside",
         f"Max-Forwards: {max_forwards}",
-        'From: "Jo Bloggs" <sip:+447700900123@carrier.example;user=phone>;tag=abc',
+        'From: "Jo Bloggs" <sip:+447700900123@carrier.example;user=phone>;tag=carrier-tag',
         "To: <sip:+441515550001@192.0.2.1>",
         "Call-ID: carrier-call-1@carrier.example",
         "CSeq: 7 INVITE",
@@ -59,7 +59,7 @@ def build(request: Request, trunk: Trunk | None = None, number: str | None = Non
 def test_outbound_invite_hides_the_inbound_legs_topology() -> None:
     invite = build(inbound(), number="+447700900123")
     wire = invite.to_bytes().decode()
-    for leaked in ("carrier.example", "198.51.100.7", "10.1.1.1", "carrier-call-1", "abc"):
+    for leaked in ("carrier.example", "198.51.100.7", "10.1.1.1", "carrier-call-1", "carrier-tag"):
         assert leaked not in wire
     assert invite.headers.get_all("via") == []  # the transaction layer adds ours
     assert invite.headers.get("contact") == "<sip:callrouter@192.0.2.1:5060>"
@@ -69,7 +69,7 @@ def test_outbound_invite_hides_the_inbound_legs_topology() -> None:
     assert invite.body == b"v=0 anchored\r\n"
     assert invite.from_.display_name == "Jo Bloggs"
     assert str(invite.from_.uri) == "sip:+447700900123@192.0.2.1"
-    assert invite.from_.tag and invite.from_.tag != "abc"
+    assert invite.from_.tag and invite.from_.tag != "carrier-tag"
     assert invite.uri == "sip:reception@203.0.113.9:5070"
 
 
