@@ -716,7 +716,13 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 
         vault = Vault.from_config(config)
-        recordings_service = Recordings(pool, vault, config.recordings_dir, webhooks=webhook_sender)
+        recordings_service = Recordings(
+            pool,
+            vault,
+            config.recordings_dir,
+            webhooks=webhook_sender,
+            calls_written=journal.flushed,
+        )
         if shredded := await recordings_service.dispose_pending():
             say(f"recordings: shredded {shredded} recording(s) deleted before the last stop")
         await listener.add_listener(DISPOSAL_CHANNEL, _dispose(recordings_service))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -90,6 +90,11 @@ class Recordings:
 
     :param root: the recordings directory; rows hold paths relative to it.
     :param webhooks: where ``recording.ready`` goes (None: no events).
+    :param calls_written: awaited before a finished file's row is written: the call journal's
+        ``flushed()``. The journal writes the call's row behind the call (SIP does not wait for
+        it), so a short recording can finish first; without this wait its insert would find no
+        call, take it for erased and shred the file. None when calls are written synchronously
+        (the API's tests).
     """
 
     def __init__(
@@ -99,9 +104,11 @@ class Recordings:
         root: Path,
         *,
         webhooks: WebhookSender | None = None,
+        calls_written: Callable[[], Awaitable[None]] | None = None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
+        self.calls_written = calls_written
         self.vault = vault
         self.root = root
         self.webhooks = webhooks
@@ -115,6 +122,11 @@ class Recordings:
     async def finished(self, call_id: UUID, done: store.FinishedFile) -> store.Recording | None:
         """A file is durable: write its row and tell the client. None when its call was erased
         meanwhile (the file is shredded instead)."""
+        if self.calls_written is not None:
+            # Every call event recorded so far, this call's CallStarted among them (it is
+            # recorded before the call's media is anchored), must be in the database first:
+            # only then does a missing call row mean the call was erased.
+            await self.calls_written()
         try:
             recording = await store.insert(self.db, call_id, done, self.wall())
         except LookupError as exc:

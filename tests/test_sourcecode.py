@@ -29,8 +29,44 @@ def test_mypy_strict() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+#: The call controller: sans-IO like callrouter/sip/, fed events by routing/b2bua.py.
+CONTROLLER_MODULES = (
+    "actions",
+    "call",
+    "call_lifecycle",
+    "call_media",
+    "call_states",
+    "controller",
+    "events",
+    "forking",
+    "in_dialog",
+    "outbound",
+)
+
+#: What the controller may import of callrouter: the SIP core, the call events it records, and
+#: data (dialplan steps, trunks, numbers), never a module that does I/O.
+CONTROLLER_IMPORTS = (
+    "sip",
+    "call_events",
+    "store.ids",
+    "store.numbers",
+    "routing.dialplan",
+    "routing.trunks",
+    *(f"routing.{name}" for name in CONTROLLER_MODULES),
+)
+
+
+def sans_io_files() -> list[Path]:
+    routing = ROOT / "callrouter" / "routing"
+    return [
+        *(ROOT / "callrouter" / "sip").rglob("*.py"),
+        *(routing / f"{name}.py" for name in CONTROLLER_MODULES),
+    ]
+
+
 def test_sans_io_core_imports_no_io() -> None:
-    """callrouter/sip/ must stay pure: no sockets, event loops, Twisted or clock reads."""
+    """callrouter/sip/ and the call controller must stay pure: no sockets, event loops, Twisted
+    or clock reads."""
     forbidden = (
         "import asyncio",
         "import socket",
@@ -38,13 +74,24 @@ def test_sans_io_core_imports_no_io() -> None:
         "import time",
         "from time",
         "datetime.now",
+        "date.today",
         "import select",
         "import threading",
     )
     offenders = []
-    for path in (ROOT / "callrouter" / "sip").rglob("*.py"):
+    for path in sans_io_files():
         text = path.read_text()
         offenders += [f"{path.name}: {word}" for word in forbidden if word in text]
+    assert offenders == []
+
+
+def test_the_call_controller_imports_no_io_module() -> None:
+    offenders = []
+    for name in CONTROLLER_MODULES:
+        path = ROOT / "callrouter" / "routing" / f"{name}.py"
+        for target in sorted(imported_names(path)):
+            if not any(within(target, allowed) for allowed in CONTROLLER_IMPORTS):
+                offenders.append(f"routing.{name} imports {target}")
     assert offenders == []
 
 

@@ -1,7 +1,7 @@
-"""A call as the B2BUA holds it: the inbound leg, each outbound attempt, and relayed requests.
+"""A call as the controller holds it: the inbound leg, each outbound attempt, relayed requests.
 
-Data only; the B2BUA (b2bua.py) drives it. Kept apart so the state machine's file holds the
-state machine.
+Data only; the call controller (controller.py) drives it, its states and transitions are in
+call_states.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callrouter.call_events import CallEvent
+from callrouter.routing.call_states import BranchState, CallState
 from callrouter.routing.dialplan import Step
 from callrouter.routing.trunks import Trunk
 from callrouter.sip.dialogs import AnswerRepeater, Dialog
@@ -44,18 +45,30 @@ FINAL_STATUS = {"busy": 486, "no_answer": 480, "error": 502, "rejected": 480}
 DISPOSITION = {"busy": "busy", "no_answer": "no_answer", "error": "failed", "rejected": "rejected"}
 
 
+@dataclass(frozen=True)
+class TimerKey:
+    """One timer of one call: ``ring`` (the dial step's ring timeout), ``target`` (the target of
+    the INVITE ``ref`` stays silent), ``answer`` (our 2xx's next repetition), ``duration`` (the
+    dialplan's maximum duration)."""
+
+    call: uuid.UUID
+    kind: str
+    ref: int = 0
+
+
 @dataclass(eq=False)
 class Branch:
     """One outbound leg (an attempt) of a call."""
 
     seq: int
     destination: str
-    tid: str | None = None
+    state: BranchState = BranchState.RESOLVING
+    ref: int | None = None
+    """The controller's number for the INVITE now out (None: not sent yet)."""
+    final: bool = False
+    """Whether that INVITE got its final response (or timed out)."""
     request: Request | None = None
     flow: Flow | None = None
-    ringing: bool = False
-    cancel_pending: bool = False
-    done: bool = False
     outcome: str | None = None
     dialog: Dialog | None = None
     uri: SipUri | None = None
@@ -63,11 +76,8 @@ class Branch:
     """The outbound trunk an E.164 destination goes through (its caller-ID policy applies)."""
     targets: list[Flow] = field(default_factory=list)
     """RFC 3263 targets not tried yet."""
-    target_timer: Any = None
     skipped: list[str] = field(default_factory=list)
     """Targets that failed before the current one (for the attempt's reason)."""
-    answered_at_all: bool = False
-    """Whether the current target sent any response (a 100 Trying proves it is alive)."""
 
 
 @dataclass(eq=False)
@@ -84,11 +94,12 @@ class Call:
     params: dict[str, str]
     record: bool
     arrived: float = 0.0
-    """When the caller's INVITE reached us (the reactor's clock), for the post-dial delay."""
+    """When the caller's INVITE reached us (the controller's clock), for the post-dial delay."""
     max_duration: float | None = None
-    branches: dict[str, Branch] = field(default_factory=dict)
+    state: CallState = CallState.ROUTING
+    branches: list[Branch] = field(default_factory=list)
+    """The branches of the dial step now running."""
     attempts: int = 0
-    state: str = "routing"  # routing -> answered -> ended
     outcomes: list[str] = field(default_factory=list)
     last_status: int | None = None
     continue_on: frozenset[str] = frozenset()
@@ -96,8 +107,8 @@ class Call:
     callee: Branch | None = None
     ringing: bool = False
     repeater: AnswerRepeater | None = None
-    timers: list[Any] = field(default_factory=list)
-    ring_timer: Any = None
+    timers: set[TimerKey] = field(default_factory=set)
+    """The call's timers now armed."""
     session_id: uuid.UUID | None = None
     attribution: dict[str, Any] = field(default_factory=dict)
     caller_number: str | None = None
@@ -112,8 +123,22 @@ class Call:
     callee_offer: bytes | None = None
     """The caller's SDP offer as destinations see it (anchored on the media worker when the
     call is recorded; None: the caller's own)."""
-    tids: set[str] = field(default_factory=set)
-    """Client transactions of this call (branches, relayed requests), to forget at the end."""
+    anchored: bool = False
+    """Whether the call's media goes through the media worker."""
+    prompt: str | None = None
+    """The announcement waiting for the call's media ports."""
+    refs: set[int] = field(default_factory=set)
+    """Requests of this call the controller waits on (branches, relayed requests)."""
+
+
+@dataclass(eq=False)
+class Abandoned:
+    """An INVITE a branch gave up on when its target stayed silent and the next target was
+    tried: its transaction lives on, and a late answer must not leave a leg up."""
+
+    request: Request
+    flow: Flow
+    cancelled: bool = False
 
 
 @dataclass(eq=False)
@@ -124,6 +149,18 @@ class Relay:
     incoming_tid: str
     incoming: Request
     towards_caller: bool
+
+
+def webhook_data(call: Call, **extra: Any) -> dict[str, Any]:
+    """The data of a call's webhook events (``caller_number`` None for a suppressed caller)."""
+    return {
+        "call_id": call.id,
+        "tracking_number": call.number.e164,
+        "caller_number": call.caller_number,
+        "session_id": call.session_id,
+        "attribution": call.attribution,
+        **extra,
+    }
 
 
 def static_attribution(number: Number) -> dict[str, Any]:

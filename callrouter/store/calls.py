@@ -153,6 +153,10 @@ async def close_interrupted(db: Executor, last_alive: datetime | None) -> int:
     the database was away is not among them) and before any SIP listener opens, so no call of
     this run can be caught.
 
+    What the SIP evidence the journal has (the spool's events included) says is kept: a call's
+    ringing and answered times, and an attempt that was answered stays ``answered`` (its 2xx
+    was seen); an attempt without an answer ends as ``error``.
+
     :param last_alive: the previous run's last heartbeat, when the calls really ended (no
         earlier than each call's own last event); None: unknown, now.
     """
@@ -164,8 +168,12 @@ async def close_interrupted(db: Executor, last_alive: datetime | None) -> int:
                                           coalesce($1::timestamptz, now()))
                WHERE state <> 'ended' RETURNING id, ended_at),
            attempts AS (
-               UPDATE call_attempts a SET result = 'error', reason = 'server restarted',
-                      ended_at = greatest(a.started_at, closed.ended_at)
+               UPDATE call_attempts a
+                  SET result = CASE WHEN a.answered_at IS NULL THEN 'error' ELSE 'answered' END,
+                      sip_status = CASE WHEN a.answered_at IS NULL THEN a.sip_status ELSE 200 END,
+                      reason = 'server restarted',
+                      ended_at = greatest(a.started_at, a.ringing_at, a.answered_at,
+                                          closed.ended_at)
                FROM closed
                WHERE a.call_id = closed.id AND a.ended_at IS NULL RETURNING 1)
            SELECT count(*) FROM closed""",

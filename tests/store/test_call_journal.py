@@ -166,3 +166,38 @@ async def test_a_call_that_started_after_the_last_heartbeat_ends_no_earlier_than
     assert await calls.close_interrupted(pool, T0) == 1
     call = await calls.get(pool, late, None)
     assert call is not None and call.ended_at == T0 + timedelta(seconds=6)
+
+
+async def test_an_answered_attempt_stays_answered_when_a_crash_interrupts_its_call(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    talking, ringing = uuid4(), uuid4()
+    async with CallJournal(pool) as journal:
+        journal.record(started(talking, client.id))
+        journal.record(AttemptStarted(talking, 1, "sip:desk@pbx.example", T0))
+        journal.record(AttemptEnded(talking, 1, "busy", 486, "Busy Here", T0))
+        journal.record(AttemptStarted(talking, 2, "sip:cell@pbx.example", T0))
+        journal.record(AttemptRinging(talking, 2, T0 + timedelta(seconds=1)))
+        journal.record(AttemptAnswered(talking, 2, T0 + timedelta(seconds=3)))
+        journal.record(CallAnswered(talking, T0 + timedelta(seconds=3)))
+        journal.record(started(ringing, client.id))
+        journal.record(AttemptStarted(ringing, 1, "sip:desk@pbx.example", T0))
+        journal.record(AttemptRinging(ringing, 1, T0 + timedelta(seconds=1)))
+        await journal.flushed()
+    last_heartbeat = T0 + timedelta(seconds=30)
+    assert await calls.close_interrupted(pool, last_heartbeat) == 2
+    call = await calls.get(pool, talking, None)
+    assert call is not None
+    assert (call.disposition, call.answered_at) == ("interrupted", T0 + timedelta(seconds=3))
+    busy, answered = (await calls.attempts_of(pool, [talking]))[talking]
+    assert (busy.result, busy.sip_status, busy.ended_at) == ("busy", 486, T0)
+    assert (answered.result, answered.sip_status, answered.reason) == (
+        "answered",
+        200,
+        "server restarted",
+    )
+    assert answered.answered_at == T0 + timedelta(seconds=3)
+    assert answered.ended_at == last_heartbeat
+    (unanswered,) = (await calls.attempts_of(pool, [ringing]))[ringing]
+    assert (unanswered.result, unanswered.ended_at) == ("error", last_heartbeat)

@@ -1,0 +1,171 @@
+"""What the call controller asks its adapter to do (its outputs), in the order given."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from callrouter.call_events import CallEvent
+from callrouter.routing.call import Call, TimerKey
+from callrouter.sip.events import Flow
+from callrouter.sip.message import Message, Request, Response
+
+__all__ = [
+    "Action",
+    "AwaitMedia",
+    "CancelRequest",
+    "CancelTimer",
+    "Finished",
+    "Forget",
+    "MediaCommand",
+    "Notify",
+    "ObserveDialled",
+    "PlayPrompt",
+    "Record",
+    "Resolve",
+    "Respond",
+    "SendRequest",
+    "SendStateless",
+    "StartTimer",
+]
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """Send ``request`` to ``flow`` in a new client transaction."""
+
+    request: Request
+    flow: Flow
+    ref: int | None
+    """Report its responses and timeout under this number; None: nobody waits for them."""
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """CANCEL the INVITE sent as ``ref`` (§9.1)."""
+
+    ref: int
+
+
+@dataclass(frozen=True)
+class Forget:
+    """The controller expects nothing more of ``ref``."""
+
+    ref: int
+
+
+@dataclass(frozen=True)
+class Respond:
+    """Answer the server transaction ``tid`` (a refused answer is logged, never raised)."""
+
+    tid: str
+    response: Response
+
+
+@dataclass(frozen=True)
+class SendStateless:
+    """An ACK of a 2xx or a 2xx repeated: no transaction of its own."""
+
+    message: Message
+    flow: Flow
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    """Fire ``TimerFired(key)`` after ``delay`` seconds (replacing one with the same key)."""
+
+    key: TimerKey
+    delay: float
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    key: TimerKey
+
+
+@dataclass(frozen=True)
+class Record:
+    """Write a call event to the call journal."""
+
+    event: CallEvent
+
+
+@dataclass(frozen=True)
+class Notify:
+    """Emit a webhook event for the call's client."""
+
+    client_id: uuid.UUID
+    event: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Resolve:
+    """Locate ``destination`` (RFC 3263) and wait for the call's media ports if anchored; then
+    report ``Resolved``."""
+
+    call: uuid.UUID
+    seq: int
+    destination: str
+
+
+@dataclass(frozen=True)
+class MediaCommand:
+    """``record``, ``release`` or ``withdraw`` the call's anchored media."""
+
+    call: uuid.UUID
+    command: str
+
+
+@dataclass(frozen=True)
+class AwaitMedia:
+    """Report ``MediaBound`` when the worker has bound the call's ports."""
+
+    call: uuid.UUID
+
+
+@dataclass(frozen=True)
+class PlayPrompt:
+    """Play ``prompt`` to the caller in ``codec``; report ``PromptPlayed``."""
+
+    call: uuid.UUID
+    prompt: str
+    codec: str
+
+
+@dataclass(frozen=True)
+class ObserveDialled:
+    """The caller heard ringing or an answer first after ``seconds`` (post-dial delay)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The call ended: count it, and once its record is durable log it and send
+    ``call.completed``."""
+
+    call: Call
+    disposition: str
+    hangup_by: str
+    reason: str
+
+
+Action = (
+    SendRequest
+    | CancelRequest
+    | Forget
+    | Respond
+    | SendStateless
+    | StartTimer
+    | CancelTimer
+    | Record
+    | Notify
+    | Resolve
+    | MediaCommand
+    | AwaitMedia
+    | PlayPrompt
+    | ObserveDialled
+    | Finished
+)
