@@ -91,8 +91,17 @@ def _where(client_id: UUID, where: CallLogFilter) -> tuple[str, list[Any]]:
         if exact is not None:
             add("c.caller_number = ?", exact)
         else:
-            add("reverse(c.caller_number) LIKE ? || '%'", reversed_digits)
-            clauses.append("c.caller_number IS NOT NULL")
+            # The matches first, from the reversed-number index, then the page from them:
+            # walking the log newest first for a suffix few calls have reads the whole log.
+            # A range, not LIKE, so a cached plan with the pattern as a parameter uses it too
+            # ('~' sorts after '+' and every digit).
+            args.extend([reversed_digits, f"{reversed_digits}~"])
+            clauses.append(
+                "c.id = ANY (ARRAY (SELECT m.id FROM calls m WHERE m.client_id = $1"
+                " AND m.caller_number IS NOT NULL"
+                f" AND reverse(m.caller_number) ~>=~ ${len(args) - 1}"
+                f" AND reverse(m.caller_number) ~<~ ${len(args)}))"
+            )
     return " AND ".join(clauses), args
 
 
