@@ -14,7 +14,7 @@ import jinja2
 from aiohttp import web
 
 from callrouter.config import ConsoleConfig
-from callrouter.console import account, login, overview, users
+from callrouter.console import account, calls, login, overview, users
 from callrouter.console.mail import Mailer
 from callrouter.console.middleware import STATIC_ROUTE, console_middleware
 from callrouter.console.pages import Page
@@ -25,6 +25,7 @@ from callrouter.ratelimit import TokenBuckets
 PAGES: list[Page] = [
     *login.PAGES,
     *overview.PAGES,
+    *calls.PAGES,
     *account.PAGES,
     *users.PAGES,
 ]
