@@ -55,7 +55,7 @@ SELECT (lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7'
        'caller', g % 10 = 0, t, CASE WHEN g % 5 < 3 THEN t + interval '5 s' END,
        t + interval '90 s'
 FROM generate_series($3::bigint, $4::bigint) g,
-     LATERAL (SELECT $5::timestamptz - (g * interval '1 s' * 31536000 / $6) AS t) s
+     LATERAL (SELECT $5::timestamptz - (g * 31536000 / $6::bigint) * interval '1 s' AS t) s
 """
 
 
