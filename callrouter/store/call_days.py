@@ -76,31 +76,30 @@ async def overview(
     db: Executor, client_id: UUID, first: date, last: date, top: int = 5
 ) -> Overview:
     """The overview of ``client_id`` from ``first`` to ``last`` (UTC days, inclusive)."""
-    source_rows = await db.fetch(
-        f"""SELECT day, coalesce(source, '{NONE}') AS source, sum(calls)::bigint AS calls
-            FROM ({_DAYS}) d GROUP BY 1, 2 HAVING sum(calls) > 0 ORDER BY 1, 2""",
+    # One scan of the range for the three groupings (GROUPING() tells a row's grouping: 1 =
+    # by day and source, 6 = by campaign, 7 = the totals).
+    rows = await db.fetch(
+        f"""SELECT day, source, campaign, GROUPING(day, source, campaign) AS grouping,
+                   sum(calls)::bigint AS calls, sum(answered)::bigint AS answered,
+                   sum(first_time)::bigint AS first_time, sum(forms)::bigint AS kept_forms
+            FROM (SELECT day, coalesce(source, '{NONE}') AS source,
+                         coalesce(campaign, '{NONE}') AS campaign, calls, answered,
+                         first_time, forms
+                  FROM ({_DAYS}) u) d
+            GROUP BY GROUPING SETS ((day, source), (campaign), ())""",
         client_id,
         first,
         last,
     )
-    totals = await db.fetchrow(
-        f"""SELECT coalesce(sum(calls), 0)::bigint AS calls,
-                   coalesce(sum(answered), 0)::bigint AS answered,
-                   coalesce(sum(first_time), 0)::bigint AS first_time,
-                   coalesce(sum(forms), 0)::bigint AS kept_forms
-            FROM ({_DAYS}) d""",
-        client_id,
-        first,
-        last,
+    source_rows = sorted(
+        (r for r in rows if r["grouping"] == 1 and r["calls"] > 0),
+        key=lambda r: (r["day"], r["source"]),
     )
-    campaigns = await db.fetch(
-        f"""SELECT coalesce(campaign, '{NONE}') AS key, sum(calls)::bigint AS calls
-            FROM ({_DAYS}) d GROUP BY 1 HAVING sum(calls) > 0 ORDER BY 2 DESC, 1 LIMIT $4""",
-        client_id,
-        first,
-        last,
-        top,
-    )
+    campaigns = sorted(
+        (r for r in rows if r["grouping"] == 6 and r["calls"] > 0),
+        key=lambda r: (-r["calls"], r["campaign"]),
+    )[:top]
+    totals = next(r for r in rows if r["grouping"] == 7)
     pages = await db.fetch(
         f"""SELECT coalesce(landing_page, '{NONE}') AS key, sum(calls)::bigint AS calls
             FROM (SELECT landing_page, calls FROM call_page_days
@@ -124,19 +123,18 @@ async def overview(
         last,
     )
     forms_by_day = {row["day"]: int(row["forms"]) for row in forms}
-    assert totals is not None
     return Overview(
         first=first,
         last=last,
         by_source=[SourceDay(r["day"], r["source"], int(r["calls"])) for r in source_rows],
         forms_by_day=forms_by_day,
         totals=Totals(
-            calls=int(totals["calls"]),
-            answered=int(totals["answered"]),
-            first_time=int(totals["first_time"]),
-            forms=int(totals["kept_forms"]) + sum(forms_by_day.values()),
+            calls=int(totals["calls"] or 0),
+            answered=int(totals["answered"] or 0),
+            first_time=int(totals["first_time"] or 0),
+            forms=int(totals["kept_forms"] or 0) + sum(forms_by_day.values()),
         ),
-        top_campaigns=[Ranked(r["key"], int(r["calls"])) for r in campaigns],
+        top_campaigns=[Ranked(r["campaign"], int(r["calls"])) for r in campaigns],
         top_landing_pages=[Ranked(r["key"], int(r["calls"])) for r in pages],
     )
 
