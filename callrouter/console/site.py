@@ -14,7 +14,17 @@ import jinja2
 from aiohttp import web
 
 from callrouter.config import ConsoleConfig
-from callrouter.console import account, calls, login, overview, users
+from callrouter.console import (
+    account,
+    calls,
+    keys,
+    login,
+    numbers,
+    overview,
+    privacy,
+    users,
+    webhooks,
+)
 from callrouter.console.mail import Mailer
 from callrouter.console.middleware import STATIC_ROUTE, console_middleware
 from callrouter.console.pages import Page
@@ -26,6 +36,10 @@ PAGES: list[Page] = [
     *login.PAGES,
     *overview.PAGES,
     *calls.PAGES,
+    *keys.PAGES,
+    *numbers.PAGES,
+    *privacy.PAGES,
+    *webhooks.PAGES,
     *account.PAGES,
     *users.PAGES,
 ]

@@ -311,3 +311,140 @@ def test_console_pages_of_another_client_are_not_found(
     page.goto(console_server.url + "/")
     assert page.inner_text("#total-calls") == "0"
     axe_check(page)
+
+
+def test_console_owner_manages_numbers_pools_keys_and_webhooks(
+    console_server: ConsoleServer, calls: Calls, logged_in: LoggedIn
+) -> None:
+    page, _ = logged_in("owner", calls.client_id)
+    base = console_server.url
+    page.goto(base + "/numbers")
+    assert page.locator("#numbers tbody tr").count() == 3
+    page.click("text=Add a number")
+    page.fill("#n-e164", "+44 151 555 7010")
+    page.fill("#n-source", "radio")
+    page.click("form[action='/numbers'] button[type=submit]")
+    page.wait_for_selector("text=The number is added.")
+    row = page.locator("#numbers tr", has_text="+441515557010")
+    assert "radio" in row.inner_text()
+    row.locator("a").click()
+    page.fill("#n-campaign", "autumn")
+    page.click("form[action^='/numbers/'] button:has-text('Save')")
+    page.wait_for_selector("text=The number is saved.")
+    assert "autumn" in page.locator("#numbers tr", has_text="+441515557010").inner_text()
+    page.locator("#numbers tr", has_text="+441515557010").locator("a").click()
+    page.click("button:has-text('Release')")
+    page.wait_for_selector("text=The number is released")
+    assert page.locator("#numbers tr", has_text="+441515557010").count() == 0
+
+    page.click("text=Create a pool")
+    page.fill("#p-name", "website")
+    page.fill("#p-origins", "https://www.acme.example")
+    page.click("form[action='/pools'] button[type=submit]")
+    page.wait_for_selector("text=The pool is created.")
+    tag = page.locator("textarea.swap-tag").input_value()
+    assert 'integrity="sha384-' in tag and 'data-pool="pk_' in tag and base in tag
+    axe_check(page)
+    screenshot(page, "numbers")
+
+    page.goto(base + "/keys")
+    page.fill("#key-name", "CRM sync")
+    page.click("form[action='/keys'] button[type=submit]")
+    secret = page.inner_text("#secret")
+    assert secret.startswith("crk_")
+    api = page.request.get(base + "/v1/numbers", headers={"Authorization": f"Bearer {secret}"})
+    assert api.status == 200 and len(api.json()["data"]) == 3
+    axe_check(page)
+    screenshot(page, "keys")
+    page.goto(base + "/keys")
+    assert secret not in page.content()  # shown once
+    page.click("button[aria-label='Revoke the key CRM sync']")
+    page.wait_for_selector("text=The key is revoked.")
+    until(
+        "the revoked key to be refused",
+        lambda: (
+            page.request.get(
+                base + "/v1/numbers", headers={"Authorization": f"Bearer {secret}"}
+            ).status
+            == 401
+        ),
+        timeout=10,
+    )
+
+    page.goto(base + "/webhooks")
+    page.fill("#hook-url", "http://127.0.0.1:9/hook")
+    page.click("form[action='/webhooks'] button[type=submit]")
+    assert page.inner_text("#new-secret").count("whsec_") == 1
+    page.goto(base + "/webhooks")
+    page.click("button:has-text('Send a test event')")
+    page.wait_for_selector("text=A test event is queued.")
+    assert "webhook.test" in page.inner_text("table.deliveries")
+    axe_check(page)
+    screenshot(page, "webhooks")
+
+    actions = {
+        row["action"]
+        for row in console_server.fetch(
+            "SELECT action FROM console_audit WHERE client_id = $1::uuid", calls.client_id
+        )
+    }
+    assert {
+        "number.create",
+        "number.update",
+        "number.release",
+        "pool.create",
+        "key.create",
+        "key.revoke",
+        "webhook.create",
+        "webhook.test",
+    } <= actions
+
+
+def test_console_privacy_register_shows_overdue_requests_and_carries_them_out(
+    console_server: ConsoleServer, calls: Calls, logged_in: LoggedIn
+) -> None:
+    page, _ = logged_in("owner", calls.client_id)
+    base = console_server.url
+    page.goto(base + "/privacy")
+    page.click("text=Register a request")
+    page.select_option("#r-kind", "objection")
+    page.fill("#r-phone", "+44 7700 900555")
+    page.click("form[action='/privacy'] button[type=submit]")
+    page.wait_for_selector("text=The request is registered.")
+    assert page.inner_text("#suppressed") == "1"
+
+    page.click("text=Register a request")
+    page.select_option("#r-kind", "access")
+    page.fill("#r-phone", CALLER)
+    page.click("form[action='/privacy'] button[type=submit]")
+    page.wait_for_selector("text=The request is registered.")
+    console_server.fetch(
+        "UPDATE privacy_requests SET due_at = now() - interval '1 day' "
+        "WHERE client_id = $1::uuid AND kind = 'access'",
+        calls.client_id,
+    )
+    page.goto(base + "/privacy")
+    late = page.locator("#requests td.overdue")
+    assert late.count() == 1 and "overdue" in late.inner_text()
+    assert (
+        page.evaluate("getComputedStyle(document.querySelector('#requests td.overdue')).color")
+        == "rgb(164, 22, 26)"
+    )
+    axe_check(page)
+    screenshot(page, "privacy")
+
+    row = page.locator("#requests tr", has_text="access")
+    row.locator("input[name=phone]").fill(CALLER)
+    with page.expect_download() as download:
+        row.locator("button:has-text('Export')").click()
+    archive = download.value.path()
+    assert archive.read_bytes()[:2] == b"PK"
+    page.goto(base + "/privacy")
+    assert page.locator("#requests td.overdue").count() == 0
+    trail = page.inner_text("#privacy-audit")
+    assert "suppression.objection" in trail and "export" in trail
+
+    analyst, _ = logged_in("analyst", calls.client_id)
+    for path in ("/privacy", "/keys", "/webhooks", "/users"):
+        answer = analyst.goto(base + path)
+        assert answer is not None and answer.status == 403, path
