@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ def new_recovery_codes() -> RecoveryCodes:
     """Ten codes of 80 random bits each (xxxx-xxxx-xxxx-xxxx in base32)."""
     codes = []
     for _ in range(RECOVERY_CODES):
-        raw = pyotp.random_base32(16).lower()
+        raw = base64.b32encode(secrets.token_bytes(10)).decode().lower()
         codes.append("-".join(raw[i : i + 4] for i in range(0, 16, 4)))
     return RecoveryCodes(codes, [hash_recovery_code(code) for code in codes])
 

@@ -239,11 +239,11 @@ def log_in(page: Page, base: str, email: str, password: str, code: str | None = 
     page.goto(base + "/login")
     page.fill("#email", email)
     page.fill("#password", password)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     if code is not None:
         page.wait_for_url(re.compile(r"/login/code"))
         page.fill("#code", code)
-        page.click("main button[type=submit]")
+        page.click("main form:has(#code) button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
 
 
