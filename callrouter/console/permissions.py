@@ -129,7 +129,7 @@ MASK = "•"
 def mask_caller_number(e164: str | None) -> str:
     """A caller's number as a role without ``calls.caller_number`` sees it: the country code
     and the last two digits stay (enough to tell abroad from local, or two callers apart in a
-    list), the rest is masked. ``+441515550123`` -> ``+44•••••••23``."""
+    list), the rest is masked. ``+441515550123`` -> ``+44••••••••23``."""
     if not e164:
         return ""
     digits = e164.removeprefix("+")
