@@ -150,7 +150,7 @@ async def _check_csrf(request: web.Request) -> None:
     ):
         value = (await request.post()).get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not expected or not sent or not hmac.compare_digest(expected, sent):
+    if not expected or not sent or not hmac.compare_digest(expected.encode(), sent.encode()):
         raise web.HTTPForbidden(
             reason="this form has expired or did not come from this site: reload the page and "
             "send it again"

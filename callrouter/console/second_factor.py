@@ -28,7 +28,7 @@ def matching_step(secret: str, code: str, now: float) -> int | None:
     """The time step whose code ``code`` is, within one step of ``now`` either way (clock
     drift), or None. The caller refuses a step used already (replay)."""
     code = "".join(code.split())
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == 6):
         return None
     totp = pyotp.TOTP(secret)
     current = int(now) // STEP_SECONDS

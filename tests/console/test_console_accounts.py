@@ -58,6 +58,8 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
         page.click("main button[type=submit]")
         page.wait_for_url(console_server.url + "/")
         assert "Nia Listener" in page.inner_text("header")
+        axe_check(page)
+        screenshot(page, "start")
         # The link worked once.
         again = page.goto(link)
         assert again is not None and again.status == 404
@@ -103,6 +105,10 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
         page.click("main form:has(#code) button[type=submit]")
         page.wait_for_url(console_server.url + "/")
         assert "Nia Listener" in page.inner_text("header")
+        page.goto(console_server.url + "/account/two-factor")
+        assert "10 of 10 left" in page.inner_text("main")
+        axe_check(page)
+        screenshot(page, "two-factor-manage")
 
         # A recovery code logs in once.
         page.click("header button:has-text('Log out')")

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pyotp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -15,11 +16,13 @@ from callrouter.api.auth import Authenticator
 from callrouter.api.server import build_api
 from callrouter.config import ConsoleConfig
 from callrouter.console.permissions import ROLES, Permission, mask_caller_number
+from callrouter.console.second_factor import matching_step
 from callrouter.console.site import install
 from callrouter.ratelimit import TokenBuckets
 from callrouter.store.database import create_pool
 
 P = Permission
+NOW = 1_795_600_000
 
 
 def test_console_roles_are_the_issues() -> None:
@@ -110,3 +113,26 @@ async def test_console_leaves_api_answers_as_problems(
     css = await console_client.get("/static/console.css")
     assert css.status == 200 and css.content_type == "text/css"
     assert "frame-ancestors 'none'" in css.headers["Content-Security-Policy"]
+
+
+def test_console_codes_are_ascii_digits_only() -> None:
+    secret = pyotp.random_base32(32)
+    code = pyotp.TOTP(secret).at(NOW)
+    assert matching_step(secret, code, NOW) == NOW // 30
+    assert matching_step(secret, f" {code[:3]} {code[3:]} ", NOW) == NOW // 30
+    # Arabic-Indic digits are digits to str.isdigit(), and not a code.
+    assert matching_step(secret, "١٢٣٤٥٦", NOW) is None
+    assert matching_step(secret, code, NOW + 95) is None
+
+
+async def test_console_hostile_csrf_token_is_refused_not_an_error(
+    console_client: TestClient[Any, Any],
+) -> None:
+    await console_client.get("/login")
+    for token in ("é" * 43, "\x00", "x" * 5000):
+        reply = await console_client.post(
+            "/login", data={"csrf_token": token, "email": "a@example.com", "password": "p"}
+        )
+        assert reply.status == 403, token
+    header = await console_client.post("/login", headers={"X-CSRF-Token": "é"}, data={})
+    assert header.status == 403
