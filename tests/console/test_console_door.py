@@ -6,23 +6,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
+import asyncpg
 import pyotp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from callrouter.api.auth import Authenticator
 from callrouter.api.server import build_api
 from callrouter.config import ConsoleConfig
+from callrouter.console import accounts
+from callrouter.console.passwords import Passwords
 from callrouter.console.permissions import ROLES, Permission, mask_caller_number
 from callrouter.console.second_factor import matching_step
 from callrouter.console.site import install
 from callrouter.ratelimit import TokenBuckets
+from callrouter.store import clients, console_users
 from callrouter.store.database import create_pool
 
 P = Permission
 NOW = 1_795_600_000
+PASSWORD = "door password 12345"
 
 
 def test_console_roles_are_the_issues() -> None:
@@ -136,3 +144,115 @@ async def test_console_hostile_csrf_token_is_refused_not_an_error(
         assert reply.status == 403, token
     header = await console_client.post("/login", headers={"X-CSRF-Token": "é"}, data={})
     assert header.status == 403
+
+
+async def _user(pool: asyncpg.Pool[asyncpg.Record], email: str) -> None:
+    client = await clients.CLIENTS.insert(pool, {}, {"name": "Door Ltd"})
+    user, _ = await accounts.invite(
+        pool,
+        client_id=client.id,
+        email=email,
+        name="Door Person",
+        role="manager",
+        now=datetime.now(UTC),
+        hours=1,
+        base_url="http://console.test",
+        actor="cli",
+    )
+    hashed = await Passwords().hash(PASSWORD)
+    await console_users.update(pool, user.id, client.id, password_hash=hashed)
+
+
+async def _logged_in(base: URL, email: str, jar: aiohttp.CookieJar) -> aiohttp.ClientSession:
+    session = aiohttp.ClientSession(base_url=base, cookie_jar=jar)
+    page = await (await session.get("/login")).text()
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None
+    reply = await session.post(
+        "/login",
+        data={"csrf_token": token.group(1), "email": email, "password": PASSWORD},
+        allow_redirects=False,
+    )
+    assert reply.status == 303
+    return session
+
+
+def _session_cookie(jar: aiohttp.CookieJar) -> str:
+    return next(c.value for c in jar if c.key == "callrouter_session")
+
+
+async def test_console_sessions_rotate_at_login_and_end_everywhere(database_dsn: str) -> None:
+    pool = await create_pool(database_dsn)
+    app = build_api(
+        pool,
+        Authenticator(pool, TokenBuckets(20, 100), TokenBuckets(1.0, 20)),
+        max_body_bytes=65536,
+    )
+    install(app, pool, ConsoleConfig())
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sessions: list[aiohttp.ClientSession] = []
+    try:
+        await _user(pool, "door@example.com")
+        base = server.make_url("/")
+        jar = aiohttp.CookieJar(unsafe=True)
+        first = await _logged_in(base, "door@example.com", jar)
+        sessions.append(first)
+        old = _session_cookie(jar)
+        # Logging in again (a planted or an old cookie) gives a new session; the old one ends.
+        again = await _logged_in(base, "door@example.com", jar)
+        sessions.append(again)
+        assert _session_cookie(jar) != old
+        assert await pool.fetchval("SELECT count(*) FROM console_sessions") == 1
+        other_jar = aiohttp.CookieJar(unsafe=True)
+        other = await _logged_in(base, "door@example.com", other_jar)
+        sessions.append(other)
+        assert (await other.get("/account", allow_redirects=False)).status == 200
+        page = await (await again.get("/account")).text()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token is not None
+        ended = await again.post(
+            "/account/sessions/end", data={"csrf_token": token.group(1)}, allow_redirects=False
+        )
+        assert ended.status == 303 and ended.headers["Location"] == "/login"
+        for client in (again, other):
+            reply = await client.get("/account", allow_redirects=False)
+            assert reply.status == 303 and reply.headers["Location"].startswith("/login")
+        assert await pool.fetchval("SELECT count(*) FROM console_sessions") == 0
+    finally:
+        for client in sessions:
+            await client.close()
+        await server.close()
+        await pool.close()
+
+
+async def test_console_cookie_is_secure_behind_https(database_dsn: str) -> None:
+    pool = await create_pool(database_dsn)
+    app = build_api(
+        pool,
+        Authenticator(pool, TokenBuckets(20, 100), TokenBuckets(1.0, 20)),
+        max_body_bytes=65536,
+    )
+    install(app, pool, ConsoleConfig(public_url="https://calls.example.com"))
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        await _user(pool, "secure@example.com")
+        first = await client.get("/login")
+        visitor = first.headers["Set-Cookie"]
+        assert visitor.startswith("callrouter_csrf=") and "Secure" in visitor
+        token = visitor.split(";")[0].split("=", 1)[1]
+        # Over plain HTTP the client keeps a Secure cookie to itself: send it by hand.
+        reply = await client.post(
+            "/login",
+            data={"csrf_token": token, "email": "secure@example.com", "password": PASSWORD},
+            headers={"Cookie": f"callrouter_csrf={token}"},
+            allow_redirects=False,
+        )
+        assert reply.status == 303
+        cookie = reply.headers["Set-Cookie"]
+        assert cookie.startswith("callrouter_session=")
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    finally:
+        await client.close()
+        await pool.close()
