@@ -257,3 +257,36 @@ async def test_console_cookie_is_secure_behind_https(database_dsn: str) -> None:
     finally:
         await client.close()
         await pool.close()
+
+
+async def test_console_database_away_is_a_503_page(database_dsn: str) -> None:
+    """PostgreSQL gone (connections killed, new ones refused): the console answers with its
+    own 503 page and Retry-After, not a stack trace or the API's problem+json."""
+    pool = await create_pool(database_dsn, min_size=1, max_size=2)
+    app = build_api(
+        pool,
+        Authenticator(pool, TokenBuckets(20, 100), TokenBuckets(1.0, 20)),
+        max_body_bytes=65536,
+    )
+    install(app, pool, ConsoleConfig())
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    name = database_dsn.split("?", 1)[0].rsplit("/", 1)[1]
+    admin = await asyncpg.connect(database_dsn.replace(f"/{name}?", "/postgres?", 1))
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        reply = await client.get(
+            "/account", cookies={"callrouter_session": "x" * 43}, allow_redirects=False
+        )
+        assert reply.status == 503
+        assert reply.content_type == "text/html"
+        assert reply.headers["Retry-After"] == "5"
+        assert "database is unavailable" in await reply.text()
+    finally:
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        await admin.close()
+        await client.close()
+        await pool.close()
