@@ -128,14 +128,16 @@ async def two_factor_form(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     if user.two_factor:
         return await render(request, "two_factor.html", await _account_context(request))
-    secret = second_factor.new_secret()
     return await render(
-        request,
-        "two_factor.html",
-        await _account_context(
-            request, secret=secret, uri=second_factor.provisioning_uri(secret, user.email)
-        ),
+        request, "two_factor.html", await _account_context(request, **_enrolment(user.email))
     )
+
+
+def _enrolment(email: str, secret: str | None = None) -> dict[str, str]:
+    """What the enrolment form shows: the key, its otpauth:// URI and that as a QR code."""
+    secret = secret or second_factor.new_secret()
+    uri = second_factor.provisioning_uri(secret, email)
+    return {"secret": secret, "uri": uri, "qr": second_factor.qr_code(uri)}
 
 
 async def two_factor_enable(request: web.Request) -> web.StreamResponse:
@@ -149,14 +151,12 @@ async def two_factor_enable(request: web.Request) -> web.StreamResponse:
     valid_secret = len(secret) == 32 and secret.isalnum() and secret.isupper()
     step = second_factor.matching_step(secret, code, console.clock()) if valid_secret else None
     if step is None:
-        secret = secret if valid_secret else second_factor.new_secret()
         return await render(
             request,
             "two_factor.html",
             await _account_context(
                 request,
-                secret=secret,
-                uri=second_factor.provisioning_uri(secret, user.email),
+                **_enrolment(user.email, secret if valid_secret else None),
                 error="Code: not right; check your phone's clock and type the current code.",
             ),
             status=400,

@@ -72,6 +72,9 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
         assert page.get_attribute("#otpauth", "href") == pyotp.TOTP(secret).provisioning_uri(
             name="nia@example.com", issuer_name="callrouter"
         )
+        # The QR code is an SVG image the strict CSP lets the browser draw.
+        assert (page.get_attribute("#qr", "src") or "").startswith("data:image/svg+xml")
+        page.wait_for_function("document.getElementById('qr').naturalWidth > 0")
         axe_check(page)
         screenshot(page, "two-factor-setup")
         page.fill("#code", "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
