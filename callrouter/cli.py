@@ -46,6 +46,7 @@ from callrouter.config import (
 from callrouter.console import accounts
 from callrouter.console.accounts import AccountError
 from callrouter.console.links import token_hash, token_of
+from callrouter.console.mail import Mailer
 from callrouter.console.passwords import Passwords, WeakPassword, check_policy
 from callrouter.console.permissions import CLIENT_ROLES
 from callrouter.instance_lock import DataDirectoryInUse, DataDirectoryLock
@@ -337,6 +338,16 @@ def _add_users_commands(commands: Any) -> None:
 async def _users(config: Config, args: argparse.Namespace) -> None:
     base_url = config.console.public_url or f"http://{config.http.host}:{config.http.port}"
     hours = config.console.link_hours
+    mailer = Mailer.from_config(config.console)
+
+    async def hand_over(user: console_users.UserRow, url: str, *, reset: bool) -> None:
+        """Mail the link when SMTP is set (and it goes through), else print it."""
+        if await accounts.mail_link(mailer, user, url, reset=reset):
+            say(f"{'password' if reset else 'invitation'} link mailed to {user.email}")
+        else:
+            say(
+                f"{'password' if reset else 'invitation'} link (works once, for {hours:g} h): {url}"
+            )
 
     async def create(db: asyncpg.Connection[asyncpg.Record]) -> None:
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
@@ -365,7 +376,7 @@ async def _users(config: Config, args: argparse.Namespace) -> None:
                 await console_users.spend_link(db, token_hash(token_of(url)), datetime.now(UTC))
         say(f"created {user.role} user {user.id} {user.email}")
         if password is None:
-            say(f"invitation link (works once, for {hours:g} h): {url}")
+            await hand_over(user, url, reset=False)
 
     async def listing(db: asyncpg.Connection[asyncpg.Record]) -> None:
         for user in await console_users.list_users(db, args.client):
@@ -384,7 +395,7 @@ async def _users(config: Config, args: argparse.Namespace) -> None:
         url = await accounts.reset_link(
             db, user, now=datetime.now(UTC), hours=hours, base_url=base_url, actor="cli"
         )
-        say(f"password link for {user.email} (works once, for {hours:g} h): {url}")
+        await hand_over(user, url, reset=True)
 
     async def disable(db: asyncpg.Connection[asyncpg.Record]) -> None:
         user = await console_users.by_email(db, accounts.normal_email(args.email))

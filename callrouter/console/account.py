@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from callrouter.console import second_factor, sessions
+from callrouter.console.accounts import AccountError, check_name, normal_email
 from callrouter.console.audit import record
 from callrouter.console.pages import Page, render, see_other
 from callrouter.console.passwords import WeakPassword, check_policy
@@ -51,14 +52,18 @@ async def profile(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     user = current_user(request)
     form = await request.post()
-    name = str(form.get("name", "")).strip()
-    email = str(form.get("email", "")).strip().lower()
     error = ""
-    if not 1 <= len(name) <= 200:
-        error = "Name: between 1 and 200 characters."
-    elif not (3 <= len(email) <= 254 and "@" in email.strip("@")):
-        error = "Email: not an email address."
-    elif email != user.email and not await _verify_password(request, str(form.get("password", ""))):
+    try:
+        name = check_name(str(form.get("name", "")))
+        email = normal_email(str(form.get("email", "")))
+    except AccountError as exc:
+        name, email = user.name, user.email
+        error = f"{exc.field.capitalize()}: {str(exc).split(': ', 1)[1]}."
+    if (
+        not error
+        and email != user.email
+        and not await _verify_password(request, str(form.get("password", "")))
+    ):
         error = "Current password: needed to change your email, and it is not right."
     if not error:
         try:
@@ -123,14 +128,16 @@ async def two_factor_form(request: web.Request) -> web.StreamResponse:
     user = current_user(request)
     if user.two_factor:
         return await render(request, "two_factor.html", await _account_context(request))
-    secret = second_factor.new_secret()
     return await render(
-        request,
-        "two_factor.html",
-        await _account_context(
-            request, secret=secret, uri=second_factor.provisioning_uri(secret, user.email)
-        ),
+        request, "two_factor.html", await _account_context(request, **_enrolment(user.email))
     )
+
+
+def _enrolment(email: str, secret: str | None = None) -> dict[str, str]:
+    """What the enrolment form shows: the key, its otpauth:// URI and that as a QR code."""
+    secret = secret or second_factor.new_secret()
+    uri = second_factor.provisioning_uri(secret, email)
+    return {"secret": secret, "uri": uri, "qr": second_factor.qr_code(uri)}
 
 
 async def two_factor_enable(request: web.Request) -> web.StreamResponse:
@@ -144,14 +151,12 @@ async def two_factor_enable(request: web.Request) -> web.StreamResponse:
     valid_secret = len(secret) == 32 and secret.isalnum() and secret.isupper()
     step = second_factor.matching_step(secret, code, console.clock()) if valid_secret else None
     if step is None:
-        secret = secret if valid_secret else second_factor.new_secret()
         return await render(
             request,
             "two_factor.html",
             await _account_context(
                 request,
-                secret=secret,
-                uri=second_factor.provisioning_uri(secret, user.email),
+                **_enrolment(user.email, secret if valid_secret else None),
                 error="Code: not right; check your phone's clock and type the current code.",
             ),
             status=400,

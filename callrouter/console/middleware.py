@@ -68,12 +68,27 @@ async def console_middleware(request: web.Request, handler: ConsoleHandler) -> w
             status=503,
         )
         response.headers["Retry-After"] = "5"
+    except Exception:
+        # A page's own failure: logged, and answered as a page, not the API's problem+json.
+        log.exception("console: unhandled error on %s %s", request.method, request.path)
+        response = await render(
+            request,
+            "error.html",
+            _error(500, "something went wrong; it has been logged"),
+            status=500,
+        )
     _secure(response)
     return response
 
 
 def _error(status: int, reason: object) -> dict[str, object]:
-    titles = {403: "Not allowed", 404: "Not found", 429: "Too many attempts", 503: "Unavailable"}
+    titles = {
+        403: "Not allowed",
+        404: "Not found",
+        429: "Too many attempts",
+        500: "Error",
+        503: "Unavailable",
+    }
     text = str(getattr(reason, "reason", reason))
     return {"status": status, "title": titles.get(status, "Error"), "reason": text}
 
@@ -135,7 +150,7 @@ async def _check_csrf(request: web.Request) -> None:
     ):
         value = (await request.post()).get(CSRF_FIELD)
         sent = value if isinstance(value, str) else None
-    if not expected or not sent or not hmac.compare_digest(expected, sent):
+    if not expected or not sent or not hmac.compare_digest(expected.encode(), sent.encode()):
         raise web.HTTPForbidden(
             reason="this form has expired or did not come from this site: reload the page and "
             "send it again"

@@ -129,11 +129,13 @@ MASK = "•"
 def mask_caller_number(e164: str | None) -> str:
     """A caller's number as a role without ``calls.caller_number`` sees it: the country code
     and the last two digits stay (enough to tell abroad from local, or two callers apart in a
-    list), the rest is masked. ``+441515550123`` -> ``+44•••••••23``."""
+    list), the rest is masked. ``+441515550123`` -> ``+44••••••••23``."""
     if not e164:
         return ""
     digits = e164.removeprefix("+")
+    if not (digits.isascii() and digits.isdigit()):
+        return MASK * len(e164)  # not a number (a SIP user name): nothing of it shows
     if len(digits) <= 4:
-        return "+" + MASK * len(digits) if e164.startswith("+") else MASK * len(digits)
+        return "+" + MASK * len(digits)
     keep = 1 if digits[0] in "17" else 2  # NANP and +7 have one-digit country codes
     return "+" + digits[:keep] + MASK * (len(digits) - keep - 2) + digits[-2:]

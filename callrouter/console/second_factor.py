@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
 
 import pyotp
+import segno
 
 ISSUER = "callrouter"
 RECOVERY_CODES = 10
@@ -23,11 +25,17 @@ def provisioning_uri(secret: str, email: str) -> str:
     return pyotp.TOTP(secret).provisioning_uri(name=email, issuer_name=ISSUER)
 
 
+def qr_code(uri: str) -> str:
+    """The URI as a QR code, an SVG in a data: URI (an <img>, which the CSP allows; no
+    inline script or style)."""
+    return str(segno.make(uri, error="m").svg_data_uri(scale=4, border=2))
+
+
 def matching_step(secret: str, code: str, now: float) -> int | None:
     """The time step whose code ``code`` is, within one step of ``now`` either way (clock
     drift), or None. The caller refuses a step used already (replay)."""
     code = "".join(code.split())
-    if not (code.isdigit() and len(code) == 6):
+    if not (code.isascii() and code.isdigit() and len(code) == 6):
         return None
     totp = pyotp.TOTP(secret)
     current = int(now) // STEP_SECONDS
@@ -49,7 +57,7 @@ def new_recovery_codes() -> RecoveryCodes:
     """Ten codes of 80 random bits each (xxxx-xxxx-xxxx-xxxx in base32)."""
     codes = []
     for _ in range(RECOVERY_CODES):
-        raw = pyotp.random_base32(16).lower()
+        raw = base64.b32encode(secrets.token_bytes(10)).decode().lower()
         codes.append("-".join(raw[i : i + 4] for i in range(0, 16, 4)))
     return RecoveryCodes(codes, [hash_recovery_code(code) for code in codes])
 

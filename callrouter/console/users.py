@@ -189,6 +189,9 @@ async def two_factor_rule(request: web.Request) -> web.StreamResponse:
     if user.client_id is None:
         raise web.HTTPForbidden(reason="the two-factor rule is set per client, by its owners")
     required = (await request.post()).get("required") == "on"
+    if required and not user.two_factor:
+        # Else the owner would be sent to enrol on their very next page.
+        return await _refuse(request, "Set up your own two-factor login first (My account).")
     await console_users.set_requires_2fa(request.app[CONSOLE].database, user.client_id, required)
     await record(request, "client.two_factor_rule", details={"required": required})
     return see_other("/users?done=2fa")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import re
 import secrets
@@ -204,17 +205,21 @@ class ConsoleServer:
         self.server.stop()
 
 
-@pytest.fixture(scope="module")
-def console_args() -> tuple[str, ...]:
-    """Extra ``serve`` flags for the module's server (override in a test module)."""
-    return ("--console-login-burst", "200")
+DEFAULT_ARGS = ("--console-login-burst", "500")
+"""Every test logs in from 127.0.0.1: the per-address login limit must not bite here."""
 
 
-@pytest.fixture(scope="module")
-def console_server(console_args: tuple[str, ...]) -> Iterator[ConsoleServer]:
-    """One server for the tests of a module."""
+@contextlib.contextmanager
+def running_console(*args: str) -> Iterator[ConsoleServer]:
+    """A server of its own, for a module that needs other settings (short expiries)::
+
+    @pytest.fixture(scope="module")
+    def console_server():
+        with running_console(*DEFAULT_ARGS, "--console-session-idle-seconds", "3") as s:
+            yield s
+    """
     workdir = world_traversable_tempdir("callrouter-console-")
-    server = ConsoleServer(workdir, *console_args)
+    server = ConsoleServer(workdir, *args)
     try:
         yield server
     finally:
@@ -222,7 +227,15 @@ def console_server(console_args: tuple[str, ...]) -> Iterator[ConsoleServer]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def console_server() -> Iterator[ConsoleServer]:
+    """One server for every console test (starting one takes seconds); each test makes its
+    own client and users, so tests do not see each other's data."""
+    with running_console(*DEFAULT_ARGS) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
@@ -239,11 +252,11 @@ def log_in(page: Page, base: str, email: str, password: str, code: str | None = 
     page.goto(base + "/login")
     page.fill("#email", email)
     page.fill("#password", password)
-    page.click("button[type=submit]")
+    page.click("main button[type=submit]")
     if code is not None:
         page.wait_for_url(re.compile(r"/login/code"))
         page.fill("#code", code)
-        page.click("main button[type=submit]")
+        page.click("main form:has(#code) button[type=submit]")
     page.wait_for_url(lambda url: "/login" not in url)
 
 
