@@ -82,7 +82,7 @@ def log_filter(request: web.Request, user: ConsoleUser) -> CallLogFilter:
     query = request.query
     started_from = started_before = None
     if query.get("from") or query.get("to"):
-        today = datetime.now(UTC).date()
+        today = datetime.fromtimestamp(request.app[CONSOLE].clock(), UTC).date()
         first, last = day_range(query, today)
         started_from = datetime(first.year, first.month, first.day, tzinfo=UTC)
         started_before = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)

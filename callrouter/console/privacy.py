@@ -46,7 +46,7 @@ def _rights(request: web.Request) -> PrivacyRights:
 async def _page(request: web.Request, error: str = "", status: int = 200) -> web.StreamResponse:
     database = request.app[CONSOLE].database
     client_id = client_of(request)
-    now = datetime.now(UTC)
+    now = datetime.fromtimestamp(request.app[CONSOLE].clock(), UTC)
     requests = await store.list_requests(
         database, client_id, client_id=client_id, status=None, now=now, after=None, limit=500
     )

@@ -18,7 +18,14 @@ import pytest
 from playwright.sync_api import Page, Request
 
 from tests.conftest import world_traversable_tempdir
-from tests.console.conftest import ConsoleServer, LoggedIn, axe_check, screenshot
+from tests.console.conftest import (
+    DEFAULT_ARGS,
+    ConsoleServer,
+    LoggedIn,
+    axe_check,
+    running_console,
+    screenshot,
+)
 from tests.e2e.sipp import SCENARIOS, free_port, run_sipp, sipp_command
 
 CALLER = "+447700900123"
@@ -33,16 +40,13 @@ def recordings_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def console_args(recordings_dir: Path) -> tuple[str, ...]:
-    """A media worker (the fixture's default has none) to record the phones' call."""
-    return (
-        "--console-login-burst",
-        "200",
-        "--media-workers",
-        "1",
-        "--recordings-dir",
-        str(recordings_dir),
-    )
+def console_server(recordings_dir: Path) -> Iterator[ConsoleServer]:
+    """A server of this module's own, with a media worker (the shared one has none) to record
+    the phones' call."""
+    with running_console(
+        *DEFAULT_ARGS, "--media-workers", "1", "--recordings-dir", str(recordings_dir)
+    ) as server:
+        yield server
 
 
 @dataclass(frozen=True)
