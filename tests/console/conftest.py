@@ -235,8 +235,11 @@ def console_server() -> Iterator[ConsoleServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for a module's tests. Not for the session: Playwright's sync API holds an
+    event loop on the main thread while it runs, and the async tests of other modules need it
+    free."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]
