@@ -248,6 +248,22 @@ def test_console_owner_changes_roles_disables_and_requires_2fa(
         owner_page.wait_for_url(re.compile(r"done=disabled"))
         page.goto(console_server.url + "/account/two-factor")
         assert "/login" in page.url
+        owner_page.click(f"form[action='/users/{analyst.id}/enable'] button")
+        owner_page.wait_for_url(re.compile(r"done=enabled"))
+        # A new password link for them, shown once to the owner (no SMTP here).
+        owner_page.click(f"form[action='/users/{analyst.id}/reset'] button")
+        reset_link = owner_page.inner_text("#invitation-link").strip()
+        assert "/invite/" in reset_link
+        # Nobody disables themselves (and so locks the client out), even by posting.
+        token = owner_page.get_attribute("input[name=csrf_token]", "value") or ""
+        self_disable = owner_page.request.post(
+            f"{console_server.url}/users/{owner.id}/disable",
+            form={"csrf_token": token},
+            max_redirects=0,
+        )
+        assert self_disable.status == 403
+        page.goto(reset_link)
+        assert analyst.email in page.inner_text("main")
     finally:
         context.close()
     actions = {
@@ -256,7 +272,13 @@ def test_console_owner_changes_roles_disables_and_requires_2fa(
             "SELECT action FROM console_audit WHERE client_id = $1::uuid", owner.client_id
         )
     }
-    assert {"user.role_changed", "client.two_factor_rule", "user.disabled"} <= actions
+    assert {
+        "user.role_changed",
+        "client.two_factor_rule",
+        "user.disabled",
+        "user.enabled",
+        "user.reset_link",
+    } <= actions
 
 
 def test_console_error_pages_are_accessible(
