@@ -35,6 +35,8 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
     link = owner_page.inner_text("#invitation-link").strip()
     assert re.fullmatch(re.escape(console_server.url) + r"/invite/[A-Za-z0-9_-]{43}", link)
     assert "nia@example.com" in owner_page.inner_text("main table")
+    changes = owner_page.inner_text("section:has(#changes-heading) table")
+    assert re.search(re.escape(owner.email) + r"\s+user\.invited\s+nia@example\.com", changes)
     axe_check(owner_page)
     screenshot(owner_page, "users-invited")
 
