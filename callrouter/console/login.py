@@ -8,6 +8,7 @@ after the same work (one argon2id verification), so the form tells nobody which 
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -63,7 +64,10 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     locked = user is not None and user.locked_until is not None and user.locked_until > now
     usable = user is not None and not locked and user.disabled_at is None
     stored = user.password_hash if usable and user is not None else None
-    if user is None or not await console.passwords.verify(stored, password):
+    # Always one verification (against a dummy without a usable hash): the same work for
+    # every answer.
+    matched = await console.passwords.verify(stored, password)
+    if user is None or not matched:
         if user is not None and not locked:
             await _failed(request, user)
         return await render(
@@ -71,7 +75,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         )
     await console_users.login_succeeded(db, user.id)
     if user.totp_secret is not None:
-        response = see_other("/login/code?next=" + next_path)
+        response = see_other("/login/code?next=" + quote(next_path, safe="/"))
         await sessions.start(request, response, user.id, pending=True)
         return response
     response = see_other(next_path)

@@ -24,6 +24,7 @@ from callrouter.console.passwords import Passwords
 from callrouter.console.permissions import ROLES, Permission, mask_caller_number
 from callrouter.console.second_factor import matching_step
 from callrouter.console.site import install
+from callrouter.console.state import CONSOLE
 from callrouter.ratelimit import TokenBuckets
 from callrouter.store import clients, console_users
 from callrouter.store.database import create_pool
@@ -91,6 +92,27 @@ async def _login(client: TestClient[Any, Any], email: str) -> Any:
         data={"csrf_token": token.group(1), "email": email, "password": "x" * 12},
         allow_redirects=False,
     )
+
+
+class CountingPasswords(Passwords):
+    """Counts argon2 verifications (the work a login costs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified = 0
+
+    def _matches(self, stored: str, password: str) -> bool:
+        self.verified += 1
+        return super()._matches(stored, password)
+
+
+async def test_console_unknown_email_costs_one_verification_too(
+    console_client: TestClient[Any, Any],
+) -> None:
+    counting = CountingPasswords()
+    console_client.app[CONSOLE].passwords = counting
+    assert (await _login(console_client, "nobody@example.com")).status == 401
+    assert counting.verified == 1
 
 
 async def test_console_logins_are_rate_limited_per_address(
