@@ -73,11 +73,13 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         return await render(
             request, "login.html", {"next": next_path, "error": _refused_text(request)}, status=401
         )
-    await console_users.login_succeeded(db, user.id)
     if user.totp_secret is not None:
+        # The failure count goes on until the code is right too: else the password, known
+        # to an attacker, would restart it between every nine guesses of the code.
         response = see_other("/login/code?next=" + quote(next_path, safe="/"))
         await sessions.start(request, response, user.id, pending=True)
         return response
+    await console_users.login_succeeded(db, user.id)
     response = see_other(next_path)
     await sessions.start(request, response, user.id, pending=False)
     await record(
