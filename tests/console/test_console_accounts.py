@@ -15,6 +15,7 @@ from tests.console.conftest import (
     DESKTOP,
     ConsoleServer,
     LoggedIn,
+    assert_fits_narrowest,
     axe_check,
     log_in,
     screenshot,
@@ -39,6 +40,7 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
     assert re.search(re.escape(owner.email) + r"\s+user\.invited\s+nia@example\.com", changes)
     axe_check(owner_page)
     screenshot(owner_page, "users-invited")
+    assert_fits_narrowest(owner_page)
 
     context = browser.new_context(viewport=DESKTOP)
     try:
@@ -69,6 +71,7 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
         page.goto(console_server.url + "/account")
         axe_check(page)
         screenshot(page, "account")
+        assert_fits_narrowest(page)
         page.click("a[href='/account/two-factor']")
         secret = page.inner_text("#secret").strip()
         assert page.get_attribute("#otpauth", "href") == pyotp.TOTP(secret).provisioning_uri(
@@ -79,6 +82,7 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
         page.wait_for_function("document.getElementById('qr').naturalWidth > 0")
         axe_check(page)
         screenshot(page, "two-factor-setup")
+        assert_fits_narrowest(page)
         page.fill("#code", "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
         page.click("main form button[type=submit]")
         assert "not right" in page.inner_text("[role=alert]")
