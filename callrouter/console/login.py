@@ -8,6 +8,7 @@ after the same work (one argon2id verification), so the form tells nobody which 
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -63,17 +64,22 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     locked = user is not None and user.locked_until is not None and user.locked_until > now
     usable = user is not None and not locked and user.disabled_at is None
     stored = user.password_hash if usable and user is not None else None
-    if user is None or not await console.passwords.verify(stored, password):
+    # Always one verification (against a dummy without a usable hash): the same work for
+    # every answer.
+    matched = await console.passwords.verify(stored, password)
+    if user is None or not matched:
         if user is not None and not locked:
             await _failed(request, user)
         return await render(
             request, "login.html", {"next": next_path, "error": _refused_text(request)}, status=401
         )
-    await console_users.login_succeeded(db, user.id)
     if user.totp_secret is not None:
-        response = see_other("/login/code?next=" + next_path)
+        # The failure count goes on until the code is right too: else the password, known
+        # to an attacker, would restart it between every nine guesses of the code.
+        response = see_other("/login/code?next=" + quote(next_path, safe="/"))
         await sessions.start(request, response, user.id, pending=True)
         return response
+    await console_users.login_succeeded(db, user.id)
     response = see_other(next_path)
     await sessions.start(request, response, user.id, pending=False)
     await record(

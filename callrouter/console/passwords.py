@@ -13,6 +13,10 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from argon2.profiles import RFC_9106_LOW_MEMORY
 
+CONCURRENT = 2
+"""Hashes computed at once; more wait their turn. Each takes 64 MiB and a core for a good part
+of a second, so a burst of logins from many addresses queues instead of taking every core and
+the memory from the calls."""
 MIN_LENGTH = 10
 MAX_LENGTH = 1024
 """Longer inputs are refused before hashing (a megabyte password is a denial of service)."""
@@ -38,9 +42,11 @@ class Passwords:
     def __init__(self) -> None:
         self._hasher = PasswordHasher.from_parameters(RFC_9106_LOW_MEMORY)
         self._dummy: str | None = None
+        self._turns = asyncio.Semaphore(CONCURRENT)
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        async with self._turns:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     def hash_now(self, password: str) -> str:
         """For the command line, which has nothing else to do meanwhile."""
@@ -54,7 +60,8 @@ class Passwords:
         if self._dummy is None:
             self._dummy = await self.hash("not a password of anyone")
         target = stored if stored is not None else self._dummy
-        matched = await asyncio.to_thread(self._matches, target, password)
+        async with self._turns:
+            matched = await asyncio.to_thread(self._matches, target, password)
         return matched and stored is not None
 
     def _matches(self, stored: str, password: str) -> bool:

@@ -20,10 +20,12 @@ from callrouter.console.audit import record
 from callrouter.console.pages import Page, render, see_other
 from callrouter.console.permissions import CLIENT_ROLES, Permission, current_user, require
 from callrouter.console.state import CONSOLE
-from callrouter.store import console_sessions, console_users
+from callrouter.store import console_audit, console_sessions, console_users
 from callrouter.store.console_users import UserRow
 from callrouter.store.database import StoreConflict
 
+RECENT_CHANGES = 20
+"""Audit entries the users page shows (the whole log is in the console_audit table)."""
 NOTICES = {
     "role": "The role is changed.",
     "disabled": "The user is disabled and logged out everywhere.",
@@ -40,8 +42,11 @@ def base_url(request: web.Request) -> str:
 async def _context(request: web.Request, **extra: Any) -> dict[str, Any]:
     console = request.app[CONSOLE]
     user = current_user(request)
+    people = await console_users.list_users(console.database, user.client_id)
     context: dict[str, Any] = {
-        "users": await console_users.list_users(console.database, user.client_id),
+        "users": people,
+        "actors": {f"user:{p.id}": p.email for p in people},
+        "changes": await console_audit.recent(console.database, user.client_id, RECENT_CHANGES),
         "roles": CLIENT_ROLES,
         "required": await console_users.requires_2fa(console.database, user.client_id),
         "notice": NOTICES.get(request.query.get("done", ""), ""),

@@ -91,6 +91,27 @@ def screenshot(page: Page, name: str) -> list[Path]:
     return paths
 
 
+NARROWEST = 360
+"""The narrowest phone the console is made for."""
+
+
+def assert_fits_narrowest(page: Page) -> None:
+    """At 360 px the page needs no sideways scrolling (wide tables scroll in their own box);
+    the viewport is the desktop one afterwards."""
+    page.set_viewport_size({"width": NARROWEST, "height": 740})
+    try:
+        width = page.evaluate("document.documentElement.scrollWidth")
+        wide = page.evaluate(
+            """w => [...document.querySelectorAll('body *')]
+                .filter(e => e.getBoundingClientRect().right > w)
+                .slice(0, 5).map(e => e.tagName + '.' + e.className + '#' + e.id)""",
+            NARROWEST,
+        )
+        assert width <= NARROWEST, f"{page.url} is {width} px wide at {NARROWEST} px: {wide}"
+    finally:
+        page.set_viewport_size(DESKTOP)
+
+
 def in_thread(work: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end on a loop of its own, in another thread (a sync test's
     thread may hold Playwright's loop)."""
@@ -235,8 +256,11 @@ def console_server() -> Iterator[ConsoleServer]:
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for a module's tests. Not for the session: Playwright's sync API holds an
+    event loop on the main thread while it runs, and the async tests of other modules need it
+    free."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--no-sandbox"]

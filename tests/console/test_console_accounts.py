@@ -15,6 +15,7 @@ from tests.console.conftest import (
     DESKTOP,
     ConsoleServer,
     LoggedIn,
+    assert_fits_narrowest,
     axe_check,
     log_in,
     screenshot,
@@ -35,8 +36,11 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
     link = owner_page.inner_text("#invitation-link").strip()
     assert re.fullmatch(re.escape(console_server.url) + r"/invite/[A-Za-z0-9_-]{43}", link)
     assert "nia@example.com" in owner_page.inner_text("main table")
+    changes = owner_page.inner_text("section:has(#changes-heading) table")
+    assert re.search(re.escape(owner.email) + r"\s+user\.invited\s+nia@example\.com", changes)
     axe_check(owner_page)
     screenshot(owner_page, "users-invited")
+    assert_fits_narrowest(owner_page)
 
     context = browser.new_context(viewport=DESKTOP)
     try:
@@ -67,6 +71,7 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
         page.goto(console_server.url + "/account")
         axe_check(page)
         screenshot(page, "account")
+        assert_fits_narrowest(page)
         page.click("a[href='/account/two-factor']")
         secret = page.inner_text("#secret").strip()
         assert page.get_attribute("#otpauth", "href") == pyotp.TOTP(secret).provisioning_uri(
@@ -77,6 +82,7 @@ def test_console_owner_invites_user_who_sets_password_and_2fa_then_logs_in_with_
         page.wait_for_function("document.getElementById('qr').naturalWidth > 0")
         axe_check(page)
         screenshot(page, "two-factor-setup")
+        assert_fits_narrowest(page)
         page.fill("#code", "000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
         page.click("main form button[type=submit]")
         assert "not right" in page.inner_text("[role=alert]")
@@ -168,23 +174,32 @@ def test_console_ten_wrong_passwords_lock_without_revealing_the_email(
     context = browser.new_context(viewport=DESKTOP)
     try:
         page = context.new_page()
+        page.goto(console_server.url + "/login")
+        token = page.get_attribute("input[name=csrf_token]", "value")
 
         def attempt(email: str, password: str) -> tuple[int, str]:
-            page.goto(console_server.url + "/login")
-            page.fill("#email", email)
-            page.fill("#password", password)
-            with page.expect_response(re.compile(r"/login$")) as reply:
-                page.click("button[type=submit]")
-            page.wait_for_load_state()
-            return reply.value.status, page.inner_html("main")
+            """The login form posted as the page would (its cookies, its token): the whole
+            answer, status and every byte of the page."""
+            reply = page.request.post(
+                console_server.url + "/login",
+                form={"csrf_token": token or "", "next": "/", "email": email, "password": password},
+                max_redirects=0,
+            )
+            return reply.status, reply.text()
 
         unknown = attempt("nobody-at-all@example.com", "whatever it is")
-        assert unknown[0] == 401
+        assert unknown[0] == 401 and "Wrong email or password" in unknown[1]
         for _ in range(10):
             assert attempt(user.email, "not the password") == unknown
         # Locked: now even the right password gets exactly the unknown email's answer.
         assert attempt(user.email, user.password) == unknown
         assert attempt("nobody-at-all@example.com", "whatever it is") == unknown
+        # And so does the form in the browser.
+        page.fill("#email", user.email)
+        page.fill("#password", user.password)
+        page.click("main button[type=submit]")
+        assert "Wrong email or password" in page.inner_text("[role=alert]")
+        assert page.url == console_server.url + "/login"
         axe_check(page)
         screenshot(page, "login-refused")
         (row,) = console_server.fetch(
@@ -248,6 +263,22 @@ def test_console_owner_changes_roles_disables_and_requires_2fa(
         owner_page.wait_for_url(re.compile(r"done=disabled"))
         page.goto(console_server.url + "/account/two-factor")
         assert "/login" in page.url
+        owner_page.click(f"form[action='/users/{analyst.id}/enable'] button")
+        owner_page.wait_for_url(re.compile(r"done=enabled"))
+        # A new password link for them, shown once to the owner (no SMTP here).
+        owner_page.click(f"form[action='/users/{analyst.id}/reset'] button")
+        reset_link = owner_page.inner_text("#invitation-link").strip()
+        assert "/invite/" in reset_link
+        # Nobody disables themselves (and so locks the client out), even by posting.
+        token = owner_page.get_attribute("input[name=csrf_token]", "value") or ""
+        self_disable = owner_page.request.post(
+            f"{console_server.url}/users/{owner.id}/disable",
+            form={"csrf_token": token},
+            max_redirects=0,
+        )
+        assert self_disable.status == 403
+        page.goto(reset_link)
+        assert analyst.email in page.inner_text("main")
     finally:
         context.close()
     actions = {
@@ -256,7 +287,13 @@ def test_console_owner_changes_roles_disables_and_requires_2fa(
             "SELECT action FROM console_audit WHERE client_id = $1::uuid", owner.client_id
         )
     }
-    assert {"user.role_changed", "client.two_factor_rule", "user.disabled"} <= actions
+    assert {
+        "user.role_changed",
+        "client.two_factor_rule",
+        "user.disabled",
+        "user.enabled",
+        "user.reset_link",
+    } <= actions
 
 
 def test_console_error_pages_are_accessible(

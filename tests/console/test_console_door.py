@@ -24,6 +24,7 @@ from callrouter.console.passwords import Passwords
 from callrouter.console.permissions import ROLES, Permission, mask_caller_number
 from callrouter.console.second_factor import matching_step
 from callrouter.console.site import install
+from callrouter.console.state import CONSOLE
 from callrouter.ratelimit import TokenBuckets
 from callrouter.store import clients, console_users
 from callrouter.store.database import create_pool
@@ -93,6 +94,27 @@ async def _login(client: TestClient[Any, Any], email: str) -> Any:
     )
 
 
+class CountingPasswords(Passwords):
+    """Counts argon2 verifications (the work a login costs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.verified = 0
+
+    def _matches(self, stored: str, password: str) -> bool:
+        self.verified += 1
+        return super()._matches(stored, password)
+
+
+async def test_console_unknown_email_costs_one_verification_too(
+    console_client: TestClient[Any, Any],
+) -> None:
+    counting = CountingPasswords()
+    console_client.app[CONSOLE].passwords = counting
+    assert (await _login(console_client, "nobody@example.com")).status == 401
+    assert counting.verified == 1
+
+
 async def test_console_logins_are_rate_limited_per_address(
     console_client: TestClient[Any, Any],
 ) -> None:
@@ -147,7 +169,9 @@ async def test_console_hostile_csrf_token_is_refused_not_an_error(
     assert header.status == 403
 
 
-async def _user(pool: asyncpg.Pool[asyncpg.Record], email: str) -> None:
+async def _user(
+    pool: asyncpg.Pool[asyncpg.Record], email: str, totp_secret: str | None = None
+) -> None:
     client = await clients.CLIENTS.insert(pool, {}, {"name": "Door Ltd"})
     user, _ = await accounts.invite(
         pool,
@@ -162,6 +186,8 @@ async def _user(pool: asyncpg.Pool[asyncpg.Record], email: str) -> None:
     )
     hashed = await Passwords().hash(PASSWORD)
     await console_users.update(pool, user.id, client.id, password_hash=hashed)
+    if totp_secret is not None:
+        await console_users.update(pool, user.id, client.id, totp_secret=totp_secret)
 
 
 async def _logged_in(base: URL, email: str, jar: aiohttp.CookieJar) -> aiohttp.ClientSession:
@@ -288,5 +314,52 @@ async def test_console_database_away_is_a_503_page(database_dsn: str) -> None:
     finally:
         await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await admin.close()
+        await client.close()
+        await pool.close()
+
+
+async def test_console_the_password_does_not_restart_the_count_of_wrong_codes(
+    database_dsn: str,
+) -> None:
+    pool = await create_pool(database_dsn)
+    app = build_api(
+        pool,
+        Authenticator(pool, TokenBuckets(20, 100), TokenBuckets(1.0, 20)),
+        max_body_bytes=65536,
+    )
+    install(app, pool, ConsoleConfig(login_burst=100))
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    secret = pyotp.random_base32(32)
+    wrong = "123456" if pyotp.TOTP(secret).now() != "123456" else "654321"
+
+    async def password() -> str:
+        page = await (await client.get("/login")).text()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token is not None
+        reply = await client.post(
+            "/login",
+            data={"csrf_token": token.group(1), "email": "codes@example.com", "password": PASSWORD},
+        )
+        assert reply.url.path == "/login/code"
+        token = re.search(r'name="csrf_token" value="([^"]+)"', await reply.text())
+        assert token is not None
+        return token.group(1)
+
+    async def code(token: str) -> int:
+        reply = await client.post("/login/code", data={"csrf_token": token, "code": wrong})
+        return reply.status
+
+    try:
+        await _user(pool, "codes@example.com", secret)
+        token = await password()
+        assert [await code(token) for _ in range(9)] == [401] * 9
+        token = await password()  # the right password again...
+        await code(token)  # ...and the tenth wrong code in a row locks
+        locked = await pool.fetchval(
+            "SELECT locked_until > now() FROM console_users WHERE email = 'codes@example.com'"
+        )
+        assert locked is True
+    finally:
         await client.close()
         await pool.close()
