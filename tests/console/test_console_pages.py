@@ -22,6 +22,7 @@ from tests.console.conftest import (
     DEFAULT_ARGS,
     ConsoleServer,
     LoggedIn,
+    assert_fits_narrowest,
     axe_check,
     running_console,
     screenshot,
@@ -191,6 +192,7 @@ def test_console_overview_chart_and_call_log_show_the_calls_with_their_sources(
         }"""
     )
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "overview")
 
     page.goto(console_server.url + "/calls")
@@ -198,6 +200,7 @@ def test_console_overview_chart_and_call_log_show_the_calls_with_their_sources(
     callers = page.locator("#call-log td.caller").all_inner_texts()
     assert sorted(callers) == [CALLER, CALLER, CALLER, "withheld"]
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "calls")
 
     page.goto(console_server.url + "/calls?source=google")
@@ -261,6 +264,7 @@ def test_console_recording_plays_and_seeking_the_waveform_asks_for_a_range(
     assert part.status == 206 and part.body() == body[middle:]
     assert part.headers["content-range"] == f"bytes {middle}-{len(body) - 1}/{len(body)}"
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "call")
     actions = console_server.fetch(
         "SELECT action, target FROM console_audit WHERE client_id = $1::uuid", calls.client_id
@@ -278,6 +282,7 @@ def test_console_analyst_sees_masked_numbers_in_pages_and_csv_and_gets_403_on_au
     assert CALLER not in page.content()
     assert page.locator("#f-caller").count() == 0  # no search by caller number either
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "calls-analyst")
 
     exported = page.request.get(console_server.url + "/calls.csv?source=google")
@@ -349,6 +354,7 @@ def test_console_owner_manages_numbers_pools_keys_and_webhooks(
     tag = page.locator("textarea.swap-tag").input_value()
     assert 'integrity="sha384-' in tag and 'data-pool="pk_' in tag and base in tag
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "numbers")
 
     page.goto(base + "/keys")
@@ -359,6 +365,7 @@ def test_console_owner_manages_numbers_pools_keys_and_webhooks(
     api = page.request.get(base + "/v1/numbers", headers={"Authorization": f"Bearer {secret}"})
     assert api.status == 200 and len(api.json()["data"]) == 3
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "keys")
     page.goto(base + "/keys")
     assert secret not in page.content()  # shown once
@@ -384,6 +391,7 @@ def test_console_owner_manages_numbers_pools_keys_and_webhooks(
     page.wait_for_selector("text=A test event is queued.")
     assert "webhook.test" in page.inner_text("table.deliveries")
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "webhooks")
 
     actions = {
@@ -435,6 +443,7 @@ def test_console_privacy_register_shows_overdue_requests_and_carries_them_out(
         == "rgb(164, 22, 26)"
     )
     axe_check(page)
+    assert_fits_narrowest(page)
     screenshot(page, "privacy")
 
     row = page.locator("#requests tr", has_text="access")
