@@ -45,6 +45,14 @@ from callrouter.store.ids import new_id  # noqa: E402
 from callrouter.store.migrations import migrate  # noqa: E402
 from tests.store.test_call_rows import whole_call  # noqa: E402
 
+ROLL_UPS = (
+    "calls_first_call",
+    "calls_rolled_up_insert",
+    "calls_rolled_up_update",
+    "calls_rolled_up_delete",
+)
+"""The console's triggers on calls (migration 0012)."""
+
 Writer = Callable[[Executor, Sequence[CallEvent]], Awaitable[None]]
 
 
@@ -180,10 +188,24 @@ async def bench(dsn: str, calls: int, batch_size: int) -> None:
     await run(dsn, client, min(calls, 200), batch_size, write_batch)  # warm-up
     reference, ref_statements = await run(dsn, client, calls, batch_size, one_statement_per_event)
     batched, statements = await run(dsn, client, calls, batch_size, write_batch)
+    # What the console's roll-ups and first-call mark (migration 0012) cost the journal.
+    connection = await connect(dsn)
+    try:
+        await connection.execute(
+            f"ALTER TABLE calls DISABLE TRIGGER {', DISABLE TRIGGER '.join(ROLL_UPS)}"
+        )
+        bare, _ = await run(dsn, client, calls, batch_size, write_batch)
+        await connection.execute(
+            f"ALTER TABLE calls ENABLE TRIGGER {', ENABLE TRIGGER '.join(ROLL_UPS)}"
+        )
+    finally:
+        await connection.close()
     print(f"{calls} calls, {calls * 10} events, batches of {batch_size} events")
     print(f"one statement per event: {reference:10,.0f} events/s, {ref_statements} per batch")
     print(f"one per table (batched): {batched:10,.0f} events/s, {statements} per batch")
     print(f"ratio batched/reference: {batched / reference:.2f}")
+    print(f"batched without the console's roll-up triggers: {bare:10,.0f} events/s")
+    print(f"ratio with/without roll-ups: {batched / bare:.2f}")
 
 
 def main() -> None:

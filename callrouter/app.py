@@ -30,7 +30,9 @@ from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
 from callrouter.checks import media_workers_answer, pool_figures, scrape_refresh
-from callrouter.config import Config, ConfigError
+from callrouter.config import Config, ConfigError, ConsoleConfig
+from callrouter.console import sessions as console_sessions
+from callrouter.console.site import install as install_console
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.pool import MediaPool, MediaSlot
@@ -236,6 +238,23 @@ def _descriptor_budget(config: Config, say: Say) -> None:
             "connections: raise the hard limit (ulimit -Hn, LimitNOFILE=) or lower "
             "sip.max_connections and http.max_connections"
         )
+
+
+def _console_settings(config: Config) -> ConsoleConfig:
+    console = config.console
+    _positive(
+        "console",
+        session_idle_seconds=console.session_idle_seconds,
+        session_absolute_seconds=console.session_absolute_seconds,
+        lockout_failures=console.lockout_failures,
+        lockout_seconds=console.lockout_seconds,
+        login_rate_per_minute=console.login_rate_per_minute,
+        login_burst=console.login_burst,
+        link_hours=console.link_hours,
+    )
+    if console.public_url and not console.public_url.startswith(("http://", "https://")):
+        raise ConfigError(f"console.public_url: {console.public_url!r} is not an http(s) URL")
+    return console
 
 
 def _positive(section: str, **values: float) -> None:
@@ -772,6 +791,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             scrape=refresh if config.metrics.port is None else None,
             server_header=config.http.server_header,
         )
+        if config.console.enabled:
+            console = install_console(app, pool, _console_settings(config))
+            supervisor.start("console session sweeper", lambda: console_sessions.sweep(console))
         http_url = await _start_http(app, config, guard, stack)
         say(f"http: listening on {http_url}")
         metrics_url = http_url + METRICS_PATH

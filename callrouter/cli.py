@@ -1,5 +1,5 @@
-"""The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy, backup,
-restore, health, probe.
+"""The ``callrouter`` command: serve, migrate, keys, dialplan, vault, purge, privacy, users,
+backup, restore, health, probe.
 
 Every command takes ``--config FILE`` and one flag per setting (see ``callrouter serve --help``);
 flags override ``CALLROUTER_*`` variables, which override the file. Every command finds the same
@@ -43,6 +43,12 @@ from callrouter.config import (
     find_config,
     load_config,
 )
+from callrouter.console import accounts
+from callrouter.console.accounts import AccountError
+from callrouter.console.links import token_hash, token_of
+from callrouter.console.mail import Mailer
+from callrouter.console.passwords import Passwords, WeakPassword, check_policy
+from callrouter.console.permissions import CLIENT_ROLES
 from callrouter.instance_lock import DataDirectoryInUse, DataDirectoryLock
 from callrouter.numbering import NumberFormatError, to_e164
 from callrouter.privacy import audit
@@ -54,10 +60,11 @@ from callrouter.privileges import PrivilegeError
 from callrouter.routing.dialplan import DialplanError, load_dialplan
 from callrouter.routing.dialplan import explain as explain_plan
 from callrouter.routing.dialplans import DialplanLibrary
-from callrouter.store import api_keys, numbers
+from callrouter.store import api_keys, console_audit, console_users, numbers
+from callrouter.store import console_sessions as console_session_rows
 from callrouter.store import privacy as privacy_store
 from callrouter.store.api_keys import API_KEYS
-from callrouter.store.database import connect
+from callrouter.store.database import StoreConflict, connect
 from callrouter.store.embedded import EmbeddedPostgresError
 from callrouter.store.migrations import MigrationError
 from callrouter.vault import Vault, VaultError, vault_paths
@@ -68,6 +75,7 @@ class HealthCheckFailed(Exception):
 
 
 EXPECTED_FAILURES = (
+    AccountError,
     BackupError,
     HealthCheckFailed,
     ConfigError,
@@ -80,6 +88,7 @@ EXPECTED_FAILURES = (
     RequestRefused,
     SecretFileError,
     VaultError,
+    WeakPassword,
     asyncpg.PostgresError,
 )
 
@@ -182,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (rotate, rewrap, status):
         _add_setting_flags(sub)
     _add_privacy_commands(commands)
+    _add_users_commands(commands)
 
     backup = commands.add_parser(
         "backup", help="back up the database and recordings, and the keys to another place"
@@ -294,6 +304,112 @@ async def _keys(config: Config, args: argparse.Namespace) -> None:
 
     actions = {"create": create, "list": listing, "revoke": revoke}
     await _with_connection(config, actions[args.keys_command])
+
+
+def _add_users_commands(commands: Any) -> None:
+    users = commands.add_parser("users", help="console users (clients' staff, operator users)")
+    actions = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create", help="create a user and print a one-time link that sets their password"
+    )
+    create.add_argument("--email", required=True)
+    create.add_argument("--name", required=True)
+    create.add_argument(
+        "--role", required=True, choices=[*CLIENT_ROLES, "operator"], help="what they may do"
+    )
+    create.add_argument("--client", type=UUID, help="the client (none: an operator user)")
+    create.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input instead of printing a link",
+    )
+    listing = actions.add_parser("list", help="list users")
+    listing.add_argument("--client", type=UUID, help="only this client's users")
+    reset = actions.add_parser(
+        "reset-password", help="print a one-time link that sets a new password (unlocks too)"
+    )
+    reset.add_argument("email")
+    disable = actions.add_parser("disable", help="disable a user and end their sessions")
+    disable.add_argument("email")
+    for sub in (create, listing, reset, disable):
+        _add_setting_flags(sub)
+
+
+async def _users(config: Config, args: argparse.Namespace) -> None:
+    base_url = config.console.public_url or f"http://{config.http.host}:{config.http.port}"
+    hours = config.console.link_hours
+    mailer = Mailer.from_config(config.console)
+
+    async def hand_over(user: console_users.UserRow, url: str, *, reset: bool) -> None:
+        """Mail the link when SMTP is set (and it goes through), else print it."""
+        if await accounts.mail_link(mailer, user, url, reset=reset):
+            say(f"{'password' if reset else 'invitation'} link mailed to {user.email}")
+        else:
+            say(
+                f"{'password' if reset else 'invitation'} link (works once, for {hours:g} h): {url}"
+            )
+
+    async def create(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+        if password is not None:
+            check_policy(password, email=args.email)
+        client = args.client if args.role != "operator" else None
+        async with db.transaction():
+            try:
+                user, url = await accounts.invite(
+                    db,
+                    client_id=client,
+                    email=args.email,
+                    name=args.name,
+                    role=args.role,
+                    now=datetime.now(UTC),
+                    hours=hours,
+                    base_url=base_url,
+                    actor="cli",
+                )
+            except StoreConflict:
+                raise AccountError("email", f"a user has {args.email} already") from None
+            if password is not None:
+                await console_users.update(
+                    db, user.id, client, password_hash=Passwords().hash_now(password)
+                )
+                await console_users.spend_link(db, token_hash(token_of(url)), datetime.now(UTC))
+        say(f"created {user.role} user {user.id} {user.email}")
+        if password is None:
+            await hand_over(user, url, reset=False)
+
+    async def listing(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        for user in await console_users.list_users(db, args.client):
+            state = (
+                "disabled" if user.disabled_at else "active" if user.password_hash else "invited"
+            )
+            two_factor = "2fa" if user.totp_secret else "-"
+            owner = user.client_id or "operator"
+            say(f"{user.id}  {user.email}  {user.role}  {owner}  {state}  {two_factor}")
+
+    async def reset(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        user = await console_users.by_email(db, accounts.normal_email(args.email))
+        if user is None:
+            raise ConfigError(f"no console user {args.email}")
+        await console_users.login_succeeded(db, user.id)
+        url = await accounts.reset_link(
+            db, user, now=datetime.now(UTC), hours=hours, base_url=base_url, actor="cli"
+        )
+        await hand_over(user, url, reset=True)
+
+    async def disable(db: asyncpg.Connection[asyncpg.Record]) -> None:
+        user = await console_users.by_email(db, accounts.normal_email(args.email))
+        if user is None:
+            raise ConfigError(f"no console user {args.email}")
+        await console_users.update(db, user.id, None, disabled_at=datetime.now(UTC))
+        ended = await console_session_rows.delete_for_user(db, user.id)
+        await console_audit.insert(
+            db, client_id=user.client_id, actor="cli", action="user.disabled", target=user.email
+        )
+        say(f"disabled {user.email}; ended {ended} session(s)")
+
+    actions = {"create": create, "list": listing, "reset-password": reset, "disable": disable}
+    await _with_connection(config, actions[args.users_command])
 
 
 async def _backup(config: Config, args: argparse.Namespace) -> None:
@@ -643,6 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "vault": lambda: _vault(config, args),
             "purge": lambda: _purge(config, args),
             "privacy": lambda: _privacy(config, args),
+            "users": lambda: _users(config, args),
             "backup": lambda: _backup(config, args),
             "restore": lambda: _restore(config, args),
             "health": lambda: _health(config),

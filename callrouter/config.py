@@ -338,6 +338,49 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """The web console for clients' staff, served under / on the HTTP port."""
+
+    enabled: bool = setting(True, "Serve the web console under / (the API stays under /v1).")
+    public_url: str = setting(
+        "",
+        "Base URL people open the console at (https://calls.example.com), used in invitation "
+        "links; an https URL also marks the session cookie Secure behind a TLS proxy. Empty: "
+        "the HTTP listener's own address.",
+    )
+    session_idle_seconds: float = setting(
+        1800.0, "Seconds a console session may go unused before it must log in again."
+    )
+    session_absolute_seconds: float = setting(
+        43200.0, "Seconds a console session lasts at most, however busy (then log in again)."
+    )
+    lockout_failures: int = setting(
+        10, "Wrong passwords or codes in a row that lock a console user for lockout_seconds."
+    )
+    lockout_seconds: float = setting(900.0, "Seconds a locked console user cannot log in.")
+    login_rate_per_minute: float = setting(
+        10.0, "Sustained login attempts per minute allowed per client address."
+    )
+    login_burst: int = setting(20, "Login attempts per client address allowed in a burst.")
+    link_hours: float = setting(
+        72.0, "Hours an invitation or password-reset link stays valid (it works once)."
+    )
+    smtp_host: str = setting(
+        "",
+        "SMTP server that sends invitation links; empty: links are only shown to whoever "
+        "made them.",
+    )
+    smtp_port: int = setting(587, "Port of the SMTP server.")
+    smtp_security: str = setting(
+        "starttls", 'How mail is protected: "starttls", "tls" (implicit) or "none" (local relay).'
+    )
+    smtp_user: str = setting("", "SMTP login; empty: none.")
+    smtp_password: str = setting("", "SMTP password (prefer CALLROUTER_CONSOLE_SMTP_PASSWORD).")
+    smtp_from: str = setting("", "From address of invitation mail (required with smtp_host).")
+    smtp_timeout: float = setting(15.0, "Seconds an SMTP conversation may take.")
+
+
+@dataclass(frozen=True)
 class Config:
     """All of callrouter's settings."""
 
@@ -362,6 +405,7 @@ class Config:
     vault: VaultConfig = section(VaultConfig, "Recording encryption")
     log: LogConfig = section(LogConfig, "Logging")
     metrics: MetricsConfig = section(MetricsConfig, "Metrics")
+    console: ConsoleConfig = section(ConsoleConfig, "Web console")
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,15 @@ import asyncpg
 
 from callrouter.media.recording import KEPT_RAW
 from callrouter.store import recordings as store
-from callrouter.vault import RecordingReader, Vault
+from callrouter.vault import RecordingReader, Vault, VaultError
 from callrouter.webhooks import WebhookSender
 
 __all__ = ["CHUNK_BYTES", "AudioFile", "Recordings", "finished_file", "view"]
+
+
+UNREADABLE: Final = (VaultError, OSError)
+"""What ``Recordings.open`` raises for a recording that cannot be read (its key shredded, its
+file gone or damaged): callers outside the vault's layer catch these."""
 
 log = logging.getLogger(__name__)
 

@@ -128,11 +128,19 @@ LAYER_RULES: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ),
     ("webhooks", ("routing", "api", "privacy"), "delivery reads the store only"),
     ("api", ("transport", "media"), "the API reaches calls and media through routing"),
+    (
+        "console",
+        ("sip", "transport", "media", "vault"),
+        "the console is pages over the API's services: routing, store, privacy",
+    ),
 )
 
 #: The composition root and the command line sit on top: only these may import them.
 TOP_MODULES = ("app", "cli")
 TOP_IMPORTERS = ("callrouter.cli", "callrouter.__main__")
+#: The console is mounted by the composition root (and its users commands live in the CLI):
+#: nothing else may import it, so the API never depends on its pages.
+CONSOLE_IMPORTERS = ("callrouter.app", "callrouter.cli")
 
 
 def module_name(path: Path) -> str:
@@ -171,6 +179,12 @@ def layer_violations() -> list[str]:
                     ]
             if source not in TOP_IMPORTERS and any(within(target, top) for top in TOP_MODULES):
                 found.append(f"{source} imports {target}: only cli and __main__ import app/cli")
+            if (
+                within(target, "console")
+                and not within(source, "console")
+                and source not in CONSOLE_IMPORTERS
+            ):
+                found.append(f"{source} imports {target}: only app and cli import console")
     return found
 
 
@@ -183,6 +197,7 @@ def test_layer_check_sees_the_imports_it_judges() -> None:
     assert "callrouter.sip.events.Flow" in imported_names(ROOT / "callrouter/transport/udp.py")
     assert "callrouter.cli.main" in imported_names(ROOT / "callrouter/__main__.py")
     assert "callrouter.call_events.CallEvent" in imported_names(ROOT / "callrouter/store/spool.py")
+    assert "callrouter.console.site.install" in imported_names(ROOT / "callrouter/app.py")
 
 
 def test_row_ids_are_time_ordered() -> None:

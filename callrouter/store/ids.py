@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from datetime import datetime
 from uuid import UUID
 
 
@@ -35,3 +36,10 @@ def derived_id(base: UUID, other: UUID) -> UUID:
     value |= 0b10 << 62  # variant
     value |= digest & 0x3FFF_FFFF_FFFF_FFFF
     return UUID(int=value)
+
+
+def id_floor(at: datetime) -> UUID:
+    """The smallest UUIDv7 of the millisecond ``at``: ids made at or after ``at`` are not
+    smaller, ids made before it are smaller (a time range becomes an id range)."""
+    millis = int(at.timestamp() * 1000)
+    return UUID(int=((millis & 0xFFFF_FFFF_FFFF) << 80) | (0x7 << 76) | (0b10 << 62))

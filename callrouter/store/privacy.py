@@ -775,3 +775,23 @@ async def count_expired(
     )
     assert row is not None
     return {key: int(value) for key, value in row.items()}
+
+
+async def suppression_count(db: Executor, client_id: UUID) -> int:
+    """How many numbers are on the client's suppression list (the console shows the count)."""
+    return int(
+        await db.fetchval(
+            "SELECT count(DISTINCT subject_hash) FROM suppressions WHERE client_id = $1",
+            client_id,
+        )
+    )
+
+
+async def recent_audit(db: Executor, client_id: UUID, limit: int) -> list[AuditRow]:
+    """The client's latest audited operations on personal data, newest first."""
+    rows = await db.fetch(
+        f"SELECT {AUDIT.columns} FROM privacy_audit WHERE client_id = $1 ORDER BY id DESC LIMIT $2",
+        client_id,
+        limit,
+    )
+    return [AuditRow(**row) for row in rows]

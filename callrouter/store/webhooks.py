@@ -156,3 +156,17 @@ async def record_attempt(
         delivered,
         retry_in,
     )
+
+
+async def recent_deliveries(
+    db: Executor, client_id: UUID, webhook_id: UUID, limit: int
+) -> list[Delivery]:
+    """A webhook's latest deliveries, newest first (the console's delivery log)."""
+    rows = await db.fetch(
+        f"SELECT {DELIVERIES.columns} FROM webhook_deliveries "
+        "WHERE client_id = $1 AND webhook_id = $2 ORDER BY id DESC LIMIT $3",
+        client_id,
+        webhook_id,
+        limit,
+    )
+    return [Delivery(**row) for row in rows]

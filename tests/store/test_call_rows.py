@@ -210,7 +210,11 @@ async def rows_of(pool: asyncpg.Pool[asyncpg.Record], ids: list[UUID]) -> list[t
     attempt_rows = await pool.fetch(
         "SELECT * FROM call_attempts WHERE call_id = any($1::uuid[])", ids
     )
-    found = [("call", slot[r["id"]], *(v for k, v in r.items() if k != "id")) for r in call_rows]
+    # first_call compares a call with the client's others: both copies share their caller.
+    found = [
+        ("call", slot[r["id"]], *(v for k, v in r.items() if k not in ("id", "first_call")))
+        for r in call_rows
+    ]
     found += [
         ("attempt", slot[r["call_id"]], *(v for k, v in r.items() if k != "call_id"))
         for r in attempt_rows

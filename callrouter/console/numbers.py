@@ -1,0 +1,213 @@
+"""Numbers and pools: tracking numbers (add, edit, release) and pools (create; their live
+utilisation, and the swap-script tag to paste, pinned by Subresource Integrity).
+
+Everyone with ``numbers.read`` sees the page; changing numbers needs ``numbers.write``,
+creating pools ``pools.write``. Every change goes into the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from callrouter.api.fields import destination, origin
+from callrouter.api.state import SESSIONS
+from callrouter.api.swap_script import SWAP_SCRIPT
+from callrouter.console.audit import record
+from callrouter.console.pages import Page, render, see_other
+from callrouter.console.permissions import Permission, current_user, require
+from callrouter.console.scope import client_of
+from callrouter.console.state import CONSOLE
+from callrouter.console.users import base_url
+from callrouter.numbering import to_e164
+from callrouter.store.database import StoreConflict
+from callrouter.store.numbers import NUMBERS, Number
+from callrouter.store.pools import POOLS, new_public_key
+
+NOTICES = {
+    "added": "The number is added.",
+    "saved": "The number is saved.",
+    "released": "The number is released: calls to it are no longer ours.",
+    "pool": "The pool is created.",
+}
+
+
+class FormError(ValueError):
+    """A form field is wrong: the page shows ``field: reason``."""
+
+
+def _optional(form: MultiDictProxy[Any], name: str, limit: int = 200) -> str | None:
+    value = str(form.get(name, "")).strip()
+    if len(value) > limit:
+        raise FormError(f"{name}: at most {limit} characters")
+    return value or None
+
+
+async def number_fields(form: MultiDictProxy[Any], pools: set[UUID]) -> dict[str, Any]:
+    """The settable fields of a number from its form, checked like the API checks them."""
+    fields: dict[str, Any] = {}
+    target = _optional(form, "destination", 512)
+    try:
+        fields["destination"] = destination(target) if target else None
+    except ValueError as exc:
+        raise FormError(f"destination: {exc}") from None
+    pool = _optional(form, "pool_id")
+    try:
+        fields["pool_id"] = UUID(pool) if pool else None
+    except ValueError:
+        raise FormError("pool_id: not an id") from None
+    if fields["pool_id"] is not None and fields["pool_id"] not in pools:
+        raise FormError("pool_id: not one of your pools")
+    fields["record"] = form.get("record") == "on"
+    for name in ("label", "source", "campaign"):
+        fields[name] = _optional(form, name)
+    return fields
+
+
+async def _page(request: web.Request, error: str = "", status: int = 200) -> web.StreamResponse:
+    database = request.app[CONSOLE].database
+    client_id = client_of(request)
+    numbers = await NUMBERS.list_page(database, client_id, None, 1000)
+    pools = await POOLS.list_page(database, client_id, None, 100)
+    sessions = request.app.get(SESSIONS)
+    base = base_url(request)
+    user = current_user(request)
+    return await render(
+        request,
+        "numbers.html",
+        {
+            "numbers": numbers,
+            "pools": [
+                {
+                    "pool": pool,
+                    "stats": sessions.stats(pool.id) if sessions is not None else None,
+                    "tag": f'<script src="{base}{SWAP_SCRIPT.path}" '
+                    f'integrity="{SWAP_SCRIPT.integrity}" crossorigin="anonymous" '
+                    f'data-pool="{pool.public_key}" async></script>',
+                    "numbers": sum(1 for n in numbers if n.pool_id == pool.id),
+                }
+                for pool in pools
+            ],
+            "pool_names": {pool.id: pool.name for pool in pools},
+            "may_edit": user.may(Permission.NUMBERS_WRITE),
+            "may_pool": user.may(Permission.POOLS_WRITE),
+            "error": error,
+            "notice": NOTICES.get(request.query.get("done", ""), ""),
+        },
+        status=status,
+    )
+
+
+@require(Permission.NUMBERS_READ)
+async def listing(request: web.Request) -> web.StreamResponse:
+    return await _page(request)
+
+
+async def _pool_ids(request: web.Request) -> set[UUID]:
+    pools = await POOLS.list_page(request.app[CONSOLE].database, client_of(request), None, 100)
+    return {pool.id for pool in pools}
+
+
+@require(Permission.NUMBERS_WRITE)
+async def add(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    try:
+        e164 = to_e164(str(form.get("e164", "")).strip())
+    except ValueError as exc:
+        return await _page(request, f"e164: {exc}", 400)
+    try:
+        fields = await number_fields(form, await _pool_ids(request))
+        number = await NUMBERS.insert(
+            request.app[CONSOLE].database,
+            {"client_id": client_of(request), "e164": e164},
+            fields,
+        )
+    except FormError as exc:
+        return await _page(request, str(exc), 400)
+    except StoreConflict as exc:
+        return await _page(request, f"e164: {exc}", 409)
+    await record(request, "number.create", target=str(number.id), details={"e164": e164})
+    return see_other("/numbers?done=added")
+
+
+async def _number(request: web.Request) -> Number:
+    try:
+        number_id = UUID(request.match_info["number_id"])
+    except ValueError:
+        raise web.HTTPNotFound(reason="no such number") from None
+    number = await NUMBERS.get(request.app[CONSOLE].database, number_id, client_of(request))
+    if number is None:
+        raise web.HTTPNotFound(reason="no such number")
+    return number
+
+
+@require(Permission.NUMBERS_WRITE)
+async def edit(request: web.Request) -> web.StreamResponse:
+    number = await _number(request)
+    pools = await POOLS.list_page(request.app[CONSOLE].database, client_of(request), None, 100)
+    return await render(request, "number.html", {"number": number, "pools": pools, "error": ""})
+
+
+@require(Permission.NUMBERS_WRITE)
+async def save(request: web.Request) -> web.StreamResponse:
+    number = await _number(request)
+    form = await request.post()
+    try:
+        fields = await number_fields(form, await _pool_ids(request))
+    except FormError as exc:
+        pools = await POOLS.list_page(request.app[CONSOLE].database, number.client_id, None, 100)
+        return await render(
+            request,
+            "number.html",
+            {"number": number, "pools": pools, "error": str(exc)},
+            status=400,
+        )
+    await NUMBERS.update(request.app[CONSOLE].database, number.id, number.client_id, fields)
+    await record(
+        request, "number.update", target=str(number.id), details={"fields": sorted(fields)}
+    )
+    return see_other("/numbers?done=saved")
+
+
+@require(Permission.NUMBERS_WRITE)
+async def release(request: web.Request) -> web.StreamResponse:
+    number = await _number(request)
+    await NUMBERS.delete(request.app[CONSOLE].database, number.id, number.client_id)
+    await record(request, "number.release", target=str(number.id), details={"e164": number.e164})
+    return see_other("/numbers?done=released")
+
+
+@require(Permission.POOLS_WRITE)
+async def add_pool(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    name = str(form.get("name", "")).strip()
+    if not 1 <= len(name) <= 200:
+        return await _page(request, "name: between 1 and 200 characters", 400)
+    try:
+        origins = [origin(o.strip()) for o in str(form.get("origins", "")).split() if o.strip()]
+    except ValueError as exc:
+        return await _page(request, f"origins: {exc}", 400)
+    try:
+        targets = [to_e164(t.strip()) for t in str(form.get("targets", "")).split(",") if t.strip()]
+    except ValueError as exc:
+        return await _page(request, f"targets: {exc}", 400)
+    try:
+        pool = await POOLS.insert(
+            request.app[CONSOLE].database,
+            {"client_id": client_of(request), "public_key": new_public_key()},
+            {"name": name, "allowed_origins": origins, "target_numbers": targets},
+        )
+    except StoreConflict as exc:
+        return await _page(request, f"name: {exc}", 409)
+    await record(request, "pool.create", target=str(pool.id), details={"name": name})
+    return see_other("/numbers?done=pool")
+
+
+PAGES = [
+    Page("/numbers", "numbers", get=listing, post=add),
+    Page("/numbers/{number_id}", "number", get=edit, post=save),
+    Page("/numbers/{number_id}/release", "number_release", post=release),
+    Page("/pools", "pools", post=add_pool),
+]
