@@ -69,7 +69,7 @@ start_router() {
     { echo "callrouter did not start:"; tail -5 "$PROXY_TMP/router.log"; return 1; } >&2
   PROXY_PID=$(pgrep -P "$PROXY_WRAP" | head -1)
   local key api client
-  key=$(sed -n 's/^operator key (shown once, store it now): //p' "$PROXY_TMP/router.log")
+  key=$(sed -n 's/^.*operator key (shown once, store it now): //p' "$PROXY_TMP/router.log")
   api="http://127.0.0.1:$ROUTER_HTTP_PORT/v1"
   client=$(curl -sf -X POST "$api/clients" -H "Authorization: Bearer $key" \
     -H 'Content-Type: application/json' -d '{"name": "bench"}' |
