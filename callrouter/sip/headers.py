@@ -200,12 +200,14 @@ class Headers:
 
         Parsed once until a field changes; a value that fails to parse raises every time.
         """
-        memo = (canonical_name(name), parse)
+        # Keyed by the name as asked (the core always asks with the same spelling): a hit
+        # costs one dict lookup.
+        memo = (name, parse)
         try:
             return cast(_Parsed, self._parsed[memo])
         except KeyError:
             pass
-        value = self.get(memo[0])
+        value = self.get(name)
         result = None if value is None else parse(value)
         self._parsed[memo] = result
         return result
