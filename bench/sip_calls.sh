@@ -13,7 +13,8 @@
 # PostgreSQL backends and media workers; Kamailio with all its children) and the
 # post-dial delay (INVITE to 200, p50/p99) each hop adds, with ratios.
 # env: see sip-load/lib.sh and sip-load/find-max-cps.sh (RATES, STEP_SECS, ...);
-# MODES (default "kam2 sippy router") picks the hops.
+# MODES (default "kam2 sippy router") picks the hops; HALF_RATE sets the rate of the
+# second part instead of half the router's maximum.
 set -u
 HERE=$(cd "$(dirname "$0")/sip-load" && pwd)
 export PY=${PY:-$(command -v python3)}
@@ -27,14 +28,16 @@ summary=$(run_baseline sip-calls $MODES | sed -n '/^# summary/,$p' | tail -n +2)
 echo "$summary"
 max_of() { echo "$summary" | awk -v m="$1" '$1==m{sub("median=","",$2); print $2}'; }
 router=$(max_of router)
-[ -n "$router" ] && [ "${router%.*}" -gt 0 ] || { echo "no result for the router" >&2; exit 1; }
+[ -n "$router" ] || { echo "no result for the router" >&2; exit 1; }
 for mode in $MODES; do
   [ "$mode" = router ] && continue
   other=$(max_of "$mode")
   awk -v r="$router" -v o="${other:-0}" -v m="$mode" \
     'BEGIN{ printf "max calls/s: router %s, %s %s, ratio router/%s %.2f\n", r, m, o, m, (o > 0 ? r / o : 0) }'
 done
-half=$(( ${router%.*} / 2 )); [ "$half" -ge 1 ] || half=1
+# HALF_RATE overrides (a machine so loaded that the router passes no step still
+# compares CPU per call at a rate every hop carries)
+half=${HALF_RATE:-$(( ${router%.*} / 2 ))}; [ "$half" -ge 1 ] || half=1
 calls=$(( half * 10 ))
 declare -A us p50 p99
 for mode in $MODES; do
