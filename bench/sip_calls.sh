@@ -52,6 +52,7 @@ for mode in $MODES; do
   us[$mode]=$(pick proxy_us_per_call) p50[$mode]=$(pick setup_p50_ms) p99[$mode]=$(pick setup_p99_ms)
   echo "$mode at $half calls/s: ok_pct=$(pick ok_pct) achieved_cps=$(pick achieved_cps)" \
     "cpu_ms_per_call(tree)=$(awk -v u="${us[$mode]}" 'BEGIN{ printf "%.2f", u / 1000 }')" \
+    "cpu_ms_per_call(hop process alone)=$(awk -v u="$(pick proxy_own_us_per_call)" 'BEGIN{ printf "%.2f", u / 1000 }')" \
     "setup_p50_ms=${p50[$mode]} setup_p99_ms=${p99[$mode]}"
 done
 for mode in $MODES; do
