@@ -93,13 +93,16 @@ _KNOWN_KEYS = {
     spelling: key
     for key in (
         *("via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "route"),
-        *("record-route", "content-length", "content-type"),
+        *("record-route", "content-length", "content-type", "allow", "supported", "require"),
+        *("user-agent", "server", "subject", "expires", "session-expires", "min-se", "accept"),
+        *("p-asserted-identity", "p-preferred-identity", "privacy", "diversion", "reason"),
+        *("warning", "date", "rseq", "rack", "event", "allow-events", "organization"),
     )
     for spelling in (key, key.title(), key.upper())
-} | {"CSeq": "cseq", "Call-ID": "call-id"}
+} | {"CSeq": "cseq", "Call-ID": "call-id", "RSeq": "rseq", "RAck": "rack", "Min-SE": "min-se"}
 """The spellings the core itself looks up and most peers send, with their keys: a dict hit is
-cheaper than lowering every name on every lookup. A fixed table, so hostile names cannot grow
-it."""
+cheaper than lowering every name on every lookup (or matching it against the token grammar).
+A fixed table, so hostile names cannot grow it."""
 
 
 def canonical_name(name: str) -> str:
@@ -112,7 +115,8 @@ def canonical_name(name: str) -> str:
 
 
 def is_token(text: str) -> bool:
-    return bool(_TOKEN.match(text))
+    # The names in the fixed table are tokens: most header lines skip the regular expression.
+    return text in _KNOWN_KEYS or bool(_TOKEN.match(text))
 
 
 def split_list(value: str) -> list[str]:
