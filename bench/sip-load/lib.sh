@@ -114,10 +114,11 @@ trap 'stop_proxy >/dev/null 2>&1' EXIT
 trap 'exit 130' INT TERM
 
 # The SIPp scenario pair for a mode. sippy's b2bua answers the rr UAC's BYE (Route
-# set, remote Contact as Request-URI) only after SIPp's 10 s receive timeout, so it
-# gets SIPp's built-in pair, which sends ACK and BYE straight to the hop: a B2BUA
-# is the far end of the caller's dialog either way.
-scenario_for() { if [ "$1" = sippy ]; then echo builtin; else echo "${SCEN:-rr}"; fi; }
+# set, remote Contact as Request-URI) only after SIPp's 10 s receive timeout, and
+# SIPp's built-in uac fails a call on the 180 that sippy relays after its 200 OK
+# under load; scenarios/uac-b2bua.xml sends ACK and BYE to the hop (a B2BUA is the
+# far end of the caller's dialog) and ignores late provisionals, as uac-rr.xml does.
+scenario_for() { if [ "$1" = sippy ]; then echo b2bua; else echo "${SCEN:-rr}"; fi; }
 
 # run_baseline NAME MODE... : REPS x modes, log to RESULTS_DIR/NAME-<stamp>.log
 run_baseline() {
