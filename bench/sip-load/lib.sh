@@ -10,7 +10,7 @@
 #        router         callrouter serve (embedded PostgreSQL, call journal on),
 #                       one tracking number routed to the UAS
 # env (defaults): REPS=3 NUMBER=+441515550001 UAS_PORT=5090 UAC_PORT=5080
-#   KAM_PORT=5070 ROUTER_PORT=5071 ROUTER_HTTP_PORT=18071 (move the whole set if
+#   KAM_PORT=5070 ROUTER_PORT=5071 ROUTER_HTTP_PORT=18071 SIPPY_PORT=5072 (move the whole set if
 #   another test holds them) PY=python3 (interpreter with callrouter installed)
 #   PROXY_MAX_S=1800 (hard lifetime
 #   of a hop) KAM_SHM_MB=1024 KAM_MEMMGR= KAM_ARGS= (Kamailio -m, -x, extras)
@@ -24,7 +24,8 @@ KAM_MEMMGR=${KAM_MEMMGR:-}          # shm allocator: qm (Kamailio default), fm, 
 KAM_ARGS=${KAM_ARGS:-}              # extra kamailio options, e.g. "-b 4194304"
 RESULTS_DIR=${RESULTS_DIR:-$HERE/results}
 KAM_PORT=${KAM_PORT:-5070} ROUTER_PORT=${ROUTER_PORT:-5071}   # hop ports on 127.0.0.1
-ROUTER_HTTP_PORT=${ROUTER_HTTP_PORT:-18071}
+ROUTER_HTTP_PORT=${ROUTER_HTTP_PORT:-18071} SIPPY_PORT=${SIPPY_PORT:-5072}
+SIPPY_B2BUA=${SIPPY_B2BUA:-$(dirname "$PY")/b2bua}   # pip install sippy (the test extra has it)
 export UAS_PORT UAC_PORT=${UAC_PORT:-5080}            # for sipp-cps.sh
 PROXY_PID='' PROXY_WRAP='' PROXY_TMP=''
 
@@ -69,7 +70,7 @@ start_router() {
     { echo "callrouter did not start:"; tail -5 "$PROXY_TMP/router.log"; return 1; } >&2
   PROXY_PID=$(pgrep -P "$PROXY_WRAP" | head -1)
   local key api client
-  key=$(sed -n 's/^operator key (shown once, store it now): //p' "$PROXY_TMP/router.log")
+  key=$(sed -n 's/^.*operator key (shown once, store it now): //p' "$PROXY_TMP/router.log")
   api="http://127.0.0.1:$ROUTER_HTTP_PORT/v1"
   client=$(curl -sf -X POST "$api/clients" -H "Authorization: Bearer $key" \
     -H 'Content-Type: application/json' -d '{"name": "bench"}' |
@@ -80,18 +81,44 @@ start_router() {
     { echo "could not create the tracking number"; return 1; } >&2
 }
 
+# sippy's b2bua in the foreground, statically routing every call to the UAS (the
+# invocation of its README's benchmark); PROXY_PID is that one Python process.
+start_sippy() {
+  port_busy "$SIPPY_PORT" && { echo "UDP port $SIPPY_PORT already in use" >&2; return 1; }
+  [ -x "$SIPPY_B2BUA" ] || { echo "no sippy b2bua at $SIPPY_B2BUA: pip install sippy" >&2; return 1; }
+  PROXY_TMP=$(mktemp -d /tmp/sipsippy.XXXXXX)
+  timeout -s TERM "$PROXY_MAX_S" "$SIPPY_B2BUA" --foreground=on --sip_address=127.0.0.1 \
+    --sip_port="$SIPPY_PORT" --static_route="127.0.0.1:$UAS_PORT" --auth_enable=off \
+    --acct_enable=off --logfile="$PROXY_TMP/sippy.log" --pidfile="$PROXY_TMP/sippy.pid" \
+    --b2bua_socket="$PROXY_TMP/b2bua.sock" >"$PROXY_TMP/sippy.out" 2>&1 &
+  PROXY_WRAP=$!
+  wait_port "$SIPPY_PORT" ||
+    { echo "sippy b2bua did not start:"; tail -5 "$PROXY_TMP/sippy.out"; return 1; } >&2
+  PROXY_PID=$(pgrep -P "$PROXY_WRAP" | head -1)
+}
+
 # stop the hop by its PID, wait (bounded) for it and its wrapper to go
 stop_proxy() {
   local _
   [ -n "$PROXY_PID" ] && kill "$PROXY_PID" 2>/dev/null
   for _ in $(seq 50); do kill -0 "$PROXY_WRAP" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$PROXY_WRAP" 2>/dev/null && kill "$PROXY_WRAP"
+  # sippy's b2bua "schedules a safe stop" on TERM and may never get there: KILL after 5 s
+  [ -n "$PROXY_PID" ] && kill -0 "$PROXY_WRAP" 2>/dev/null && kill -KILL "$PROXY_PID" 2>/dev/null
+  for _ in $(seq 20); do kill -0 "$PROXY_WRAP" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$PROXY_WRAP" 2>/dev/null && kill -KILL "$PROXY_WRAP"
   wait "$PROXY_WRAP" 2>/dev/null
   [ -n "$PROXY_TMP" ] && { grep -hE 'WARN|ERR|CRIT|Trace|Error' "$PROXY_TMP"/*.log | tail -3 | sed 's/^/# hop log: /'; rm -rf "$PROXY_TMP"; }
   PROXY_PID='' PROXY_WRAP='' PROXY_TMP=''
 }
 trap 'stop_proxy >/dev/null 2>&1' EXIT
 trap 'exit 130' INT TERM
+
+# The SIPp scenario pair for a mode. sippy's b2bua answers the rr UAC's BYE (Route
+# set, remote Contact as Request-URI) only after SIPp's 10 s receive timeout, and
+# SIPp's built-in uac fails a call on the 180 that sippy relays after its 200 OK
+# under load; scenarios/uac-b2bua.xml sends ACK and BYE to the hop (a B2BUA is the
+# far end of the caller's dialog) and ignores late provisionals, as uac-rr.xml does.
+scenario_for() { if [ "$1" = sippy ]; then echo b2bua; else echo "${SCEN:-rr}"; fi; }
 
 # run_baseline NAME MODE... : REPS x modes, log to RESULTS_DIR/NAME-<stamp>.log
 run_baseline() {
@@ -113,9 +140,10 @@ run_baseline() {
                    target=127.0.0.1:$KAM_PORT ;;
           kam*)    start_kamailio "${mode#kam}" || continue; target=127.0.0.1:$KAM_PORT ;;
           router)  start_router || continue; target=127.0.0.1:$ROUTER_PORT ;;
+          sippy)   start_sippy || continue; target=127.0.0.1:$SIPPY_PORT ;;
           *)       echo "# unknown mode $mode"; continue ;;
         esac
-        res=$(WATCH_PID=$PROXY_PID "$HERE/find-max-cps.sh" "$target" "$NUMBER" | sed "s/^/$mode /" | tee /dev/stderr | tail -1)
+        res=$(SCEN=$(scenario_for "$mode") WATCH_PID=$PROXY_PID "$HERE/find-max-cps.sh" "$target" "$NUMBER" | sed "s/^/$mode /" | tee /dev/stderr | tail -1)
         stop_proxy
         echo "# rep=$rep mode=$mode end $(date -u +%T) load: $(loadavg)"
         echo "final rep=$rep $res"

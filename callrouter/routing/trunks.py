@@ -8,6 +8,7 @@ differently from the /24 it lives in.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -84,9 +85,8 @@ class TrunkTable:
 
     def for_source(self, host: str) -> Trunk | None:
         """The trunk whose networks hold ``host`` most narrowly, or None: not a carrier."""
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+        address = _address(host)
+        if address is None:
             return None
         best: Trunk | None = None
         best_prefix = -1
@@ -99,6 +99,16 @@ class TrunkTable:
     def outbound(self) -> Trunk | None:
         """The trunk E.164 destinations go through: the first one with a URI."""
         return next((t for t in self._trunks if t.uri), None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``host`` as an address, or None when it is not one. Cached: every request from a
+    carrier is screened by its source address, and parsing it was ~2 % of serve's samples."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 def normalise(digits: str, country: str) -> str | None:

@@ -9,8 +9,9 @@ authentication headers, Date and unknown headers never are.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from callrouter.sip.errors import ParseError
 from callrouter.sip.uri import Uri, format_params, parse_params, parse_uri
@@ -88,15 +89,34 @@ LIST_HEADERS = frozenset(
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 
+_KNOWN_KEYS = {
+    spelling: key
+    for key in (
+        *("via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "route"),
+        *("record-route", "content-length", "content-type", "allow", "supported", "require"),
+        *("user-agent", "server", "subject", "expires", "session-expires", "min-se", "accept"),
+        *("p-asserted-identity", "p-preferred-identity", "privacy", "diversion", "reason"),
+        *("warning", "date", "rseq", "rack", "event", "allow-events", "organization"),
+    )
+    for spelling in (key, key.title(), key.upper())
+} | {"CSeq": "cseq", "Call-ID": "call-id", "RSeq": "rseq", "RAck": "rack", "Min-SE": "min-se"}
+"""The spellings the core itself looks up and most peers send, with their keys: a dict hit is
+cheaper than lowering every name on every lookup (or matching it against the token grammar).
+A fixed table, so hostile names cannot grow it."""
+
 
 def canonical_name(name: str) -> str:
     """The lookup key of a header name: lower case, compact forms expanded."""
+    known = _KNOWN_KEYS.get(name)
+    if known is not None:
+        return known
     lower = name.lower()
     return COMPACT_FORMS.get(lower, lower) if len(lower) == 1 else lower
 
 
 def is_token(text: str) -> bool:
-    return bool(_TOKEN.match(text))
+    # The names in the fixed table are tokens: most header lines skip the regular expression.
+    return text in _KNOWN_KEYS or bool(_TOKEN.match(text))
 
 
 def split_list(value: str) -> list[str]:
@@ -130,18 +150,29 @@ def split_list(value: str) -> list[str]:
     return [p for p in parts if p]
 
 
+_Parsed = TypeVar("_Parsed")
+
+
 class Headers:
     """The header fields of one message, in order, names as written.
 
     Each field's lookup key (lower case, compact form expanded) is computed once, when the field
-    is added: lookups are the parser's hot path.
+    is added: lookups are the parser's hot path. Structured values (``parsed``) are parsed once
+    and kept until a field changes, so the parser's checks and every later accessor share one
+    parse.
     """
 
-    __slots__ = ("_fields", "_keys")
+    __slots__ = ("_fields", "_keys", "_parsed")
 
-    def __init__(self, fields: list[tuple[str, str]] | None = None) -> None:
+    def __init__(
+        self, fields: list[tuple[str, str]] | None = None, keys: list[str] | None = None
+    ) -> None:
+        """:param keys: the fields' lookup keys when the caller has them already (the parser)."""
         self._fields: list[tuple[str, str]] = fields if fields is not None else []
-        self._keys: list[str] = [canonical_name(name) for name, _ in self._fields]
+        self._keys: list[str] = (
+            keys if keys is not None else [canonical_name(name) for name, _ in self._fields]
+        )
+        self._parsed: dict[tuple[str, Callable[[str], object]], object] = {}
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._fields)
@@ -161,7 +192,29 @@ class Headers:
         return f"Headers({self._fields!r})"
 
     def copy(self) -> Headers:
-        return Headers(list(self._fields))
+        return Headers(list(self._fields), list(self._keys))
+
+    def keyed(self) -> Iterator[tuple[str, str, str]]:
+        """(lookup key, name as written, value) of every field, in order."""
+        for key, (name, value) in zip(self._keys, self._fields, strict=True):
+            yield key, name, value
+
+    def parsed(self, name: str, parse: Callable[[str], _Parsed]) -> _Parsed | None:
+        """``parse`` of the first value of ``name`` (as ``get`` gives it), or None without one.
+
+        Parsed once until a field changes; a value that fails to parse raises every time.
+        """
+        # Keyed by the name as asked (the core always asks with the same spelling): a hit
+        # costs one dict lookup.
+        memo = (name, parse)
+        try:
+            return cast(_Parsed, self._parsed[memo])
+        except KeyError:
+            pass
+        value = self.get(name)
+        result = None if value is None else parse(value)
+        self._parsed[memo] = result
+        return result
 
     def count(self, name: str) -> int:
         """How many fields carry this name (list headers count once per field)."""
@@ -191,6 +244,7 @@ class Headers:
         return out
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
+        self._parsed.clear()
         if first:
             self._fields.insert(0, (name, value))
             self._keys.insert(0, canonical_name(name))
@@ -204,6 +258,7 @@ class Headers:
         if key not in self._keys:
             self.add(name, value)
             return
+        self._parsed.clear()
         at = self._keys.index(key)
         kept = [
             (field, k)
@@ -214,6 +269,7 @@ class Headers:
         self._keys = [k for _, k in kept]
 
     def remove(self, name: str) -> None:
+        self._parsed.clear()
         key = canonical_name(name)
         kept = [(f, k) for f, k in zip(self._fields, self._keys, strict=True) if k != key]
         self._fields = [f for f, _ in kept]
@@ -224,6 +280,7 @@ class Headers:
         key = canonical_name(name)
         if key not in self._keys:
             return None
+        self._parsed.clear()
         i = self._keys.index(key)
         written, value = self._fields[i]
         elements = split_list(value)
@@ -286,7 +343,16 @@ def parse_name_address(value: str) -> NameAddress:
     if text == "*":
         return WILDCARD
     display: str | None = None
-    if text.startswith('"'):
+    if text.startswith('"') and "\\" not in text:
+        # No quoted-pair anywhere: the display name ends at the next quote (the common case).
+        i = text.find('"', 1)
+        if i < 0:
+            raise ParseError(f"unterminated display name in {value!r}")
+        display = text[1:i]
+        text = text[i + 1 :].lstrip()
+        if not text.startswith("<"):
+            raise ParseError(f"display name without <URI> in {value!r}")
+    elif text.startswith('"'):
         i, escaped = 1, False
         while i < len(text):
             char = text[i]

@@ -103,10 +103,10 @@ class _Base:
 
     @property
     def top_via(self) -> Via:
-        value = self.headers.get("via")
-        if value is None:
+        via = self.headers.parsed("via", parse_via)
+        if via is None:
             raise ParseError("no Via header", status=None)
-        return parse_via(value)
+        return via
 
     @property
     def vias(self) -> list[Via]:
@@ -114,31 +114,31 @@ class _Base:
 
     @property
     def call_id(self) -> str:
-        value = self.headers.get("call-id")
+        value = self.headers.parsed("call-id", str.strip)
         if not value:
             raise ParseError("no Call-ID header")
-        return value.strip()
+        return value
 
     @property
     def cseq(self) -> CSeq:
-        value = self.headers.get("cseq")
-        if value is None:
+        cseq = self.headers.parsed("cseq", parse_cseq)
+        if cseq is None:
             raise ParseError("no CSeq header")
-        return parse_cseq(value)
+        return cseq
 
     @property
     def from_(self) -> NameAddress:
-        value = self.headers.get("from")
-        if value is None:
+        address = self.headers.parsed("from", parse_name_address)
+        if address is None:
             raise ParseError("no From header")
-        return parse_name_address(value)
+        return address
 
     @property
     def to(self) -> NameAddress:
-        value = self.headers.get("to")
-        if value is None:
+        address = self.headers.parsed("to", parse_name_address)
+        if address is None:
             raise ParseError("no To header")
-        return parse_name_address(value)
+        return address
 
     @property
     def content_type(self) -> str | None:
@@ -148,8 +148,8 @@ class _Base:
     def _head_lines(self) -> list[str]:
         lines = []
         length_written = False
-        for name, value in self.headers:
-            if canonical_name(name) != "content-length":
+        for key, name, value in self.headers.keyed():
+            if key != "content-length":
                 lines.append(f"{name}: {value}")
             elif not length_written:
                 lines.append(f"{name}: {len(self.body)}")

@@ -20,6 +20,7 @@ _HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+)$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 _USER_CHARS = re.compile(r"^[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+$")
 _PARAM_CHARS = re.compile(r"^[A-Za-z0-9\-_.!~*'()\[\]/:&+$%]*$")
+_WHITESPACE = re.compile(r"[ \t\r\n]")
 
 
 def parse_params(text: str, what: str) -> dict[str, str | None]:
@@ -119,7 +120,7 @@ def parse_uri(text: str) -> Uri:
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.match(scheme):
         raise ParseError(f"not an absolute URI: {text!r}")
-    if any(c in text for c in " \t\r\n"):
+    if _WHITESPACE.search(text):
         raise ParseError(f"whitespace inside URI {text!r}")
     lower = scheme.lower()
     if lower in ("sip", "sips"):
