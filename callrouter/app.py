@@ -30,6 +30,7 @@ from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
 from callrouter.checks import media_worker_answers, pool_figures, scrape_refresh
+from callrouter.cluster import ClusterNode, Duty, node_name
 from callrouter.config import Config, ConfigError
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
@@ -84,7 +85,8 @@ Say = Callable[[str], None]
 """Where start-up facts for the operator go (the CLI prints them)."""
 
 HEARTBEAT_SECONDS = 1.0
-"""How often the heartbeat file is written: an interrupted call's end is known to this."""
+"""How often the heartbeat file and the node's row are written: an interrupted call's end is
+known to this; so often too, free once-only duties are taken up."""
 NUMBERS_REFRESH_SECONDS = 10.0
 """How often every number is reloaded into the memory calls route from while the database
 is away."""
@@ -583,17 +585,30 @@ TRUNKS_CHANNEL = "trunks_changed"
 DISPOSAL_CHANNEL = "recording_disposed"
 
 
-def _dispose(recordings_service: Recordings) -> Callable[..., None]:
-    """A LISTEN callback: a recording row was deleted somewhere (migration 0007's trigger);
-    shred its key and file now rather than at the next start."""
-    tasks: set[asyncio.Task[int]] = set()
+DISPOSAL_POLL_SECONDS = 60.0
+"""How often the disposal duty looks for deletions without a NOTIFY (one sent while this node's
+LISTEN connection was down)."""
 
-    def on_change(_connection: object, _pid: int, _channel: str, _payload: str) -> None:
-        task = asyncio.get_running_loop().create_task(recordings_service.dispose_pending())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
 
-    return on_change
+async def _disposing(recordings_service: Recordings, deleted: asyncio.Event, say: Say) -> None:
+    """The recording-disposal duty: shred what is queued when it is taken up, then each time a
+    recording row is deleted somewhere (migration 0007's trigger NOTIFYs every node)."""
+    while True:
+        deleted.clear()
+        if shredded := await recordings_service.dispose_pending():
+            say(f"recordings: shredded {shredded} deleted recording(s)")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(deleted.wait(), DISPOSAL_POLL_SECONDS)
+
+
+async def _closing_lost_calls(
+    pool: asyncpg.Pool[asyncpg.Record], node_timeout: float, say: Say
+) -> None:
+    """The duty of closing, as interrupted, the open calls of nodes that are gone."""
+    while True:
+        for node, count in (await calls.close_on_lost_nodes(pool, node_timeout)).items():
+            say(f"cluster: closed {count} open call(s) of lost node {node} as interrupted")
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 async def _load_trunks(pool: asyncpg.Pool[asyncpg.Record], table: TrunkTable, say: Say) -> None:
@@ -631,6 +646,8 @@ def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
 async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
     _check_advertise(config)
+    name = node_name(config.cluster.node)
+    _positive("cluster", node_timeout=config.cluster.node_timeout)
     async with AsyncExitStack() as stack:
         stack.enter_context(DataDirectoryLock(config.data_dir))
         availability = DatabaseAvailability()
@@ -642,6 +659,11 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
+        # Before anything is written: a second live node of this name is refused.
+        node = ClusterNode(dsn, name, say, beat_every=HEARTBEAT_SECONDS)
+        last_alive = await node.join()
+        stack.push_async_callback(node.leave)
+        say(f"cluster: node {name}")
         # Background jobs are cancelled before the pool they use closes.
         supervisor = Supervisor()
         stack.push_async_callback(supervisor.stop)
@@ -654,13 +676,14 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         # were killed) are written first; only then are calls still open known interrupted.
         spool = EventSpool(config.data_dir / "spool", max_bytes=config.database.spool_max_bytes)
         journal = await stack.enter_async_context(
-            CallJournal(pool, spool, availability=availability)
+            CallJournal(pool, spool, availability=availability, node=name)
         )
         await journal.flushed()
         if journal.replayed:
             say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")
         heartbeat = Heartbeat(config.data_dir / "heartbeat")
-        if interrupted := await calls.close_interrupted(pool, heartbeat.last()):
+        # The file outlives a database outage; the node's row stands in when the file is lost.
+        if interrupted := await calls.close_interrupted(pool, heartbeat.last() or last_alive, name):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
         supervisor.start("heartbeat", lambda: heartbeat.run(HEARTBEAT_SECONDS))
 
@@ -690,14 +713,14 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
-        supervisor.start("webhook sender", webhook_sender.run)
+        node.duty(Duty.WEBHOOK_DELIVERIES, webhook_sender.run)
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 
         vault = Vault.from_config(config)
         recordings_service = Recordings(pool, vault, config.recordings_dir, webhooks=webhook_sender)
-        if shredded := await recordings_service.dispose_pending():
-            say(f"recordings: shredded {shredded} recording(s) deleted before the last stop")
-        await listener.add_listener(DISPOSAL_CHANNEL, _dispose(recordings_service))
+        deleted = asyncio.Event()
+        await listener.add_listener(DISPOSAL_CHANNEL, lambda *_: deleted.set())
+        node.duty(Duty.RECORDING_DISPOSALS, lambda: _disposing(recordings_service, deleted, say))
         privacy_rights = await PrivacyRights.open(
             pool,
             config,
@@ -706,7 +729,15 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             live_sessions=visitor_sessions,
             say=say,
         )
-        supervisor.start("daily purge", lambda: privacy_rights.run_daily(say))
+        node.duty(Duty.RETENTION_PURGE, lambda: privacy_rights.run_daily(say))
+        node.duty(
+            Duty.CLOSE_LOST_CALLS,
+            lambda: _closing_lost_calls(pool, config.cluster.node_timeout, say),
+        )
+        # Stopped before the node leaves (its duties with it), so it does not join again.
+        cluster = Supervisor()
+        cluster.start("cluster node", node.run)
+        stack.push_async_callback(cluster.stop)
         account = _run_as(config, say)
         media_events = await _start_media(
             config,

@@ -309,6 +309,23 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several nodes on one PostgreSQL: this node's name and when another counts as dead."""
+
+    node: str = setting(
+        "",
+        "This node's name (letters, digits, '.', '_', '-'; at most 63), unique among the live "
+        "nodes on one database: a second live node of the same name is refused at start. "
+        "Empty: the host name.",
+    )
+    node_timeout: float = setting(
+        10.0,
+        "Seconds a node may go without a heartbeat before another node closes its open calls "
+        "as interrupted (only once the node's database session has gone too).",
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """All of callrouter's settings."""
 
@@ -333,6 +350,7 @@ class Config:
     vault: VaultConfig = section(VaultConfig, "Recording encryption")
     log: LogConfig = section(LogConfig, "Logging")
     metrics: MetricsConfig = section(MetricsConfig, "Metrics")
+    cluster: ClusterConfig = section(ClusterConfig, "Cluster")
 
 
 @dataclass(frozen=True)
