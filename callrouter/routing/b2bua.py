@@ -412,7 +412,7 @@ class B2bua:
             self._next_step(call)  # unheard: the prompt's media would not reach the caller
             return
         sdp, codec = self.media.early_answer(key)
-        progress = call.request.response(183, to_tag=call.local_tag)
+        progress = _dialog_response(call.request, 183, call.local_tag)
         progress.headers.add("Contact", f"<{self._contact(call.flow)}>")
         progress.headers.add("Content-Type", "application/sdp")
         progress.body = sdp
@@ -528,7 +528,7 @@ class B2bua:
             self.journal.record(AttemptRinging(call.id, branch.seq, self.wall()))
         relayed = 183 if response.body else 180
         if not call.ringing or response.body:
-            answer = call.request.response(relayed, to_tag=call.local_tag)
+            answer = _dialog_response(call.request, relayed, call.local_tag)
             answer.headers.add("Contact", f"<{self._contact(call.flow)}>")
             if response.body:
                 answer.headers.add("Content-Type", "application/sdp")
@@ -559,7 +559,7 @@ class B2bua:
         self._stop_ring_timer(call)
         self._cancel_branches(call)
         self.journal.record(AttemptAnswered(call.id, branch.seq, self.wall()))
-        ok = call.request.response(200, to_tag=call.local_tag)
+        ok = _dialog_response(call.request, 200, call.local_tag)
         ok.headers.add("Contact", f"<{self._contact(call.flow)}>")
         if response.body:
             ok.headers.add(
@@ -973,3 +973,13 @@ class B2bua:
         if call.ring_timer is not None and call.ring_timer.active():
             call.ring_timer.cancel()
         call.ring_timer = None
+
+
+def _dialog_response(request: Request, status: int, to_tag: str) -> Response:
+    """A response that creates the caller's dialog: Record-Route copied (§12.1.1), so that a
+    record-routing proxy in front (a carrier's SBC, Kamailio's dispatcher) stays on the path of
+    the caller's ACK, BYE and re-INVITE."""
+    response = request.response(status, to_tag=to_tag)
+    for route in request.headers.get_all("record-route"):
+        response.headers.add("Record-Route", route)
+    return response

@@ -1,0 +1,193 @@
+"""Two nodes on one PostgreSQL behind Kamailio's dispatcher (contrib/kamailio), SIPp as the
+carrier: node A is SIGKILLed mid-load; new calls keep completing through node B, which closes
+A's open calls as interrupted and takes over every once-only duty.
+
+The two nodes start at the same moment against an empty database: the migrations race and
+each is applied once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from callrouter.cluster import Duty
+from callrouter.store import nodes
+from callrouter.store.migrations import available
+from tests.e2e.cluster import NUMBER, Database, Dispatcher, Node, query, start_nodes, until
+from tests.e2e.sipp import SCENARIOS, free_port, sipp_command, sipp_errors
+from tests.e2e.test_faults import sipp_stats
+
+NODE_TIMEOUT = 3
+
+
+@pytest.fixture
+def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Starts SIPp processes for a test; any still running at its end is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(command: list[str], cwd: Path) -> subprocess.Popen[str]:
+        cwd.mkdir(exist_ok=True)
+        started.append(
+            subprocess.Popen(
+                command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def api(node: Node, key: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    request = urllib.request.Request(
+        node.server.http_url + path,
+        method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read() or b"null")
+
+
+def carrier(
+    dispatcher: Dispatcher, directory: Path, calls: int, rate: int, hold_ms: int
+) -> list[str]:
+    """SIPp as the carrier, through the dispatcher, with a CSV of its counters."""
+    directory.mkdir(exist_ok=True)
+    command = sipp_command(
+        SCENARIOS / "carrier_via_proxy.xml", dispatcher.port, directory, service=NUMBER,
+        calls=calls,
+        extra=("-r", str(rate), "-d", str(hold_ms), "-trace_stat", "-fd", "1"),
+    )  # fmt: skip
+    return command
+
+
+def duty_holders(dsn: str) -> dict[Duty, str | None]:
+    async def read() -> dict[Duty, str | None]:
+        connection = await asyncpg.connect(dsn)
+        try:
+            return {duty: await nodes.duty_holder(connection, duty) for duty in Duty}
+        finally:
+            await connection.close()
+
+    return asyncio.run(read())
+
+
+def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
+    workdir: Path, processes: Callable[..., subprocess.Popen[str]]
+) -> None:
+    database = Database(workdir)
+    a = b = None
+    dispatcher = None
+    try:
+        a, b = start_nodes(
+            workdir, database.dsn, ["node-a", "node-b"],
+            "--cluster-node-timeout", str(NODE_TIMEOUT), "--media-workers", "0",
+        )  # fmt: skip
+        # Both raced for the empty database; each migration was applied once, by one of them.
+        applied = [m for node in (a, b) for m in node.server.messages if "applied migration" in m]
+        assert len(applied) == len(available()), applied
+        key = a.server.operator_key or b.server.operator_key
+        assert key is not None
+
+        pbx_port = free_port()
+        processes(
+            [
+                "sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(pbx_port), "-nostdin",
+                "-timeout", "120s",
+            ],
+            workdir / "pbx",
+        )  # fmt: skip
+        client = api(a, key, "/v1/clients", {"name": "Acme"})
+        desk = f"sip:desk@127.0.0.1:{pbx_port}"
+        api(a, key, "/v1/numbers", {"client_id": client["id"], "e164": NUMBER, "destination": desk})
+        # Each duty is done by exactly one of the two.
+        until(lambda: None not in duty_holders(database.dsn).values(), 20, "every duty taken")
+
+        dispatcher = Dispatcher(workdir, [a, b])
+        # Mid-load: calls of 4 s at 10/s, alternately on A and B.
+        before = workdir / "before"
+        load = processes(carrier(dispatcher, before, 60, 10, 4000), before)
+        open_on_a = "SELECT id FROM calls WHERE node = 'node-a' AND state = 'active'"
+        until(lambda: len(query(database.dsn, open_on_a)) >= 3, 30, "calls up on node A")
+        a.kill()
+        killed_at = datetime.now(UTC)
+
+        until(
+            lambda: dispatcher.saw(f"node sip:127.0.0.1:{a.sip_port};transport=udp is down"),
+            20,
+            "the dispatcher to notice",
+        )
+        noticed_at = datetime.now(UTC)
+        # From now on new calls go to B only: at least 99 % of them must complete.
+        after = workdir / "after"
+        placed = processes(carrier(dispatcher, after, 100, 25, 200), after)
+        output, _ = placed.communicate(timeout=90)
+        stats = sipp_stats(after)
+        created, ok = int(stats["TotalCallCreated"]), int(stats["SuccessfulCall(C)"])
+        load.communicate(timeout=90)
+        mid = sipp_stats(before)
+        print(
+            f"\nduring the kill: {mid['SuccessfulCall(C)']} of {mid['TotalCallCreated']} "
+            f"calls completed; after the dispatcher noticed: {ok} of {created} "
+            f"({100 * ok / created:.1f} %)"
+        )
+        assert created == 100
+        assert ok >= 99, output[-3000:] + sipp_errors(after) + dispatcher.log.read_text()[-3000:]
+
+        # B closes A's open calls as interrupted, at A's last heartbeat (before the kill).
+        until(
+            lambda: (
+                not query(
+                    database.dsn, "SELECT 1 FROM calls WHERE node = 'node-a' AND state <> 'ended'"
+                )
+            ),
+            NODE_TIMEOUT + 20,
+            "node A's calls to be closed",
+        )
+        b.server.wait_for(r"cluster: closed \d+ open call\(s\) of lost node node-a", 10)
+        closed = query(
+            database.dsn,
+            "SELECT disposition, hangup_by, hangup_reason, ended_at FROM calls "
+            "WHERE node = 'node-a' AND hangup_reason = 'node node-a lost'",
+        )
+        assert len(closed) >= 3
+        for row in closed:
+            assert (row["disposition"], row["hangup_by"]) == ("interrupted", "system")
+            assert row["ended_at"] <= killed_at
+        # The calls placed after the notice are B's, each with its row, ended as SIPp saw.
+        answered_on_b = (
+            "SELECT 1 FROM calls WHERE node = 'node-b' AND started_at >= $1 "
+            "AND disposition = 'answered'"
+        )
+        until(
+            lambda: len(query(database.dsn, answered_on_b, noticed_at)) >= ok,
+            20,
+            "a row for every call completed through node B",
+        )
+        # Every once-only duty moved to the survivor.
+        until(
+            lambda: set(duty_holders(database.dsn).values()) == {"node-b"},
+            20,
+            "node B to take every duty",
+        )
+    finally:
+        if dispatcher is not None:
+            dispatcher.stop()
+        for node in (a, b):
+            if node is not None:
+                node.kill()
+        database.stop()
