@@ -60,7 +60,7 @@ from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.message import Limits
 from callrouter.sip.pike import FloodLimit, Pike
 from callrouter.sip.transactions import Timers
-from callrouter.store import api_keys, calls, numbers, trunks
+from callrouter.store import api_keys, calls, leases, numbers, trunks
 from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool, ensure_database
@@ -68,6 +68,7 @@ from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.heartbeat import Heartbeat
 from callrouter.store.migrations import migrate
 from callrouter.store.notifications import Notifications
+from callrouter.store.numbers import Number
 from callrouter.store.spool import EventSpool
 from callrouter.supervisor import Supervisor
 from callrouter.transport.advertise import media_advertisement, parse_advertise
@@ -377,9 +378,18 @@ async def _start_sip(
         "number directory",
         lambda: directory.refresh(lambda: numbers.list_all(pool), NUMBERS_REFRESH_SECONDS),
     )
+
+    async def find_number(e164: str) -> Number | None:
+        """The dialled number; a pool number's lease and visit are made sure of first (the
+        call may follow a visit another node served)."""
+        number = await directory.find(e164)
+        if number is not None and number.pool_id is not None:
+            await visitor_sessions.prepare_call(e164)
+        return number
+
     front_door = FrontDoor(
         service.respond,
-        directory.find,
+        find_number,
         trunk_table,
         calls=b2bua,
         max_calls_per_trunk=sip.max_calls_per_trunk,
@@ -701,14 +711,19 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         stack.push_async_callback(notifications.stop)
         await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
 
-        # Pools and live leases are in memory before the API or SIP serves anything.
+        # Pools and live leases are in memory before the API or SIP serves anything. Other
+        # nodes' changes are heard from before the read, so none falls between the two.
         visitor_sessions = Sessions(pool, time.time, say)
+        await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
+        await listener.add_listener(leases.LEASE_CHANNEL, visitor_sessions.on_lease)
+        await listener.add_listener(leases.SESSION_CHANNEL, visitor_sessions.on_session)
+        listener.on_lost(visitor_sessions.untrust)
+        listener.on_listening(visitor_sessions.resync)
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
         supervisor.start("session sweeper", visitor_sessions.run)
         metrics.state.sessions_live = lambda: visitor_sessions.live
         metrics.state.pools = lambda: pool_figures(visitor_sessions)
-        await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
