@@ -1,6 +1,8 @@
 """Two nodes on one PostgreSQL behind Kamailio's dispatcher (contrib/kamailio), SIPp as the
 carrier: node A is SIGKILLed mid-load; new calls keep completing through node B, which closes
-A's open calls as interrupted and takes over every once-only duty.
+A's open calls as interrupted and takes over every once-only duty. A visitor whose number was
+leased by node A's swap-script API calls after A is dead: node B attributes the call to that
+visit.
 
 The two nodes start at the same moment against an empty database: the migrations race and
 each is applied once.
@@ -28,6 +30,9 @@ from tests.e2e.sipp import SCENARIOS, free_port, sipp_command, sipp_errors
 from tests.e2e.test_faults import sipp_stats
 
 NODE_TIMEOUT = 3
+LEASED = "+441515550100"
+"""The pool's one number, leased to the visitor by node A."""
+LANDING = "https://acme.example/offers?utm_source=newsletter&utm_medium=email&utm_campaign=dec"
 
 
 @pytest.fixture
@@ -51,24 +56,34 @@ def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         process.communicate()
 
 
-def api(node: Node, key: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def api(node: Node, key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
+    """A request to one node (``key`` None: the public swap-script API)."""
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
     request = urllib.request.Request(
         node.server.http_url + path,
         method="POST" if body is not None else "GET",
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        headers=headers,
     )
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read() or b"null")
 
 
 def carrier(
-    dispatcher: Dispatcher, directory: Path, calls: int, rate: int, hold_ms: int
+    dispatcher: Dispatcher,
+    directory: Path,
+    calls: int,
+    rate: int,
+    hold_ms: int,
+    *,
+    number: str = NUMBER,
 ) -> list[str]:
     """SIPp as the carrier, through the dispatcher, with a CSV of its counters."""
     directory.mkdir(exist_ok=True)
     command = sipp_command(
-        SCENARIOS / "carrier_via_proxy.xml", dispatcher.port, directory, service=NUMBER,
+        SCENARIOS / "carrier_via_proxy.xml", dispatcher.port, directory, service=number,
         calls=calls,
         extra=("-r", str(rate), "-d", str(hold_ms), "-trace_stat", "-fd", "1"),
     )  # fmt: skip
@@ -114,6 +129,20 @@ def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
         client = api(a, key, "/v1/clients", {"name": "Acme"})
         desk = f"sip:desk@127.0.0.1:{pbx_port}"
         api(a, key, "/v1/numbers", {"client_id": client["id"], "e164": NUMBER, "destination": desk})
+        # A pool of one number; both nodes hear of it.
+        pool = api(
+            a, key, "/v1/pools",
+            {"client_id": client["id"], "name": "Offers", "target_numbers": ["+441515550999"]},
+        )  # fmt: skip
+        api(
+            a, key, "/v1/numbers",
+            {"client_id": client["id"], "e164": LEASED, "pool_id": pool["id"], "destination": desk},
+        )  # fmt: skip
+        for node in (a, b):
+            node.server.wait_for(rf"sessions: pool {pool['id']} loaded with 1 number", 30)
+        # The visitor's page asks node A for a number.
+        visit = api(a, None, "/v1/sessions", {"pool_key": pool["public_key"], "page_url": LANDING})
+        assert visit["number"]["e164"] == LEASED
         # Each duty is done by exactly one of the two.
         until(lambda: None not in duty_holders(database.dsn).values(), 20, "every duty taken")
 
@@ -147,6 +176,25 @@ def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
         )
         assert created == 100
         assert ok >= 99, output[-3000:] + sipp_errors(after) + dispatcher.log.read_text()[-3000:]
+
+        # The visitor calls the number node A leased; A is dead, so B takes the call and finds
+        # the visit in PostgreSQL.
+        visitor = workdir / "visitor"
+        called = processes(carrier(dispatcher, visitor, 1, 1, 200, number=LEASED), visitor)
+        output, _ = called.communicate(timeout=60)
+        assert called.returncode == 0, output[-3000:] + sipp_errors(visitor)
+        path = "/v1/calls?number=" + LEASED.replace("+", "%2B")
+        until(lambda: bool(api(b, key, path)["data"]), 20, "the visitor's call record")
+        (call,) = api(b, key, path)["data"]
+        assert call["session_id"] == visit["session_id"]
+        facts = call["attribution"]
+        assert (facts["source"], facts["medium"], facts["campaign"]) == (
+            "newsletter",
+            "email",
+            "dec",
+        )
+        (row,) = query(database.dsn, "SELECT node FROM calls WHERE id = $1::uuid", call["id"])
+        assert row["node"] == "node-b"
 
         # B closes A's open calls as interrupted, at A's last heartbeat (before the kill).
         until(
