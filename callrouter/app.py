@@ -750,6 +750,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             lambda: _closing_lost_calls(pool, config.cluster.node_timeout, say),
         )
         # Stopped before the node leaves (its duties with it), so it does not join again.
+        metrics.state.duties = lambda: {duty.label: duty in node.held for duty in Duty}
         cluster = Supervisor()
         cluster.start("cluster node", node.run)
         stack.push_async_callback(cluster.stop)

@@ -232,6 +232,10 @@ def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
             20,
             "node B to take every duty",
         )
+        with urllib.request.urlopen(b.server.http_url + "/metrics", timeout=30) as response:
+            scraped = response.read().decode()
+        for duty in Duty:
+            assert f'callrouter_cluster_duty{{duty="{duty.label}"}} 1.0' in scraped, scraped
     finally:
         if dispatcher is not None:
             dispatcher.stop()
