@@ -26,6 +26,7 @@ from callrouter.cluster import Duty
 from callrouter.store import nodes
 from callrouter.store.migrations import available
 from tests.e2e.cluster import NUMBER, Database, Dispatcher, Node, query, start_nodes, until
+from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import SCENARIOS, free_port, sipp_command, sipp_errors
 from tests.e2e.test_faults import sipp_stats
 
@@ -117,6 +118,13 @@ def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
         assert len(applied) == len(available()), applied
         key = a.server.operator_key or b.server.operator_key
         assert key is not None
+        # A third node given a live node's name is refused, naming the setting.
+        twin = ServeProcess(
+            workdir / "twin", "--database-url", database.dsn, "--cluster-node", "node-b"
+        )
+        assert twin.process.wait(60) == 2
+        twin.drain()
+        assert "a live node is already named 'node-b'" in twin.output, twin.output[-3000:]
 
         pbx_port = free_port()
         processes(
