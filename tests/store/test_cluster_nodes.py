@@ -5,6 +5,7 @@ is one whose socket is closed without a word, as the kernel does for a SIGKILLed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -198,6 +199,8 @@ async def test_each_duty_runs_on_one_node_and_moves_when_its_node_is_killed(
     finally:
         await probe.close()
         tasks["node-b"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tasks["node-b"]
         await cluster["node-b"].leave()
         await a.leave()
 
@@ -223,3 +226,45 @@ async def test_two_nodes_migrating_one_empty_database_at_once_apply_each_migrati
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_node_whose_session_is_cut_stops_its_duties_then_joins_and_takes_them_again(
+    database_dsn: str,
+) -> None:
+    """A database failover or restart ends every session: the node must not go on doing
+    duties it no longer holds, and must come back by itself."""
+    said: list[str] = []
+    node = ClusterNode(database_dsn, "node-a", said.append, beat_every=0.1, backoff=lambda n: 0.1)
+    stopped: list[Duty] = []
+
+    def doing(duty: Duty) -> Job:
+        async def job() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                stopped.append(duty)
+
+        return job
+
+    for duty in Duty:
+        node.duty(duty, doing(duty))
+    await node.join()
+    task = asyncio.create_task(node.run())
+    try:
+        await until(lambda: len(node.held) == len(Duty), 10, "every duty taken")
+        assert node._connection is not None
+        pid = node._connection.get_server_pid()
+        admin = await asyncpg.connect(database_dsn)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        await until(lambda: any("is back on the database" in m for m in said), 15, "rejoin")
+        assert any("lost its database session" in m for m in said), said
+        assert sorted(stopped) == sorted(Duty)  # every duty stopped while the lock was gone
+        await until(lambda: len(node.held) == len(Duty), 10, "every duty taken again")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await node.leave()
