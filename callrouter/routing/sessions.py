@@ -327,6 +327,8 @@ class Sessions:
             record.number = row.number if row else None
             if row is not None:
                 record.lease_expires_at = row.expires_at
+            elif record.lease_expires_at is not None:
+                record.lease_expires_at = min(record.lease_expires_at, _wall(now))
             await session_store.save(db, record)
         if row is not None:
             live.numbers.apply(row.number, _lease(row), row.version, now)

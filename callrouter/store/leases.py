@@ -105,7 +105,7 @@ async def take(
     """Lease the pool's next number to ``session_id``; None when the pool gives none (exhausted
     under ``default_number``, or every candidate is being leased by someone else this instant).
 
-    The revoked session's stored lease ends now, in the same statement.
+    The revoked session's stored lease ends now (in the caller's transaction).
     """
     record = await db.fetchrow(
         f"""WITH args AS (
@@ -132,13 +132,6 @@ async def take(
                  WHERE l.number = pick.number
              RETURNING {", ".join("l." + c for c in COLUMNS.split(", "))},
                        pick.tier, pick.previous
-            ), revoked AS (
-                -- A page view of that visit holding its row writes its own lease anyway.
-                UPDATE sessions SET lease_expires_at = $4
-                 WHERE id IN (SELECT s.id FROM sessions s, leased
-                               WHERE leased.tier = 2 AND s.id = leased.previous
-                                 AND s.client_id = leased.client_id
-                                 FOR UPDATE OF s SKIP LOCKED)
             )
             SELECT * FROM leased""",
         pool_id,
@@ -152,6 +145,18 @@ async def take(
     if record is None:
         return None
     revoked = record["previous"] if record["tier"] == 2 else None
+    if revoked is not None:
+        # A statement of its own: its snapshot must see the revoked session even if that was
+        # created after the statement above began. A page view of that visit holding its row
+        # writes its own lease's end anyway.
+        await db.execute(
+            """UPDATE sessions SET lease_expires_at = least(lease_expires_at, $3)
+                WHERE id IN (SELECT id FROM sessions WHERE id = $1 AND client_id = $2
+                               FOR UPDATE SKIP LOCKED)""",
+            revoked,
+            record["client_id"],
+            _stamp(now),
+        )
     return Taken(_row(record), record["tier"] > 0, revoked)
 
 
@@ -167,7 +172,8 @@ async def renew(
 ) -> LeaseRow | None:
     """The session's page is still open (or was just closed, ``ended``): its lease on ``number``
     lives ``hold`` seconds from now, and its stored session says so, in one statement. None
-    when the session no longer holds a live lease on ``number`` (its activity is still written).
+    when the session no longer holds a live lease on ``number``: its activity is written, and
+    its stored lease ends now at the latest.
     """
     record = await db.fetchrow(
         f"""WITH renewed AS (
@@ -181,7 +187,7 @@ async def renew(
                 UPDATE sessions
                    SET last_seen_at = greatest(last_seen_at, $3), ended = $5,
                        lease_expires_at = coalesce(
-                           (SELECT expires_at FROM renewed), lease_expires_at)
+                           (SELECT expires_at FROM renewed), least(lease_expires_at, $3))
                  WHERE id = $2 AND client_id = $6
             )
             SELECT * FROM renewed""",
