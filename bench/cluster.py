@@ -35,11 +35,10 @@ from tests.e2e.cluster import (  # noqa: E402
     Database,
     Dispatcher,
     Node,
-    descendants,
     start_nodes,
 )
 from tests.e2e.sipp import SCENARIOS, free_port, sipp_command  # noqa: E402
-from tests.e2e.test_faults import sipp_stats  # noqa: E402
+from tests.e2e.test_faults import descendants, sipp_stats  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -13,8 +13,6 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,17 +22,10 @@ from callrouter.store.database import ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import free_port
+from tests.e2e.test_faults import descendants, listen_port, until
 
 CONTRIB = Path(__file__).resolve().parents[2] / "contrib" / "kamailio"
 NUMBER = "+441515550001"
-
-
-def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    """Poll ``condition`` until it holds, failing after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)  # poll interval, not a wait for the event
 
 
 def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
@@ -46,50 +37,6 @@ def query(dsn: str, sql: str, *args: object) -> list[asyncpg.Record]:
             await connection.close()
 
     return asyncio.run(fetch())
-
-
-def listen_port() -> int:
-    """A port free for UDP and TCP below the kernel's ephemeral range (so no outgoing
-    connection takes it between now and the node's bind) and below the RTP ranges."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for port in _shuffled(range(20000, min(low, 30000))):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise AssertionError("no free port below the ephemeral range")
-
-
-def _shuffled(ports: range) -> list[int]:
-    chosen = list(ports)
-    seed = int.from_bytes(os.urandom(4), "big")
-    return chosen[seed % len(chosen) :] + chosen[: seed % len(chosen)]
-
-
-def descendants(root: int) -> list[int]:
-    """Every process under ``root`` (children, their children, ...)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, frontier = [], [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [pid for pid, ppid in parents.items() if ppid == parent]
-        found += children
-        frontier += children
-    return found
 
 
 @dataclass(eq=False)
@@ -138,9 +85,13 @@ class Database:
 def start_nodes(workdir: Path, dsn: str, names: list[str], *extra: str) -> list[Node]:
     """Start every node at once (so their migrations race, as in a rolling deploy gone
     wrong), then wait until each is ready."""
+    ports: list[int] = []
+    while len(ports) < len(names):
+        # Free now, but not bound before the nodes start: never the same one twice.
+        if (port := listen_port()) not in ports:
+            ports.append(port)
     starting = []
-    for index, name in enumerate(names):
-        port = listen_port()
+    for index, (name, port) in enumerate(zip(names, ports, strict=True)):
         first_rtp = 40000 + 2000 * index  # a range of its own: the nodes share one address
         server = ServeProcess(
             workdir / name,

@@ -14,47 +14,25 @@ import asyncio
 import json
 import subprocess
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pytest
 
 from callrouter.cluster import Duty
 from callrouter.store import nodes
 from callrouter.store.migrations import available
-from tests.e2e.cluster import NUMBER, Database, Dispatcher, Node, query, start_nodes, until
+from tests.e2e.cluster import NUMBER, Database, Dispatcher, Node, query, start_nodes
 from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import SCENARIOS, free_port, sipp_command, sipp_errors
-from tests.e2e.test_faults import sipp_stats
+from tests.e2e.test_faults import sipp_stats, until
 
 NODE_TIMEOUT = 3
 LEASED = "+441515550100"
 """The pool's one number, leased to the visitor by node A."""
 LANDING = "https://acme.example/offers?utm_source=newsletter&utm_medium=email&utm_campaign=dec"
-
-
-@pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Starts SIPp processes for a test; any still running at its end is killed."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(command: list[str], cwd: Path) -> subprocess.Popen[str]:
-        cwd.mkdir(exist_ok=True)
-        started.append(
-            subprocess.Popen(
-                command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-        )
-        return started[-1]
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def api(node: Node, key: str | None, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -247,7 +225,7 @@ def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
     finally:
         if dispatcher is not None:
             dispatcher.stop()
-        for node in (a, b):
-            if node is not None:
-                node.kill()
+        for started in (a, b):
+            if started is not None:
+                started.kill()
         database.stop()
