@@ -652,6 +652,13 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
+        # Leases commit without waiting for the disk: a WAL flush would cost each swap-script
+        # request milliseconds. A crash of PostgreSQL itself can lose the last instant of
+        # leases; those visits' next heartbeats find them gone (README: The pool across nodes).
+        lease_pool = await create_pool(
+            dsn, min_size=1, max_size=config.database.pool_max, wait_for_disk=False
+        )
+        stack.push_async_callback(lease_pool.close)
         # Background jobs are cancelled before the pool they use closes.
         supervisor = Supervisor()
         stack.push_async_callback(supervisor.stop)
@@ -690,7 +697,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
 
         # Pools and live leases are in memory before the API or SIP serves anything. Other
         # nodes' changes are heard from before the read, so none falls between the two.
-        visitor_sessions = Sessions(pool, time.time, say)
+        visitor_sessions = Sessions(lease_pool, time.time, say)
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
         await listener.add_listener(leases.LEASE_CHANNEL, visitor_sessions.on_lease)
         await listener.add_listener(leases.SESSION_CHANNEL, visitor_sessions.on_session)
