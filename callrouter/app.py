@@ -669,7 +669,15 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
-        # Before anything is written: a second live node of this name is refused.
+        # Leases commit without waiting for the disk: a WAL flush would cost each swap-script
+        # request milliseconds. A crash of PostgreSQL itself can lose the last instant of
+        # leases; those visits' next heartbeats find them gone (README: The pool across nodes).
+        lease_pool = await create_pool(
+            dsn, min_size=1, max_size=config.database.pool_max, wait_for_disk=False
+        )
+        stack.push_async_callback(lease_pool.close)
+        # Before anything is written: a second live node of this name is refused. Its duties
+        # stop before either pool closes.
         node = ClusterNode(dsn, name, say, beat_every=HEARTBEAT_SECONDS)
         last_alive = await node.join()
         stack.push_async_callback(node.leave)
@@ -713,7 +721,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
 
         # Pools and live leases are in memory before the API or SIP serves anything. Other
         # nodes' changes are heard from before the read, so none falls between the two.
-        visitor_sessions = Sessions(pool, time.time, say)
+        visitor_sessions = Sessions(lease_pool, time.time, say)
         await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
         await listener.add_listener(leases.LEASE_CHANNEL, visitor_sessions.on_lease)
         await listener.add_listener(leases.SESSION_CHANNEL, visitor_sessions.on_session)

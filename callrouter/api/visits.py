@@ -2,8 +2,8 @@
 
 The swap script writes sessions and forms through the public routes in ``api.sessions``; these
 routes let the client see them directly: a visit's attribution, both touches, its journey, its
-number and what it led to. Listing reads PostgreSQL, which the write-behind keeps at most about
-a second behind; one session is read from memory while its visit is live.
+number and what it led to, read from PostgreSQL (each page view is written before the page gets
+its answer).
 """
 
 from __future__ import annotations

@@ -47,9 +47,13 @@ class Notifications:
 
     async def connect(self) -> None:
         connection: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(self._dsn)
+        try:
+            for channel, callback in self._channels:
+                await connection.add_listener(channel, callback)
+        except BaseException:
+            connection.terminate()  # lost again half-way: the next attempt starts afresh
+            raise
         connection.add_termination_listener(lambda _connection: self._lose())
-        for channel, callback in self._channels:
-            await connection.add_listener(channel, callback)
         self._connection = connection
 
     def _lose(self) -> None:

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -17,6 +19,7 @@ import pytest
 
 from callrouter.routing.sessions import Sessions
 from callrouter.store import leases
+from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.notifications import Notifications
@@ -234,3 +237,77 @@ async def test_a_node_that_lost_its_listen_connection_reads_again_and_is_right(
 
     await until(caught_up, "the node listening again and reading back what it missed")
     assert third in cluster.index(deaf).values()
+
+
+class CuttableLink:
+    """A Unix-socket relay between a node and PostgreSQL that the test can cut (every
+    connection reset, new ones refused) and mend: the database is away for that node only."""
+
+    def __init__(self, dsn: str, directory: Path) -> None:
+        query = parse_qs(urlsplit(dsn).query)
+        host, port = query["host"][0], query["port"][0]
+        self.target = f"{host}/.s.PGSQL.{port}"
+        self.path = str(directory / f".s.PGSQL.{port}")
+        self.dsn = dsn.replace(f"host={host}", f"host={directory}")
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def mend(self) -> None:
+        self.server = await asyncio.start_unix_server(self._relay, self.path)
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        for writer in list(self.writers):
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+
+async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_the_ones_it_has(
+    database_dsn: str, stack: AsyncExitStack, tmp_path: Path
+) -> None:
+    """New visits fail with the database's outage error (the API's 503 problem+json); a
+    heartbeat of a lease in the node's index is served from memory and written once the
+    database is back, so the lease outlives the hold the database last knew."""
+    cluster = await make_cluster(database_dsn, stack, "reuse_oldest")
+    link = CuttableLink(database_dsn, tmp_path)
+    await link.mend()
+    cluster.dsn = link.dsn
+    node = await cluster.add_node()
+    session_id = await cluster.visit(node, "visitor-1")
+    (number,) = [n for n, s in (await cluster.truth()).items() if s == session_id]
+
+    await link.cut()
+    with pytest.raises(OUTAGE_ERRORS):
+        await cluster.visit(node, "visitor-2")
+    cluster.clock.now += 50
+    visit = await node.heartbeat(session_id)
+    assert visit is not None and visit.record.lease_expires_at is not None
+    assert visit.record.lease_expires_at.timestamp() == cluster.clock() + HOLD
+    cluster.clock.now += 20  # past the hold PostgreSQL knows (leased at 0, until 60)
+    attribution = node.attribute(number)
+    assert attribution is not None and attribution.session_id == session_id
+
+    await link.mend()
+    assert await node.reconcile() == 1
+    row = await leases.of_number(cluster.db, number)
+    assert row is not None and row.session_id == session_id and row.expires_at is not None
+    assert row.expires_at.timestamp() == cluster.clock() - 20 + HOLD
+    assert (await cluster.truth())[number] == session_id
