@@ -57,9 +57,13 @@ def test_a_visit_leased_on_node_a_is_credited_with_a_call_that_lands_on_node_b(
     pbx = None
     try:
         asyncio.run(ensure_database(database.admin_dsn, DATABASE))
-        node_a = ServeProcess(workdir / "a", "--database-url", database.dsn).wait_ready()
+        node_a = ServeProcess(
+            workdir / "a", "--database-url", database.dsn, "--cluster-node", "node-a"
+        ).wait_ready()
         nodes.append(node_a)
-        node_b = ServeProcess(workdir / "b", "--database-url", database.dsn).wait_ready()
+        node_b = ServeProcess(
+            workdir / "b", "--database-url", database.dsn, "--cluster-node", "node-b"
+        ).wait_ready()
         nodes.append(node_b)
         key = node_a.operator_key
         assert key is not None
