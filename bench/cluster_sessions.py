@@ -53,7 +53,7 @@ async def _timed(work: Callable[[int], Awaitable[object]], count: int) -> list[f
     return samples
 
 
-async def lease_latency(dsn: str, count: int) -> None:
+async def lease_latency(dsn: str, pgdata: Path, count: int) -> None:
     db = await create_pool(dsn, min_size=2, max_size=4, wait_for_disk=False)  # as serve's
     try:
         client = await CLIENTS.insert(db, {}, {"name": "Bench"})
@@ -89,7 +89,9 @@ async def lease_latency(dsn: str, count: int) -> None:
 
         await _timed(select_one, 200)  # warm the pool's connections and statement caches
         reference = _ms(await _timed(select_one, count))
+        before = _cpu(server_processes(pgdata))
         created = _ms(await _timed(new_visit, count))
+        per_visit = (_cpu(server_processes(pgdata)) - before) / count
         renewed = _ms(await _timed(heartbeat, count))
         looked_up = _ms(await _timed(attribute, count))
     finally:
@@ -107,6 +109,7 @@ async def lease_latency(dsn: str, count: int) -> None:
             f"  {name}: {p50:7.3f} / {p99:7.3f}   "
             f"x{p50 / reference[0]:.1f} the reference, +{extra:.3f} ms p50"
         )
+    print(f"  PostgreSQL CPU per new visit, one at a time: {per_visit * 1e3:7.3f} ms")
     print(
         f"  call attribution from the node's index:      {looked_up[0]:7.4f} / {looked_up[1]:7.4f}"
     )
@@ -245,7 +248,7 @@ def main() -> None:
                 await connection.close()
 
         asyncio.run(prepare())
-        asyncio.run(lease_latency(dsn, args.leases))
+        asyncio.run(lease_latency(dsn, server.pgdata, args.leases))
         throughput(server, root, args.seconds, args.connections)
     finally:
         server.stop()

@@ -112,15 +112,16 @@ async def take(
                 SELECT $4::timestamptz AS now,
                        $4::timestamptz - $6::float8 * interval '1 second' AS graced
             ), pick AS (
+                -- Released longest ago first (never leased before all), then, for
+                -- reuse_oldest, the live lease idle longest: a lease's end is its last
+                -- activity plus the pool's hold, so one index order serves all three.
                 SELECT number, session_id AS previous,
                        CASE WHEN expires_at IS NULL OR expires_at < graced THEN 0
                             WHEN expires_at <= now THEN 1 ELSE 2 END AS tier
                   FROM number_leases, args
                  WHERE pool_id = $1
                    AND ($7::text = 'reuse_oldest' OR expires_at IS NULL OR expires_at < graced)
-                 ORDER BY tier,
-                          CASE WHEN expires_at > now THEN last_seen_at ELSE expires_at END
-                              NULLS FIRST
+                 ORDER BY expires_at NULLS FIRST
                  LIMIT 1
                    FOR UPDATE OF number_leases SKIP LOCKED
             ), leased AS (
