@@ -1,6 +1,7 @@
 """Dynamic number insertion: sessions created per second over HTTP against a bare aiohttp
-handler (same run), the pool's lease+lookup cost per operation, and memory per live session
-with 1,000,000 sessions.
+handler (same run), a node's index cost per lease row and lookup, and memory per live session
+with 1,000,000 sessions. What a lease costs through PostgreSQL, and several nodes:
+bench/cluster_sessions.py.
 
     python3 bench/sessions.py [--seconds 10] [--connections 32] [--sessions 1000000]
 """
@@ -24,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.http_load import call, lua_script, start_bare, wrk  # noqa: E402
-from callrouter.routing.pool import NumberPool  # noqa: E402
-from callrouter.routing.sessions import LivePool, Sessions  # noqa: E402
-from callrouter.store.pools import Pool  # noqa: E402
+from callrouter.routing.pool import Lease, NumberPool  # noqa: E402
+from callrouter.routing.sessions import Visit  # noqa: E402
+from callrouter.store.sessions import SessionRecord  # noqa: E402
 from tests.e2e.serve import ServeProcess  # noqa: E402
 
 BARE_SERVER = """
@@ -129,70 +130,64 @@ def http_figures(seconds: int, connections: int) -> None:
 
 
 def pool_figures() -> None:
+    """A node's index: applying a lease row (as its NOTIFY arrives) and the call's lookup."""
     numbers = [f"+4415155{i:05d}" for i in range(10_000)]
     pool = NumberPool(numbers, hold=1800.0, grace=1800.0)
-    sessions = [uuid.uuid4() for _ in range(200_000)]
+    count = 200_000
     start = time.perf_counter()
     now = 0.0
-    for i, session in enumerate(sessions):
+    for i in range(count):
         now += 0.01
-        lease = pool.lease(session, f"v{i}", now)
-        if lease is not None:
-            pool.holder(lease.number, now)
+        number = numbers[i % len(numbers)]
+        pool.apply(number, Lease(number, uuid.uuid4(), f"v{i}", now, now, now + 1800.0), i, now)
+        pool.holder(number, now)
     elapsed = time.perf_counter() - start
     print(
-        f"pool of {len(numbers):,} numbers, {len(sessions):,} lease+lookup pairs "
-        f"(expiry and reuse included): {elapsed / len(sessions) * 1e6:.2f} µs per pair"
+        f"index of {len(numbers):,} numbers, {count:,} row-apply+lookup pairs: "
+        f"{elapsed / count * 1e6:.2f} µs per pair"
     )
-
-
-class _NoDatabase:
-    """Sessions never touch the database between flushes; the memory figure needs none."""
 
 
 def memory_figures(count: int) -> None:
-    pool_row = Pool(
-        id=uuid.uuid4(),
-        client_id=uuid.uuid4(),
-        name="bench",
-        public_key="pk_bench",
-        allowed_origins=[],
-        target_numbers=[],
-        lease_hold_seconds=86400,
-        grace_seconds=0,
-        exhaustion_policy="reuse_oldest",
-        default_number_id=None,
-        default_source="direct",
-        form_fields=[],
-        attribution_model="last_non_direct",
-        created_at=datetime.now(UTC),
-        updated_at=datetime.now(UTC),
-    )
+    """What a node keeps per live session: its lease in the index and its visit's record."""
     numbers = [f"+44{i:010d}" for i in range(count)]
-    clock = [1_795_600_000.0]
-    service = Sessions(_NoDatabase(), lambda: clock[0])  # type: ignore[arg-type]
-    live = LivePool(pool_row, NumberPool(numbers, hold=86400.0, grace=0.0), None)
-    service.pools[pool_row.id] = live
+    clock = 1_795_600_000.0
+    at = datetime.fromtimestamp(clock, UTC)
+    index = NumberPool(numbers, hold=86400.0, grace=0.0)
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    page = "https://www.acme.example/landing?utm_source=google&utm_medium=cpc&utm_campaign=x"
-    for i in range(count):
-        service.start(
-            live,
-            visitor_id=f"visitor-{i}",
-            page_url=page,
-            referrer=None,
-            user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
-            ip="192.0.2.7",
+    touch = {"source": "google", "medium": "cpc", "campaign": "x", "channel": "paid_search"}
+    visits = {}
+    for i, number in enumerate(numbers):
+        session_id = uuid.uuid4()
+        index.apply(
+            number, Lease(number, session_id, f"visitor-{i}", clock, clock, clock + 86400), 1, clock
         )
-    service._dirty.clear()  # what the write-behind holds between flushes is not per session
+        visits[session_id] = Visit(
+            SessionRecord(
+                id=session_id,
+                client_id=session_id,
+                pool_id=session_id,
+                visitor_id=f"visitor-{i}",
+                number=number,
+                attribution=dict(touch),
+                user_agent="Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
+                ip_network="192.0.2.0/24",
+                created_at=at,
+                last_seen_at=at,
+                lease_expires_at=at,
+                ended=False,
+                touches={"first": touch, "last": touch},
+                journey=[{"url": "https://www.acme.example/landing", "title": None, "at": "x"}],
+            )
+        )
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     print(
-        f"{count:,} live sessions with leases: {used / count:,.0f} bytes per session "
-        f"({used / 2**20:,.0f} MiB in all)"
+        f"{count:,} live sessions in a node's memory (index + visit): {used / count:,.0f} bytes "
+        f"per session ({used / 2**20:,.0f} MiB in all)"
     )
 
 

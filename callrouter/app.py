@@ -31,6 +31,7 @@ from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
 from callrouter.checks import media_workers_answer, pool_figures, scrape_refresh
+from callrouter.cluster import ClusterNode, Duty, node_name
 from callrouter.config import Config, ConfigError, ConsoleConfig
 from callrouter.console import sessions as console_sessions
 from callrouter.console.site import install as install_console
@@ -64,7 +65,7 @@ from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.message import Limits
 from callrouter.sip.pike import FloodLimit, Pike
 from callrouter.sip.transactions import Timers
-from callrouter.store import api_keys, calls, numbers, trunks
+from callrouter.store import api_keys, calls, leases, numbers, trunks
 from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool, ensure_database
@@ -72,6 +73,7 @@ from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from callrouter.store.heartbeat import Heartbeat
 from callrouter.store.migrations import migrate
 from callrouter.store.notifications import Notifications
+from callrouter.store.numbers import Number
 from callrouter.store.spool import EventSpool
 from callrouter.supervisor import Supervisor
 from callrouter.transport.advertise import media_advertisement, parse_advertise
@@ -89,7 +91,8 @@ Say = Callable[[str], None]
 """Where start-up facts for the operator go (the CLI prints them)."""
 
 HEARTBEAT_SECONDS = 1.0
-"""How often the heartbeat file is written: an interrupted call's end is known to this."""
+"""How often the heartbeat file and the node's row are written: an interrupted call's end is
+known to this; so often too, free once-only duties are taken up."""
 NUMBERS_REFRESH_SECONDS = 10.0
 """How often every number is reloaded into the memory calls route from while the database
 is away."""
@@ -397,9 +400,18 @@ async def _start_sip(
         "number directory",
         lambda: directory.refresh(lambda: numbers.list_all(pool), NUMBERS_REFRESH_SECONDS),
     )
+
+    async def find_number(e164: str) -> Number | None:
+        """The dialled number; a pool number's lease and visit are made sure of first (the
+        call may follow a visit another node served)."""
+        number = await directory.find(e164)
+        if number is not None and number.pool_id is not None:
+            await visitor_sessions.prepare_call(e164)
+        return number
+
     front_door = FrontDoor(
         service.respond,
-        directory.find,
+        find_number,
         trunk_table,
         calls=b2bua,
         max_calls_per_trunk=sip.max_calls_per_trunk,
@@ -625,17 +637,30 @@ TRUNKS_CHANNEL = "trunks_changed"
 DISPOSAL_CHANNEL = "recording_disposed"
 
 
-def _dispose(recordings_service: Recordings) -> Callable[..., None]:
-    """A LISTEN callback: a recording row was deleted somewhere (migration 0007's trigger);
-    shred its key and file now rather than at the next start."""
-    tasks: set[asyncio.Task[int]] = set()
+DISPOSAL_POLL_SECONDS = 60.0
+"""How often the disposal duty looks for deletions without a NOTIFY (one sent while this node's
+LISTEN connection was down)."""
 
-    def on_change(_connection: object, _pid: int, _channel: str, _payload: str) -> None:
-        task = asyncio.get_running_loop().create_task(recordings_service.dispose_pending())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
 
-    return on_change
+async def _disposing(recordings_service: Recordings, deleted: asyncio.Event, say: Say) -> None:
+    """The recording-disposal duty: shred what is queued when it is taken up, then each time a
+    recording row is deleted somewhere (migration 0007's trigger NOTIFYs every node)."""
+    while True:
+        deleted.clear()
+        if shredded := await recordings_service.dispose_pending():
+            say(f"recordings: shredded {shredded} deleted recording(s)")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(deleted.wait(), DISPOSAL_POLL_SECONDS)
+
+
+async def _closing_lost_calls(
+    pool: asyncpg.Pool[asyncpg.Record], node_timeout: float, say: Say
+) -> None:
+    """The duty of closing, as interrupted, the open calls of nodes that are gone."""
+    while True:
+        for node, count in (await calls.close_on_lost_nodes(pool, node_timeout)).items():
+            say(f"cluster: closed {count} open call(s) of lost node {node} as interrupted")
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 async def _load_trunks(pool: asyncpg.Pool[asyncpg.Record], table: TrunkTable, say: Say) -> None:
@@ -673,6 +698,8 @@ def _reload_pool(visitor_sessions: Sessions) -> Callable[..., None]:
 async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
     """Start everything ``callrouter serve`` runs; stop it all on exit."""
     _check_advertise(config)
+    name = node_name(config.cluster.node)
+    _positive("cluster", node_timeout=config.cluster.node_timeout)
     async with AsyncExitStack() as stack:
         stack.enter_context(DataDirectoryLock(config.data_dir))
         availability = DatabaseAvailability()
@@ -684,6 +711,19 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
         stack.push_async_callback(pool.close)
+        # Leases commit without waiting for the disk: a WAL flush would cost each swap-script
+        # request milliseconds. A crash of PostgreSQL itself can lose the last instant of
+        # leases; those visits' next heartbeats find them gone (README: The pool across nodes).
+        lease_pool = await create_pool(
+            dsn, min_size=1, max_size=config.database.pool_max, wait_for_disk=False
+        )
+        stack.push_async_callback(lease_pool.close)
+        # Before anything is written: a second live node of this name is refused. Its duties
+        # stop before either pool closes.
+        node = ClusterNode(dsn, name, say, beat_every=HEARTBEAT_SECONDS)
+        last_alive = await node.join()
+        stack.push_async_callback(node.leave)
+        say(f"cluster: node {name}")
         # Background jobs are cancelled before the pool they use closes.
         supervisor = Supervisor()
         stack.push_async_callback(supervisor.stop)
@@ -696,13 +736,14 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         # were killed) are written first; only then are calls still open known interrupted.
         spool = EventSpool(config.data_dir / "spool", max_bytes=config.database.spool_max_bytes)
         journal = await stack.enter_async_context(
-            CallJournal(pool, spool, availability=availability)
+            CallJournal(pool, spool, availability=availability, node=name)
         )
         await journal.flushed()
         if journal.replayed:
             say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")
         heartbeat = Heartbeat(config.data_dir / "heartbeat")
-        if interrupted := await calls.close_interrupted(pool, heartbeat.last()):
+        # The file outlives a database outage; the node's row stands in when the file is lost.
+        if interrupted := await calls.close_interrupted(pool, heartbeat.last() or last_alive, name):
             say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
         supervisor.start("heartbeat", lambda: heartbeat.run(HEARTBEAT_SECONDS))
 
@@ -720,19 +761,24 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         stack.push_async_callback(notifications.stop)
         await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
 
-        # Pools and live leases are in memory before the API or SIP serves anything.
-        visitor_sessions = Sessions(pool, time.time, say)
+        # Pools and live leases are in memory before the API or SIP serves anything. Other
+        # nodes' changes are heard from before the read, so none falls between the two.
+        visitor_sessions = Sessions(lease_pool, time.time, say)
+        await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
+        await listener.add_listener(leases.LEASE_CHANNEL, visitor_sessions.on_lease)
+        await listener.add_listener(leases.SESSION_CHANNEL, visitor_sessions.on_session)
+        listener.on_lost(visitor_sessions.untrust)
+        listener.on_listening(visitor_sessions.resync)
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
         supervisor.start("session sweeper", visitor_sessions.run)
         metrics.state.sessions_live = lambda: visitor_sessions.live
         metrics.state.pools = lambda: pool_figures(visitor_sessions)
-        await listener.add_listener(POOL_CHANNEL, _reload_pool(visitor_sessions))
 
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
-        supervisor.start("webhook sender", webhook_sender.run)
+        node.duty(Duty.WEBHOOK_DELIVERIES, webhook_sender.run)
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 
         vault = Vault.from_config(config)
@@ -743,9 +789,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             webhooks=webhook_sender,
             calls_written=journal.flushed,
         )
-        if shredded := await recordings_service.dispose_pending():
-            say(f"recordings: shredded {shredded} recording(s) deleted before the last stop")
-        await listener.add_listener(DISPOSAL_CHANNEL, _dispose(recordings_service))
+        deleted = asyncio.Event()
+        await listener.add_listener(DISPOSAL_CHANNEL, lambda *_: deleted.set())
+        node.duty(Duty.RECORDING_DISPOSALS, lambda: _disposing(recordings_service, deleted, say))
         privacy_rights = await PrivacyRights.open(
             pool,
             config,
@@ -754,7 +800,16 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             live_sessions=visitor_sessions,
             say=say,
         )
-        supervisor.start("daily purge", lambda: privacy_rights.run_daily(say))
+        node.duty(Duty.RETENTION_PURGE, lambda: privacy_rights.run_daily(say))
+        node.duty(
+            Duty.CLOSE_LOST_CALLS,
+            lambda: _closing_lost_calls(pool, config.cluster.node_timeout, say),
+        )
+        # Stopped before the node leaves (its duties with it), so it does not join again.
+        metrics.state.duties = lambda: {duty.label: duty in node.held for duty in Duty}
+        cluster = Supervisor()
+        cluster.start("cluster node", node.run)
+        stack.push_async_callback(cluster.stop)
         account = _run_as(config, say)
         media_events = await _start_media(
             config,

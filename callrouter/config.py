@@ -380,6 +380,22 @@ class ConsoleConfig:
     smtp_timeout: float = setting(15.0, "Seconds an SMTP conversation may take.")
 
 
+class ClusterConfig:
+    """Several nodes on one PostgreSQL: this node's name and when another counts as dead."""
+
+    node: str = setting(
+        "",
+        "This node's name (letters, digits, '.', '_', '-'; at most 63), unique among the live "
+        "nodes on one database: a second live node of the same name is refused at start. "
+        "Empty: the host name.",
+    )
+    node_timeout: float = setting(
+        10.0,
+        "Seconds a node may go without a heartbeat before another node closes its open calls "
+        "as interrupted (only once the node's database session has gone too).",
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     """All of callrouter's settings."""
@@ -406,6 +422,7 @@ class Config:
     log: LogConfig = section(LogConfig, "Logging")
     metrics: MetricsConfig = section(MetricsConfig, "Metrics")
     console: ConsoleConfig = section(ConsoleConfig, "Web console")
+    cluster: ClusterConfig = section(ClusterConfig, "Cluster")
 
 
 @dataclass(frozen=True)

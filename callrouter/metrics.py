@@ -55,6 +55,8 @@ class State:
     """Delivery attempts by outcome (delivered, failed, gave_up)."""
     journal_lag: Callable[[], float] = lambda: 0.0
     """Seconds the oldest call event not yet written has waited (0 when none waits)."""
+    duties: Callable[[], Mapping[str, bool]] = dict
+    """Per once-only duty of the cluster: whether this node does it now."""
 
 
 class StateCollector(Collector):
@@ -122,6 +124,14 @@ class StateCollector(Collector):
             "Age of the oldest call event not yet written to the database.",
             s.journal_lag(),
         )
+        duties = GaugeMetricFamily(
+            f"{PREFIX}_cluster_duty",
+            "1 when this node does the once-only duty now (one node of the cluster should).",
+            labels=["duty"],
+        )
+        for duty, held in sorted(s.duties().items()):
+            duties.add_metric([duty], 1 if held else 0)
+        yield duties
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

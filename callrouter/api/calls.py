@@ -18,7 +18,7 @@ from callrouter.api.endpoints import (
 from callrouter.api.fields import e164, timestamp, uuid
 from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Field, Schema
-from callrouter.api.state import CALL_CONTROL, DATABASE, SESSIONS
+from callrouter.api.state import CALL_CONTROL, DATABASE
 from callrouter.api.visits import JOURNEY, TOUCHES
 from callrouter.store import calls
 from callrouter.store import sessions as session_store
@@ -191,16 +191,9 @@ def view(
 
 
 async def visits_of(ctx: RequestContext, session_ids: list[UUID]) -> dict[UUID, SessionRecord]:
-    """The calls' visits: live ones from memory (the write-behind may not have written their
-    latest page yet), the others from PostgreSQL; only the asking client's."""
-    live = ctx.app().get(SESSIONS)
-    found: dict[UUID, SessionRecord] = {}
-    for session_id in session_ids:
-        visit = live.visit(session_id) if live is not None else None
-        if visit is not None and ctx.scope in (None, visit.record.client_id):
-            found[session_id] = visit.record
-    missing = [s for s in session_ids if s not in found]
-    return {**await session_store.of_ids(ctx.app()[DATABASE], ctx.scope, missing), **found}
+    """The calls' visits, only the asking client's (PostgreSQL has every page view: each is
+    written before the page gets its answer)."""
+    return await session_store.of_ids(ctx.app()[DATABASE], ctx.scope, session_ids)
 
 
 async def list_(ctx: RequestContext) -> web.Response:

@@ -21,7 +21,7 @@ from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Field, Schema
 from callrouter.api.state import DATABASE, PUBLIC_RATE, SESSIONS, WEBHOOK_SENDER
 from callrouter.numbering import number_parts
-from callrouter.routing.sessions import LivePool, Sessions
+from callrouter.routing.sessions import LivePool, Sessions, Visit
 from callrouter.store import sessions as session_store
 from callrouter.store.ids import new_id
 
@@ -153,7 +153,7 @@ def _parts(e164: str | None) -> dict[str, str] | None:
 
 async def create(ctx: RequestContext) -> web.Response:
     live = _admit(ctx)
-    visit, shown = _sessions(ctx).start(
+    visit, shown = await _sessions(ctx).start(
         live,
         visitor_id=ctx.body.get("visitor_id"),
         page_url=ctx.body["page_url"],
@@ -175,8 +175,8 @@ async def create(ctx: RequestContext) -> web.Response:
     )
 
 
-def _own_visit(ctx: RequestContext, live: LivePool, session_id: uuid.UUID) -> Any:
-    visit = _sessions(ctx).visit(session_id)
+async def _own_visit(ctx: RequestContext, live: LivePool, session_id: uuid.UUID) -> Visit:
+    visit = await _sessions(ctx).visit(session_id)
     if visit is None or visit.record.pool_id != live.pool.id:
         raise not_found("session")
     return visit
@@ -185,29 +185,29 @@ def _own_visit(ctx: RequestContext, live: LivePool, session_id: uuid.UUID) -> An
 async def heartbeat(ctx: RequestContext) -> web.Response:
     live = _admit(ctx)
     session_id = ctx.path_id("session_id", "session")
-    _own_visit(ctx, live, session_id)
-    visit = _sessions(ctx).heartbeat(session_id)
-    assert visit is not None
+    await _own_visit(ctx, live, session_id)
+    visit = await _sessions(ctx).heartbeat(session_id)
+    if visit is None:
+        raise not_found("session")
     return json_response({"lease_expires_at": visit.record.lease_expires_at})
 
 
 async def end(ctx: RequestContext) -> web.Response:
     live = _admit(ctx)
     session_id = ctx.path_id("session_id", "session")
-    _own_visit(ctx, live, session_id)
-    _sessions(ctx).end(session_id)
+    await _own_visit(ctx, live, session_id)
+    await _sessions(ctx).end(session_id)
     return web.Response(status=204)
 
 
 async def submit_form(ctx: RequestContext) -> web.Response:
     live = _admit(ctx)
     session_id = uuid.UUID(ctx.body["session_id"])
-    visit = _own_visit(ctx, live, session_id)
+    visit = await _own_visit(ctx, live, session_id)
     # Only the fields the client listed are kept, whatever a page sends.
     listed = set(live.pool.form_fields)
     fields = {k: v for k, v in (ctx.body.get("fields") or {}).items() if k in listed}
     sessions = _sessions(ctx)
-    await sessions.flush()  # the form row refers to the session row
     form_id = new_id()
     at = datetime.fromtimestamp(sessions.clock(), UTC)  # the clock its session's times use
     await session_store.insert_form(

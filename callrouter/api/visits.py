@@ -2,8 +2,8 @@
 
 The swap script writes sessions and forms through the public routes in ``api.sessions``; these
 routes let the client see them directly: a visit's attribution, both touches, its journey, its
-number and what it led to. Listing reads PostgreSQL, which the write-behind keeps at most about
-a second behind; one session is read from memory while its visit is live.
+number and what it led to, read from PostgreSQL (each page view is written before the page gets
+its answer).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from callrouter.api.endpoints import (
 from callrouter.api.fields import timestamp, uuid
 from callrouter.api.problems import not_found
 from callrouter.api.schema import Field, Schema
-from callrouter.api.state import DATABASE, SESSIONS
+from callrouter.api.state import DATABASE
 from callrouter.numbering import number_parts
 from callrouter.store import sessions as session_store
 from callrouter.store.sessions import Form, SessionFilter, SessionRecord
@@ -183,9 +183,7 @@ async def list_sessions(ctx: RequestContext) -> web.Response:
 async def get_session(ctx: RequestContext) -> web.Response:
     session_id = ctx.path_id("session_id", "session")
     db = ctx.app()[DATABASE]
-    live = ctx.app().get(SESSIONS)
-    visit = live.visit(session_id) if live is not None else None
-    record = visit.record if visit is not None else await session_store.get(db, session_id)
+    record = await session_store.get(db, session_id)
     if record is None or (ctx.scope is not None and record.client_id != ctx.scope):
         raise not_found("session")
     forms = await session_store.forms_page(db, record.client_id, None, 10_000, session_id=record.id)

@@ -62,8 +62,8 @@ class LiveSessions(Protocol):
     """The router's visits in memory (``routing.sessions.Sessions``)."""
 
     def forget(self, session_ids: Collection[UUID]) -> None:
-        """Drop these visits from memory and from the write-behind queue, releasing their
-        leases, so an erased visit is neither written back nor used to attribute a call."""
+        """Drop these visits from memory and from the renewals waiting for the database, so
+        an erased visit is neither written back nor used to attribute a call."""
         ...
 
 
@@ -239,7 +239,8 @@ async def erase(
             request_id=request_id,
         )
     if live_sessions is not None and rows.session_ids:
-        # Again after the commit: a write-behind batch in flight during the erasure is gone now.
+        # Again after the commit: a request served during the erasure may have read the visit
+        # into memory again.
         live_sessions.forget(rows.session_ids)
     shredding = await shred(archive) if removed.recordings else "done"
     notices: tuple[str, ...] = ()

@@ -49,6 +49,7 @@ from callrouter.routing.events import (
     TimerFired,
 )
 from callrouter.routing.forking import Forking
+from callrouter.routing.outbound import dialog_response
 from callrouter.sip.message import Response
 
 __all__ = ["SHUTDOWN", "Controller"]
@@ -202,7 +203,7 @@ class Controller(Forking):
             self._next_step(call)  # unheard: the prompt's media would not reach the caller
             return
         sdp, codec = self.media.early_answer(str(call.id))
-        progress = call.request.response(183, to_tag=call.local_tag)
+        progress = dialog_response(call.request, 183, call.local_tag)
         progress.headers.add("Contact", f"<{self._contact(call.flow)}>")
         progress.headers.add("Content-Type", "application/sdp")
         progress.body = sdp

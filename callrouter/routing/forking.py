@@ -31,7 +31,12 @@ from callrouter.routing.call_states import (
 from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording
 from callrouter.routing.events import Resolved
 from callrouter.routing.in_dialog import InDialogRelay
-from callrouter.routing.outbound import ack_request, dialog_flow, outbound_invite
+from callrouter.routing.outbound import (
+    ack_request,
+    dialog_flow,
+    dialog_response,
+    outbound_invite,
+)
 from callrouter.sip.dialogs import AnswerRepeater, Dialog
 from callrouter.sip.message import Response
 
@@ -290,7 +295,7 @@ class Forking(InDialogRelay):
         branch.state = next_branch_state(branch.state, BranchInput.PROVISIONAL)
         relayed = 183 if response.body else 180
         if not call.ringing or response.body:
-            answer = call.request.response(relayed, to_tag=call.local_tag)
+            answer = dialog_response(call.request, relayed, call.local_tag)
             answer.headers.add("Contact", f"<{self._contact(call.flow)}>")
             if response.body:
                 answer.headers.add("Content-Type", "application/sdp")
@@ -324,7 +329,7 @@ class Forking(InDialogRelay):
         self._stop_timer(call, "ring")
         self._cancel_branches(call)
         self._record(AttemptAnswered(call.id, branch.seq, self._wall))
-        ok = call.request.response(200, to_tag=call.local_tag)
+        ok = dialog_response(call.request, 200, call.local_tag)
         ok.headers.add("Contact", f"<{self._contact(call.flow)}>")
         if response.body:
             ok.headers.add(

@@ -17,7 +17,7 @@ from callrouter.sip.dialogs import Dialog
 from callrouter.sip.errors import SipError
 from callrouter.sip.events import Flow
 from callrouter.sip.headers import Headers
-from callrouter.sip.message import Request
+from callrouter.sip.message import Request, Response
 from callrouter.sip.uri import SipUri, parse_uri
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "contact_uri",
     "destination_uri",
     "dialog_flow",
+    "dialog_response",
     "outbound_invite",
     "presented_caller",
     "withheld",
@@ -149,3 +150,14 @@ def dialog_flow(dialog: Dialog, fallback: Flow, *, behind_nat: bool = False) -> 
     if isinstance(uri, SipUri) and uri.host[:1].isdigit():
         return Flow(uri.transport or fallback.transport, uri.host, uri.port or 5060)
     return fallback
+
+
+def dialog_response(request: Request, status: int, to_tag: str) -> Response:
+    """A response that creates the caller's dialog (18x, 2xx): Record-Route copied (RFC 3261
+    §12.1.1), so that a record-routing proxy in front (a carrier's SBC, Kamailio's dispatcher)
+    stays on the path of the caller's ACK, BYE and re-INVITE. The caller's own leg only: the
+    other leg never sees these (topology hiding)."""
+    response = request.response(status, to_tag=to_tag)
+    for route in request.headers.get_all("record-route"):
+        response.headers.add("Record-Route", route)
+    return response

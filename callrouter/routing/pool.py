@@ -1,25 +1,20 @@
-"""The hot number pool: tracking numbers leased to visitor sessions, all in memory.
+"""A node's index of one pool's leases: who holds each tracking number, in memory.
 
 Rules of this file:
-- Pure: every method takes ``now`` (seconds); nothing here reads a clock or does I/O. The
-  write-behind to PostgreSQL reads ``changes()``.
-- Every lookup the hot paths make is a dict access: the number a carrier dialled (each INVITE),
-  the session of a swap-script request, the visitor coming back.
-- A lease lives while its page sends heartbeats, plus ``hold`` seconds after the last one.
-  Released numbers queue in release order; the next lease takes the number released longest
-  ago, and prefers numbers out of their grace window (so a late call still finds its visit).
-- Exhausted (every number leased, or every free number still in grace): ``reuse_oldest`` takes
-  the free number released longest ago even inside its grace; with none free at all it takes
-  the lease of the least recently active session (the page idle longest: leases are kept in
-  order of their last heartbeat), which loses its number. Under ``default_number`` the visitor
-  gets the pool's default number and no lease. Each exhaustion is counted. Outside reuse, a
-  number with a live lease is never given to a second session.
+- Pure: every method takes ``now`` (seconds); nothing here reads a clock or does I/O.
+- PostgreSQL decides every lease (``store.leases``); this index mirrors its rows so the hot
+  paths (each INVITE, each swap-script request) are a dict access. Rows arrive from this
+  node's own statements and from other nodes' NOTIFYs, in any order: each carries the row's
+  version and an older version never replaces a newer one.
+- A lease lives until ``expires_at`` (its page's last heartbeat plus the pool's hold); after
+  that its number still attributes calls to it for ``grace`` seconds.
+- Exhaustions are counted where they happen (the node that gave the default number or took a
+  number in its grace); the sizing advice covers the most visits that wanted a number at once.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -28,19 +23,16 @@ __all__ = ["Lease", "NumberPool", "PoolStats"]
 
 @dataclass(slots=True)
 class Lease:
-    """One number held by one session."""
+    """A number's holder as last seen: live until ``expires_at``, then within grace."""
 
     number: str
     session_id: UUID
     visitor_id: str | None
     leased_at: float
     last_seen: float
-    hold: float
+    expires_at: float
     ended: bool = False
-
-    @property
-    def expires_at(self) -> float:
-        return self.last_seen + self.hold
+    version: int = 0
 
 
 @dataclass(slots=True)
@@ -56,12 +48,12 @@ class PoolStats:
 
 @dataclass(eq=False)
 class NumberPool:
-    """One pool's numbers.
+    """One pool's numbers and their latest holders.
 
     :param numbers: the pool's tracking numbers (E.164).
     :param hold: seconds a lease outlives its last heartbeat.
     :param grace: seconds a released number still attributes calls to its last holder.
-    :param policy: ``reuse_oldest`` or ``default_number`` (see the module rules).
+    :param policy: ``reuse_oldest`` or ``default_number`` (``store.leases`` applies it).
     """
 
     numbers: list[str]
@@ -72,144 +64,62 @@ class NumberPool:
     peak: int = 0
     peak_demand: int = 0
     _overflow: list[float] = field(default_factory=list)
-    _free: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    _leases: OrderedDict[str, Lease] = field(default_factory=OrderedDict)
-    """Live leases, least recently active first."""
+    _holders: dict[str, Lease] = field(default_factory=dict)
+    _versions: dict[str, int] = field(default_factory=dict)
+    """The newest row version seen per number (a freed number has a version, no holder)."""
     _by_session: dict[UUID, Lease] = field(default_factory=dict)
-    _by_visitor: dict[str, Lease] = field(default_factory=dict)
-    _last_holder: dict[str, tuple[Lease, float]] = field(default_factory=dict)
-    _expiry: list[tuple[float, str, UUID]] = field(default_factory=list)
-    _changed: dict[UUID, Lease] = field(default_factory=dict)
-    _revoked: list[Lease] = field(default_factory=list)
+    _members: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        for number in self.numbers:
-            self._free[number] = float("-inf")  # never leased: released "longest ago"
+        self._members = frozenset(self.numbers)
 
-    # -- the swap script's side ---------------------------------------------------------------
-
-    def lease(self, session_id: UUID, visitor_id: str | None, now: float) -> Lease | None:
-        """A number for a new session; the visitor's own live lease when they come back.
-
-        None means the pool is exhausted under ``default_number`` (or has no free number at
-        all): show the pool's default number.
-        """
-        self.expire(now)
-        if visitor_id is not None:
-            mine = self._by_visitor.get(visitor_id)
-            if mine is not None:
-                self._rebind(mine, session_id, now)
-                return mine
-        number = self._pick(now)
-        if number is None:
-            return None
-        lease = Lease(number, session_id, visitor_id, now, now, self.hold)
-        del self._free[number]
-        self._leases[number] = lease
-        self._by_session[session_id] = lease
-        if visitor_id is not None:
-            self._by_visitor[visitor_id] = lease
-        self.peak = max(self.peak, len(self._leases))
-        self._note_demand(now)
-        self._schedule(lease)
-        self._changed[session_id] = lease
-        return lease
-
-    def heartbeat(self, session_id: UUID, now: float) -> Lease | None:
-        """The page is still open: the lease lives ``hold`` seconds from now."""
-        lease = self._by_session.get(session_id)
-        if lease is None or lease.expires_at <= now:
-            return None
-        lease.last_seen = now
-        lease.ended = False
-        self._leases.move_to_end(lease.number)
-        self._schedule(lease)
-        self._changed[session_id] = lease
-        return lease
-
-    def end(self, session_id: UUID, now: float) -> None:
-        """The page was closed: the hold starts now (a call may still follow the visit)."""
-        lease = self._by_session.get(session_id)
+    def apply(self, number: str, lease: Lease | None, version: int, now: float) -> bool:
+        """The row of ``number`` at ``version``: ``lease`` holds it (or held it last), or
+        nobody does. False (and nothing changes) when a newer version was seen already."""
+        if number not in self._members:
+            return False  # not (or no longer) this pool's number
+        if self._versions.get(number, -1) >= version:
+            return False
+        self._versions[number] = version
+        old = self._holders.pop(number, None)
+        if old is not None and self._by_session.get(old.session_id) is old:
+            del self._by_session[old.session_id]
         if lease is not None:
-            lease.last_seen = now
-            lease.ended = True
-            self._leases.move_to_end(lease.number)
-            self._schedule(lease)
-            self._changed[session_id] = lease
+            self._holders[number] = lease
+            self._by_session[lease.session_id] = lease
+            if lease.expires_at > now:
+                self.peak = max(self.peak, self.leased(now))
+                self._note_demand(now)
+        return True
 
     def session(self, session_id: UUID, now: float) -> Lease | None:
         """The live lease of a session."""
         lease = self._by_session.get(session_id)
         return lease if lease is not None and lease.expires_at > now else None
 
-    # -- the carrier's side ---------------------------------------------------------------------
-
     def holder(self, number: str, now: float) -> Lease | None:
         """Whose call this is: the live lease of ``number``, else its last holder within grace."""
-        self.expire(now)
-        lease = self._leases.get(number)
-        if lease is not None:
-            return lease
-        last = self._last_holder.get(number)
-        if last is not None and now - last[1] <= self.grace:
-            return last[0]
-        return None
+        lease = self._holders.get(number)
+        if lease is None or now - lease.expires_at > self.grace:
+            return None
+        return lease
 
-    # -- housekeeping ---------------------------------------------------------------------------
+    def leased(self, now: float) -> int:
+        return sum(1 for lease in self._holders.values() if lease.expires_at > now)
 
-    def expire(self, now: float) -> list[Lease]:
-        """Release the leases whose hold has run out (O(expired), amortised)."""
-        released = []
-        while self._expiry and self._expiry[0][0] <= now:
-            at, number, session_id = heapq.heappop(self._expiry)
-            lease = self._leases.get(number)
-            if lease is None or lease.session_id != session_id or lease.expires_at != at:
-                continue  # a stale entry: the lease was renewed or is gone
-            self._release(lease, at)
-            released.append(lease)
-        return released
+    def note_exhausted(self, now: float, *, wants_number: bool) -> None:
+        """The pool had no number out of its grace for a visit; ``wants_number``: the visit (or
+        the one whose number was taken) is shown the default number for a hold."""
+        self.exhaustions += 1
+        if wants_number:
+            heapq.heappush(self._overflow, now + self.hold)
+        self._note_demand(now)
 
-    def revoked(self) -> list[Lease]:
-        """Leases ``reuse_oldest`` took from their sessions since the last call: their hold is
-        over (``expires_at`` is when they were taken), so their visits can be written so."""
-        taken, self._revoked = self._revoked, []
-        return taken
-
-    def changes(self) -> list[Lease]:
-        """Leases created or touched since the last call (for the write-behind)."""
-        changed, self._changed = list(self._changed.values()), {}
-        return changed
-
-    def restore(self, lease: Lease, now: float) -> None:
-        """Put back a lease read from the database after a restart (if it still lives)."""
-        if lease.expires_at <= now or lease.number not in self._free:
-            return
-        del self._free[lease.number]
-        self._leases[lease.number] = lease
-        self._by_session[lease.session_id] = lease
-        if lease.visitor_id is not None:
-            self._by_visitor[lease.visitor_id] = lease
-        self.peak = max(self.peak, len(self._leases))
-        self._schedule(lease)
-
-    def remember(self, lease: Lease, released_at: float) -> None:
-        """A lease read back after a restart that has ended: its number attributes calls to it
-        for the rest of its grace, and queues for reuse in release order."""
-        if lease.number in self._free:
-            self._free[lease.number] = released_at
-            self._free.move_to_end(lease.number)
-            self._last_holder[lease.number] = (lease, released_at)
-
-    def adopt(self, old: NumberPool, now: float) -> None:
-        """Take over the leases and counters of this pool's previous settings (a reload)."""
-        for number, (lease, at) in old._last_holder.items():
-            if number in self._free and number not in old._leases:
-                self.remember(lease, at)
-        for lease in old._leases.values():
-            lease.hold = self.hold
-            self.restore(lease, now)
-        self.exhaustions, self.peak = old.exhaustions, old.peak
-        self.peak_demand = old.peak_demand
+    def forget(self, session_id: UUID) -> None:
+        """An erased visit: its lease leaves the index at once (the database freed its row)."""
+        lease = self._by_session.pop(session_id, None)
+        if lease is not None and self._holders.get(lease.number) is lease:
+            del self._holders[lease.number]
 
     def stats(self, now: float) -> PoolStats:
         """Sizes and counters. The recommendation covers the most visits ever wanting a number
@@ -218,63 +128,13 @@ class NumberPool:
         self._note_demand(now)
         return PoolStats(
             len(self.numbers),
-            len(self._leases),
+            self.leased(now),
             self.peak,
             self.exhaustions,
             max(1, -(-self.peak_demand * 5 // 4)),
         )
 
-    # -- internals ----------------------------------------------------------------------------
-
-    def _pick(self, now: float) -> str | None:
-        number = next(iter(self._free), None)
-        if number is not None and now - self._free[number] > self.grace:
-            return number
-        # Exhausted: nothing free, or every free number still attributes calls to its last visit.
-        self.exhaustions += 1
-        if self.policy == "reuse_oldest":
-            if number is not None:
-                return number
-            if self._leases:
-                return self._revoke(next(iter(self._leases.values())), now)
-        heapq.heappush(self._overflow, now + self.hold)  # a visit shown the default number
-        self._note_demand(now)
-        return None
-
-    def _revoke(self, lease: Lease, now: float) -> str:
-        """Take the number of the session idle longest; calls to it now reach the new visit."""
-        lease.last_seen = now - lease.hold
-        lease.ended = True
-        self._release(lease, now)
-        self._revoked.append(lease)
-        heapq.heappush(self._overflow, now + self.hold)  # its page still wants a number
-        self._note_demand(now)
-        return lease.number
-
     def _note_demand(self, now: float) -> None:
         while self._overflow and self._overflow[0] <= now:
             heapq.heappop(self._overflow)
-        self.peak_demand = max(self.peak_demand, len(self._leases) + len(self._overflow))
-
-    def _release(self, lease: Lease, at: float) -> None:
-        del self._leases[lease.number]
-        self._by_session.pop(lease.session_id, None)
-        if lease.visitor_id is not None and self._by_visitor.get(lease.visitor_id) is lease:
-            del self._by_visitor[lease.visitor_id]
-        self._free[lease.number] = at
-        self._last_holder[lease.number] = (lease, at)
-
-    def _rebind(self, lease: Lease, session_id: UUID, now: float) -> None:
-        """The same visitor opened a new page: the new session takes over the lease."""
-        if lease.session_id != session_id:
-            self._by_session.pop(lease.session_id, None)
-            lease.session_id = session_id
-            self._by_session[session_id] = lease
-        lease.last_seen = now
-        lease.ended = False
-        self._leases.move_to_end(lease.number)
-        self._schedule(lease)
-        self._changed[session_id] = lease
-
-    def _schedule(self, lease: Lease) -> None:
-        heapq.heappush(self._expiry, (lease.expires_at, lease.number, lease.session_id))
+        self.peak_demand = max(self.peak_demand, self.leased(now) + len(self._overflow))

@@ -1,4 +1,5 @@
-"""Visitor sessions: every pool in memory, leases for the swap script, attribution for calls.
+"""Visitor sessions: every pool's leases indexed in memory, sessions for the swap script,
+attribution for calls; PostgreSQL holds the truth, shared by every node.
 
 A session is a visit, not a page view: a page view of a visitor whose last activity is within
 the pool's lease hold continues their session and keeps its number. The visit's entry page sets
@@ -7,24 +8,31 @@ and so is a return visit's entry page unless it is direct. Each session keeps th
 first touch and latest non-direct touch; the pool's ``attribution_model`` says which of the two
 its calls and forms are credited to. Clicks within the client's own sites are never a source.
 
-The hot paths (a swap-script request, an INVITE) touch only memory. New and changed sessions
-are written behind in batches (``flush``, every second from ``run``); at start, pools are loaded
-and the leases still alive (or in grace) are read back before the first call is routed. Pool
-settings and membership reload when PostgreSQL notifies a change (``reload``). Visits erased
-by a privacy request or the retention purge are forgotten (``forget``): they leave memory,
-their numbers are free at once, and the write-behind never writes them back.
+Each swap-script request is one transaction: the lease (``store.leases``, one row per number)
+and the session row are written before the page gets its answer, so the next request of the
+visit, or the visitor's call, may reach any node. Each node keeps an index of the leases and a
+cache of the visits that hold them, so an INVITE is attributed without a round trip. The index
+follows the database through NOTIFYs (``on_lease``, ``on_session``); it is read again whole at
+start and after the LISTEN connection was lost (``resync``), and a number it cannot vouch for
+is read at call time (``prepare_call``). While the database is away, new sessions are refused
+(the API answers 503: a lease given without it could be given twice) and heartbeats of leases
+in the index are served from memory, written when it is back (``reconcile``). Visits erased by
+a privacy request or the retention purge are forgotten (``forget``); the database frees their
+numbers on every node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections import defaultdict
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
+
+import asyncpg
 
 from callrouter.routing.pool import Lease, NumberPool, PoolStats
 from callrouter.routing.visit import (
@@ -34,22 +42,29 @@ from callrouter.routing.visit import (
     origin_from_page,
     truncate_ip,
 )
+from callrouter.store import leases as lease_store
 from callrouter.store import numbers as number_store
 from callrouter.store import pools as pool_store
-from callrouter.store import privacy as privacy_store
 from callrouter.store import sessions as session_store
-from callrouter.store.database import Executor
+from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.ids import new_id
+from callrouter.store.leases import LeaseRow
 from callrouter.store.pools import Pool
 from callrouter.store.sessions import SessionRecord
 
 __all__ = ["ATTRIBUTION_MODELS", "JOURNEY_LENGTH", "Attribution", "LivePool", "Sessions", "Visit"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ATTRIBUTION_MODELS = ("first_touch", "last_non_direct")
 JOURNEY_LENGTH = 50
 """Page views kept per visit (the latest ones): a journey, not a clickstream archive."""
+TRANSACTION_TRIES = 3
+"""Attempts at a swap-script request's transaction when PostgreSQL undoes it to break a
+deadlock."""
+CALL_READ_TIMEOUT = 1.0
+"""Seconds a call waits for the database to vouch for its number before memory answers."""
 
 
 @dataclass(eq=False)
@@ -63,10 +78,9 @@ class LivePool:
 
 @dataclass(eq=False)
 class Visit:
-    """One session in memory."""
+    """One session in memory: its record as last read or written here."""
 
     record: SessionRecord
-    lease: Lease | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,61 +124,46 @@ def _is_direct(touch: dict[str, Any]) -> bool:
 class Sessions:
     """The pools, their leases and the sessions holding them.
 
-    :param db: where sessions are written behind and read back.
+    :param db: where leases and sessions are stored (shared by every node).
     :param clock: seconds since the epoch (the reactor's clock; a fake one in tests).
     """
 
-    db: Executor
+    db: asyncpg.Pool[asyncpg.Record]
     clock: Callable[[], float]
     announce: Callable[[str], None] = field(default=log.info)
     """Where pool reloads are reported (the operator's console)."""
     pools: dict[uuid.UUID, LivePool] = field(default_factory=dict)
+    trusted: bool = False
+    """The index follows the database: read whole since LISTEN last (re)connected."""
     _by_key: dict[str, LivePool] = field(default_factory=dict)
     _by_number: dict[str, LivePool] = field(default_factory=dict)
     _visits: dict[uuid.UUID, Visit] = field(default_factory=dict)
-    _by_visitor: dict[tuple[uuid.UUID, str], Visit] = field(default_factory=dict)
-    """(pool id, visitor id) -> the visitor's latest visit still in memory."""
-    _dirty: dict[uuid.UUID, Visit] = field(default_factory=dict)
-    _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """One batch at a time: a form's flush must wait for the batch holding its session."""
-    _writing: dict[uuid.UUID, Visit] = field(default_factory=dict)
-    """The batch being written now."""
-    _erased: dict[uuid.UUID, uuid.UUID] = field(default_factory=dict)
-    """Session id -> client id of visits forgotten while their batch was being written: the
-    write may land after the erasure's commit, so they are deleted again once it has."""
+    _offline: dict[uuid.UUID, Lease] = field(default_factory=dict)
+    """Leases renewed from memory while the database was away, to write when it is back."""
 
     async def load(self) -> int:
-        """Every pool, then the sessions whose leases live or are in grace; their count."""
-        for pool in await pool_store.list_all(self.db):
-            await self.reload(pool.id, quiet=True)
-        grace = max((p.pool.grace_seconds for p in self.pools.values()), default=0)
+        """Every pool's leases, and the visits of those live or in grace; the live leases."""
+        await self.resync()
         now = self.clock()
-        restored = 0
-        for record in await session_store.recent(self.db, _wall(now - grace)):
-            live = self.pools.get(record.pool_id)
-            if live is None or record.number is None or record.lease_expires_at is None:
-                continue
-            hold = float(live.pool.lease_hold_seconds)
-            expires = record.lease_expires_at.timestamp()
-            lease = Lease(
-                record.number,
-                record.id,
-                record.visitor_id,
-                record.created_at.timestamp(),
-                expires - hold,
-                hold,
-                record.ended,
-            )
-            if expires > now:
-                live.numbers.restore(lease, now)
-                restored += 1
-            else:
-                live.numbers.remember(lease, expires)
-            self._remember(Visit(record, lease))
-        return restored
+        return sum(live.numbers.leased(now) for live in self.pools.values())
+
+    async def resync(self) -> None:
+        """Read every pool and lease again: at start, and when the LISTEN connection came back
+        (changes made while it was down were never heard)."""
+        self.trusted = False
+        known = {pool.id for pool in await pool_store.list_all(self.db)}
+        for pool_id in set(self.pools) - known:
+            await self.reload(pool_id, quiet=True)
+        for pool_id in known:
+            await self.reload(pool_id, quiet=True)
+        self.trusted = True
+
+    def untrust(self) -> None:
+        """The LISTEN connection is lost: changes may go unheard until ``resync``."""
+        self.trusted = False
 
     async def reload(self, pool_id: uuid.UUID, *, quiet: bool = False) -> None:
-        """Read one pool's settings and numbers again, keeping the leases of numbers it keeps."""
+        """Read one pool's settings, numbers and leases again (counters carry over)."""
         pool = await pool_store.get_any(self.db, pool_id)
         old = self.pools.pop(pool_id, None)
         if old is not None:
@@ -175,33 +174,73 @@ class Sessions:
             if old is not None and not quiet:
                 self.announce(f"sessions: pool {pool_id} removed")
             return
-        members = [n.e164 for n in await number_store.in_pool(self.db, pool_id)]
+        rows = await lease_store.of_pool(self.db, pool_id)
         numbers = NumberPool(
-            members,
+            [row.number for row in rows],
             hold=float(pool.lease_hold_seconds),
             grace=float(pool.grace_seconds),
             policy=pool.exhaustion_policy,
         )
         if old is not None:
-            numbers.adopt(old.numbers, self.clock())
+            numbers.exhaustions, numbers.peak = old.numbers.exhaustions, old.numbers.peak
+            numbers.peak_demand = old.numbers.peak_demand
         default = None
         if pool.default_number_id is not None:
             shown = await number_store.get_any(self.db, pool.default_number_id)
             default = shown.e164 if shown is not None else None
         live = LivePool(pool, numbers, default)
+        now = self.clock()
+        for row in rows:
+            numbers.apply(row.number, _lease(row), row.version, now)
+        await self._read_visits(live, now)
         self.pools[pool.id] = live
         self._by_key[pool.public_key] = live
-        for member in members:
+        for member in numbers.numbers:
             self._by_number[member] = live
         if not quiet:
-            self.announce(f"sessions: pool {pool.id} loaded with {len(members)} number(s)")
+            self.announce(f"sessions: pool {pool.id} loaded with {len(numbers.numbers)} number(s)")
+
+    async def _read_visits(self, live: LivePool, now: float) -> None:
+        """The visits holding this pool's numbers (live or in grace) that memory lacks."""
+        missing = [
+            lease.session_id
+            for number in live.numbers.numbers
+            if (lease := live.numbers.holder(number, now)) is not None
+            and lease.session_id not in self._visits
+        ]
+        for record in (await session_store.of_ids(self.db, None, missing)).values():
+            self._visits[record.id] = Visit(record)
+
+    # -- what other nodes did ---------------------------------------------------------------
+
+    def on_lease(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        """A LISTEN callback: a lease row changed (this node's own changes come back too)."""
+        self._apply(LeaseRow.from_notification(payload))
+
+    def on_session(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
+        """A LISTEN callback: a session's attribution changed, or it was erased: memory's copy
+        is stale (a call re-reads it)."""
+        self._visits.pop(uuid.UUID(payload), None)
+
+    def _apply(self, row: LeaseRow) -> None:
+        live = self._by_number.get(row.number)
+        if live is None or live.pool.id != row.pool_id:
+            return  # a pool this node reloads anyway (its pool_changed NOTIFY follows)
+        now = self.clock()
+        lease = _lease(row)
+        if not live.numbers.apply(row.number, lease, row.version, now) or lease is None:
+            return
+        visit = self._visits.get(lease.session_id)
+        if visit is not None:
+            visit.record.number = lease.number
+            visit.record.lease_expires_at = _wall(lease.expires_at)
 
     # -- the swap script's side ---------------------------------------------------------------
 
     def pool_by_key(self, public_key: str) -> LivePool | None:
         return self._by_key.get(public_key)
 
-    def start(
+    async def start(
         self,
         live: LivePool,
         *,
@@ -213,130 +252,175 @@ class Sessions:
         title: str | None = None,
     ) -> tuple[Visit, str | None]:
         """A page view: it continues the visitor's visit, or starts a new one; the visit's
-        number (leased, or the pool's default when exhausted)."""
+        number (leased, or the pool's default when exhausted). One transaction, so the next
+        request may reach any node."""
         now = self.clock()
-        origin = origin_from_page(page_url, referrer, live.pool.allowed_origins)
+        pool = live.pool
+        origin = origin_from_page(page_url, referrer, pool.allowed_origins)
         view = {
             "url": origin.landing_page,  # the page without its query (one string for both)
             "title": (title or "")[:200] or None,
             "at": _stamp(now),
         }
-        previous = self._by_visitor.get((live.pool.id, visitor_id)) if visitor_id else None
-        if previous is not None and self._continues(previous, live, now):
-            return self._continue(previous, live, origin, view, now)
-        session_id = new_id()
-        lease = live.numbers.lease(session_id, visitor_id, now)
-        self._revoke_taken(live, now)
-        entry = _touch(origin, now)
-        if previous is None:
-            touches = {"first": entry, "last": entry}
-        else:  # a return visit: the visitor's first touch stays theirs
-            last = previous.record.touches.get("last", entry)
-            touches = {
-                "first": previous.record.touches.get("first", entry),
-                "last": last if _is_direct(entry) else entry,
-            }
-        record = SessionRecord(
-            id=session_id,
-            client_id=live.pool.client_id,
-            pool_id=live.pool.id,
-            visitor_id=visitor_id,
-            number=lease.number if lease else None,
-            attribution=_credited(touches, live.pool.attribution_model),
-            user_agent=(user_agent or "")[:500] or None,
-            ip_network=truncate_ip(ip),
-            created_at=_wall(now),
-            last_seen_at=_wall(now),
-            lease_expires_at=_wall(lease.expires_at) if lease else None,
-            ended=False,
-            touches=touches,
-            journey=[view],
+        return await _undeadlocked(
+            lambda: self._view(
+                live, visitor_id, origin, view, user_agent=user_agent, ip=ip, now=now
+            )
         )
-        visit = Visit(record, lease)
-        self._remember(visit)
-        self._dirty[session_id] = visit
-        return visit, lease.number if lease else live.default_number
 
-    def _continues(self, visit: Visit, live: LivePool, now: float) -> bool:
-        """A visit lasts while its visitor was active within the pool's lease hold (30 minutes
-        by default, GA4's session timeout)."""
-        idle = now - visit.record.last_seen_at.timestamp()
-        return visit.record.id in self._visits and idle <= live.pool.lease_hold_seconds
-
-    def _continue(
+    async def _view(
         self,
-        visit: Visit,
         live: LivePool,
+        visitor_id: str | None,
         origin: VisitOrigin,
         view: dict[str, Any],
+        *,
+        user_agent: str | None,
+        ip: str | None,
         now: float,
     ) -> tuple[Visit, str | None]:
-        """The next page of a visit: same session, same number; a campaign on it is a touch."""
-        record = visit.record
-        if live.numbers.heartbeat(record.id, now) is None:
-            # Its number was taken (reuse_oldest) or its hold ran out: lease one again.
-            visit.lease = live.numbers.lease(record.id, record.visitor_id, now)
-            self._revoke_taken(live, now)
-            record.number = visit.lease.number if visit.lease else None
-        if visit.lease is not None:
-            record.lease_expires_at = _wall(visit.lease.expires_at)
-        if has_campaign(origin):
-            record.touches = {**record.touches, "last": _touch(origin, now)}
-            record.attribution = _credited(record.touches, live.pool.attribution_model)
-        record.journey = [*record.journey, view][-JOURNEY_LENGTH:]
-        record.last_seen_at = _wall(now)
-        record.ended = False
-        self._dirty[record.id] = visit
+        pool = live.pool
+        async with self.db.acquire() as db, db.transaction():
+            previous = None
+            if visitor_id:
+                previous = await session_store.latest_of_visitor(
+                    db, pool.client_id, pool.id, visitor_id
+                )
+            idle = now - previous.last_seen_at.timestamp() if previous else None
+            if previous is not None and idle is not None and idle <= pool.lease_hold_seconds:
+                record = previous
+                row = await lease_store.renew(
+                    db,
+                    client_id=pool.client_id,
+                    session_id=record.id,
+                    number=record.number,
+                    now=now,
+                    hold=float(pool.lease_hold_seconds),
+                )
+                taken = None
+                if row is None:
+                    # Its number was taken (reuse_oldest) or its hold ran out: lease one again.
+                    taken = await self._take(db, live, record.id, visitor_id, now)
+                    row = taken.row if taken else None
+                if has_campaign(origin):
+                    record.touches = {**record.touches, "last": _touch(origin, now)}
+                    record.attribution = _credited(record.touches, pool.attribution_model)
+                record.journey = [*record.journey, view][-JOURNEY_LENGTH:]
+                record.ended = False
+            else:
+                session_id = new_id()
+                taken = await self._take(db, live, session_id, visitor_id, now)
+                row = taken.row if taken else None
+                record = _new_record(live, session_id, visitor_id, origin, now)
+                record.journey = [view]
+                record.user_agent = (user_agent or "")[:500] or None
+                record.ip_network = truncate_ip(ip)
+                if previous is not None:  # a return visit: the visitor's first touch stays
+                    entry = record.touches["first"]
+                    last = previous.touches.get("last", entry)
+                    record.touches = {
+                        "first": previous.touches.get("first", entry),
+                        "last": last if _is_direct(entry) else entry,
+                    }
+                    record.attribution = _credited(record.touches, pool.attribution_model)
+            record.last_seen_at = _wall(now)
+            record.number = row.number if row else None
+            if row is not None:
+                record.lease_expires_at = row.expires_at
+            elif record.lease_expires_at is not None:
+                record.lease_expires_at = min(record.lease_expires_at, _wall(now))
+            await session_store.save(db, record)
+        if row is not None:
+            live.numbers.apply(row.number, _lease(row), row.version, now)
+        self._note(live, taken, row, now)
+        visit = Visit(record)
+        self._visits[record.id] = visit
         return visit, record.number or live.default_number
 
-    def _remember(self, visit: Visit) -> None:
-        self._visits[visit.record.id] = visit
-        if visit.record.visitor_id is not None:
-            self._by_visitor[(visit.record.pool_id, visit.record.visitor_id)] = visit
+    async def _take(
+        self,
+        db: asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+        live: LivePool,
+        session_id: uuid.UUID,
+        visitor_id: str | None,
+        now: float,
+    ) -> lease_store.Taken | None:
+        return await lease_store.take(
+            db,
+            pool_id=live.pool.id,
+            session_id=session_id,
+            visitor_id=visitor_id,
+            now=now,
+            hold=float(live.pool.lease_hold_seconds),
+            grace=float(live.pool.grace_seconds),
+            policy=live.pool.exhaustion_policy,
+        )
 
-    def _unremember(self, visit: Visit) -> None:
-        self._visits.pop(visit.record.id, None)
-        if visit.record.visitor_id is not None:
-            key = (visit.record.pool_id, visit.record.visitor_id)
-            if self._by_visitor.get(key) is visit:
-                del self._by_visitor[key]
+    def _note(
+        self, live: LivePool, taken: lease_store.Taken | None, row: LeaseRow | None, now: float
+    ) -> None:
+        """Count an exhaustion this request met: a visit shown the default number, a number
+        reused in its grace, or a lease taken from the visit idle longest."""
+        if row is None:
+            live.numbers.note_exhausted(now, wants_number=True)
+        elif taken is not None and taken.exhausted:
+            live.numbers.note_exhausted(now, wants_number=taken.revoked is not None)
+            revoked = self._visits.get(taken.revoked) if taken.revoked else None
+            if revoked is not None:
+                revoked.record.lease_expires_at = _wall(now)
 
-    def _revoke_taken(self, live: LivePool, now: float) -> None:
-        """Visits whose number ``reuse_oldest`` just gave to another are written as over."""
-        for lease in live.numbers.revoked():
-            taken = self._visits.get(lease.session_id)
-            if taken is not None and taken.lease is lease:
-                taken.lease = None
-                taken.record.lease_expires_at = _wall(now)
-                self._dirty[taken.record.id] = taken
-
-    def visit(self, session_id: uuid.UUID) -> Visit | None:
-        return self._visits.get(session_id)
-
-    def heartbeat(self, session_id: uuid.UUID) -> Visit | None:
+    async def visit(self, session_id: uuid.UUID) -> Visit | None:
+        """A session, from memory or (made on another node, or forgotten here) the database."""
         visit = self._visits.get(session_id)
+        if visit is None:
+            record = await session_store.get(self.db, session_id)
+            if record is None:
+                return None
+            visit = self._visits[session_id] = Visit(record)
+        return visit
+
+    async def heartbeat(self, session_id: uuid.UUID) -> Visit | None:
+        """The page is still open: its lease lives another hold."""
+        return await self._seen(session_id, ended=False)
+
+    async def end(self, session_id: uuid.UUID) -> Visit | None:
+        """The page was closed: the hold starts now (a call may still follow the visit)."""
+        return await self._seen(session_id, ended=True)
+
+    async def _seen(self, session_id: uuid.UUID, *, ended: bool) -> Visit | None:
+        visit = await self.visit(session_id)
         live = self.pools.get(visit.record.pool_id) if visit else None
         if visit is None or live is None:
             return None
         now = self.clock()
-        visit.record.last_seen_at = _wall(now)
-        if visit.lease is not None and live.numbers.heartbeat(session_id, now) is not None:
-            visit.record.lease_expires_at = _wall(visit.lease.expires_at)
-        self._dirty[session_id] = visit
+        record = visit.record
+        hold = float(live.pool.lease_hold_seconds)
+        try:
+            row = await _undeadlocked(
+                lambda: lease_store.renew(
+                    self.db,
+                    client_id=record.client_id,
+                    session_id=record.id,
+                    number=record.number,
+                    now=now,
+                    hold=hold,
+                    ended=ended,
+                )
+            )
+        except OUTAGE_ERRORS:
+            # The database is away: the lease in memory lives on, written when it is back.
+            lease = live.numbers.session(session_id, now)
+            if lease is not None:
+                lease.last_seen, lease.expires_at, lease.ended = now, now + hold, ended
+                record.lease_expires_at = _wall(lease.expires_at)
+                self._offline[session_id] = lease
+        else:
+            if row is not None:
+                live.numbers.apply(row.number, _lease(row), row.version, now)
+                record.lease_expires_at = row.expires_at
+        record.last_seen_at = _wall(now)
+        record.ended = ended
         return visit
-
-    def end(self, session_id: uuid.UUID) -> None:
-        visit = self._visits.get(session_id)
-        live = self.pools.get(visit.record.pool_id) if visit else None
-        if visit is None or live is None:
-            return
-        now = self.clock()
-        live.numbers.end(session_id, now)
-        visit.record.ended = True
-        visit.record.last_seen_at = _wall(now)
-        if visit.lease is not None:
-            visit.record.lease_expires_at = _wall(visit.lease.expires_at)
-        self._dirty[session_id] = visit
 
     @property
     def live(self) -> int:
@@ -349,6 +433,31 @@ class Sessions:
 
     # -- the carrier's side ---------------------------------------------------------------------
 
+    async def prepare_call(self, e164: str) -> None:
+        """Before a call to ``e164`` is attributed: read its lease when the index cannot vouch
+        for it (not loaded, or LISTEN was lost), and the visit holding it when memory lacks
+        it (made on another node). With the database away, memory answers as it stands."""
+        try:
+            await asyncio.wait_for(self._vouch(e164), CALL_READ_TIMEOUT)
+        except OUTAGE_ERRORS:
+            log.warning("sessions: database away; call to %s attributed from memory", e164)
+
+    async def _vouch(self, e164: str) -> None:
+        live = self._by_number.get(e164)
+        if live is None or not self.trusted:
+            row = await lease_store.of_number(self.db, e164)
+            if row is None:
+                return
+            if row.pool_id not in self.pools:
+                await self.reload(row.pool_id, quiet=True)
+            self._apply(row)
+            live = self._by_number.get(e164)
+            if live is None:
+                return
+        lease = live.numbers.holder(e164, self.clock())
+        if lease is not None:
+            await self.visit(lease.session_id)
+
     def attribute(self, e164: str) -> Attribution | None:
         """The visit a call to ``e164`` belongs to; None when it is not a pool number."""
         live = self._by_number.get(e164)
@@ -360,64 +469,41 @@ class Sessions:
             return Attribution(None, {"source": live.pool.default_source})
         return Attribution(visit.record.id, dict(visit.record.attribution))
 
-    # -- write-behind ---------------------------------------------------------------------------
+    # -- housekeeping ---------------------------------------------------------------------------
 
-    async def flush(self) -> int:
-        """Write new and changed sessions in one batch; how many.
-
-        A visit forgotten while its batch was in flight is deleted again after the write:
-        forgetting cannot stop an INSERT already sent, and one that lands after the erasure's
-        commit would bring the session back.
-        """
-        async with self._flushing:
-            await self._delete_erased()
-            if not self._dirty:
-                return 0
-            batch, self._dirty = self._dirty, {}
-            self._writing = batch
-            try:
-                await session_store.save_many(self.db, [v.record for v in batch.values()])
-            except Exception:
-                # executemany is atomic: nothing landed. Keep the batch for the next round,
-                # without what was forgotten meanwhile; a newer change of a session wins.
-                kept = {k: v for k, v in batch.items() if k not in self._erased}
-                self._dirty = {**kept, **self._dirty}
-                for session_id in batch:
-                    self._erased.pop(session_id, None)
-                raise
-            finally:
-                self._writing = {}
-            await self._delete_erased()
-            return len(batch)
-
-    async def _delete_erased(self) -> None:
-        """Delete the rows of visits forgotten while they were being written (kept to retry
-        when the database fails)."""
-        if not self._erased:
-            return
-        by_client: defaultdict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-        for session_id, client_id in self._erased.items():
-            by_client[client_id].append(session_id)
-        for client_id, session_ids in by_client.items():
-            await privacy_store.delete_sessions_again(self.db, client_id, session_ids)
-            for session_id in session_ids:
-                del self._erased[session_id]
+    async def reconcile(self) -> int:
+        """Write the renewals served from memory while the database was away; how many stood
+        (a session another node's lease displaced meanwhile loses its number here too)."""
+        written = 0
+        for session_id, lease in list(self._offline.items()):
+            row = await lease_store.reconcile(
+                self.db,
+                number=lease.number,
+                session_id=session_id,
+                last_seen=lease.last_seen,
+                expires=lease.expires_at,
+                ended=lease.ended,
+            )
+            del self._offline[session_id]
+            if row is not None:
+                written += 1
+                self._apply(row)
+            elif (current := await lease_store.of_number(self.db, lease.number)) is not None:
+                self._apply(current)
+        return written
 
     async def run(self, interval: float = 1.0) -> None:
-        """Flush every ``interval`` seconds until cancelled (then once more)."""
+        """Every ``interval`` seconds: write what was served from memory; every minute, drop
+        visits whose lease and grace are over. Until cancelled."""
         rounds = 0
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                rounds += 1
-                try:
-                    await self.flush()
-                except Exception:
-                    log.exception("sessions: write-behind failed; retrying")
-                if rounds % 60 == 0:
-                    self.forget_expired()
-        finally:
-            await asyncio.shield(self.flush())
+        while True:
+            await asyncio.sleep(interval)
+            rounds += 1
+            if self._offline:
+                with contextlib.suppress(*OUTAGE_ERRORS):  # still away: the next round
+                    await self.reconcile()
+            if rounds % 60 == 0:
+                self.forget_expired()
 
     def forget_expired(self) -> None:
         """Drop visits whose lease (and grace) are over from memory; they stay in PostgreSQL."""
@@ -426,48 +512,80 @@ class Sessions:
             live = self.pools.get(visit.record.pool_id)
             grace = live.pool.grace_seconds if live else 0
             expires = visit.record.lease_expires_at or visit.record.last_seen_at
-            if expires + timedelta(seconds=grace) < _wall(now) and session_id not in self._dirty:
-                self._unremember(visit)
+            if expires + timedelta(seconds=grace) < _wall(now) and session_id not in self._offline:
+                del self._visits[session_id]
 
     # -- erasure ----------------------------------------------------------------------------
 
     def forget(self, session_ids: Collection[uuid.UUID]) -> None:
-        """Drop these visits from memory and from the write-behind queue, releasing their
-        leases, so an erased visit is neither written back nor used to attribute a call.
+        """Drop these visits from memory and from the renewals to write, so an erased visit is
+        neither written back nor used to attribute a call.
 
         Called by an erasure or the retention purge (``privacy.erasure.LiveSessions``), which
-        delete the rows themselves; a visit in the batch being written now is deleted again
-        by ``flush`` once that write has landed. Its number is free for the next visit at
-        once: with its visit gone there is nothing left for the grace period to protect.
+        delete the rows themselves; deleting a session frees its number in the database at
+        once (migration 0013's trigger), and every node hears of it.
         """
-        now = self.clock()
         for session_id in session_ids:
-            self._dirty.pop(session_id, None)
-            visit = self._visits.get(session_id)
-            if visit is not None:
-                self._unremember(visit)
-            writing = self._writing.get(session_id)
-            if writing is not None:
-                self._erased[session_id] = writing.record.client_id
-            if visit is None:
-                continue
-            live = self.pools.get(visit.record.pool_id)
-            if live is not None and visit.lease is not None:
-                _release_at_once(live.numbers, visit.lease, session_id, now)
+            self._offline.pop(session_id, None)
+            visit = self._visits.pop(session_id, None)
+            live = self.pools.get(visit.record.pool_id) if visit else None
+            if live is not None:
+                live.numbers.forget(session_id)
 
 
-def _release_at_once(numbers: NumberPool, lease: Lease, session_id: uuid.UUID, now: float) -> None:
-    """Free an erased visit's number, as released longer ago than the pool's grace, and keep
-    nothing of the visitor in the pool. A lease another visit of the same visitor took over
-    (``NumberPool.lease`` rebinds it) is theirs and stays."""
-    numbers.expire(now)
-    if lease.session_id != session_id:
-        return
-    released_at = now - numbers.grace - 1.0
-    if numbers.session(session_id, now) is not None:
-        # Ended so long ago that its hold and grace are both over: expire() releases it.
-        numbers.end(session_id, released_at - lease.hold)
-        numbers.expire(now)
-    elif numbers.holder(lease.number, now) is lease:
-        numbers.remember(lease, released_at)  # in its grace: end the grace now
-    lease.visitor_id = None
+async def _undeadlocked(work: Callable[[], Awaitable[T]]) -> T:
+    """``work``, again when PostgreSQL undid it to break a deadlock: a page view of a visit
+    locks its session, then its number; its heartbeat on another node the other way round.
+    Nothing of an undone attempt was written."""
+    attempt = 1
+    while True:
+        try:
+            return await work()
+        except asyncpg.DeadlockDetectedError:
+            if attempt == TRANSACTION_TRIES:
+                raise
+            attempt += 1
+
+
+def _lease(row: LeaseRow) -> Lease | None:
+    """The holder a row names, if it names one."""
+    if row.session_id is None or row.expires_at is None:
+        return None
+    leased = row.leased_at or row.expires_at
+    seen = row.last_seen_at or leased
+    return Lease(
+        row.number,
+        row.session_id,
+        row.visitor_id,
+        leased.timestamp(),
+        seen.timestamp(),
+        row.expires_at.timestamp(),
+        row.ended,
+        row.version,
+    )
+
+
+def _new_record(
+    live: LivePool,
+    session_id: uuid.UUID,
+    visitor_id: str | None,
+    origin: VisitOrigin,
+    now: float,
+) -> SessionRecord:
+    entry = _touch(origin, now)
+    touches = {"first": entry, "last": entry}
+    return SessionRecord(
+        id=session_id,
+        client_id=live.pool.client_id,
+        pool_id=live.pool.id,
+        visitor_id=visitor_id,
+        number=None,
+        attribution=_credited(touches, live.pool.attribution_model),
+        user_agent=None,
+        ip_network=None,
+        created_at=_wall(now),
+        last_seen_at=_wall(now),
+        lease_expires_at=None,
+        ended=False,
+        touches=touches,
+    )

@@ -55,6 +55,7 @@ class CallJournal:
         have yet (left by a crash or an outage) are written first. None keeps events in
         memory only until written (tests and short-lived tools, whose calls a crash ends).
     :param availability: told what each write saw of the database.
+    :param node: the cluster node whose calls these are (each call row names it).
     :param max_batch: events per transaction.
     :param backoff: seconds to wait after the n-th consecutive failed attempt (n from 1).
     """
@@ -65,12 +66,14 @@ class CallJournal:
         spool: EventSpool | None = None,
         *,
         availability: DatabaseAvailability | None = None,
+        node: str | None = None,
         max_batch: int = 500,
         backoff: Callable[[int], float] = lambda n: min(2.0, 0.1 * 2**n),
     ) -> None:
         self._pool = pool
         self._spool = spool
         self._availability = availability
+        self._node = node
         self._max_batch = max_batch
         self._backoff = backoff
         self._unspooled: list[CallEvent] = []
@@ -223,7 +226,7 @@ class CallJournal:
         async with self._pool.acquire() as connection:
             try:
                 async with connection.transaction():
-                    await write_batch(connection, [spooled.event for spooled in batch])
+                    await write_batch(connection, [spooled.event for spooled in batch], self._node)
             except _REFUSED:
                 await self._write_one_by_one(connection, batch)
 
@@ -234,7 +237,7 @@ class CallJournal:
             event = spooled.event
             try:
                 async with connection.transaction():
-                    await write_batch(connection, [event])
+                    await write_batch(connection, [event], self._node)
             except _REFUSED as exc:
                 log.error(
                     "call journal: dropped %s of call %s: %s (sqlstate %s, constraint %s)",

@@ -143,8 +143,8 @@ _CALLS = """
 WITH fresh AS (
     INSERT INTO calls (id, client_id, number_id, tracking_number, caller_number, sip_call_id,
         trunk, dialplan, session_id, attribution, record, started_at, state, ringing_at,
-        answered_at, disposition, hangup_by, hangup_reason, ended_at, not_recorded_reason)
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
+        answered_at, disposition, hangup_by, hangup_reason, ended_at, not_recorded_reason, node)
+    SELECT *, $29::text FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[],
         $6::text[], $7::text[], $8::text[], $9::uuid[], $10::jsonb[], $11::boolean[],
         $12::timestamptz[], $13::text[], $14::timestamptz[], $15::timestamptz[], $16::text[],
         $17::text[], $18::text[], $19::timestamptz[], $20::text[])
@@ -287,11 +287,16 @@ def _attempt_params(rows: AttemptRows) -> list[list[object]]:
     return _columns(fresh, 10) + _columns(existing, 8)
 
 
-async def write_batch(connection: Executor, batch: Sequence[CallEvent]) -> None:
+async def write_batch(
+    connection: Executor, batch: Sequence[CallEvent], node: str | None = None
+) -> None:
     """The SQL for a batch, calls before their attempts (which refer to them): one statement
-    for each table the batch touches."""
+    for each table the batch touches.
+
+    :param node: the node whose calls these are (written into the calls it starts).
+    """
     calls, attempts = fold(batch)
     if calls:
-        await connection.execute(_CALLS, *_call_params(calls))
+        await connection.execute(_CALLS, *_call_params(calls), node)
     if attempts:
         await connection.execute(_ATTEMPTS, *_attempt_params(attempts))

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from callrouter.store.database import Executor
+from callrouter.store.nodes import HOLDERS, NODE_LOCK
 
 CALL_COLUMNS = (
     "id, client_id, number_id, tracking_number, caller_number, sip_call_id, trunk, dialplan, "
@@ -146,12 +147,14 @@ async def attempts_of(db: Executor, call_ids: Sequence[UUID]) -> dict[UUID, list
     return result
 
 
-async def close_interrupted(db: Executor, last_alive: datetime | None) -> int:
-    """Calls still open from before a crash or kill: closed out, never left 'live' forever.
+async def close_interrupted(db: Executor, last_alive: datetime | None, node: str) -> int:
+    """This node's calls still open from before its crash or kill: closed out, never left
+    'live' forever (another node's calls are its own, or the survivors', to close).
 
     Runs at start-up, after the call journal has applied its spool (so a call that ended while
     the database was away is not among them) and before any SIP listener opens, so no call of
-    this run can be caught.
+    this run can be caught. Calls from before the cluster (no node) are closed by the first
+    node to start.
 
     What the SIP evidence the journal has (the spool's events included) says is kept: a call's
     ringing and answered times, and an attempt that was answered stays ``answered`` (its 2xx
@@ -161,22 +164,54 @@ async def close_interrupted(db: Executor, last_alive: datetime | None) -> int:
         earlier than each call's own last event); None: unknown, now.
     """
     closed = await db.fetchval(
-        """WITH closed AS (
+        f"""WITH closed AS (
                UPDATE calls SET state = 'ended', disposition = 'interrupted',
                       hangup_by = 'system', hangup_reason = 'server restarted',
                       ended_at = greatest(started_at, ringing_at, answered_at,
                                           coalesce($1::timestamptz, now()))
-               WHERE state <> 'ended' RETURNING id, ended_at),
-           attempts AS (
+               WHERE state <> 'ended' AND (node = $2 OR node IS NULL)
+               RETURNING id, ended_at, hangup_reason),
+           {_CLOSE_ATTEMPTS}
+           SELECT count(*) FROM closed""",
+        last_alive,
+        node,
+    )
+    return int(closed)
+
+
+async def close_on_lost_nodes(db: Executor, node_timeout: float) -> dict[str, int]:
+    """Open calls of every node that is gone (no heartbeat for ``node_timeout`` seconds and no
+    database session holding its lock) closed as interrupted at its last heartbeat; how many
+    of each node's. A node that restarts takes its lock before it takes calls, so the calls
+    this statement sees closed were never a live node's."""
+    rows = await db.fetch(
+        f"""WITH lost AS (
+               SELECT n.name, n.heartbeat_at FROM nodes n
+               WHERE n.heartbeat_at < now() - make_interval(secs => $1)
+                 AND NOT EXISTS ({HOLDERS.format(kind="$2", key="n.id")})),
+           closed AS (
+               UPDATE calls c SET state = 'ended', disposition = 'interrupted',
+                      hangup_by = 'system', hangup_reason = 'node ' || lost.name || ' lost',
+                      ended_at = greatest(c.started_at, c.ringing_at, c.answered_at,
+                                          lost.heartbeat_at)
+               FROM lost
+               WHERE c.node = lost.name AND c.state <> 'ended'
+               RETURNING c.id, c.ended_at, c.node, c.hangup_reason),
+           {_CLOSE_ATTEMPTS}
+           SELECT node, count(*) AS calls FROM closed GROUP BY node""",
+        node_timeout,
+        NODE_LOCK,
+    )
+    return {row["node"]: int(row["calls"]) for row in rows}
+
+
+_CLOSE_ATTEMPTS = """attempts AS (
                UPDATE call_attempts a
                   SET result = CASE WHEN a.answered_at IS NULL THEN 'error' ELSE 'answered' END,
                       sip_status = CASE WHEN a.answered_at IS NULL THEN a.sip_status ELSE 200 END,
-                      reason = 'server restarted',
+                      reason = closed.hangup_reason,
                       ended_at = greatest(a.started_at, a.ringing_at, a.answered_at,
                                           closed.ended_at)
                FROM closed
-               WHERE a.call_id = closed.id AND a.ended_at IS NULL RETURNING 1)
-           SELECT count(*) FROM closed""",
-        last_alive,
-    )
-    return int(closed)
+               WHERE a.call_id = closed.id AND a.ended_at IS NULL RETURNING 1)"""
+"""The attempts of the calls a WITH clause named ``closed`` just closed, closed with them."""

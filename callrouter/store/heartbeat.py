@@ -1,8 +1,9 @@
 """The server's heartbeat: the last moment it was known alive, kept in a file on local disk.
 
-After a crash or kill, calls left open in the database are closed as interrupted at the last
-heartbeat (the crash, give or take one interval), not at the time of the next start. A file,
-not a row: the heartbeat must go on while the database is away.
+After a crash or kill, this node's calls left open in the database are closed as interrupted
+at the last heartbeat (the crash, give or take one interval), not at the time of the next
+start. A file, not only a row: the heartbeat must go on while the database is away. (The
+node's row in ``nodes``, written by callrouter.cluster, is what the other nodes go by.)
 """
 
 from __future__ import annotations

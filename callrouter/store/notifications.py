@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import asyncpg
@@ -42,13 +42,33 @@ class Notifications:
         self._channels: list[tuple[str, NotifyCallback]] = []
         self._connection: asyncpg.Connection[asyncpg.Record] | None = None
         self._lost = asyncio.Event()
+        self._on_lost: list[Callable[[], None]] = []
+        self._on_listening: list[Callable[[], Awaitable[None]]] = []
 
     async def connect(self) -> None:
         connection: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(self._dsn)
-        connection.add_termination_listener(lambda _connection: self._lost.set())
-        for channel, callback in self._channels:
-            await connection.add_listener(channel, callback)
+        try:
+            for channel, callback in self._channels:
+                await connection.add_listener(channel, callback)
+        except BaseException:
+            connection.terminate()  # lost again half-way: the next attempt starts afresh
+            raise
+        connection.add_termination_listener(lambda _connection: self._lose())
         self._connection = connection
+
+    def _lose(self) -> None:
+        for callback in self._on_lost:
+            callback()
+        self._lost.set()
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` as soon as the connection is lost (NOTIFYs may go unheard)."""
+        self._on_lost.append(callback)
+
+    def on_listening(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Await ``callback`` each time the connection listens again, to read back what
+        changed while nobody listened."""
+        self._on_listening.append(callback)
 
     async def add_listener(self, channel: str, callback: NotifyCallback, /) -> None:
         self._channels.append((channel, callback))
@@ -67,6 +87,12 @@ class Notifications:
                 try:
                     await self.connect()
                 except OUTAGE_ERRORS:
+                    continue
+                try:
+                    for callback in self._on_listening:
+                        await callback()
+                except OUTAGE_ERRORS:
+                    await self.close()  # gone again before the read back: start over
                     continue
                 break
             say(f"database: listening again on {len(self._channels)} channel(s)")

@@ -71,14 +71,6 @@ async def find_by_e164(db: Executor, e164: str) -> Number | None:
     return Number(**row) if row else None
 
 
-async def in_pool(db: Executor, pool_id: UUID) -> list[Number]:
-    """The numbers of one pool, in a stable order."""
-    rows = await db.fetch(
-        f"SELECT {_COLUMNS} FROM numbers WHERE pool_id = $1 ORDER BY e164", pool_id
-    )
-    return [Number(**row) for row in rows]
-
-
 async def get_any(db: Executor, number_id: UUID) -> Number | None:
     """One number by id, whoever owns it (the router's pool default number)."""
     row = await db.fetchrow(f"SELECT {_COLUMNS} FROM numbers WHERE id = $1", number_id)

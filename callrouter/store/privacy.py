@@ -418,12 +418,6 @@ async def delete_sessions(db: Executor, client_id: UUID, ids: Sequence[UUID]) ->
     return int(deleted)
 
 
-async def delete_sessions_again(db: Executor, client_id: UUID, ids: Sequence[UUID]) -> int:
-    """Delete sessions a write-behind wrote back after their erasure: the erasure counted
-    them already."""
-    return await _delete(db, "sessions", client_id, ids)
-
-
 # -- rectification ----------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Visitor sessions and form submissions, written behind the in-memory pool."""
+"""Visitor sessions and form submissions: written as each swap-script request is served."""
 
 from __future__ import annotations
 
@@ -38,52 +38,63 @@ class SessionRecord:
     """The visit's page views, oldest first and bounded: {"url", "title", "at"}."""
 
 
+_SAVE = f"""INSERT INTO sessions ({SESSION_COLUMNS})
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+    ON CONFLICT (id) DO UPDATE SET
+        number = EXCLUDED.number,
+        attribution = EXCLUDED.attribution,
+        touches = EXCLUDED.touches,
+        journey = EXCLUDED.journey,
+        visitor_id = EXCLUDED.visitor_id,
+        last_seen_at = EXCLUDED.last_seen_at,
+        lease_expires_at = EXCLUDED.lease_expires_at,
+        ended = EXCLUDED.ended"""
+
+
+def _values(r: SessionRecord) -> tuple[Any, ...]:
+    return (
+        r.id,
+        r.client_id,
+        r.pool_id,
+        r.visitor_id,
+        r.number,
+        r.attribution,
+        r.user_agent,
+        r.ip_network,
+        r.created_at,
+        r.last_seen_at,
+        r.lease_expires_at,
+        r.ended,
+        r.touches,
+        r.journey,
+    )
+
+
+async def save(db: Executor, record: SessionRecord) -> None:
+    """Insert a new session or update the facts of a known one."""
+    await db.execute(_SAVE, *_values(record))
+
+
 async def save_many(db: Executor, records: list[SessionRecord]) -> None:
-    """Insert new sessions and update the lease facts of known ones, in one round trip."""
-    if not records:
-        return
-    await db.executemany(
-        f"""INSERT INTO sessions ({SESSION_COLUMNS})
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-            ON CONFLICT (id) DO UPDATE SET
-                number = EXCLUDED.number,
-                attribution = EXCLUDED.attribution,
-                touches = EXCLUDED.touches,
-                journey = EXCLUDED.journey,
-                visitor_id = EXCLUDED.visitor_id,
-                last_seen_at = EXCLUDED.last_seen_at,
-                lease_expires_at = EXCLUDED.lease_expires_at,
-                ended = EXCLUDED.ended""",
-        [
-            (
-                r.id,
-                r.client_id,
-                r.pool_id,
-                r.visitor_id,
-                r.number,
-                r.attribution,
-                r.user_agent,
-                r.ip_network,
-                r.created_at,
-                r.last_seen_at,
-                r.lease_expires_at,
-                r.ended,
-                r.touches,
-                r.journey,
-            )
-            for r in records
-        ],
-    )
+    """``save`` for many sessions, in one round trip."""
+    if records:
+        await db.executemany(_SAVE, [_values(r) for r in records])
 
 
-async def recent(db: Executor, since: datetime) -> list[SessionRecord]:
-    """Sessions whose lease lived at ``since`` or later (live ones and those still in grace)."""
-    rows = await db.fetch(
+async def latest_of_visitor(
+    db: Executor, client_id: UUID, pool_id: UUID, visitor_id: str
+) -> SessionRecord | None:
+    """The visitor's latest session in a pool, locked until the transaction ends: two page
+    views of one visit (two tabs, two nodes) continue it one after the other."""
+    row = await db.fetchrow(
         f"""SELECT {SESSION_COLUMNS} FROM sessions
-            WHERE number IS NOT NULL AND lease_expires_at >= $1 ORDER BY last_seen_at""",
-        since,
+            WHERE client_id = $1 AND visitor_id = $2 AND pool_id = $3
+            ORDER BY last_seen_at DESC LIMIT 1 FOR UPDATE""",
+        client_id,
+        visitor_id,
+        pool_id,
     )
-    return [SessionRecord(**row) for row in rows]
+    return SessionRecord(**row) if row else None
 
 
 async def get(db: Executor, session_id: UUID) -> SessionRecord | None:

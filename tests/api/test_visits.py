@@ -48,7 +48,7 @@ async def test_the_second_page_continues_the_visit_and_keeps_its_campaign(api: A
     assert attribution is not None and str(attribution.session_id) == entry["session_id"]
     assert (attribution.facts["source"], attribution.facts["medium"]) == ("newsletter", "email")
     assert attribution.facts["campaign"] == "dec"
-    visit = api.sessions.visit(attribution.session_id)
+    visit = await api.sessions.visit(attribution.session_id)
     assert visit is not None
     assert [p["url"] for p in visit.record.journey] == [ORIGIN + "/offers", ORIGIN + "/contact"]
     assert [p["title"] for p in visit.record.journey] == ["offers", "contact"]
@@ -89,7 +89,7 @@ async def test_a_new_campaign_mid_visit_and_on_return_follows_the_model(
     assert clicked["session_id"] == entry["session_id"]
     facts = api.sessions.attribute(clicked["number"]["e164"])
     assert facts is not None and facts.facts["source"] == mid_visit
-    visit = api.sessions.visit(facts.session_id)
+    visit = await api.sessions.visit(facts.session_id)
     assert visit is not None
     touches = visit.record.touches
     assert (touches["first"]["source"], touches["last"]["source"]) == ("newsletter", "google")
@@ -100,7 +100,7 @@ async def test_a_new_campaign_mid_visit_and_on_return_follows_the_model(
     assert back["session_id"] != entry["session_id"]
     facts = api.sessions.attribute(back["number"]["e164"])
     assert facts is not None and facts.facts["source"] == returned
-    visit = api.sessions.visit(facts.session_id)
+    visit = await api.sessions.visit(facts.session_id)
     assert visit is not None
     touches = visit.record.touches
     assert (touches["first"]["source"], touches["last"]["source"]) == ("newsletter", "bing")
@@ -116,11 +116,10 @@ async def test_the_journey_keeps_the_last_fifty_pages(api: Api) -> None:
     for i in range(60):
         api.clock.now += 1
         page = await view(api, pool, f"{ORIGIN}/p{i}", None)
-    visit = api.sessions.visit(UUID(page["session_id"]))
+    visit = await api.sessions.visit(UUID(page["session_id"]))
     assert visit is not None
     assert len(visit.record.journey) == 50
     assert visit.record.journey[0]["url"] == f"{ORIGIN}/p10"
-    assert await api.sessions.flush() == 1
     row = await api.db.fetchrow("SELECT journey, touches FROM sessions")
     assert row is not None and len(row["journey"]) == 50
     assert row["touches"]["first"]["landing_page"] == f"{ORIGIN}/p0"
@@ -139,7 +138,6 @@ async def test_reuse_oldest_with_every_number_leased_takes_the_idle_visitors(api
     attribution = api.sessions.attribute(third["number"]["e164"])
     assert attribution is not None and str(attribution.session_id) == third["session_id"]
     assert first["number"] != third["number"]
-    await api.sessions.flush()
     row = await api.db.fetchrow(
         "SELECT lease_expires_at, last_seen_at FROM sessions WHERE id = $1",
         UUID(second["session_id"]),
@@ -161,7 +159,6 @@ async def test_reports_count_visits_that_did_not_convert_and_conversion_rates(ap
         headers={"Origin": ORIGIN},
     )
     assert form.status == 201
-    await api.sessions.flush()
     now = datetime.fromtimestamp(api.clock.now, UTC)
     query = f"client_id={client_id}&from={(now - timedelta(hours=1)).isoformat()}"
     query += f"&to={(now + timedelta(hours=1)).isoformat()}"
@@ -217,7 +214,6 @@ async def test_the_read_api_shows_a_visit_its_journey_calls_and_forms(api: Api) 
         headers={"Origin": ORIGIN},
     )
     call_id = await record_call(api, client_id, entry["session_id"], entry["number"]["e164"])
-    await api.sessions.flush()
 
     detail = await api.ok("GET", f"/v1/sessions/{entry['session_id']}")
     assert detail["attribution"]["campaign"] == "dec"

@@ -23,7 +23,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,27 +186,6 @@ class Router:
     @property
     def postmaster(self) -> int:
         return int(self.server.wait_for(r"embedded PostgreSQL in .*pid (\d+)\)").group(1))
-
-
-@pytest.fixture
-def processes() -> Iterator[Callable[..., subprocess.Popen[str]]]:
-    """Starts SIPp processes for a test; any still running at its end is killed."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(command: list[str], cwd: Path) -> subprocess.Popen[str]:
-        cwd.mkdir(exist_ok=True)
-        started.append(
-            subprocess.Popen(
-                command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-            )
-        )
-        return started[-1]
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
 
 
 def pbx_command(scenario: str, port: int, directory: Path, calls: int) -> list[str]:

@@ -343,7 +343,7 @@ async def make_tenant(api: PrivacyApi, name: str = "Acme", numbers: str = "+4415
         ),
         "f4": await submit_form(api, pool, sessions["s4"], {"phone": "07700 900456"}),
     }
-    visit = api.sessions.visit(UUID(sessions["s1"]))
+    visit = await api.sessions.visit(UUID(sessions["s1"]))
     assert visit is not None
     calls = {
         "c1": await record_call(

@@ -153,21 +153,20 @@ async def test_the_routers_visits_of_an_erased_caller_are_forgotten(api: Privacy
     tenant = await make_tenant(api)
     api.rights.live_sessions = api.sessions
     s1, s2 = UUID(tenant.sessions["s1"]), UUID(tenant.sessions["s2"])
-    visit = api.sessions.heartbeat(s2)  # s2 took over s1's lease: same visitor id
-    assert visit is not None and visit.lease is not None
-    number = visit.lease.number
+    visit = await api.sessions.heartbeat(s2)  # s2 took over s1's lease: same visitor id
+    assert visit is not None and visit.record.number is not None
+    number = visit.record.number
     attribution = api.sessions.attribute(number)
     assert attribution is not None and attribution.session_id == s2
 
     await erase(api, tenant.key, {"phone": CALLER})
 
-    assert api.sessions.visit(s1) is None and api.sessions.visit(s2) is None
+    assert await api.sessions.visit(s1) is None and await api.sessions.visit(s2) is None
     attribution = api.sessions.attribute(number)
     assert attribution is not None and attribution.session_id is None
-    await api.sessions.flush()
     stored = await api.db.fetchval(
         "SELECT count(*) FROM sessions WHERE id = ANY($1::uuid[])", [s1, s2]
     )
     assert stored == 0
     others = [UUID(tenant.sessions[s]) for s in ("s3", "s4")]
-    assert all(api.sessions.visit(s) is not None for s in others)
+    assert all([await api.sessions.visit(s) is not None for s in others])

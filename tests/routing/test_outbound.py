@@ -10,6 +10,7 @@ from callrouter.routing.outbound import (
     contact_uri,
     destination_uri,
     dialog_flow,
+    dialog_response,
     outbound_invite,
     presented_caller,
 )
@@ -54,6 +55,20 @@ def build(request: Request, trunk: Trunk | None = None, number: str | None = Non
         trunk=trunk,
         body=b"v=0 anchored\r\n",
     )
+
+
+def test_the_callers_dialog_keeps_its_record_route_in_the_order_it_came() -> None:
+    request = inbound("Record-Route: <sip:192.0.2.50;lr>")
+    for status in (180, 183, 200):
+        answer = dialog_response(request, status, "our-tag")
+        assert answer.status == status and answer.to.tag == "our-tag"
+        assert answer.headers.get_all("record-route") == [
+            "<sip:198.51.100.7;lr>",
+            "<sip:192.0.2.50;lr>",
+        ]
+    assert dialog_response(inbound(), 200, "t").headers.get_all("record-route") == [
+        "<sip:198.51.100.7;lr>"
+    ]
 
 
 def test_outbound_invite_hides_the_inbound_legs_topology() -> None:

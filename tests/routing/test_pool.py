@@ -1,148 +1,164 @@
-"""The hot pool: exclusivity, reuse order, expiry and grace with a fake clock."""
+"""The pool's leases in PostgreSQL (exclusivity, reuse order, expiry and grace with a fake
+clock) and a node's index of them."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from uuid import UUID, uuid4
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import asyncpg
+import pytest
 
-from callrouter.routing.pool import NumberPool
+from callrouter.routing.pool import Lease, NumberPool
+from callrouter.store import leases
+from callrouter.store.clients import CLIENTS
+from callrouter.store.database import create_pool
+from callrouter.store.numbers import NUMBERS
+from callrouter.store.pools import POOLS, new_public_key
 
-NUMBERS = [f"+4415155500{i:02d}" for i in range(3)]
-
-
-def pool(**options: object) -> NumberPool:
-    return NumberPool(list(NUMBERS), hold=60.0, grace=300.0, **options)  # type: ignore[arg-type]
-
-
-def test_a_visitor_keeps_their_number_while_the_lease_lives() -> None:
-    p = pool()
-    first = p.lease(uuid4(), "visitor-1", 0.0)
-    assert first is not None
-    again = p.lease(uuid4(), "visitor-1", 30.0)
-    assert again is first and again.number == first.number
-    other = p.lease(uuid4(), "visitor-2", 31.0)
-    assert other is not None and other.number != first.number
+NUMBERS_OF_POOL = [f"+4415155500{i:02d}" for i in range(3)]
+T0 = 1_795_600_000.0
+HOLD, GRACE = 60.0, 300.0
 
 
-def test_heartbeats_keep_a_lease_and_its_hold_outlives_the_page() -> None:
-    p = pool()
-    session = uuid4()
-    lease = p.lease(session, None, 0.0)
-    assert lease is not None
-    assert p.heartbeat(session, 50.0) is lease
-    p.end(session, 100.0)
-    assert p.holder(lease.number, 159.0) is lease  # still held: hold runs from the page close
-    assert p.heartbeat(session, 161.0) is None  # expired at 160
-    assert p.session(session, 161.0) is None
-    assert p.holder(lease.number, 161.0) is lease  # but a late call still finds the visit
-    assert p.holder(lease.number, 461.0) is None  # ... until its grace ends
+@dataclass
+class Pool:
+    db: asyncpg.Pool[asyncpg.Record]
+    client_id: UUID
+    pool_id: UUID
+    policy: str
+
+    async def take(self, session_id: UUID, at: float) -> leases.Taken | None:
+        return await leases.take(
+            self.db,
+            pool_id=self.pool_id,
+            session_id=session_id,
+            visitor_id=None,
+            now=T0 + at,
+            hold=HOLD,
+            grace=GRACE,
+            policy=self.policy,
+        )
+
+    async def renew(
+        self, taken: leases.Taken | None, at: float, *, ended: bool = False
+    ) -> leases.LeaseRow | None:
+        assert taken is not None
+        return await leases.renew(
+            self.db,
+            client_id=self.client_id,
+            session_id=taken.row.session_id or uuid4(),
+            number=taken.row.number,
+            now=T0 + at,
+            hold=HOLD,
+            ended=ended,
+        )
 
 
-def test_released_numbers_are_reused_longest_released_first_out_of_grace_first() -> None:
-    p = pool()
-    sessions = [uuid4() for _ in NUMBERS]
-    leases = [p.lease(s, None, float(i)) for i, s in enumerate(sessions)]
-    assert [lease.number for lease in leases if lease] == NUMBERS
-    p.end(sessions[1], 10.0)  # released at 70
-    p.end(sessions[0], 20.0)  # released at 80
-    p.end(sessions[2], 30.0)  # released at 90
-    # At 400 the first two are out of grace (370, 380 < 400); the oldest release wins.
-    assert (p.lease(uuid4(), None, 400.0) or leases[0]).number == NUMBERS[1]
-    assert (p.lease(uuid4(), None, 400.0) or leases[0]).number == NUMBERS[0]
-    # Only NUMBERS[2] is free, still in grace until 390+... it was released at 90: out at 390.
-    assert (p.lease(uuid4(), None, 400.0) or leases[0]).number == NUMBERS[2]
-    assert p.exhaustions == 0
+async def make_pool(dsn: str, policy: str) -> Pool:
+    db = await create_pool(dsn, min_size=1, max_size=4)
+    client = await CLIENTS.insert(db, {}, {"name": "Acme"})
+    pool = await POOLS.insert(
+        db,
+        {"client_id": client.id, "public_key": new_public_key()},
+        {"name": "website", "exhaustion_policy": policy},
+    )
+    for e164 in NUMBERS_OF_POOL:
+        await NUMBERS.insert(db, {"client_id": client.id, "e164": e164}, {"pool_id": pool.id})
+    return Pool(db, client.id, pool.id, policy)
 
 
-def exhausted(policy: str) -> tuple[NumberPool, list[UUID]]:
-    """Three sessions at 0; one heartbeat at 50 (lives until 110); two pages closed at 0 and 5
-    (released at 60 and 65, both still in grace at 70)."""
-    p = pool(policy=policy)
-    sessions = [uuid4() for _ in NUMBERS]
-    for s in sessions:
-        p.lease(s, None, 0.0)
-    p.heartbeat(sessions[1], 50.0)
-    p.end(sessions[2], 0.0)
-    p.end(sessions[0], 5.0)
-    p.expire(70.0)
-    return p, sessions
+@pytest.fixture
+async def pool(database_dsn: str) -> AsyncIterator[Pool]:
+    p = await make_pool(database_dsn, "reuse_oldest")
+    yield p
+    await p.db.close()
 
 
-def test_reuse_oldest_takes_the_number_released_longest_ago_even_in_its_grace() -> None:
-    p, _ = exhausted("reuse_oldest")
-    got = p.lease(uuid4(), None, 70.0)
-    assert got is not None and got.number == NUMBERS[2] and p.exhaustions == 1
-    got = p.lease(uuid4(), None, 70.0)
-    assert got is not None and got.number == NUMBERS[0] and p.exhaustions == 2
-    assert p.revoked() == []  # nobody lost a live lease
+@pytest.fixture
+async def strict_pool(database_dsn: str) -> AsyncIterator[Pool]:
+    p = await make_pool(database_dsn, "default_number")
+    yield p
+    await p.db.close()
 
 
-def test_reuse_oldest_with_nothing_released_takes_the_lease_idle_longest() -> None:
-    p = pool()
-    sessions = [uuid4() for _ in NUMBERS]
-    leases = [p.lease(s, None, float(i)) for i, s in enumerate(sessions)]
-    p.heartbeat(sessions[0], 20.0)  # session 1 (leased at 1) is now the one idle longest
-    p.heartbeat(sessions[2], 21.0)
-    newcomer = uuid4()
-    got = p.lease(newcomer, None, 30.0)
-    assert leases[1] is not None and got is not None
-    assert got.number == leases[1].number and p.exhaustions == 1
-    assert p.session(sessions[1], 30.0) is None  # the idle page lost its number...
-    assert p.heartbeat(sessions[1], 31.0) is None
-    assert p.holder(got.number, 31.0) is got  # ...and calls to it reach the newcomer
-    (taken,) = p.revoked()
-    assert taken.session_id == sessions[1] and taken.expires_at == 30.0
-    stats = p.stats(30.0)
-    assert (stats.leased, stats.peak, stats.recommended_size) == (3, 3, 5)
+async def test_every_pool_number_has_one_lease_row_that_follows_membership(pool: Pool) -> None:
+    rows = await leases.of_pool(pool.db, pool.pool_id)
+    assert [r.number for r in rows] == NUMBERS_OF_POOL
+    assert all(r.session_id is None and r.version == 0 for r in rows)
+    await pool.db.execute("UPDATE numbers SET pool_id = NULL WHERE e164 = $1", NUMBERS_OF_POOL[0])
+    assert [r.number for r in await leases.of_pool(pool.db, pool.pool_id)] == NUMBERS_OF_POOL[1:]
 
 
-def test_default_number_policy_gives_no_lease_when_exhausted() -> None:
-    p, sessions = exhausted("default_number")
-    assert p.lease(uuid4(), None, 70.0) is None and p.exhaustions == 1
-    assert p.session(sessions[1], 70.0) is not None  # nobody's lease is taken
-    stats = p.stats(70.0)
-    assert (stats.size, stats.leased, stats.peak) == (3, 1, 3)
-    assert stats.recommended_size == 4  # the peak of 3, plus a quarter
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["lease", "heartbeat", "end", "tick"]),
-            st.integers(0, 7),  # which session / visitor
-            st.floats(0, 200),
-        ),
-        max_size=60,
-    ),
-    st.sampled_from(["reuse_oldest", "default_number"]),
-)
-def test_no_number_is_ever_leased_to_two_live_sessions(
-    steps: list[tuple[str, int, float]], policy: str
+async def test_released_numbers_are_reused_longest_released_first_out_of_grace_first(
+    pool: Pool,
 ) -> None:
-    p = pool(policy=policy)
-    sessions: dict[int, UUID] = {}
-    now = 0.0
-    for action, who, delay in steps:
-        now += delay
-        if action == "lease":
-            sessions[who] = uuid4()
-            p.lease(sessions[who], f"visitor-{who % 4}", now)
-        elif action == "heartbeat" and who in sessions:
-            p.heartbeat(sessions[who], now)
-        elif action == "end" and who in sessions:
-            p.end(sessions[who], now)
-        else:
-            p.expire(now)
-        live = {n: p.holder(n, now) for n in NUMBERS}
-        holders = [lease.session_id for lease in live.values() if lease and lease.expires_at > now]
-        assert len(holders) == len(set(holders))
-        numbers_of_live = [
-            lease.number for lease in live.values() if lease and lease.expires_at > now
-        ]
-        assert len(numbers_of_live) == len(set(numbers_of_live))
-        for lease in (p.session(s, now) for s in sessions.values()):
-            if lease is not None:
-                assert p.holder(lease.number, now) is lease
+    taken = [await pool.take(uuid4(), float(i)) for i in range(3)]
+    assert [t.row.number for t in taken if t] == NUMBERS_OF_POOL
+    await pool.renew(taken[1], 10.0, ended=True)  # released at 70
+    await pool.renew(taken[0], 20.0, ended=True)  # released at 80
+    await pool.renew(taken[2], 30.0, ended=True)  # released at 90
+    # At 385 the first two are out of grace (370, 380 < 385); the oldest release wins.
+    order = [await pool.take(uuid4(), 385.0) for _ in range(2)]
+    assert [t.row.number for t in order if t and not t.exhausted] == NUMBERS_OF_POOL[1::-1]
+
+
+async def test_heartbeats_keep_a_lease_and_its_hold_outlives_the_page(pool: Pool) -> None:
+    taken = await pool.take(uuid4(), 0.0)
+    assert taken is not None and (await pool.renew(taken, 50.0)) is not None
+    closed = await pool.renew(taken, 100.0, ended=True)
+    assert closed is not None and closed.expires_at is not None
+    assert closed.expires_at.timestamp() == T0 + 160.0  # the hold runs from the page close
+    assert await pool.renew(taken, 161.0) is None  # expired at 160: renewing is too late
+
+
+async def test_reuse_oldest_takes_the_number_released_longest_ago_even_in_its_grace(
+    pool: Pool,
+) -> None:
+    taken = [await pool.take(uuid4(), 0.0) for _ in range(3)]
+    await pool.renew(taken[1], 50.0)  # lives until 110
+    await pool.renew(taken[2], 0.0, ended=True)  # released at 60
+    await pool.renew(taken[0], 5.0, ended=True)  # released at 65
+    got = [await pool.take(uuid4(), 70.0) for _ in range(2)]
+    assert [t.row.number for t in got if t] == [NUMBERS_OF_POOL[2], NUMBERS_OF_POOL[0]]
+    assert all(t is not None and t.exhausted and t.revoked is None for t in got)
+
+
+async def test_reuse_oldest_with_nothing_released_takes_the_lease_idle_longest(
+    pool: Pool,
+) -> None:
+    taken = [await pool.take(uuid4(), float(i)) for i in range(3)]
+    await pool.renew(taken[0], 20.0)  # session 1 (leased at 1) is now the one idle longest
+    await pool.renew(taken[2], 21.0)
+    newcomer = uuid4()
+    got = await pool.take(newcomer, 30.0)
+    assert got is not None and taken[1] is not None
+    assert got.row.number == taken[1].row.number and got.exhausted
+    assert got.revoked == taken[1].row.session_id  # the idle page lost its number...
+    assert await pool.renew(taken[1], 31.0) is None  # ...and cannot renew it
+    assert got.row.session_id == newcomer  # calls to it now reach the newcomer
+
+
+async def test_default_number_policy_gives_no_lease_when_exhausted(strict_pool: Pool) -> None:
+    taken = [await strict_pool.take(uuid4(), 0.0) for _ in range(3)]
+    await strict_pool.renew(taken[0], 5.0, ended=True)  # released at 65, in grace at 70
+    assert await strict_pool.take(uuid4(), 70.0) is None
+    assert await strict_pool.renew(taken[1], 50.0) is not None  # nobody's lease is taken
+
+
+def test_the_index_keeps_the_newest_version_of_each_row_whatever_order_they_arrive() -> None:
+    index = NumberPool(list(NUMBERS_OF_POOL), hold=HOLD, grace=GRACE)
+    first, second = uuid4(), uuid4()
+    number = NUMBERS_OF_POOL[0]
+    newer = Lease(number, second, None, 100.0, 100.0, 160.0, version=2)
+    older = Lease(number, first, None, 0.0, 0.0, 60.0, version=1)
+    assert index.apply(number, newer, 2, 100.0)
+    assert not index.apply(number, older, 1, 100.0)  # a late NOTIFY of an older state
+    assert index.holder(number, 101.0) is newer and index.session(first, 101.0) is None
+    assert index.holder(number, 461.0) is None  # past its hold and grace
+    assert not index.apply("+441515559999", older, 9, 0.0)  # not this pool's number
+    assert index.apply(number, None, 3, 200.0)  # freed (an erasure)
+    assert index.holder(number, 200.0) is None and index.session(second, 150.0) is None
+    stats = index.stats(100.0)
+    assert (stats.size, stats.leased, stats.peak) == (3, 0, 1)

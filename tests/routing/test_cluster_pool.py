@@ -1,0 +1,313 @@
+"""Several nodes on one PostgreSQL: each is a ``Sessions`` with its own connection pool and its
+own LISTEN connection, as ``callrouter serve`` builds it. Their requests race for real in the
+database; a shared fake clock stands for the nodes' synchronised clocks."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+from uuid import UUID
+
+import asyncpg
+import pytest
+
+from callrouter.routing.sessions import Sessions
+from callrouter.store import leases
+from callrouter.store.availability import OUTAGE_ERRORS
+from callrouter.store.clients import CLIENTS
+from callrouter.store.database import create_pool
+from callrouter.store.notifications import Notifications
+from callrouter.store.numbers import NUMBERS
+from callrouter.store.pools import POOLS, new_public_key
+from callrouter.supervisor import Supervisor
+
+PAGE = "https://www.acme.example/?utm_source=google&utm_medium=cpc"
+POOL_NUMBERS = [f"+4415155501{i:02d}" for i in range(4)]
+HOLD, GRACE = 60, 120
+
+
+@dataclass
+class Clock:
+    now: float = 1_795_600_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Cluster:
+    db: asyncpg.Pool[asyncpg.Record]
+    dsn: str
+    clock: Clock
+    pool_id: UUID
+    stack: AsyncExitStack
+    nodes: list[Sessions] = field(default_factory=list)
+    listeners: list[Notifications] = field(default_factory=list)
+
+    async def add_node(self, backoff: Callable[[int], float] = lambda n: 0.1) -> Sessions:
+        """A node as serve wires it: LISTEN first, then read everything."""
+        db = await create_pool(self.dsn, min_size=1, max_size=4)
+        self.stack.push_async_callback(db.close)
+        node = Sessions(db, self.clock, announce=lambda _line: None)
+        listener = Notifications(self.dsn, backoff=backoff)
+        await listener.connect()
+        self.stack.push_async_callback(listener.close)
+        jobs = Supervisor()
+        jobs.start("notifications", lambda: listener.run(lambda _line: None))
+        self.stack.push_async_callback(jobs.stop)
+        await listener.add_listener(leases.LEASE_CHANNEL, node.on_lease)
+        await listener.add_listener(leases.SESSION_CHANNEL, node.on_session)
+        listener.on_lost(node.untrust)
+        listener.on_listening(node.resync)
+        await node.load()
+        self.nodes.append(node)
+        self.listeners.append(listener)
+        return node
+
+    async def visit(self, node: Sessions, visitor: str) -> UUID:
+        visit, _shown = await node.start(
+            node.pools[self.pool_id],
+            visitor_id=visitor,
+            page_url=PAGE,
+            referrer=None,
+            user_agent=None,
+            ip=None,
+        )
+        return visit.record.id
+
+    async def truth(self) -> dict[str, UUID | None]:
+        """Whom PostgreSQL says a call to each number belongs to now (live lease or grace)."""
+        now = self.clock()
+        return {
+            row.number: row.session_id
+            if row.expires_at is not None and now - row.expires_at.timestamp() <= GRACE
+            else None
+            for row in await leases.of_pool(self.db, self.pool_id)
+        }
+
+    def index(self, node: Sessions) -> dict[str, UUID | None]:
+        numbers = node.pools[self.pool_id].numbers
+        return {
+            n: lease.session_id if (lease := numbers.holder(n, self.clock())) else None
+            for n in POOL_NUMBERS
+        }
+
+
+async def make_cluster(dsn: str, stack: AsyncExitStack, policy: str) -> Cluster:
+    db = await create_pool(dsn, min_size=1, max_size=4)
+    stack.push_async_callback(db.close)
+    client = await CLIENTS.insert(db, {}, {"name": "Acme"})
+    pool = await POOLS.insert(
+        db,
+        {"client_id": client.id, "public_key": new_public_key()},
+        {
+            "name": "website",
+            "lease_hold_seconds": HOLD,
+            "grace_seconds": GRACE,
+            "exhaustion_policy": policy,
+        },
+    )
+    for e164 in POOL_NUMBERS:
+        await NUMBERS.insert(db, {"client_id": client.id, "e164": e164}, {"pool_id": pool.id})
+    return Cluster(db, dsn, Clock(), pool.id, stack)
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[AsyncExitStack]:
+    async with AsyncExitStack() as s:
+        yield s
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = 10) -> None:
+    """Poll ``condition`` until it holds, at most ``seconds``."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not reached within {seconds} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize(("policy", "seed"), [("reuse_oldest", 1), ("default_number", 2)])
+async def test_nodes_racing_never_give_one_number_to_two_live_sessions(
+    database_dsn: str, stack: AsyncExitStack, policy: str, seed: int
+) -> None:
+    """Three nodes, page views, heartbeats and page closes of eight visitors sent to random
+    nodes at once, the clock moving between rounds: after each round no number has two live
+    sessions, every node's index agrees with PostgreSQL, and each node attributes a call to
+    any number as PostgreSQL says."""
+    cluster = await make_cluster(database_dsn, stack, policy)
+    nodes = [await cluster.add_node() for _ in range(3)]
+    rng = random.Random(seed)
+    sessions: list[UUID] = []
+
+    async def act() -> None:
+        node = rng.choice(nodes)
+        action = rng.choice(["view", "view", "heartbeat", "end"])
+        if action == "view" or not sessions:
+            sessions.append(await cluster.visit(node, f"visitor-{rng.randrange(8)}"))
+        elif action == "heartbeat":
+            await node.heartbeat(rng.choice(sessions))
+        else:
+            await node.end(rng.choice(sessions))
+
+    for _ in range(20):
+        cluster.clock.now += rng.uniform(0, 40)
+        await asyncio.gather(*(act() for _ in range(6)))
+        now = cluster.clock()
+        at = datetime.fromtimestamp(now, UTC)
+        doubled = await cluster.db.fetch(
+            """SELECT number, count(*) FROM sessions
+               WHERE number IS NOT NULL AND lease_expires_at > $1
+               GROUP BY number HAVING count(*) > 1""",
+            at,
+        )
+        assert doubled == []
+        live = await cluster.db.fetchval(
+            "SELECT count(*) FROM number_leases WHERE expires_at > $1", at
+        )
+        assert live <= len(POOL_NUMBERS)
+        truth = await cluster.truth()
+
+        async def converged(truth: dict[str, UUID | None] = truth) -> bool:
+            return all(cluster.index(node) == truth for node in nodes)
+
+        await until(converged, "every node's index agrees with PostgreSQL")
+        for node in nodes:
+            for number, holder in truth.items():
+                await node.prepare_call(number)
+                attribution = node.attribute(number)
+                assert attribution is not None and attribution.session_id == holder
+    exhausted = [node.stats(cluster.pool_id) for node in nodes]
+    assert sum(s.exhaustions for s in exhausted if s) > 0  # the nodes raced for the last numbers
+
+
+async def test_a_node_that_lost_its_listen_connection_reads_again_and_is_right(
+    database_dsn: str, stack: AsyncExitStack
+) -> None:
+    """Its LISTEN backend is killed: changes made meanwhile are never heard. Until it listens
+    again, a call reads its number from PostgreSQL; once it does, it has read everything."""
+    cluster = await make_cluster(database_dsn, stack, "reuse_oldest")
+    deaf = await cluster.add_node(backoff=lambda n: 0.0)
+    other = await cluster.add_node()
+    first = await cluster.visit(other, "visitor-1")
+
+    async def heard_first() -> bool:
+        return first in cluster.index(deaf).values()
+
+    await until(heard_first, "the first lease heard by NOTIFY")
+
+    # Its reconnection waits for the test's word, not for a backoff a slow machine outruns.
+    listener = cluster.listeners[0]
+    reconnect = asyncio.Event()
+    connect = listener.connect
+
+    async def held_connect() -> None:
+        await reconnect.wait()
+        await connect()
+
+    listener.connect = held_connect  # type: ignore[method-assign]
+    killed = await cluster.db.fetchval(
+        """SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+           WHERE datname = current_database() AND query LIKE 'LISTEN %'"""
+    )
+    assert killed >= 1
+
+    async def deafened() -> bool:
+        return not deaf.trusted
+
+    await until(deafened, "the lost connection noticed")
+    second = await cluster.visit(other, "visitor-2")
+    (number,) = [n for n, s in (await cluster.truth()).items() if s == second]
+    assert cluster.index(deaf)[number] is None  # never heard
+    await deaf.prepare_call(number)  # so a call reads it
+    attribution = deaf.attribute(number)
+    assert attribution is not None and attribution.session_id == second
+
+    third = await cluster.visit(other, "visitor-3")
+    reconnect.set()
+
+    async def caught_up() -> bool:
+        return deaf.trusted and cluster.index(deaf) == await cluster.truth()
+
+    await until(caught_up, "the node listening again and reading back what it missed")
+    assert third in cluster.index(deaf).values()
+
+
+class CuttableLink:
+    """A Unix-socket relay between a node and PostgreSQL that the test can cut (every
+    connection reset, new ones refused) and mend: the database is away for that node only."""
+
+    def __init__(self, dsn: str, directory: Path) -> None:
+        query = parse_qs(urlsplit(dsn).query)
+        host, port = query["host"][0], query["port"][0]
+        self.target = f"{host}/.s.PGSQL.{port}"
+        self.path = str(directory / f".s.PGSQL.{port}")
+        self.dsn = dsn.replace(f"host={host}", f"host={directory}")
+        self.server: asyncio.AbstractServer | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
+
+    async def mend(self) -> None:
+        self.server = await asyncio.start_unix_server(self._relay, self.path)
+
+    async def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+        for writer in list(self.writers):
+            writer.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+
+async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_the_ones_it_has(
+    database_dsn: str, stack: AsyncExitStack, tmp_path: Path
+) -> None:
+    """New visits fail with the database's outage error (the API's 503 problem+json); a
+    heartbeat of a lease in the node's index is served from memory and written once the
+    database is back, so the lease outlives the hold the database last knew."""
+    cluster = await make_cluster(database_dsn, stack, "reuse_oldest")
+    link = CuttableLink(database_dsn, tmp_path)
+    await link.mend()
+    cluster.dsn = link.dsn
+    node = await cluster.add_node()
+    session_id = await cluster.visit(node, "visitor-1")
+    (number,) = [n for n, s in (await cluster.truth()).items() if s == session_id]
+
+    await link.cut()
+    with pytest.raises(OUTAGE_ERRORS):
+        await cluster.visit(node, "visitor-2")
+    cluster.clock.now += 50
+    visit = await node.heartbeat(session_id)
+    assert visit is not None and visit.record.lease_expires_at is not None
+    assert visit.record.lease_expires_at.timestamp() == cluster.clock() + HOLD
+    cluster.clock.now += 20  # past the hold PostgreSQL knows (leased at 0, until 60)
+    attribution = node.attribute(number)
+    assert attribution is not None and attribution.session_id == session_id
+
+    await link.mend()
+    assert await node.reconcile() == 1
+    row = await leases.of_number(cluster.db, number)
+    assert row is not None and row.session_id == session_id and row.expires_at is not None
+    assert row.expires_at.timestamp() == cluster.clock() - 20 + HOLD
+    assert (await cluster.truth())[number] == session_id
