@@ -69,6 +69,10 @@ class NumberPool:
     """The newest row version seen per number (a freed number has a version, no holder)."""
     _by_session: dict[UUID, Lease] = field(default_factory=dict)
     _members: frozenset[str] = frozenset()
+    _live: set[str] = field(default_factory=set)
+    """Numbers whose holder was live when last looked at (``leased`` prunes it)."""
+    _expiry: list[tuple[float, str]] = field(default_factory=list)
+    """(end, number) of every lease seen, soonest first; entries of renewed leases are stale."""
 
     def __post_init__(self) -> None:
         self._members = frozenset(self.numbers)
@@ -84,13 +88,26 @@ class NumberPool:
         old = self._holders.pop(number, None)
         if old is not None and self._by_session.get(old.session_id) is old:
             del self._by_session[old.session_id]
+        self._live.discard(number)
         if lease is not None:
             self._holders[number] = lease
             self._by_session[lease.session_id] = lease
             if lease.expires_at > now:
+                self._live.add(number)
+                heapq.heappush(self._expiry, (lease.expires_at, number))
                 self.peak = max(self.peak, self.leased(now))
                 self._note_demand(now)
         return True
+
+    def extend(
+        self, session_id: UUID, now: float, expires_at: float, *, ended: bool
+    ) -> Lease | None:
+        """Renew a live lease here alone (its row cannot be written now); None if it is over."""
+        lease = self.session(session_id, now)
+        if lease is not None:
+            lease.last_seen, lease.expires_at, lease.ended = now, expires_at, ended
+            heapq.heappush(self._expiry, (expires_at, lease.number))
+        return lease
 
     def session(self, session_id: UUID, now: float) -> Lease | None:
         """The live lease of a session."""
@@ -105,7 +122,13 @@ class NumberPool:
         return lease
 
     def leased(self, now: float) -> int:
-        return sum(1 for lease in self._holders.values() if lease.expires_at > now)
+        """Live leases now (O(leases ended since the last call), amortised)."""
+        while self._expiry and self._expiry[0][0] <= now:
+            _, number = heapq.heappop(self._expiry)
+            holder = self._holders.get(number)
+            if holder is None or holder.expires_at <= now:
+                self._live.discard(number)
+        return len(self._live)
 
     def note_exhausted(self, now: float, *, wants_number: bool) -> None:
         """The pool had no number out of its grace for a visit; ``wants_number``: the visit (or
@@ -120,6 +143,7 @@ class NumberPool:
         lease = self._by_session.pop(session_id, None)
         if lease is not None and self._holders.get(lease.number) is lease:
             del self._holders[lease.number]
+            self._live.discard(lease.number)
 
     def stats(self, now: float) -> PoolStats:
         """Sizes and counters. The recommendation covers the most visits ever wanting a number

@@ -409,9 +409,8 @@ class Sessions:
             )
         except OUTAGE_ERRORS:
             # The database is away: the lease in memory lives on, written when it is back.
-            lease = live.numbers.session(session_id, now)
+            lease = live.numbers.extend(session_id, now, now + hold, ended=ended)
             if lease is not None:
-                lease.last_seen, lease.expires_at, lease.ended = now, now + hold, ended
                 record.lease_expires_at = _wall(lease.expires_at)
                 self._offline[session_id] = lease
         else:

@@ -14,7 +14,8 @@ from multidict import CIMultiDict
 
 from callrouter.api.swap_script import SWAP_SCRIPT
 from callrouter.routing.sessions import Sessions
-from tests.api.conftest import Api
+from tests.api.conftest import Api, running_api
+from tests.database_link import CuttableLink
 
 ORIGIN = "https://www.acme.example"
 PAGE = ORIGIN + "/dentist?utm_source=google&utm_medium=cpc&utm_campaign=spring&gclid=abc"
@@ -248,3 +249,29 @@ def test_the_readme_publishes_the_shipped_scripts_integrity_hash() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f'integrity="{SWAP_SCRIPT.integrity}"' in readme, "update the README's swap.js tag"
     assert SWAP_SCRIPT.path in readme
+
+
+async def test_with_the_database_away_new_visits_get_503_and_open_pages_keep_their_lease(
+    database_dsn: str, tmp_path: Path
+) -> None:
+    """A lease given without the database could be given twice (by two nodes): a new visit is
+    refused with 503 problem+json and Retry-After; a page already holding a lease keeps it."""
+    link = CuttableLink(database_dsn, tmp_path)
+    await link.mend()
+    async with running_api(link.dsn) as api:
+        _, pool = await pool_with_numbers(api)
+        session = (await start(api, pool)).body
+        await link.cut()
+        refused = await start(api, pool, visitor="v2")
+        assert refused.status == 503, refused.body
+        assert refused.body["status"] == 503 and "Retry-After" in refused.headers
+        api.clock.now += 50
+        touched = await api.call(
+            "POST",
+            f"/v1/sessions/{session['session_id']}/heartbeat",
+            json={"pool_key": pool["public_key"]},
+            headers={"Origin": ORIGIN},
+        )
+        assert touched.status == 200
+        assert touched.body["lease_expires_at"] > session["lease_expires_at"]
+        await link.mend()

@@ -11,7 +11,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -26,6 +25,7 @@ from callrouter.store.notifications import Notifications
 from callrouter.store.numbers import NUMBERS
 from callrouter.store.pools import POOLS, new_public_key
 from callrouter.supervisor import Supervisor
+from tests.database_link import CuttableLink
 
 PAGE = "https://www.acme.example/?utm_source=google&utm_medium=cpc"
 POOL_NUMBERS = [f"+4415155501{i:02d}" for i in range(4)]
@@ -237,47 +237,6 @@ async def test_a_node_that_lost_its_listen_connection_reads_again_and_is_right(
 
     await until(caught_up, "the node listening again and reading back what it missed")
     assert third in cluster.index(deaf).values()
-
-
-class CuttableLink:
-    """A Unix-socket relay between a node and PostgreSQL that the test can cut (every
-    connection reset, new ones refused) and mend: the database is away for that node only."""
-
-    def __init__(self, dsn: str, directory: Path) -> None:
-        query = parse_qs(urlsplit(dsn).query)
-        host, port = query["host"][0], query["port"][0]
-        self.target = f"{host}/.s.PGSQL.{port}"
-        self.path = str(directory / f".s.PGSQL.{port}")
-        self.dsn = dsn.replace(f"host={host}", f"host={directory}")
-        self.server: asyncio.AbstractServer | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def mend(self) -> None:
-        self.server = await asyncio.start_unix_server(self._relay, self.path)
-
-    async def cut(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-        for writer in list(self.writers):
-            writer.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
-        self.writers |= {writer, up_writer}
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    sink.write(data)
-                    await sink.drain()
-            except OSError:
-                pass
-            finally:
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-        self.writers -= {writer, up_writer}
 
 
 async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_the_ones_it_has(
