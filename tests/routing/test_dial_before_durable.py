@@ -26,6 +26,7 @@ from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.numbers import NUMBERS, Number
 from callrouter.store.spool import EventSpool
+from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver
 from callrouter.transport.service import SipService
 
@@ -82,6 +83,9 @@ async def desk_number(pool: asyncpg.Pool[asyncpg.Record]) -> Number:
 
 def call_in(journal: CallJournal, number: Number, tmp_path: Path) -> tuple[B2bua, Wire]:
     """A B2BUA on the real endpoint, and the carrier's INVITE for ``number`` fed to it."""
+    # Twisted's DNS client takes the process-wide reactor: install ours on the tests' loop first,
+    # or it installs the default one and every later test that needs the asyncio reactor fails.
+    asyncio_reactor(asyncio.get_running_loop())
     wire = Wire()
     service = SipService(SipEndpoint({"udp": "192.0.2.1:5060"}), Clock())
     service.senders["udp"] = wire

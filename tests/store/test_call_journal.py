@@ -186,7 +186,7 @@ async def test_an_answered_attempt_stays_answered_when_a_crash_interrupts_its_ca
         journal.record(AttemptRinging(ringing, 1, T0 + timedelta(seconds=1)))
         await journal.flushed()
     last_heartbeat = T0 + timedelta(seconds=30)
-    assert await calls.close_interrupted(pool, last_heartbeat) == 2
+    assert await calls.close_interrupted(pool, last_heartbeat, "a") == 2
     call = await calls.get(pool, talking, None)
     assert call is not None
     assert (call.disposition, call.answered_at) == ("interrupted", T0 + timedelta(seconds=3))
