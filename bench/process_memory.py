@@ -127,13 +127,16 @@ def sample_tree(root: int) -> TreeSample:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
             figures = smaps_rollup(Path(f"/proc/{pid}/smaps_rollup").read_text())
             fds = list(Path(f"/proc/{pid}/fd").iterdir())
-            udp = 0
-            for fd in fds:
-                target = fd.readlink().as_posix()
-                if target.startswith("socket:[") and target[8:-1] in udp_now:
-                    udp += 1
         except OSError:
             continue  # a PostgreSQL backend that ended between listing and reading
+        udp = 0
+        for fd in fds:
+            try:
+                target = fd.readlink().as_posix()
+            except OSError:
+                continue  # closed since the listing: a relay's socket at the end of its call
+            if target.startswith("socket:[") and target[8:-1] in udp_now:
+                udp += 1
         role = role_of(pid, root, argv)
         if role == "media worker":
             workers += 1
