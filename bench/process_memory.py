@@ -18,6 +18,7 @@ processes by their titles (``pg checkpointer``, ``pg io workers``, ...).
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,14 +28,15 @@ MEDIA_WORKER_MODULE = "callrouter.media.worker"
 # PostgreSQL's processes that come and go in numbers (a pool's connections, per-query helpers):
 # summed per role, and judged per process, since their count is bounded by configuration.
 POOLED = ("io worker", "autovacuum worker", "parallel worker")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POOLED_ROLES = ("pg backends", *(f"pg {name}s" for name in POOLED))
 # A client backend's title: "postgres: USER DATABASE [local] STATE" or "... HOST(PORT) STATE".
 CLIENT_BACKEND = re.compile(r"\[local\]|\(\d+\)")
 
 
 @dataclass
-class RoleMemory:
-    """The processes of one role, summed (KiB)."""
+class RoleUsage:
+    """The processes of one role, summed (memory in KiB)."""
 
     processes: int = 0
     uss: int = 0
@@ -42,13 +44,15 @@ class RoleMemory:
     rss: int = 0
     shmem: int = 0
     """Pss_Shmem: this role's share of shared memory."""
+    cpu: float = 0.0
+    """User + system CPU seconds the role's live processes have used since they started."""
 
 
 @dataclass
 class TreeSample:
     """One look at the whole tree."""
 
-    roles: dict[str, RoleMemory] = field(default_factory=dict)
+    roles: dict[str, RoleUsage] = field(default_factory=dict)
     fds: int = 0
     udp: int = 0
     fds_by_role: Counter[str] = field(default_factory=Counter)
@@ -127,6 +131,7 @@ def sample_tree(root: int) -> TreeSample:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
             figures = smaps_rollup(Path(f"/proc/{pid}/smaps_rollup").read_text())
             fds = list(Path(f"/proc/{pid}/fd").iterdir())
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # a PostgreSQL backend that ended between listing and reading
         udp = 0
@@ -141,12 +146,13 @@ def sample_tree(root: int) -> TreeSample:
         if role == "media worker":
             workers += 1
             role = f"media worker {workers}"
-        memory = found.roles.setdefault(role, RoleMemory())
+        memory = found.roles.setdefault(role, RoleUsage())
         memory.processes += 1
         memory.uss += figures.get("Private_Clean", 0) + figures.get("Private_Dirty", 0)
         memory.pss += figures.get("Pss", 0)
         memory.rss += figures.get("Rss", 0)
         memory.shmem += figures.get("Pss_Shmem", 0)
+        memory.cpu += (int(stat[11]) + int(stat[12])) / CLOCK_TICKS  # utime, stime: proc(5)
         found.fds += len(fds)
         found.fds_by_role[role] += len(fds)
         found.udp += udp

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.process_memory import sample_tree  # noqa: E402
-from bench.soak_series import MIB, Point, report  # noqa: E402
+from bench.soak_series import MIB, Point, report, serve_cpu  # noqa: E402
 from callrouter.media.g711 import ulaw_encode  # noqa: E402
 from callrouter.store.embedded import EmbeddedPostgres  # noqa: E402
 from tests.e2e.serve import ServeProcess  # noqa: E402
@@ -168,8 +168,9 @@ def sample(root: int, started: float) -> Point:
     return Point((time.monotonic() - started) / 60, sample_tree(root))
 
 
-def progress(p: Point) -> str:
-    """A sample as it is taken: USS of serve, the media workers and PostgreSQL's processes."""
+def progress(p: Point, before: Point | None) -> str:
+    """A sample as it is taken: USS of serve, the media workers and PostgreSQL's processes,
+    and serve's CPU since the sample ``before`` (100 %: one core, the most it can use)."""
     roles = p.tree.roles
     media = sum(m.uss for r, m in roles.items() if r.startswith("media worker"))
     postgres = sum(m.uss for r, m in roles.items() if r.startswith("pg "))
@@ -177,10 +178,11 @@ def progress(p: Point) -> str:
     return (
         f"{p.minute:6.1f}  {serve / MIB:9.1f}  {media / MIB:9.1f}  {postgres / MIB:9.1f}"
         f"  {p.tree.postgres_shmem_kib / MIB:8.1f}  {p.tree.fds:8d}  {p.tree.udp:11d}"
+        f"  {serve_cpu(before, p):9.0%}"
     )
 
 
-PROGRESS = "minute  serve USS  media USS     pg USS  pg shmem  open fds  UDP sockets"
+PROGRESS = "minute  serve USS  media USS     pg USS  pg shmem  open fds  UDP sockets  serve CPU"
 
 
 def start_caller(
@@ -413,7 +415,7 @@ def main() -> None:
             if time.monotonic() >= next_sample:
                 s = sample(server.process.pid, started)
                 samples.append(s)
-                print(progress(s), flush=True)
+                print(progress(s, samples[-2] if len(samples) > 1 else None), flush=True)
                 next_sample += args.every
             if all(c.process.poll() is not None for c in callers):
                 break

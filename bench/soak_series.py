@@ -13,10 +13,11 @@ Descriptors and UDP sockets keep the earlier rule: the mean of the last five min
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
-from bench.process_memory import POOLED_ROLES, RoleMemory, TreeSample
+from bench.process_memory import POOLED_ROLES, RoleUsage, TreeSample
 
 MIB = 1024.0
 
@@ -41,6 +42,15 @@ class Growth:
     @property
     def percent_per_hour(self) -> float:
         return self.slope_mib_per_hour / self.mean_mib * 100 if self.mean_mib else 0.0
+
+
+def serve_cpu(before: Point | None, after: Point) -> float:
+    """serve's CPU between two samples as a share of one core (its event loop's limit)."""
+    if before is None or "serve" not in before.tree.roles or "serve" not in after.tree.roles:
+        return 0.0
+    seconds = (after.minute - before.minute) * 60
+    used = after.tree.roles["serve"].cpu - before.tree.roles["serve"].cpu
+    return used / seconds if seconds > 0 else 0.0
 
 
 def role_order(points: list[Point]) -> list[str]:
@@ -70,7 +80,7 @@ def second_half(points: list[Point]) -> list[Point]:
     return [p for p in points if p.minute >= middle]
 
 
-def judged(role: str, memory: RoleMemory) -> float:
+def judged(role: str, memory: RoleUsage) -> float:
     """The USS judged for a role, MiB: per process when the processes come and go in numbers
     (a pool that opens one more connection is not a leak; one connection that grows is)."""
     if role in POOLED_ROLES:
@@ -178,6 +188,12 @@ def report(
         if values:
             span = f"{values[0]:.1f} -> {values[-1]:.1f} MiB"
             lines.append(f"{name} {span} (counts shared memory; not judged)")
+    cpu = [serve_cpu(a, b) for a, b in pairwise(points)]
+    if cpu:
+        lines.append(
+            f"serve CPU per interval: mean {sum(cpu) / len(cpu):.0%}, max {max(cpu):.0%} of one "
+            "core (its event loop's limit)"
+        )
     for name, counts in (
         ("open fds", [float(p.tree.fds) for p in points]),
         ("UDP sockets", [float(p.tree.udp) for p in points]),

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from bench.process_memory import RoleMemory, TreeSample, role_of, sample_tree, smaps_rollup
-from bench.soak_series import MIB, Point, growth, report
+from bench.process_memory import RoleUsage, TreeSample, role_of, sample_tree, smaps_rollup
+from bench.soak_series import MIB, Point, growth, report, serve_cpu
 
 SERVE = 1000
 
@@ -65,7 +65,7 @@ def series(uss_mib: list[float], role: str = "media worker 1", processes: int = 
     return [
         Point(
             float(minute),
-            TreeSample(roles={role: RoleMemory(processes, uss=int(value * MIB))}),
+            TreeSample(roles={role: RoleUsage(processes, uss=int(value * MIB))}),
         )
         for minute, value in enumerate(uss_mib, start=1)
     ]
@@ -92,7 +92,7 @@ def test_steady_rise_in_the_second_half_is_growth_per_hour() -> None:
 def test_a_pool_that_opens_connections_is_judged_per_connection() -> None:
     """Backends double in number (each the same size): the sum doubles, each one is flat."""
     points = [
-        Point(float(m), TreeSample(roles={"pg backends": RoleMemory(n, uss=n * 5 * 1024)}))
+        Point(float(m), TreeSample(roles={"pg backends": RoleUsage(n, uss=n * 5 * 1024)}))
         for m, n in enumerate([4] * 15 + [4, 5, 6, 7, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8], start=1)
     ]
     assert growth("pg backends", points, tolerance=10, floor=1).word == "flat"
@@ -134,3 +134,10 @@ def test_sampling_sees_processes_that_start_later() -> None:
         parent.stdin.close()
         parent.wait(30)
         parent.stdout.close()
+
+
+def test_serve_cpu_is_a_share_of_one_core_between_samples() -> None:
+    before = Point(1.0, TreeSample(roles={"serve": RoleUsage(1, cpu=10.0)}))
+    after = Point(2.0, TreeSample(roles={"serve": RoleUsage(1, cpu=40.0)}))
+    assert serve_cpu(before, after) == pytest.approx(0.5)
+    assert serve_cpu(None, after) == 0.0
