@@ -13,7 +13,9 @@ structures (relay sessions, recorders, raw writers, asyncio tasks): these are ba
 after every round unless something keeps finished calls. tracemalloc starts after
 ``--warmup`` rounds; at the end the allocation sites that grew most since the first traced
 round are listed. USS growing while the traced heap stays flat is native memory (the C
-allocator's arenas, libsndfile), not Python objects kept alive.
+allocator's heap, libsndfile), not Python objects kept alive; glibc's own figures
+(mallinfo2: in use, free but kept, in mappings of their own) tell a C leak (in use grows) from
+a heap that keeps what was freed (free grows).
 
     python3 bench/media_memory.py [--rounds 30] [--calls 40] [--seconds 2] [--warmup 3]
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -34,7 +37,7 @@ import tracemalloc
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -88,6 +91,26 @@ class Control:
 def uss_mib() -> float:
     figures = smaps_rollup(Path("/proc/self/smaps_rollup").read_text())
     return (figures["Private_Clean"] + figures["Private_Dirty"]) / 1024
+
+
+class Mallinfo2(ctypes.Structure):
+    """glibc's mallinfo2(3): the C heap summed over every arena."""
+
+    _fields_: ClassVar[list[tuple[str, type[ctypes.c_size_t]]]] = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def c_heap_mib() -> tuple[float, float, float]:
+    """(in use, free but kept, in mappings of their own) MiB of the C heap."""
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    return info.uordblks / 2**20, info.fordblks / 2**20, info.hblkhd / 2**20
 
 
 def live_objects() -> Counter[str]:
@@ -157,7 +180,10 @@ async def run(args: argparse.Namespace, root: Path) -> None:
         raise SystemExit("the worker's control socket never appeared")
     control = Control(*await asyncio.open_unix_connection(str(path), limit=1 << 24))
     print(f"{args.calls} recorded calls a round, {args.seconds:g} s of RTP each way")
-    print("round  calls  USS MiB  traced MiB  sessions  recordings  ports  live per-call objects")
+    print(
+        "round  calls  USS MiB  traced MiB  C used  C free  C mmap  sessions  recordings  ports  "
+        "live per-call objects"
+    )
     first: tracemalloc.Snapshot | None = None
     try:
         for number in range(1, args.rounds + 1):
@@ -171,7 +197,8 @@ async def run(args: argparse.Namespace, root: Path) -> None:
             live = live_objects()
             print(
                 f"{number:5d}  {number * args.calls:5d}  {uss_mib():7.1f}  {traced:10.2f}  "
-                f"{len(worker.sessions):8d}  {len(recordings):10d}  {ports.in_use:5d}  "
+                + "".join(f"{mib:6.1f}  " for mib in c_heap_mib())
+                + f"{len(worker.sessions):8d}  {len(recordings):10d}  {ports.in_use:5d}  "
                 + " ".join(f"{k}={v}" for k, v in live.items()),
                 flush=True,
             )
