@@ -56,7 +56,7 @@ from bench.process_memory import sample_tree  # noqa: E402
 from bench.soak_series import MIB, Point, report, serve_cpu  # noqa: E402
 from callrouter.media.g711 import ulaw_encode  # noqa: E402
 from callrouter.store.embedded import EmbeddedPostgres  # noqa: E402
-from tests.e2e.serve import ServeProcess  # noqa: E402
+from tests.e2e.serve import ServeProcess, record_of  # noqa: E402
 from tests.e2e.sipp import SCENARIOS, free_port  # noqa: E402
 
 PLAIN, RECORDED = "+441515550001", "+441515550002"
@@ -263,6 +263,24 @@ async def shared_memory_bound(dsn: str) -> str:
     )
 
 
+def serve_warnings(server: ServeProcess) -> list[str]:
+    """serve's log records at warning level and above, and what it says of recordings other
+    than "ready" (a file whose call row is missing is queued for shredding, at info level):
+    read once serve has stopped, they explain a wrong row after the run's directory is gone."""
+    found = []
+    for line in server.lines:
+        record = record_of(line)
+        if record.get("level") in ("WARNING", "ERROR", "CRITICAL") or (
+            record.get("logger") == "callrouter.recordings"
+            and record.get("event") != "recording.ready"
+        ):
+            found.append(
+                f"{record.get('time', '')} {record['level']} {record.get('logger', '')}: "
+                f"{record.get('message', '')}"
+            )
+    return found
+
+
 async def call_rows(dsn: str) -> list[asyncpg.Record]:
     connection = await asyncpg.connect(dsn)
     try:
@@ -449,6 +467,12 @@ def main() -> None:
         created, ok, failed = totals[caller.number]
         kind = "recorded" if caller.recorded else "plain"
         print(f"{kind:8s} {caller.number}: SIPp placed {created}, completed {ok}, failed {failed}")
+    warnings = serve_warnings(server)
+    print(f"serve logged {len(warnings)} warnings, errors and recording notes")
+    for warning in warnings[:20]:
+        print("  " + warning)
+    if len(warnings) > 20:
+        print(f"  ... and {len(warnings) - 20} more")
     problems = check_rows(rows, callers, totals)
     for problem in problems[:20]:
         print("  " + problem)
