@@ -368,6 +368,7 @@ async def _start_sip(
         metrics=metrics,
     )
     media_events.b2bua = b2bua
+    media_events.journal = journal
     source_policy.dialogs = b2bua.holds_dialog
 
     directory.load(await numbers.list_all(pool))
@@ -438,6 +439,8 @@ class MediaEvents:
     recordings: Recordings
     metrics: Metrics
     worker: MediaWorkerProcess | None = None
+    journal: CallJournal | None = None
+    """Where call rows are written behind the calls; a finished recording waits for it."""
     anchor: MediaAnchor | None = None
     space: RecordingSpace | None = None
     b2bua: B2bua | None = None
@@ -447,7 +450,7 @@ class MediaEvents:
         kind = event.get("event")
         if kind in ("recording_ready", "recording_failed"):
             self.metrics.recording_finished(event)
-            self._spawn(self.recordings.worker_event(event))
+            self._spawn(self.recording_finished(event))
         elif kind == "media_timeout" and self.b2bua is not None:
             self.b2bua.media_stopped(str(event.get("call")), "media timeout")
         elif kind == "worker_lost":
@@ -458,6 +461,15 @@ class MediaEvents:
                 for call in lost:
                     self.b2bua.media_stopped(call, "media worker lost")
             self._spawn(self.recover())
+
+    async def recording_finished(self, event: dict[str, Any]) -> None:
+        """A recording's file is durable: its row is written once its call's row is. The call
+        journal writes call rows behind the calls (seconds behind on a loaded machine, longer
+        with the database away); a row written before its call's would find no call and take
+        the file for one whose call was erased, and shred it."""
+        if self.journal is not None:
+            await self.journal.flushed()
+        await self.recordings.worker_event(event)
 
     def pause_recording(self, call_id: UUID, paused: bool) -> str | None:
         """The API's pause/resume (PCI), for the B2BUA's live calls."""
@@ -474,6 +486,8 @@ class MediaEvents:
         if self.worker is None:
             return 0
         reply = await self.worker.command("recover")
+        if self.journal is not None:
+            await self.journal.flushed()  # as for a recording finished live
         return await self.recordings.recovered(list(reply.get("recordings", [])))
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
