@@ -31,7 +31,9 @@ import argparse
 import asyncio
 import csv
 import json
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,7 @@ import time
 import urllib.request
 import wave
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +52,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.process_memory import sample_tree  # noqa: E402
+from bench.soak_series import MIB, Point, report, serve_cpu  # noqa: E402
 from callrouter.media.g711 import ulaw_encode  # noqa: E402
 from callrouter.store.embedded import EmbeddedPostgres  # noqa: E402
-from tests.e2e.serve import ServeProcess  # noqa: E402
+from tests.e2e.serve import ServeProcess, record_of  # noqa: E402
 from tests.e2e.sipp import SCENARIOS, free_port  # noqa: E402
 
 PLAIN, RECORDED = "+441515550001", "+441515550002"
@@ -121,17 +126,6 @@ UAC = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
 
 @dataclass(frozen=True)
-class Sample:
-    minute: float
-    rss_mib: float
-    pss_mib: float
-    fds: int
-    udp: int
-    # Open descriptors per process name (serve and its media worker are python3; postgres).
-    fds_by_name: dict[str, int]
-
-
-@dataclass(frozen=True)
 class Caller:
     """One SIPp uac process and what it is to prove."""
 
@@ -170,52 +164,25 @@ def api(server: ServeProcess, method: str, path: str, body: dict[str, Any] | Non
         return json.load(response)
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and all its descendants alive now."""
-    found: list[int] = []
-    pending = [root]
-    while pending and len(found) < 10_000:
-        pid = pending.pop()
-        found.append(pid)
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                pending += [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue  # the thread or process went away while we looked
-    return found
+def sample(root: int, started: float) -> Point:
+    return Point((time.monotonic() - started) / 60, sample_tree(root))
 
 
-def udp_inodes() -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/udp", "/proc/net/udp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            inodes.add(line.split()[9])
-    return inodes
+def progress(p: Point, before: Point | None) -> str:
+    """A sample as it is taken: USS of serve, the media workers and PostgreSQL's processes,
+    and serve's CPU since the sample ``before`` (100 %: one core, the most it can use)."""
+    roles = p.tree.roles
+    media = sum(m.uss for r, m in roles.items() if r.startswith("media worker"))
+    postgres = sum(m.uss for r, m in roles.items() if r.startswith("pg "))
+    serve = roles["serve"].uss if "serve" in roles else 0
+    return (
+        f"{p.minute:6.1f}  {serve / MIB:9.1f}  {media / MIB:9.1f}  {postgres / MIB:9.1f}"
+        f"  {p.tree.postgres_shmem_kib / MIB:8.1f}  {p.tree.fds:8d}  {p.tree.udp:11d}"
+        f"  {serve_cpu(before, p):9.0%}"
+    )
 
 
-def sample(root: int, started: float) -> Sample:
-    rss_kib, pss_kib, fds, udp = 0, 0, 0, 0
-    by_name: Counter[str] = Counter()
-    udp_now = udp_inodes()
-    for pid in process_tree(root):
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss_kib += int(line.split()[1])
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    pss_kib += int(line.split()[1])
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                fds += 1
-                by_name[name] += 1
-                target = fd.readlink().as_posix()
-                if target.startswith("socket:[") and target[8:-1] in udp_now:
-                    udp += 1
-        except OSError:
-            continue  # a PostgreSQL backend that ended between listing and reading
-    minute = (time.monotonic() - started) / 60
-    return Sample(minute, rss_kib / 1024, pss_kib / 1024, fds, udp, dict(by_name))
+PROGRESS = "minute  serve USS  media USS     pg USS  pg shmem  open fds  UDP sockets  serve CPU"
 
 
 def start_caller(
@@ -260,26 +227,58 @@ def sipp_totals(caller: Caller) -> tuple[int, int, int]:
     )
 
 
-def slope_per_hour(xs: list[float], ys: list[float]) -> float:
-    if len(xs) < 2:
-        return 0.0
-    return float(np.polyfit(xs, ys, 1)[0]) * 60
+def free_rtp_range(size: int) -> str:
+    """FIRST-LAST: ``size`` ports free now on loopback, below the kernel's ephemeral range and
+    outside serve's default 30000-39999, so that neither a test run on this machine (which uses
+    the default) nor the ports the kernel hands out collide with the soak's relays."""
+    low, high = 10_000, 30_000 - size
+    for _ in range(20):
+        first = secrets.randbelow((high - low) // 2) * 2 + low
+        with ExitStack() as held:
+            try:
+                for port in range(first, first + size):
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return f"{first}-{first + size - 1}"
+    raise SystemExit(f"no {size} free UDP ports in {low}-{high + size}")
 
 
-def verdict(values: list[float], tolerance: float) -> tuple[str, float]:
-    """'flat' or 'GROWS'/'SHRINKS', and the change of the late window against the early one.
+async def shared_memory_bound(dsn: str) -> str:
+    """What bounds PostgreSQL's shared memory: its main segment, as the server reports it."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            """SELECT current_setting('shared_buffers') AS shared_buffers,
+                      sum(allocated_size) AS segment
+                 FROM pg_shmem_allocations"""
+        )
+    finally:
+        await connection.close()
+    assert row is not None
+    return (
+        f"the main segment of {row['segment'] / 2**20:.1f} MiB (shared_buffers "
+        f"{row['shared_buffers']}; parallel queries' dynamic segments come and go)"
+    )
 
-    :param values: one a minute from minute 1 on."""
-    if len(values) >= 10:
-        early, late = values[1:6], values[-5:]  # minutes 2-6, the last five
-    else:
-        half = max(1, len(values) // 2)
-        early, late = values[:half], values[-half:]
-    reference = sum(early) / len(early)
-    change = (sum(late) / len(late) - reference) / reference * 100 if reference else 0.0
-    if abs(change) <= tolerance:
-        return "flat", change
-    return ("GROWS" if change > 0 else "SHRINKS"), change
+
+def serve_warnings(server: ServeProcess) -> list[str]:
+    """serve's log records at warning level and above, and what it says of recordings other
+    than "ready" (a file whose call row is missing is queued for shredding, at info level):
+    read once serve has stopped, they explain a wrong row after the run's directory is gone."""
+    found = []
+    for line in server.lines:
+        record = record_of(line)
+        if record.get("level") in ("WARNING", "ERROR", "CRITICAL") or (
+            record.get("logger") == "callrouter.recordings"
+            and record.get("event") != "recording.ready"
+        ):
+            found.append(
+                f"{record.get('time', '')} {record['level']} {record.get('logger', '')}: "
+                f"{record.get('message', '')}"
+            )
+    return found
 
 
 async def call_rows(dsn: str) -> list[asyncpg.Record]:
@@ -355,53 +354,23 @@ def wait_for_rows(dsn: str, callers: list[Caller], totals: dict[str, tuple[int, 
         time.sleep(1)
 
 
-HEADER = "minute  RSS MiB  PSS MiB  open fds  UDP sockets"
-
-
-def row(s: Sample) -> str:
-    return f"{s.minute:6.1f}  {s.rss_mib:7.1f}  {s.pss_mib:7.1f}  {s.fds:8d}  {s.udp:11d}"
-
-
-def print_series(samples: list[Sample], idle: Sample, tolerance: float) -> bool:
-    """The series under load, its figures and whether each is flat; then the idle sample."""
-    print("\n" + HEADER)
-    for s in samples:
-        print(row(s))
-    print(f"{row(idle)}  (after the last call: idle, not in the figures below)")
-    # Minute 0 is before the first call: the verdict and slope are over the run under load.
-    loaded = samples[1:] or samples
-    minutes = [s.minute for s in loaded]
-    flat = True
-    for name, unit, values in (
-        ("RSS", "MiB", [s.rss_mib for s in loaded]),
-        ("PSS", "MiB", [s.pss_mib for s in loaded]),
-        ("open fds", "", [float(s.fds) for s in loaded]),
-        ("UDP sockets", "", [float(s.udp) for s in loaded]),
-    ):
-        word, change = verdict(values, tolerance)
-        flat &= word == "flat"
-        print(
-            f"{name:12s} min {min(values):8.1f} max {max(values):8.1f} {unit:3s} "
-            f"slope {slope_per_hour(minutes, values):+9.1f}/h  late vs early {change:+6.1f} %: "
-            f"{word}"
-        )
-    first, last = loaded[0], loaded[-1]
-    print(
-        f"open fds by process, minute {first.minute:.0f} -> {last.minute:.0f}: "
-        + ", ".join(
-            f"{name} {first.fds_by_name.get(name, 0)} -> {last.fds_by_name.get(name, 0)}"
-            for name in sorted(first.fds_by_name.keys() | last.fds_by_name.keys())
-        )
-    )
-    return flat
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=50.0, help="calls/s (half the maximum)")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--hold-ms", type=int, default=5000)
-    parser.add_argument("--tolerance", type=float, default=10.0, help="flat within this %%")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=10.0,
+        help="memory: flat within this %% of a role's USS per hour; descriptors and sockets: "
+        "late within this %% of early",
+    )
+    parser.add_argument(
+        "--floor", type=float, default=1.0, help="memory: flat below this many MiB/h whatever %%"
+    )
+    parser.add_argument("--every", type=float, default=60.0, help="seconds between samples")
+    parser.add_argument("--rtp-ports", type=int, default=2000, help="size of serve's RTP range")
     args = parser.parse_args()
     if shutil.which("sipp") is None:
         raise SystemExit("needs SIPp: apt-get install sip-tester")
@@ -416,14 +385,20 @@ def main() -> None:
     )  # fmt: skip
     # Per-source limits well above the offered rate: this run measures leaks, not defences.
     limit = str(int(args.rate * 10) + 100)
+    # SIP and HTTP on ports the kernel picks (ServeProcess passes 0), RTP on a range of its own.
+    rtp = free_rtp_range(args.rtp_ports)
     server = ServeProcess(
         work / "data", "--recordings-dir", str(work / "recordings"),
-        "--sip-rate-per-second", limit, "--sip-rate-burst", limit,
+        "--sip-rate-per-second", limit, "--sip-rate-burst", limit, "--media-ports", rtp,
     )  # fmt: skip
     callers: list[Caller] = []
-    samples: list[Sample] = []
+    samples: list[Point] = []
     try:
         server.wait_ready()
+        dsn = EmbeddedPostgres.running_dsn(server.data_dir / "postgres")
+        if dsn is None:
+            raise SystemExit("serve's embedded PostgreSQL is not running")
+        shmem_bound = asyncio.run(shared_memory_bound(dsn))
         sip_port = server.sip_port()
         api(server, "POST", "/v1/trunks", {"name": "soak-carrier", "networks": [CARRIER_IP]})
         client = api(server, "POST", "/v1/clients", {"name": "Soak"})
@@ -435,7 +410,7 @@ def main() -> None:
         seconds = args.minutes * 60
         print(
             f"soak: {args.rate:g} calls/s for {args.minutes:g} min, {args.hold_ms} ms calls, "
-            "one in four recorded (440 Hz PCMU from SIPp rtp_stream)"
+            f"one in four recorded (440 Hz PCMU from SIPp rtp_stream); serve's RTP ports {rtp}"
         )
         started = time.monotonic()
         for number, recorded, share in ((PLAIN, False, 0.75), (RECORDED, True, 0.25)):
@@ -451,15 +426,15 @@ def main() -> None:
                     hold_ms=args.hold_ms,
                 )
             )
-        print(HEADER, flush=True)
+        print(PROGRESS, flush=True)
         deadline = started + seconds + 120  # the last calls' hold time and retransmissions
         next_sample = started
         while time.monotonic() < deadline:
             if time.monotonic() >= next_sample:
                 s = sample(server.process.pid, started)
                 samples.append(s)
-                print(row(s), flush=True)
-                next_sample += 60
+                print(progress(s, samples[-2] if len(samples) > 1 else None), flush=True)
+                next_sample += args.every
             if all(c.process.poll() is not None for c in callers):
                 break
             if server.process.poll() is not None:
@@ -472,9 +447,6 @@ def main() -> None:
                 caller.process.kill()
             caller.process.wait(30)
         totals = {c.number: sipp_totals(c) for c in callers}
-        dsn = EmbeddedPostgres.running_dsn(server.data_dir / "postgres")
-        if dsn is None:
-            raise SystemExit("serve's embedded PostgreSQL is not running")
         rows = wait_for_rows(dsn, callers, totals)
     finally:
         for caller in callers:
@@ -487,12 +459,20 @@ def main() -> None:
         pbx.wait()
         shutil.rmtree(work, ignore_errors=True)
 
-    flat = print_series(samples, idle, args.tolerance)
+    # Minute 0 is before the first call: the verdicts are over the run under load.
+    lines, flat = report(samples[1:], idle, args.tolerance, args.floor, shmem_bound)
+    print("\n".join(lines))
     print()
     for caller in callers:
         created, ok, failed = totals[caller.number]
         kind = "recorded" if caller.recorded else "plain"
         print(f"{kind:8s} {caller.number}: SIPp placed {created}, completed {ok}, failed {failed}")
+    warnings = serve_warnings(server)
+    print(f"serve logged {len(warnings)} warnings, errors and recording notes")
+    for warning in warnings[:20]:
+        print("  " + warning)
+    if len(warnings) > 20:
+        print(f"  ... and {len(warnings) - 20} more")
     problems = check_rows(rows, callers, totals)
     for problem in problems[:20]:
         print("  " + problem)
