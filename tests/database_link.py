@@ -21,6 +21,13 @@ class CuttableLink:
         self.server: asyncio.AbstractServer | None = None
         self.writers: set[asyncio.StreamWriter] = set()
 
+    async def __aenter__(self) -> CuttableLink:
+        await self.mend()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.cut()  # the listening socket and every relayed connection closed
+
     async def mend(self) -> None:
         self.server = await asyncio.start_unix_server(self._relay, self.path)
 
@@ -32,8 +39,14 @@ class CuttableLink:
             writer.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_unix_connection(self.target)
-        self.writers |= {writer, up_writer}
+        self.writers.add(writer)  # before the await, so a cut meanwhile closes it too
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.target)
+        except OSError:
+            writer.close()
+            self.writers.discard(writer)
+            return
+        self.writers.add(up_writer)
 
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             try:

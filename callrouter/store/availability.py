@@ -21,6 +21,9 @@ OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     # A pooled connection whose server died in the middle of a statement is left in a state
     # asyncpg refuses to use ("another operation is in progress"); the pool replaces it.
     asyncpg.exceptions.InternalClientError,
+    # A database closed to new connections for maintenance (ALLOW_CONNECTIONS false: "database
+    # is not currently accepting connections") refuses a new pooled connection with this.
+    asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
 )
 """What a database that is away (killed, restarting, unreachable) raises, as opposed to a
 database that refuses a statement."""

@@ -256,9 +256,7 @@ async def test_with_the_database_away_new_visits_get_503_and_open_pages_keep_the
 ) -> None:
     """A lease given without the database could be given twice (by two nodes): a new visit is
     refused with 503 problem+json and Retry-After; a page already holding a lease keeps it."""
-    link = CuttableLink(database_dsn, tmp_path)
-    await link.mend()
-    async with running_api(link.dsn) as api:
+    async with CuttableLink(database_dsn, tmp_path) as link, running_api(link.dsn) as api:
         _, pool = await pool_with_numbers(api)
         session = (await start(api, pool)).body
         await link.cut()

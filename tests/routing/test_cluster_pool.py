@@ -246,8 +246,7 @@ async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_th
     heartbeat of a lease in the node's index is served from memory and written once the
     database is back, so the lease outlives the hold the database last knew."""
     cluster = await make_cluster(database_dsn, stack, "reuse_oldest")
-    link = CuttableLink(database_dsn, tmp_path)
-    await link.mend()
+    link = await stack.enter_async_context(CuttableLink(database_dsn, tmp_path))
     cluster.dsn = link.dsn
     node = await cluster.add_node()
     session_id = await cluster.visit(node, "visitor-1")
