@@ -265,7 +265,7 @@ async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_th
     assert attribution is not None and attribution.session_id == session_id
 
     await link.mend()
-    assert await node.reconcile() == 1
+    assert await node.flush() == 1
     row = await leases.of_number(cluster.db, number)
     assert row is not None and row.session_id == session_id and row.expires_at is not None
     assert row.expires_at.timestamp() == cluster.clock() - 20 + HOLD
