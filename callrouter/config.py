@@ -380,6 +380,7 @@ class ConsoleConfig:
     smtp_timeout: float = setting(15.0, "Seconds an SMTP conversation may take.")
 
 
+@dataclass(frozen=True)
 class ClusterConfig:
     """Several nodes on one PostgreSQL: this node's name and when another counts as dead."""
 
