@@ -173,7 +173,9 @@ def throughput(server: EmbeddedPostgres, root: Path, seconds: int, connections: 
         *("--http-public-rate-per-second", "1e9", "--http-public-rate-burst", "1e9"),
         *("--http-rate-per-second", "1e9", "--http-rate-burst", "1000000000"),
     )
-    first = ServeProcess(root / "node-a", "--database-url", server.dsn, *flags).wait_ready()
+    first = ServeProcess(
+        root / "node-a", "--database-url", server.dsn, "--cluster-node", "a", *flags
+    ).wait_ready()
     nodes = [first]
     try:
         base, operator = first.http_url, first.operator_key
@@ -199,7 +201,9 @@ def throughput(server: EmbeddedPostgres, root: Path, seconds: int, connections: 
             root / "post.lua", WRK_POST.replace("POOL_KEY", str(pool["public_key"]))
         )
         nodes.append(
-            ServeProcess(root / "node-b", "--database-url", server.dsn, *flags).wait_ready()
+            ServeProcess(
+                root / "node-b", "--database-url", server.dsn, "--cluster-node", "b", *flags
+            ).wait_ready()
         )
         print(
             f"POST /v1/sessions, {connections} connections per node, {seconds} s, wrk on loopback"
