@@ -293,6 +293,9 @@ class Sessions:
             idle = now - previous.last_seen_at.timestamp() if previous else None
             if previous is not None and idle is not None and idle <= pool.lease_hold_seconds:
                 record = previous
+                # This statement writes a later renewal than one waiting to be flushed (which,
+                # were the lease taken again below, would revive the number it leaves).
+                self._pending.pop(record.id, None)
                 row = await lease_store.renew(
                     db,
                     client_id=pool.client_id,
