@@ -437,8 +437,14 @@ class Sessions:
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(lease_store.FLUSH_SECONDS)
-        with contextlib.suppress(*OUTAGE_ERRORS):  # still away: ``run`` tries again
+        try:
             await self.flush()
+        except OUTAGE_ERRORS:
+            pass  # still away: ``run`` tries again
+        except asyncpg.DeadlockDetectedError:
+            # Undone every try (page views of these visits raced it): the next flush, soon.
+            self._flusher = None
+            self._flush_soon()
 
     @property
     def live(self) -> int:
@@ -497,7 +503,8 @@ class Sessions:
         if not batch:
             return 0
         try:
-            rows = await lease_store.renew_many(self.db, list(batch.values()))
+            renewals = list(batch.values())
+            rows = await _undeadlocked(lambda: lease_store.renew_many(self.db, renewals))
         except BaseException:
             self._pending = {**batch, **self._pending}  # newer renewals win
             raise
@@ -555,7 +562,8 @@ class Sessions:
 
 async def _undeadlocked(work: Callable[[], Awaitable[T]]) -> T:
     """``work``, again when PostgreSQL undid it to break a deadlock: a page view of a visit
-    locks its session, then its number; its heartbeat on another node the other way round.
+    locks its session, then its number; its heartbeat (or a flush of renewals) the other way
+    round.
     Nothing of an undone attempt was written."""
     attempt = 1
     while True:
