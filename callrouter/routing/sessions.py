@@ -14,9 +14,12 @@ visit, or the visitor's call, may reach any node. Each node keeps an index of th
 cache of the visits that hold them, so an INVITE is attributed without a round trip. The index
 follows the database through NOTIFYs (``on_lease``, ``on_session``); it is read again whole at
 start and after the LISTEN connection was lost (``resync``), and a number it cannot vouch for
-is read at call time (``prepare_call``). While the database is away, new sessions are refused
-(the API answers 503: a lease given without it could be given twice) and heartbeats of leases
-in the index are served from memory, written when it is back (``reconcile``). Visits erased by
+is read at call time (``prepare_call``). A heartbeat or page close of a lease live in the
+index is answered from memory and written behind, with the others of the last
+``FLUSH_SECONDS``, in one statement (``flush``); ``store.leases`` gives no number away while
+such a renewal may be on its way. While the database is away, new sessions are refused (the API
+answers 503: a lease given without it could be given twice) and those renewals wait in memory
+until it is back. Visits erased by
 a privacy request or the retention purge are forgotten (``forget``); the database frees their
 numbers on every node.
 """
@@ -138,8 +141,9 @@ class Sessions:
     _by_key: dict[str, LivePool] = field(default_factory=dict)
     _by_number: dict[str, LivePool] = field(default_factory=dict)
     _visits: dict[uuid.UUID, Visit] = field(default_factory=dict)
-    _offline: dict[uuid.UUID, Lease] = field(default_factory=dict)
-    """Leases renewed from memory while the database was away, to write when it is back."""
+    _pending: dict[uuid.UUID, lease_store.Renewal] = field(default_factory=dict)
+    """Leases renewed from memory, to write (the latest renewal per session)."""
+    _flusher: asyncio.Task[None] | None = None
 
     async def load(self) -> int:
         """Every pool's leases, and the visits of those live or in grace; the live leases."""
@@ -289,6 +293,9 @@ class Sessions:
             idle = now - previous.last_seen_at.timestamp() if previous else None
             if previous is not None and idle is not None and idle <= pool.lease_hold_seconds:
                 record = previous
+                # This statement writes a later renewal than one waiting to be flushed (which,
+                # were the lease taken again below, would revive the number it leaves).
+                self._pending.pop(record.id, None)
                 row = await lease_store.renew(
                     db,
                     client_id=pool.client_id,
@@ -395,31 +402,49 @@ class Sessions:
         now = self.clock()
         record = visit.record
         hold = float(live.pool.lease_hold_seconds)
-        try:
-            row = await _undeadlocked(
-                lambda: lease_store.renew(
-                    self.db,
-                    client_id=record.client_id,
-                    session_id=record.id,
-                    number=record.number,
-                    now=now,
-                    hold=hold,
-                    ended=ended,
-                )
+        lease = live.numbers.extend(session_id, now, now + hold, ended=ended)
+        if lease is not None and lease.number == record.number:
+            # Live in the index: answered from memory, written with the next flush.
+            self._pending[session_id] = lease_store.Renewal(
+                lease.number, record.client_id, session_id, now, lease.expires_at, ended
             )
-        except OUTAGE_ERRORS:
-            # The database is away: the lease in memory lives on, written when it is back.
-            lease = live.numbers.extend(session_id, now, now + hold, ended=ended)
-            if lease is not None:
-                record.lease_expires_at = _wall(lease.expires_at)
-                self._offline[session_id] = lease
+            record.lease_expires_at = _wall(lease.expires_at)
+            self._flush_soon()
         else:
-            if row is not None:
-                live.numbers.apply(row.number, _lease(row), row.version, now)
-                record.lease_expires_at = row.expires_at
+            # Over (or unknown here): the database says whether it still holds its number.
+            with contextlib.suppress(*OUTAGE_ERRORS):
+                row = await _undeadlocked(
+                    lambda: lease_store.renew(
+                        self.db,
+                        client_id=record.client_id,
+                        session_id=record.id,
+                        number=record.number,
+                        now=now,
+                        hold=hold,
+                        ended=ended,
+                    )
+                )
+                if row is not None:
+                    live.numbers.apply(row.number, _lease(row), row.version, now)
+                    record.lease_expires_at = row.expires_at
         record.last_seen_at = _wall(now)
         record.ended = ended
         return visit
+
+    def _flush_soon(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(lease_store.FLUSH_SECONDS)
+        try:
+            await self.flush()
+        except OUTAGE_ERRORS:
+            pass  # still away: ``run`` tries again
+        except asyncpg.DeadlockDetectedError:
+            # Undone every try (page views of these visits raced it): the next flush, soon.
+            self._flusher = None
+            self._flush_soon()
 
     @property
     def live(self) -> int:
@@ -470,37 +495,40 @@ class Sessions:
 
     # -- housekeeping ---------------------------------------------------------------------------
 
-    async def reconcile(self) -> int:
-        """Write the renewals served from memory while the database was away; how many stood
-        (a session another node's lease displaced meanwhile loses its number here too)."""
-        written = 0
-        for session_id, lease in list(self._offline.items()):
-            row = await lease_store.reconcile(
-                self.db,
-                number=lease.number,
-                session_id=session_id,
-                last_seen=lease.last_seen,
-                expires=lease.expires_at,
-                ended=lease.ended,
-            )
-            del self._offline[session_id]
-            if row is not None:
-                written += 1
-                self._apply(row)
-            elif (current := await lease_store.of_number(self.db, lease.number)) is not None:
-                self._apply(current)
-        return written
+    async def flush(self) -> int:
+        """Write the renewals served from memory, in one statement; how many stood (a session
+        whose number another node took meanwhile, under ``reuse_oldest`` or while this node
+        could not write, loses it here too)."""
+        batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        try:
+            renewals = list(batch.values())
+            rows = await _undeadlocked(lambda: lease_store.renew_many(self.db, renewals))
+        except BaseException:
+            self._pending = {**batch, **self._pending}  # newer renewals win
+            raise
+        for row in rows:
+            self._apply(row)
+        renewed = {row.session_id for row in rows}
+        for session_id, renewal in batch.items():
+            if session_id not in renewed:
+                current = await lease_store.of_number(self.db, renewal.number)
+                if current is not None:
+                    self._apply(current)
+        return len(rows)
 
     async def run(self, interval: float = 1.0) -> None:
-        """Every ``interval`` seconds: write what was served from memory; every minute, drop
+        """Every ``interval`` seconds: write what was served from memory and is still waiting
+        (the database was away); every minute, drop
         visits whose lease and grace are over. Until cancelled."""
         rounds = 0
         while True:
             await asyncio.sleep(interval)
             rounds += 1
-            if self._offline:
+            if self._pending:
                 with contextlib.suppress(*OUTAGE_ERRORS):  # still away: the next round
-                    await self.reconcile()
+                    await self.flush()
             if rounds % 60 == 0:
                 self.forget_expired()
 
@@ -511,7 +539,7 @@ class Sessions:
             live = self.pools.get(visit.record.pool_id)
             grace = live.pool.grace_seconds if live else 0
             expires = visit.record.lease_expires_at or visit.record.last_seen_at
-            if expires + timedelta(seconds=grace) < _wall(now) and session_id not in self._offline:
+            if expires + timedelta(seconds=grace) < _wall(now) and session_id not in self._pending:
                 del self._visits[session_id]
 
     # -- erasure ----------------------------------------------------------------------------
@@ -525,7 +553,7 @@ class Sessions:
         once (migration 0013's trigger), and every node hears of it.
         """
         for session_id in session_ids:
-            self._offline.pop(session_id, None)
+            self._pending.pop(session_id, None)
             visit = self._visits.pop(session_id, None)
             live = self.pools.get(visit.record.pool_id) if visit else None
             if live is not None:
@@ -534,7 +562,8 @@ class Sessions:
 
 async def _undeadlocked(work: Callable[[], Awaitable[T]]) -> T:
     """``work``, again when PostgreSQL undid it to break a deadlock: a page view of a visit
-    locks its session, then its number; its heartbeat on another node the other way round.
+    locks its session, then its number; its heartbeat (or a flush of renewals) the other way
+    round.
     Nothing of an undone attempt was written."""
     attempt = 1
     while True:

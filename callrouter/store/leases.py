@@ -10,11 +10,19 @@ The pick keeps the pool's exhaustion policies: the number released longest ago w
 over; when there is none, ``reuse_oldest`` takes the number released longest ago even in its
 grace, then the live lease idle longest (its session loses it), and ``default_number`` takes
 nothing.
+
+Renewals are written behind (``renew_many``, one statement per batch): a node answers a page
+that is still open from its index and writes the new expiry within ``FLUSH_SECONDS``. A
+renewal only moves an expiry later, so the row being a flush behind only makes a lease look
+like it ends sooner; ``take`` therefore counts a lease as free (or as in its grace) only once
+its stored expiry is ``PENDING_RENEWAL_SECONDS`` past, so it never gives away a number whose
+holder's renewal is still on its way.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,12 +30,26 @@ from uuid import UUID
 
 from callrouter.store.database import Executor
 
-__all__ = ["LEASE_CHANNEL", "SESSION_CHANNEL", "LeaseRow", "Taken"]
+__all__ = [
+    "FLUSH_SECONDS",
+    "LEASE_CHANNEL",
+    "PENDING_RENEWAL_SECONDS",
+    "SESSION_CHANNEL",
+    "LeaseRow",
+    "Renewal",
+    "Taken",
+]
 
 LEASE_CHANNEL = "lease_changed"
 """Each change of a lease row, with the row as JSON (migration 0013's trigger)."""
 SESSION_CHANNEL = "session_changed"
 """A session whose attribution changed, or that was deleted: its id."""
+FLUSH_SECONDS = 0.25
+"""A renewal served from a node's memory is written at most this long after (``renew_many``)."""
+PENDING_RENEWAL_SECONDS = 2.0
+"""How long past its stored expiry a lease may still have a renewal on its way: the flush
+interval, a flush's own time on a loaded database, and the nodes' clocks disagreeing by up to
+a second. ``take`` takes no number sooner."""
 
 COLUMNS = (
     "number, client_id, pool_id, session_id, visitor_id, leased_at, last_seen_at, expires_at, "
@@ -83,6 +105,18 @@ class Taken:
     revoked: UUID | None
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """A page view or close of a live lease, served from memory, to write."""
+
+    number: str
+    client_id: UUID
+    session_id: UUID
+    last_seen: float
+    expires_at: float
+    ended: bool
+
+
 def _stamp(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
@@ -109,15 +143,18 @@ async def take(
     """
     record = await db.fetchrow(
         f"""WITH args AS (
-                SELECT $4::timestamptz AS now,
-                       $4::timestamptz - $6::float8 * interval '1 second' AS graced
+                -- A lease whose stored expiry is less than PENDING_RENEWAL_SECONDS past may
+                -- have been renewed on its node and not written yet: it counts as live.
+                SELECT $4::timestamptz - $8::float8 * interval '1 second' AS settled,
+                       $4::timestamptz - greatest($6::float8, $8::float8) * interval '1 second'
+                           AS graced
             ), pick AS (
                 -- Released longest ago first (never leased before all), then, for
                 -- reuse_oldest, the live lease idle longest: a lease's end is its last
                 -- activity plus the pool's hold, so one index order serves all three.
                 SELECT number, session_id AS previous,
                        CASE WHEN expires_at IS NULL OR expires_at < graced THEN 0
-                            WHEN expires_at <= now THEN 1 ELSE 2 END AS tier
+                            WHEN expires_at <= settled THEN 1 ELSE 2 END AS tier
                   FROM number_leases, args
                  WHERE pool_id = $1
                    AND ($7::text = 'reuse_oldest' OR expires_at IS NULL OR expires_at < graced)
@@ -142,6 +179,7 @@ async def take(
         hold,
         grace,
         policy,
+        PENDING_RENEWAL_SECONDS,
     )
     if record is None:
         return None
@@ -202,25 +240,44 @@ async def renew(
     return _row(record) if record else None
 
 
-async def reconcile(
-    db: Executor, *, number: str, session_id: UUID, last_seen: float, expires: float, ended: bool
-) -> LeaseRow | None:
-    """Write a renewal a node served from memory while the database was away, if the session
-    still holds the number (nobody could lease it meanwhile unless another node reached the
-    database: then that node's lease stands). None when it does not."""
-    record = await db.fetchrow(
-        f"""UPDATE number_leases
-               SET last_seen_at = greatest(last_seen_at, $3),
-                   expires_at = greatest(expires_at, $4), ended = $5, version = version + 1
-             WHERE number = $1 AND session_id = $2
-         RETURNING {COLUMNS}""",
-        number,
-        session_id,
-        _stamp(last_seen),
-        _stamp(expires),
-        ended,
+async def renew_many(db: Executor, renewals: Sequence[Renewal]) -> list[LeaseRow]:
+    """Write renewals served from memory, in one statement: each where its session still holds
+    the number (a lease taken by another session stays taken), never moving an expiry or a
+    last activity earlier, with the sessions' rows. The rows renewed; a renewal missing from
+    them lost its number."""
+    records = await db.fetch(
+        f"""WITH pending AS (
+                SELECT * FROM unnest($1::text[], $2::uuid[], $3::uuid[], $4::timestamptz[],
+                                     $5::timestamptz[], $6::bool[])
+                           AS p(number, client_id, session_id, seen, expires, ended)
+            ), renewed AS (
+                UPDATE number_leases l
+                   SET last_seen_at = greatest(l.last_seen_at, p.seen),
+                       expires_at = greatest(l.expires_at, p.expires),
+                       ended = CASE WHEN p.seen >= l.last_seen_at THEN p.ended ELSE l.ended END,
+                       version = l.version + 1
+                  FROM pending p
+                 WHERE l.number = p.number AND l.session_id = p.session_id
+                   AND l.client_id = p.client_id
+             RETURNING {", ".join("l." + c for c in COLUMNS.split(", "))}
+            ), seen AS (
+                UPDATE sessions s
+                   SET last_seen_at = greatest(s.last_seen_at, p.seen),
+                       ended = CASE WHEN p.seen >= s.last_seen_at THEN p.ended ELSE s.ended END,
+                       lease_expires_at = coalesce(
+                           r.expires_at, least(s.lease_expires_at, p.seen))
+                  FROM pending p LEFT JOIN renewed r ON r.session_id = p.session_id
+                 WHERE s.id = p.session_id AND s.client_id = p.client_id
+            )
+            SELECT * FROM renewed""",
+        [r.number for r in renewals],
+        [r.client_id for r in renewals],
+        [r.session_id for r in renewals],
+        [_stamp(r.last_seen) for r in renewals],
+        [_stamp(r.expires_at) for r in renewals],
+        [r.ended for r in renewals],
     )
-    return _row(record) if record else None
+    return [_row(record) for record in records]
 
 
 async def of_pool(db: Executor, pool_id: UUID) -> list[LeaseRow]:

@@ -99,7 +99,9 @@ class Cluster:
         }
 
 
-async def make_cluster(dsn: str, stack: AsyncExitStack, policy: str) -> Cluster:
+async def make_cluster(
+    dsn: str, stack: AsyncExitStack, policy: str, grace: int = GRACE, numbers: int = 4
+) -> Cluster:
     db = await create_pool(dsn, min_size=1, max_size=4)
     stack.push_async_callback(db.close)
     client = await CLIENTS.insert(db, {}, {"name": "Acme"})
@@ -109,11 +111,11 @@ async def make_cluster(dsn: str, stack: AsyncExitStack, policy: str) -> Cluster:
         {
             "name": "website",
             "lease_hold_seconds": HOLD,
-            "grace_seconds": GRACE,
+            "grace_seconds": grace,
             "exhaustion_policy": policy,
         },
     )
-    for e164 in POOL_NUMBERS:
+    for e164 in POOL_NUMBERS[:numbers]:
         await NUMBERS.insert(db, {"client_id": client.id, "e164": e164}, {"pool_id": pool.id})
     return Cluster(db, dsn, Clock(), pool.id, stack)
 
@@ -159,6 +161,9 @@ async def test_nodes_racing_never_give_one_number_to_two_live_sessions(
     for _ in range(20):
         cluster.clock.now += rng.uniform(0, 40)
         await asyncio.gather(*(act() for _ in range(6)))
+        # Renewals are written behind; with the clock racing ahead of real time, one flush
+        # spans rounds, so each round ends with them written.
+        await asyncio.gather(*(node.flush() for node in nodes))
         now = cluster.clock()
         at = datetime.fromtimestamp(now, UTC)
         doubled = await cluster.db.fetch(
@@ -172,9 +177,12 @@ async def test_nodes_racing_never_give_one_number_to_two_live_sessions(
             "SELECT count(*) FROM number_leases WHERE expires_at > $1", at
         )
         assert live <= len(POOL_NUMBERS)
-        truth = await cluster.truth()
+        truth: dict[str, UUID | None] = {}
 
         async def converged(truth: dict[str, UUID | None] = truth) -> bool:
+            # Read again each time: a flush already under way when the round ended lands now.
+            truth.clear()
+            truth.update(await cluster.truth())
             return all(cluster.index(node) == truth for node in nodes)
 
         await until(converged, "every node's index agrees with PostgreSQL")
@@ -264,8 +272,92 @@ async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_th
     assert attribution is not None and attribution.session_id == session_id
 
     await link.mend()
-    assert await node.reconcile() == 1
+    assert await node.flush() == 1
     row = await leases.of_number(cluster.db, number)
     assert row is not None and row.session_id == session_id and row.expires_at is not None
     assert row.expires_at.timestamp() == cluster.clock() - 20 + HOLD
     assert (await cluster.truth())[number] == session_id
+
+
+async def test_a_heartbeat_answered_from_memory_reaches_the_database_within_a_flush(
+    database_dsn: str, stack: AsyncExitStack
+) -> None:
+    """The page gets its new expiry at once; the lease row and the session row say so after
+    the write-behind flush, with nothing but the heartbeat to trigger it."""
+    cluster = await make_cluster(database_dsn, stack, "reuse_oldest")
+    node = await cluster.add_node()
+    session_id = await cluster.visit(node, "visitor-1")
+    (number,) = [n for n, s in (await cluster.truth()).items() if s == session_id]
+    cluster.clock.now += 30
+    visit = await node.heartbeat(session_id)
+    assert visit is not None and visit.record.lease_expires_at is not None
+    renewed = cluster.clock() + HOLD
+    assert visit.record.lease_expires_at.timestamp() == renewed
+
+    async def written() -> bool:
+        row = await leases.of_number(cluster.db, number)
+        stored = await cluster.db.fetchrow(
+            "SELECT last_seen_at, lease_expires_at FROM sessions WHERE id = $1", session_id
+        )
+        return (
+            row is not None
+            and row.expires_at is not None
+            and row.expires_at.timestamp() == renewed
+            and stored is not None
+            and stored["last_seen_at"].timestamp() == cluster.clock()
+            and stored["lease_expires_at"].timestamp() == renewed
+        )
+
+    await until(written, "the renewal in PostgreSQL")
+
+
+async def test_no_node_takes_a_number_whose_holder_has_a_renewal_not_yet_written(
+    database_dsn: str, stack: AsyncExitStack, tmp_path: Path
+) -> None:
+    """One number, no grace. Its holder's node renews it from memory a moment before the
+    stored expiry and cannot write it (its link to the database is cut, so the race is held
+    open). Past the stored expiry, another node's new visit gets no number; once the holder's
+    node writes its renewal, the number is still its session's, on both nodes."""
+    cluster = await make_cluster(database_dsn, stack, "default_number", grace=0, numbers=1)
+    (number,) = POOL_NUMBERS[:1]
+    link = CuttableLink(database_dsn, tmp_path)
+    await link.mend()
+    cluster.dsn = link.dsn
+    holder_node = await cluster.add_node()  # reaches the database through the link
+    cluster.dsn = database_dsn
+    other = await cluster.add_node()
+    session_id = await cluster.visit(holder_node, "visitor-1")
+    assert (await cluster.truth())[number] == session_id
+
+    await link.cut()
+    cluster.clock.now += HOLD - 0.5
+    visit = await holder_node.heartbeat(session_id)
+    assert visit is not None and visit.record.lease_expires_at is not None
+    assert visit.record.lease_expires_at.timestamp() == cluster.clock() + HOLD
+    cluster.clock.now += 1.0  # the stored lease ended half a second ago
+    row = await leases.of_number(cluster.db, number)
+    assert row is not None and row.expires_at is not None
+    assert row.expires_at.timestamp() < cluster.clock()  # free, were the renewal forgotten
+    stranger = await cluster.visit(other, "visitor-2")
+    assert (await cluster.truth())[number] == session_id
+    assert stranger not in cluster.index(other).values()
+
+    await link.mend()
+
+    async def written() -> bool:
+        await holder_node.flush()
+        row = await leases.of_number(cluster.db, number)
+        return (
+            row is not None
+            and row.expires_at is not None
+            and (row.expires_at.timestamp() > cluster.clock())
+        )
+
+    await until(written, "the renewal written once the database is reachable")
+    assert (await cluster.truth())[number] == session_id
+
+    async def heard() -> bool:
+        lease = other.pools[cluster.pool_id].numbers.session(session_id, cluster.clock())
+        return lease is not None and lease.expires_at > cluster.clock()
+
+    await until(heard, "the other node hearing of the renewal")
