@@ -320,8 +320,7 @@ async def test_no_node_takes_a_number_whose_holder_has_a_renewal_not_yet_written
     node writes its renewal, the number is still its session's, on both nodes."""
     cluster = await make_cluster(database_dsn, stack, "default_number", grace=0, numbers=1)
     (number,) = POOL_NUMBERS[:1]
-    link = CuttableLink(database_dsn, tmp_path)
-    await link.mend()
+    link = await stack.enter_async_context(CuttableLink(database_dsn, tmp_path))
     cluster.dsn = link.dsn
     holder_node = await cluster.add_node()  # reaches the database through the link
     cluster.dsn = database_dsn
