@@ -255,6 +255,7 @@ def _console_settings(config: Config) -> ConsoleConfig:
         login_rate_per_minute=console.login_rate_per_minute,
         login_burst=console.login_burst,
         link_hours=console.link_hours,
+        audio_chunk_bytes=console.audio_chunk_bytes,
     )
     if console.public_url and not console.public_url.startswith(("http://", "https://")):
         raise ConfigError(f"console.public_url: {console.public_url!r} is not an http(s) URL")

@@ -354,6 +354,12 @@ class ConsoleConfig:
     session_absolute_seconds: float = setting(
         43200.0, "Seconds a console session lasts at most, however busy (then log in again)."
     )
+    audio_chunk_bytes: int = setting(
+        262144,
+        "Most bytes of a recording one open-ended Range request is answered with (206): each "
+        "answer decrypts a bounded part, and the browser asks for the rest (or for where a "
+        "seek goes) with further ranges.",
+    )
     lockout_failures: int = setting(
         10, "Wrong passwords or codes in a row that lock a console user for lockout_seconds."
     )

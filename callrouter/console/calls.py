@@ -354,6 +354,10 @@ async def audio(request: web.Request) -> web.StreamResponse:
                 headers={"Content-Range": f"bytes */{size}"}
             ) from None
         start, end = wanted or (0, size)
+        if wanted and end == size:
+            # An open-ended range gets a bounded part (RFC 9110 §14.4 lets the answer say which
+            # part it holds): a seek in a long recording then decrypts only what is near it.
+            end = min(size, start + request.app[CONSOLE].config.audio_chunk_bytes)
         if start == 0:
             await record(request, "recording.listen", target=str(recording.id))
         served = recordings.served_format(recording.format)

@@ -47,6 +47,9 @@ async function setUp(player) {
   const redraw = () => drawWave(canvas, peaks, Math.min(1, audio.currentTime / duration()));
   const seek = (fraction) => {
     audio.currentTime = Math.max(0, Math.min(1, fraction)) * duration();
+    // Nothing is fetched before the first play or seek (preload="none"); then the browser
+    // reads the header and asks for the part at the new position, not the whole file.
+    if (audio.readyState === HTMLMediaElement.HAVE_NOTHING) audio.preload = "metadata";
     redraw();
   };
   const clock = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
