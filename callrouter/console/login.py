@@ -79,17 +79,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         response = see_other("/login/code?next=" + quote(next_path, safe="/"))
         await sessions.start(request, response, user.id, pending=True)
         return response
-    await console_users.login_succeeded(db, user.id)
-    response = see_other(next_path)
-    await sessions.start(request, response, user.id, pending=False)
-    await record(
-        request,
-        "user.logged_in",
-        target=user.email,
-        client_id=user.client_id,
-        actor=f"user:{user.id}",
-    )
-    return response
+    return await _logged_in(request, user, next_path, None)
 
 
 async def _failed(request: web.Request, user: UserRow) -> None:
@@ -149,18 +139,7 @@ async def code_submit(request: web.Request) -> web.StreamResponse:
             {"next": next_path, "error": "That code is not right, or was used already."},
             status=401,
         )
-    await console_users.login_succeeded(db, user.id)
-    response = see_other(next_path)
-    await sessions.start(request, response, user.id, pending=False)
-    await record(
-        request,
-        "user.logged_in",
-        target=user.email,
-        client_id=user.client_id,
-        actor=f"user:{user.id}",
-        details={"second_factor": how},
-    )
-    return response
+    return await _logged_in(request, user, next_path, {"second_factor": how})
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -226,3 +205,22 @@ PAGES = [
     Page("/logout", "logout", post=logout, before_second_factor=True),
     Page("/invite/{token}", "link", get=link_form, post=link_submit, public=True),
 ]
+
+
+async def _logged_in(
+    request: web.Request, user: UserRow, next_path: str, details: dict[str, str] | None
+) -> web.StreamResponse:
+    """The user is in (password, then the code when they have 2FA): the failure count reset,
+    a fresh full session, and the audit record."""
+    await console_users.login_succeeded(request.app[CONSOLE].database, user.id)
+    response = see_other(next_path)
+    await sessions.start(request, response, user.id, pending=False)
+    await record(
+        request,
+        "user.logged_in",
+        target=user.email,
+        client_id=user.client_id,
+        actor=f"user:{user.id}",
+        details=details,
+    )
+    return response
