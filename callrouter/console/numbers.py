@@ -1,8 +1,9 @@
-"""Numbers and pools: tracking numbers (add, edit, release) and pools (create; their live
-utilisation, and the swap-script tag to paste, pinned by Subresource Integrity).
+"""Numbers and pools: tracking numbers (add, edit, release) and pools (create, edit their lease
+settings; their live utilisation, and the swap-script tag to paste, pinned by Subresource
+Integrity).
 
 Everyone with ``numbers.read`` sees the page; changing numbers needs ``numbers.write``,
-creating pools ``pools.write``. Every change goes into the audit log."""
+creating and editing pools ``pools.write``. Every change goes into the audit log."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from callrouter.api.fields import destination, origin
+from callrouter.api.pools import UPDATE as POOL_UPDATE
+from callrouter.api.problems import Problem
 from callrouter.api.state import SESSIONS
 from callrouter.api.swap_script import SWAP_SCRIPT
 from callrouter.console.audit import record
@@ -22,16 +25,20 @@ from callrouter.console.scope import client_of
 from callrouter.console.state import CONSOLE
 from callrouter.console.users import base_url
 from callrouter.numbering import to_e164
+from callrouter.routing.sessions import ATTRIBUTION_MODELS
 from callrouter.store.database import StoreConflict
 from callrouter.store.numbers import NUMBERS, Number
-from callrouter.store.pools import POOLS, new_public_key
+from callrouter.store.pools import POOLS, Pool, new_public_key
 
 NOTICES = {
     "added": "The number is added.",
     "saved": "The number is saved.",
     "released": "The number is released: calls to it are no longer ours.",
     "pool": "The pool is created.",
+    "pool_saved": "The pool is saved.",
 }
+
+EXHAUSTION_POLICIES = ("reuse_oldest", "default_number")
 
 
 class FormError(ValueError):
@@ -205,9 +212,73 @@ async def add_pool(request: web.Request) -> web.StreamResponse:
     return see_other("/numbers?done=pool")
 
 
+async def _pool(request: web.Request) -> Pool:
+    try:
+        pool_id = UUID(request.match_info["pool_id"])
+    except ValueError:
+        raise web.HTTPNotFound(reason="no such pool") from None
+    pool = await POOLS.get(request.app[CONSOLE].database, pool_id, client_of(request))
+    if pool is None:
+        raise web.HTTPNotFound(reason="no such pool")
+    return pool
+
+
+async def _pool_page(
+    request: web.Request, pool: Pool, error: str = "", status: int = 200
+) -> web.StreamResponse:
+    return await render(
+        request,
+        "pool.html",
+        {
+            "pool": pool,
+            "policies": EXHAUSTION_POLICIES,
+            "models": ATTRIBUTION_MODELS,
+            "error": error,
+        },
+        status=status,
+    )
+
+
+@require(Permission.POOLS_WRITE)
+async def edit_pool(request: web.Request) -> web.StreamResponse:
+    return await _pool_page(request, await _pool(request))
+
+
+@require(Permission.POOLS_WRITE)
+async def save_pool(request: web.Request) -> web.StreamResponse:
+    """The form's fields checked by the API's own schema for a pool update, so the console
+    and the API refuse the same values with the same words."""
+    pool = await _pool(request)
+    form = await request.post()
+    data: dict[str, Any] = {
+        "name": str(form.get("name", "")).strip(),
+        "allowed_origins": str(form.get("origins", "")).split(),
+        "target_numbers": [t.strip() for t in str(form.get("targets", "")).split(",") if t.strip()],
+        "exhaustion_policy": str(form.get("exhaustion_policy", "")),
+        "attribution_model": str(form.get("attribution_model", "")),
+        "default_source": str(form.get("default_source", "")).strip(),
+    }
+    for name in ("lease_hold_seconds", "grace_seconds"):
+        try:
+            data[name] = int(str(form.get(name, "")).strip())
+        except ValueError:
+            return await _pool_page(request, pool, f"{name}: a whole number of seconds", 400)
+    try:
+        fields = POOL_UPDATE.parse(data, partial=True)
+    except Problem as exc:
+        return await _pool_page(request, pool, exc.detail, 400)
+    try:
+        await POOLS.update(request.app[CONSOLE].database, pool.id, pool.client_id, fields)
+    except StoreConflict as exc:
+        return await _pool_page(request, pool, f"name: {exc}", 409)
+    await record(request, "pool.update", target=str(pool.id), details={"fields": sorted(fields)})
+    return see_other("/numbers?done=pool_saved")
+
+
 PAGES = [
     Page("/numbers", "numbers", get=listing, post=add),
     Page("/numbers/{number_id}", "number", get=edit, post=save),
     Page("/numbers/{number_id}/release", "number_release", post=release),
     Page("/pools", "pools", post=add_pool),
+    Page("/pools/{pool_id}", "pool", get=edit_pool, post=save_pool),
 ]
