@@ -1,12 +1,18 @@
 """Fixtures for the console's tests in a real browser: a running ``callrouter serve``, users
 of any role logged in to a headless Chromium (the system's /usr/bin/chromium), an axe-core
-accessibility check, and screenshots at desktop and phone widths.
+accessibility check, screenshots at desktop and phone widths, and a check that a page fits
+a 360 px phone.
 
     def test_console_calls_page(console_server, logged_in):
-        page, user = logged_in("analyst")
+        page, user = logged_in("analyst")           # a new client's analyst, logged in
         page.goto(console_server.url + "/calls")
         axe_check(page)
-        screenshot(page, "calls")
+        screenshot(page, "calls")                   # build/screenshots/calls-{desktop,phone}.png
+        assert_fits_narrowest(page)
+
+``console_server`` is shared by the session (each user gets a new client unless one is
+given); ``browser`` is per module; ``console_server.api(...)`` calls the API with the operator
+key and ``console_server.fetch(sql)`` reads the database.
 """
 
 from __future__ import annotations
