@@ -19,7 +19,7 @@ from callrouter.api.problems import Problem
 from callrouter.api.state import SESSIONS
 from callrouter.api.swap_script import SWAP_SCRIPT
 from callrouter.console.audit import record
-from callrouter.console.pages import Page, render, see_other
+from callrouter.console.pages import Page, path_id, render, see_other
 from callrouter.console.permissions import Permission, current_user, require
 from callrouter.console.scope import client_of
 from callrouter.console.state import CONSOLE
@@ -140,10 +140,7 @@ async def add(request: web.Request) -> web.StreamResponse:
 
 
 async def _number(request: web.Request) -> Number:
-    try:
-        number_id = UUID(request.match_info["number_id"])
-    except ValueError:
-        raise web.HTTPNotFound(reason="no such number") from None
+    number_id = path_id(request, "number_id", "number")
     number = await NUMBERS.get(request.app[CONSOLE].database, number_id, client_of(request))
     if number is None:
         raise web.HTTPNotFound(reason="no such number")
@@ -213,10 +210,7 @@ async def add_pool(request: web.Request) -> web.StreamResponse:
 
 
 async def _pool(request: web.Request) -> Pool:
-    try:
-        pool_id = UUID(request.match_info["pool_id"])
-    except ValueError:
-        raise web.HTTPNotFound(reason="no such pool") from None
+    pool_id = path_id(request, "pool_id", "pool")
     pool = await POOLS.get(request.app[CONSOLE].database, pool_id, client_of(request))
     if pool is None:
         raise web.HTTPNotFound(reason="no such pool")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -88,3 +89,11 @@ def safe_next(target: str | None, default: str = "/") -> str:
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return default
     return target
+
+
+def path_id(request: web.Request, name: str, what: str) -> UUID:
+    """The id a page's path names; a path that is not an id is a page that does not exist."""
+    try:
+        return UUID(request.match_info[name])
+    except ValueError:
+        raise web.HTTPNotFound(reason=f"no such {what}") from None

@@ -12,13 +12,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from aiohttp import web
 
 from callrouter.api.state import PRIVACY
 from callrouter.console.audit import record
-from callrouter.console.pages import Page, render, see_other
+from callrouter.console.pages import Page, path_id, render, see_other
 from callrouter.console.permissions import Permission, current_user, require
 from callrouter.console.scope import client_of
 from callrouter.console.state import CONSOLE
@@ -104,10 +103,7 @@ async def file(request: web.Request) -> web.StreamResponse:
 
 
 async def _request(request: web.Request) -> store.PrivacyRequest:
-    try:
-        request_id = UUID(request.match_info["request_id"])
-    except ValueError:
-        raise web.HTTPNotFound(reason="no such request") from None
+    request_id = path_id(request, "request_id", "request")
     found = await store.get_request(request.app[CONSOLE].database, request_id, client_of(request))
     if found is None:
         raise web.HTTPNotFound(reason="no such request")

@@ -17,7 +17,7 @@ from callrouter.console.accounts import (
     reset_link,
 )
 from callrouter.console.audit import record
-from callrouter.console.pages import Page, render, see_other
+from callrouter.console.pages import Page, path_id, render, see_other
 from callrouter.console.permissions import CLIENT_ROLES, Permission, current_user, require
 from callrouter.console.state import CONSOLE
 from callrouter.store import console_audit, console_sessions, console_users
@@ -114,10 +114,7 @@ async def _refuse(request: web.Request, error: str) -> web.StreamResponse:
 async def _target(request: web.Request) -> UserRow:
     """The user of the path, within the acting user's client; never the acting user."""
     user = current_user(request)
-    try:
-        user_id = UUID(request.match_info["user_id"])
-    except ValueError:
-        raise web.HTTPNotFound(reason="no such user") from None
+    user_id = path_id(request, "user_id", "user")
     target = await console_users.get(request.app[CONSOLE].database, user_id, user.client_id)
     if target is None:
         raise web.HTTPNotFound(reason="no such user")
