@@ -52,6 +52,7 @@ from uuid import UUID
 
 from callrouter.media.encoding import Peaks, encode, peaks
 from callrouter.media.g711 import RATE
+from callrouter.media.heap import HeapTrim
 from callrouter.media.recorder import Codec, StereoRecorder
 from callrouter.media.relay import RelaySession
 from callrouter.vault import (
@@ -224,6 +225,7 @@ class Recordings:
         self._closing = False
         self._disk = ThreadPoolExecutor(1, thread_name_prefix="recording-raw")
         self._finisher = ThreadPoolExecutor(1, thread_name_prefix="recording-final")
+        self.heap = HeapTrim()
 
     def __len__(self) -> int:
         return len(self._active)
@@ -496,12 +498,18 @@ class Recordings:
     def _final_or_kept(self, recording_id: UUID) -> _FinalFile:
         """The final file; when the disk has no room for it, the raw stream kept as is."""
         try:
-            return self._final_file(recording_id)
-        except OSError as exc:
-            if exc.errno not in _NO_ROOM:
-                raise
-            log.error("recording %s: no room to encode it (%s); raw stream kept", recording_id, exc)
-        return self._keep_raw(recording_id)
+            try:
+                return self._final_file(recording_id)
+            except OSError as exc:
+                if exc.errno not in _NO_ROOM:
+                    raise
+                log.error(
+                    "recording %s: no room to encode it (%s); raw stream kept", recording_id, exc
+                )
+            return self._keep_raw(recording_id)
+        finally:
+            # The encode's buffers are free now: hand their pages back (see media/heap.py).
+            self.heap.maybe()
 
     def _keep_raw(self, recording_id: UUID) -> _FinalFile:
         """The sealed raw stream as the final file, ``<id>.pcm`` (renamed by
