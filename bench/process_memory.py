@@ -4,8 +4,13 @@ A sum of RSS over the tree counts every shared page once per process that maps i
 shared buffers are counted again in each backend that touched them, so the sum grows while the
 cache warms without any leak. Per process we read ``/proc/PID/smaps_rollup`` instead:
 
-- USS (unique set size): Private_Clean + Private_Dirty, the memory only this process holds and
-  would give back on exit. A leak shows here.
+- USS (unique set size): Private_Clean + Private_Dirty of the process's private mappings, the
+  memory only this process holds and would give back on exit. A leak shows here. Read from
+  ``/proc/PID/smaps`` mapping by mapping, because the kernel also counts as private a page of a
+  *shared* mapping that only this process has touched so far: PostgreSQL's checkpointer walks
+  the shared buffers and so looked like it grew (4.3 -> 4.8 MiB, all of it in the shared
+  segment ``/dev/zero (deleted)``). Those pages are the shared segment's, counted under
+  Pss_Shmem and bounded by its size; a mapping is shared when its VmFlags hold ``sh``.
 - PSS: each shared page divided among the processes that map it.
 - Pss_Shmem: the process's share of shared memory (PostgreSQL's segment: shared buffers, WAL
   buffers, lock tables). Summed over PostgreSQL's processes it is the resident part of the
@@ -113,6 +118,25 @@ def smaps_rollup(text: str) -> dict[str, int]:
     return figures
 
 
+MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+ ")
+
+
+def private_of_private_mappings(smaps: str) -> int:
+    """KiB of Private_Clean + Private_Dirty in the private mappings of a ``/proc/PID/smaps``."""
+    own = 0
+    pending = 0
+    for line in smaps.splitlines():
+        if MAPPING.match(line):
+            pending = 0
+        elif line.startswith(("Private_Clean:", "Private_Dirty:")):
+            pending += int(line.split()[1])
+        elif line.startswith("VmFlags:"):  # the last field of each mapping
+            if "sh" not in line.split()[1:]:
+                own += pending
+            pending = 0
+    return own
+
+
 def udp_inodes() -> set[str]:
     inodes: set[str] = set()
     for table in ("/proc/net/udp", "/proc/net/udp6"):
@@ -130,6 +154,7 @@ def sample_tree(root: int) -> TreeSample:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
             figures = smaps_rollup(Path(f"/proc/{pid}/smaps_rollup").read_text())
+            own = private_of_private_mappings(Path(f"/proc/{pid}/smaps").read_text())
             fds = list(Path(f"/proc/{pid}/fd").iterdir())
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -148,7 +173,7 @@ def sample_tree(root: int) -> TreeSample:
             role = f"media worker {workers}"
         memory = found.roles.setdefault(role, RoleUsage())
         memory.processes += 1
-        memory.uss += figures.get("Private_Clean", 0) + figures.get("Private_Dirty", 0)
+        memory.uss += own
         memory.pss += figures.get("Pss", 0)
         memory.rss += figures.get("Rss", 0)
         memory.shmem += figures.get("Pss_Shmem", 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,26 @@ def test_private_memory_of_a_child_is_read_from_smaps_rollup() -> None:
         assert tree.roles["serve"].uss >= 64 * 1024
         assert tree.roles["serve"].pss >= tree.roles["serve"].uss
         assert tree.fds >= 3
+    finally:
+        assert child.stdin is not None and child.stdout is not None
+        child.stdin.close()
+        child.wait(30)
+        child.stdout.close()
+
+
+def test_pages_of_a_shared_mapping_are_not_private_memory() -> None:
+    """A child that writes 64 MiB into a shared mapping only it has mapped (PostgreSQL's
+    segment as its checkpointer sees it): the kernel calls those pages private, USS does not."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import mmap, sys; m = mmap.mmap(-1, 64 << 20); "
+         "m.write(b'x' * (64 << 20)); print(1, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"1"
+        rollup = smaps_rollup(Path(f"/proc/{child.pid}/smaps_rollup").read_text())
+        assert rollup["Private_Dirty"] >= 64 * 1024  # what the rollup alone would count
+        assert sample_tree(child.pid).roles["serve"].uss < 48 * 1024
     finally:
         assert child.stdin is not None and child.stdout is not None
         child.stdin.close()
