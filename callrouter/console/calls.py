@@ -23,7 +23,7 @@ from callrouter.api.recordings import CONTENT_TYPES, byte_range
 from callrouter.api.state import RECORDINGS
 from callrouter.console.audit import record
 from callrouter.console.overview import day_range
-from callrouter.console.pages import Page, render
+from callrouter.console.pages import Page, path_id, render
 from callrouter.console.permissions import (
     ConsoleUser,
     Permission,
@@ -238,8 +238,7 @@ async def detail(request: web.Request) -> web.StreamResponse:
     console = request.app[CONSOLE]
     user = current_user(request)
     client_id = client_of(request)
-    call_id = _uuid(request.match_info, "call_id")
-    call = await calls.get(console.database, call_id, client_id) if call_id else None
+    call = await calls.get(console.database, path_id(request, "call_id", "call"), client_id)
     if call is None:
         raise web.HTTPNotFound(reason="no such call")
     attempts = (await calls.attempts_of(console.database, [call.id]))[call.id]
@@ -314,12 +313,8 @@ def timeline(
 
 async def _recording(request: web.Request) -> recordings.Recording:
     console = request.app[CONSOLE]
-    recording_id = _uuid(request.match_info, "recording_id")
-    found = (
-        await recordings.get(console.database, recording_id, client_of(request))
-        if recording_id
-        else None
-    )
+    recording_id = path_id(request, "recording_id", "recording")
+    found = await recordings.get(console.database, recording_id, client_of(request))
     if found is None:
         raise web.HTTPNotFound(reason="no such recording")
     return found

@@ -350,6 +350,9 @@ def test_console_pages_of_another_client_are_not_found(
     for path in ("audio", "peaks"):
         answer = page.request.get(f"{console_server.url}/recordings/{calls.recording_id}/{path}")
         assert answer.status == 404, path
+    # A path that is not an id names no page either: 404 like the rest of the console.
+    for path in ("/calls/not-an-id", "/recordings/not-an-id/peaks"):
+        assert page.request.get(console_server.url + path).status == 404, path
     page.goto(console_server.url + "/")
     assert page.inner_text("#total-calls") == "0"
     axe_check(page)
