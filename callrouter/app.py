@@ -27,6 +27,7 @@ from OpenSSL import SSL
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
 from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite, HttpLimits
+from callrouter.api.forwarded import TrustedProxies
 from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
@@ -204,6 +205,7 @@ def _http_limits(config: Config) -> HttpLimits:
         http.max_connections_per_source,
         http.idle_timeout,
         http.header_timeout,
+        TrustedProxies(http.proxy_networks()),
     )
 
 
@@ -843,6 +845,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
                 config.http.public_rate_per_second, config.http.public_rate_burst
             ),
             connection_guard=guard,
+            trusted_proxies=guard.limits.proxies,
             body_timeout=config.http.body_timeout,
             metrics=metrics,
             scrape=refresh if config.metrics.port is None else None,

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from callrouter.ip_networks import Network, parse_networks
+
 ENV_PREFIX = "CALLROUTER_"
 CONFIG_PATH_ENV = "CALLROUTER_CONFIG"
 CONFIG_SEARCH_PATH = (Path("/etc/callrouter/callrouter.toml"), Path("callrouter.toml"))
@@ -93,6 +95,18 @@ class HttpConfig:
     server_header: str = setting(
         "", "Value of the HTTP Server header; empty sends none (a banner only helps scanners)."
     )
+    trusted_proxies: str = setting(
+        "",
+        "Comma-separated addresses or networks of reverse proxies in front of the HTTP API "
+        "(e.g. 127.0.0.1 for nginx on this host): a request from one is taken to come from the "
+        "client its X-Forwarded-For names, over the scheme of its X-Forwarded-Proto, and their "
+        "connections are not held to max_connections_per_source. Empty trusts none.",
+    )
+
+    def proxy_networks(self) -> tuple[Network, ...]:
+        """``trusted_proxies`` parsed; ValueError naming an entry that is not an address."""
+        return parse_networks(self.trusted_proxies)
+
     webhooks_to_private_addresses: bool = setting(
         False,
         "Allow webhook endpoints on loopback and private networks (labs and tests only: it "
@@ -626,7 +640,16 @@ def load_config(
         origins[spec.path] = f"command line {spec.flag}"
     config: Config = _build(Config, values)
     _check_media(config.media, origins)
+    _check_http(config.http, origins)
     return config
+
+
+def _check_http(http: HttpConfig, origins: Mapping[tuple[str, ...], str]) -> None:
+    try:
+        http.proxy_networks()
+    except ValueError as exc:
+        where = origins.get(("http", "trusted_proxies"), "default")
+        raise ConfigError(f"{where}: http.trusted_proxies: {exc}") from None
 
 
 def _check_media(media: MediaConfig, origins: Mapping[tuple[str, ...], str]) -> None:

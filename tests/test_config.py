@@ -59,6 +59,10 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ("[http]\nport = 'eighty'\n", "callrouter.toml:2: http.port: expected int, got str"),
         ("[http]\nport = true\n", "callrouter.toml:2: http.port: expected int, got bool"),
         ("http = 5\n", "callrouter.toml:1: http must be a table"),
+        (
+            "[http]\n\ntrusted_proxies = '127.0.0.1, nginx'\n",
+            "callrouter.toml:3: http.trusted_proxies: 'nginx' is not an IP address or network",
+        ),
         ("[sip\n", "callrouter.toml: Expected ']' at the end of a table declaration"),
     ],
 )

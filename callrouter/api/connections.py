@@ -20,6 +20,8 @@ from typing import Any, cast
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from callrouter.api.forwarded import TrustedProxies
+
 __all__ = ["SERVER_LOG", "ConnectionGuard", "GuardedSite", "HttpLimits"]
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ class HttpLimits:
     """Seconds a connection may wait, silent, for its next request."""
     header_timeout: float = 10.0
     """Seconds from a request's first byte to the end of its headers."""
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    """Reverse proxies: their connections carry many clients, so the per-source limit does not
+    apply to them (the total does)."""
 
 
 class _GuardedProtocol(asyncio.Protocol):
@@ -131,7 +136,9 @@ class ConnectionGuard:
     """Refusals by reason (per-source limit, connection limit)."""
 
     def admit(self, source: str) -> bool:
-        if self.by_source[source] >= self.limits.max_connections_per_source:
+        if self.by_source[
+            source
+        ] >= self.limits.max_connections_per_source and not self.limits.proxies.trusts(source):
             self.refused["per-source limit"] += 1
             return False
         if self.by_source.total() >= self.limits.max_connections:

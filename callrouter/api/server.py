@@ -28,6 +28,7 @@ from callrouter.api.access_log import access_log_middleware
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.connections import ConnectionGuard
 from callrouter.api.endpoints import Endpoint, register
+from callrouter.api.forwarded import TrustedProxies
 from callrouter.api.problems import Problem, conflict, invalid
 from callrouter.api.scrape import Refresh, add_metrics_route
 from callrouter.api.state import (
@@ -150,6 +151,7 @@ def build_api(
     dialplans: DialplanLibrary | None = None,
     recording_space: RecordingSpace | None = None,
     connection_guard: ConnectionGuard | None = None,
+    trusted_proxies: TrustedProxies | None = None,
     body_timeout: float = 30.0,
     metrics: Metrics | None = None,
     scrape: Refresh | None = None,
@@ -166,6 +168,7 @@ def build_api(
         routes are not served).
     :param connection_guard: the HTTP connection limits and deadlines, told by its middleware
         when each request is being served (the site that serves the app must use it too).
+    :param trusted_proxies: reverse proxies whose X-Forwarded-For names the client.
     :param body_timeout: seconds a request body may take once its headers are in.
     :param metrics: counts requests; with ``scrape`` (what to refresh before a scrape) it
         is also served at /metrics, outside the key auth.
@@ -179,6 +182,8 @@ def build_api(
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[
+            # First, so every rule after it sees the client behind a trusted proxy.
+            *([trusted_proxies.middleware] if trusted_proxies and trusted_proxies.networks else []),
             *([connection_guard.middleware] if connection_guard is not None else []),
             access_log_middleware(metrics),
             sessions.cors_middleware,

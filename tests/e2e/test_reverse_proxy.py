@@ -1,5 +1,6 @@
 """contrib/nginx/callrouter.conf (the README's reverse proxy) in front of a real serve: the
-API answers over TLS through nginx, and plain HTTP is redirected to HTTPS."""
+API answers over TLS through nginx, plain HTTP is redirected to HTTPS, and with nginx trusted
+(``[http] trusted_proxies``) each client behind it is held to its own per-address limits."""
 
 from __future__ import annotations
 
@@ -100,6 +101,10 @@ def test_nginx_snippet_serves_the_api_over_tls_and_redirects_plain_http(workdir:
         str(sip_port),
         "--media-workers",
         "0",
+        "--http-trusted-proxies",
+        "127.0.0.1",
+        "--http-auth-failure-burst",
+        "3",
     )
     proxy = subprocess.Popen(
         [nginx, "-p", str(workdir), "-c", str(workdir / "nginx.conf"), "-g", "daemon off;"],
@@ -134,6 +139,34 @@ def test_nginx_snippet_serves_the_api_over_tls_and_redirects_plain_http(workdir:
         assert redirect.status == 301
         assert redirect.getheader("Location") == "https://api.example.com/v1/health"
         plain.close()
+
+        def bad_key(client: str, port: int = tls_port, forged: str | None = None) -> int:
+            """A request with a wrong key from loopback address ``client``: its status."""
+            headers = {"Host": "api.example.com", "Authorization": "Bearer crk_wrong"}
+            if forged is not None:
+                headers["X-Forwarded-For"] = forged
+            if port == tls_port:
+                connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    "127.0.0.1", port, context=context, timeout=10, source_address=(client, 0)
+                )
+            else:
+                connection = http.client.HTTPConnection(
+                    "127.0.0.1", port, timeout=10, source_address=(client, 0)
+                )
+            connection.request("GET", "/v1/numbers", headers=headers)
+            status = connection.getresponse().status
+            connection.close()
+            return status
+
+        # Client A, through nginx, spends its failed-authentication burst (3) and is slowed.
+        # A forged X-Forwarded-For of its own is never read: nginx appends A's address last.
+        statuses = [bad_key("127.0.0.5", forged="198.51.100.9") for _ in range(4)]
+        assert statuses == [401, 401, 401, 429]
+        # Client B, through the same nginx, is a different address: its own budget. Without
+        # trusted_proxies both are 127.0.0.1 to serve, and B would be refused for A's tries.
+        assert bad_key("127.0.0.6") == 401
+        # Straight to serve, not through a trusted proxy, the header is ignored: A is A.
+        assert bad_key("127.0.0.5", port=api_port, forged="198.51.100.10") == 429
     finally:
         proxy.terminate()
         proxy.wait(timeout=30)
