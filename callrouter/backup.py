@@ -28,7 +28,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -36,8 +36,11 @@ import asyncpg
 
 from callrouter import __version__
 from callrouter.config import Config
+from callrouter.privacy.ledger import ledger_path
+from callrouter.privacy.rights import PrivacyRights
 from callrouter.privacy.secret import secret_path
 from callrouter.store import backup as store
+from callrouter.store.database import connect
 from callrouter.store.embedded import EmbeddedPostgres, binaries_dir
 from callrouter.vault import KeyRing, KeyStore, Vault, vault_paths
 from callrouter.vault.durable import durable_files, private_directory, write_atomically
@@ -54,6 +57,7 @@ KEYS = "keys"
 SECRET_FILE = "privacy-secret"  # noqa: S105 (a file name)
 PROGRESS_EVERY = 100
 """Recording files between two progress lines."""
+LEDGER_MARGIN = timedelta(minutes=5)
 DUMP_TIMEOUT = 3600.0
 """Seconds pg_dump or pg_restore may take before the command gives up."""
 
@@ -306,6 +310,8 @@ async def restore_backup(
             "new one and no suppressed number will be recognised; copy the old one there"
         )
     await _drop_shredded(config, dsn, say)
+    taken_at = datetime.fromisoformat(read_manifest(source, "data").taken_at)
+    await _repeat_rights(config, dsn, taken_at, say)
 
 
 def _copy_keys_in(config: Config, keys_from: Path) -> int:
@@ -339,6 +345,36 @@ async def _drop_shredded(config: Config, dsn: str, say: Say) -> None:
         say(f"restore: {len(ids) - len(gone)} recording(s) restored with their keys")
     finally:
         await connection.close()
+
+
+async def _repeat_rights(config: Config, dsn: str, taken_at: datetime, say: Say) -> None:
+    """Erasures and objections made after the backup was taken are in the rights ledger, not
+    in the restored database: carry them out again (``privacy.ledger``)."""
+    ledger = ledger_path(config)
+    if not ledger.exists():
+        return
+    if not secret_path(config).exists():
+        say(
+            f"restore: WARNING: the rights ledger {ledger} cannot be read without the privacy "
+            "secret: erasures and objections made after the backup are not repeated"
+        )
+        return
+    connection = await connect(dsn)  # with the JSON codecs the audit record needs
+    try:
+        rights = await PrivacyRights.open(connection, config, say=say)
+        # A few minutes' margin for the clocks of other nodes: repeating is idempotent.
+        done = await rights.replay(taken_at - LEDGER_MARGIN)
+    finally:
+        await connection.close()
+    say(
+        f"restore: rights ledger: {done['erasures']} erasure(s) and {done['suppressions']} "
+        "objection(s) made after this backup was taken carried out again"
+        + (
+            f"; {done['not_found']} erased number(s) not among the restored callers"
+            if done["not_found"]
+            else ""
+        )
+    )
 
 
 __all__ = [

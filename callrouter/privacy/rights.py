@@ -25,10 +25,18 @@ from typing import Any
 from uuid import UUID
 
 from callrouter.config import Config
+from callrouter.numbering import NumberFormatError
 from callrouter.privacy import audit, register
 from callrouter.privacy.archive import RecordingArchive
 from callrouter.privacy.erasure import LiveSessions, erase, find_subject_rows
 from callrouter.privacy.export import Write, write_export
+from callrouter.privacy.ledger import (
+    LEDGER_KINDS,
+    LedgerEntry,
+    LedgerKind,
+    RightsLedger,
+    ledger_path,
+)
 from callrouter.privacy.rectification import Correction, rectify
 from callrouter.privacy.register import RequestKind
 from callrouter.privacy.retention import PurgeReport, RetentionDefaults, purge, run_daily
@@ -94,6 +102,8 @@ class PrivacyRights:
     archive: RecordingArchive | None = None
     live_sessions: LiveSessions | None = None
     clock: Callable[[], datetime] = field(default=_utc_now)
+    ledger: RightsLedger | None = None
+    """Where erasures and objections are also written, for a restore to repeat them."""
 
     @classmethod
     async def open(
@@ -124,6 +134,7 @@ class PrivacyRights:
             config.privacy.purge_hour,
             archive,
             live_sessions,
+            ledger=RightsLedger(ledger_path(config)),
         )
         if secret.created:
             say(f"privacy: created the secret that keys subject hashes in {secret.path}")
@@ -216,6 +227,8 @@ class PrivacyRights:
         now = self.clock()
         outcome: dict[str, Any]
         client_id = request.client_id
+        if request.kind in LEDGER_KINDS:
+            await self._keep(request.kind, client_id, subject, request.subject_hash, now)
         if request.kind == "erasure":
             receipt = await erase(
                 self.db,
@@ -264,6 +277,100 @@ class PrivacyRights:
                 "notices": [OBJECTION_NOTICE if objection else CONSENT_NOTICE],
             }
         return await register.complete(self.db, request, outcome, self.clock())
+
+    async def _keep(
+        self,
+        kind: LedgerKind,
+        client_id: UUID,
+        subject: Subject,
+        subject_hash: bytes,
+        now: datetime,
+    ) -> None:
+        """Write the ledger entry before the database changes (see ``privacy.ledger``)."""
+        if self.ledger is None:
+            return
+        entry = LedgerEntry(
+            now,
+            client_id,
+            kind,
+            subject.kind,
+            subject_hash if subject.kind == "phone" else None,
+            subject.id if subject.kind != "phone" else None,
+        )
+        try:
+            await asyncio.to_thread(self.ledger.append, entry)
+        except OSError as exc:
+            # The request is the duty now; the ledger only guards a later restore.
+            log.error(
+                "privacy: the rights ledger %s could not be written (%s): a restore from a "
+                "backup older than now would not repeat this %s",
+                self.ledger.path,
+                exc.strerror,
+                kind,
+            )
+
+    # -- after a restore ------------------------------------------------------------------------
+
+    async def replay(self, since: datetime, actor: str = "restore") -> dict[str, int]:
+        """Carry out again every ledger entry written at or after ``since`` (the backup's
+        time), in order, on the restored database. Counts of what it did by kind.
+
+        A phone number is found again through its keyed hash among the callers of the
+        client's calls; a number that only a form mentioned is not found this way.
+        """
+        done = {"erasures": 0, "suppressions": 0, "not_found": 0}
+        ledger = self.ledger
+        if ledger is None:
+            return done
+        entries = await asyncio.to_thread(lambda: list(ledger.entries()))
+        callers: dict[UUID, dict[bytes, Subject]] = {}
+        for entry in entries:
+            if entry.at < since:
+                continue
+            if entry.kind != "erasure":
+                assert entry.subject_hash is not None  # objections are about numbers
+                reason = "objection" if entry.kind == "objection" else "recording_consent_withdrawn"
+                added = await store.add_suppression(
+                    self.db, entry.client_id, entry.subject_hash, reason, None
+                )
+                done["suppressions"] += int(added)
+                continue
+            if entry.subject_id is not None:
+                subject = (
+                    Subject.call(entry.subject_id)
+                    if entry.subject_kind == "call"
+                    else Subject.session(entry.subject_id)
+                )
+            else:
+                if entry.client_id not in callers:
+                    callers[entry.client_id] = await self._callers_by_hash(entry.client_id)
+                found = callers[entry.client_id].get(entry.subject_hash or b"")
+                if found is None:
+                    done["not_found"] += 1
+                    continue
+                subject = found
+            receipt = await erase(
+                self.db,
+                self.hasher,
+                entry.client_id,
+                subject,
+                actor=actor,
+                now=self.clock(),
+                archive=self.archive,
+            )
+            if any(receipt.removed.counts().values()):
+                done["erasures"] += 1
+        return done
+
+    async def _callers_by_hash(self, client_id: UUID) -> dict[bytes, Subject]:
+        found: dict[bytes, Subject] = {}
+        for stored in await store.caller_numbers(self.db, client_id):
+            try:
+                subject = Subject.phone(stored)
+            except NumberFormatError:
+                continue  # withheld, or a spelling no phone subject can have
+            found[self.hasher.digest(client_id, subject)] = subject
+        return found
 
     # -- access -----------------------------------------------------------------------------
 

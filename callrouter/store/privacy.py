@@ -163,6 +163,16 @@ async def calls_from(
     )
 
 
+async def caller_numbers(db: Executor, client_id: UUID) -> list[str]:
+    """Every caller number of the client's calls, as stored (for matching keyed hashes)."""
+    rows = await db.fetch(
+        "SELECT DISTINCT caller_number FROM calls WHERE client_id = $1 "
+        "AND caller_number IS NOT NULL",
+        client_id,
+    )
+    return [row["caller_number"] for row in rows]
+
+
 async def call_session(db: Executor, client_id: UUID, call_id: UUID) -> asyncpg.Record | None:
     """(id, session_id) of one call, or None."""
     return await db.fetchrow(

@@ -171,6 +171,13 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
         assert status == 204
         _, live_keys = live.data_dir / "vault" / "keyring.json", live.data_dir / "vault" / "keys"
         wait_until_gone(live_keys / f"{erased}.key")
+        # Then that caller asks for everything to go, and the first caller objects: neither
+        # is in the backup, both are in the rights ledger beside the privacy secret.
+        for kind, phone in (("erasure", "+447700900101"), ("objection", "+447700900100")):
+            request = {"client_id": client["id"], "kind": kind, "subject": {"phone": phone}}
+            status, done_request = call_api(url + "/v1/privacy/requests", key, "POST", request)
+            assert status == 201 and done_request["status"] == "done", done_request
+        assert len(listed(url, key, "calls")) == 1
     finally:
         assert server.stop() == 0
 
@@ -192,6 +199,10 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
     assert done.returncode == 0, done.stderr
     assert "1 recording(s) were crypto-shredded after this backup was taken" in done.stdout
     assert "restore: 1 recording(s) restored with their keys" in done.stdout
+    assert (
+        "restore: rights ledger: 1 erasure(s) and 1 objection(s) made after this backup was "
+        "taken carried out again" in done.stdout
+    ), done.stdout
     again = cli(workdir, "restore", str(backup), env=restored_env)
     assert again.returncode == 1 and "already holds a database" in again.stderr
 
@@ -205,7 +216,9 @@ def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: P
             "+441615550100",
             "+441615550101",
         ]
-        assert len(listed(url, key, "calls")) == 2
+        # The erased caller's call stays gone; the objection is back on the list.
+        assert [c["caller_number"] for c in listed(url, key, "calls")] == ["+447700900100"]
+        assert [s["reason"] for s in listed(url, key, "suppressions")] == ["objection"]
         assert [r["id"] for r in listed(url, key, "recordings")] == [str(kept)]
         assert download(f"{url}/v1/recordings/{kept}/audio", key) == audio[0]
         assert call_api(f"{url}/v1/recordings/{erased}", key)[0] == 404
