@@ -12,6 +12,7 @@ import gc
 import logging
 import resource
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -657,11 +658,32 @@ async def _disposing(recordings_service: Recordings, deleted: asyncio.Event, say
 
 
 async def _closing_lost_calls(
-    pool: asyncpg.Pool[asyncpg.Record], node_timeout: float, say: Say
+    pool: asyncpg.Pool[asyncpg.Record],
+    node_timeout: float,
+    webhook_sender: WebhookSender,
+    say: Say,
 ) -> None:
-    """The duty of closing, as interrupted, the open calls of nodes that are gone."""
+    """The duty of closing, as interrupted, the open calls of nodes that are gone, each with
+    the call.completed event its own node would have sent, in the same transaction."""
     while True:
-        for node, count in (await calls.close_on_lost_nodes(pool, node_timeout)).items():
+        async with pool.acquire() as connection, connection.transaction():
+            closed = await calls.close_on_lost_nodes(connection, node_timeout)
+            for lost in closed:
+                data = {
+                    "call_id": lost.id,
+                    "tracking_number": lost.tracking_number,
+                    "caller_number": lost.caller_number,
+                    "session_id": lost.session_id,
+                    "attribution": lost.attribution,
+                    "disposition": "interrupted",
+                    "hangup_by": "system",
+                    "reason": lost.hangup_reason,
+                    "attempts": lost.attempts,
+                }
+                await webhook_sender.emit_in(
+                    connection, lost.client_id, "call.completed", data, event_id=lost.id
+                )
+        for node, count in Counter(lost.node for lost in closed).items():
             say(f"cluster: closed {count} open call(s) of lost node {node} as interrupted")
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
@@ -806,7 +828,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         node.duty(Duty.RETENTION_PURGE, lambda: privacy_rights.run_daily(say))
         node.duty(
             Duty.CLOSE_LOST_CALLS,
-            lambda: _closing_lost_calls(pool, config.cluster.node_timeout, say),
+            lambda: _closing_lost_calls(pool, config.cluster.node_timeout, webhook_sender, say),
         )
         # Stopped before the node leaves (its duties with it), so it does not join again.
         metrics.state.duties = lambda: {duty.label: duty in node.held for duty in Duty}

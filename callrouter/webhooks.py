@@ -96,6 +96,14 @@ class WebhookSender:
         if await store.enqueue(self.db, client_id, event, _payload(event, data)):
             self._wake.set()
 
+    async def emit_in(
+        self, db: Executor, client_id: UUID, event: str, data: dict[str, Any], event_id: UUID
+    ) -> None:
+        """``emit`` on the caller's connection, inside its transaction: the event is stored
+        if and only if what it reports is. ``event_id`` keeps a repeated try to one delivery."""
+        if await store.enqueue(db, client_id, event, _payload(event, data), event_id=event_id):
+            self._wake.set()
+
     async def emit_to(self, hook: store.Webhook, event: str, data: dict[str, Any]) -> None:
         """Queue ``event`` for one webhook, whatever events it asked for."""
         await store.enqueue_one(self.db, hook, event, _payload(event, data))

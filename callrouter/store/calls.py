@@ -179,11 +179,26 @@ async def close_interrupted(db: Executor, last_alive: datetime | None, node: str
     return int(closed)
 
 
-async def close_on_lost_nodes(db: Executor, node_timeout: float) -> dict[str, int]:
+@dataclass(frozen=True, slots=True)
+class LostCall:
+    """A call a survivor closed for a node that is gone: what its call.completed event says."""
+
+    id: UUID
+    client_id: UUID
+    node: str
+    tracking_number: str
+    caller_number: str | None
+    session_id: UUID | None
+    attribution: dict[str, Any]
+    hangup_reason: str
+    attempts: int
+
+
+async def close_on_lost_nodes(db: Executor, node_timeout: float) -> list[LostCall]:
     """Open calls of every node that is gone (no heartbeat for ``node_timeout`` seconds and no
-    database session holding its lock) closed as interrupted at its last heartbeat; how many
-    of each node's. A node that restarts takes its lock before it takes calls, so the calls
-    this statement sees closed were never a live node's."""
+    database session holding its lock) closed as interrupted at its last heartbeat; the calls
+    closed. A node that restarts takes its lock before it takes calls, so the calls this
+    statement sees closed were never a live node's."""
     rows = await db.fetch(
         f"""WITH lost AS (
                SELECT n.name, n.heartbeat_at FROM nodes n
@@ -196,13 +211,17 @@ async def close_on_lost_nodes(db: Executor, node_timeout: float) -> dict[str, in
                                           lost.heartbeat_at)
                FROM lost
                WHERE c.node = lost.name AND c.state <> 'ended'
-               RETURNING c.id, c.ended_at, c.node, c.hangup_reason),
+               RETURNING c.id, c.client_id, c.ended_at, c.node, c.hangup_reason,
+                         c.tracking_number, c.caller_number, c.session_id, c.attribution),
            {_CLOSE_ATTEMPTS}
-           SELECT node, count(*) AS calls FROM closed GROUP BY node""",
+           SELECT closed.id, client_id, node, tracking_number, caller_number, session_id,
+                  attribution, hangup_reason,
+                  (SELECT count(*) FROM call_attempts a WHERE a.call_id = closed.id) AS attempts
+             FROM closed ORDER BY closed.id""",
         node_timeout,
         NODE_LOCK,
     )
-    return {row["node"]: int(row["calls"]) for row in rows}
+    return [LostCall(**dict(row)) for row in rows]
 
 
 _CLOSE_ATTEMPTS = """attempts AS (

@@ -113,6 +113,9 @@ def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
             workdir / "pbx",
         )  # fmt: skip
         client = api(a, key, "/v1/clients", {"name": "Acme"})
+        # Deliveries never succeed (no such host): their rows are what is checked.
+        hook = {"client_id": client["id"], "url": "https://hooks.example/callrouter"}
+        api(a, key, "/v1/webhooks", {**hook, "events": ["call.completed"]})
         desk = f"sip:desk@127.0.0.1:{pbx_port}"
         api(a, key, "/v1/numbers", {"client_id": client["id"], "e164": NUMBER, "destination": desk})
         # A pool of one number; both nodes hear of it.
@@ -202,6 +205,18 @@ def test_cluster_of_two_behind_kamailio_survives_a_node_killed_mid_load(
         for row in closed:
             assert (row["disposition"], row["hangup_by"]) == ("interrupted", "system")
             assert row["ended_at"] <= killed_at
+        # Each with the call.completed event A would have sent, queued by B with the close.
+        events = query(
+            database.dsn,
+            "SELECT c.id, d.payload -> 'data' ->> 'disposition' AS disposition, "
+            "d.payload -> 'data' ->> 'reason' AS reason FROM calls c "
+            "LEFT JOIN webhook_deliveries d ON d.event = 'call.completed' "
+            "AND d.payload -> 'data' ->> 'call_id' = c.id::text "
+            "WHERE c.node = 'node-a' AND c.hangup_reason = 'node node-a lost'",
+        )
+        assert len(events) == len(closed)
+        for event in events:
+            assert (event["disposition"], event["reason"]) == ("interrupted", "node node-a lost")
         # The calls placed after the notice are B's, each with its row, ended as SIPp saw.
         answered_on_b = (
             "SELECT 1 FROM calls WHERE node = 'node-b' AND started_at >= $1 "

@@ -117,10 +117,13 @@ async def test_only_a_lost_nodes_calls_are_closed_at_its_last_heartbeat(
     for name in ("dead", "fresh"):
         await sessions[name].close()
     deadline = time.monotonic() + 10
-    while (closed := await calls.close_on_lost_nodes(pool, 10.0)) == {}:
+    while (closed := await calls.close_on_lost_nodes(pool, 10.0)) == []:
         assert time.monotonic() < deadline, "the dead node's session never went"
         await asyncio.sleep(0.05)
-    assert closed == {"dead": 1}
+    # What the survivor's call.completed event for it is made of.
+    assert [(c.id, c.node, c.hangup_reason) for c in closed] == [
+        (call_of["dead"], "dead", "node dead lost")
+    ]
     row = await pool.fetchrow(
         "SELECT state, disposition, hangup_by, hangup_reason, ended_at FROM calls WHERE id = $1",
         call_of["dead"],
@@ -135,7 +138,7 @@ async def test_only_a_lost_nodes_calls_are_closed_at_its_last_heartbeat(
     assert await _state(pool, call_of["stalled"]) == ("active", None)
     assert await _state(pool, call_of["fresh"]) == ("active", None)
     assert await _state(pool, ended) == ("ended", None)
-    assert await calls.close_on_lost_nodes(pool, 10.0) == {}  # once
+    assert await calls.close_on_lost_nodes(pool, 10.0) == []  # once
     await sessions["stalled"].close()
 
 
