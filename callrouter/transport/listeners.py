@@ -10,6 +10,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import CertificateOptions, ContextFactory
 
 from callrouter.transport.advertise import Advertisement, LocalAddresses
@@ -72,6 +73,10 @@ def tls_options(certificate: Path, private_key: Path) -> ServerTls:
     return ServerTls(certificate, private_key)
 
 
+PORT_PICKS = 16
+"""UDP ports tried with port 0 before giving up on finding one whose TCP number is free."""
+
+
 async def open_listeners(
     reactor: Any,
     service: SipService,
@@ -85,7 +90,8 @@ async def open_listeners(
     backlog: int = 1024,
 ) -> list[Listening]:
     """Listen for SIP on UDP and TCP (the same port; with port 0 the UDP port is picked first and
-    TCP takes the same number) and on TLS when configured. Closed when ``stack`` unwinds.
+    TCP takes the same number, picking again when TCP cannot) and on TLS when configured.
+    Closed when ``stack`` unwinds.
 
     :param inbound: who may connect over TCP and TLS, how often and how long (no limits: the
         defaults of ``StreamLimits``, every source known).
@@ -93,15 +99,32 @@ async def open_listeners(
         net.core.somaxconn).
     """
     inbound = inbound if inbound is not None else InboundConnections()
-    udp = SipDatagramProtocol(service)
-    udp_port = reactor.listenUDP(port, udp, interface=host, maxPacketSize=65535)
+    tcp = StreamTransport("tcp", service, reactor, inbound=inbound)
+    refused: list[Any] = []
+    """UDP ports picked whose number TCP could not have: held until a pair is found, so the
+    kernel does not hand the same one back."""
+    try:
+        while True:
+            udp = SipDatagramProtocol(service)
+            udp_port = reactor.listenUDP(port, udp, interface=host, maxPacketSize=65535)
+            bound = udp_port.getHost().port
+            try:
+                tcp_port = reactor.listenTCP(
+                    bound, tcp.server_factory(), backlog=backlog, interface=host
+                )
+                break
+            except CannotListenError:
+                # With port 0 the UDP number is the kernel's pick, and a TCP listener (another
+                # server's HTTP port, say) may hold it: pick again. A configured port fails.
+                refused.append(udp_port)
+                if port != 0 or len(refused) >= PORT_PICKS:
+                    raise
+    finally:
+        for held in refused:
+            await stop_listening(held)
     stack.push_async_callback(stop_listening, udp_port)
-    bound = udp_port.getHost().port
     service.senders["udp"] = udp
     opened = [Listening("udp", host, bound)]
-
-    tcp = StreamTransport("tcp", service, reactor, inbound=inbound)
-    tcp_port = reactor.listenTCP(bound, tcp.server_factory(), backlog=backlog, interface=host)
     stack.push_async_callback(stop_listening, tcp_port)
     stack.callback(tcp.close_all)
     service.senders["tcp"] = tcp
