@@ -38,6 +38,7 @@ from callrouter.config import Config, ConfigError, ConsoleConfig
 from callrouter.console import sessions as console_sessions
 from callrouter.console.site import install as install_console
 from callrouter.instance_lock import DataDirectoryLock
+from callrouter.ip_networks import parse_networks
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.pool import MediaPool, MediaSlot
 from callrouter.media.recording import orphaned_raw_directories, raw_directory
@@ -62,7 +63,7 @@ from callrouter.routing.directory import NumberDirectory
 from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.source_policy import MethodRate, SourcePolicy, parse_method_rates
-from callrouter.routing.trunks import CONFIG_TRUNK, Trunk, TrunkTable, parse_networks
+from callrouter.routing.trunks import CONFIG_TRUNK, Trunk, TrunkTable
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.message import Limits
 from callrouter.sip.pike import FloodLimit, Pike

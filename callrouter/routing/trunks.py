@@ -17,7 +17,7 @@ import phonenumbers
 
 from callrouter.store.trunks import IpNetwork, TrunkRow
 
-__all__ = ["Trunk", "TrunkTable", "normalise", "parse_networks"]
+__all__ = ["Trunk", "TrunkTable", "normalise"]
 
 CONFIG_TRUNK = "config"
 
@@ -52,19 +52,6 @@ class Trunk:
             row.caller_id,
             row.caller_id_number,
         )
-
-
-def parse_networks(text: str) -> tuple[IpNetwork, ...]:
-    """``"192.0.2.0/24, 2001:db8::1"``; ValueError names the bad entry."""
-    out = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        try:
-            out.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ValueError(f"not an address or network: {item!r}") from None
-    return tuple(out)
 
 
 class TrunkTable:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,45 +38,43 @@ def test_roles_come_from_the_command_line_and_postgres_titles(argv: list[str], r
     assert role_of(pid, SERVE, argv) == role
 
 
-def test_private_memory_of_a_child_is_read_from_smaps_rollup() -> None:
-    """A child that writes 64 MiB of its own shows at least that much USS, under its role."""
+@contextmanager
+def child_holding(code: str) -> Iterator[int]:
+    """A Python child that runs ``code``, then waits until we are done reading it: its pid."""
     child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; b = bytearray(64 << 20); print(1, flush=True); "
-         "sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-c", f"import sys; {code}; print(1, flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == b"1"
-        tree = sample_tree(child.pid)
-        assert tree.roles["serve"].processes == 1  # the root of the tree is serve's role
-        assert tree.roles["serve"].uss >= 64 * 1024
-        assert tree.roles["serve"].pss >= tree.roles["serve"].uss
-        assert tree.fds >= 3
+        yield child.pid
     finally:
         assert child.stdin is not None and child.stdout is not None
         child.stdin.close()
         child.wait(30)
         child.stdout.close()
+
+
+def test_private_memory_of_a_child_is_read_from_smaps_rollup() -> None:
+    """A child that writes 64 MiB of its own shows at least that much USS, under its role."""
+    with child_holding("b = bytearray(64 << 20)") as pid:
+        tree = sample_tree(pid)
+        assert tree.roles["serve"].processes == 1  # the root of the tree is serve's role
+        assert tree.roles["serve"].uss >= 64 * 1024
+        assert tree.roles["serve"].pss >= tree.roles["serve"].uss
+        assert tree.fds >= 3
 
 
 def test_pages_of_a_shared_mapping_are_not_private_memory() -> None:
     """A child that writes 64 MiB into a shared mapping only it has mapped (PostgreSQL's
     segment as its checkpointer sees it): the kernel calls those pages private, USS does not."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import mmap, sys; m = mmap.mmap(-1, 64 << 20); "
-         "m.write(b'x' * (64 << 20)); print(1, flush=True); sys.stdin.read()"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == b"1"
-        rollup = smaps_rollup(Path(f"/proc/{child.pid}/smaps_rollup").read_text())
+    with child_holding(
+        "import mmap; m = mmap.mmap(-1, 64 << 20); m.write(b'x' * (64 << 20))"
+    ) as pid:
+        rollup = smaps_rollup(Path(f"/proc/{pid}/smaps_rollup").read_text())
         assert rollup["Private_Dirty"] >= 64 * 1024  # what the rollup alone would count
-        assert sample_tree(child.pid).roles["serve"].uss < 48 * 1024
-    finally:
-        assert child.stdin is not None and child.stdout is not None
-        child.stdin.close()
-        child.wait(30)
-        child.stdout.close()
+        assert sample_tree(pid).roles["serve"].uss < 48 * 1024
 
 
 def test_smaps_rollup_fields_in_kib() -> None:

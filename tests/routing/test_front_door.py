@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from callrouter.ip_networks import parse_networks
 from callrouter.routing.front_door import caller_number, dialled_number, uri_number
-from callrouter.routing.trunks import Trunk, TrunkTable, normalise, parse_networks
+from callrouter.routing.trunks import Trunk, TrunkTable, normalise
 from callrouter.sip.message import Request
 from callrouter.sip.uri import parse_uri
 from tests.sip.messages import invite

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
+from callrouter.ip_networks import parse_networks
 from callrouter.routing.source_policy import MethodRate, SourcePolicy, parse_method_rates
-from callrouter.routing.trunks import Trunk, TrunkTable, parse_networks
+from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.events import Flow, MessageRejected, RequestReceived
 from callrouter.sip.message import Request, Response, parse_message

@@ -13,8 +13,9 @@ from pathlib import Path
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
+from callrouter.ip_networks import parse_networks
 from callrouter.routing.source_policy import MethodRate, SourcePolicy
-from callrouter.routing.trunks import Trunk, TrunkTable, parse_networks
+from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.errors import ParseError
 from callrouter.sip.events import Event, Flow, RequestReceived
