@@ -110,6 +110,45 @@ def test_steady_rise_in_the_second_half_is_growth_per_hour() -> None:
     assert growth("serve", series(rising, role="serve"), tolerance=10, floor=1).word == "flat"
 
 
+def test_one_noisy_minute_does_not_decide_the_trend() -> None:
+    """The media worker's series of the 50 calls/s soak (minutes 16-30): level around 42 MiB
+    with one sample at 59.9 taken before a heap trim. A least-squares line read it as -27 MiB/h;
+    the median of the pairwise slopes is -11, and a fall is no leak."""
+    late = [
+        48.5,
+        43.2,
+        59.9,
+        41.0,
+        41.4,
+        43.8,
+        42.2,
+        42.8,
+        43.6,
+        42.8,
+        42.2,
+        43.5,
+        41.2,
+        44.9,
+        40.7,
+    ]
+    points = series([42.0] * 15 + late)
+    verdict = growth("media worker 1", points, tolerance=10, floor=1)
+    assert verdict.slope_mib_per_hour == pytest.approx(-10.9, abs=0.1)
+    assert verdict.word == "SHRINKS"
+    lines, flat_everywhere = report(points[:-1], points[-1], 10, 1, "a bound")
+    assert flat_everywhere
+    assert lines[-1] == "memory: no role grows"
+
+
+def test_a_rise_hidden_by_one_low_minute_is_still_growth() -> None:
+    """Up 0.5 MiB a minute with one sample far below: the median slope still sees the rise."""
+    rising = [40 + 0.5 * m for m in range(30)]
+    rising[20] = 10.0
+    verdict = growth("media worker 1", series(rising), tolerance=10, floor=1)
+    assert verdict.word == "GROWS"
+    assert verdict.slope_mib_per_hour == pytest.approx(30.0, abs=0.01)
+
+
 def test_a_pool_that_opens_connections_is_judged_per_connection() -> None:
     """Backends double in number (each the same size): the sum doubles, each one is flat."""
     points = [
