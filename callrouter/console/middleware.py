@@ -18,6 +18,7 @@ from callrouter.console.permissions import (
     Forbidden,
     permissions_of,
 )
+from callrouter.console.scope import CHOSEN, CLIENT_COOKIE
 from callrouter.console.state import CONSOLE
 from callrouter.store import console_users
 from callrouter.store.availability import OUTAGE_ERRORS
@@ -135,6 +136,8 @@ async def _page(request: web.Request, handler: ConsoleHandler, name: str) -> web
     if request.method not in SAFE_METHODS:
         await _check_csrf(request)
     response = await handler(request)
+    if CHOSEN in request:
+        sessions.set_cookie(request, response, CLIENT_COOKIE, str(request[CHOSEN]))
     if visitor_token is not None and request.cookies.get(sessions.VISITOR_COOKIE) != visitor_token:
         sessions.set_cookie(request, response, sessions.VISITOR_COOKIE, visitor_token)
     return response

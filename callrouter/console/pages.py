@@ -58,10 +58,16 @@ NAV: tuple[NavItem, ...] = (
 )
 
 
+CLIENTS_NAV = NavItem("Clients", "/clients")
+"""Shown to operator users only (users of no client)."""
+
+
 def base_context(request: web.Request) -> dict[str, Any]:
     """What base.html needs on every page."""
     user = request.get(USER)
     nav = [] if user is None else [i for i in NAV if i.permission is None or user.may(i.permission)]
+    if user is not None and user.client_id is None:
+        nav = [CLIENTS_NAV, *nav]  # an operator chooses the client first
     return {"user": user, "csrf_token": request.get(CSRF, ""), "nav": nav, "path": request.path}
 
 

@@ -17,6 +17,7 @@ from callrouter.config import ConsoleConfig
 from callrouter.console import (
     account,
     calls,
+    clients,
     keys,
     login,
     numbers,
@@ -36,6 +37,7 @@ PAGES: list[Page] = [
     *login.PAGES,
     *overview.PAGES,
     *calls.PAGES,
+    *clients.PAGES,
     *keys.PAGES,
     *numbers.PAGES,
     *privacy.PAGES,

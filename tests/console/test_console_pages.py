@@ -358,6 +358,32 @@ def test_console_pages_of_another_client_are_not_found(
     axe_check(page)
 
 
+def test_console_operator_chooses_a_client_and_every_page_stays_with_it(
+    console_server: ConsoleServer, calls: Calls, logged_in: LoggedIn
+) -> None:
+    page, _ = logged_in("operator")
+    page.goto(console_server.url + "/")
+    assert page.url == console_server.url + "/clients"  # no client chosen yet
+    axe_check(page)
+    page.click(f"#clients a[href='/?client={calls.client_id}']")
+    assert page.inner_text("#total-calls") == "4"
+    # The navigation's links carry no client: the choice is kept for the next pages.
+    page.click("nav a[href='/calls']")
+    assert sources_in_log(page) == ["bing", "google", "google", "newsletter"]
+    page.goto(console_server.url + "/clients")
+    assert page.get_attribute(f"#clients a[href='/?client={calls.client_id}']", "aria-current")
+
+    # A client's own user sent the same cookie sees their own client only; /clients is not
+    # there for them.
+    owner, _ = logged_in("owner")
+    owner.context.add_cookies(
+        [{"name": "callrouter_client", "value": calls.client_id, "url": console_server.url}]
+    )
+    owner.goto(console_server.url + "/calls")
+    assert owner.locator("#call-log").count() == 0
+    assert owner.goto(console_server.url + "/clients").status == 404
+
+
 def test_console_owner_manages_numbers_pools_keys_and_webhooks(
     console_server: ConsoleServer, calls: Calls, logged_in: LoggedIn
 ) -> None:
