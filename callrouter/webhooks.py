@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import time
@@ -21,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
 import aiohttp
 
+from callrouter.public_addresses import PublicOnlyResolver, check_literal
 from callrouter.store import webhooks as store
 from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.database import Executor
@@ -141,7 +140,9 @@ class WebhookSender:
 
     async def run(self) -> None:
         """Send due deliveries until cancelled; wakes on new events, polls every second."""
+        resolver = None if self.allow_private else PublicOnlyResolver()
         async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(resolver=resolver),
             timeout=aiohttp.ClientTimeout(total=self.timeout),
             headers={"User-Agent": "callrouter-webhooks"},
         ) as http:
@@ -165,7 +166,8 @@ class WebhookSender:
         status: int | None = None
         error: str | None = None
         try:
-            await self._check_destination(url)
+            if not self.allow_private:
+                check_literal(url)
             timestamp = int(self.clock())
             async with http.post(
                 url,
@@ -194,13 +196,3 @@ class WebhookSender:
         """Wait until ``attempts`` delivery attempts have been recorded in total."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.attempts_made >= attempts)
-
-    async def _check_destination(self, url: str) -> None:
-        if self.allow_private:
-            return
-        host = urlsplit(url).hostname or ""
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                raise ValueError(f"{host} resolves to a non-public address ({address})")

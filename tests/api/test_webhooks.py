@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from callrouter.webhooks import SIGNATURE_HEADER
+from callrouter.webhooks import SIGNATURE_HEADER, WebhookSender
 from tests.api.conftest import Api
 
 
@@ -105,3 +105,40 @@ async def test_bad_webhooks_are_refused(api: Api) -> None:
     assert reply.status == 422
     fields = {e["field"] for e in reply.body["errors"]}
     assert fields == {"url", "events[0]"}
+
+
+async def test_endpoints_on_private_addresses_are_never_called(api: Api) -> None:
+    """A sender as serve runs it (no private destinations): a URL naming a loopback address, or
+    a name that resolves to one, is refused before any connection; the attempt's error says
+    why. The resolver that refuses is the one that connects, so no second answer (DNS
+    rebinding) can slip between a check and the connection."""
+    target = Receiver()
+    app = web.Application()
+    app.router.add_post("/hooks", target.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sender = WebhookSender(api.db, retry_base=3600)
+    running = asyncio.create_task(sender.run())
+    try:
+        client_id, key = await api.client_with_key("Acme")
+        hooks = {}
+        for url in (str(server.make_url("/hooks")), f"http://localhost:{server.port}/hooks"):
+            hook = await api.ok(
+                "POST", "/v1/webhooks", key, {"url": url, "events": ["form.submitted"]}
+            )
+            hooks[url] = hook["id"]
+        await sender.emit(UUID(client_id), "form.submitted", {"form": "contact"})
+        await asyncio.wait_for(sender.recorded(2), 30)
+        errors = {}
+        for url, hook_id in hooks.items():
+            (delivery,) = (await api.ok("GET", f"/v1/webhooks/{hook_id}/deliveries", key))["data"]
+            assert delivery["delivered_at"] is None
+            errors[url] = delivery["last_error"]
+        literal, name = errors.values()
+        assert "127.0.0.1 is not a public address" in literal
+        assert "localhost resolves to no public address" in name
+        assert target.received.empty()
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await server.close()
