@@ -12,6 +12,7 @@ key or a body.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -45,6 +46,46 @@ class _UtcJson(JsonFormatter):
         return _utc(record)
 
 
+class _LoopTurnHandler(logging.StreamHandler[TextIO]):
+    """A stream handler that writes the lines an event-loop turn logged in one write.
+
+    Under load the access log is a line per request, and a write (with its flush, a system call
+    on a pipe or journald's socket) per line cost a quarter of the HTTP stack's time. Lines
+    logged on the loop wait only until the loop's ready callbacks are done, never for a timer;
+    a warning or worse, and a line logged off the loop (a thread, before the loop runs, at
+    exit), is written at once, after the lines waiting, so the order stays the logged order.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self._waiting: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None or record.levelno >= logging.WARNING:
+            self.flush()  # the lines waiting go first
+            super().emit(record)
+            return
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - as logging's own handlers: reported, never raised
+            self.handleError(record)
+            return
+        if not self._waiting:
+            loop.call_soon(self.flush)
+        self._waiting.append(line + self.terminator)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            if self._waiting:
+                lines, self._waiting = "".join(self._waiting), []
+                self.stream.write(lines)
+            super().flush()
+
+
 def _level(text: str, where: str) -> int:
     value = logging.getLevelName(text.strip().upper())
     if not isinstance(value, int):
@@ -74,7 +115,7 @@ def configure(settings: LogConfig, stream: TextIO | None = None) -> None:
         raise ConfigError(f"log.format: {settings.format!r} is not text or json")
     level = _level(settings.level, "log.level")
     levels = parse_levels(settings.levels)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _LoopTurnHandler(stream or sys.stderr)
     if settings.format == "json":
         handler.setFormatter(
             _UtcJson(
