@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from callrouter.routing.group_commit import GroupCommit
 from callrouter.routing.pool import Lease, NumberPool, PoolStats
 from callrouter.routing.visit import (
     VisitOrigin,
@@ -68,6 +69,8 @@ TRANSACTION_TRIES = 3
 deadlock."""
 CALL_READ_TIMEOUT = 1.0
 """Seconds a call waits for the database to vouch for its number before memory answers."""
+_Started = tuple[SessionRecord, lease_store.Taken | None]
+"""A visit started by a group commit: its record as written, and its lease if it got one."""
 
 
 @dataclass(eq=False)
@@ -144,6 +147,16 @@ class Sessions:
     _pending: dict[uuid.UUID, lease_store.Renewal] = field(default_factory=dict)
     """Leases renewed from memory, to write (the latest renewal per session)."""
     _flusher: asyncio.Task[None] | None = None
+    _new_visits: GroupCommit[LivePool, _PageView, _Started | None] = field(init=False)
+    """Page views that may start visits, written together (``_start_visits``)."""
+
+    def __post_init__(self) -> None:
+        self._new_visits = GroupCommit(self._start_visits_undeadlocked)
+
+    async def _start_visits_undeadlocked(
+        self, live: LivePool, pages: list[_PageView]
+    ) -> list[_Started | None]:
+        return await _undeadlocked(lambda: self._start_visits(live, pages))
 
     async def load(self) -> int:
         """Every pool's leases, and the visits of those live or in grace; the live leases."""
@@ -266,24 +279,17 @@ class Sessions:
             "title": (title or "")[:200] or None,
             "at": _stamp(now),
         }
-        return await _undeadlocked(
-            lambda: self._view(
-                live, visitor_id, origin, view, user_agent=user_agent, ip=ip, now=now
-            )
-        )
+        page = _PageView(visitor_id, origin, view, user_agent, ip, now)
+        started = await self._new_visits.submit(live, page)
+        if started is not None:
+            record, taken = started
+            return self._finish(live, record, taken, taken.row if taken else None, now)
+        # It continues a visit (or its pool ran out under reuse_oldest): on its own.
+        return await _undeadlocked(lambda: self._view(live, page))
 
-    async def _view(
-        self,
-        live: LivePool,
-        visitor_id: str | None,
-        origin: VisitOrigin,
-        view: dict[str, Any],
-        *,
-        user_agent: str | None,
-        ip: str | None,
-        now: float,
-    ) -> tuple[Visit, str | None]:
+    async def _view(self, live: LivePool, page: _PageView) -> tuple[Visit, str | None]:
         pool = live.pool
+        visitor_id, origin, view, now = page.visitor_id, page.origin, page.view, page.now
         async with self.db.acquire() as db, db.transaction():
             previous = None
             if visitor_id:
@@ -315,28 +321,70 @@ class Sessions:
                 record.journey = [*record.journey, view][-JOURNEY_LENGTH:]
                 record.ended = False
             else:
-                session_id = new_id()
-                taken = await self._take(db, live, session_id, visitor_id, now)
+                record = _first_view(live, page, previous)
+                taken = await self._take(db, live, record.id, visitor_id, now)
                 row = taken.row if taken else None
-                record = _new_record(live, session_id, visitor_id, origin, now)
-                record.journey = [view]
-                record.user_agent = (user_agent or "")[:500] or None
-                record.ip_network = truncate_ip(ip)
-                if previous is not None:  # a return visit: the visitor's first touch stays
-                    entry = record.touches["first"]
-                    last = previous.touches.get("last", entry)
-                    record.touches = {
-                        "first": previous.touches.get("first", entry),
-                        "last": last if _is_direct(entry) else entry,
-                    }
-                    record.attribution = _credited(record.touches, pool.attribution_model)
-            record.last_seen_at = _wall(now)
-            record.number = row.number if row else None
-            if row is not None:
-                record.lease_expires_at = row.expires_at
-            elif record.lease_expires_at is not None:
-                record.lease_expires_at = min(record.lease_expires_at, _wall(now))
+            _leased(record, row, now)
             await session_store.save(db, record)
+        return self._finish(live, record, taken, row, now)
+
+    async def _start_visits(self, live: LivePool, pages: list[_PageView]) -> list[_Started | None]:
+        """The group commit of page views that may start visits: one transaction, whose
+        statements each serve the whole batch (the visitors' latest sessions, the leases, the
+        session rows). None for a page view to serve on its own: it continues a visit (also
+        one started earlier in this batch), or the pool ran out under ``reuse_oldest``, whose
+        next lease is taken from a visit, maybe one of this batch."""
+        pool = live.pool
+        now = max(page.now for page in pages)
+        async with self.db.acquire() as db, db.transaction():
+            visitors = {page.visitor_id for page in pages if page.visitor_id}
+            latest = await session_store.latest_of_visitors(
+                db, pool.client_id, pool.id, list(visitors)
+            )
+            records: list[SessionRecord | None] = []
+            starting: set[str] = set()
+            for page in pages:
+                previous = latest.get(page.visitor_id) if page.visitor_id else None
+                if page.visitor_id in starting or (
+                    previous is not None
+                    and page.now - previous.last_seen_at.timestamp() <= pool.lease_hold_seconds
+                ):
+                    records.append(None)
+                    continue
+                if page.visitor_id:
+                    starting.add(page.visitor_id)
+                records.append(_first_view(live, page, previous))
+            new = [record for record in records if record is not None]
+            takes = await lease_store.take_many(
+                db,
+                pool_id=pool.id,
+                holders=[(record.id, record.visitor_id) for record in new],
+                now=now,
+                hold=float(pool.lease_hold_seconds),
+                grace=float(pool.grace_seconds),
+                policy=pool.exhaustion_policy,
+            )
+            taken_by = dict(zip((record.id for record in new), takes, strict=True))
+            started: list[_Started | None] = []
+            for record in records:
+                taken = taken_by.get(record.id) if record is not None else None
+                if record is None or (taken is None and pool.exhaustion_policy == "reuse_oldest"):
+                    started.append(None)
+                    continue
+                _leased(record, taken.row if taken else None, record.last_seen_at.timestamp())
+                started.append((record, taken))
+            await session_store.save_many(db, [s[0] for s in started if s is not None])
+        return started
+
+    def _finish(
+        self,
+        live: LivePool,
+        record: SessionRecord,
+        taken: lease_store.Taken | None,
+        row: LeaseRow | None,
+        now: float,
+    ) -> tuple[Visit, str | None]:
+        """A page view written: the index, the exhaustion counts and memory's visit follow."""
         if row is not None:
             live.numbers.apply(row.number, _lease(row), row.version, now)
         self._note(live, taken, row, now)
@@ -591,6 +639,46 @@ def _lease(row: LeaseRow) -> Lease | None:
         row.ended,
         row.version,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _PageView:
+    """A swap-script page view, as it reached this node."""
+
+    visitor_id: str | None
+    origin: VisitOrigin
+    view: dict[str, Any]
+    """Its entry in the visit's journey."""
+    user_agent: str | None
+    ip: str | None
+    now: float
+
+
+def _first_view(live: LivePool, page: _PageView, previous: SessionRecord | None) -> SessionRecord:
+    """A new visit's record, with no number yet; ``previous`` is the visitor's last visit."""
+    record = _new_record(live, new_id(), page.visitor_id, page.origin, page.now)
+    record.journey = [page.view]
+    record.user_agent = (page.user_agent or "")[:500] or None
+    record.ip_network = truncate_ip(page.ip)
+    if previous is not None:  # a return visit: the visitor's first touch stays
+        entry = record.touches["first"]
+        last = previous.touches.get("last", entry)
+        record.touches = {
+            "first": previous.touches.get("first", entry),
+            "last": last if _is_direct(entry) else entry,
+        }
+        record.attribution = _credited(record.touches, live.pool.attribution_model)
+    return record
+
+
+def _leased(record: SessionRecord, row: LeaseRow | None, now: float) -> None:
+    """The page view's record says what it was leased (nothing: its old lease ends now)."""
+    record.last_seen_at = _wall(now)
+    record.number = row.number if row else None
+    if row is not None:
+        record.lease_expires_at = row.expires_at
+    elif record.lease_expires_at is not None:
+        record.lease_expires_at = min(record.lease_expires_at, _wall(now))
 
 
 def _new_record(
