@@ -13,6 +13,7 @@ key or a body.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -31,7 +32,13 @@ _DATE = "%Y-%m-%dT%H:%M:%S"
 
 def _utc(record: logging.LogRecord) -> str:
     """``2026-12-06T20:41:47.123Z``: UTC, milliseconds, whatever the host's time zone."""
-    return f"{time.strftime(_DATE, time.gmtime(record.created))}.{int(record.msecs):03d}Z"
+    return f"{_second(int(record.created))}.{int(record.msecs):03d}Z"
+
+
+@functools.lru_cache(maxsize=2)
+def _second(seconds: int) -> str:
+    """A second's text, written once for all the lines logged in it."""
+    return time.strftime(_DATE, time.gmtime(seconds))
 
 
 class _UtcText(logging.Formatter):
