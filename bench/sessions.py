@@ -4,6 +4,10 @@ with 1,000,000 sessions. What a lease costs through PostgreSQL, and several node
 bench/cluster_sessions.py.
 
     python3 bench/sessions.py [--seconds 10] [--connections 32] [--sessions 1000000]
+                              [--before /path/to/a/checkout/of/main] [--rounds 2]
+
+With ``--before``, the HTTP figures of that checkout and of this one alternate, ``--rounds``
+times each, in the same run (on shared cores the load moves between runs of minutes apart).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,13 +72,19 @@ wrk.body = '{"pool_key": "POOL_KEY"}'
 CURL_HEADERS = ("-H", "Content-Type: application/json", "-H", "Origin: https://www.acme.example")
 
 
-def http_figures(seconds: int, connections: int) -> None:
+def http_figures(seconds: int, connections: int, tree: Path | None = None) -> None:
+    """:param tree: serve the callrouter of this checkout instead of this one."""
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install wrk")
     root = Path(tempfile.mkdtemp(prefix="callrouter-bench-", dir="/tmp"))
     root.chmod(0o755)
     server = ServeProcess(
-        root / "data", "--http-public-rate-per-second", "1e9", "--http-public-rate-burst", "1e9"
+        root / "data",
+        "--http-public-rate-per-second",
+        "1e9",
+        "--http-public-rate-burst",
+        "1e9",
+        env={"PYTHONPATH": str(tree)} if tree is not None else None,
     ).wait_ready()
     bare = None
     try:
@@ -244,8 +255,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument("--before", type=Path, help="a checkout to measure alternately")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    http_figures(args.seconds, args.connections)
+    if args.before is None:
+        http_figures(args.seconds, args.connections)
+    else:
+        for _ in range(args.rounds):
+            for label, tree in (("before", args.before.resolve()), ("this checkout", ROOT)):
+                print(f"--- {label} ({tree}), load average {os.getloadavg()[0]:.1f}")
+                http_figures(args.seconds, args.connections, tree)
     pool_figures()
     memory_figures(args.sessions)
 
