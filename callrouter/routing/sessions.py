@@ -8,9 +8,12 @@ and so is a return visit's entry page unless it is direct. Each session keeps th
 first touch and latest non-direct touch; the pool's ``attribution_model`` says which of the two
 its calls and forms are credited to. Clicks within the client's own sites are never a source.
 
-Each swap-script request is one transaction: the lease (``store.leases``, one row per number)
-and the session row are written before the page gets its answer, so the next request of the
-visit, or the visitor's call, may reach any node. Each node keeps an index of the leases and a
+Each swap-script request is written in one transaction: the lease (``store.leases``, one row
+per number) and the session row are written before the page gets its answer, so the next
+request of the visit, or the visitor's call, may reach any node. Page views that may start a
+visit share their transaction with the others arriving meanwhile on this node (a group commit,
+``group_commit``): one statement reads the visitors' latest sessions, one takes every new
+visit's lease, one writes their sessions. Each node keeps an index of the leases and a
 cache of the visits that hold them, so an INVITE is attributed without a round trip. The index
 follows the database through NOTIFYs (``on_lease``, ``on_session``); it is read again whole at
 start and after the LISTEN connection was lost (``resync``), and a number it cannot vouch for
