@@ -69,6 +69,44 @@ wrk.headers["Origin"] = "https://www.acme.example"
 wrk.body = '{"pool_key": "POOL_KEY"}'
 """
 
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User and system CPU seconds each of these processes has used so far."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def _with_children(roots: list[int]) -> list[int]:
+    """These processes and their children (a PostgreSQL server's backends)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    return [*roots, *(pid for pid, parent in parents.items() if parent in roots)]
+
+
+def measured(
+    url: str, roots: list[int], seconds: int, connections: int, *options: str
+) -> tuple[float, str, float]:
+    """``wrk``'s (requests/s, p99) and the CPU microseconds ``roots`` and their children used
+    per request (backends started during the run included): a figure the other work on
+    shared cores moves less than requests per second."""
+    before = _cpu_seconds(_with_children(roots))
+    rps, p99 = wrk(url, seconds, connections, *options)
+    after = _cpu_seconds(_with_children(roots))
+    used = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+    return rps, p99, used / (rps * seconds) * 1e6
+
+
 CURL_HEADERS = ("-H", "Content-Type: application/json", "-H", "Origin: https://www.acme.example")
 
 
@@ -108,6 +146,8 @@ def http_figures(seconds: int, connections: int, tree: Path | None = None) -> No
                 {"client_id": client["id"], "e164": f"+4415155{i:05d}", "pool_id": pool["id"]},
             )
         server.wait_for(r"sessions: pool \S+ loaded with 100 number")
+        postgres = int(server.wait_for(r"embedded PostgreSQL .* pid (\d+)").group(1))
+        ours_pids = [server.process.pid, postgres]
         script = lua_script(
             root / "post.lua", WRK_POST.replace("POOL_KEY", str(pool["public_key"]))
         )
@@ -136,12 +176,18 @@ def http_figures(seconds: int, connections: int, tree: Path | None = None) -> No
         ref_url = f"http://127.0.0.1:{port}/v1/sessions"
         wrk(base + "/v1/sessions", 2, connections, *script)
         wrk(ref_url, 2, connections, *script)
-        ours, ours_p99 = wrk(base + "/v1/sessions", seconds, connections, *script)
-        ref, ref_p99 = wrk(ref_url, seconds, connections, *script)
+        ours, ours_p99, ours_cpu = measured(
+            base + "/v1/sessions", ours_pids, seconds, connections, *script
+        )
+        ref, ref_p99, ref_cpu = measured(ref_url, [bare.pid], seconds, connections, *script)
         print(f"POST /v1/sessions, {connections} connections, {seconds} s each, wrk on loopback")
         print(f"  callrouter (origin check, lease, session): {ours:9.0f} req/s   p99 {ours_p99}")
         print(f"  bare aiohttp handler, same JSON:           {ref:9.0f} req/s   p99 {ref_p99}")
         print(f"  ratio callrouter / bare:                   {ours / ref:9.2f}")
+        print(
+            f"  CPU per request: callrouter and its PostgreSQL {ours_cpu:.0f} µs, bare "
+            f"{ref_cpu:.0f} µs: ratio bare / callrouter {ref_cpu / ours_cpu:.2f}"
+        )
         # A page still open: its heartbeat is answered from the node's index (written behind).
         session_id = json.loads(sample)["session_id"]
         beat = lua_script(
@@ -171,8 +217,8 @@ def http_figures(seconds: int, connections: int, tree: Path | None = None) -> No
             ref_beat = f"http://127.0.0.1:{beat_port}/v1/sessions/{session_id}/heartbeat"
             wrk(beat_url, 2, connections, *beat)
             wrk(ref_beat, 2, connections, *beat)
-            ours, ours_p99 = wrk(beat_url, seconds, connections, *beat)
-            ref, ref_p99 = wrk(ref_beat, seconds, connections, *beat)
+            ours, ours_p99, ours_cpu = measured(beat_url, ours_pids, seconds, connections, *beat)
+            ref, ref_p99, ref_cpu = measured(ref_beat, [bare_beat.pid], seconds, connections, *beat)
         finally:
             bare_beat.terminate()
             bare_beat.wait()
@@ -180,6 +226,10 @@ def http_figures(seconds: int, connections: int, tree: Path | None = None) -> No
         print(f"  callrouter (origin check, lease renewal): {ours:9.0f} req/s   p99 {ours_p99}")
         print(f"  bare aiohttp handler, same JSON:          {ref:9.0f} req/s   p99 {ref_p99}")
         print(f"  ratio callrouter / bare:                  {ours / ref:9.2f}")
+        print(
+            f"  CPU per request: callrouter and its PostgreSQL {ours_cpu:.0f} µs, bare "
+            f"{ref_cpu:.0f} µs: ratio bare / callrouter {ref_cpu / ours_cpu:.2f}"
+        )
     finally:
         if bare is not None:
             bare.terminate()
