@@ -34,7 +34,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -111,7 +111,9 @@ def _wall(seconds: float) -> datetime:
 def _facts(origin: VisitOrigin) -> dict[str, Any]:
     """The visit's attribution: what the page said, plus the channel in the keys reports and
     filters use (the same keys a static number's label fills)."""
-    return {**{k: v for k, v in asdict(origin).items() if v is not None}, **channel(origin)}
+    # Its fields are strings: read them as they are (``asdict`` copies deeply, per page view).
+    facts = {f.name: getattr(origin, f.name) for f in fields(origin)}
+    return {**{k: v for k, v in facts.items() if v is not None}, **channel(origin)}
 
 
 def _stamp(seconds: float) -> str:
