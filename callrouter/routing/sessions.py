@@ -153,6 +153,8 @@ class Sessions:
     _by_key: dict[str, LivePool] = field(default_factory=dict)
     _by_number: dict[str, LivePool] = field(default_factory=dict)
     _visits: dict[uuid.UUID, Visit] = field(default_factory=dict)
+    _by_visitor: dict[tuple[uuid.UUID, str], uuid.UUID] = field(default_factory=dict)
+    """(pool, visitor id) -> the visitor's latest session seen here (it may be out of memory)."""
     _pending: dict[uuid.UUID, lease_store.Renewal] = field(default_factory=dict)
     """Leases renewed from memory, to write (the latest renewal per session)."""
     _flusher: asyncio.Task[None] | None = None
@@ -289,12 +291,23 @@ class Sessions:
             "at": _stamp(now),
         }
         page = _PageView(visitor_id, origin, view, user_agent, ip, now)
-        started = await self._new_visits.submit(live, page)
-        if started is not None:
-            record, taken = started
-            return self._finish(live, record, taken, taken.row if taken else None, now)
+        if not self._continues(pool, visitor_id, now):
+            started = await self._new_visits.submit(live, page)
+            if started is not None:
+                record, taken = started
+                return self._finish(live, record, taken, taken.row if taken else None, now)
         # It continues a visit (or its pool ran out under reuse_oldest): on its own.
         return await _undeadlocked(lambda: self._view(live, page))
+
+    def _continues(self, pool: Pool, visitor_id: str | None, now: float) -> bool:
+        """Whether memory says this page view continues a visit: then it goes its own way at
+        once rather than through a batch that would find the same (its transaction reads
+        the visit again, locked, and decides)."""
+        session_id = self._by_visitor.get((pool.id, visitor_id)) if visitor_id else None
+        visit = self._visits.get(session_id) if session_id else None
+        return visit is not None and (
+            now - visit.record.last_seen_at.timestamp() <= pool.lease_hold_seconds
+        )
 
     async def _view(self, live: LivePool, page: _PageView) -> tuple[Visit, str | None]:
         pool = live.pool
@@ -399,6 +412,8 @@ class Sessions:
         self._note(live, taken, row, now)
         visit = Visit(record)
         self._visits[record.id] = visit
+        if record.visitor_id:
+            self._by_visitor[(record.pool_id, record.visitor_id)] = record.id
         return visit, record.number or live.default_number
 
     async def _take(
@@ -598,6 +613,15 @@ class Sessions:
             expires = visit.record.lease_expires_at or visit.record.last_seen_at
             if expires + timedelta(seconds=grace) < _wall(now) and session_id not in self._pending:
                 del self._visits[session_id]
+        self._forget_visitors()
+
+    def _forget_visitors(self) -> None:
+        """Drop the visitor ids whose latest visit is no longer in memory."""
+        self._by_visitor = {
+            key: session_id
+            for key, session_id in self._by_visitor.items()
+            if session_id in self._visits
+        }
 
     # -- erasure ----------------------------------------------------------------------------
 
@@ -615,6 +639,7 @@ class Sessions:
             live = self.pools.get(visit.record.pool_id) if visit else None
             if live is not None:
                 live.numbers.forget(session_id)
+        self._forget_visitors()  # an erased visit's visitor id is not kept either
 
 
 async def _undeadlocked(work: Callable[[], Awaitable[T]]) -> T:
