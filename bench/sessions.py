@@ -48,6 +48,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log
 """
 
 WRK_POST = """
+-- Seeded per run: a warm-up run and the measured one would otherwise send the same visitor
+-- ids, and the measured run's first visits would continue the warm-up's instead of starting.
+math.randomseed(os.time())
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Origin"] = "https://www.acme.example"
