@@ -4,6 +4,10 @@ with 1,000,000 sessions. What a lease costs through PostgreSQL, and several node
 bench/cluster_sessions.py.
 
     python3 bench/sessions.py [--seconds 10] [--connections 32] [--sessions 1000000]
+                              [--before /path/to/a/checkout/of/main] [--rounds 2]
+
+With ``--before``, the HTTP figures of that checkout and of this one alternate, ``--rounds``
+times each, in the same run (on shared cores the load moves between runs of minutes apart).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,6 +48,9 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log
 """
 
 WRK_POST = """
+-- Seeded per run: a warm-up run and the measured one would otherwise send the same visitor
+-- ids, and the measured run's first visits would continue the warm-up's instead of starting.
+math.randomseed(os.time())
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Origin"] = "https://www.acme.example"
@@ -64,16 +72,60 @@ wrk.headers["Origin"] = "https://www.acme.example"
 wrk.body = '{"pool_key": "POOL_KEY"}'
 """
 
+
+def _cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User and system CPU seconds each of these processes has used so far."""
+    used = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        used[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return used
+
+
+def _with_children(roots: list[int]) -> list[int]:
+    """These processes and their children (a PostgreSQL server's backends)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    return [*roots, *(pid for pid, parent in parents.items() if parent in roots)]
+
+
+def measured(
+    url: str, roots: list[int], seconds: int, connections: int, *options: str
+) -> tuple[float, str, float]:
+    """``wrk``'s (requests/s, p99) and the CPU microseconds ``roots`` and their children used
+    per request (backends started during the run included): a figure the other work on
+    shared cores moves less than requests per second."""
+    before = _cpu_seconds(_with_children(roots))
+    rps, p99 = wrk(url, seconds, connections, *options)
+    after = _cpu_seconds(_with_children(roots))
+    used = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+    return rps, p99, used / (rps * seconds) * 1e6
+
+
 CURL_HEADERS = ("-H", "Content-Type: application/json", "-H", "Origin: https://www.acme.example")
 
 
-def http_figures(seconds: int, connections: int) -> None:
+def http_figures(seconds: int, connections: int, tree: Path | None = None) -> None:
+    """:param tree: serve the callrouter of this checkout instead of this one."""
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk: apt-get install wrk")
     root = Path(tempfile.mkdtemp(prefix="callrouter-bench-", dir="/tmp"))
     root.chmod(0o755)
     server = ServeProcess(
-        root / "data", "--http-public-rate-per-second", "1e9", "--http-public-rate-burst", "1e9"
+        root / "data",
+        "--http-public-rate-per-second",
+        "1e9",
+        "--http-public-rate-burst",
+        "1e9",
+        env={"PYTHONPATH": str(tree)} if tree is not None else None,
     ).wait_ready()
     bare = None
     try:
@@ -97,6 +149,8 @@ def http_figures(seconds: int, connections: int) -> None:
                 {"client_id": client["id"], "e164": f"+4415155{i:05d}", "pool_id": pool["id"]},
             )
         server.wait_for(r"sessions: pool \S+ loaded with 100 number")
+        postgres = int(server.wait_for(r"embedded PostgreSQL .* pid (\d+)").group(1))
+        ours_pids = [server.process.pid, postgres]
         script = lua_script(
             root / "post.lua", WRK_POST.replace("POOL_KEY", str(pool["public_key"]))
         )
@@ -125,12 +179,18 @@ def http_figures(seconds: int, connections: int) -> None:
         ref_url = f"http://127.0.0.1:{port}/v1/sessions"
         wrk(base + "/v1/sessions", 2, connections, *script)
         wrk(ref_url, 2, connections, *script)
-        ours, ours_p99 = wrk(base + "/v1/sessions", seconds, connections, *script)
-        ref, ref_p99 = wrk(ref_url, seconds, connections, *script)
+        ours, ours_p99, ours_cpu = measured(
+            base + "/v1/sessions", ours_pids, seconds, connections, *script
+        )
+        ref, ref_p99, ref_cpu = measured(ref_url, [bare.pid], seconds, connections, *script)
         print(f"POST /v1/sessions, {connections} connections, {seconds} s each, wrk on loopback")
         print(f"  callrouter (origin check, lease, session): {ours:9.0f} req/s   p99 {ours_p99}")
         print(f"  bare aiohttp handler, same JSON:           {ref:9.0f} req/s   p99 {ref_p99}")
         print(f"  ratio callrouter / bare:                   {ours / ref:9.2f}")
+        print(
+            f"  CPU per request: callrouter and its PostgreSQL {ours_cpu:.0f} µs, bare "
+            f"{ref_cpu:.0f} µs: ratio bare / callrouter {ref_cpu / ours_cpu:.2f}"
+        )
         # A page still open: its heartbeat is answered from the node's index (written behind).
         session_id = json.loads(sample)["session_id"]
         beat = lua_script(
@@ -160,8 +220,8 @@ def http_figures(seconds: int, connections: int) -> None:
             ref_beat = f"http://127.0.0.1:{beat_port}/v1/sessions/{session_id}/heartbeat"
             wrk(beat_url, 2, connections, *beat)
             wrk(ref_beat, 2, connections, *beat)
-            ours, ours_p99 = wrk(beat_url, seconds, connections, *beat)
-            ref, ref_p99 = wrk(ref_beat, seconds, connections, *beat)
+            ours, ours_p99, ours_cpu = measured(beat_url, ours_pids, seconds, connections, *beat)
+            ref, ref_p99, ref_cpu = measured(ref_beat, [bare_beat.pid], seconds, connections, *beat)
         finally:
             bare_beat.terminate()
             bare_beat.wait()
@@ -169,6 +229,10 @@ def http_figures(seconds: int, connections: int) -> None:
         print(f"  callrouter (origin check, lease renewal): {ours:9.0f} req/s   p99 {ours_p99}")
         print(f"  bare aiohttp handler, same JSON:          {ref:9.0f} req/s   p99 {ref_p99}")
         print(f"  ratio callrouter / bare:                  {ours / ref:9.2f}")
+        print(
+            f"  CPU per request: callrouter and its PostgreSQL {ours_cpu:.0f} µs, bare "
+            f"{ref_cpu:.0f} µs: ratio bare / callrouter {ref_cpu / ours_cpu:.2f}"
+        )
     finally:
         if bare is not None:
             bare.terminate()
@@ -244,8 +308,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--sessions", type=int, default=1_000_000)
+    parser.add_argument("--before", type=Path, help="a checkout to measure alternately")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    http_figures(args.seconds, args.connections)
+    if args.before is None:
+        http_figures(args.seconds, args.connections)
+    else:
+        for _ in range(args.rounds):
+            for label, tree in (("before", args.before.resolve()), ("this checkout", ROOT)):
+                print(f"--- {label} ({tree}), load average {os.getloadavg()[0]:.1f}")
+                http_figures(args.seconds, args.connections, tree)
     pool_figures()
     memory_figures(args.sessions)
 

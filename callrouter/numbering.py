@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -76,8 +77,12 @@ class NumberParts:
     ("20", "7946", "0000"), so a page shows it grouped as that number is grouped."""
 
 
+@functools.lru_cache(maxsize=65_536)
 def number_parts(e164: str) -> NumberParts:
-    """Country code, national significant number and trunk prefix ("0" in the UK) of a number."""
+    """Country code, national significant number and trunk prefix ("0" in the UK) of a number.
+
+    Cached: every swap-script page view answers with its pool's numbers' parts, and parsing
+    them again was a sixth of a new visit's time on the node."""
     parsed = phonenumbers.parse(e164, None)
     region = phonenumbers.region_code_for_number(parsed)
     trunk = phonenumbers.ndd_prefix_for_region(region, True) if region else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -79,3 +80,38 @@ def test_bad_settings_name_the_setting(settings: LogConfig, message: str) -> Non
 
 def test_levels_parse_to_logging_levels() -> None:
     assert parse_levels(" a=debug, b.c=WARNING ,") == {"a": logging.DEBUG, "b.c": logging.WARNING}
+
+
+class _CountedWrites(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_a_loop_turns_lines_go_out_in_one_write_in_the_order_logged() -> None:
+    out = _CountedWrites()
+    configure(LogConfig(), out)
+    log = logging.getLogger("callrouter.access")
+    for i in range(50):
+        log.info("request %d", i)
+    assert out.writes == 0  # still this turn
+    await asyncio.sleep(0)  # the turn ends: the lines waiting are written
+    assert out.writes == 1
+    assert [line.rsplit(" ", 1)[1] for line in out.getvalue().splitlines()] == [
+        str(i) for i in range(50)
+    ]
+    log.info("before")
+    log.warning("urgent")  # at once, after what was waiting
+    assert out.getvalue().splitlines()[-2:][0].endswith("before")
+    assert out.getvalue().splitlines()[-1].endswith("urgent")
+
+
+def test_lines_logged_off_the_loop_are_written_at_once() -> None:
+    out = _CountedWrites()
+    configure(LogConfig(), out)
+    logging.getLogger("callrouter").info("started")
+    assert out.getvalue().endswith("started\n")

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import Counter
 
 from callrouter.api.auth import KEY_ID
 from callrouter.metrics import Metrics
@@ -32,6 +33,9 @@ def route_of(request: web.Request) -> str:
 
 def access_log_middleware(metrics: Metrics | None) -> Middleware:
     """The outermost middleware: it sees the final status, problem responses included."""
+    # Each (method, route, status) counter's child, looked up once (``labels`` takes a lock
+    # and builds a key per call); the routes and statuses are few.
+    counters: dict[tuple[str, str, int], Counter] = {}
 
     @web.middleware
     async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -65,7 +69,13 @@ def access_log_middleware(metrics: Metrics | None) -> Middleware:
                 },
             )
             if metrics is not None:
-                metrics.http_requests.labels(request.method, route, str(status)).inc()
+                labels = (request.method, route, status)
+                counter = counters.get(labels)
+                if counter is None:
+                    counter = counters[labels] = metrics.http_requests.labels(
+                        request.method, route, str(status)
+                    )
+                counter.inc()
                 metrics.http_duration.observe(elapsed)
 
     return access_log

@@ -7,8 +7,9 @@ for browsers), a per-address rate limit and small bodies.
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -147,8 +148,15 @@ def _admit(ctx: RequestContext) -> LivePool:
     return live
 
 
-def _parts(e164: str | None) -> dict[str, str] | None:
-    return asdict(number_parts(e164)) if e164 else None
+def _parts(e164: str | None) -> Mapping[str, Any] | None:
+    return _number_view(e164) if e164 else None
+
+
+@functools.lru_cache(maxsize=65_536)
+def _number_view(e164: str) -> Mapping[str, Any]:
+    """A number as answers show it, built once per number (every page view shows its pool's);
+    shared, so only read (serialised)."""
+    return asdict(number_parts(e164))
 
 
 async def create(ctx: RequestContext) -> web.Response:

@@ -27,14 +27,27 @@ async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
     return connection
 
 
+async def _nothing_to_reset(_connection: asyncpg.Connection[Any]) -> None:
+    """What runs instead of the reset query (asyncpg has rolled back a transaction left open)."""
+
+
 async def create_pool(
-    dsn: str, *, min_size: int = 2, max_size: int = 10, wait_for_disk: bool = True
+    dsn: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    wait_for_disk: bool = True,
+    session_state: bool = True,
 ) -> asyncpg.Pool[asyncpg.Record]:
     """A connection pool whose json/jsonb columns read and write Python objects.
 
     :param wait_for_disk: False: a commit returns before its WAL is flushed
         (``synchronous_commit = off``): visible to every session at once and never torn, but
         the last few hundred milliseconds of commits are lost if PostgreSQL itself crashes.
+    :param session_state: False for a pool whose users leave no state in a session (no SET,
+        LISTEN, advisory lock or open cursor): a connection goes back to the pool without
+        asyncpg's reset query, a round trip per use (an open transaction is still rolled
+        back).
     """
     pool = await asyncpg.create_pool(
         dsn,
@@ -43,6 +56,7 @@ async def create_pool(
         init=_init_connection,
         command_timeout=60,
         server_settings={} if wait_for_disk else {"synchronous_commit": "off"},
+        reset=None if session_state else _nothing_to_reset,
     )
     assert pool is not None
     return pool

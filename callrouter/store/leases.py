@@ -1,10 +1,11 @@
 """Number leases: one row per pool number in ``number_leases`` (migration 0013), the truth every
 node's in-memory index follows.
 
-Each change is one statement on one row, so PostgreSQL serialises what several nodes do to a
-number: a lease is taken by one UPDATE whose candidate is picked ``FOR UPDATE SKIP LOCKED``
-(two nodes racing for the pool's next number each get a different one), renewed and ended only
-by the session holding it. Times are the node's clock, passed in (``now``), as in the pool.
+Each change is one statement on one row per number, so PostgreSQL serialises what several
+nodes do to a number: leases are taken by one UPDATE whose candidates are picked ``FOR UPDATE
+SKIP LOCKED`` (two nodes racing for the pool's next numbers each get different ones; a node's
+concurrent new visits take theirs in one statement, ``take_many``), renewed and ended only by
+the session holding it. Times are the node's clock, passed in (``now``), as in the pool.
 
 The pick keeps the pool's exhaustion policies: the number released longest ago whose grace is
 over; when there is none, ``reuse_oldest`` takes the number released longest ago even in its
@@ -136,12 +137,39 @@ async def take(
     grace: float,
     policy: str,
 ) -> Taken | None:
-    """Lease the pool's next number to ``session_id``; None when the pool gives none (exhausted
-    under ``default_number``, or every candidate is being leased by someone else this instant).
+    """``take_many`` for one session."""
+    (taken,) = await take_many(
+        db,
+        pool_id=pool_id,
+        holders=[(session_id, visitor_id)],
+        now=now,
+        hold=hold,
+        grace=grace,
+        policy=policy,
+    )
+    return taken
 
-    The revoked session's stored lease ends now (in the caller's transaction).
+
+async def take_many(
+    db: Executor,
+    *,
+    pool_id: UUID,
+    holders: Sequence[tuple[UUID, str | None]],
+    now: float,
+    hold: float,
+    grace: float,
+    policy: str,
+) -> list[Taken | None]:
+    """Lease the pool's next numbers to these (session id, visitor id) holders, one number
+    each, in one statement: the first holder gets the number the pool would give first, and
+    so on. None for each holder the pool gives none (exhausted under ``default_number``, or
+    every candidate left is being leased by someone else this instant).
+
+    The revoked sessions' stored leases end now (in the caller's transaction).
     """
-    record = await db.fetchrow(
+    if not holders:
+        return []
+    records = await db.fetch(
         f"""WITH args AS (
                 -- A lease whose stored expiry is less than PENDING_RENEWAL_SECONDS past may
                 -- have been renewed on its node and not written yet: it counts as live.
@@ -150,53 +178,62 @@ async def take(
                            AS graced
             ), pick AS (
                 -- Released longest ago first (never leased before all), then, for
-                -- reuse_oldest, the live lease idle longest: a lease's end is its last
+                -- reuse_oldest, the live leases idle longest: a lease's end is its last
                 -- activity plus the pool's hold, so one index order serves all three.
-                SELECT number, session_id AS previous,
+                SELECT number, session_id AS previous, expires_at,
                        CASE WHEN expires_at IS NULL OR expires_at < graced THEN 0
                             WHEN expires_at <= settled THEN 1 ELSE 2 END AS tier
                   FROM number_leases, args
                  WHERE pool_id = $1
                    AND ($7::text = 'reuse_oldest' OR expires_at IS NULL OR expires_at < graced)
                  ORDER BY expires_at NULLS FIRST
-                 LIMIT 1
+                 LIMIT cardinality($2::uuid[])
                    FOR UPDATE OF number_leases SKIP LOCKED
+            ), ranked AS (
+                SELECT pick.*,
+                       row_number() OVER (ORDER BY expires_at NULLS FIRST, number) AS place
+                  FROM pick
+            ), wanted AS (
+                SELECT * FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY
+                           AS w(session_id, visitor_id, place)
             ), leased AS (
                 UPDATE number_leases l
-                   SET session_id = $2, visitor_id = $3, leased_at = $4, last_seen_at = $4,
-                       expires_at = $4 + $5::float8 * interval '1 second', ended = false,
-                       version = l.version + 1
-                  FROM pick
-                 WHERE l.number = pick.number
+                   SET session_id = w.session_id, visitor_id = w.visitor_id, leased_at = $4,
+                       last_seen_at = $4, expires_at = $4 + $5::float8 * interval '1 second',
+                       ended = false, version = l.version + 1
+                  FROM ranked JOIN wanted w USING (place)
+                 WHERE l.number = ranked.number
              RETURNING {", ".join("l." + c for c in COLUMNS.split(", "))},
-                       pick.tier, pick.previous
+                       ranked.tier, ranked.previous, w.place
             )
             SELECT * FROM leased""",
         pool_id,
-        session_id,
-        visitor_id,
+        [session_id for session_id, _ in holders],
+        [visitor_id for _, visitor_id in holders],
         _stamp(now),
         hold,
         grace,
         policy,
         PENDING_RENEWAL_SECONDS,
     )
-    if record is None:
-        return None
-    revoked = record["previous"] if record["tier"] == 2 else None
-    if revoked is not None:
-        # A statement of its own: its snapshot must see the revoked session even if that was
-        # created after the statement above began. A page view of that visit holding its row
+    taken: list[Taken | None] = [None] * len(holders)
+    for record in records:
+        revoked = record["previous"] if record["tier"] == 2 else None
+        taken[record["place"] - 1] = Taken(_row(record), record["tier"] > 0, revoked)
+    revoked_ids = [t.revoked for t in taken if t is not None and t.revoked is not None]
+    if revoked_ids:
+        # A statement of its own: its snapshot must see the revoked sessions even if they were
+        # created after the statement above began. A page view of such a visit holding its row
         # writes its own lease's end anyway.
         await db.execute(
             """UPDATE sessions SET lease_expires_at = least(lease_expires_at, $3)
-                WHERE id IN (SELECT id FROM sessions WHERE id = $1 AND client_id = $2
-                               FOR UPDATE SKIP LOCKED)""",
-            revoked,
-            record["client_id"],
+                WHERE id IN (SELECT id FROM sessions WHERE id = ANY($1::uuid[])
+                               AND client_id = $2 FOR UPDATE SKIP LOCKED)""",
+            revoked_ids,
+            records[0]["client_id"],
             _stamp(now),
         )
-    return Taken(_row(record), record["tier"] > 0, revoked)
+    return taken
 
 
 async def renew(

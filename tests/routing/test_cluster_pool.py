@@ -135,6 +135,82 @@ async def until(condition: Callable[[], Awaitable[bool]], what: str, seconds: fl
         await asyncio.sleep(0.02)
 
 
+async def lease_statements(db: asyncpg.Pool[asyncpg.Record]) -> Callable[[], Awaitable[int]]:
+    """PostgreSQL counts the statements that change lease rows from now on (a statement-level
+    trigger fires once per UPDATE, whatever the rows it changed, none included)."""
+    await db.execute(
+        """CREATE TABLE lease_statements (at timestamptz NOT NULL DEFAULT clock_timestamp());
+           CREATE FUNCTION count_lease_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO lease_statements DEFAULT VALUES; RETURN NULL; END $$;
+           CREATE TRIGGER lease_statement AFTER UPDATE ON number_leases
+               FOR EACH STATEMENT EXECUTE FUNCTION count_lease_statement();"""
+    )
+
+    async def count() -> int:
+        counted: int = await db.fetchval("SELECT count(*) FROM lease_statements")
+        return counted
+
+    return count
+
+
+async def test_concurrent_new_visits_on_one_node_take_their_leases_in_fewer_statements(
+    database_dsn: str, stack: AsyncExitStack
+) -> None:
+    """Four new visits at once on one node: four different numbers, each written with its
+    session, taken by fewer UPDATE statements than visits (the group commit)."""
+    cluster = await make_cluster(database_dsn, stack, "default_number")
+    node = await cluster.add_node()
+    statements = await lease_statements(cluster.db)
+    visits = len(POOL_NUMBERS)
+    ids = await asyncio.gather(*(cluster.visit(node, f"visitor-{i}") for i in range(visits)))
+    truth = await cluster.truth()
+    assert sorted(truth.values(), key=str) == sorted(ids, key=str)  # one number each
+    stored = await cluster.db.fetch("SELECT id, number FROM sessions")
+    assert {row["id"]: row["number"] for row in stored} == {s: n for n, s in truth.items()}
+    assert await statements() < visits
+
+
+@pytest.mark.parametrize("policy", ["default_number", "reuse_oldest"])
+async def test_exhaustion_within_one_batch_is_answered_per_visit(
+    database_dsn: str, stack: AsyncExitStack, policy: str
+) -> None:
+    """Seven new visits at once for four numbers. Under default_number four get a number and
+    three none, each counted as an exhaustion, in fewer statements than visits; under
+    reuse_oldest every visit gets one, the last three each taken from the visit idle
+    longest, as visits one after the other would. Never one number for two live sessions."""
+    cluster = await make_cluster(database_dsn, stack, policy)
+    node = await cluster.add_node()
+    statements = await lease_statements(cluster.db)
+    live = node.pools[cluster.pool_id]
+    answers = await asyncio.gather(
+        *(
+            node.start(
+                live, visitor_id=f"v{i}", page_url=PAGE, referrer=None, user_agent=None, ip=None
+            )
+            for i in range(7)
+        )
+    )
+    shown = [number for _visit, number in answers]
+    numbered = [number for number in shown if number is not None]
+    stats = node.stats(cluster.pool_id)
+    assert stats is not None
+    truth = await cluster.truth()
+    if policy == "default_number":
+        assert sorted(numbered) == POOL_NUMBERS and stats.exhaustions == 3
+        assert await statements() < 7
+        assert set(truth.values()) == {visit.record.id for visit, n in answers if n is not None}
+    else:
+        assert None not in shown and stats.exhaustions == 3
+        assert len(set(truth.values())) == len(POOL_NUMBERS)
+    now = datetime.fromtimestamp(cluster.clock(), UTC)
+    doubled = await cluster.db.fetch(
+        """SELECT number FROM sessions WHERE number IS NOT NULL AND lease_expires_at > $1
+           GROUP BY number HAVING count(*) > 1""",
+        now,
+    )
+    assert doubled == []
+
+
 @pytest.mark.parametrize(("policy", "seed"), [("reuse_oldest", 1), ("default_number", 2)])
 async def test_nodes_racing_never_give_one_number_to_two_live_sessions(
     database_dsn: str, stack: AsyncExitStack, policy: str, seed: int
