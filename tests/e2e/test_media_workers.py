@@ -86,6 +86,9 @@ def recorder() -> Iterator[Recorder]:
         str(workdir / "recordings"),
         "--media-workers",
         "2",
+        # The hung-worker test waits this out on every scrape and readiness check (default 2 s).
+        "--metrics-check-timeout",
+        "1",
     )
     try:
         server.wait_ready()
