@@ -534,20 +534,21 @@ class MediaEvents:
 @dataclass(eq=False)
 class Readiness:
     """What /v1/ready checks: the database answers now, every media worker (when any is
-    configured) answers a ping within a timeout (a hung worker is as down as a dead one), the
-    recordings filesystem has ``[media] min_free_bytes`` free (otherwise calls are connected
-    unrecorded: a load balancer should prefer another node), and SIP takes calls (not draining
-    for a shutdown)."""
+    configured) answers a ping within ``[metrics] check_timeout`` (a hung worker is as down as
+    a dead one), the recordings filesystem has ``[media] min_free_bytes`` free (otherwise calls
+    are connected unrecorded: a load balancer should prefer another node), and SIP takes calls
+    (not draining for a shutdown)."""
 
     availability: DatabaseAvailability
     probe: Callable[[], Awaitable[object]]
     media: MediaEvents
+    timeout: float
     front_door: FrontDoor | None = None
 
     async def check(self) -> dict[str, bool]:
         parts = {"database": await self.availability.check(self.probe)}
         if self.media.workers:
-            parts["media"] = await media_workers_answer(self.media.workers)
+            parts["media"] = await media_workers_answer(self.media.workers, self.timeout)
         if self.media.space is not None:
             parts["recording_space"] = self.media.space.status != "low"
         if self.front_door is not None:
@@ -851,12 +852,17 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             account=account,
             metrics=metrics,
         )
-        refresh = scrape_refresh(metrics, pool, media_events.workers)
+        refresh = scrape_refresh(metrics, pool, media_events.workers, config.metrics.check_timeout)
         dialplans = _load_dialplans(config, say)
 
         guard = ConnectionGuard(_http_limits(config))
         _descriptor_budget(config, say)
-        readiness = Readiness(availability, lambda: pool.fetchval("SELECT 1"), media_events)
+        readiness = Readiness(
+            availability,
+            lambda: pool.fetchval("SELECT 1"),
+            media_events,
+            config.metrics.check_timeout,
+        )
         app = build_api(
             pool,
             authenticator,

@@ -1,7 +1,8 @@
 """What the server asks at request time: for /metrics before each scrape, for /v1/ready.
 
-Each question has a timeout (``TIMEOUT``), so a hung database or media worker makes a scrape or
-a readiness check answer "down" promptly instead of hanging the scraper or the load balancer.
+Each question has a timeout (``[metrics] check_timeout``), so a hung database or media worker
+makes a scrape or a readiness check answer "down" promptly instead of hanging the scraper or
+the load balancer.
 """
 
 from __future__ import annotations
@@ -17,20 +18,17 @@ from callrouter.metrics import Metrics
 from callrouter.routing.sessions import Sessions
 
 __all__ = [
-    "TIMEOUT",
     "database_answers",
     "media_workers_answer",
     "pool_figures",
     "scrape_refresh",
 ]
 
-TIMEOUT = 2.0
-"""Seconds a scrape or /v1/ready waits for the database and the media worker."""
 
-
-async def database_answers(pool: asyncpg.Pool[asyncpg.Record]) -> bool:
+async def database_answers(pool: asyncpg.Pool[asyncpg.Record], within: float) -> bool:
+    """Whether the database answers a query within ``within`` seconds."""
     try:
-        await pool.fetchval("SELECT 1", timeout=TIMEOUT)
+        await pool.fetchval("SELECT 1", timeout=within)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
         return False
     return True
@@ -40,13 +38,14 @@ def scrape_refresh(
     metrics: Metrics,
     pool: asyncpg.Pool[asyncpg.Record],
     workers: Sequence[MediaWorkerProcess],
+    within: float,
 ) -> Callable[[], Coroutine[Any, Any, None]]:
     """What each scrape asks first: is the database up, what has each media worker counted
-    (all asked at once, so one hung worker costs one timeout, not one each)."""
+    (all asked at once, so one hung worker costs one wait of ``within`` seconds, not one each)."""
 
     async def ask(worker: MediaWorkerProcess) -> None:
         try:
-            totals = await asyncio.wait_for(worker.command("stats"), TIMEOUT)
+            totals = await asyncio.wait_for(worker.command("stats"), within)
         except (MediaError, TimeoutError):
             metrics.media_worker_up.labels(worker.name).set(0)
             return
@@ -54,7 +53,7 @@ def scrape_refresh(
         metrics.worker_totals(worker.name, totals)
 
     async def refresh() -> None:
-        metrics.database_up.set(await database_answers(pool))
+        metrics.database_up.set(await database_answers(pool, within))
         if not workers:
             metrics.media_worker_up.labels("0").set(0)  # none configured: none is up
             return
@@ -63,13 +62,13 @@ def scrape_refresh(
     return refresh
 
 
-async def media_workers_answer(workers: Sequence[MediaWorkerProcess]) -> bool:
-    """Whether every media worker answers a ping in time (a hung worker is as down as a dead
-    one: the calls placed on it would not be recorded)."""
+async def media_workers_answer(workers: Sequence[MediaWorkerProcess], within: float) -> bool:
+    """Whether every media worker answers a ping within ``within`` seconds (a hung worker is as
+    down as a dead one: the calls placed on it would not be recorded)."""
 
     async def answers(worker: MediaWorkerProcess) -> bool:
         try:
-            await asyncio.wait_for(worker.command("ping"), TIMEOUT)
+            await asyncio.wait_for(worker.command("ping"), within)
         except (MediaError, TimeoutError):
             return False
         return True

@@ -349,6 +349,11 @@ class MetricsConfig:
         "Port of a separate listener for /metrics (a private address); empty: /metrics is "
         "served on the HTTP API's port.",
     )
+    check_timeout: float = setting(
+        2.0,
+        "Seconds a scrape of /metrics or a /v1/ready check waits for the database and for each "
+        "media worker before counting it down.",
+    )
 
 
 @dataclass(frozen=True)

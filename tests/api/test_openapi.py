@@ -57,6 +57,13 @@ def test_schemathesis_finds_nothing_against_the_live_server(
 ) -> None:
     """Fuzzes every operation with schema-derived and schema-breaking requests.
 
+    The coverage phase sends every boundary and every kind of schema violation the document
+    defines for each operation (about 2,800 requests; ``max-examples`` does not apply to it). On
+    top of it the fuzzing phase sends 10 random requests per operation, valid and invalid (with
+    25 it took 1.6 to 2.7 times as long as the coverage phase of the same run; with 10, 0.5 to
+    0.8), and the stateful phase chains operations through their links with 25 examples, as
+    before.
+
     Excluded: ``positive_data_acceptance`` (a schema-valid body can still name a pool that does
     not exist or a number that is not valid for its country, and a 422 is the right answer) and
     the revokeKey operation (schemathesis would revoke the very key it authenticates with;
@@ -72,6 +79,8 @@ def test_schemathesis_finds_nothing_against_the_live_server(
     config.write_text(
         "[checks.negative_data_rejection]\n"
         'expected-statuses = ["400", "401", "403", "404", "406", "413", "415", "422"]\n'
+        "[phases.fuzzing]\ngeneration.max-examples = 10\n"
+        "[phases.stateful]\ngeneration.max-examples = 25\n"
     )
     result = subprocess.run(
         [
@@ -90,8 +99,6 @@ def test_schemathesis_finds_nothing_against_the_live_server(
             "revokeKey",
             "--exclude-operation-id",
             "deleteClient",
-            "--max-examples",
-            "25",
             "--seed",
             "20261123",
             "--workers",

@@ -22,7 +22,7 @@ from callrouter.store.database import create_pool, ensure_database
 from callrouter.store.embedded import EmbeddedPostgres
 from callrouter.store.ids import new_id
 from callrouter.vault import NoDataKey, Vault
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ServeProcess, seed_cluster
 from tests.e2e.sipp import free_port
 from tests.e2e.test_deploy_cli import call_api, cli
 
@@ -128,6 +128,7 @@ def listed(url: str, key: str, what: str) -> list[dict[str, Any]]:
 def test_backup_and_restore_round_trip_and_erasure_reaches_the_backup(workdir: Path) -> None:
     live_env = write_config(workdir / "live.toml", "live")
     live = load_config(workdir / "live.toml")
+    seed_cluster(live.data_dir)  # the configuration names no database elsewhere: no initdb
     server = ServeProcess(live.data_dir, "--sip-port", str(free_port()), env=live_env)
     try:
         server.wait_ready()

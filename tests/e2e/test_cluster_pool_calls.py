@@ -17,7 +17,7 @@ import pytest
 from callrouter.store.database import ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from tests.conftest import world_traversable_tempdir
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ServeProcess, seed_cluster
 from tests.e2e.sipp import SCENARIOS, free_port, run_sipp, sipp_command
 
 ORIGIN = "https://www.acme.example"
@@ -51,6 +51,7 @@ def workdir() -> Iterator[Path]:
 def test_a_visit_leased_on_node_a_is_credited_with_a_call_that_lands_on_node_b(
     workdir: Path, tmp_path: Path
 ) -> None:
+    seed_cluster(workdir)  # a migrated cluster, copied: no initdb
     database = EmbeddedPostgres(workdir / "postgres")
     database.start()
     nodes: list[ServeProcess] = []

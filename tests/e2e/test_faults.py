@@ -33,7 +33,7 @@ import pytest
 
 from callrouter.store.database import ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ServeProcess, seed_cluster
 from tests.e2e.sipp import SCENARIOS, free_port, request_scenario, run_sipp, sipp_command
 
 NUMBER = "+441515550001"
@@ -358,6 +358,7 @@ def test_calls_that_ended_while_the_database_was_away_survive_a_kill_of_serve(
 ) -> None:
     """The issue's case: calls finish normally during an outage, then serve dies. They are
     recorded as the calls they were (from the spool), not as interrupted."""
+    seed_cluster(workdir)  # a migrated cluster, copied: no initdb
     database = EmbeddedPostgres(workdir / "postgres")
     database.start()
     try:

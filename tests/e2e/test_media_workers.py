@@ -86,6 +86,9 @@ def recorder() -> Iterator[Recorder]:
         str(workdir / "recordings"),
         "--media-workers",
         "2",
+        # The hung-worker test waits this out on every scrape and readiness check (default 2 s).
+        "--metrics-check-timeout",
+        "1",
     )
     try:
         server.wait_ready()
@@ -96,13 +99,23 @@ def recorder() -> Iterator[Recorder]:
 
 
 def start_call(
-    recorder: Recorder, e164: str, packets: int, cwd: Path, up: Callable[[], bool]
+    recorder: Recorder,
+    e164: str,
+    packets: int,
+    cwd: Path,
+    up: Callable[[], bool],
+    *,
+    hold: bool = False,
 ) -> subprocess.Popen[str]:
-    """A recorded call between two phones, returned once ``up`` says its media is anchored."""
+    """A recorded call between two phones, returned once ``up`` says its media is anchored.
+
+    :param hold: the call goes on past ``packets`` until ``finish`` (two_phones.py ``hold``).
+    """
     desk_port = recorder.recorded_number(e164)
     phones = subprocess.Popen(
-        phones_command(recorder, desk_port, e164, packets),
+        [*phones_command(recorder, desk_port, e164, packets), *(["hold"] if hold else [])],
         cwd=cwd,
+        stdin=subprocess.PIPE,  # closed by finish(): a held call ends then
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -115,10 +128,13 @@ def start_call(
     return phones
 
 
-def finish(phones: subprocess.Popen[str]) -> str:
-    output, _ = phones.communicate(timeout=120)
+def finish(phones: subprocess.Popen[str]) -> int:
+    """Ends a held call, waits for the phones; the RTP packets the caller received."""
+    output, _ = phones.communicate(timeout=180)
     assert phones.returncode == 0, output
-    return output
+    received = re.search(r"audio: caller received (\d+) RTP packets", output)
+    assert received is not None, output
+    return int(received.group(1))
 
 
 def test_calls_spread_over_the_workers_and_a_killed_worker_takes_only_its_own_calls(
@@ -133,8 +149,14 @@ def test_calls_spread_over_the_workers_and_a_killed_worker_takes_only_its_own_ca
             recorder, "+441515558001", 6 * PACKETS, tmp_path, lambda: workers.calls_on(0) == 1
         )
         started.append(doomed)
+        # Held until worker 0 is back and has carried a call of its own.
         going_on = start_call(
-            recorder, "+441515558002", 8 * PACKETS, tmp_path, lambda: workers.calls_on(1) == 1
+            recorder,
+            "+441515558002",
+            PACKETS,
+            tmp_path,
+            lambda: workers.calls_on(1) == 1,
+            hold=True,
         )
         started.append(going_on)
         assert (workers.calls_on(0), workers.calls_on(1)) == (1, 1)
@@ -156,15 +178,14 @@ def test_calls_spread_over_the_workers_and_a_killed_worker_takes_only_its_own_ca
         )
         started.append(fresh)
         assert workers.calls_on(1) == 1
-        finish(fresh)
-        finish(going_on)
+        heard = {"+441515558003": finish(fresh), "+441515558002": finish(going_on)}
     finally:
         for phones in started:
             if phones.poll() is None:
                 phones.kill()
                 phones.communicate()
 
-    for e164, packets in (("+441515558002", 8 * PACKETS), ("+441515558003", PACKETS)):
+    for e164, packets in heard.items():
         ended = recorder.server.wait_event("call.ended", tracking_number=e164)
         call = recorder.api("GET", f"/v1/calls/{ended['call_id']}")
         assert call["hangup_reason"] != "media worker lost"

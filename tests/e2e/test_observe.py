@@ -63,6 +63,9 @@ def observed() -> Iterator[Observed]:
         str(workdir / "dialplans"),
         "--sip-target-timeout",
         "1",
+        # The hung-worker test waits this out on every scrape and readiness check (default 2 s).
+        "--metrics-check-timeout",
+        "1",
     )
     try:
         server.wait_ready()

@@ -55,8 +55,9 @@ def run_cli(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_serve_comes_up_answers_health_and_stops_cleanly(workdir: Path) -> None:
-    server = ServeProcess(workdir / "data").wait_ready()
+    server = ServeProcess(workdir / "data", first_start=True).wait_ready()
     try:
+        server.wait_for(r"database: created an embedded PostgreSQL cluster in ")
         pid = int(server.wait_for(r"embedded PostgreSQL .* pid (\d+)").group(1))
         assert server.operator_key is not None
         health = get_json(server.http_url + "/v1/health")
@@ -73,7 +74,7 @@ def test_serve_comes_up_answers_health_and_stops_cleanly(workdir: Path) -> None:
 
 
 def test_restart_keeps_data_and_the_operator_key_is_made_once(workdir: Path) -> None:
-    first = ServeProcess(workdir / "data").wait_ready()
+    first = ServeProcess(workdir / "data", first_start=True).wait_ready()
     try:
         key = first.operator_key
         assert key is not None

@@ -2,10 +2,12 @@
 the desk phone, which answers. Both play a tone into the call; the script exits 0 only when each
 side has received RTP from the other, then the caller hangs up.
 
-    python tests/e2e/two_phones.py ROUTER_PORT DESK_PORT NUMBER [CALLER_HZ DESK_HZ PACKETS]
+    python tests/e2e/two_phones.py ROUTER_PORT DESK_PORT NUMBER [CALLER_HZ DESK_HZ PACKETS [hold]]
 
 Each phone plays its own tone (440 Hz by default) and the call lasts until both have received
-PACKETS RTP packets (25 by default: half a second).
+PACKETS RTP packets (25 by default: half a second). With ``hold`` the call then stays up until
+standard input is closed: a test that needs a call up while other things happen ends it as
+soon as it is done with it, instead of guessing a length long enough for a loaded machine.
 
 Runs as its own process: pjsua2 keeps process-wide state and threads of its own.
 """
@@ -13,6 +15,8 @@ Runs as its own process: pjsua2 keeps process-wide state and threads of its own.
 from __future__ import annotations
 
 import gc
+import os
+import select
 import sys
 from collections.abc import Callable
 
@@ -22,6 +26,7 @@ from callrouter.probe.phone import tone
 
 MAX_POLLS = 600  # x 50 ms of event handling: the bound on every wait below
 MIN_PACKETS = 25  # half a second of 20 ms frames
+MAX_HOLD_POLLS = 4 * MAX_POLLS  # the bound on a held call: two minutes
 
 
 class Phone(pj.Call):  # type: ignore[misc]
@@ -62,12 +67,18 @@ class Desk(pj.Account):  # type: ignore[misc]
         call.answer(answer)
 
 
-def poll_until(endpoint: pj.Endpoint, done: Callable[[], bool]) -> bool:
-    for _ in range(MAX_POLLS):
+def poll_until(endpoint: pj.Endpoint, done: Callable[[], bool], polls: int = MAX_POLLS) -> bool:
+    for _ in range(polls):
         if done():
             return True
         endpoint.libHandleEvents(50)
     return False
+
+
+def stdin_closed() -> bool:
+    """Whether standard input is at its end (the test writes nothing: readable means EOF)."""
+    readable, _, _ = select.select([sys.stdin], [], [], 0)
+    return bool(readable) and os.read(sys.stdin.fileno(), 1) == b""
 
 
 def transport(endpoint: pj.Endpoint, port: int) -> int:
@@ -80,6 +91,7 @@ def transport(endpoint: pj.Endpoint, port: int) -> int:
 def main(argv: list[str]) -> int:
     router_port, desk_port, number = int(argv[0]), int(argv[1]), argv[2]
     extra = [int(a) for a in argv[3:6]]
+    hold = argv[6:] == ["hold"]
     caller_hz, desk_hz, packets = extra if len(extra) == 3 else (440, 440, MIN_PACKETS)
     endpoint = pj.Endpoint()
     endpoint.libCreate()
@@ -135,6 +147,8 @@ def main(argv: list[str]) -> int:
             and all(c.received_packets() >= packets for c in desk.calls)
         ),
     )
+    if heard and hold:
+        heard = poll_until(endpoint, stdin_closed, MAX_HOLD_POLLS)
     desk_packets = [c.received_packets() for c in desk.calls]
     print(f"audio: caller received {phones[0].received_packets()} RTP packets, desk {desk_packets}")
     phones[0].hangup(pj.CallOpParam(True))
