@@ -779,6 +779,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
+        await webhook_sender.watch(listener)
         node.duty(Duty.WEBHOOK_DELIVERIES, webhook_sender.run)
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 
