@@ -20,6 +20,15 @@ async def _init_connection(connection: asyncpg.Connection[Any]) -> None:
         )
 
 
+async def _keep_session(_connection: asyncpg.Connection[Any]) -> None:
+    """What a pool connection needs on release beyond asyncpg's own rollback of an open
+    transaction: nothing. asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` each time, a round trip and four statements for every query made
+    through the pool (a call costs several); callrouter keeps no session state on pool
+    connections: advisory locks (migrations, cluster names) and LISTEN have connections of
+    their own, and nothing issues SET or holds a cursor past its transaction."""
+
+
 async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
     """One connection (for short-lived commands) with the same JSON codecs as the pool."""
     connection: asyncpg.Connection[asyncpg.Record] = await asyncpg.connect(dsn)
@@ -41,6 +50,7 @@ async def create_pool(
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        reset=_keep_session,
         command_timeout=60,
         server_settings={} if wait_for_disk else {"synchronous_commit": "off"},
     )
