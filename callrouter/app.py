@@ -741,13 +741,8 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         # Leases commit without waiting for the disk: a WAL flush would cost each swap-script
         # request milliseconds. A crash of PostgreSQL itself can lose the last instant of
         # leases; those visits' next heartbeats find them gone (README: The pool across nodes).
-        # Sessions leave no state in a connection, so none is reset after each use.
         lease_pool = await create_pool(
-            dsn,
-            min_size=1,
-            max_size=config.database.pool_max,
-            wait_for_disk=False,
-            session_state=False,
+            dsn, min_size=1, max_size=config.database.pool_max, wait_for_disk=False
         )
         stack.push_async_callback(lease_pool.close)
         # Before anything is written: a second live node of this name is refused. Its duties
@@ -810,6 +805,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
+        await webhook_sender.watch(listener)
         node.duty(Duty.WEBHOOK_DELIVERIES, webhook_sender.run)
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 

@@ -16,10 +16,10 @@ import json
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import aiohttp
@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "Callrouter-Signature"
 MAX_ATTEMPTS = 15  # 30 s doubling to an hour apart: about 9 hours of trying
+
+
+class Listener(Protocol):
+    """The part of ``store.notifications.Notifications`` the sender listens with."""
+
+    async def add_listener(self, channel: str, callback: Callable[..., None], /) -> None: ...
+
+    def on_lost(self, callback: Callable[[], None]) -> None: ...
+
+    def on_listening(self, callback: Callable[[], Awaitable[None]]) -> None: ...
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -89,9 +99,64 @@ class WebhookSender:
     """Events from ``emit_soon`` that may wait in memory for the database."""
     _waiting: deque[tuple[UUID, UUID, str, dict[str, Any]]] = field(default_factory=deque)
     _storing: asyncio.Task[None] | None = None
+    _wanted: dict[UUID, frozenset[str]] | None = None
+    """The events each client's webhooks want, while ``watch`` keeps it true; None: not
+    known (not watched, a change not read yet, the LISTEN connection lost), so every event is
+    looked up in the database as if it were wanted."""
+    _generation: int = 0
+    """Bumped by every change heard of: a read begun before it is stale and is dropped."""
+    _reads: set[asyncio.Task[None]] = field(default_factory=set)
+    reloads: int = 0
+    """Reads of the wanted events kept since start (``reloaded`` waits on it)."""
+
+    async def watch(self, listener: Listener) -> None:
+        """Keep which events each client's webhooks want in memory, so that ``emit_soon``
+        drops an event nobody wants without a query (a call raises three; most clients have
+        no webhook). Every change is NOTIFYed (migration 0017); while nobody listens the
+        sender goes back to asking the database, and reads the table again once it listens."""
+        await listener.add_listener(store.CHANGED_CHANNEL, self._changed)
+        listener.on_lost(self._forget)
+        listener.on_listening(self._read_wanted)
+        await self._read_wanted_logged()
+
+    def _may_want(self, client_id: UUID, event: str) -> bool:
+        return self._wanted is None or event in self._wanted.get(client_id, ())
+
+    def _forget(self) -> None:
+        self._generation += 1
+        self._wanted = None
+
+    def _changed(self, *_notification: object) -> None:
+        self._forget()
+        task = asyncio.get_running_loop().create_task(self._read_wanted_logged())
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read_wanted_logged(self) -> None:
+        try:
+            await self._read_wanted()
+        except OUTAGE_ERRORS as exc:
+            log.warning("webhooks: could not read the webhooks table (%s); events looked up", exc)
+
+    async def _read_wanted(self) -> None:
+        generation = self._generation
+        wanted = await store.wanted_events(self.db)
+        if generation == self._generation:
+            self._wanted = wanted
+        async with self._progress:
+            self.reloads += 1
+            self._progress.notify_all()
+
+    async def reloaded(self, reads: int) -> None:
+        """Wait until the wanted events have been read ``reads`` times in total."""
+        async with self._progress:
+            await self._progress.wait_for(lambda: self.reloads >= reads)
 
     async def emit(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
-        """Queue ``event`` for every webhook of the client that wants it."""
+        """Queue ``event`` for every webhook of the client that wants it (none: dropped
+        without a query once ``watch`` knows)."""
+        if not self._may_want(client_id, event):
+            return
         if await store.enqueue(self.db, client_id, event, _payload(event, data)):
             self._wake.set()
 
@@ -113,6 +178,8 @@ class WebhookSender:
         the order raised by one task; while the database is away they wait in memory (at most
         ``max_waiting``) and are stored once it is back, so a call's webhooks outlive an outage.
         """
+        if not self._may_want(client_id, event):
+            return
         if len(self._waiting) >= self.max_waiting:
             log.error(
                 "webhooks: %d events wait for the database; dropped %s", self.max_waiting, event

@@ -28,7 +28,13 @@ async def connect(dsn: str) -> asyncpg.Connection[asyncpg.Record]:
 
 
 async def _nothing_to_reset(_connection: asyncpg.Connection[Any]) -> None:
-    """What runs instead of the reset query (asyncpg has rolled back a transaction left open)."""
+    """What runs instead of the reset query (asyncpg has rolled back a transaction left open).
+
+    asyncpg's default sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` on
+    every release, a round trip for every query made through the pool (a call costs several).
+    callrouter keeps no session state on pool connections: advisory locks (migrations, cluster
+    names and duties) and LISTEN have connections of their own, and nothing issues SET or holds
+    a cursor past its transaction. Code that needs session state takes its own connection."""
 
 
 async def create_pool(
@@ -37,17 +43,17 @@ async def create_pool(
     min_size: int = 2,
     max_size: int = 10,
     wait_for_disk: bool = True,
-    session_state: bool = True,
+    session_state: bool = False,
 ) -> asyncpg.Pool[asyncpg.Record]:
     """A connection pool whose json/jsonb columns read and write Python objects.
 
     :param wait_for_disk: False: a commit returns before its WAL is flushed
         (``synchronous_commit = off``): visible to every session at once and never torn, but
         the last few hundred milliseconds of commits are lost if PostgreSQL itself crashes.
-    :param session_state: False for a pool whose users leave no state in a session (no SET,
-        LISTEN, advisory lock or open cursor): a connection goes back to the pool without
-        asyncpg's reset query, a round trip per use (an open transaction is still rolled
-        back).
+    :param session_state: True for a pool whose users may leave state in a session (SET,
+        LISTEN, an advisory lock, an open cursor): asyncpg's reset query then runs on each
+        release. callrouter's pools leave none, so they go without it (an open transaction is
+        still rolled back).
     """
     pool = await asyncpg.create_pool(
         dsn,

@@ -1,7 +1,8 @@
 """The call journal's spool: call events made durable on local disk before the database sees them.
 
 Events are appended as JSON lines, each with a sequence number, to segment files named by the
-first sequence number they hold, and fsynced once per batch. The journal applies them to
+first sequence number they hold, and fsynced once per batch: one write and one fsync for all
+the events the journal gathered over its flush interval. The journal applies them to
 PostgreSQL in sequence order and then notes here how far it got (the ``applied`` file). A kill
 between the two replays a few events at the next start, which changes nothing: every event's
 SQL is idempotent, keyed by the call id (and attempt number), so each lands exactly once. A
@@ -9,8 +10,10 @@ segment is deleted as a whole once every event in it has been applied; nothing i
 place, so a kill can at worst leave a half-written last line, which is ignored (its batch was
 never acknowledged).
 
-The methods here block (they write and fsync): the journal runs them in an executor, and a
-lock keeps an append from meeting a segment change made for the writer in another thread.
+``encode`` is plain CPU work and runs on the event loop; the other methods block (they write
+and fsync): the journal runs them in an executor, and a lock keeps a write from meeting a
+segment change made for the writer in another thread. Encoding on the loop keeps the executor
+thread from holding the GIL while the loop wants it: it only waits in system calls.
 """
 
 from __future__ import annotations
@@ -41,6 +44,16 @@ class Spooled:
 
     seq: int
     event: CallEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A batch numbered and encoded, ready for one write and one fsync."""
+
+    spooled: list[Spooled]
+    """The events with the sequence numbers they are written under."""
+    data: bytes
+    """Their JSON lines, one per event."""
 
 
 class SpoolFull(Exception):
@@ -172,13 +185,21 @@ class EventSpool:
         finally:
             os.close(directory)
 
-    def append(self, batch: list[CallEvent]) -> list[Spooled]:
-        """Write ``batch`` and fsync it; returns it numbered. Raises SpoolFull, writing
-        nothing, when the batch would take the spool past ``max_bytes``."""
+    def encode(self, batch: list[CallEvent]) -> Encoded:
+        """``batch`` numbered from the next sequence number and as the bytes ``write`` appends.
+
+        Only the next ``write`` may take it: the numbers are the spool's next ones.
+        """
+        spooled = [Spooled(self._next_seq + i, event) for i, event in enumerate(batch)]
+        return Encoded(spooled, b"".join(_encode(s.seq, s.event) for s in spooled))
+
+    def write(self, encoded: Encoded) -> list[Spooled]:
+        """Append ``encoded`` and fsync it; returns its events. Raises SpoolFull, writing
+        nothing, when it would take the spool past ``max_bytes``."""
         with self._lock:
             assert self._file is not None, "open() first"
-            spooled = [Spooled(self._next_seq + i, event) for i, event in enumerate(batch)]
-            data = b"".join(_encode(s.seq, s.event) for s in spooled)
+            spooled, data = encoded.spooled, encoded.data
+            assert not spooled or spooled[0].seq == self._next_seq, "encoded for another position"
             if self._bytes + len(data) > self.max_bytes:
                 raise SpoolFull(f"the spool holds {self._bytes} bytes (limit {self.max_bytes})")
             view = memoryview(data)
@@ -186,8 +207,12 @@ class EventSpool:
                 view = view[os.write(self._file, view) :]
             os.fsync(self._file)
             self._bytes += len(data)
-            self._next_seq += len(batch)
+            self._next_seq += len(spooled)
             return spooled
+
+    def append(self, batch: list[CallEvent]) -> list[Spooled]:
+        """``encode`` and ``write`` in one call (tools and tests, which do not mind blocking)."""
+        return self.write(self.encode(batch))
 
     def applied(self, seq: int) -> None:
         """The database has every event up to ``seq``: note it, delete the segments that hold

@@ -60,6 +60,20 @@ DELIVERIES = TenantTable(
 )
 
 
+CHANGED_CHANNEL = "webhooks_changed"
+"""NOTIFYed on every change to the webhooks table (migration 0017's trigger)."""
+
+
+async def wanted_events(db: Executor) -> dict[UUID, frozenset[str]]:
+    """Every client with a webhook: the events its webhooks want between them. Read whole,
+    across clients: it tells the sender which events need a query at all."""
+    rows = await db.fetch(
+        "SELECT client_id, array_agg(DISTINCT event) AS events"
+        " FROM webhooks, unnest(events) AS event GROUP BY client_id"
+    )
+    return {row["client_id"]: frozenset(row["events"]) for row in rows}
+
+
 async def enqueue(
     db: Executor,
     client_id: UUID,

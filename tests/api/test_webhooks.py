@@ -10,10 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from callrouter.store.notifications import Notifications
 from callrouter.webhooks import SIGNATURE_HEADER, WebhookSender
 from tests.api.conftest import Api
 
@@ -142,3 +144,47 @@ async def test_endpoints_on_private_addresses_are_never_called(api: Api) -> None
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
         await server.close()
+
+
+async def test_an_event_no_webhook_wants_costs_no_query_and_new_webhooks_are_heard_of(
+    api: Api, database_dsn: str
+) -> None:
+    looked_up: list[str] = []
+
+    def note(record: Any) -> None:
+        if "FROM webhooks WHERE" in record.query:
+            looked_up.append(record.query)
+
+    async def init(connection: asyncpg.Connection[Any]) -> None:
+        await connection.set_type_codec(
+            "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+        connection.add_query_logger(note)
+
+    pool = await asyncpg.create_pool(database_dsn, min_size=1, max_size=2, init=init)
+    listener = Notifications(database_dsn)
+    await listener.connect()
+    try:
+        sender = WebhookSender(pool)
+        await sender.watch(listener)
+        client_id, key = await api.client_with_key("Acme")
+        client = UUID(client_id)
+        await sender.emit(client, "call.started", {"call_id": "first"})
+        assert looked_up == []  # nobody wants it: no query
+
+        reads = sender.reloads
+        hook = await api.ok(
+            "POST",
+            "/v1/webhooks",
+            key,
+            {"url": "https://hooks.example/", "events": ["call.started"]},
+        )
+        await asyncio.wait_for(sender.reloaded(reads + 1), 30)  # the NOTIFY, heard
+        await sender.emit(client, "call.started", {"call_id": "second"})
+        await sender.emit(client, "call.answered", {"call_id": "second"})  # not asked for
+        assert len(looked_up) == 1
+        log = await api.ok("GET", f"/v1/webhooks/{hook['id']}/deliveries", key)
+        assert [d["event"] for d in log["data"]] == ["call.started"]
+    finally:
+        await listener.close()
+        await pool.close()

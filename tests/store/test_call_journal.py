@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -24,6 +26,7 @@ from callrouter.store import calls
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
+from callrouter.store.spool import Encoded, EventSpool, Spooled
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -88,6 +91,33 @@ async def test_a_whole_call_is_written_in_order(pool: asyncpg.Pool[asyncpg.Recor
         (2, "answered", 200),
     ]
     assert attempts[1].ringing_at == T0 + timedelta(seconds=2)
+
+
+class CountingSpool(EventSpool):
+    """A real spool on disk that notes the size of each write (each is one write and one fsync)."""
+
+    writes: list[int]
+
+    def write(self, encoded: Encoded) -> list[Spooled]:
+        self.writes.append(len(encoded.spooled))
+        return super().write(encoded)
+
+
+async def test_events_of_one_flush_interval_take_one_write_and_one_fsync(
+    pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path
+) -> None:
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    spool = CountingSpool(tmp_path / "spool", max_bytes=1 << 20)
+    spool.writes = []
+    ids = [uuid4() for _ in range(20)]
+    async with CallJournal(pool, spool, flush_interval=1.0) as journal:
+        for call_id in ids:
+            journal.record(started(call_id, client.id))
+            await asyncio.sleep(0)  # the loop turns between events, as between two datagrams
+        await journal.flushed()
+    assert spool.writes == [20]
+    for call_id in ids:
+        assert await calls.get(pool, call_id, client.id) is not None
 
 
 async def test_an_event_the_database_refuses_is_skipped_not_blocking(
