@@ -201,3 +201,23 @@ def test_serve_cpu_is_a_share_of_one_core_between_samples() -> None:
     after = Point(2.0, TreeSample(roles={"serve": RoleUsage(1, cpu=40.0)}))
     assert serve_cpu(before, after) == pytest.approx(0.5)
     assert serve_cpu(None, after) == 0.0
+
+
+@pytest.mark.parametrize(("late_udp", "flat"), [(220, True), (400, False)])
+def test_sockets_fail_the_verdict_only_when_they_grow(late_udp: int, flat: bool) -> None:
+    """UDP sockets 300 early, then fewer (fewer calls up) or more (relays kept) late."""
+    points = [
+        Point(
+            float(m),
+            TreeSample(
+                roles={"serve": RoleUsage(1, uss=100 * 1024)},
+                fds=1000,
+                udp=300 if m <= 15 else late_udp,
+            ),
+        )
+        for m in range(1, 31)
+    ]
+    lines, flat_everywhere = report(points[:-1], points[-1], 10, 1, "a bound")
+    assert flat_everywhere is flat
+    word = "SHRINKS" if flat else "GROWS"
+    assert any(line.startswith("UDP sockets") and line.endswith(word) for line in lines)
