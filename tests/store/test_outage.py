@@ -21,32 +21,21 @@ from callrouter.store import calls
 from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.clients import CLIENTS
-from callrouter.store.database import create_pool, ensure_database
-from callrouter.store.embedded import DATABASE, EmbeddedPostgres, server_processes
-from callrouter.store.migrations import migrate
+from callrouter.store.database import create_pool
+from callrouter.store.embedded import EmbeddedPostgres, server_processes
 from callrouter.store.spool import EventSpool
 from tests.conftest import world_traversable_tempdir
+from tests.e2e.serve import seed_cluster
 
 T0 = datetime(2026, 12, 6, 21, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Path]:
-    """One initialised, migrated cluster for the module (initdb is the slow part)."""
-    root = world_traversable_tempdir("callrouter-outage-") / "postgres"
-    server = EmbeddedPostgres(root)
-    server.start()
-
-    async def prepare() -> None:
-        await ensure_database(server.admin_dsn, DATABASE)
-        connection = await asyncpg.connect(server.dsn)
-        try:
-            await migrate(connection)
-        finally:
-            await connection.close()
-
-    asyncio.run(prepare())
-    server.stop()
+    """A copy of the suite's migrated cluster for the module (initdb is the slow part)."""
+    data_dir = world_traversable_tempdir("callrouter-outage-")
+    seed_cluster(data_dir)
+    root = data_dir / "postgres"
     yield root
     shutil.rmtree(root.parent, ignore_errors=True)
 
