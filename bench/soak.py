@@ -372,7 +372,7 @@ def wait_for_rows(dsn: str, callers: list[Caller], totals: dict[str, tuple[int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rate", type=float, default=50.0, help="calls/s (half the maximum)")
+    parser.add_argument("--rate", type=float, default=100.0, help="calls/s (half the maximum)")
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--hold-ms", type=int, default=5000)
     parser.add_argument(
