@@ -49,13 +49,20 @@ class TrustedProxies:
 
     def trusts(self, peer: str) -> bool:
         address = _address(peer)
-        return address is not None and any(address in network for network in self.networks)
+        return address is not None and self._ours(address)
 
     def client_of(self, peer: str, forwarded_for: str | None) -> str:
         """The client's address of a request from ``peer`` carrying ``forwarded_for``."""
         if not forwarded_for or not self.trusts(peer):
             return peer
-        client = peer
+        return self._behind(peer, forwarded_for)
+
+    def _ours(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address in network for network in self.networks)
+
+    def _behind(self, proxy: str, forwarded_for: str) -> str:
+        """The client behind ``proxy``, a peer already found trusted."""
+        client = proxy
         for hop in reversed(forwarded_for.split(",")):
             address = _address(hop)
             if address is None:
@@ -63,7 +70,7 @@ class TrustedProxies:
                 # that we do trust is as far as we can see.
                 return client
             client = str(address)
-            if not any(address in network for network in self.networks):
+            if not self._ours(address):
                 return client
         return client  # every hop is a proxy of ours: the leftmost is the client
 
@@ -76,7 +83,7 @@ class TrustedProxies:
         # Several headers read as one list in order (RFC 9110 §5.3): a proxy that adds its own
         # header after the client's must not leave the client's one to be read.
         hops = ",".join(request.headers.getall(hdrs.X_FORWARDED_FOR, ()))
-        remote = self.client_of(peer, hops)
+        remote = self._behind(peer, hops) if hops else peer
         scheme = request.headers.get(hdrs.X_FORWARDED_PROTO, "").strip().lower()
         if scheme in _SCHEMES:
             return await handler(request.clone(remote=remote, scheme=scheme))
