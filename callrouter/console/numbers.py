@@ -7,7 +7,7 @@ creating and editing pools ``pools.write``. Every change goes into the audit log
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from aiohttp import web
@@ -29,6 +29,9 @@ from callrouter.routing.sessions import ATTRIBUTION_MODELS
 from callrouter.store.database import StoreConflict
 from callrouter.store.numbers import NUMBERS, Number
 from callrouter.store.pools import POOLS, Pool, new_public_key
+from callrouter.store.tenant_table import TenantTable
+
+R = TypeVar("R")
 
 NOTICES = {
     "added": "The number is added.",
@@ -139,12 +142,17 @@ async def add(request: web.Request) -> web.StreamResponse:
     return see_other("/numbers?done=added")
 
 
+async def _owned(request: web.Request, table: TenantTable[R], key: str, what: str) -> R:
+    """The row of ``table`` the page's path names, of this page's client; else a 404."""
+    row_id = path_id(request, key, what)
+    row = await table.get(request.app[CONSOLE].database, row_id, client_of(request))
+    if row is None:
+        raise web.HTTPNotFound(reason=f"no such {what}")
+    return row
+
+
 async def _number(request: web.Request) -> Number:
-    number_id = path_id(request, "number_id", "number")
-    number = await NUMBERS.get(request.app[CONSOLE].database, number_id, client_of(request))
-    if number is None:
-        raise web.HTTPNotFound(reason="no such number")
-    return number
+    return await _owned(request, NUMBERS, "number_id", "number")
 
 
 @require(Permission.NUMBERS_WRITE)
@@ -210,11 +218,7 @@ async def add_pool(request: web.Request) -> web.StreamResponse:
 
 
 async def _pool(request: web.Request) -> Pool:
-    pool_id = path_id(request, "pool_id", "pool")
-    pool = await POOLS.get(request.app[CONSOLE].database, pool_id, client_of(request))
-    if pool is None:
-        raise web.HTTPNotFound(reason="no such pool")
-    return pool
+    return await _owned(request, POOLS, "pool_id", "pool")
 
 
 async def _pool_page(
