@@ -4,11 +4,13 @@ stay true, and a second erasure is a receipt of zeros."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
+from callrouter.privacy.ledger import RightsLedger
 from callrouter.vault import NoDataKey
 from tests.privacy.conftest import (
     AUDIO,
@@ -170,3 +172,18 @@ async def test_the_routers_visits_of_an_erased_caller_are_forgotten(api: Privacy
     assert stored == 0
     others = [UUID(tenant.sessions[s]) for s in ("s3", "s4")]
     assert all([await api.sessions.visit(s) is not None for s in others])
+
+
+async def test_an_erasure_is_carried_out_when_its_ledger_line_finds_the_disk_full(
+    api: PrivacyApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rights ledger only guards a later restore: a full disk (/dev/full answers every
+    write with ENOSPC) is logged, and the erasure itself is done all the same."""
+    tenant = await make_tenant(api)
+    api.rights.ledger = RightsLedger(Path("/dev/full"))
+    request = await erase(api, tenant.key, {"phone": CALLER})
+    assert request["status"] == "done"
+    assert request["outcome"]["receipt"]["calls"] == 2
+    assert "the rights ledger /dev/full could not be written (No space left on device)" in (
+        caplog.text
+    )
