@@ -155,16 +155,20 @@ class WebhookSender:
     async def emit(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
         """Queue ``event`` for every webhook of the client that wants it (none: dropped
         without a query once ``watch`` knows)."""
-        if not self._may_want(client_id, event):
-            return
-        if await store.enqueue(self.db, client_id, event, _payload(event, data)):
-            self._wake.set()
+        await self.emit_in(self.db, client_id, event, data)
 
     async def emit_in(
-        self, db: Executor, client_id: UUID, event: str, data: dict[str, Any], event_id: UUID
+        self,
+        db: Executor,
+        client_id: UUID,
+        event: str,
+        data: dict[str, Any],
+        event_id: UUID | None = None,
     ) -> None:
         """``emit`` on the caller's connection, inside its transaction: the event is stored
         if and only if what it reports is. ``event_id`` keeps a repeated try to one delivery."""
+        if not self._may_want(client_id, event):
+            return
         if await store.enqueue(db, client_id, event, _payload(event, data), event_id=event_id):
             self._wake.set()
 
