@@ -68,6 +68,7 @@ from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.message import Limits
 from callrouter.sip.pike import FloodLimit, Pike
 from callrouter.sip.transactions import Timers
+from callrouter.stop_steps import STEP_SECONDS, push_bounded
 from callrouter.store import api_keys, calls, leases, numbers, trunks
 from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal
@@ -282,6 +283,9 @@ async def _start_http(
         handle_signals=False,
         keepalive_timeout=config.http.idle_timeout,
         logger=SERVER_LOG,
+        # Requests in progress at a stop get this long to finish (aiohttp's default is 60 s,
+        # then as long again for the cancelled handler: two minutes of a stop on one request).
+        shutdown_timeout=STEP_SECONDS,
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
@@ -298,7 +302,9 @@ async def _start_metrics_http(
 ) -> str:
     """The separate ``[metrics]`` listener: meant for a private address that only the
     Prometheus server reaches, so it has no connection guard of its own."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=STEP_SECONDS
+    )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -737,23 +743,23 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         pool = await create_pool(
             dsn, min_size=config.database.pool_min, max_size=config.database.pool_max
         )
-        stack.push_async_callback(pool.close)
+        push_bounded(stack, "the database pool", pool.close, say, abandon=pool.terminate)
         # Leases commit without waiting for the disk: a WAL flush would cost each swap-script
         # request milliseconds. A crash of PostgreSQL itself can lose the last instant of
         # leases; those visits' next heartbeats find them gone (README: The pool across nodes).
         lease_pool = await create_pool(
             dsn, min_size=1, max_size=config.database.pool_max, wait_for_disk=False
         )
-        stack.push_async_callback(lease_pool.close)
+        push_bounded(stack, "the lease pool", lease_pool.close, say, abandon=lease_pool.terminate)
         # Before anything is written: a second live node of this name is refused. Its duties
         # stop before either pool closes.
         node = ClusterNode(dsn, name, say, beat_every=HEARTBEAT_SECONDS)
         last_alive = await node.join()
-        stack.push_async_callback(node.leave)
+        push_bounded(stack, "leaving the cluster", node.leave, say)
         say(f"cluster: node {name}")
         # Background jobs are cancelled before the pool they use closes.
         supervisor = Supervisor()
-        stack.push_async_callback(supervisor.stop)
+        push_bounded(stack, "the background jobs", supervisor.stop, say)
         metrics = Metrics()
         supervisor.start("event loop lag", lambda: watch_event_loop(metrics.event_loop_lag))
         supervisor.start(
@@ -781,11 +787,11 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         listener = Notifications(dsn)
         await listener.connect()
-        stack.push_async_callback(listener.close)
+        push_bounded(stack, "the LISTEN connection", listener.close, say)
         # Stopped before the connection closes, so it does not reconnect during the stop.
         notifications = Supervisor()
         notifications.start("notifications", lambda: listener.run(say))
-        stack.push_async_callback(notifications.stop)
+        push_bounded(stack, "the notifications", notifications.stop, say)
         await listener.add_listener(api_keys.REVOKED_CHANNEL, authenticator.on_revoked)
 
         # Pools and live leases are in memory before the API or SIP serves anything. Other
@@ -837,7 +843,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         metrics.state.duties = lambda: {duty.label: duty in node.held for duty in Duty}
         cluster = Supervisor()
         cluster.start("cluster node", node.run)
-        stack.push_async_callback(cluster.stop)
+        push_bounded(stack, "the cluster duties", cluster.stop, say)
         account = _run_as(config, say)
         media_events = await _start_media(
             config,

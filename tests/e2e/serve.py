@@ -232,7 +232,17 @@ class ServeProcess:
         """SIGTERM, then wait; returns the exit code and drains the rest of the output."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # Say where it is stuck before it goes: a stop that hangs in CI leaves nothing else.
+            stacks = _python_stacks(self.process.pid)
+            self.process.kill()
+            self.drain()
+            raise AssertionError(
+                f"serve did not stop within {timeout:g} s of SIGTERM; its threads:\n{stacks}\n"
+                "its last output:\n" + "\n".join(self.lines[-40:])
+            ) from None
         self.drain()
         return code
 
@@ -254,6 +264,22 @@ class ServeProcess:
             self.process.kill()
             self.process.wait()
         self.drain()
+
+
+def _python_stacks(pid: int) -> str:
+    """Every thread's Python stack in process ``pid``, read by py-spy from outside."""
+    spy = Path(sys.executable).with_name("py-spy")
+    try:
+        done = subprocess.run(
+            [str(spy), "dump", "--nonblocking", "--pid", str(pid)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(py-spy could not read it: {exc})"
+    return done.stdout + done.stderr
 
 
 def record_of(line: str) -> dict[str, Any]:
