@@ -4,6 +4,7 @@ verifies it (RFC 5922), certificates made by the test."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -153,6 +154,21 @@ async def test_a_verified_connection_carries_only_requests_for_its_own_name(
         assert (await client.ask(named, "z9hG4bK-ping-3")).status == 200
         assert uas.seen == ["OPTIONS", "OPTIONS"]
         assert list(client.transport.connections) == [named]
+
+
+async def test_a_refused_connection_fails_the_request_at_once(tmp_path: Path) -> None:
+    """Nothing listens there: a 503 now (RFC 3261 §8.1.3.1), not Timer F's 32 s of silence."""
+    reactor = asyncio_reactor(asyncio.get_running_loop())
+    ca = Authority(tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with AsyncExitStack() as stack:
+        client = TlsClient.start(stack, reactor, ca.certificate)
+        answer = await client.ask(Flow("tls", "127.0.0.1", port, "pbx.example.test"))
+        assert answer.status == 503 and answer.reason.startswith("Unreachable (")
+        assert client.service.endpoint.transaction_count == 0
+        assert client.transport.peer_tls.refused == {}  # not a TLS refusal: nobody answered
 
 
 async def test_a_self_signed_certificate_in_the_ca_file_pins_that_peer(tmp_path: Path) -> None:
