@@ -12,7 +12,7 @@ Rules of this file:
 - Terminated holds no timer: ``deadline`` is None from then on.
 - A transport failure (a connection refused, a TLS peer whose certificate fails verification)
   ends a client transaction still waiting for its final response at once, handing the layer
-  above a 503 made here: §8.1.3.1 and §17.1.4 (Figure 5's "Transport Err." transitions).
+  above a 503 made here: §8.1.3.1 and §17.1.4 (the "Transport Err." arcs of Figures 5, 6).
 """
 
 from __future__ import annotations

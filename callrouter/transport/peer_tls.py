@@ -1,10 +1,10 @@
 """Verifying the TLS peers we connect to: the chain against a trust root, the name against the
 host we meant to reach.
 
-RFC 5922: the name a SIP server's certificate must carry is the host of the URI
-that was resolved (the SIP domain of the Request-URI or of the route), never the address DNS
-gave for it, since NAPTR, SRV and A answers are not authenticated; an IP literal is checked
-against the certificate's iPAddress entries. Twisted's ``optionsForClientTLS`` does both checks
+RFC 5922: the name a SIP server's certificate must carry is the host of the URI that was
+resolved (the SIP domain of the Request-URI or of the route), never the address DNS gave for
+it, since NAPTR, SRV and A answers are not authenticated; an IP literal is checked against the
+certificate's iPAddress entries. Twisted's ``optionsForClientTLS`` does both checks
 (OpenSSL for the chain, service_identity for the name) and aborts the handshake before any SIP
 byte leaves; this module picks its options per name and says why a peer was refused.
 """
