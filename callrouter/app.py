@@ -82,6 +82,7 @@ from callrouter.store.spool import EventSpool
 from callrouter.supervisor import Supervisor
 from callrouter.transport.advertise import media_advertisement, parse_advertise
 from callrouter.transport.listeners import Listening, advertised, open_listeners, tls_options
+from callrouter.transport.peer_tls import PeerTls, trust_root
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver, StaticRoutes
 from callrouter.transport.service import SipService
@@ -363,6 +364,10 @@ async def _start_sip(
             tls = tls_options(sip.tls_certificate, sip.tls_private_key)
         except (OSError, SSL.Error) as exc:
             raise ConfigError(f"sip.tls_certificate / sip.tls_private_key: {exc}") from None
+    try:
+        peer_tls = PeerTls(trust_root(sip.tls_ca_file))
+    except (OSError, ValueError) as exc:  # the file changed since the configuration was read
+        raise ConfigError(f"sip.tls_ca_file: {exc}") from None
 
     trunk_table = TrunkTable(configured)
     await _load_trunks(pool, trunk_table, say)
@@ -436,6 +441,7 @@ async def _start_sip(
     state.sip_responses = lambda: endpoint.counters.responses
     state.sip_retransmissions = lambda: endpoint.counters.retransmissions
     state.sip_rejected = lambda: source_policy.rejected
+    state.sip_tls_refused = lambda: peer_tls.refused
     state.journal_lag = lambda: journal.lag(datetime.now(UTC))
     # A source outside every trunk could only be refused over TCP too: it holds no socket.
     inbound = InboundConnections(limits, source_policy.admits_source)
@@ -448,6 +454,7 @@ async def _start_sip(
         tls_port=sip.tls_port,
         tls=tls,
         inbound=inbound,
+        peer_tls=peer_tls,
         backlog=sip.listen_backlog,
     )
     service.addresses = advertised(listening, sip.advertise, sip.tls_advertise)
@@ -458,6 +465,9 @@ async def _start_sip(
         for transport, a in service.addresses.listeners.items()
     )
     say(f"sip: Via and Contact name {shown}")
+    if tls is not None:
+        roots = sip.tls_ca_file or "the system's trust store"
+        say(f"sip: peers called over TLS must chain to {roots} and name the host called")
     return front_door, source_policy, listening
 
 

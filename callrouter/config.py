@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from callrouter.ip_networks import Network, parse_networks
 
 ENV_PREFIX = "CALLROUTER_"
@@ -134,6 +136,13 @@ class SipConfig:
     )
     tls_certificate: Path | None = setting(None, "PEM certificate chain for SIP over TLS.")
     tls_private_key: Path | None = setting(None, "PEM private key for SIP over TLS.")
+    tls_ca_file: Path | None = setting(
+        None,
+        "PEM bundle of the certificate authorities that peers we call over TLS must chain to "
+        "(a self-signed certificate in it is trusted as itself: how one private PBX is pinned). "
+        "Empty: the system's trust store. The peer's certificate must also name the host the "
+        "call was sent to; verification cannot be turned off.",
+    )
     t1: float = setting(0.5, "RFC 3261 T1: round-trip time estimate, seconds.")
     t2: float = setting(4.0, "RFC 3261 T2: maximum retransmit interval, seconds.")
     t4: float = setting(5.0, "RFC 3261 T4: maximum time a message stays in the network.")
@@ -646,6 +655,7 @@ def load_config(
     config: Config = _build(Config, values)
     _check_media(config.media, origins)
     _check_http(config.http, origins)
+    _check_sip(config.sip, origins)
     return config
 
 
@@ -655,6 +665,20 @@ def _check_http(http: HttpConfig, origins: Mapping[tuple[str, ...], str]) -> Non
     except ValueError as exc:
         where = origins.get(("http", "trusted_proxies"), "default")
         raise ConfigError(f"{where}: http.trusted_proxies: {exc}") from None
+
+
+def _check_sip(sip: SipConfig, origins: Mapping[tuple[str, ...], str]) -> None:
+    if sip.tls_ca_file is None:
+        return
+    where = f"{origins.get(('sip', 'tls_ca_file'), 'default')}: sip.tls_ca_file"
+    try:
+        data = sip.tls_ca_file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {sip.tls_ca_file}: {exc.strerror}") from None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(f"{where}: {sip.tls_ca_file} holds no PEM certificate") from None
 
 
 def _check_media(media: MediaConfig, origins: Mapping[tuple[str, ...], str]) -> None:

@@ -48,6 +48,8 @@ class State:
     sip_retransmissions: Callable[[], int] = lambda: 0
     sip_rejected: Callable[[], Mapping[str, int]] = dict
     """Requests refused before routing, by reason (allowlist, rate, malformed)."""
+    sip_tls_refused: Callable[[], Mapping[str, int]] = dict
+    """Peers we called over TLS and refused, by reason (name, chain, handshake)."""
     pools: Callable[[], Mapping[str, tuple[int, int]]] = dict
     """Per pool id: (numbers leased now, exhaustions so far)."""
     sessions_live: Callable[[], int] = lambda: 0
@@ -97,6 +99,16 @@ class StateCollector(Collector):
         for reason in ("allowlist", "rate", "malformed"):
             rejected.add_metric([reason], s.sip_rejected().get(reason, 0))
         yield rejected
+        refused = CounterMetricFamily(
+            f"{PREFIX}_sip_tls_refused",
+            "Peers called over SIP TLS and refused before any SIP byte, by reason: name (the "
+            "certificate names another host), chain (no trusted root: unknown issuer, "
+            "self-signed, expired), handshake (anything else).",
+            labels=["reason"],
+        )
+        for reason in ("name", "chain", "handshake"):
+            refused.add_metric([reason], s.sip_tls_refused().get(reason, 0))
+        yield refused
         leased = GaugeMetricFamily(
             f"{PREFIX}_pool_leased", "Numbers of a pool leased to visitors now.", labels=["pool"]
         )

@@ -136,3 +136,19 @@ def test_a_range_too_small_for_the_workers_is_refused_whichever_source_sets_them
     )
     # No workers: recording is off and the range is never used.
     assert load_config(None, {}, {"media.workers": "0", "media.ports": "1-2"}).media.workers == 0
+
+
+def test_a_tls_ca_file_that_cannot_serve_as_trust_roots_is_refused_at_load(tmp_path: Path) -> None:
+    """Caught at start rather than at the first call over TLS, which would fail every peer."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")
+    path = write(tmp_path, f"[sip]\ntls_port = 5061\ntls_ca_file = '{not_pem}'\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value) == f"{path}:3: sip.tls_ca_file: {not_pem} holds no PEM certificate"
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(None, {"CALLROUTER_SIP_TLS_CA_FILE": str(tmp_path / "gone.pem")})
+    assert str(excinfo.value) == (
+        "environment CALLROUTER_SIP_TLS_CA_FILE: sip.tls_ca_file: cannot read "
+        f"{tmp_path / 'gone.pem'}: No such file or directory"
+    )

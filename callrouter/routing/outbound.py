@@ -137,6 +137,11 @@ def dialog_flow(dialog: Dialog, fallback: Flow, *, behind_nat: bool = False) -> 
 
     :param behind_nat: the peer is a caller on a ``nat`` trunk: it is reached where its requests
         come from, since its Contact names an address behind its NAT.
+
+    Over TLS the flow keeps ``fallback``'s server name: the peer gave that address in a response
+    on a connection verified for the name, so whoever answers there must prove the same name
+    (a PBX's Contact names its IP address, its certificate its domain). A caller's connection
+    to us carries no name; its address is then checked as an IP literal (RFC 5922).
     """
     if behind_nat:
         return fallback
@@ -148,7 +153,10 @@ def dialog_flow(dialog: Dialog, fallback: Flow, *, behind_nat: bool = False) -> 
     except SipError:
         return fallback
     if isinstance(uri, SipUri) and uri.host[:1].isdigit():
-        return Flow(uri.transport or fallback.transport, uri.host, uri.port or 5060)
+        transport = uri.transport or fallback.transport
+        if transport != "tls":
+            return Flow(transport, uri.host, uri.port or 5060)
+        return Flow(transport, uri.host, uri.port or 5061, fallback.server_name)
     return fallback
 
 

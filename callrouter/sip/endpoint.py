@@ -253,6 +253,22 @@ class SipEndpoint:
             self.counters.retransmissions += 1
         self._out.append(Transmission(message.to_bytes(), flow))
 
+    def transport_failed(self, flow: Flow, reason: str, now: float) -> None:
+        """The transport could not reach ``flow`` (a refused connection, a TLS peer that failed
+        verification): each client transaction waiting there ends with a 503 the layer above
+        sees as ``ResponseReceived`` (§8.1.3.1), so failover need not wait for Timer B.
+
+        :param reason: why, for the 503's reason phrase.
+        """
+        for tid in [tid for tid, sent_to in self._flows.items() if sent_to == flow]:
+            tx = self._client.get(tid)
+            if tx is None:
+                continue
+            response = tx.transport_failed(reason, now)
+            if response is not None:
+                self._events.append(ResponseReceived(response, tid, flow))
+            self._drain(tx, now)
+
     def handle_timers(self, now: float) -> None:
         while self._timers and self._timers[0][0] <= now:
             _, _, tid = heapq.heappop(self._timers)

@@ -30,6 +30,11 @@ class Flow:
     """The peer's IP address."""
     port: int
     """The peer's port."""
+    server_name: str | None = None
+    """On a TLS flow we open: the name the peer's certificate must carry, the host of the URI
+    that was resolved to reach it (RFC 5922), a DNS name or an IP literal. Part of the
+    flow's identity, so a connection verified for one name never carries another's requests.
+    None on flows peers opened to us and on UDP and TCP."""
 
     @property
     def reliable(self) -> bool:

@@ -10,6 +10,9 @@ Rules of this file:
 - Timers keep the RFC's letters. Over reliable transports retransmission timers are never armed
   and the wait timers D, I, J, K are zero (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
 - Terminated holds no timer: ``deadline`` is None from then on.
+- A transport failure (a connection refused, a TLS peer whose certificate fails verification)
+  ends a client transaction still waiting for its final response at once, handing the layer
+  above a 503 made here: §8.1.3.1 and §17.1.4 (the "Transport Err." arcs of Figures 5, 6).
 """
 
 from __future__ import annotations
@@ -138,6 +141,20 @@ class Transaction:
         self.events.append(TransactionTimedOut(self.id, self.request.method))
         self._terminate(now)
 
+    def transport_failed(self, reason: str, now: float) -> Response | None:
+        """The transport could not deliver to the peer; the 503 the layer above must see
+        instead of an answer, or None when the transaction no longer waits for one.
+
+        :param reason: why, for the 503's reason phrase (it ends up in the call record).
+        """
+        self._passed = None
+        self._dispatch("transport_error", now, reason, peer=True)
+        return self._passed
+
+    def _transport_failed(self, now: float, reason: str) -> None:
+        self._passed = self.last_response = self.request.response(503, reason)
+        self._terminate(now)
+
 
 def _response_class(response: Response) -> str:
     if response.status < 200:
@@ -191,6 +208,8 @@ class ClientInvite(Transaction):
         (State.PROCEEDING, "final_error"): "_rejected",
         (State.COMPLETED, "final_error"): "_resend_ack",
         (State.COMPLETED, "timer_D"): "_terminate",
+        (State.CALLING, "transport_error"): "_transport_failed",
+        (State.PROCEEDING, "transport_error"): "_transport_failed",
     }
 
     def _retransmit(self, now: float) -> None:
@@ -255,6 +274,8 @@ class ClientNonInvite(Transaction):
         (State.TRYING, "final"): "_completed",
         (State.PROCEEDING, "final"): "_completed",
         (State.COMPLETED, "timer_K"): "_terminate",
+        (State.TRYING, "transport_error"): "_transport_failed",
+        (State.PROCEEDING, "transport_error"): "_transport_failed",
     }
 
     def _retransmit(self, now: float) -> None:

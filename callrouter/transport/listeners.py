@@ -11,9 +11,10 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.error import CannotListenError
-from twisted.internet.ssl import CertificateOptions, ContextFactory
+from twisted.internet.ssl import ContextFactory
 
 from callrouter.transport.advertise import Advertisement, LocalAddresses
+from callrouter.transport.peer_tls import PeerTls
 from callrouter.transport.service import SipService
 from callrouter.transport.stream import InboundConnections, StreamTransport
 from callrouter.transport.udp import SipDatagramProtocol
@@ -87,6 +88,7 @@ async def open_listeners(
     tls_port: int | None = None,
     tls: ServerTls | None = None,
     inbound: InboundConnections | None = None,
+    peer_tls: PeerTls | None = None,
     backlog: int = 1024,
 ) -> list[Listening]:
     """Listen for SIP on UDP and TCP (the same port; with port 0 the UDP port is picked first and
@@ -95,6 +97,8 @@ async def open_listeners(
 
     :param inbound: who may connect over TCP and TLS, how often and how long (no limits: the
         defaults of ``StreamLimits``, every source known).
+    :param peer_tls: how the peers of our outbound TLS connections are verified (None: against
+        the system's trust store).
     :param backlog: the listen queue of the TCP and TLS sockets (the kernel caps it at
         net.core.somaxconn).
     """
@@ -132,7 +136,7 @@ async def open_listeners(
 
     if tls is not None and tls_port is not None:
         secure = StreamTransport(
-            "tls", service, reactor, tls_client=CertificateOptions(), inbound=inbound
+            "tls", service, reactor, peer_tls=peer_tls or PeerTls(), inbound=inbound
         )
         tls_listener = reactor.listenSSL(
             tls_port, secure.server_factory(), tls, backlog=backlog, interface=host

@@ -11,7 +11,7 @@ import ipaddress
 import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from twisted.names import client, dns
@@ -136,7 +136,15 @@ class Resolver:
     rng: random.Random = field(default_factory=random.Random)
 
     async def locate(self, uri: SipUri) -> list[Flow]:
+        """The flows to try, in order; each TLS one names ``uri``'s host, the name its peer's
+        certificate must carry (RFC 5922: the host looked up, not what DNS answered)."""
         host = (uri.params.get("maddr") or uri.host).lower()
+        return [
+            replace(flow, server_name=host.strip("[]")) if flow.transport == "tls" else flow
+            for flow in await self._flows(uri, host)
+        ]
+
+    async def _flows(self, uri: SipUri, host: str) -> list[Flow]:
         fixed = uri.transport or ("tls" if uri.secure else None)
         if host in self.static.routes:
             routes = self.static.routes[host]

@@ -94,6 +94,11 @@ class SipService:
         self.endpoint.send_stateless(message, flow)
         self.flush()
 
+    def transport_failed(self, flow: Flow, reason: str) -> None:
+        """A transport could not reach ``flow``: requests waiting there fail now (503)."""
+        self.endpoint.transport_failed(flow, reason, self.clock.seconds())
+        self.flush()
+
     def flush(self) -> None:
         """Send what is due, hand events up, re-arm the timer. Events may cause more output."""
         for _ in range(1000):

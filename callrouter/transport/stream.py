@@ -8,6 +8,11 @@ A connection costs a descriptor and memory for as long as the peer likes, so inb
 bounded: sources outside every trunk are closed at accept without a byte, each source and the
 listener as a whole have a connection limit, and one deadline per connection closes it when a
 TLS handshake, a started message or an idle gap lasts too long (slowloris).
+
+Outbound TLS connections verify the peer (``PeerTls``) as the name their flow carries, or its
+IP address when it carries none. A refused connection, or a TLS one whose handshake does not
+complete, is a transport error for the requests waiting on it: they fail at once with a 503
+(RFC 3261 §8.1.3.1), so a dialplan fails over without waiting for a timer.
 """
 
 from __future__ import annotations
@@ -20,13 +25,13 @@ from typing import Any
 
 from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
-from twisted.internet.ssl import CertificateOptions
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
 from callrouter.sip.errors import ParseError
 from callrouter.sip.events import Flow
 from callrouter.sip.framing import StreamFramer
+from callrouter.transport.peer_tls import PeerTls
 from callrouter.transport.service import SipService
 
 __all__ = ["InboundConnections", "StreamLimits", "StreamTransport"]
@@ -88,12 +93,19 @@ class InboundConnections:
 class SipStreamProtocol(Protocol):
     """One TCP or TLS connection; ``inbound`` when a peer opened it to our listener."""
 
-    def __init__(self, owner: StreamTransport, max_message_bytes: int, *, inbound: bool) -> None:
+    def __init__(
+        self, owner: StreamTransport, max_message_bytes: int, *, outbound: Flow | None = None
+    ) -> None:
+        """:param outbound: the flow we connect to; None for a connection a peer opened."""
         self.owner = owner
         self.framer = StreamFramer(max_message_bytes)
         self.flow: Flow | None = None
-        self.inbound = inbound
+        self.outbound = outbound
+        self.inbound = outbound is None
         self.admitted = False
+        self.handshaken = False
+        self.closing = False
+        """We closed it ourselves (shutdown): no refusal to report."""
         # Twisted's zope interfaces do not type-check as methods; the connection is used as Any.
         self.connection: Any = None
         self._deadline: Any = None
@@ -109,7 +121,8 @@ class SipStreamProtocol(Protocol):
                 self.connection.abortConnection()
                 return
             self.admitted = True
-        self.flow = Flow(self.owner.name, peer.host, peer.port)
+        # Ours keep the flow they were opened for: its server name is part of its identity.
+        self.flow = self.outbound or Flow(self.owner.name, peer.host, peer.port)
         self.owner.connected(self.flow, self)
         limits = self.owner.limits
         if self.owner.name == "tls":
@@ -118,6 +131,7 @@ class SipStreamProtocol(Protocol):
             self._arm(limits.idle_timeout, "a message")
 
     def handshakeCompleted(self) -> None:
+        self.handshaken = True
         self._arm(self.owner.limits.idle_timeout, "a message")
 
     def write(self, data: bytes) -> None:
@@ -125,6 +139,7 @@ class SipStreamProtocol(Protocol):
             self.connection.write(data)
 
     def close(self) -> None:
+        self.closing = True
         if self.connection is not None:
             self.connection.loseConnection()
 
@@ -157,6 +172,9 @@ class SipStreamProtocol(Protocol):
             self.owner.inbound.release(self.flow.host)
         if self.flow is not None:
             self.owner.disconnected(self.flow, self)
+        outbound = None if self.closing else self.outbound
+        if outbound is not None and self.owner.name == "tls" and not self.handshaken:
+            self.owner.tls_refused(outbound, reason)
 
     def _arm(self, seconds: float, waiting_for: str) -> None:
         self._disarm()
@@ -189,7 +207,7 @@ class _Server(Factory):
         self.owner = owner
 
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
-        return SipStreamProtocol(self.owner, self.owner.max_message_bytes, inbound=True)
+        return SipStreamProtocol(self.owner, self.owner.max_message_bytes)
 
 
 class _Client(ClientFactory):
@@ -198,11 +216,12 @@ class _Client(ClientFactory):
         self.flow = flow
 
     def buildProtocol(self, addr: object) -> SipStreamProtocol:
-        return SipStreamProtocol(self.owner, self.owner.max_message_bytes, inbound=False)
+        return SipStreamProtocol(self.owner, self.owner.max_message_bytes, outbound=self.flow)
 
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
         dropped = self.owner.pending.pop(self.flow, [])
         log.info("sip: could not reach %s (%d message(s) dropped)", self.flow, len(dropped))
+        self.owner.service.transport_failed(self.flow, f"Unreachable ({reason.getErrorMessage()})")
 
 
 @dataclass(eq=False)
@@ -214,7 +233,8 @@ class StreamTransport:
     reactor: Any
     """The reactor (IReactorTCP, and IReactorSSL for ``tls``)."""
     max_message_bytes: int = 65_535
-    tls_client: CertificateOptions | None = None
+    peer_tls: PeerTls = field(default_factory=PeerTls)
+    """How the peers of our outbound TLS connections are verified."""
     inbound: InboundConnections = field(default_factory=InboundConnections)
     """Shared with the other stream transport, so the limits count TCP and TLS together."""
     connections: dict[Flow, SipStreamProtocol] = field(default_factory=dict)
@@ -236,6 +256,16 @@ class StreamTransport:
         if self.connections.get(flow) is protocol:
             del self.connections[flow]
 
+    def tls_refused(self, flow: Flow, reason: Failure | None) -> None:
+        """Our TLS connection to ``flow`` ended before its handshake completed: say why once,
+        and fail the requests that waited for it."""
+        name = flow.server_name or flow.host
+        refusal = self.peer_tls.refusal(name, reason)
+        log.warning(
+            "sip: TLS peer %s at %s:%d refused: %s", name, flow.host, flow.port, refusal.detail
+        )
+        self.service.transport_failed(flow, f"TLS peer refused ({refusal.detail})")
+
     def send(self, data: bytes, flow: Flow) -> None:
         protocol = self.connections.get(flow)
         if protocol is not None and protocol.connection is not None:
@@ -247,7 +277,8 @@ class StreamTransport:
             return  # a connection attempt is already under way
         factory = _Client(self, flow)
         if self.name == "tls":
-            self.reactor.connectSSL(flow.host, flow.port, factory, self.tls_client)
+            options = self.peer_tls.options_for(flow.server_name or flow.host)
+            self.reactor.connectSSL(flow.host, flow.port, factory, options)
         else:
             self.reactor.connectTCP(flow.host, flow.port, factory)
 

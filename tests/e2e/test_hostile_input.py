@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.serve import ServeProcess, message_of, record_of
-from tests.transport.test_tls import self_signed
+from tests.transport.certificates import self_signed
 
 CLOSE_WAIT = 30.0
 """Bound on waiting for the server to close a connection (its timeouts here are 1-2 s)."""

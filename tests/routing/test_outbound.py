@@ -157,6 +157,19 @@ def test_in_dialog_requests_follow_route_then_contact_when_it_is_an_address() ->
     assert dialog_flow(answered_dialog("sip:pbx@203.0.113.10"), PBX, behind_nat=True) == PBX
 
 
+def test_in_dialog_requests_over_tls_keep_the_name_the_dialog_was_verified_for() -> None:
+    """A PBX reached as pbx.example writes its IP address in Contact: the ACK and BYE there
+    must still meet a certificate for pbx.example, not for whoever holds that address."""
+    verified = Flow("tls", "203.0.113.10", 5061, server_name="pbx.example")
+    contact = answered_dialog("sip:pbx@203.0.113.11;transport=tls")
+    assert dialog_flow(contact, verified) == Flow(
+        "tls", "203.0.113.11", 5061, server_name="pbx.example"
+    )
+    # A caller's own connection to us carries no name: its Contact is checked as an IP literal.
+    caller = Flow("tls", "198.51.100.7", 40123)
+    assert dialog_flow(contact, caller) == Flow("tls", "203.0.113.11", 5061)
+
+
 def test_ack_of_a_2xx_is_its_own_transaction() -> None:
     dialog = answered_dialog("sip:pbx@203.0.113.10:5090")
     first = ack_request(dialog, 1, PBX, "192.0.2.1:5060")

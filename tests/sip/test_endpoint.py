@@ -224,3 +224,28 @@ def test_the_sent_by_given_with_a_request_goes_into_its_via_with_rport() -> None
         (sent,) = uac.transmissions()
         via = parse_message(sent.data).top_via
         assert (via.host, via.port, "rport" in via.params) == (expected, 5060, True)
+
+
+def test_a_transport_failure_ends_the_waiting_transactions_on_that_flow_with_503() -> None:
+    """§8.1.3.1, §17.1.4: a connection that cannot be made (refused, TLS peer not verified) is
+    a 503 for the requests that waited for it, now, not after Timer B; no ACK goes anywhere."""
+    uac = SipEndpoint({"tls": "192.0.2.10:5061"}, Timers(), new_token=tokens("c"))
+    failed = Flow("tls", "198.51.100.1", 5061, server_name="pbx.example.test")
+    elsewhere = Flow("tls", "198.51.100.1", 5061, server_name="other.example.test")
+    tids = []
+    for flow, request in [(failed, invite()), (failed, options()), (elsewhere, options())]:
+        request.headers.pop_first("via")
+        tids.append(uac.send_request(request, flow, 0.0))
+    uac.transmissions()
+    uac.transport_failed(failed, "TLS peer refused (its certificate does not name it)", 0.1)
+    answered = [e for e in events(uac) if isinstance(e, ResponseReceived)]
+    assert [(e.transaction_id, e.response.status, e.flow) for e in answered] == [
+        (tids[0], 503, failed),
+        (tids[1], 503, failed),
+    ]
+    assert answered[0].response.reason == "TLS peer refused (its certificate does not name it)"
+    assert answered[0].response.cseq.method == "INVITE"
+    assert uac.transmissions() == []
+    assert uac.transaction_count == 1  # the request on the other name still waits
+    uac.transport_failed(failed, "again", 0.2)
+    assert events(uac) == []

@@ -30,6 +30,8 @@ zone = [
         target="pbx2.example.test"),
     SRV("_sip._udp.srvonly.example.test", priority=10, weight=0, port=5091,
         target="pbx1.example.test"),
+    SRV("_sips._tcp.secure.example.test", priority=10, weight=0, port=5061,
+        target="pbx1.example.test"),
     A("pbx1.example.test", "127.0.0.11"),
     A("pbx2.example.test", "127.0.0.12"),
     A("plain.example.test", "127.0.0.13"),
@@ -90,7 +92,28 @@ async def test_ip_addresses_and_static_routes_need_no_dns(dns_server: tuple[str,
     assert await resolver.locate(sip("sip:desk@pbx.internal;transport=udp")) == [
         Flow("udp", "10.0.0.6", 5060)
     ]
-    assert await resolver.locate(sip("sips:desk@192.0.2.9")) == [Flow("tls", "192.0.2.9", 5061)]
+    assert await resolver.locate(sip("sips:desk@192.0.2.9")) == [
+        Flow("tls", "192.0.2.9", 5061, server_name="192.0.2.9")
+    ]
+
+
+async def test_tls_flows_name_the_host_looked_up_not_what_dns_answered(
+    dns_server: tuple[str, int],
+) -> None:
+    """RFC 5922: the certificate must name the SIP domain; the SRV target and the address
+    came from DNS, which anyone on the path can forge."""
+    static = StaticRoutes.parse("pbx.internal=tls:10.0.0.7:5061, pbx.internal=udp:10.0.0.6:5060")
+    resolver = Resolver(DnsLookup([dns_server]), static)
+    assert await resolver.locate(sip("sips:desk@secure.example.test")) == [
+        Flow("tls", "127.0.0.11", 5061, server_name="secure.example.test")
+    ]
+    assert await resolver.locate(sip("sip:desk@pbx.internal")) == [
+        Flow("tls", "10.0.0.7", 5061, server_name="pbx.internal"),
+        Flow("udp", "10.0.0.6", 5060),  # only TLS flows carry a name to verify
+    ]
+    assert await resolver.locate(sip("sips:desk@[2001:db8::7]:5071")) == [
+        Flow("tls", "2001:db8::7", 5071, server_name="2001:db8::7")
+    ]
 
 
 def test_a_bad_static_route_names_the_entry() -> None:
