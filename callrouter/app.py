@@ -798,7 +798,12 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         listener.on_listening(visitor_sessions.resync)
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
-        supervisor.start("session sweeper", visitor_sessions.run)
+        # At stop, once the API is closed: the sweeper ends (a flush it was making goes back to
+        # the renewals held), then every renewal held is written before the lease pool closes.
+        stack.push_async_callback(visitor_sessions.stop)
+        sweeper = Supervisor()
+        sweeper.start("session sweeper", visitor_sessions.run)
+        stack.push_async_callback(sweeper.stop)
         metrics.state.sessions_live = lambda: visitor_sessions.live
         metrics.state.pools = lambda: pool_figures(visitor_sessions)
 
