@@ -27,8 +27,9 @@ from OpenSSL import SSL
 
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
-from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite, HttpLimits
+from callrouter.api.connections import ConnectionGuard, GuardedSite, HttpLimits
 from callrouter.api.forwarded import TrustedProxies
+from callrouter.api.parse_errors import ProblemSite
 from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
@@ -275,18 +276,18 @@ def _positive(section: str, **values: float) -> None:
 async def _start_http(
     app: web.Application, config: Config, guard: ConnectionGuard, stack: AsyncExitStack
 ) -> str:
-    # aiohttp's own keep-alive close is the graceful one; the guard's idle deadline backs it up.
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=config.http.idle_timeout,
-        logger=SERVER_LOG,
-    )
+    # The site makes each connection's request handler, so their settings are given to it.
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
+    # aiohttp's own keep-alive close is the graceful one; the guard's idle deadline backs it up.
     site = GuardedSite(
-        runner, config.http.host, config.http.port, guard, backlog=config.http.listen_backlog
+        runner,
+        config.http.host,
+        config.http.port,
+        guard,
+        backlog=config.http.listen_backlog,
+        keepalive_timeout=config.http.idle_timeout,
     )
     await site.start()
     host, port = runner.addresses[0][:2]
@@ -294,14 +295,14 @@ async def _start_http(
 
 
 async def _start_metrics_http(
-    app: web.Application, host: str, port: int, stack: AsyncExitStack
+    app: web.Application, host: str, port: int, idle_timeout: float, stack: AsyncExitStack
 ) -> str:
     """The separate ``[metrics]`` listener: meant for a private address that only the
     Prometheus server reaches, so it has no connection guard of its own."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = ProblemSite(runner, host, port, keepalive_timeout=idle_timeout)
     await site.start()
     bound_host, bound_port = runner.addresses[0][:2]
     return f"http://{bound_host}:{bound_port}"
@@ -895,7 +896,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         if config.metrics.port is not None:
             own = metrics_app(metrics, refresh)
             metrics_url = (
-                await _start_metrics_http(own, config.metrics.host, config.metrics.port, stack)
+                await _start_metrics_http(
+                    own, config.metrics.host, config.metrics.port, config.http.idle_timeout, stack
+                )
                 + METRICS_PATH
             )
         say(f"metrics: {metrics_url}")
