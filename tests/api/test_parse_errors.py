@@ -1,7 +1,7 @@
 """What aiohttp's parsers refuse, as the problem each refusal is answered with: the same
 status and part from the C parser (llhttp, what serves) and the pure-Python one
-(``AIOHTTP_NO_EXTENSIONS``), whose messages differ. The answers of a live server are in
-``tests/e2e/test_hostile_input.py``."""
+(``AIOHTTP_NO_EXTENSIONS``), whose messages differ; and aiohttp's own answers after the parser,
+as problem+json too. The answers of a live server are in ``tests/e2e/test_hostile_input.py``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import asyncio
 from typing import Any
 
 import pytest
+from aiohttp import ClientSession, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParserC, HttpRequestParserPy
 
-from callrouter.api.parse_errors import parse_problem
+from callrouter.api.parse_errors import ProblemSite, parse_problem
 from callrouter.api.problems import Problem
 
 MARK = b"zq7mark"
@@ -94,3 +95,34 @@ async def test_each_refusal_names_its_part_on_both_parsers(
     assert (problem.status, [e.field for e in problem.errors]) == (status, [part])
     assert problem.detail.startswith(f"{part}: ")
     assert MARK.decode() not in problem.detail  # the peer's bytes are never quoted back
+
+
+async def test_a_handler_error_that_escapes_every_middleware_is_a_problem_too() -> None:
+    """What aiohttp answers itself after the parser (an exception no middleware turned into a
+    response: 500; a timeout: 504) leaves as problem+json as well, on a real socket."""
+
+    async def broken(_request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    async def stuck(_request: web.Request) -> web.Response:
+        raise TimeoutError
+
+    app = web.Application()
+    app.router.add_get("/broken", broken)
+    app.router.add_get("/stuck", stuck)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    try:
+        site = ProblemSite(runner, "127.0.0.1", 0, keepalive_timeout=5.0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        async with ClientSession(f"http://{host}:{port}") as http:
+            for path, status in (("/broken", 500), ("/stuck", 504)):
+                async with http.get(path) as response:
+                    assert response.status == status
+                    assert response.content_type == "application/problem+json"
+                    problem = await response.json(content_type=None)
+                    assert (problem["status"], problem["instance"]) == (status, path)
+                    assert "a bug" not in problem["detail"]
+    finally:
+        await runner.cleanup()
