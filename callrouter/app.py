@@ -27,8 +27,9 @@ from OpenSSL import SSL
 
 from callrouter import __version__
 from callrouter.api.auth import Authenticator
-from callrouter.api.connections import SERVER_LOG, ConnectionGuard, GuardedSite, HttpLimits
+from callrouter.api.connections import ConnectionGuard, GuardedSite, HttpLimits
 from callrouter.api.forwarded import TrustedProxies
+from callrouter.api.parse_errors import ProblemSite
 from callrouter.api.scrape import PATH as METRICS_PATH
 from callrouter.api.scrape import metrics_app
 from callrouter.api.server import build_api
@@ -277,21 +278,20 @@ def _positive(section: str, **values: float) -> None:
 async def _start_http(
     app: web.Application, config: Config, guard: ConnectionGuard, stack: AsyncExitStack
 ) -> str:
-    # aiohttp's own keep-alive close is the graceful one; the guard's idle deadline backs it up.
-    runner = web.AppRunner(
-        app,
-        access_log=None,
-        handle_signals=False,
-        keepalive_timeout=config.http.idle_timeout,
-        logger=SERVER_LOG,
-        # Requests in progress at a stop get this long to finish (aiohttp's default is 60 s,
-        # then as long again for the cancelled handler: two minutes of a stop on one request).
-        shutdown_timeout=STEP_SECONDS,
-    )
+    # The site makes each connection's request handler, so their settings are given to it.
+    # Requests in progress at a stop get STEP_SECONDS to finish (aiohttp's default is 60 s,
+    # then as long again for the cancelled handler: two minutes of a stop on one request).
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=STEP_SECONDS)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
+    # aiohttp's own keep-alive close is the graceful one; the guard's idle deadline backs it up.
     site = GuardedSite(
-        runner, config.http.host, config.http.port, guard, backlog=config.http.listen_backlog
+        runner,
+        config.http.host,
+        config.http.port,
+        guard,
+        backlog=config.http.listen_backlog,
+        keepalive_timeout=config.http.idle_timeout,
     )
     await site.start()
     host, port = runner.addresses[0][:2]
@@ -299,16 +299,14 @@ async def _start_http(
 
 
 async def _start_metrics_http(
-    app: web.Application, host: str, port: int, stack: AsyncExitStack
+    app: web.Application, host: str, port: int, idle_timeout: float, stack: AsyncExitStack
 ) -> str:
     """The separate ``[metrics]`` listener: meant for a private address that only the
     Prometheus server reaches, so it has no connection guard of its own."""
-    runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=STEP_SECONDS
-    )
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=STEP_SECONDS)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = ProblemSite(runner, host, port, keepalive_timeout=idle_timeout)
     await site.start()
     bound_host, bound_port = runner.addresses[0][:2]
     return f"http://{bound_host}:{bound_port}"
@@ -814,7 +812,12 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         listener.on_listening(visitor_sessions.resync)
         restored = await visitor_sessions.load()
         say(f"sessions: {len(visitor_sessions.pools)} pool(s), {restored} live lease(s) restored")
-        supervisor.start("session sweeper", visitor_sessions.run)
+        # At stop, once the API is closed: the sweeper ends (a flush it was making goes back to
+        # the renewals held), then every renewal held is written before the lease pool closes.
+        stack.push_async_callback(visitor_sessions.stop)
+        sweeper = Supervisor()
+        sweeper.start("session sweeper", visitor_sessions.run)
+        push_bounded(stack, "the session sweeper", sweeper.stop, say)
         metrics.state.sessions_live = lambda: visitor_sessions.live
         metrics.state.pools = lambda: pool_figures(visitor_sessions)
 
@@ -906,7 +909,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         if config.metrics.port is not None:
             own = metrics_app(metrics, refresh)
             metrics_url = (
-                await _start_metrics_http(own, config.metrics.host, config.metrics.port, stack)
+                await _start_metrics_http(
+                    own, config.metrics.host, config.metrics.port, config.http.idle_timeout, stack
+                )
                 + METRICS_PATH
             )
         say(f"metrics: {metrics_url}")

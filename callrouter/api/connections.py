@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 
 from callrouter.api.forwarded import TrustedProxies
+from callrouter.api.parse_errors import ProblemSite
 
-__all__ = ["SERVER_LOG", "ConnectionGuard", "GuardedSite", "HttpLimits"]
+__all__ = ["ConnectionGuard", "GuardedSite", "HttpLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -170,43 +170,21 @@ class ConnectionGuard:
                 connection.request_finished()
 
 
-class MalformedRequestLog(logging.Filter):
-    """aiohttp logs each malformed request (a header line over 8 KiB, a bad request line) as an
-    ERROR with a traceback; anyone can send those, so each becomes one INFO line instead and a
-    flood of them cannot fill the disk with tracebacks. Install on ``aiohttp.server``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args = "http: refused a malformed request: %s", (error.message,)
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-SERVER_LOG = logging.getLogger("callrouter.http")
-"""The logger to give aiohttp's request handlers (``AppRunner(logger=...)``)."""
-SERVER_LOG.addFilter(MalformedRequestLog())
-
-
-class GuardedSite(web.TCPSite):
-    """aiohttp's TCP site with every connection behind a ``ConnectionGuard``."""
+class GuardedSite(ProblemSite):
+    """A ``ProblemSite`` with every connection behind a ``ConnectionGuard``."""
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, *, backlog: int
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        *,
+        backlog: int,
+        keepalive_timeout: float,
     ) -> None:
-        super().__init__(runner, host, port, backlog=backlog, reuse_address=True)
+        super().__init__(runner, host, port, backlog=backlog, keepalive_timeout=keepalive_timeout)
         self._guard = guard
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with the runner
-        server = self._runner.server
-        assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            self._guard.wrap(server),
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-        )
-        self._bound_port = self._server.sockets[0].getsockname()[1]
+    def protocol_factory(self, handler: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
+        return self._guard.wrap(handler)

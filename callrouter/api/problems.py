@@ -32,8 +32,10 @@ _TITLES = {
     416: ("range-not-satisfiable", "Range not satisfiable"),
     422: ("invalid-request", "Invalid request"),
     429: ("rate-limited", "Too many requests"),
+    431: ("header-fields-too-large", "Request header fields too large"),
     500: ("internal", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
+    504: ("timeout", "Request took too long"),
 }
 
 
@@ -57,20 +59,22 @@ class Problem(Exception):
     def __str__(self) -> str:
         return f"{self.status}: {self.detail}"
 
-    def body(self, instance: str) -> dict[str, Any]:
+    def body(self, instance: str | None) -> dict[str, Any]:
+        """:param instance: the request's path; None when it could not be read."""
         slug, title = _TITLES.get(self.status, ("error", "Error"))
         document: dict[str, Any] = {
             "type": PROBLEM_BASE + slug,
             "title": title,
             "status": self.status,
             "detail": self.detail,
-            "instance": instance,
         }
+        if instance is not None:
+            document["instance"] = instance
         if self.errors:
             document["errors"] = [{"field": e.field, "reason": e.reason} for e in self.errors]
         return document
 
-    def response(self, instance: str) -> web.Response:
+    def response(self, instance: str | None) -> web.Response:
         return web.Response(
             status=self.status,
             body=json.dumps(self.body(instance)).encode(),

@@ -19,8 +19,9 @@ follows the database through NOTIFYs (``on_lease``, ``on_session``); it is read 
 start and after the LISTEN connection was lost (``resync``), and a number it cannot vouch for
 is read at call time (``prepare_call``). A heartbeat or page close of a lease live in the
 index is answered from memory and written behind, with the others of the last
-``FLUSH_SECONDS``, in one statement (``flush``); ``store.leases`` gives no number away while
-such a renewal may be on its way. While the database is away, new sessions are refused (the API
+``FLUSH_SECONDS``, in one statement (``flush``), and by a stopping node before it closes its
+connections (``stop``); ``store.leases`` gives no number away while such a renewal may be on
+its way. While the database is away, new sessions are refused (the API
 answers 503: a lease given without it could be given twice) and those renewals wait in memory
 until it is back. Visits erased by
 a privacy request or the retention purge are forgotten (``forget``); the database frees their
@@ -76,6 +77,11 @@ NEW_VISIT_BATCHES = 4
 """Batches of one pool's new visits written at once. On the 2 shared cores of
 ``bench/sessions.py`` four served about twice the visits per second of one: a batch spends
 most of its time waiting for its five round trips, and another batch can use that wait."""
+STOP_FLUSH_SECONDS = 5.0
+"""How long a stopping node tries to write the renewals it still holds (the database may be
+away) before it gives them up and says how many."""
+_STOP_FLUSH_ERRORS: tuple[type[Exception], ...] = (*OUTAGE_ERRORS, asyncpg.DeadlockDetectedError)
+"""What gives up a stop's flush: the database away (or too slow), or deadlocks every try."""
 _Started = tuple[SessionRecord, lease_store.Taken | None]
 """A visit started by a group commit: its record as written, and its lease if it got one."""
 
@@ -589,6 +595,29 @@ class Sessions:
                 if current is not None:
                     self._apply(current)
         return len(rows)
+
+    async def stop(self, within: float = STOP_FLUSH_SECONDS) -> int:
+        """Write the renewals still held, ``within`` seconds at most: the pages were told
+        their leases run another hold, and the next start, or another node, only knows what
+        PostgreSQL says. Call it once no request can renew any more and ``run`` is over,
+        before ``db`` closes. How many were not written (they are logged)."""
+        if self._flusher is not None:
+            # Its batch, if it was being written, goes back to ``_pending`` (see ``flush``).
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        try:
+            async with asyncio.timeout(within):
+                await self.flush()
+        except _STOP_FLUSH_ERRORS as exc:
+            log.warning(
+                "sessions: %d lease renewal(s) not written at stop (%s); those leases end "
+                "sooner in the database than their pages were told",
+                len(self._pending),
+                type(exc).__name__,
+            )
+        return len(self._pending)
 
     async def run(self, interval: float = 1.0) -> None:
         """Every ``interval`` seconds: write what was served from memory and is still waiting

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import world_traversable_tempdir
+from tests.e2e.raw_http import exchange
 from tests.e2e.serve import ServeProcess, message_of, record_of
 from tests.transport.certificates import self_signed
 
@@ -226,7 +227,7 @@ def test_a_5000_digit_number_literal_gets_422(served: Served) -> None:
 
 def test_a_malformed_request_is_one_log_line_not_a_traceback(served: Served) -> None:
     status, _ = served.request("GET", "/v1/health", headers={"X-Long": "a" * 10_000})
-    assert status == 400
+    assert status == 431
     served.server.wait_for(r"^http: refused a malformed request: Got more")
     refused = [
         record_of(line)
@@ -235,6 +236,103 @@ def test_a_malformed_request_is_one_log_line_not_a_traceback(served: Served) -> 
     ]
     assert [(r["level"], r["logger"]) for r in refused] == [("INFO", "callrouter.http")]
     assert not any("Traceback" in line for line in served.server.lines)
+
+
+MARK = b"zq7mark"
+"""In every request below, so a test sees whether the answer quotes the peer's bytes back."""
+HEAD = b"Host: 127.0.0.1\r\nX-Mark: " + MARK + b"\r\n"
+UNPARSABLE = [
+    pytest.param(
+        b"GET /v1/health HTTP/1.1\r\n" + HEAD + b"X-Long: " + MARK * 1300 + b"\r\n\r\n",
+        431,
+        "request line or header",
+        id="header line over 8 KiB",
+    ),
+    pytest.param(
+        b"GET /v1/health?" + MARK * 1300 + b" HTTP/1.1\r\n" + HEAD + b"\r\n",
+        431,
+        "request line or header",
+        id="request line over 8 KiB",
+    ),
+    pytest.param(b"HELLO " + MARK + b"\r\n" + HEAD + b"\r\n", 400, "request line", id="method"),
+    pytest.param(
+        b"GET /v1/health HTTP/1.Z\r\n" + HEAD + b"\r\n", 400, "request line", id="version"
+    ),
+    pytest.param(
+        b"GET http://[::1" + MARK + b" HTTP/1.1\r\n" + HEAD + b"\r\n",
+        400,
+        "request line",
+        id="target",
+    ),
+    pytest.param(
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + MARK + b"\r\n\r\n",
+        400,
+        "request line",
+        id="TLS on the HTTP port",
+    ),
+    pytest.param(
+        b"POST /v1/clients HTTP/1.1\r\n" + HEAD + b"Content-Length: " + MARK + b"\r\n\r\n",
+        400,
+        "Content-Length",
+        id="Content-Length not a number",
+    ),
+    pytest.param(
+        b"POST /v1/clients HTTP/1.1\r\n" + HEAD + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n",
+        400,
+        "Content-Length",
+        id="two Content-Lengths",
+    ),
+    pytest.param(
+        b"POST /v1/clients HTTP/1.1\r\n"
+        + HEAD
+        + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+        "Transfer-Encoding",
+        id="Content-Length and Transfer-Encoding",
+    ),
+    pytest.param(
+        b"POST /v1/clients HTTP/1.1\r\n"
+        + HEAD
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + MARK
+        + b"\r\n",
+        400,
+        "body",
+        id="chunk size",
+    ),
+    pytest.param(
+        b"GET /v1/health HTTP/1.1\r\n"
+        + HEAD
+        + b"".join(b"X-%d: 1\r\n" % i for i in range(200))
+        + b"\r\n",
+        431,
+        "headers",
+        id="too many headers",
+    ),
+    pytest.param(
+        b"GET /v1/health HTTP/1.1\r\n" + HEAD + b"Bad " + MARK + b": 1\r\n\r\n",
+        400,
+        "headers",
+        id="header name",
+    ),
+    pytest.param(
+        b"GET /v1/health HTTP/1.1\r\nX-Mark: " + MARK + b"\r\n\r\n", 400, "Host", id="no Host"
+    ),
+]
+
+
+@pytest.mark.parametrize(("sent", "status", "part"), UNPARSABLE)
+def test_a_request_aiohttp_cannot_parse_gets_a_problem_naming_the_part(
+    served: Served, sent: bytes, status: int, part: str
+) -> None:
+    answer = exchange(served.http_port, sent)
+    assert answer.status == status, answer
+    problem = answer.problem()
+    assert problem["status"] == status
+    assert problem["detail"].startswith(f"{part}: "), problem
+    assert [e["field"] for e in problem["errors"]] == [part]
+    assert MARK.decode() not in answer.text
+    assert served.request("GET", "/v1/health")[0] == 200  # and the server goes on
 
 
 # --- item 8: slow, idle, unknown and surplus connections are closed ----------------------------

@@ -24,6 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import world_traversable_tempdir
+from tests.e2e.raw_http import exchange
 from tests.e2e.router_api import Router as RouterApi
 from tests.e2e.serve import ServeProcess
 from tests.e2e.sipp import SCENARIOS, free_port, request_scenario, run_sipp, sipp_command
@@ -406,6 +407,11 @@ def test_a_separate_metrics_listener_serves_metrics_and_the_api_port_does_not() 
         server.wait_ready()
         url = server.wait_for(r"metrics: (\S+)").group(1)
         assert url == f"http://127.0.0.1:{port}/metrics"
+        # What aiohttp cannot parse is refused as on the API's port, and scrapes go on.
+        sent = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: x\r\n\r\n"
+        answer = exchange(port, sent)
+        assert answer.status == 400
+        assert [e["field"] for e in answer.problem()["errors"]] == ["Content-Length"]
         with urllib.request.urlopen(url, timeout=30) as response:
             families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
         assert families["callrouter_database_up"].samples[0].value == 1

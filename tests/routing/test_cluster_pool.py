@@ -355,6 +355,38 @@ async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_th
     assert (await cluster.truth())[number] == session_id
 
 
+async def test_a_node_stopping_writes_the_renewals_it_holds_or_says_how_many_it_could_not(
+    database_dsn: str, stack: AsyncExitStack, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop writes a heartbeat's renewal before the flush was due; a stop while the
+    database is away gives the renewals up within its bound and logs how many."""
+    cluster = await make_cluster(database_dsn, stack, "reuse_oldest")
+    link = await stack.enter_async_context(CuttableLink(database_dsn, tmp_path))
+    cluster.dsn = link.dsn
+    node = await cluster.add_node()
+    first = await cluster.visit(node, "visitor-1")
+    second = await cluster.visit(node, "visitor-2")
+    numbers = {s: n for n, s in (await cluster.truth()).items()}
+
+    cluster.clock.now += 30
+    await node.heartbeat(first)
+    assert await node.stop() == 0
+    row = await leases.of_number(cluster.db, numbers[first])
+    assert row is not None and row.expires_at is not None
+    assert row.expires_at.timestamp() == cluster.clock() + HOLD
+
+    await link.cut()
+    cluster.clock.now += 10
+    await node.heartbeat(first)
+    await node.heartbeat(second)
+    with caplog.at_level("WARNING", logger="callrouter.routing.sessions"):
+        assert await node.stop(within=5.0) == 2
+    assert "sessions: 2 lease renewal(s) not written at stop" in caplog.text
+    row = await leases.of_number(cluster.db, numbers[first])
+    assert row is not None and row.expires_at is not None
+    assert row.expires_at.timestamp() == cluster.clock() - 10 + HOLD  # the first stop's
+
+
 async def test_a_heartbeat_answered_from_memory_reaches_the_database_within_a_flush(
     database_dsn: str, stack: AsyncExitStack
 ) -> None:
