@@ -775,9 +775,20 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         # Call events of the last run that the database does not have yet (it was away, or we
         # were killed) are written first; only then are calls still open known interrupted.
+        # Webhook events of calls ride the journal (stored with the call's rows); the journal
+        # wakes the sender when it has queued deliveries.
+        webhook_sender = WebhookSender(
+            pool, allow_private=config.http.webhooks_to_private_addresses
+        )
         spool = EventSpool(config.data_dir / "spool", max_bytes=config.database.spool_max_bytes)
         journal = await stack.enter_async_context(
-            CallJournal(pool, spool, availability=availability, node=name)
+            CallJournal(
+                pool,
+                spool,
+                availability=availability,
+                node=name,
+                webhooks_queued=webhook_sender.wake,
+            )
         )
         await journal.flushed()
         if journal.replayed:
@@ -821,9 +832,6 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         metrics.state.sessions_live = lambda: visitor_sessions.live
         metrics.state.pools = lambda: pool_figures(visitor_sessions)
 
-        webhook_sender = WebhookSender(
-            pool, allow_private=config.http.webhooks_to_private_addresses
-        )
         await webhook_sender.watch(listener)
         node.duty(Duty.WEBHOOK_DELIVERIES, webhook_sender.run)
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes

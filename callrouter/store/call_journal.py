@@ -13,7 +13,11 @@ database refuses as data (a bug, not an outage) is logged and skipped so it cann
 later call. Such a log line names the event's type, its call id and the error's class,
 SQLSTATE and constraint, never the event's values or the error's message (which quotes them: a
 caller's number). ``flushed()`` lets a caller wait until what it recorded is in the database
-(the B2BUA announces a finished call, and sends its webhook, once its record is there).
+(the B2BUA announces a finished call once its record is there).
+
+Webhook events about a call (``WebhookRaised``) ride the journal like the call's own events:
+spooled in the same write and fsync, stored in the same transaction as the rows they report
+on, with delivery ids derived from the event's id, so a replay queues each once.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class CallJournal:
         thread hand-off, an fsync and a transaction per event or two were most of the
         journal's cost at 100 calls/s; 0 spools whatever has arrived at once (tests).
     :param backoff: seconds to wait after the n-th consecutive failed attempt (n from 1).
+    :param webhooks_queued: called after a batch that queued webhook deliveries is committed
+        (it wakes the webhook sender).
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class CallJournal:
         max_batch: int = 500,
         flush_interval: float = 0.05,
         backoff: Callable[[int], float] = lambda n: min(2.0, 0.1 * 2**n),
+        webhooks_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._pool = pool
         self._spool = spool
@@ -83,6 +90,7 @@ class CallJournal:
         self._max_batch = max_batch
         self._flush_interval = flush_interval
         self._backoff = backoff
+        self._webhooks_queued = webhooks_queued
         self._unspooled: list[CallEvent] = []
         self._pending: deque[Spooled] = deque()
         self._recorded = 0
@@ -236,18 +244,23 @@ class CallJournal:
         async with self._pool.acquire() as connection:
             try:
                 async with connection.transaction():
-                    await write_batch(connection, [spooled.event for spooled in batch], self._node)
+                    queued = await write_batch(
+                        connection, [spooled.event for spooled in batch], self._node
+                    )
             except _REFUSED:
-                await self._write_one_by_one(connection, batch)
+                queued = await self._write_one_by_one(connection, batch)
+        if queued:
+            self._webhooks_queued()
 
     async def _write_one_by_one(
         self, connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], batch: list[Spooled]
-    ) -> None:
+    ) -> int:
+        queued = 0
         for spooled in batch:
             event = spooled.event
             try:
                 async with connection.transaction():
-                    await write_batch(connection, [event], self._node)
+                    queued += await write_batch(connection, [event], self._node)
             except _REFUSED as exc:
                 log.error(
                     "call journal: dropped %s of call %s: %s (sqlstate %s, constraint %s)",
@@ -257,6 +270,7 @@ class CallJournal:
                     getattr(exc, "sqlstate", None),
                     getattr(exc, "constraint_name", None),
                 )
+        return queued
 
     def _release_waiters(self) -> None:
         keep = []
