@@ -790,6 +790,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
                 webhooks_queued=webhook_sender.wake,
             )
         )
+        metrics.state.journal_unspooled = lambda: journal.unspooled
         await journal.flushed()
         if journal.replayed:
             say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")

@@ -17,7 +17,9 @@ caller's number). ``flushed()`` lets a caller wait until what it recorded is in 
 
 Webhook events about a call (``WebhookRaised``) ride the journal like the call's own events:
 spooled in the same write and fsync, stored in the same transaction as the rows they report
-on, with delivery ids derived from the event's id, so a replay queues each once.
+on, with delivery ids derived from the event's id, so a replay queues each once. When the
+spool cannot take a batch (``spool_max_bytes`` reached, or the disk full), the batch is kept
+in memory only: logged once per run of failures and counted in ``unspooled``.
 """
 
 from __future__ import annotations
@@ -102,8 +104,12 @@ class CallJournal:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._spool_failing = False
+        self._position_failing = False
         self.replayed = 0
         """Events found in the spool at start that the database did not have."""
+        self.unspooled = 0
+        """Events the spool could not take (full, or the disk full) since start: held in
+        memory only, so a crash before the database has them loses them (a metric)."""
 
     def record(self, event: CallEvent) -> None:
         """Queue an event; it will be written after every event recorded before it."""
@@ -191,8 +197,13 @@ class CallJournal:
             except (SpoolFull, OSError) as exc:
                 # Calls go on; these events reach the database, but would not survive a crash.
                 if not self._spool_failing:
-                    log.error("call journal: cannot spool events to disk: %s", exc)
+                    log.error(
+                        "call journal: cannot spool events to disk (%s); they are held in "
+                        "memory only until the database has them",
+                        exc,
+                    )
                 self._spool_failing = True
+                self.unspooled += len(batch)
                 spooled = [Spooled(_NOT_SPOOLED, event) for event in batch]
             else:
                 if self._spool_failing:
@@ -234,11 +245,24 @@ class CallJournal:
                 self._release_waiters()
                 last = max(s.seq for s in batch)
                 if self._spool is not None and last != _NOT_SPOOLED:
-                    await loop.run_in_executor(None, self._spool.applied, last)
+                    await self._note_applied(loop, last)
                 continue
             if self._closing and failures > 3:
                 return
             await asyncio.sleep(self._backoff(failures))
+
+    async def _note_applied(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
+        assert self._spool is not None
+        try:
+            await loop.run_in_executor(None, self._spool.applied, seq)
+        except OSError as exc:
+            # The database has the events; a full disk only means the next start replays
+            # them, which changes nothing (every event's SQL is idempotent).
+            if not self._position_failing:
+                log.error("call journal: cannot note the spool's position (%s)", exc)
+            self._position_failing = True
+        else:
+            self._position_failing = False
 
     async def _write(self, batch: list[Spooled]) -> None:
         async with self._pool.acquire() as connection:

@@ -1,11 +1,17 @@
-"""A call's webhook events ride the call journal: spooled with the call's own events, and
-queued once however often the spool is replayed. Real PostgreSQL, a real spool."""
+"""A call's webhook events ride the call journal: spooled with the call's own events, queued
+once however often the spool is replayed, and a disk too full to spool them (or to note what the
+database has) is logged and counted while the events still reach the database. Real
+PostgreSQL, a real spool, a real tmpfs filled to the last page."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import shutil
-from collections.abc import AsyncIterator
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -133,3 +139,119 @@ async def test_an_event_no_webhook_of_its_client_wants_queues_nothing(
         await asyncio.wait_for(journal.flushed(), 20)
     assert await deliveries(pool) == []
     assert woken == []
+
+
+@contextlib.contextmanager
+def small_disk(under: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (needs root: mount(2))."""
+    mount = under / "disk"
+    mount.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)], check=True
+    )
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free page of ``disk`` with a file of our own."""
+    filler = disk / "filler"
+    descriptor = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(descriptor, b"\0" * 4096)
+    finally:
+        os.close(descriptor)
+    return filler
+
+
+async def until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+async def test_a_full_disk_is_logged_and_counted_and_the_events_still_reach_the_database(
+    pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_id, every, _ends = await client_with_hooks(pool)
+    call_id = uuid4()
+    with small_disk(tmp_path, "64k") as disk:
+        directory = disk / "spool"
+        spool = EventSpool(directory, max_bytes=1 << 20)
+        journal = CallJournal(pool, spool, flush_interval=0, backoff=lambda _n: 0.01)
+        async with pool.acquire() as blocker:
+            # The journal's writes wait behind this lock while the disk fills: the events it
+            # spooled are noted as written only once the disk is full.
+            locked = blocker.transaction()
+            await locked.start()
+            await blocker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
+            async with journal:
+                journal.record(started(call_id, client_id))
+                journal.record(raised(call_id, client_id, "call.started"))
+                await until(lambda: spool.bytes > 0)
+                filler = fill(disk)
+                await locked.rollback()
+                await asyncio.wait_for(journal.flushed(), 20)
+
+                # Spooling fails now (part of the batch fits in the segment's last page, the
+                # rest does not): logged, counted, and the events still reach the database.
+                journal.record(started(uuid4(), client_id, attribution="x" * 20_000))
+                journal.record(CallEnded(call_id, "answered", "caller", "BYE", T0))
+                journal.record(raised(call_id, client_id, "call.completed"))
+                await asyncio.wait_for(journal.flushed(), 20)
+                assert journal.unspooled == 3
+
+                # Room again: spooled again, after nothing of the failed batch.
+                filler.unlink()
+                later = raised(call_id, client_id, "call.completed")
+                journal.record(CallEnded(call_id, "answered", "caller", "BYE", T0))
+                journal.record(later)
+                await asyncio.wait_for(journal.flushed(), 20)
+                assert journal.unspooled == 3
+        messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert any("cannot note the spool's position" in m for m in messages), messages
+        assert any("cannot spool events to disk" in m for m in messages), messages
+        assert any("spooling to disk again" in m for m in messages), messages
+
+        # On disk: the first batch and the last, whole; the failed one cut off, not half there.
+        caplog.clear()
+        (directory / "applied").write_text("0")
+        held = EventSpool(directory, max_bytes=1 << 20).open()
+        assert [type(s.event).__name__ for s in held] == [
+            "CallStarted",
+            "WebhookRaised",
+            "CallEnded",
+            "WebhookRaised",
+        ]
+        assert held[-1].event == later
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+    rows = await deliveries(pool)
+    assert sorted(r["event"] for r in rows if r["webhook_id"] == every.id) == [
+        "call.completed",
+        "call.completed",
+        "call.started",
+    ]
+    row = await pool.fetchrow("SELECT state FROM calls WHERE id = $1", call_id)
+    assert row is not None and row["state"] == "ended"
+
+
+async def test_a_spool_at_its_limit_is_logged_and_counted_and_the_events_still_land(
+    pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_id, every, _ends = await client_with_hooks(pool)
+    call_id = uuid4()
+    async with CallJournal(pool, EventSpool(tmp_path, max_bytes=200), flush_interval=0) as journal:
+        journal.record(started(call_id, client_id))
+        journal.record(raised(call_id, client_id, "call.started"))
+        await asyncio.wait_for(journal.flushed(), 20)
+        assert journal.unspooled == 2
+    assert "cannot spool events to disk (the spool holds 0 bytes (limit 200))" in caplog.text
+    rows = await deliveries(pool)
+    assert [(r["webhook_id"], r["event"]) for r in rows] == [(every.id, "call.started")]
