@@ -24,7 +24,7 @@ from callrouter.store.call_journal import CallJournal
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.ids import derived_id, new_id
-from callrouter.store.spool import EventSpool
+from callrouter.store.spool import Encoded, EventSpool, Spooled
 from callrouter.store.webhooks import WEBHOOKS, Webhook
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
@@ -123,6 +123,36 @@ async def test_a_spooled_webhook_event_is_queued_once_however_often_it_is_replay
         assert woken == [1], "the sender is woken for new deliveries only"
     (row,) = [r for r in rows if r["event"] == "call.started"]
     assert row["payload"] == begun.payload
+
+
+class CountingSpool(EventSpool):
+    """A real spool on disk that notes the size of each write (each is one write and one fsync)."""
+
+    writes: list[int]
+
+    def write(self, encoded: Encoded) -> list[Spooled]:
+        self.writes.append(len(encoded.spooled))
+        return super().write(encoded)
+
+
+async def test_webhook_events_take_no_fsync_of_their_own(
+    pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path
+) -> None:
+    """With the database up, a call's webhook events go to disk in the write and fsync its own
+    events take anyway, and reach the database in the same batch."""
+    client_id, every, _ends = await client_with_hooks(pool)
+    spool = CountingSpool(tmp_path / "spool", max_bytes=1 << 20)
+    spool.writes = []
+    async with CallJournal(pool, spool, flush_interval=1.0) as journal:
+        for _ in range(20):
+            call_id = uuid4()
+            journal.record(started(call_id, client_id))
+            journal.record(raised(call_id, client_id, "call.started"))
+            await asyncio.sleep(0)  # the loop turns between calls, as between two datagrams
+        await asyncio.wait_for(journal.flushed(), 20)
+    assert spool.writes == [40]
+    rows = await deliveries(pool)
+    assert [(r["webhook_id"], r["event"]) for r in rows] == [(every.id, "call.started")] * 20
 
 
 async def test_an_event_no_webhook_of_its_client_wants_queues_nothing(
