@@ -57,7 +57,7 @@ ROLL_UPS = (
 )
 """The console's triggers on calls (migration 0012)."""
 
-Writer = Callable[[Executor, Sequence[CallEvent]], Awaitable[None]]
+Writer = Callable[[Executor, Sequence[CallEvent]], Awaitable[object]]
 
 
 async def apply(connection: Executor, event: CallEvent) -> None:
@@ -184,7 +184,7 @@ def with_webhooks(call: list[CallEvent], client: UUID) -> list[CallEvent]:
 
 async def enqueued_one_by_one(connection: Executor, batch: Sequence[CallEvent]) -> None:
     """The reference for webhook events: the calls batched, each webhook event queued alone
-    (a look-up and an insert), as ``emit_soon`` did before they rode the journal."""
+    (a look-up and an insert), as the webhook sender did before they rode the journal."""
     await write_batch(connection, batch)
     for event in batch:
         if isinstance(event, WebhookRaised):

@@ -191,7 +191,8 @@ class Router:
             },
         )
         assert status == 201, hook
-        return hook
+        made: dict[str, Any] = hook
+        return made
 
     @property
     def postmaster(self) -> int:
