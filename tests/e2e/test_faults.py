@@ -4,7 +4,8 @@
   API answers 503 with Retry-After (never 500), ``serve`` restarts PostgreSQL itself, and every
   call has exactly one correct row once it is back.
 - ``serve`` and every process under it are SIGKILLed with a call up: the next ``serve`` starts
-  first time, and the call is closed as interrupted at the last heartbeat, not the restart.
+  first time, and the call is closed as interrupted at the last heartbeat, not the restart,
+  with its call.completed event queued.
 - ``serve`` is SIGKILLed while the database is away: the calls it finished are recorded as they
   were, and their webhooks are delivered once each, signed, at the next start.
 - SIGTERM with calls up: new calls get 503 with Retry-After, a second signal hangs up at once,
@@ -350,6 +351,16 @@ def test_serve_and_all_its_children_killed_then_the_next_start_works_first_time(
         assert (call["disposition"], call["hangup_by"]) == ("interrupted", "system")
         # It ended at the last heartbeat before the kill, not at the restart.
         assert call["answered_at"] <= call["ended_at"] <= killed_at
+        # Its webhooks hear of its end, as they would of a lost node's call (queued with the
+        # close; the endpoint does not exist, the row is what is checked).
+        (completed,) = query(
+            data_dir,
+            "SELECT payload -> 'data' ->> 'call_id' AS call_id, "
+            "payload -> 'data' ->> 'disposition' AS disposition, "
+            "payload -> 'data' ->> 'reason' AS reason "
+            "FROM webhook_deliveries WHERE event = 'call.completed'",
+        )
+        assert tuple(completed) == (str(call["id"]), "interrupted", "server restarted")
     finally:
         again.server.stop()
 
