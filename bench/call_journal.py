@@ -5,7 +5,9 @@ did before (its per-event SQL, kept here as it was): every event its own stateme
 in one transaction. Both write the same
 calls (ten events each: two destinations tried, the second answers, the caller hangs up) in
 batches of ``--batch`` events; printed: events/s for each, the ratio, and the statements each
-sends per batch.
+sends per batch. Then the batched writer again with a webhook that wants each call's three
+webhook events (call.started, call.answered, call.completed), which ride the journal as events
+of their own: calls/s with and without them.
 
 usage: python3 bench/call_journal.py [--calls 5000] [--batch 500]
 """
@@ -36,6 +38,7 @@ from callrouter.call_events import (  # noqa: E402
     CallRinging,
     CallStarted,
     RecordingRefused,
+    WebhookRaised,
 )
 from callrouter.store.call_rows import write_batch  # noqa: E402
 from callrouter.store.clients import CLIENTS  # noqa: E402
@@ -43,6 +46,7 @@ from callrouter.store.database import Executor, connect, ensure_database  # noqa
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres  # noqa: E402
 from callrouter.store.ids import new_id  # noqa: E402
 from callrouter.store.migrations import migrate  # noqa: E402
+from callrouter.store.webhooks import WEBHOOKS, enqueue  # noqa: E402
 from tests.store.test_call_rows import whole_call  # noqa: E402
 
 ROLL_UPS = (
@@ -53,7 +57,7 @@ ROLL_UPS = (
 )
 """The console's triggers on calls (migration 0012)."""
 
-Writer = Callable[[Executor, Sequence[CallEvent]], Awaitable[None]]
+Writer = Callable[[Executor, Sequence[CallEvent]], Awaitable[object]]
 
 
 async def apply(connection: Executor, event: CallEvent) -> None:
@@ -151,16 +155,59 @@ async def one_statement_per_event(connection: Executor, batch: Sequence[CallEven
         await apply(connection, event)
 
 
+def with_webhooks(call: list[CallEvent], client: UUID) -> list[CallEvent]:
+    """A whole call's events with the webhook events the B2BUA raises among them, each with
+    a payload of the size a real one has."""
+    first = call[0]
+    assert isinstance(first, CallStarted)
+
+    def raised(event: str) -> WebhookRaised:
+        data = {
+            "call_id": str(first.call_id),
+            "tracking_number": first.tracking_number,
+            "caller_number": first.caller_number,
+            "session_id": None,
+            "attribution": {"source": "google", "medium": "cpc", "campaign": "winter"},
+        }
+        payload = {"event": event, "created_at": first.at.isoformat(), "data": data}
+        return WebhookRaised(first.call_id, client, new_id(), event, payload, first.at)
+
+    return [
+        first,
+        raised("call.started"),
+        *call[1:8],
+        raised("call.answered"),
+        *call[8:],
+        raised("call.completed"),
+    ]
+
+
+async def enqueued_one_by_one(connection: Executor, batch: Sequence[CallEvent]) -> None:
+    """The reference for webhook events: the calls batched, each webhook event queued alone
+    (a look-up and an insert), as the webhook sender did before they rode the journal."""
+    await write_batch(connection, batch)
+    for event in batch:
+        if isinstance(event, WebhookRaised):
+            await enqueue(
+                connection, event.client_id, event.event, event.payload, event_id=event.event_id
+            )
+
+
 async def run(
-    dsn: str, client: UUID, calls: int, batch_size: int, write: Writer
+    dsn: str,
+    client: UUID,
+    calls: int,
+    batch_size: int,
+    write: Writer,
+    *,
+    webhooks: bool = False,
 ) -> tuple[float, int]:
     """(events/s, statements per batch)"""
     start_at = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
-    events = [
-        e
-        for n in range(calls)
-        for e in whole_call(new_id(), client, start_at + timedelta(minutes=n))
-    ]
+    events: list[CallEvent] = []
+    for n in range(calls):
+        call = whole_call(new_id(), client, start_at + timedelta(minutes=n))
+        events += with_webhooks(call, client) if webhooks else call
     connection = await connect(dsn)
     sent: list[str] = []
     connection.add_query_logger(lambda record: sent.append(record.query))
@@ -206,6 +253,28 @@ async def bench(dsn: str, calls: int, batch_size: int) -> None:
     print(f"ratio batched/reference: {batched / reference:.2f}")
     print(f"batched without the console's roll-up triggers: {bare:10,.0f} events/s")
     print(f"ratio with/without roll-ups: {batched / bare:.2f}")
+    # A client whose webhook wants every call event: 13 events a call instead of 10.
+    connection = await connect(dsn)
+    try:
+        hooked = (await CLIENTS.insert(connection, {}, {"name": "Hooked"})).id
+        await WEBHOOKS.insert(
+            connection,
+            {"client_id": hooked, "secret": "bench"},
+            {
+                "url": "https://hooks.example/bench",
+                "events": ["call.started", "call.answered", "call.completed"],
+            },
+        )
+    finally:
+        await connection.close()
+    plain, _ = await run(dsn, client, calls, batch_size, write_batch)
+    with_hooks, _ = await run(dsn, hooked, calls, batch_size, write_batch, webhooks=True)
+    alone, _ = await run(dsn, hooked, calls, batch_size, enqueued_one_by_one, webhooks=True)
+    print(f"calls/s without webhooks: {plain / 10:10,.0f}")
+    print(f"calls/s with three webhook events a call, batched: {with_hooks / 13:10,.0f}")
+    print(f"calls/s with them queued one by one (before):      {alone / 13:10,.0f}")
+    print(f"ratio with/without webhooks: {with_hooks / 13 / (plain / 10):.2f}")
+    print(f"ratio batched/one by one: {with_hooks / alone:.2f}")
 
 
 def main() -> None:

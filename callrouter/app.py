@@ -673,6 +673,31 @@ async def _disposing(recordings_service: Recordings, deleted: asyncio.Event, say
             await asyncio.wait_for(deleted.wait(), DISPOSAL_POLL_SECONDS)
 
 
+async def _completed_as_interrupted(
+    webhook_sender: WebhookSender,
+    connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+    closed: list[calls.InterruptedCall],
+) -> None:
+    """Queue, in the caller's transaction, the call.completed event of each call it closed as
+    interrupted: what the node that had the call would have sent, named by the call's id as
+    that node's would be (routing/b2bua.py), so a call ends once for its webhooks."""
+    for lost in closed:
+        data = {
+            "call_id": lost.id,
+            "tracking_number": lost.tracking_number,
+            "caller_number": lost.caller_number,
+            "session_id": lost.session_id,
+            "attribution": lost.attribution,
+            "disposition": "interrupted",
+            "hangup_by": "system",
+            "reason": lost.hangup_reason,
+            "attempts": lost.attempts,
+        }
+        await webhook_sender.emit_in(
+            connection, lost.client_id, "call.completed", data, event_id=lost.id
+        )
+
+
 async def _closing_lost_calls(
     pool: asyncpg.Pool[asyncpg.Record],
     node_timeout: float,
@@ -684,21 +709,7 @@ async def _closing_lost_calls(
     while True:
         async with pool.acquire() as connection, connection.transaction():
             closed = await calls.close_on_lost_nodes(connection, node_timeout)
-            for lost in closed:
-                data = {
-                    "call_id": lost.id,
-                    "tracking_number": lost.tracking_number,
-                    "caller_number": lost.caller_number,
-                    "session_id": lost.session_id,
-                    "attribution": lost.attribution,
-                    "disposition": "interrupted",
-                    "hangup_by": "system",
-                    "reason": lost.hangup_reason,
-                    "attempts": lost.attempts,
-                }
-                await webhook_sender.emit_in(
-                    connection, lost.client_id, "call.completed", data, event_id=lost.id
-                )
+            await _completed_as_interrupted(webhook_sender, connection, closed)
         for node, count in Counter(lost.node for lost in closed).items():
             say(f"cluster: closed {count} open call(s) of lost node {node} as interrupted")
         await asyncio.sleep(HEARTBEAT_SECONDS)
@@ -775,17 +786,36 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         # Call events of the last run that the database does not have yet (it was away, or we
         # were killed) are written first; only then are calls still open known interrupted.
+        # Webhook events of calls ride the journal (stored with the call's rows); the journal
+        # wakes the sender when it has queued deliveries.
+        webhook_sender = WebhookSender(
+            pool, allow_private=config.http.webhooks_to_private_addresses
+        )
         spool = EventSpool(config.data_dir / "spool", max_bytes=config.database.spool_max_bytes)
         journal = await stack.enter_async_context(
-            CallJournal(pool, spool, availability=availability, node=name)
+            CallJournal(
+                pool,
+                spool,
+                availability=availability,
+                node=name,
+                webhooks_queued=webhook_sender.wake,
+            )
         )
+        metrics.state.journal_unspooled = lambda: journal.unspooled
         await journal.flushed()
         if journal.replayed:
             say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")
         heartbeat = Heartbeat(config.data_dir / "heartbeat")
         # The file outlives a database outage; the node's row stands in when the file is lost.
-        if interrupted := await calls.close_interrupted(pool, heartbeat.last() or last_alive, name):
-            say(f"calls: closed {interrupted} call(s) left open by the last run as interrupted")
+        async with pool.acquire() as connection, connection.transaction():
+            interrupted = await calls.close_interrupted(
+                connection, heartbeat.last() or last_alive, name
+            )
+            await _completed_as_interrupted(webhook_sender, connection, interrupted)
+        if interrupted:
+            say(
+                f"calls: closed {len(interrupted)} call(s) left open by the last run as interrupted"
+            )
         supervisor.start("heartbeat", lambda: heartbeat.run(HEARTBEAT_SECONDS))
 
         authenticator = Authenticator(
@@ -821,9 +851,6 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         metrics.state.sessions_live = lambda: visitor_sessions.live
         metrics.state.pools = lambda: pool_figures(visitor_sessions)
 
-        webhook_sender = WebhookSender(
-            pool, allow_private=config.http.webhooks_to_private_addresses
-        )
         await webhook_sender.watch(listener)
         node.duty(Duty.WEBHOOK_DELIVERIES, webhook_sender.run)
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes

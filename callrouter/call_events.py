@@ -24,6 +24,7 @@ __all__ = [
     "CallRinging",
     "CallStarted",
     "RecordingRefused",
+    "WebhookRaised",
 ]
 
 
@@ -127,6 +128,26 @@ class RecordingRefused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookRaised:
+    """A webhook event about the call, for its client's webhooks that want it.
+
+    It rides the journal with the call's own events, so it is on disk (the spool) in the same
+    fsync as they are, and it is stored in the same transaction as the rows it reports on: a
+    kill while the database is away loses it no more than it loses the call."""
+
+    call_id: UUID
+    client_id: UUID
+    #: Names the event: each webhook's delivery id is derived from it and the webhook's id, so
+    #: a replay of the spool adds no second delivery.
+    event_id: UUID
+    #: call.started, call.answered, call.completed
+    event: str
+    #: The body sent, already plain JSON values; it may carry the caller's number.
+    payload: dict[str, Any] = field(hash=False, repr=False)
+    at: datetime
+
+
 CallEvent = (
     CallStarted
     | CallRinging
@@ -137,4 +158,5 @@ CallEvent = (
     | AttemptAnswered
     | AttemptEnded
     | RecordingRefused
+    | WebhookRaised
 )

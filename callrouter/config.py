@@ -57,8 +57,10 @@ class DatabaseConfig:
     pool_max: int = setting(10, "Maximum connections.")
     spool_max_bytes: int = setting(
         256 << 20,
-        "Largest size, in bytes, of the spool under data_dir/spool that keeps call events on "
-        "local disk while the database is away.",
+        "Largest size, in bytes, of the spool under data_dir/spool that keeps call events "
+        "(and their webhook events) on local disk while the database is away; beyond it they "
+        "are held in memory only (logged, and counted in "
+        "callrouter_journal_unspooled_events_total).",
     )
 
 

@@ -57,6 +57,8 @@ class State:
     """Delivery attempts by outcome (delivered, failed, gave_up)."""
     journal_lag: Callable[[], float] = lambda: 0.0
     """Seconds the oldest call event not yet written has waited (0 when none waits)."""
+    journal_unspooled: Callable[[], int] = lambda: 0
+    """Call events the spool could not take (full, or the disk full): in memory only."""
     duties: Callable[[], Mapping[str, bool]] = dict
     """Per once-only duty of the cluster: whether this node does it now."""
 
@@ -135,6 +137,12 @@ class StateCollector(Collector):
             "journal_lag_seconds",
             "Age of the oldest call event not yet written to the database.",
             s.journal_lag(),
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_journal_unspooled_events",
+            "Call and webhook events the spool could not take ([database] spool_max_bytes "
+            "reached, or the disk full): held in memory only until the database has them.",
+            value=s.journal_unspooled(),
         )
         duties = GaugeMetricFamily(
             f"{PREFIX}_cluster_duty",

@@ -1,7 +1,10 @@
 """Webhook delivery: signed JSON POSTs to clients' endpoints, retried with backoff for hours.
 
 Each delivery is a row first (``store.webhooks``), so nothing is lost to a restart; the sender
-takes due rows, POSTs them and records the outcome. The signature header is
+takes due rows, POSTs them and records the outcome. A call's events (call.started,
+call.answered, call.completed) are not stored here: ``raised`` makes them call events that the
+call journal spools to disk and stores with the call's rows, so a kill while the database is
+away loses none. The signature header is
 ``Callrouter-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>" with the secret>``;
 a receiver recomputes it and rejects old timestamps (see the README's recipe).
 """
@@ -15,7 +18,7 @@ import hmac
 import json
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +27,7 @@ from uuid import UUID
 
 import aiohttp
 
+from callrouter.call_events import WebhookRaised
 from callrouter.public_addresses import PublicOnlyResolver, check_literal
 from callrouter.store import webhooks as store
 from callrouter.store.availability import OUTAGE_ERRORS
@@ -69,8 +73,8 @@ def _json_default(value: Any) -> Any:
     raise TypeError(type(value).__name__)
 
 
-def _payload(event: str, data: dict[str, Any]) -> dict[str, Any]:
-    payload = {"event": event, "created_at": datetime.now(UTC), "data": data}
+def _payload(event: str, data: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+    payload = {"event": event, "created_at": at or datetime.now(UTC), "data": data}
     decoded: dict[str, Any] = json.loads(json.dumps(payload, default=_json_default))
     return decoded
 
@@ -95,10 +99,6 @@ class WebhookSender:
     """Attempts since start by outcome: delivered, failed (will retry), gave_up (metrics)."""
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _progress: asyncio.Condition = field(default_factory=asyncio.Condition)
-    max_waiting: int = 100_000
-    """Events from ``emit_soon`` that may wait in memory for the database."""
-    _waiting: deque[tuple[UUID, UUID, str, dict[str, Any]]] = field(default_factory=deque)
-    _storing: asyncio.Task[None] | None = None
     _wanted: dict[UUID, frozenset[str]] | None = None
     """The events each client's webhooks want, while ``watch`` keeps it true; None: not
     known (not watched, a change not read yet, the LISTEN connection lost), so every event is
@@ -110,10 +110,11 @@ class WebhookSender:
     """Reads of the wanted events kept since start (``reloaded`` waits on it)."""
 
     async def watch(self, listener: Listener) -> None:
-        """Keep which events each client's webhooks want in memory, so that ``emit_soon``
+        """Keep which events each client's webhooks want in memory, so that ``raised``
         drops an event nobody wants without a query (a call raises three; most clients have
-        no webhook). Every change is NOTIFYed (migration 0017); while nobody listens the
-        sender goes back to asking the database, and reads the table again once it listens."""
+        no webhook). Every change is NOTIFYed (migration 0017); while nobody listens every
+        event is taken as wanted (the database decides when it is stored), and the table is
+        read again once it listens."""
         await listener.add_listener(store.CHANGED_CHANNEL, self._changed)
         listener.on_lost(self._forget)
         listener.on_listening(self._read_wanted)
@@ -177,37 +178,32 @@ class WebhookSender:
         await store.enqueue_one(self.db, hook, event, _payload(event, data))
         self._wake.set()
 
-    def emit_soon(self, client_id: UUID, event: str, data: dict[str, Any]) -> None:
-        """``emit`` from synchronous code (the B2BUA), which never waits: events are stored in
-        the order raised by one task; while the database is away they wait in memory (at most
-        ``max_waiting``) and are stored once it is back, so a call's webhooks outlive an outage.
+    def raised(
+        self,
+        call_id: UUID,
+        client_id: UUID,
+        event: str,
+        data: dict[str, Any],
+        *,
+        at: datetime,
+        event_id: UUID | None = None,
+    ) -> WebhookRaised | None:
+        """A call's event for the call journal, which stores it with the call's rows (and
+        spools it to disk with them while the database is away); None when no webhook of the
+        client wants it (known without a query once ``watch`` knows).
+
+        :param event_id: names the event for good (default: a new id); the call's id for
+            call.completed, as the closer of a lost node's calls uses, so a call ends once.
         """
         if not self._may_want(client_id, event):
-            return
-        if len(self._waiting) >= self.max_waiting:
-            log.error(
-                "webhooks: %d events wait for the database; dropped %s", self.max_waiting, event
-            )
-            return
-        self._waiting.append((new_id(), client_id, event, _payload(event, data)))
-        if self._storing is None or self._storing.done():
-            self._storing = asyncio.get_running_loop().create_task(self._store_waiting())
+            return None
+        return WebhookRaised(
+            call_id, client_id, event_id or new_id(), event, _payload(event, data, at), at
+        )
 
-    async def _store_waiting(self) -> None:
-        failures = 0
-        while self._waiting:
-            event_id, client_id, event, payload = self._waiting[0]
-            try:
-                if await store.enqueue(self.db, client_id, event, payload, event_id=event_id):
-                    self._wake.set()
-            except OUTAGE_ERRORS:
-                failures += 1
-                await asyncio.sleep(min(5.0, 0.1 * 2**failures))
-                continue
-            except Exception:
-                log.exception("webhooks: could not queue a %s event; dropped", event)
-            failures = 0
-            self._waiting.popleft()
+    def wake(self) -> None:
+        """Deliveries were queued elsewhere (the call journal): look for due ones now."""
+        self._wake.set()
 
     async def run(self) -> None:
         """Send due deliveries until cancelled; wakes on new events, polls every second."""

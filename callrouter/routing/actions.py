@@ -93,8 +93,9 @@ class Record:
 
 @dataclass(frozen=True)
 class Notify:
-    """Emit a webhook event for the call's client."""
+    """Raise a webhook event about the call for its client."""
 
+    call_id: uuid.UUID
     client_id: uuid.UUID
     event: str
     data: dict[str, Any]
@@ -143,8 +144,8 @@ class ObserveDialled:
 
 @dataclass(frozen=True)
 class Finished:
-    """The call ended: count it, and once its record is durable log it and send
-    ``call.completed``."""
+    """The call ended: count it, raise ``call.completed`` (after its ``CallEnded`` in the
+    journal), and once its record is durable log it."""
 
     call: Call
     disposition: str

@@ -9,8 +9,9 @@ Rules of this file:
 - All work happens on the one event loop; timers come from the injected clock, wall-clock time
   from ``wall``.
 - Nothing waits for the call journal before a call goes on: ``Record`` queues the event (the
-  journal spools it to disk and writes it behind), and only a finished call's log line and
-  ``call.completed`` webhook wait until its record is in the database.
+  journal spools it to disk and writes it behind), and only a finished call's log line waits
+  until its record is in the database. Webhook events ride the journal too (``Notify``, and
+  call.completed on ``Finished``): stored with the rows they report on, never before them.
 """
 
 from __future__ import annotations
@@ -316,9 +317,8 @@ class B2bua:
                 self._cancel_timer(key)
             case Record(event=event):
                 self.journal.record(event)
-            case Notify(client_id=client_id, event=name, data=data):
-                if self.webhooks is not None:
-                    self.webhooks.emit_soon(client_id, name, data)
+            case Notify(call_id=call_id, client_id=client_id, event=name, data=data):
+                self._raise(call_id, client_id, name, data)
             case Resolve(call=call_id, seq=seq, destination=destination):
                 self._spawn(self._resolve(call_id, seq, destination))
             case MediaCommand(call=call_id, command=command):
@@ -330,10 +330,36 @@ class B2bua:
             case ObserveDialled(seconds=seconds):
                 if self.metrics is not None:
                     self.metrics.post_dial_delay.observe(seconds)
-            case Finished():
+            case Finished(call=call):
                 if self.metrics is not None:
                     self.metrics.calls.labels(action.disposition).inc()
+                data = webhook_data(
+                    call,
+                    disposition=action.disposition,
+                    hangup_by=action.hangup_by,
+                    reason=action.reason,
+                    attempts=call.attempts,
+                )
+                # The call's id names its end: the closer of a lost node's calls raises the
+                # same one, so a call ends once for its webhooks whoever closes it.
+                self._raise(call.id, call.number.client_id, "call.completed", data, call.id)
                 self._spawn(self._announce_when_durable(action))
+
+    def _raise(
+        self,
+        call_id: uuid.UUID,
+        client_id: uuid.UUID,
+        event: str,
+        data: dict[str, Any],
+        event_id: uuid.UUID | None = None,
+    ) -> None:
+        if self.webhooks is None:
+            return
+        raised = self.webhooks.raised(
+            call_id, client_id, event, data, at=self.wall(), event_id=event_id
+        )
+        if raised is not None:
+            self.journal.record(raised)
 
     def _fire(self, key: TimerKey) -> None:
         self._timers.pop(key, None)
@@ -406,15 +432,6 @@ class B2bua:
                 "attempts": call.attempts,
             },
         )
-        if self.webhooks is not None:
-            data = webhook_data(
-                call,
-                disposition=finished.disposition,
-                hangup_by=finished.hangup_by,
-                reason=finished.reason,
-                attempts=call.attempts,
-            )
-            self.webhooks.emit_soon(call.number.client_id, "call.completed", data)
 
 
 def _call_id(key: str) -> uuid.UUID | None:

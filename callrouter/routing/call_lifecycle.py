@@ -144,7 +144,7 @@ class CallLifecycle:
             self._emit(Forget(ref))
 
     def _notify(self, call: Call, event: str) -> None:
-        self._emit(Notify(call.number.client_id, event, webhook_data(call)))
+        self._emit(Notify(call.id, call.number.client_id, event, webhook_data(call)))
 
     def _contact(self, flow: Flow) -> str:
         return contact_uri(flow, self.local.sent_by(flow))

@@ -13,7 +13,13 @@ database refuses as data (a bug, not an outage) is logged and skipped so it cann
 later call. Such a log line names the event's type, its call id and the error's class,
 SQLSTATE and constraint, never the event's values or the error's message (which quotes them: a
 caller's number). ``flushed()`` lets a caller wait until what it recorded is in the database
-(the B2BUA announces a finished call, and sends its webhook, once its record is there).
+(the B2BUA announces a finished call once its record is there).
+
+Webhook events about a call (``WebhookRaised``) ride the journal like the call's own events:
+spooled in the same write and fsync, stored in the same transaction as the rows they report
+on, with delivery ids derived from the event's id, so a replay queues each once. When the
+spool cannot take a batch (``spool_max_bytes`` reached, or the disk full), the batch is kept
+in memory only: logged once per run of failures and counted in ``unspooled``.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class CallJournal:
         thread hand-off, an fsync and a transaction per event or two were most of the
         journal's cost at 100 calls/s; 0 spools whatever has arrived at once (tests).
     :param backoff: seconds to wait after the n-th consecutive failed attempt (n from 1).
+    :param webhooks_queued: called after a batch that queued webhook deliveries is committed
+        (it wakes the webhook sender).
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class CallJournal:
         max_batch: int = 500,
         flush_interval: float = 0.05,
         backoff: Callable[[int], float] = lambda n: min(2.0, 0.1 * 2**n),
+        webhooks_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._pool = pool
         self._spool = spool
@@ -83,6 +92,7 @@ class CallJournal:
         self._max_batch = max_batch
         self._flush_interval = flush_interval
         self._backoff = backoff
+        self._webhooks_queued = webhooks_queued
         self._unspooled: list[CallEvent] = []
         self._pending: deque[Spooled] = deque()
         self._recorded = 0
@@ -94,8 +104,12 @@ class CallJournal:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._spool_failing = False
+        self._position_failing = False
         self.replayed = 0
         """Events found in the spool at start that the database did not have."""
+        self.unspooled = 0
+        """Events the spool could not take (full, or the disk full) since start: held in
+        memory only, so a crash before the database has them loses them (a metric)."""
 
     def record(self, event: CallEvent) -> None:
         """Queue an event; it will be written after every event recorded before it."""
@@ -183,8 +197,13 @@ class CallJournal:
             except (SpoolFull, OSError) as exc:
                 # Calls go on; these events reach the database, but would not survive a crash.
                 if not self._spool_failing:
-                    log.error("call journal: cannot spool events to disk: %s", exc)
+                    log.error(
+                        "call journal: cannot spool events to disk (%s); they are held in "
+                        "memory only until the database has them",
+                        exc,
+                    )
                 self._spool_failing = True
+                self.unspooled += len(batch)
                 spooled = [Spooled(_NOT_SPOOLED, event) for event in batch]
             else:
                 if self._spool_failing:
@@ -226,28 +245,46 @@ class CallJournal:
                 self._release_waiters()
                 last = max(s.seq for s in batch)
                 if self._spool is not None and last != _NOT_SPOOLED:
-                    await loop.run_in_executor(None, self._spool.applied, last)
+                    await self._note_applied(loop, last)
                 continue
             if self._closing and failures > 3:
                 return
             await asyncio.sleep(self._backoff(failures))
 
+    async def _note_applied(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
+        assert self._spool is not None
+        try:
+            await loop.run_in_executor(None, self._spool.applied, seq)
+        except OSError as exc:
+            # The database has the events; a full disk only means the next start replays
+            # them, which changes nothing (every event's SQL is idempotent).
+            if not self._position_failing:
+                log.error("call journal: cannot note the spool's position (%s)", exc)
+            self._position_failing = True
+        else:
+            self._position_failing = False
+
     async def _write(self, batch: list[Spooled]) -> None:
         async with self._pool.acquire() as connection:
             try:
                 async with connection.transaction():
-                    await write_batch(connection, [spooled.event for spooled in batch], self._node)
+                    queued = await write_batch(
+                        connection, [spooled.event for spooled in batch], self._node
+                    )
             except _REFUSED:
-                await self._write_one_by_one(connection, batch)
+                queued = await self._write_one_by_one(connection, batch)
+        if queued:
+            self._webhooks_queued()
 
     async def _write_one_by_one(
         self, connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], batch: list[Spooled]
-    ) -> None:
+    ) -> int:
+        queued = 0
         for spooled in batch:
             event = spooled.event
             try:
                 async with connection.transaction():
-                    await write_batch(connection, [event], self._node)
+                    queued += await write_batch(connection, [event], self._node)
             except _REFUSED as exc:
                 log.error(
                     "call journal: dropped %s of call %s: %s (sqlstate %s, constraint %s)",
@@ -257,6 +294,7 @@ class CallJournal:
                     getattr(exc, "sqlstate", None),
                     getattr(exc, "constraint_name", None),
                 )
+        return queued
 
     def _release_waiters(self) -> None:
         keep = []

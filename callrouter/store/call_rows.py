@@ -36,8 +36,10 @@ from callrouter.call_events import (
     CallRinging,
     CallStarted,
     RecordingRefused,
+    WebhookRaised,
 )
 from callrouter.store.database import Executor
+from callrouter.store.webhooks import enqueue_raised
 
 __all__ = ["write_batch"]
 
@@ -121,11 +123,14 @@ AttemptRows = dict[tuple[UUID, int], AttemptRow]
 
 
 def fold(batch: Sequence[CallEvent]) -> tuple[CallRows, AttemptRows]:
-    """The batch per row, rows in the order the batch first names them."""
+    """The batch per row, rows in the order the batch first names them (webhook events
+    change no row)."""
     calls: CallRows = {}
     attempts: AttemptRows = {}
     for event in batch:
         match event:
+            case WebhookRaised():
+                continue
             case AttemptStarted() | AttemptRinging() | AttemptAnswered() | AttemptEnded():
                 key = (event.call_id, event.seq)
                 if key not in attempts:
@@ -289,14 +294,17 @@ def _attempt_params(rows: AttemptRows) -> list[list[object]]:
 
 async def write_batch(
     connection: Executor, batch: Sequence[CallEvent], node: str | None = None
-) -> None:
-    """The SQL for a batch, calls before their attempts (which refer to them): one statement
-    for each table the batch touches.
+) -> int:
+    """The SQL for a batch, calls before their attempts (which refer to them), then the
+    webhook deliveries the batch raised: one statement for each table the batch touches (two
+    for deliveries). Returns how many deliveries were queued.
 
     :param node: the node whose calls these are (written into the calls it starts).
     """
+    raised = [event for event in batch if isinstance(event, WebhookRaised)]
     calls, attempts = fold(batch)
     if calls:
         await connection.execute(_CALLS, *_call_params(calls), node)
     if attempts:
         await connection.execute(_ATTEMPTS, *_attempt_params(attempts))
+    return await enqueue_raised(connection, raised) if raised else 0

@@ -147,7 +147,9 @@ async def attempts_of(db: Executor, call_ids: Sequence[UUID]) -> dict[UUID, list
     return result
 
 
-async def close_interrupted(db: Executor, last_alive: datetime | None, node: str) -> int:
+async def close_interrupted(
+    db: Executor, last_alive: datetime | None, node: str
+) -> list[InterruptedCall]:
     """This node's calls still open from before its crash or kill: closed out, never left
     'live' forever (another node's calls are its own, or the survivors', to close).
 
@@ -162,30 +164,34 @@ async def close_interrupted(db: Executor, last_alive: datetime | None, node: str
 
     :param last_alive: the previous run's last heartbeat, when the calls really ended (no
         earlier than each call's own last event); None: unknown, now.
+    :returns: the calls closed, with what their call.completed events say.
     """
-    closed = await db.fetchval(
+    rows = await db.fetch(
         f"""WITH closed AS (
                UPDATE calls SET state = 'ended', disposition = 'interrupted',
                       hangup_by = 'system', hangup_reason = 'server restarted',
                       ended_at = greatest(started_at, ringing_at, answered_at,
                                           coalesce($1::timestamptz, now()))
                WHERE state <> 'ended' AND (node = $2 OR node IS NULL)
-               RETURNING id, ended_at, hangup_reason),
+               RETURNING id, client_id, ended_at, node, hangup_reason, tracking_number,
+                         caller_number, session_id, attribution),
            {_CLOSE_ATTEMPTS}
-           SELECT count(*) FROM closed""",
+           {_CLOSED_CALLS}""",
         last_alive,
         node,
     )
-    return int(closed)
+    return [InterruptedCall(**dict(row)) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
-class LostCall:
-    """A call a survivor closed for a node that is gone: what its call.completed event says."""
+class InterruptedCall:
+    """A call closed as interrupted for a run that is gone (this node's last one, or a lost
+    node's): what its call.completed event says."""
 
     id: UUID
     client_id: UUID
-    node: str
+    #: None for a call from before the cluster.
+    node: str | None
     tracking_number: str
     caller_number: str | None
     session_id: UUID | None
@@ -194,7 +200,7 @@ class LostCall:
     attempts: int
 
 
-async def close_on_lost_nodes(db: Executor, node_timeout: float) -> list[LostCall]:
+async def close_on_lost_nodes(db: Executor, node_timeout: float) -> list[InterruptedCall]:
     """Open calls of every node that is gone (no heartbeat for ``node_timeout`` seconds and no
     database session holding its lock) closed as interrupted at its last heartbeat; the calls
     closed. A node that restarts takes its lock before it takes calls, so the calls this
@@ -214,14 +220,18 @@ async def close_on_lost_nodes(db: Executor, node_timeout: float) -> list[LostCal
                RETURNING c.id, c.client_id, c.ended_at, c.node, c.hangup_reason,
                          c.tracking_number, c.caller_number, c.session_id, c.attribution),
            {_CLOSE_ATTEMPTS}
-           SELECT closed.id, client_id, node, tracking_number, caller_number, session_id,
-                  attribution, hangup_reason,
-                  (SELECT count(*) FROM call_attempts a WHERE a.call_id = closed.id) AS attempts
-             FROM closed ORDER BY closed.id""",
+           {_CLOSED_CALLS}""",
         node_timeout,
         NODE_LOCK,
     )
-    return [LostCall(**dict(row)) for row in rows]
+    return [InterruptedCall(**dict(row)) for row in rows]
+
+
+_CLOSED_CALLS = """SELECT closed.id, client_id, node, tracking_number, caller_number, session_id,
+                  attribution, hangup_reason,
+                  (SELECT count(*) FROM call_attempts a WHERE a.call_id = closed.id) AS attempts
+             FROM closed ORDER BY closed.id"""
+"""The calls a WITH clause named ``closed`` just closed, as ``InterruptedCall`` rows."""
 
 
 _CLOSE_ATTEMPTS = """attempts AS (

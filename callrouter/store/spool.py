@@ -18,6 +18,7 @@ thread from holding the GIL while the loop wants it: it only waits in system cal
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -173,10 +174,13 @@ class EventSpool:
         return held
 
     def _new_segment(self) -> None:
+        path = self.directory / f"{self._next_seq:020d}{_SEGMENT_SUFFIX}"
+        # Opened before the old one is closed: when the disk is full the spool keeps a
+        # working file, never a closed descriptor whose number another file may be given.
+        opened = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         if self._file is not None:
             os.close(self._file)
-        path = self.directory / f"{self._next_seq:020d}{_SEGMENT_SUFFIX}"
-        self._file = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = opened
         if not self._segments or self._segments[-1][1] != path:
             self._segments.append((self._next_seq, path))
         directory = os.open(self.directory, os.O_RDONLY)
@@ -195,17 +199,27 @@ class EventSpool:
 
     def write(self, encoded: Encoded) -> list[Spooled]:
         """Append ``encoded`` and fsync it; returns its events. Raises SpoolFull, writing
-        nothing, when it would take the spool past ``max_bytes``."""
+        nothing, when it would take the spool past ``max_bytes``, and OSError (the disk is
+        full), having cut off what part of the batch it wrote."""
         with self._lock:
             assert self._file is not None, "open() first"
             spooled, data = encoded.spooled, encoded.data
             assert not spooled or spooled[0].seq == self._next_seq, "encoded for another position"
             if self._bytes + len(data) > self.max_bytes:
                 raise SpoolFull(f"the spool holds {self._bytes} bytes (limit {self.max_bytes})")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._file, view) :]
-            os.fsync(self._file)
+            end = os.fstat(self._file).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._file, view) :]
+                os.fsync(self._file)
+            except OSError:
+                # A full disk takes part of a batch: left there, its half line would swallow
+                # the first line of the next batch written, and its whole lines would replay
+                # under numbers the next batch takes again.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._file, end)
+                raise
             self._bytes += len(data)
             self._next_seq += len(spooled)
             return spooled

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from callrouter.call_events import WebhookRaised
 from callrouter.store.database import Executor
 from callrouter.store.ids import derived_id, new_id
 from callrouter.store.tenant_table import TenantTable
@@ -107,6 +109,38 @@ async def enqueue(
             ],
         )
     return len(rows)
+
+
+async def enqueue_raised(db: Executor, raised: Sequence[WebhookRaised]) -> int:
+    """A delivery for each webhook that wants each of the call journal's ``raised`` events,
+    in two statements for the whole batch; how many were new.
+
+    Each delivery's id is derived from its event's and its webhook's, so a batch replayed
+    from the spool (the database had it, but the kill came before the spool heard so) adds
+    nothing. A webhook made after the event was raised gets it too, as it would with
+    ``enqueue`` at that time.
+    """
+    hooks = await db.fetch(
+        "SELECT id, client_id, events FROM webhooks WHERE client_id = ANY($1::uuid[])",
+        list({r.client_id for r in raised}),
+    )
+    rows = [
+        (derived_id(r.event_id, hook["id"]), r.client_id, hook["id"], r.event, r.payload)
+        for r in raised
+        for hook in hooks
+        if hook["client_id"] == r.client_id and r.event in hook["events"]
+    ]
+    if not rows:
+        return 0
+    inserted = await db.fetch(
+        """INSERT INTO webhook_deliveries (id, client_id, webhook_id, event, payload,
+                                           next_attempt_at)
+           SELECT *, now() FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
+                                       $5::jsonb[])
+           ON CONFLICT (id) DO NOTHING RETURNING id""",
+        *(list(column) for column in zip(*rows, strict=True)),
+    )
+    return len(inserted)
 
 
 async def enqueue_one(db: Executor, hook: Webhook, event: str, payload: dict[str, Any]) -> None:

@@ -4,7 +4,10 @@
   API answers 503 with Retry-After (never 500), ``serve`` restarts PostgreSQL itself, and every
   call has exactly one correct row once it is back.
 - ``serve`` and every process under it are SIGKILLed with a call up: the next ``serve`` starts
-  first time, and the call is closed as interrupted at the last heartbeat, not the restart.
+  first time, and the call is closed as interrupted at the last heartbeat, not the restart,
+  with its call.completed event queued.
+- ``serve`` is SIGKILLed while the database is away: the calls it finished are recorded as they
+  were, and their webhooks are delivered once each, signed, at the next start.
 - SIGTERM with calls up: new calls get 503 with Retry-After, a second signal hangs up at once,
   both legs of each call get BYE, and the rows say the server shut down.
 """
@@ -35,6 +38,7 @@ from callrouter.store.database import ensure_database
 from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from tests.e2e.serve import ServeProcess, seed_cluster
 from tests.e2e.sipp import SCENARIOS, free_port, request_scenario, run_sipp, sipp_command
+from tests.e2e.test_swap import Receiver
 
 NUMBER = "+441515550001"
 RATE = 20
@@ -165,7 +169,13 @@ class Router:
     def api(self, path: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
         return http(self.url + path, self.key, body)
 
-    def route(self, destination: str) -> None:
+    def route(
+        self,
+        destination: str,
+        hook_url: str = "https://hooks.example/callrouter",
+        hook_events: tuple[str, ...] = ("call.started", "call.completed"),
+    ) -> dict[str, Any]:
+        """The client, its number and its webhook; returns the webhook (with its secret)."""
         status, _, client = self.api("/v1/clients", {"name": "Acme"})
         assert status == 201, client
         status, _, number = self.api(
@@ -177,11 +187,13 @@ class Router:
             "/v1/webhooks",
             {
                 "client_id": client["id"],
-                "url": "https://hooks.example/callrouter",
-                "events": ["call.started", "call.completed"],
+                "url": hook_url,
+                "events": list(hook_events),
             },
         )
         assert status == 201, hook
+        made: dict[str, Any] = hook
+        return made
 
     @property
     def postmaster(self) -> int:
@@ -339,6 +351,16 @@ def test_serve_and_all_its_children_killed_then_the_next_start_works_first_time(
         assert (call["disposition"], call["hangup_by"]) == ("interrupted", "system")
         # It ended at the last heartbeat before the kill, not at the restart.
         assert call["answered_at"] <= call["ended_at"] <= killed_at
+        # Its webhooks hear of its end, as they would of a lost node's call (queued with the
+        # close; the endpoint does not exist, the row is what is checked).
+        (completed,) = query(
+            data_dir,
+            "SELECT payload -> 'data' ->> 'call_id' AS call_id, "
+            "payload -> 'data' ->> 'disposition' AS disposition, "
+            "payload -> 'data' ->> 'reason' AS reason "
+            "FROM webhook_deliveries WHERE event = 'call.completed'",
+        )
+        assert tuple(completed) == (str(call["id"]), "interrupted", "server restarted")
     finally:
         again.server.stop()
 
@@ -419,6 +441,97 @@ def test_calls_that_ended_while_the_database_was_away_survive_a_kill_of_serve(
         finally:
             again.server.stop()
     finally:
+        database.stop()
+
+
+def test_webhooks_of_a_call_made_while_the_database_was_away_survive_a_kill_of_serve(
+    workdir: Path, processes: Callable[..., subprocess.Popen[str]]
+) -> None:
+    """The database stopped, a call made and ended, serve SIGKILLed before the database is
+    back: at the next start the call's three webhook events are delivered, signed, once each."""
+    seed_cluster(workdir)
+    database = EmbeddedPostgres(workdir / "postgres")
+    database.start()
+    receiver = Receiver()
+    private = ("--http-webhooks-to-private-addresses", "true")
+    try:
+        asyncio.run(ensure_database(database.admin_dsn, DATABASE))
+        data_dir = workdir / "data"
+        router = Router(data_dir, "--database-url", database.dsn, *private)
+        pbx_port = free_port()
+        events = ("call.started", "call.answered", "call.completed")
+        hook = router.route(f"sip:desk@127.0.0.1:{pbx_port}", receiver.url, events)
+        processes(
+            [
+                "sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(pbx_port), "-nostdin",
+                "-timeout", "120s",
+            ],
+            workdir / "pbx",
+        )  # fmt: skip
+
+        def call(name: str) -> None:
+            carrier = processes(
+                [
+                    "sipp", f"127.0.0.1:{router.port}", "-sn", "uac", "-d", "200", "-s", NUMBER,
+                    "-m", "1", "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+                    "-timeout", "60s", "-timeout_error",
+                ],
+                workdir / name,
+            )  # fmt: skip
+            out, _ = carrier.communicate(timeout=90)
+            assert carrier.returncode == 0, out[-3000:]
+
+        # A call while the database is up puts the number in memory, and shows the receiver
+        # works: its three events arrive.
+        delivered = (
+            "SELECT attempts FROM webhook_deliveries "
+            f"WHERE webhook_id = '{hook['id']}' AND delivered_at IS NOT NULL"
+        )
+        call("first")
+        first = receiver.events(3, hook["secret"])
+        assert set(first) == set(events)
+        # Noted as delivered before the database goes (else they would be sent again).
+        until(lambda: len(query_dsn(database.dsn, delivered)) == 3, 30, "three deliveries")
+        database.stop()  # away, and (not embedded) nobody brings it back
+        until(lambda: http(router.url + "/v1/ready")[0] == 503, 30, "readiness to say so")
+
+        call("second")
+        spooled = data_dir / "spool"
+
+        def spooled_ends() -> int:
+            lines = (line for f in spooled.glob("*.jsonl") for line in f.read_text().splitlines())
+            return sum('"type":"WebhookRaised"' in x and "call.completed" in x for x in lines)
+
+        # Both calls' call.completed on disk (the spool keeps applied events until its
+        # segment rolls), then serve and everything under it killed.
+        until(lambda: spooled_ends() >= 2, 30, "the second call's call.completed on disk")
+        assert receiver.received.empty()
+        kill_everything(router)
+        killed_at = datetime.now(UTC)
+
+        database.start()
+        again = Router(data_dir, "--database-url", database.dsn, *private)
+        try:
+            again.server.wait_for(r"calls: wrote \d+ call event\(s\) spooled by the last run")
+            second = receiver.events(3, hook["secret"])  # signatures checked
+            assert set(second) == set(events)
+            (call_id,) = {event["data"]["call_id"] for event in second.values()}
+            assert call_id != first["call.started"]["data"]["call_id"]
+            assert second["call.completed"]["data"]["disposition"] == "answered"
+            for event in second.values():  # raised before the kill, not made up at the start
+                assert datetime.fromisoformat(event["created_at"]) < killed_at
+            # Once each: six deliveries in all, each sent once, and nothing more arrives.
+            until(lambda: len(query_dsn(database.dsn, delivered)) == 6, 30, "six deliveries")
+            rows = query_dsn(
+                database.dsn,
+                f"SELECT attempts FROM webhook_deliveries WHERE webhook_id = '{hook['id']}'",
+            )
+            assert [r["attempts"] for r in rows] == [1] * 6
+            assert receiver.received.empty()
+        finally:
+            again.server.stop()
+    finally:
+        receiver.close()
         database.stop()
 
 

@@ -169,7 +169,7 @@ async def test_calls_left_open_by_a_crash_are_closed_as_interrupted(
         journal.record(CallEnded(done, "no_answer", "system", "ring timeout", T0))
         await journal.flushed()
     last_heartbeat = T0 + timedelta(seconds=42)
-    assert await calls.close_interrupted(pool, last_heartbeat, "a") == 1
+    assert len(await calls.close_interrupted(pool, last_heartbeat, "a")) == 1
     call = await calls.get(pool, live, None)
     assert call is not None
     assert (call.state, call.disposition, call.hangup_by) == ("ended", "interrupted", "system")
@@ -181,7 +181,7 @@ async def test_calls_left_open_by_a_crash_are_closed_as_interrupted(
     untouched = await calls.get(pool, done, None)
     assert untouched is not None and untouched.disposition == "no_answer"
     assert untouched.ended_at == T0
-    assert await calls.close_interrupted(pool, None, "a") == 0
+    assert await calls.close_interrupted(pool, None, "a") == []
 
 
 async def test_a_call_that_started_after_the_last_heartbeat_ends_no_earlier_than_it_began(
@@ -193,7 +193,7 @@ async def test_a_call_that_started_after_the_last_heartbeat_ends_no_earlier_than
         journal.record(started(late, client.id, T0 + timedelta(seconds=5)))
         journal.record(CallAnswered(late, T0 + timedelta(seconds=6)))
         await journal.flushed()
-    assert await calls.close_interrupted(pool, T0, "a") == 1
+    assert len(await calls.close_interrupted(pool, T0, "a")) == 1
     call = await calls.get(pool, late, None)
     assert call is not None and call.ended_at == T0 + timedelta(seconds=6)
 
@@ -216,7 +216,7 @@ async def test_an_answered_attempt_stays_answered_when_a_crash_interrupts_its_ca
         journal.record(AttemptRinging(ringing, 1, T0 + timedelta(seconds=1)))
         await journal.flushed()
     last_heartbeat = T0 + timedelta(seconds=30)
-    assert await calls.close_interrupted(pool, last_heartbeat, "a") == 2
+    assert len(await calls.close_interrupted(pool, last_heartbeat, "a")) == 2
     call = await calls.get(pool, talking, None)
     assert call is not None
     assert (call.disposition, call.answered_at) == ("interrupted", T0 + timedelta(seconds=3))

@@ -150,7 +150,9 @@ async def test_a_restarting_node_closes_its_own_calls_and_the_pre_cluster_ones_o
         await _open_call(pool, "node-b"),
         await _open_call(pool, None),
     )
-    assert await calls.close_interrupted(pool, T0 + timedelta(seconds=9), "node-a") == 2
+    closed = await calls.close_interrupted(pool, T0 + timedelta(seconds=9), "node-a")
+    assert {c.id for c in closed} == {mine, old}
+    assert {c.hangup_reason for c in closed} == {"server restarted"}
     assert await _state(pool, mine) == ("ended", "server restarted")
     assert await _state(pool, old) == ("ended", "server restarted")
     assert await _state(pool, theirs) == ("active", None)
