@@ -205,16 +205,20 @@ class CallLifecycle:
     def _keep_alive(self, call: Call, session: SessionExpires | None) -> None:
         """A 2xx to the call's INVITE or to a refresh (re-INVITE, UPDATE) settled ``session``:
         the call ends if no refresh comes within it (RFC 4028 §10, BYE before it expires), or,
-        without one, when it has lasted ``max_call_seconds``."""
+        without one, when it has lasted ``max_call_seconds``. An interval longer than that
+        ceiling watches nothing the ceiling would not, so the ceiling stays armed too (a peer
+        answering a day-long interval cannot keep a dead call up past it)."""
         call.session = session
         if session is not None:
-            self._stop_timer(call, "ceiling")
             self._start_timer(call, "session", bye_before(session.interval))
-            return
-        self._stop_timer(call, "session")
-        if self.max_call_seconds and call.answered is not None:
+        else:
+            self._stop_timer(call, "session")
+        unwatched = session is None or session.interval > self.max_call_seconds
+        if self.max_call_seconds and call.answered is not None and unwatched:
             lasted = self._now - call.answered
             self._start_timer(call, "ceiling", max(0.0, self.max_call_seconds - lasted))
+        else:
+            self._stop_timer(call, "ceiling")
 
     def _hang_up(self, call: Call, reason: str) -> None:
         """End an answered call from our side: BYE to both legs."""

@@ -90,7 +90,8 @@ def answer_interval(sent: Request, incoming: Request, response: Response) -> Ses
     """
     got, _ = _readable(response)
     if got is not None:
-        return got
+        # Never below 90 s (§4): a peer's 2xx saying 1 s would have us hang up at once.
+        return SessionExpires(max(got.interval, MIN_SE), got.refresher)
     asked, _ = _readable(sent)
     if asked is not None and supports_timer(incoming.headers):
         return SessionExpires(asked.interval, "uac")  # §8.2: the sender refreshes

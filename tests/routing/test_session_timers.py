@@ -291,3 +291,31 @@ def test_a_longer_max_duration_loses_to_the_ceiling() -> None:
     p.advance(601)
     assert byes(p, call, ref) == (1, 1)
     assert ended(p) == [("answered", "system", "max call seconds")]
+
+
+# -- hostile or odd intervals ----------------------------------------------------------------
+
+
+def test_an_interval_below_90_s_in_a_2xx_is_held_to_90() -> None:
+    p = peers()
+    call, ref = connect(p, TIMER_CALLER, (("Session-Expires", "1;refresher=uac"),))
+    assert our_200(p, call).headers.get("Session-Expires") == "90;refresher=uac"
+    p.advance(59)
+    assert byes(p, call, ref) == (0, 0)
+
+
+def test_an_unreadable_interval_in_a_2xx_counts_as_none() -> None:
+    p = peers(max_call_seconds=600)
+    call, ref = connect(p, (), (("Session-Expires", "soon"),))
+    assert call.session is None and {k.kind for k in p.timers} == {"ceiling"}
+    p.advance(601)
+    assert ended(p) == [("answered", "system", "max call seconds")]
+
+
+def test_an_interval_longer_than_the_ceiling_keeps_the_ceiling_armed() -> None:
+    p = peers(max_call_seconds=600)
+    call, ref = connect(p, TIMER_CALLER, (("Session-Expires", "86400;refresher=uac"),))
+    assert {k.kind for k in p.timers} == {"session", "ceiling"}
+    p.advance(601)
+    assert byes(p, call, ref) == (1, 1)
+    assert ended(p) == [("answered", "system", "max call seconds")]
