@@ -306,7 +306,7 @@ def test_an_interval_below_90_s_in_a_2xx_is_held_to_90() -> None:
 
 def test_an_unreadable_interval_in_a_2xx_counts_as_none() -> None:
     p = peers(max_call_seconds=600)
-    call, ref = connect(p, (), (("Session-Expires", "soon"),))
+    call, _ref = connect(p, (), (("Session-Expires", "soon"),))
     assert call.session is None and {k.kind for k in p.timers} == {"ceiling"}
     p.advance(601)
     assert ended(p) == [("answered", "system", "max call seconds")]
