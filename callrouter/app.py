@@ -400,6 +400,8 @@ async def _start_sip(
         reactor,
         trunk_table,
         target_timeout=sip.target_timeout,
+        session_expires=sip.session_expires,
+        max_call_seconds=sip.max_call_seconds,
         sessions=visitor_sessions,
         webhooks=webhook_sender,
         media=media_events.anchor,

@@ -23,6 +23,7 @@ from typing import Any
 from cryptography import x509
 
 from callrouter.ip_networks import Network, parse_networks
+from callrouter.sip.session_timer import MIN_SE
 
 ENV_PREFIX = "CALLROUTER_"
 CONFIG_PATH_ENV = "CALLROUTER_CONFIG"
@@ -228,6 +229,18 @@ class SipConfig:
     )
     dns_servers: str = setting(
         "", "Comma-separated address:port of DNS servers for RFC 3263; empty: /etc/resolv.conf."
+    )
+    session_expires: int = setting(
+        1800,
+        "Session interval (RFC 4028), seconds, asked of destinations when the caller asks for "
+        "none: a destination that supports session timers then refreshes the call, and a call "
+        "whose refreshes stop is ended. 0 asks for none; else at least 90.",
+    )
+    max_call_seconds: int = setting(
+        14400,
+        "Longest an answered call without a session timer may last, seconds; then both legs "
+        "get BYE (a lost BYE would otherwise hold the call, and its client's max_calls_per_client "
+        "share, for good). 0: no limit.",
     )
     drain_seconds: float = setting(
         30.0,
@@ -670,6 +683,18 @@ def _check_http(http: HttpConfig, origins: Mapping[tuple[str, ...], str]) -> Non
 
 
 def _check_sip(sip: SipConfig, origins: Mapping[tuple[str, ...], str]) -> None:
+    def named(key: str) -> str:
+        return f"{origins.get(('sip', key), 'default')}: sip.{key}"
+
+    if sip.session_expires and not MIN_SE <= sip.session_expires <= 86400:
+        raise ConfigError(
+            f"{named('session_expires')}: {sip.session_expires} is not 0 or "
+            f"{MIN_SE}-86400 seconds (RFC 4028 Min-SE)"
+        )
+    if sip.max_call_seconds < 0:
+        raise ConfigError(
+            f"{named('max_call_seconds')}: {sip.max_call_seconds} is negative (0: no limit)"
+        )
     if sip.tls_ca_file is None:
         return
     where = f"{origins.get(('sip', 'tls_ca_file'), 'default')}: sip.tls_ca_file"

@@ -126,6 +126,37 @@ def test_media_settings_no_worker_could_run_with_are_refused_at_load(
     assert str(excinfo.value) == message.replace("callrouter.toml", str(path))
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[sip]\nport = 5070\nsession_expires = 60\n",
+            "callrouter.toml:3: sip.session_expires: 60 is not 0 or 90-86400 seconds "
+            "(RFC 4028 Min-SE)",
+        ),
+        (
+            "[sip]\nmax_call_seconds = -1\n",
+            "callrouter.toml:2: sip.max_call_seconds: -1 is negative (0: no limit)",
+        ),
+        ("[sip]\nmax_call_seconds = '4h'\n", "callrouter.toml:2: sip.max_call_seconds: expected"),
+    ],
+)
+def test_call_lifetime_settings_are_refused_at_load_naming_the_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value).startswith(message.replace("callrouter.toml", str(path)))
+
+
+def test_call_lifetimes_default_to_a_generous_ceiling_and_a_half_hour_timer() -> None:
+    sip = load_config(None, {}, {}).sip
+    assert (sip.session_expires, sip.max_call_seconds) == (1800, 14400)
+    off = load_config(None, {"CALLROUTER_SIP_MAX_CALL_SECONDS": "0"}, {"sip.session_expires": "0"})
+    assert (off.sip.session_expires, off.sip.max_call_seconds) == (0, 0)
+
+
 def test_a_range_too_small_for_the_workers_is_refused_whichever_source_sets_them() -> None:
     with pytest.raises(ConfigError) as excinfo:
         load_config(None, {"CALLROUTER_MEDIA_PORTS": "30000-30010"}, {"media.workers": "4"})

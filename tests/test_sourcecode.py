@@ -41,6 +41,7 @@ CONTROLLER_MODULES = (
     "forking",
     "in_dialog",
     "outbound",
+    "session_timers",
 )
 
 #: What the controller may import of callrouter: the SIP core, the call events it records, and

@@ -111,6 +111,10 @@ class B2bua:
     trunks: TrunkTable
     target_timeout: float = 5.0
     """Seconds a target may stay silent (not even 100 Trying) before the next one is tried."""
+    session_expires: int = 1800
+    """The session interval destinations are asked for when the caller asks for none (0: none)."""
+    max_call_seconds: float = 14400.0
+    """How long an answered call without a session timer may last (0: no limit)."""
     sessions: Sessions | None = None
     """The pools' leases: a call to a pool number is attributed to the visit holding it."""
     webhooks: WebhookSender | None = None
@@ -136,7 +140,12 @@ class B2bua:
 
     def __post_init__(self) -> None:
         self.controller = Controller(
-            self.service, self.service.endpoint.timers, self.media, self.target_timeout
+            self.service,
+            self.service.endpoint.timers,
+            self.media,
+            self.target_timeout,
+            session_expires=self.session_expires,
+            max_call_seconds=self.max_call_seconds,
         )
 
     @property

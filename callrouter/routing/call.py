@@ -17,6 +17,7 @@ from callrouter.routing.trunks import Trunk
 from callrouter.sip.dialogs import AnswerRepeater, Dialog
 from callrouter.sip.events import Flow
 from callrouter.sip.message import Request
+from callrouter.sip.session_timer import SessionExpires
 from callrouter.sip.uri import SipUri
 from callrouter.store.numbers import Number
 
@@ -35,7 +36,9 @@ def classify(status: int) -> str:
         return "busy"
     if status in (408, 480):
         return "no_answer"
-    if status >= 500 and status != 600:
+    if (status >= 500 and status != 600) or status == 422:
+        # A 422 still standing after our retry refused our session interval, not the caller's
+        # call: passed on, it would ask the caller for a Min-SE it never sent.
         return "error"
     return "rejected"
 
@@ -49,7 +52,8 @@ DISPOSITION = {"busy": "busy", "no_answer": "no_answer", "error": "failed", "rej
 class TimerKey:
     """One timer of one call: ``ring`` (the dial step's ring timeout), ``target`` (the target of
     the INVITE ``ref`` stays silent), ``answer`` (our 2xx's next repetition), ``duration`` (the
-    dialplan's maximum duration)."""
+    dialplan's maximum duration), ``session`` (no refresh within the session interval, RFC
+    4028), ``ceiling`` (``max_call_seconds`` of a call without a session timer)."""
 
     call: uuid.UUID
     kind: str
@@ -78,6 +82,8 @@ class Branch:
     """RFC 3263 targets not tried yet."""
     skipped: list[str] = field(default_factory=list)
     """Targets that failed before the current one (for the attempt's reason)."""
+    min_se: int | None = None
+    """The Min-SE of the 422 its INVITE was sent again with (RFC 4028 §7.4; once only)."""
 
 
 @dataclass(eq=False)
@@ -96,6 +102,11 @@ class Call:
     arrived: float = 0.0
     """When the caller's INVITE reached us (the controller's clock), for the post-dial delay."""
     max_duration: float | None = None
+    answered: float | None = None
+    """When the call was answered (the controller's clock), for ``max_call_seconds``."""
+    session: SessionExpires | None = None
+    """The session interval settled by the last 2xx to an INVITE or UPDATE (None: the call has
+    no session timer, and ``max_call_seconds`` applies)."""
     state: CallState = CallState.ROUTING
     branches: list[Branch] = field(default_factory=list)
     """The branches of the dial step now running."""
@@ -149,6 +160,8 @@ class Relay:
     incoming_tid: str
     incoming: Request
     towards_caller: bool
+    relayed: Request
+    """The request as it left on the other leg (the session interval it asked for)."""
 
 
 def webhook_data(call: Call, **extra: Any) -> dict[str, Any]:

@@ -43,11 +43,19 @@ from callrouter.sip.dialogs import Dialog, DialogId
 from callrouter.sip.errors import SipError
 from callrouter.sip.events import Flow
 from callrouter.sip.message import Request
+from callrouter.sip.session_timer import SessionExpires, bye_before
 from callrouter.sip.transactions import Timers
 
-__all__ = ["CallLifecycle", "LocalAddresses", "MediaPort"]
+__all__ = ["CEILING", "SESSION_EXPIRED", "CallLifecycle", "LocalAddresses", "MediaPort"]
 
 log = logging.getLogger(__name__)
+
+
+SESSION_EXPIRED = "session expired"
+"""The hang-up reason of a call whose session interval passed without a refresh."""
+
+CEILING = "max call seconds"
+"""The hang-up reason of a call without a session timer that reached ``max_call_seconds``."""
 
 
 class LocalAddresses(Protocol):
@@ -83,12 +91,18 @@ class CallLifecycle:
     :param media: the media anchor (None: recording is not available).
     :param target_timeout: seconds a target may stay silent (not even 100 Trying) before the
         branch's next target is tried.
+    :param session_expires: the session interval destinations are asked for when the caller
+        asks for none (routing/session_timers.py); 0 asks for none.
+    :param max_call_seconds: how long an answered call without a session timer may last; 0
+        for no limit.
     """
 
     local: LocalAddresses
     timers: Timers
     media: MediaPort | None = None
     target_timeout: float = 5.0
+    session_expires: int = 1800
+    max_call_seconds: float = 14400.0
     calls: dict[str, Call] = field(default_factory=dict)
     """Calls in progress by their caller's INVITE transaction."""
     _by_id: dict[uuid.UUID, Call] = field(default_factory=dict)
@@ -187,6 +201,24 @@ class CallLifecycle:
                 self._end(call, "answered", "system", "no ACK from the caller")
             return
         self._start_timer(call, "answer", max(0.0, repeater.deadline - self._now))
+
+    def _keep_alive(self, call: Call, session: SessionExpires | None) -> None:
+        """A 2xx to the call's INVITE or to a refresh (re-INVITE, UPDATE) settled ``session``:
+        the call ends if no refresh comes within it (RFC 4028 §10, BYE before it expires), or,
+        without one, when it has lasted ``max_call_seconds``. An interval longer than that
+        ceiling watches nothing the ceiling would not, so the ceiling stays armed too (a peer
+        answering a day-long interval cannot keep a dead call up past it)."""
+        call.session = session
+        if session is not None:
+            self._start_timer(call, "session", bye_before(session.interval))
+        else:
+            self._stop_timer(call, "session")
+        unwatched = session is None or session.interval > self.max_call_seconds
+        if self.max_call_seconds and call.answered is not None and unwatched:
+            lasted = self._now - call.answered
+            self._start_timer(call, "ceiling", max(0.0, self.max_call_seconds - lasted))
+        else:
+            self._stop_timer(call, "ceiling")
 
     def _hang_up(self, call: Call, reason: str) -> None:
         """End an answered call from our side: BYE to both legs."""

@@ -30,6 +30,7 @@ from datetime import datetime
 from callrouter.call_events import CallStarted
 from callrouter.routing.actions import Action, PlayPrompt, Respond, SendStateless
 from callrouter.routing.call import Branch, Call, TimerKey
+from callrouter.routing.call_lifecycle import CEILING, SESSION_EXPIRED
 from callrouter.routing.call_states import BranchState, CallState
 from callrouter.routing.events import (
     AckArrived,
@@ -69,6 +70,10 @@ class Controller(Forking):
     :param media: the media anchor (None: recording is not available).
     :param target_timeout: seconds a target may stay silent (not even 100 Trying) before the
         branch's next target is tried.
+    :param session_expires: the session interval destinations are asked for when the caller
+        asks for none; 0 asks for none.
+    :param max_call_seconds: how long an answered call without a session timer may last; 0
+        for no limit.
     """
 
     # -- questions the adapter asks before handing an event over -----------------------------------
@@ -190,6 +195,10 @@ class Controller(Forking):
             self._repeat_answer(call)
         elif key.kind == "duration":
             self._hang_up(call, "max duration")
+        elif key.kind == "session":
+            self._hang_up(call, SESSION_EXPIRED)
+        elif key.kind == "ceiling":
+            self._hang_up(call, CEILING)
 
     def _media_bound(self, call_id: uuid.UUID, failure: str | None) -> None:
         """The worker has bound the call's ports (or could not): play, or go on without."""

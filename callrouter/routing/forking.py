@@ -33,10 +33,12 @@ from callrouter.routing.events import Resolved
 from callrouter.routing.in_dialog import InDialogRelay
 from callrouter.routing.outbound import (
     ack_request,
+    allow_towards,
     dialog_flow,
     dialog_response,
     outbound_invite,
 )
+from callrouter.routing.session_timers import answer_interval, carry_response, refused_interval
 from callrouter.sip.dialogs import AnswerRepeater, Dialog
 from callrouter.sip.message import Response
 
@@ -151,6 +153,8 @@ class Forking(InDialogRelay):
             presented_number=call.presented_number,
             trunk=branch.trunk,
             body=call.callee_offer or call.request.body,
+            session_expires=self.session_expires,
+            min_se=branch.min_se,
         )
         branch.state = next_branch_state(branch.state, why)
         branch.final = False
@@ -232,8 +236,10 @@ class Forking(InDialogRelay):
         self._stop_timer(call, "target", ref)
         if status >= 200:
             branch.final = True
-        if status == 503 and self._next_target(call, branch):
-            pass
+        if (status == 503 and self._next_target(call, branch)) or (
+            status == 422 and self._ask_longer(call, branch, response)
+        ):
+            pass  # the same INVITE left again: to the next target, or asking a longer interval
         elif status < 200:
             self._provisional(call, branch, ref, response)
         elif status < 300:
@@ -242,6 +248,23 @@ class Forking(InDialogRelay):
             self._branch_failed(call, branch, status, classify(status), response.reason)
         if status >= 200 and call.state is CallState.ENDED:
             self._forget(call, ref)
+
+    def _ask_longer(self, call: Call, branch: Branch, response: Response) -> bool:
+        """RFC 4028 §7.4: a 422 names the smallest session interval the destination takes; the
+        INVITE goes again, once, in a new transaction to the same target, asking for that. The
+        caller never sees the 422 (it asked for nothing the destination refused: our own
+        interval, or the caller's raised on the way, as a proxy may, §8.1)."""
+        assert branch.request is not None and branch.flow is not None
+        floor = refused_interval(branch.request, response)
+        can = (branch.state, BranchInput.FAILOVER) in BRANCH_TRANSITIONS
+        if floor is None or branch.min_se is not None or not can:
+            return False
+        if call.state is not CallState.ROUTING:
+            return False
+        branch.min_se = floor
+        branch.targets.insert(0, branch.flow)
+        self._send_branch(call, branch, BranchInput.FAILOVER)
+        return True
 
     def _late_answer(self, call: Call, ref: int, abandoned: Abandoned, response: Response) -> None:
         """An answer on the INVITE of a target given up for silence: CANCEL it once it rings;
@@ -331,6 +354,10 @@ class Forking(InDialogRelay):
         self._record(AttemptAnswered(call.id, branch.seq, self._wall))
         ok = dialog_response(call.request, 200, call.local_tag)
         ok.headers.add("Contact", f"<{self._contact(call.flow)}>")
+        ok.headers.add("Allow", allow_towards(response.headers))
+        ok.headers.add("Supported", "timer")
+        session = answer_interval(branch.request, call.request, response)
+        carry_response(response, ok, session)
         if response.body:
             ok.headers.add(
                 "Content-Type", response.headers.get("content-type") or "application/sdp"
@@ -346,6 +373,8 @@ class Forking(InDialogRelay):
         self._repeat_answer(call)
         self._record(CallAnswered(call.id, self._wall))
         self._notify(call, "call.answered")
+        call.answered = self._now
+        self._keep_alive(call, session)
         if call.max_duration is not None:
             self._start_timer(call, "duration", call.max_duration)
 

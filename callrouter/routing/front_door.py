@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from callrouter.routing.b2bua import B2bua
+from callrouter.routing.outbound import METHODS, RELAYED
 from callrouter.routing.trunks import Trunk, TrunkTable, normalise
 from callrouter.sip.errors import SipError
 from callrouter.sip.events import (
@@ -95,7 +96,11 @@ class FrontDoor:
     find_number: NumberLookup
     trunks: TrunkTable
     calls: B2bua | None = None
-    capabilities: Capabilities = field(default_factory=Capabilities)
+    capabilities: Capabilities = field(
+        default_factory=lambda: Capabilities(methods=(*METHODS, *RELAYED), extensions=("timer",))
+    )
+    """What OPTIONS answers and screening allows: our methods and those we relay in dialogs
+    (outside one, UPDATE and INFO get 481, RFC 3311 §5.2), and session timers (RFC 4028)."""
     max_calls_per_trunk: int = 0
     max_calls_per_client: int = 0
     busy_retry_after: int = 5

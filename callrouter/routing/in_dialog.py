@@ -1,5 +1,6 @@
 """Connected calls in the call controller: BYE, re-INVITE, UPDATE and INFO on one leg answered
-or relayed to the other, the relayed request's answer carried back, the caller's ACK.
+or relayed to the other, the relayed request's answer carried back, the caller's ACK, and the
+session timer each 2xx to a re-INVITE or UPDATE restarts (routing/session_timers.py).
 """
 
 from __future__ import annotations
@@ -8,6 +9,12 @@ from callrouter.routing.actions import Respond, SendStateless
 from callrouter.routing.call import Relay
 from callrouter.routing.call_media import CallMedia
 from callrouter.routing.outbound import ack_request
+from callrouter.routing.session_timers import (
+    REFRESHES,
+    answer_interval,
+    carry_request,
+    carry_response,
+)
 from callrouter.sip.message import Request, Response
 
 __all__ = ["InDialogRelay"]
@@ -58,7 +65,9 @@ class InDialogRelay(CallMedia):
         relayed = other.request(request.method, body)
         if request.body:
             relayed.headers.set("Content-Type", request.headers.get("content-type") or "")
-        relay = Relay(call, tid, request, not from_caller)
+        if request.method in REFRESHES:
+            carry_request(request, relayed.headers)
+        relay = Relay(call, tid, request, not from_caller, relayed)
         self._send(relayed, self._dialog_flow(call, other, other_flow), (call, relay))
 
     def _relay_answer(self, relay: Relay, response: Response) -> None:
@@ -78,7 +87,15 @@ class InDialogRelay(CallMedia):
             )
         answer = source.answer(relay.incoming, response.status, body)
         answer.reason = response.reason
+        refresh = relay.incoming.method in REFRESHES
+        session = None
+        if refresh and 200 <= response.status < 300:
+            session = answer_interval(relay.relayed, relay.incoming, response)
+        if refresh:
+            carry_response(response, answer, session)
         self._emit(Respond(relay.incoming_tid, answer))
+        if refresh and 200 <= response.status < 300:
+            self._keep_alive(call, session)  # RFC 4028 §10: a refresh, whichever leg sent it
         if relay.incoming.method == "INVITE" and 200 <= response.status < 300:
             # We are the UAC of the leg that answered: the ACK is ours to send. The side that
             # asked ACKs our 2xx in turn, and that ACK stays on its leg.

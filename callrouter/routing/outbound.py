@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 
+from callrouter.routing.session_timers import carry_request
 from callrouter.routing.trunks import Trunk
 from callrouter.sip.dialogs import Dialog
 from callrouter.sip.errors import SipError
@@ -22,7 +23,10 @@ from callrouter.sip.uri import SipUri, parse_uri
 
 __all__ = [
     "ANONYMOUS",
+    "METHODS",
+    "RELAYED",
     "ack_request",
+    "allow_towards",
     "contact_uri",
     "destination_uri",
     "dialog_flow",
@@ -34,6 +38,22 @@ __all__ = [
 
 ANONYMOUS = '"Anonymous" <sip:anonymous@anonymous.invalid>'
 """The From of a withheld caller (RFC 3323 §4.1.1.3)."""
+
+
+METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS")
+"""The methods we answer ourselves on every leg."""
+
+RELAYED = ("UPDATE", "INFO")
+"""The in-dialog methods we pass to the other leg (RFC 3311, RFC 6086)."""
+
+
+def allow_towards(other: Headers) -> str:
+    """Our Allow on one leg (RFC 3261 §20.5): our own methods, and those we relay that the other
+    leg's peer said it allows. A peer told we take UPDATE may refresh its session with one
+    (RFC 4028 §7.4); relayed to a peer that takes none, that refresh would fail and the call
+    would expire. A peer that sends no Allow is offered only what every UA takes."""
+    allowed = {m.strip().upper() for m in other.get_all("allow")}
+    return ", ".join([*METHODS, *(m for m in RELAYED if m in allowed)])
 
 
 def contact_uri(flow: Flow, sent_by: str) -> str:
@@ -97,12 +117,17 @@ def outbound_invite(
     presented_number: str | None,
     trunk: Trunk | None,
     body: bytes,
+    session_expires: int = 0,
+    min_se: int | None = None,
 ) -> Request:
     """The INVITE of a new outbound leg for the caller's ``inbound`` INVITE.
 
     :param host: our host towards the destination (From and Call-ID).
     :param contact: our Contact URI towards the destination.
     :param body: the offer the destination gets (the caller's, or anchored on the media worker).
+    :param session_expires: the session interval asked for when the caller asks for none
+        (routing/session_timers.py; 0: none).
+    :param min_se: the Min-SE of the destination's 422 this INVITE retries after.
     """
     headers = Headers()
     forwards = inbound.max_forwards
@@ -113,7 +138,8 @@ def outbound_invite(
     headers.add("Call-ID", f"{secrets.token_hex(16)}@{host}")
     headers.add("CSeq", "1 INVITE")
     headers.add("Contact", f"<{contact}>")
-    headers.add("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS")
+    headers.add("Allow", allow_towards(inbound.headers))
+    carry_request(inbound, headers, ask=session_expires, floor=min_se)
     if withheld(inbound, trunk):
         headers.add("Privacy", "id")
     if body:

@@ -60,6 +60,7 @@ REASONS = {
     416: "Unsupported URI Scheme",
     420: "Bad Extension",
     421: "Extension Required",
+    422: "Session Interval Too Small",
     480: "Temporarily Unavailable",
     481: "Call/Transaction Does Not Exist",
     482: "Loop Detected",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from callrouter.sip.errors import ParseError
+from callrouter.sip.errors import ParseError, RemoteError
 from callrouter.sip.message import Request, Response
+from callrouter.sip.session_timer import MIN_SE, session_expires, supports_timer
 from callrouter.sip.uri import SipUri, TelUri
 
 __all__ = ["KNOWN_METHODS", "Capabilities", "answer_options", "screen"]
@@ -54,7 +55,8 @@ def screen(request: Request, caps: Capabilities, to_tag: str) -> Response | None
     """The refusal for a request we must not process, or None.
 
     Order follows §8.2: method (405/501, then CSeq agreement), URI scheme (416), Max-Forwards
-    (483, §16.3), Require (420), body type (415), acceptable answer types (406).
+    (483, §16.3), Require (420), body type (415), acceptable answer types (406), then the
+    session interval of an INVITE (RFC 4028 §9: 400 unreadable, 422 too small).
     """
     if request.method not in caps.methods:
         # 405 for a method we know and do not offer; 501 for one we have never heard of (§21.5.2).
@@ -84,7 +86,24 @@ def screen(request: Request, caps: Capabilities, to_tag: str) -> Response | None
     if request.method in ("INVITE", "OPTIONS") and accepted and not _accepts_sdp(accepted):
         # We can only ever answer with SDP (RFC 4475 sdp01; §21.4.7).
         return caps.describe(request.response(406, to_tag=to_tag))
+    if request.method == "INVITE":
+        return _session_interval(request, to_tag)
     return None
+
+
+def _session_interval(request: Request, to_tag: str) -> Response | None:
+    """RFC 4028 §9: an interval below Min-SE is refused with 422 naming ours, but only to a
+    caller that supports the extension (it knows to retry); another's too-small interval was
+    put there by a proxy and is raised on the way out instead (§8.1)."""
+    try:
+        asked = session_expires(request)
+    except RemoteError as exc:
+        return request.response(400, exc.reason, to_tag=to_tag)
+    if asked is None or asked.interval >= MIN_SE or not supports_timer(request.headers):
+        return None
+    response = request.response(422, to_tag=to_tag)
+    response.headers.add("Min-SE", str(MIN_SE))
+    return response
 
 
 def _accepts_sdp(accepted: list[str]) -> bool:

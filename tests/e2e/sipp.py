@@ -161,3 +161,34 @@ async def run_sipp_async(
     output, _ = await asyncio.wait_for(process.communicate(), SIPP_TIMEOUT)
     code = await process.wait()
     return code, output.decode(errors="replace")[-3000:] + sipp_errors(tmp_path)
+
+
+class Pbx:
+    """A SIPp process playing the client's phone system for one call."""
+
+    def __init__(
+        self, scenario: str | Path, tmp_path: Path, calls: int = 1, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
+        self.dir = tmp_path / f"pbx-{self.port}"
+        self.dir.mkdir()
+        path = scenario if isinstance(scenario, Path) else SCENARIOS / scenario
+        command = sipp_command(path, 0, self.dir, calls=calls)
+        command[1] = "-bind_local"  # a server: no remote host, listen on -p
+        command = [c for c in command if c != "-timeout_error"]
+        port_at = command.index("-p") + 1
+        command[port_at] = str(self.port)
+        self.process = subprocess.Popen(
+            command, cwd=self.dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    @property
+    def uri(self) -> str:
+        return f"sip:desk@127.0.0.1:{self.port}"
+
+    def finished(self) -> tuple[int, str]:
+        output, _ = self.process.communicate(timeout=60)
+        errors = self.dir / "sipp-errors.log"
+        return self.process.returncode, output[-2000:] + (
+            errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
+        )

@@ -55,8 +55,16 @@ def test_invite_for_a_number_that_is_not_ours_gets_404(
 
 
 REFUSALS = [
-    ("SUBSCRIBE", 405, "", ("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS",)),
-    ("OPTIONS", 420, "      Require: 100rel, timer\n", ("Unsupported: 100rel, timer",)),
+    ("SUBSCRIBE", 405, "", ("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO",)),
+    # Session timers are supported (RFC 4028): only 100rel is refused.
+    ("OPTIONS", 420, "      Require: 100rel, timer\n", ("Unsupported: 100rel[^,]",)),
+    ("UPDATE", 481, "", ()),  # relayed inside dialogs; outside one there is none (RFC 3311)
+    (
+        "INVITE",
+        422,
+        "      Supported: timer\n      Session-Expires: 60\n",
+        ("Min-SE: 90",),
+    ),
     ("INVITE", 483, "      Max-Forwards: 0\n", ()),
     ("BYE", 481, "", ()),
 ]

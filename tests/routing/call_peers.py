@@ -200,8 +200,12 @@ class Peers:
         record: bool = False,
         call_number: int = 1,
         trunk: Trunk | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
     ) -> Call:
+        """The carrier's INVITE (with ``headers`` added) arrives for a number with ``plan``."""
         request = inbound_invite(call_number)
+        for name, value in headers:
+            request.headers.add(name, value)
         call = Call(
             id=new_id(),
             number=number(record),
@@ -232,10 +236,19 @@ class Peers:
             self.feed(Resolved(asked.call, asked.seq, uri, trunk, targets, media_failure))
         return [ref for ref in self.invites if ref not in before]
 
-    def reply(self, ref: int, status: int, tag: str = "pbx", body: bytes = b"") -> Response:
-        """The PBX behind ``ref`` answers its INVITE."""
+    def reply(
+        self,
+        ref: int,
+        status: int,
+        tag: str = "pbx",
+        body: bytes = b"",
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Response:
+        """The PBX behind ``ref`` answers its INVITE (with ``headers`` added)."""
         invite = self.invites[ref].request
         response = answer_to(invite, status, tag, f"sip:pbx@{self.invites[ref].flow.host}:5070")
+        for name, value in headers:
+            response.headers.add(name, value)
         if body:
             response.headers.add("Content-Type", "application/sdp")
             response.body = body

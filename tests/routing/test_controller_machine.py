@@ -1,6 +1,8 @@
 """Random interleavings of everything the carrier, the PBXs and the clock can do to one call, on
 the in-memory peers: every call reaches an end, no leg is left up when the other is gone, and
-the journal hears exactly one CallStarted and one CallEnded."""
+the journal hears exactly one CallStarted and one CallEnded. The caller asks for a session timer
+and refreshes come or not, so an answered call always has its end armed: the session timer, or
+the ceiling for a call the refreshes left without one."""
 
 from __future__ import annotations
 
@@ -9,24 +11,29 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from callrouter.routing.call_states import CallState
+from callrouter.routing.controller import Controller
 from callrouter.routing.dialplan import Dial
-from callrouter.routing.events import CallerCancelled, Responded
+from callrouter.routing.events import CallerCancelled, InDialogRequest, Responded
 from callrouter.sip.dialogs import Dialog
 from callrouter.sip.events import Flow
+from callrouter.sip.transactions import Timers
 
-from .call_peers import Peers
+from .call_peers import Local, Peers
 
 FLOWS = [Flow("udp", "203.0.113.20", 5060), Flow("udp", "203.0.113.21", 5060)]
-STATUSES = [100, 180, 183, 200, 404, 480, 486, 487, 503, 603]
+STATUSES = [100, 180, 183, 200, 404, 422, 480, 486, 487, 503, 603]
+TIMERS = [None, "90;refresher=uac", "120;refresher=uas"]
+"""A 2xx's or a refresh's Session-Expires (None: the peer does not do timers)."""
 
 
 class OneCall(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.peers = Peers()
+        self.peers = Peers(controller=Controller(Local(), Timers(), max_call_seconds=300))
         self.call = self.peers.arrive(
             Dial(("sip:desk@203.0.113.9", "sip:mobile@203.0.113.10"), ring_timeout=20),
             Dial(("sip:voicemail@203.0.113.11",), ring_timeout=20, continue_on=frozenset()),
+            headers=(("Supported", "timer"), ("Session-Expires", "90;refresher=uac")),
         )
         self.final: dict[int, int] = {}
         """Refs whose INVITE got a final answer (or timed out: 408), with the status."""
@@ -63,12 +70,14 @@ class OneCall(RuleBasedStateMachine):
         self.peers.resolve(*FLOWS[:flows])
 
     @precondition(lambda self: bool(self.open_refs()))
-    @rule(data=st.data(), status=st.sampled_from(STATUSES))
-    def pbx_answers(self, data: st.DataObject, status: int) -> None:
+    @rule(data=st.data(), status=st.sampled_from(STATUSES), timer=st.sampled_from(TIMERS))
+    def pbx_answers(self, data: st.DataObject, status: int, timer: str | None) -> None:
         ref = data.draw(st.sampled_from(self.open_refs()))
         if ref in self.peers.cancels and status >= 200:
             status = data.draw(st.sampled_from([200, 487]))  # a CANCEL's outcomes
-        self.peers.reply(ref, status, tag=f"pbx{ref}", body=b"v=0\r\n" if status == 183 else b"")
+        headers = (("Session-Expires", timer),) if timer and status == 200 else ()
+        body = b"v=0\r\n" if status == 183 else b""
+        self.peers.reply(ref, status, tag=f"pbx{ref}", body=body, headers=headers)
         if status >= 200:
             self.final[ref] = status
         if 200 <= status < 300:
@@ -106,10 +115,23 @@ class OneCall(RuleBasedStateMachine):
             self.hung_up.add(dialog.call_id)
 
     @precondition(lambda self: self.callee_ref() is not None)
-    @rule(from_caller=st.booleans(), status=st.sampled_from([200, 488, None]))
-    def re_invite(self, from_caller: bool, status: int | None) -> None:
+    @rule(
+        from_caller=st.booleans(),
+        method=st.sampled_from(["INVITE", "UPDATE"]),
+        status=st.sampled_from([200, 488, None]),
+        timer=st.sampled_from(TIMERS),
+    )
+    def refresh(
+        self, from_caller: bool, method: str, status: int | None, timer: str | None
+    ) -> None:
+        """A re-INVITE or UPDATE (a session refresh when it carries a timer), relayed, and
+        answered, refused or never answered on the other leg."""
         dialog, _tid = self.dialog(from_caller)
-        self.peers.in_dialog(dialog, "INVITE", f"reinvite-{len(self.peers.requests)}", b"v=0\r\n")
+        request = dialog.request(method, b"v=0\r\n")
+        if timer:
+            request.headers.add("Supported", "timer")
+            request.headers.add("Session-Expires", timer)
+        self.peers.feed(InDialogRequest(f"refresh-{len(self.peers.requests)}", request))
         relayed = self.peers.requests[-1]
         if relayed.ref is None:
             return
@@ -117,9 +139,10 @@ class OneCall(RuleBasedStateMachine):
             self.peers.time_out(relayed.ref)
         else:
             peer_tag = relayed.request.to.tag
-            self.peers.feed(
-                Responded(relayed.ref, relayed.request.response(status, to_tag=peer_tag))
-            )
+            response = relayed.request.response(status, to_tag=peer_tag)
+            if timer and status == 200:
+                response.headers.add("Session-Expires", timer)
+            self.peers.feed(Responded(relayed.ref, response))
 
     @rule(seconds=st.floats(0.1, 40))
     def time_passes(self, seconds: float) -> None:
@@ -151,6 +174,12 @@ class OneCall(RuleBasedStateMachine):
             assert callee_up == [self.peers.invites[self.callee_ref() or 0].request.call_id]
         else:
             assert not caller_up and callee_up == []
+
+    @invariant()
+    def an_answered_call_has_its_end_armed(self) -> None:
+        if self.call.state is CallState.ANSWERED:
+            kinds = {k.kind for k in self.peers.timers}
+            assert "session" in kinds or "ceiling" in kinds
 
     def teardown(self) -> None:
         """Let every peer finish: the call ends, every leg is down, nothing is left waiting."""

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from callrouter.ip_networks import parse_networks
-from callrouter.routing.front_door import caller_number, dialled_number, uri_number
+from callrouter.routing.front_door import FrontDoor, caller_number, dialled_number, uri_number
 from callrouter.routing.trunks import Trunk, TrunkTable, normalise
 from callrouter.sip.message import Request
+from callrouter.sip.screening import Capabilities, answer_options, screen
 from callrouter.sip.uri import parse_uri
-from tests.sip.messages import invite
+from tests.sip.messages import invite, options
 
 CARRIER = Trunk("carrier", parse_networks("198.51.100.0/24"))
 
@@ -100,3 +103,17 @@ def test_bad_networks_are_named() -> None:
     with pytest.raises(ValueError, match=r"'192\.0\.2\.300'"):
         parse_networks("192.0.2.0/24, 192.0.2.300")
     assert uri_number(parse_uri("sip:+15555550100@x")) == "+15555550100"
+
+
+def test_options_names_the_methods_relayed_in_dialogs_and_session_timers() -> None:
+    """RFC 3261 §20.5: Allow lists UPDATE and INFO, which connected calls relay; Supported
+    lists timer (RFC 4028), so a carrier's ``Require: timer`` is no longer refused with 420."""
+    (caps_field,) = [f for f in dataclasses.fields(FrontDoor) if f.name == "capabilities"]
+    caps: Capabilities = caps_field.default_factory()  # type: ignore[operator]
+    reply = answer_options(options(), caps, "t")
+    assert reply.headers.get_all("Allow") == [
+        *("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "UPDATE", "INFO")
+    ]
+    assert reply.headers.get_all("Supported") == ["timer"]
+    required = with_headers(Require="timer")
+    assert screen(required, caps, "t") is None
