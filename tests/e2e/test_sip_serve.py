@@ -43,6 +43,13 @@ def test_options_gets_200_with_allow_and_no_banner(
 ) -> None:
     port = router.sip_port(transport)
     assert_passed(run_sipp(SCENARIOS / "options.xml", port, tmp_path, transport=transport))
+    # What serve relays inside dialogs, and session timers (RFC 4028), are advertised too.
+    relayed = request_scenario(
+        "OPTIONS",
+        200,
+        checks=("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO", "Supported: timer"),
+    )
+    assert_passed(run_sipp(relayed, port, tmp_path, transport=transport))
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
