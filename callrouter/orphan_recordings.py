@@ -71,7 +71,11 @@ def final_files(root: Path, before: float) -> dict[UUID, str]:
             recording_id = UUID(stem)
         except ValueError:
             continue
-        if str(recording_id) == stem and entry.stat().st_mtime < before:
+        try:
+            written = entry.stat().st_mtime
+        except FileNotFoundError:
+            continue  # shredded meanwhile (a deleted recording's disposal)
+        if str(recording_id) == stem and written < before:
             found[recording_id] = entry.name
     return found
 
