@@ -99,7 +99,7 @@ async def insert_finished(db: Executor, finished: Sequence[RecordingFinished]) -
     """
     # ON CONFLICT DO UPDATE may touch a row once per statement: the last report of each.
     latest = {event.recording_id: event for event in finished}
-    columns = [
+    values = [
         (
             e.recording_id,
             e.call_id,
@@ -114,13 +114,13 @@ async def insert_finished(db: Executor, finished: Sequence[RecordingFinished]) -
         )
         for e in latest.values()
     ]
-    rows = await db.fetch(_FINISHED, *(list(column) for column in zip(*columns, strict=True)))
+    rows = await db.fetch(_FINISHED, *(list(column) for column in zip(*values, strict=True)))
     made = []
     for row in rows:
         if row["inserted"]:
-            values = dict(row)
-            del values["inserted"]
-            made.append(Recording(**values))
+            fields = dict(row)
+            del fields["inserted"]
+            made.append(Recording(**fields))
     return Stored(made, sum(row["id"] is None for row in rows))
 
 
