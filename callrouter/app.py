@@ -45,6 +45,7 @@ from callrouter.media.pool import MediaPool, MediaSlot
 from callrouter.media.recording import orphaned_raw_directories, raw_directory
 from callrouter.media.relay import PortAllocator
 from callrouter.metrics import Metrics, watch_event_loop
+from callrouter.orphan_recordings import Swept, sweep
 from callrouter.privacy.rights import PrivacyRights
 from callrouter.privacy.secret import secret_path
 from callrouter.privileges import (
@@ -56,7 +57,7 @@ from callrouter.privileges import (
 )
 from callrouter.ratelimit import TokenBuckets
 from callrouter.recording_space import RecordingSpace
-from callrouter.recordings import Recordings
+from callrouter.recordings import Recordings, finished_event
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.dialplans import DialplanLibrary
@@ -487,10 +488,11 @@ async def _watch(dialplans: DialplanLibrary, config: Config) -> None:
 
 @dataclass(eq=False)
 class MediaEvents:
-    """Routes the media workers' events: finished recordings to the recordings service, dead
+    """Routes the media workers' events: finished recordings to the call journal (which
+    stores each row after its call's, and survives a kill while the database is away), dead
     media to the B2BUA (which hangs those calls up, saying why)."""
 
-    recordings: Recordings
+    journal: CallJournal
     metrics: Metrics
     workers: list[MediaWorkerProcess] = field(default_factory=list)
     anchor: MediaAnchor | None = None
@@ -505,9 +507,13 @@ class MediaEvents:
 
     def handle(self, number: int, event: dict[str, Any]) -> None:
         kind = event.get("event")
-        if kind in ("recording_ready", "recording_failed"):
+        if kind == "recording_ready":
             self.metrics.recording_finished(event)
-            self._spawn(self.recordings.worker_event(event))
+            call_id = UUID(str(event["call"]))
+            self.journal.record(finished_event(call_id, event["recording"], datetime.now(UTC)))
+        elif kind == "recording_failed":
+            self.metrics.recording_finished(event)
+            log.error("recording %s failed: %s", event.get("recording"), event.get("error"))
         elif kind == "media_timeout" and self.b2bua is not None:
             self.b2bua.media_stopped(str(event.get("call")), "media timeout")
         elif kind == "worker_lost":
@@ -532,9 +538,14 @@ class MediaEvents:
 
     async def recover(self, worker: MediaWorkerProcess) -> int:
         """Finalise what a dead worker left in ``worker``'s raw directory (after every start of
-        ``worker``)."""
+        ``worker``); each file's row goes through the journal. How many."""
         reply = await worker.command("recover")
-        return await self.recordings.recovered(list(reply.get("recordings", [])))
+        finished = list(reply.get("recordings", []))
+        now = datetime.now(UTC)
+        for item in finished:
+            # A recording's id is its call's (routing/anchoring.py names it so).
+            self.journal.record(finished_event(UUID(str(item["id"])), item, now))
+        return len(finished)
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -575,7 +586,7 @@ class Readiness:
 async def _start_media(
     config: Config,
     stack: AsyncExitStack,
-    recordings_service: Recordings,
+    journal: CallJournal,
     say: Say,
     *,
     supervisor: Supervisor,
@@ -583,7 +594,7 @@ async def _start_media(
     metrics: Metrics,
 ) -> MediaEvents:
     """The media workers (when configured) and the anchor the B2BUA uses to reach them."""
-    events = MediaEvents(recordings_service, metrics)
+    events = MediaEvents(journal, metrics)
     media = config.media
     if media.workers < 1:
         say("media: no worker (media.workers = 0): calls are not recorded")
@@ -652,6 +663,16 @@ async def _start_media(
         say(f"media: worker {worker.name} pid {worker.pid}, RTP on {media.host}:{worker.ports}")
     say(f"media: {len(events.workers)} worker(s), SDP names {shown}")
     return events
+
+
+def _say_swept(swept: Swept, say: Say) -> None:
+    if swept.recorded:
+        say(f"recordings: {swept.recorded} finalised file(s) without a row given one")
+    if swept.without_call or swept.unreadable:
+        say(
+            f"recordings: kept {len(swept.without_call)} finalised file(s) without a row whose "
+            f"call is gone and {len(swept.unreadable)} unreadable one(s); see the log"
+        )
 
 
 POOL_CHANNEL = "pool_changed"
@@ -793,6 +814,9 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         webhook_sender = WebhookSender(
             pool, allow_private=config.http.webhooks_to_private_addresses
         )
+        # Finished recordings ride the journal too: the service logs each row it makes.
+        vault = Vault.from_config(config)
+        recordings_service = Recordings(pool, vault, config.recordings_dir)
         spool = EventSpool(config.data_dir / "spool", max_bytes=config.database.spool_max_bytes)
         journal = await stack.enter_async_context(
             CallJournal(
@@ -801,6 +825,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
                 availability=availability,
                 node=name,
                 webhooks_queued=webhook_sender.wake,
+                recordings_written=recordings_service.written,
             )
         )
         metrics.state.journal_unspooled = lambda: journal.unspooled
@@ -857,14 +882,6 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         node.duty(Duty.WEBHOOK_DELIVERIES, webhook_sender.run)
         metrics.state.webhook_deliveries = lambda: webhook_sender.outcomes
 
-        vault = Vault.from_config(config)
-        recordings_service = Recordings(
-            pool,
-            vault,
-            config.recordings_dir,
-            webhooks=webhook_sender,
-            calls_written=journal.flushed,
-        )
         deleted = asyncio.Event()
         await listener.add_listener(DISPOSAL_CHANNEL, lambda *_: deleted.set())
         node.duty(Duty.RECORDING_DISPOSALS, lambda: _disposing(recordings_service, deleted, say))
@@ -887,15 +904,24 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         cluster.start("cluster node", node.run)
         push_bounded(stack, "the cluster duties", cluster.stop, say)
         account = _run_as(config, say)
+        media_started = time.time()
         media_events = await _start_media(
             config,
             stack,
-            recordings_service,
+            journal,
             say,
             supervisor=supervisor,
             account=account,
             metrics=metrics,
         )
+        # The rows of files the workers' recover finalised are in first: they are not orphans.
+        await journal.flushed()
+        swept = await sweep(pool, vault, config.recordings_dir, media_started, journal.record)
+        _say_swept(swept, say)
+        metrics.state.recordings_without_row = lambda: {
+            "no_call": len(swept.without_call),
+            "unreadable": len(swept.unreadable),
+        }
         refresh = scrape_refresh(metrics, pool, media_events.workers, config.metrics.check_timeout)
         dialplans = _load_dialplans(config, say)
 

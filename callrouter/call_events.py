@@ -23,6 +23,7 @@ __all__ = [
     "CallEvent",
     "CallRinging",
     "CallStarted",
+    "RecordingFinished",
     "RecordingRefused",
     "WebhookRaised",
 ]
@@ -148,6 +149,35 @@ class WebhookRaised:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingFinished:
+    """The media worker finalised the call's recording file (encrypted, fsynced, renamed).
+
+    It rides the journal like the call's own events, so the recording's row and its
+    recording.ready event are on disk (the spool) as soon as the file is, and are stored after
+    the call's row, once it is there: a kill while the database is away loses neither."""
+
+    call_id: UUID
+    recording_id: UUID
+    #: Names the recording.ready event: each webhook's delivery id is derived from it.
+    event_id: UUID
+    #: The final file, relative to the recordings directory: ``<id>.<format>``.
+    path: str
+    #: flac, wav, or pcm (a raw stream kept as the final file when the disk was full).
+    format: str
+    #: Size of the decrypted file (what a download serves).
+    bytes: int
+    duration_seconds: float
+    #: The waveform summary (plain JSON values).
+    peaks: dict[str, Any] = field(hash=False, repr=False)
+    #: Finalised from what a worker that stopped left: the audio may end before the call did.
+    interrupted: bool
+    #: Why the audio ends before the call did (the disk filled up), or None.
+    truncated_reason: str | None
+    #: When the file was finished (the recording's end).
+    at: datetime
+
+
 CallEvent = (
     CallStarted
     | CallRinging
@@ -159,4 +189,5 @@ CallEvent = (
     | AttemptEnded
     | RecordingRefused
     | WebhookRaised
+    | RecordingFinished
 )

@@ -61,6 +61,8 @@ class State:
     """Call events the spool could not take (full, or the disk full): in memory only."""
     duties: Callable[[], Mapping[str, bool]] = dict
     """Per once-only duty of the cluster: whether this node does it now."""
+    recordings_without_row: Callable[[], Mapping[str, int]] = dict
+    """Finalised files the start-up sweep kept without a row, by why (no_call, unreadable)."""
 
 
 class StateCollector(Collector):
@@ -144,6 +146,15 @@ class StateCollector(Collector):
             "reached, or the disk full): held in memory only until the database has them.",
             value=s.journal_unspooled(),
         )
+        kept = GaugeMetricFamily(
+            f"{PREFIX}_recordings_without_row",
+            "Finalised recording files the start-up sweep kept without a row: their call is "
+            "gone (no_call) or they cannot be read (unreadable). Never deleted by the sweep.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(s.recordings_without_row().items()):
+            kept.add_metric([reason], count)
+        yield kept
         duties = GaugeMetricFamily(
             f"{PREFIX}_cluster_duty",
             "1 when this node does the once-only duty now (one node of the cluster should).",

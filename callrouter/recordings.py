@@ -1,9 +1,11 @@
 """Recordings at rest, in the signalling process: rows for finished files, downloads, shredding.
 
-The media worker writes and finalises the encrypted files; this service records them once they
-are durable (``recording.ready`` goes out then), decrypts them for downloads and exports, and
-destroys the data key and file of every deleted recording (crypto-shredding). Decryption and file
-work run in the default executor so the event loop never waits on a disk or on AES.
+The media worker writes and finalises the encrypted files; each finished file becomes a call
+event (``finished_event``) that the call journal spools and stores after its call's row, with
+its ``recording.ready`` webhook event. This service logs each row once the journal has made it
+(``written``), decrypts files for downloads and exports, and destroys the data key and file of
+every deleted recording (crypto-shredding). Decryption and file work run in the default
+executor so the event loop never waits on a disk or on AES.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -20,12 +22,14 @@ from uuid import UUID
 
 import asyncpg
 
+from callrouter.call_events import RecordingFinished
 from callrouter.media.recording import KEPT_RAW
 from callrouter.store import recordings as store
+from callrouter.store.call_rows import Written
+from callrouter.store.ids import new_id
 from callrouter.vault import RecordingReader, Vault, VaultError
-from callrouter.webhooks import WebhookSender
 
-__all__ = ["CHUNK_BYTES", "AudioFile", "Recordings", "finished_file", "view"]
+__all__ = ["CHUNK_BYTES", "AudioFile", "Recordings", "finished_event"]
 
 
 UNREADABLE: Final = (VaultError, OSError)
@@ -94,72 +98,35 @@ class Recordings:
     """The recordings service (implements privacy's ``RecordingArchive``).
 
     :param root: the recordings directory; rows hold paths relative to it.
-    :param webhooks: where ``recording.ready`` goes (None: no events).
-    :param calls_written: awaited before a finished file's row is written: the call journal's
-        ``flushed()``. The journal writes the call's row behind the call (SIP does not wait for
-        it), so a short recording can finish first; without this wait its insert would find no
-        call, take it for erased and shred the file. None when calls are written synchronously
-        (the API's tests).
     """
 
-    def __init__(
-        self,
-        db: asyncpg.Pool[asyncpg.Record],
-        vault: Vault,
-        root: Path,
-        *,
-        webhooks: WebhookSender | None = None,
-        calls_written: Callable[[], Awaitable[None]] | None = None,
-        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
+    def __init__(self, db: asyncpg.Pool[asyncpg.Record], vault: Vault, root: Path) -> None:
         self.db = db
-        self.calls_written = calls_written
         self.vault = vault
         self.root = root
-        self.webhooks = webhooks
-        self.wall = wall
         self._disposing = asyncio.Lock()
+        self._tasks: set[asyncio.Task[int]] = set()
 
     def file(self, path: str) -> Path:
         """The file a row's ``path`` names; never outside the recordings directory."""
         return self.root / Path(path).name
 
-    async def finished(self, call_id: UUID, done: store.FinishedFile) -> store.Recording | None:
-        """A file is durable: write its row and tell the client. None when its call was erased
-        meanwhile (the file is shredded instead)."""
-        if self.calls_written is not None:
-            # Every call event recorded so far, this call's CallStarted among them (it is
-            # recorded before the call's media is anchored), must be in the database first:
-            # only then does a missing call row mean the call was erased.
-            await self.calls_written()
-        try:
-            recording = await store.insert(self.db, call_id, done, self.wall())
-        except LookupError as exc:
-            log.info("recording %s: %s", done.id, exc)
-            await self.dispose_pending()
-            return None
-        if self.webhooks is not None:
-            await self.webhooks.emit(recording.client_id, "recording.ready", view(recording))
-        note = ", interrupted" if recording.interrupted else ""
-        if recording.truncated_reason is not None:
-            note += f", truncated: {recording.truncated_reason}"
-        # One line per recording once its row is durable; the fields are what tools read.
-        log.info(
-            "recording: %s of call %s ready (%.1f s%s)",
-            recording.id,
-            recording.call_id,
-            recording.duration_seconds,
-            note,
-            extra={
-                "event": "recording.ready",
-                "recording_id": str(recording.id),
-                "call_id": str(recording.call_id),
-                "duration_seconds": recording.duration_seconds,
-                "interrupted": recording.interrupted,
-                "truncated_reason": recording.truncated_reason,
-            },
-        )
-        return recording
+    def written(self, written: Written) -> None:
+        """The call journal committed recording rows (each logged once, now that it is
+        durable), or queued the files of erased calls for shredding (shredded now)."""
+        for recording in written.recordings:
+            _log_ready(recording)
+        if written.erased:
+            log.info("recordings: %d finished after their call was erased", written.erased)
+            task = asyncio.get_running_loop().create_task(self.dispose_pending())
+            self._tasks.add(task)
+            task.add_done_callback(self._disposed)
+
+    def _disposed(self, task: asyncio.Task[int]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # The queue stays in the database: the disposal duty takes it up again.
+            log.error("recordings: shredding failed (%s); the disposal duty retries", exc)
 
     async def dispose_pending(self) -> int:
         """Shred the key, then remove the file, of every queued disposal; how many."""
@@ -209,29 +176,17 @@ class Recordings:
         finally:
             reader.close()
 
-    async def worker_event(self, event: dict[str, Any]) -> None:
-        """``recording_ready`` / ``recording_failed`` from the media worker."""
-        kind = event.get("event")
-        if kind == "recording_ready":
-            call_id = UUID(str(event["call"]))
-            await self.finished(call_id, finished_file(event["recording"]))
-        elif kind == "recording_failed":
-            log.error("recording %s failed: %s", event.get("recording"), event.get("error"))
 
-    async def recovered(self, files: list[dict[str, Any]]) -> int:
-        """Rows for recordings a dead worker left, finalised by the new one; how many."""
-        count = 0
-        for item in files:
-            done = finished_file(item)
-            if await self.finished(done.id, done) is not None:
-                count += 1
-        return count
+def finished_event(call_id: UUID, data: dict[str, Any], at: datetime) -> RecordingFinished:
+    """The worker's description of a finished file (``recording_ready``, or an item of a
+    ``recover`` reply) as a call event for the journal.
 
-
-def finished_file(data: dict[str, Any]) -> store.FinishedFile:
-    """The worker's description of a finished file (its id is the call's id)."""
-    return store.FinishedFile(
-        id=UUID(str(data["id"])),
+    :param at: when the file was finished: the recording's end.
+    """
+    return RecordingFinished(
+        call_id=call_id,
+        recording_id=UUID(str(data["id"])),
+        event_id=new_id(),
         path=str(data["path"]),
         format=str(data["format"]),
         bytes=int(data["bytes"]),
@@ -239,23 +194,27 @@ def finished_file(data: dict[str, Any]) -> store.FinishedFile:
         peaks=dict(data.get("peaks") or {}),
         interrupted=bool(data.get("interrupted")),
         truncated_reason=None if data.get("truncated") is None else str(data["truncated"]),
+        at=at,
     )
 
 
-def view(recording: store.Recording) -> dict[str, Any]:
-    """The API's (and the webhook's) view of a recording."""
-    return {
-        "id": recording.id,
-        "client_id": recording.client_id,
-        "call_id": recording.call_id,
-        "number_id": recording.number_id,
-        "format": store.served_format(recording.format),
-        "bytes": recording.bytes,
-        "duration_seconds": recording.duration_seconds,
-        "interrupted": recording.interrupted,
-        "truncated": recording.truncated_reason is not None,
-        "truncated_reason": recording.truncated_reason,
-        "started_at": recording.started_at,
-        "ended_at": recording.ended_at,
-        "created_at": recording.created_at,
-    }
+def _log_ready(recording: store.Recording) -> None:
+    note = ", interrupted" if recording.interrupted else ""
+    if recording.truncated_reason is not None:
+        note += f", truncated: {recording.truncated_reason}"
+    # One line per recording once its row is durable; the fields are what tools read.
+    log.info(
+        "recording: %s of call %s ready (%.1f s%s)",
+        recording.id,
+        recording.call_id,
+        recording.duration_seconds,
+        note,
+        extra={
+            "event": "recording.ready",
+            "recording_id": str(recording.id),
+            "call_id": str(recording.call_id),
+            "duration_seconds": recording.duration_seconds,
+            "interrupted": recording.interrupted,
+            "truncated_reason": recording.truncated_reason,
+        },
+    )

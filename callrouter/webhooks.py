@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -33,6 +33,7 @@ from callrouter.store import webhooks as store
 from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.database import Executor
 from callrouter.store.ids import new_id
+from callrouter.store.webhooks import event_body
 
 __all__ = ["SIGNATURE_HEADER", "WebhookSender", "sign"]
 
@@ -63,20 +64,6 @@ def backoff(attempts: int, base: float = 30.0) -> float | None:
     if attempts >= MAX_ATTEMPTS:
         return None
     return float(min(3600.0, base * 2.0 ** (attempts - 1)))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(type(value).__name__)
-
-
-def _payload(event: str, data: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
-    payload = {"event": event, "created_at": at or datetime.now(UTC), "data": data}
-    decoded: dict[str, Any] = json.loads(json.dumps(payload, default=_json_default))
-    return decoded
 
 
 @dataclass(eq=False)
@@ -170,12 +157,12 @@ class WebhookSender:
         if and only if what it reports is. ``event_id`` keeps a repeated try to one delivery."""
         if not self._may_want(client_id, event):
             return
-        if await store.enqueue(db, client_id, event, _payload(event, data), event_id=event_id):
+        if await store.enqueue(db, client_id, event, event_body(event, data), event_id=event_id):
             self._wake.set()
 
     async def emit_to(self, hook: store.Webhook, event: str, data: dict[str, Any]) -> None:
         """Queue ``event`` for one webhook, whatever events it asked for."""
-        await store.enqueue_one(self.db, hook, event, _payload(event, data))
+        await store.enqueue_one(self.db, hook, event, event_body(event, data))
         self._wake.set()
 
     def raised(
@@ -198,7 +185,7 @@ class WebhookSender:
         if not self._may_want(client_id, event):
             return None
         return WebhookRaised(
-            call_id, client_id, event_id or new_id(), event, _payload(event, data, at), at
+            call_id, client_id, event_id or new_id(), event, event_body(event, data, at), at
         )
 
     def wake(self) -> None:

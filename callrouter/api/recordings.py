@@ -24,8 +24,8 @@ from callrouter.api.fields import timestamp, uuid
 from callrouter.api.problems import Problem, not_found
 from callrouter.api.schema import Schema
 from callrouter.api.state import DATABASE, RECORDINGS
-from callrouter.recordings import view
 from callrouter.store import recordings as store
+from callrouter.store.recordings import view
 from callrouter.vault import VaultError
 
 TAG = "recordings"

@@ -20,6 +20,9 @@ spooled in the same write and fsync, stored in the same transaction as the rows 
 on, with delivery ids derived from the event's id, so a replay queues each once. When the
 spool cannot take a batch (``spool_max_bytes`` reached, or the disk full), the batch is kept
 in memory only: logged once per run of failures and counted in ``unspooled``.
+
+A finished recording (``RecordingFinished``) rides it too: its row and its recording.ready
+event are stored after the call's row, in the order recorded, idempotently by recording id.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from callrouter.call_events import (
     RecordingRefused,
 )
 from callrouter.store.availability import OUTAGE_ERRORS, DatabaseAvailability
-from callrouter.store.call_rows import write_batch
+from callrouter.store.call_rows import Written, write_batch
 from callrouter.store.spool import EventSpool, Spooled, SpoolFull
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,9 @@ class CallJournal:
     :param backoff: seconds to wait after the n-th consecutive failed attempt (n from 1).
     :param webhooks_queued: called after a batch that queued webhook deliveries is committed
         (it wakes the webhook sender).
+    :param recordings_written: called after a batch that made recording rows, or queued the
+        files of erased calls for shredding, is committed (the recordings service logs each
+        ready recording and shreds those files).
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class CallJournal:
         flush_interval: float = 0.05,
         backoff: Callable[[int], float] = lambda n: min(2.0, 0.1 * 2**n),
         webhooks_queued: Callable[[], None] = lambda: None,
+        recordings_written: Callable[[Written], None] = lambda _: None,
     ) -> None:
         self._pool = pool
         self._spool = spool
@@ -93,6 +100,7 @@ class CallJournal:
         self._flush_interval = flush_interval
         self._backoff = backoff
         self._webhooks_queued = webhooks_queued
+        self._recordings_written = recordings_written
         self._unspooled: list[CallEvent] = []
         self._pending: deque[Spooled] = deque()
         self._recorded = 0
@@ -268,23 +276,25 @@ class CallJournal:
         async with self._pool.acquire() as connection:
             try:
                 async with connection.transaction():
-                    queued = await write_batch(
+                    written = await write_batch(
                         connection, [spooled.event for spooled in batch], self._node
                     )
             except _REFUSED:
-                queued = await self._write_one_by_one(connection, batch)
-        if queued:
+                written = await self._write_one_by_one(connection, batch)
+        if written.deliveries:
             self._webhooks_queued()
+        if written.recordings or written.erased:
+            self._recordings_written(written)
 
     async def _write_one_by_one(
         self, connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], batch: list[Spooled]
-    ) -> int:
-        queued = 0
+    ) -> Written:
+        written = Written()
         for spooled in batch:
             event = spooled.event
             try:
                 async with connection.transaction():
-                    queued += await write_batch(connection, [event], self._node)
+                    written.add(await write_batch(connection, [event], self._node))
             except _REFUSED as exc:
                 log.error(
                     "call journal: dropped %s of call %s: %s (sqlstate %s, constraint %s)",
@@ -294,7 +304,7 @@ class CallJournal:
                     getattr(exc, "sqlstate", None),
                     getattr(exc, "constraint_name", None),
                 )
-        return queued
+        return written
 
     def _release_waiters(self) -> None:
         keep = []

@@ -20,7 +20,7 @@ the UPDATE never touches a row the INSERT just made.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
 from uuid import UUID
@@ -35,13 +35,32 @@ from callrouter.call_events import (
     CallEvent,
     CallRinging,
     CallStarted,
+    RecordingFinished,
     RecordingRefused,
     WebhookRaised,
 )
 from callrouter.store.database import Executor
-from callrouter.store.webhooks import enqueue_raised
+from callrouter.store.recordings import Recording, insert_finished, view
+from callrouter.store.webhooks import enqueue_raised, event_body
 
-__all__ = ["write_batch"]
+__all__ = ["Written", "write_batch"]
+
+
+@dataclass(slots=True)
+class Written:
+    """What a batch stored besides its rows: for the journal to pass on once committed."""
+
+    deliveries: int = 0
+    """Webhook deliveries queued."""
+    recordings: list[Recording] = field(default_factory=list)
+    """Recording rows made (a replayed recording is not made again)."""
+    erased: int = 0
+    """Finished files whose call was erased meanwhile, queued for shredding instead."""
+
+    def add(self, other: Written) -> None:
+        self.deliveries += other.deliveries
+        self.recordings += other.recordings
+        self.erased += other.erased
 
 
 @dataclass(slots=True)
@@ -123,13 +142,13 @@ AttemptRows = dict[tuple[UUID, int], AttemptRow]
 
 
 def fold(batch: Sequence[CallEvent]) -> tuple[CallRows, AttemptRows]:
-    """The batch per row, rows in the order the batch first names them (webhook events
-    change no row)."""
+    """The batch per row, rows in the order the batch first names them (webhook events and
+    finished recordings change no call or attempt row)."""
     calls: CallRows = {}
     attempts: AttemptRows = {}
     for event in batch:
         match event:
-            case WebhookRaised():
+            case WebhookRaised() | RecordingFinished():
                 continue
             case AttemptStarted() | AttemptRinging() | AttemptAnswered() | AttemptEnded():
                 key = (event.call_id, event.seq)
@@ -294,17 +313,40 @@ def _attempt_params(rows: AttemptRows) -> list[list[object]]:
 
 async def write_batch(
     connection: Executor, batch: Sequence[CallEvent], node: str | None = None
-) -> int:
-    """The SQL for a batch, calls before their attempts (which refer to them), then the
-    webhook deliveries the batch raised: one statement for each table the batch touches (two
-    for deliveries). Returns how many deliveries were queued.
+) -> Written:
+    """The SQL for a batch, calls before their attempts and recordings (which refer to them),
+    then the webhook deliveries the batch raised, recording.ready for each recording row it
+    made among them: one statement for each table the batch touches (two for deliveries).
 
     :param node: the node whose calls these are (written into the calls it starts).
     """
     raised = [event for event in batch if isinstance(event, WebhookRaised)]
+    finished = [event for event in batch if isinstance(event, RecordingFinished)]
     calls, attempts = fold(batch)
     if calls:
         await connection.execute(_CALLS, *_call_params(calls), node)
     if attempts:
         await connection.execute(_ATTEMPTS, *_attempt_params(attempts))
-    return await enqueue_raised(connection, raised) if raised else 0
+    written = Written()
+    if finished:
+        stored = await insert_finished(connection, finished)
+        written.recordings, written.erased = stored.made, stored.erased
+        raised += _ready(written.recordings, {e.recording_id: e for e in finished})
+    if raised:
+        written.deliveries = await enqueue_raised(connection, raised)
+    return written
+
+
+def _ready(made: list[Recording], finished: dict[UUID, RecordingFinished]) -> list[WebhookRaised]:
+    """recording.ready for each new row, named by its event so a replay queues it once."""
+    return [
+        WebhookRaised(
+            recording.call_id,
+            recording.client_id,
+            finished[recording.id].event_id,
+            "recording.ready",
+            event_body("recording.ready", view(recording), finished[recording.id].at),
+            finished[recording.id].at,
+        )
+        for recording in made
+    ]

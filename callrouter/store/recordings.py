@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from callrouter.call_events import RecordingFinished
 from callrouter.store.database import Executor
 
 COLUMNS = (
@@ -35,65 +37,124 @@ class Recording:
     created_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class FinishedFile:
-    """What the media worker reports for a finalised recording file."""
-
-    id: UUID
-    path: str
-    format: str
-    bytes: int
-    duration_seconds: float
-    peaks: dict[str, Any]
-    interrupted: bool
-    truncated_reason: str | None = None
-
-
 def served_format(stored: str) -> str:
     """The format a download of the file is in: a raw stream kept as the final file ("pcm",
     when the disk had no room to encode it; see migration 0010) is served as WAV."""
     return "wav" if stored == "pcm" else stored
 
 
-async def insert(db: Executor, call_id: UUID, done: FinishedFile, ended_at: datetime) -> Recording:
-    """The row for a durable file, owned like its call; a truncated one notes why on the call.
+_FINISHED = f"""
+WITH d AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bigint[],
+        $6::float8[], $7::jsonb[], $8::boolean[], $9::text[], $10::timestamptz[])
+        AS d (id, call_id, format, path, bytes, duration_seconds, peaks, interrupted,
+              truncated_reason, ended_at)
+), noted AS (
+    UPDATE calls c SET recording_truncated_reason = d.truncated_reason
+    FROM d WHERE c.id = d.call_id AND d.truncated_reason IS NOT NULL
+), erased AS (
+    INSERT INTO recording_disposals (recording_id, path)
+    SELECT d.id, d.path FROM d WHERE NOT EXISTS (SELECT FROM calls c WHERE c.id = d.call_id)
+    ON CONFLICT DO NOTHING
+    RETURNING recording_id
+), made AS (
+    INSERT INTO recordings (id, client_id, call_id, number_id, format, path, bytes,
+                            duration_seconds, peaks, interrupted, truncated_reason, started_at,
+                            ended_at)
+    SELECT d.id, c.client_id, c.id, c.number_id, d.format, d.path, d.bytes,
+           d.duration_seconds, d.peaks, d.interrupted, d.truncated_reason,
+           coalesce(c.answered_at, c.started_at), d.ended_at
+    FROM d JOIN calls c ON c.id = d.call_id
+    ON CONFLICT (id) DO UPDATE SET path = EXCLUDED.path
+    RETURNING {COLUMNS}, xmax = 0 AS inserted
+)
+SELECT {COLUMNS}, inserted FROM made
+UNION ALL
+SELECT {", ".join(["NULL"] * len(COLUMNS.split(",")))}, NULL FROM erased
+"""
+"""One statement for a batch of finished files: the rows of those whose call is there, a
+disposal for each of the others (an erased call's: one NULL row each in the result). ``xmax =
+0`` tells a row the INSERT made from one its ON CONFLICT updated (a replay, or a file
+finalised again under another name): only a new row is announced."""
 
-    :raises LookupError: the call is gone (erased while the file was being finished); the file
-        is queued for shredding instead.
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What one write of finished recordings did."""
+
+    made: list[Recording]
+    """Rows written for the first time (their recording.ready goes out with them)."""
+    erased: int
+    """Files whose call is gone (erased while the file was being finished), queued for
+    shredding instead."""
+
+
+async def insert_finished(db: Executor, finished: Sequence[RecordingFinished]) -> Stored:
+    """The rows of durable files, owned like their calls, in one statement; a truncated one
+    notes why on its call. Idempotent by recording id: a replay makes nothing new (a second
+    report of one recording only updates its path, for a file finalised again).
+
+    A missing call means an erased one: the journal writes every call's row before the
+    recordings that refer to it, in the order they were recorded.
     """
-    row = await db.fetchrow(
-        f"""WITH noted AS (
-                UPDATE calls SET recording_truncated_reason = $10
-                WHERE id = $2 AND $10::text IS NOT NULL
-            )
-            INSERT INTO recordings (id, client_id, call_id, number_id, format, path, bytes,
-                                    duration_seconds, peaks, interrupted, truncated_reason,
-                                    started_at, ended_at)
-            SELECT $1, client_id, id, number_id, $3, $4, $5, $6, $7, $8, $10,
-                   coalesce(answered_at, started_at), $9
-            FROM calls WHERE id = $2
-            ON CONFLICT (id) DO UPDATE SET path = EXCLUDED.path
-            RETURNING {COLUMNS}""",
-        done.id,
-        call_id,
-        done.format,
-        done.path,
-        done.bytes,
-        done.duration_seconds,
-        done.peaks,
-        done.interrupted,
-        ended_at,
-        done.truncated_reason,
-    )
-    if row is None:
-        await db.execute(
-            "INSERT INTO recording_disposals (recording_id, path) VALUES ($1, $2) "
-            "ON CONFLICT DO NOTHING",
-            done.id,
-            done.path,
+    # ON CONFLICT DO UPDATE may touch a row once per statement: the last report of each.
+    latest = {event.recording_id: event for event in finished}
+    values = [
+        (
+            e.recording_id,
+            e.call_id,
+            e.format,
+            e.path,
+            e.bytes,
+            e.duration_seconds,
+            e.peaks,
+            e.interrupted,
+            e.truncated_reason,
+            e.at,
         )
-        raise LookupError(f"call {call_id} no longer exists; recording queued for shredding")
-    return Recording(**row)
+        for e in latest.values()
+    ]
+    rows = await db.fetch(_FINISHED, *(list(column) for column in zip(*values, strict=True)))
+    made = []
+    for row in rows:
+        if row["inserted"]:
+            fields = dict(row)
+            del fields["inserted"]
+            made.append(Recording(**fields))
+    return Stored(made, sum(row["id"] is None for row in rows))
+
+
+def view(recording: Recording) -> dict[str, Any]:
+    """The API's (and the webhook's) view of a recording."""
+    return {
+        "id": recording.id,
+        "client_id": recording.client_id,
+        "call_id": recording.call_id,
+        "number_id": recording.number_id,
+        "format": served_format(recording.format),
+        "bytes": recording.bytes,
+        "duration_seconds": recording.duration_seconds,
+        "interrupted": recording.interrupted,
+        "truncated": recording.truncated_reason is not None,
+        "truncated_reason": recording.truncated_reason,
+        "started_at": recording.started_at,
+        "ended_at": recording.ended_at,
+        "created_at": recording.created_at,
+    }
+
+
+async def without_rows(db: Executor, ids: Sequence[UUID]) -> dict[UUID, bool]:
+    """Which of ``ids`` have neither a recording row nor a queued disposal, each with whether
+    its call's row is there (a recording's id is its call's). Across clients: the start-up
+    sweep of the recordings directory asks."""
+    rows = await db.fetch(
+        """SELECT i.id, EXISTS (SELECT FROM calls c WHERE c.id = i.id) AS has_call
+           FROM unnest($1::uuid[]) AS i (id)
+           WHERE NOT EXISTS (SELECT FROM recordings r WHERE r.id = i.id)
+             AND NOT EXISTS (SELECT FROM recording_disposals d WHERE d.recording_id = i.id)""",
+        list(ids),
+    )
+    return {row["id"]: row["has_call"] for row in rows}
 
 
 async def get(db: Executor, recording_id: UUID, scope: UUID | None) -> Recording | None:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -12,6 +13,22 @@ from callrouter.call_events import WebhookRaised
 from callrouter.store.database import Executor
 from callrouter.store.ids import derived_id, new_id
 from callrouter.store.tenant_table import TenantTable
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(type(value).__name__)
+
+
+def event_body(event: str, data: dict[str, Any], at: datetime | None = None) -> dict[str, Any]:
+    """What a delivery of ``event`` sends, as plain JSON values (ids and times as strings)."""
+    payload = {"event": event, "created_at": at or datetime.now(UTC), "data": data}
+    decoded: dict[str, Any] = json.loads(json.dumps(payload, default=_json_default))
+    return decoded
+
 
 EVENTS = ("call.started", "call.answered", "call.completed", "recording.ready", "form.submitted")
 

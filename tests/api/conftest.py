@@ -97,9 +97,7 @@ async def running_api(dsn: str, *, rate: float = 1000.0, burst: int = 1000) -> A
                 {"data_dir": str(data_dir), "recordings_dir": str(data_dir / "recordings")},
             )
             webhooks = WebhookSender(pool, allow_private=True, retry_base=0.01)
-            recordings = Recordings(
-                pool, Vault.from_config(config), config.recordings_dir, webhooks=webhooks
-            )
+            recordings = Recordings(pool, Vault.from_config(config), config.recordings_dir)
             rights = await PrivacyRights.open(pool, config, archive=recordings)
             authenticator = Authenticator(pool, TokenBuckets(rate, burst), TokenBuckets(1.0, 20))
             clock = FakeClock()

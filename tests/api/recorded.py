@@ -10,9 +10,11 @@ from uuid import UUID, uuid4
 import numpy as np
 import soundfile
 
-from callrouter.call_events import CallStarted
+from callrouter.call_events import CallStarted, RecordingFinished
+from callrouter.store import recordings as store
 from callrouter.store.call_journal import CallJournal
-from callrouter.store.recordings import FinishedFile, Recording
+from callrouter.store.ids import new_id
+from callrouter.store.recordings import Recording
 from tests.api.conftest import Api
 
 
@@ -62,9 +64,26 @@ async def recorded_call(
     service.root.mkdir(parents=True, exist_ok=True)
     with service.vault.writer(call_id, service.root / f"{call_id}.flac") as out:
         out.write(flac)
-    recording = await service.finished(
-        call_id,
-        FinishedFile(call_id, f"{call_id}.flac", "flac", len(flac), 2.0, {"channels": []}, False),
-    )
+    # As serve stores it: through the call journal, the row and recording.ready in one go.
+    async with CallJournal(
+        api.db, webhooks_queued=api.webhooks.wake, recordings_written=service.written
+    ) as journal:
+        journal.record(
+            RecordingFinished(
+                call_id=call_id,
+                recording_id=call_id,
+                event_id=new_id(),
+                path=f"{call_id}.flac",
+                format="flac",
+                bytes=len(flac),
+                duration_seconds=2.0,
+                peaks={"channels": []},
+                interrupted=False,
+                truncated_reason=None,
+                at=datetime.now(UTC),
+            )
+        )
+        await journal.flushed()
+    recording = await store.get(api.db, call_id, None)
     assert recording is not None
     return recording, flac

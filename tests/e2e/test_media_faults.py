@@ -7,10 +7,13 @@ port with a socket of its own and checks the call is still connected, unrecorded
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,9 +29,13 @@ import numpy as np
 import pytest
 import soundfile
 
+from callrouter.store.database import ensure_database
+from callrouter.store.embedded import DATABASE, EmbeddedPostgres
 from tests.conftest import world_traversable_tempdir
-from tests.e2e.serve import ServeProcess
+from tests.e2e.serve import ServeProcess, seed_cluster
 from tests.e2e.sipp import free_port
+from tests.e2e.test_faults import descendants, query_dsn
+from tests.e2e.test_swap import Receiver
 from tests.media.test_worker_lifeline import alive, wait_gone
 
 CALLER_HZ, CALLEE_HZ = 440, 1000
@@ -92,7 +99,7 @@ def rtp_range() -> int:
     raise AssertionError("no free RTP range")
 
 
-def serve(workdir: Path, dsn: str, rtp: int) -> ServeProcess:
+def serve(workdir: Path, dsn: str, rtp: int, *args: str) -> ServeProcess:
     return ServeProcess(
         workdir / "data",
         "--recordings-dir",
@@ -101,6 +108,7 @@ def serve(workdir: Path, dsn: str, rtp: int) -> ServeProcess:
         dsn,
         "--media-ports",
         f"{rtp}-{rtp + 3}",
+        *args,
     ).wait_ready()
 
 
@@ -204,6 +212,100 @@ def test_kill_9_of_serve_takes_its_media_worker_and_the_next_serve_records(
             assert abs(dominant_hz(audio[middle : middle + rate // 2, 1]) - CALLEE_HZ) < 20
         finally:
             second.stop()
+
+
+def test_a_recording_finished_while_the_database_is_away_survives_a_kill_of_serve(
+    tmp_path: Path,
+) -> None:
+    """The database stopped, a recorded call made and ended, serve and its media worker
+    SIGKILLed before the database is back: at the next start the recording has its row, plays
+    back, and its recording.ready is delivered, signed, once."""
+    rtp = rtp_range()
+    receiver = Receiver()
+    private = ("--http-webhooks-to-private-addresses", "true")
+    with workspace() as workdir:
+        seed_cluster(workdir)  # a migrated cluster, copied: no initdb
+        database = EmbeddedPostgres(workdir / "postgres")
+        database.start()
+        try:
+            asyncio.run(ensure_database(database.admin_dsn, DATABASE))
+            first = serve(workdir, database.dsn, rtp, *private)
+            try:
+                key = first.operator_key
+                assert key is not None
+                api = Api(first, key)
+                client_id = api.json("POST", "/v1/clients", {"name": "Acme"})["id"]
+                e164 = "+441515559103"
+                desk_port = api.recorded_number(client_id, e164)
+                hook = api.json(
+                    "POST",
+                    "/v1/webhooks",
+                    {"client_id": client_id, "url": receiver.url, "events": ["recording.ready"]},
+                )
+                # A recorded call while the database is up: the number is in memory from then
+                # on, and the receiver hears its recording.
+                call(first, desk_port, e164, tmp_path)
+                (before,) = receiver.events(1, hook["secret"]).values()
+                delivered = (
+                    "SELECT attempts FROM webhook_deliveries "
+                    f"WHERE webhook_id = '{hook['id']}' AND delivered_at IS NOT NULL"
+                )
+                assert wait_until(lambda: len(query_dsn(database.dsn, delivered)) == 1)
+                database.stop()  # away, and (not embedded) nobody brings it back
+                assert wait_until(lambda: api.request("GET", "/v1/ready")[0] == 503)
+
+                call(first, desk_port, e164, tmp_path)
+                spooled = workdir / "data" / "spool"
+
+                def on_disk() -> bool:
+                    text = "".join(f.read_text() for f in spooled.glob("*.jsonl"))
+                    return text.count('"type":"RecordingFinished"') == 2
+
+                assert wait_until(on_disk), "the second recording's event is not on disk"
+                assert receiver.received.empty()
+            finally:
+                victims = [first.process.pid, *descendants(first.process.pid)]
+                for pid in victims:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                first.kill()
+
+            database.start()
+            second = serve(workdir, database.dsn, rtp, *private)
+            try:
+                second.wait_for(r"calls: wrote \d+ call event\(s\) spooled by the last run")
+                (after,) = receiver.events(1, hook["secret"]).values()  # signature checked
+                data = after["data"]
+                assert data["call_id"] != before["data"]["call_id"]
+                assert (data["format"], data["interrupted"], data["truncated"]) == (
+                    "flac",
+                    False,
+                    False,
+                )
+                api = Api(second, key)
+                record = api.json("GET", f"/v1/calls/{data['call_id']}")
+                assert (record["disposition"], record["record"]) == ("answered", True)
+                (recording,) = api.json("GET", f"/v1/recordings?call_id={record['id']}")["data"]
+                assert recording["id"] == data["id"]
+                status, flac = api.request("GET", f"/v1/recordings/{recording['id']}/audio")
+                assert status == 200 and len(flac) == recording["bytes"]
+                audio, rate = soundfile.read(io.BytesIO(flac), dtype="int16")
+                middle = len(audio) // 2
+                assert abs(dominant_hz(audio[middle : middle + rate // 2, 0]) - CALLER_HZ) < 20
+                assert abs(dominant_hz(audio[middle : middle + rate // 2, 1]) - CALLEE_HZ) < 20
+                # Once: two deliveries in all, each sent once, and nothing more arrives.
+                assert wait_until(lambda: len(query_dsn(database.dsn, delivered)) == 2)
+                rows = query_dsn(
+                    database.dsn,
+                    f"SELECT attempts FROM webhook_deliveries WHERE webhook_id = '{hook['id']}'",
+                )
+                assert [r["attempts"] for r in rows] == [1, 1]
+                assert receiver.received.empty()
+            finally:
+                second.stop()
+        finally:
+            receiver.close()
+            database.stop()
 
 
 def test_a_call_whose_rtp_port_is_held_elsewhere_is_connected_unrecorded_saying_why(

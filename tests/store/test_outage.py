@@ -16,10 +16,11 @@ from uuid import uuid4
 import asyncpg
 import pytest
 
-from callrouter.call_events import CallAnswered, CallEnded, CallStarted
-from callrouter.store import calls
+from callrouter.call_events import CallAnswered, CallEnded, CallStarted, RecordingFinished
+from callrouter.store import calls, recordings
 from callrouter.store.availability import DatabaseAvailability
 from callrouter.store.call_journal import CallJournal
+from callrouter.store.call_rows import Written
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.embedded import EmbeddedPostgres, server_processes
@@ -185,3 +186,60 @@ def test_what_a_killed_server_leaves_does_not_stop_the_next_start(cluster: Path)
             second.stop()
             other.kill()
     assert server_processes(cluster / "pgdata") == []
+
+
+async def test_a_recording_finished_while_the_database_is_away_is_stored_after_a_stop(
+    server: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    """The database stopped, a recorded call ends and its recording is finished, then the
+    journal is stopped (serve's SIGTERM) before the database is back: the next start stores
+    the call, then its recording's row."""
+    pool = await create_pool(server.dsn, min_size=1, max_size=2)
+    try:
+        client = await CLIENTS.insert(pool, {}, {"name": "Stopped Ltd"})
+        call = uuid4()
+        spool = tmp_path / "spool"
+        availability = DatabaseAvailability()
+        async with CallJournal(
+            pool,
+            EventSpool(spool, max_bytes=1 << 20),
+            availability=availability,
+            backoff=lambda _n: 0.05,
+        ) as journal:
+            server.stop()
+            journal.record(started(call, client.id))
+            journal.record(CallEnded(call, "answered", "caller", "BYE", T0))
+            journal.record(
+                RecordingFinished(
+                    call_id=call,
+                    recording_id=call,
+                    event_id=uuid4(),
+                    path=f"{call}.flac",
+                    format="flac",
+                    bytes=1000,
+                    duration_seconds=1.0,
+                    peaks={},
+                    interrupted=False,
+                    truncated_reason=None,
+                    at=T0,
+                )
+            )
+            await until(lambda: not availability.up)
+        assert journal.backlog == 3  # none written: the spool keeps them for the next start
+    finally:
+        pool.terminate()
+
+    server.start()
+    pool = await create_pool(server.dsn, min_size=1, max_size=2)
+    try:
+        made: list[Written] = []
+        async with CallJournal(
+            pool, EventSpool(spool, max_bytes=1 << 20), recordings_written=made.append
+        ) as journal:
+            assert journal.replayed == 3
+            await journal.flushed()
+        assert [r.id for w in made for r in w.recordings] == [call]
+        recording = await recordings.get(pool, call, client.id)
+        assert recording is not None and recording.call_id == call
+    finally:
+        await pool.close()
