@@ -444,7 +444,14 @@ async def _start_sip(
     state.sip_tls_refused = lambda: peer_tls.refused
     state.journal_lag = lambda: journal.lag(datetime.now(UTC))
     # A source outside every trunk could only be refused over TCP too: it holds no socket.
-    inbound = InboundConnections(limits, source_policy.admits_source)
+    # A banned one is refused at accept, and what it holds open is closed as its ban begins.
+    inbound = InboundConnections(
+        limits,
+        source_policy.admits_source,
+        banned=lambda host: source_policy.banned(host, reactor.seconds()),
+    )
+    source_policy.on_ban = inbound.close_source
+    state.sip_connections_refused = lambda: inbound.refused
     listening = await open_listeners(
         reactor,
         service,
@@ -456,6 +463,7 @@ async def _start_sip(
         inbound=inbound,
         peer_tls=peer_tls,
         backlog=sip.listen_backlog,
+        max_message_bytes=sip.max_message_bytes,
     )
     service.addresses = advertised(listening, sip.advertise, sip.tls_advertise)
     shown = ", ".join(

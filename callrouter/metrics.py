@@ -47,7 +47,10 @@ class State:
     """Responses sent, by status code (the SIP core's counter)."""
     sip_retransmissions: Callable[[], int] = lambda: 0
     sip_rejected: Callable[[], Mapping[str, int]] = dict
-    """Requests refused before routing, by reason (allowlist, rate, malformed)."""
+    """Requests refused before routing, by reason (allowlist, rate, malformed, banned)."""
+    sip_connections_refused: Callable[[], Mapping[str, int]] = dict
+    """SIP TCP/TLS connections refused at accept, or closed as their source's ban began, by
+    reason (banned, unknown source, per-source limit, connection limit)."""
     sip_tls_refused: Callable[[], Mapping[str, int]] = dict
     """Peers we called over TLS and refused, by reason (name, chain, handshake)."""
     pools: Callable[[], Mapping[str, tuple[int, int]]] = dict
@@ -95,12 +98,24 @@ class StateCollector(Collector):
         )
         rejected = CounterMetricFamily(
             f"{PREFIX}_sip_rejected",
-            "SIP requests refused before routing, by reason (allowlist, rate, malformed).",
+            "SIP requests refused before routing, by reason (allowlist, rate, malformed, "
+            "banned: dropped unparsed while their source is banned for a flood).",
             labels=["reason"],
         )
-        for reason in ("allowlist", "rate", "malformed"):
+        for reason in ("allowlist", "rate", "malformed", "banned"):
             rejected.add_metric([reason], s.sip_rejected().get(reason, 0))
         yield rejected
+        connections = CounterMetricFamily(
+            f"{PREFIX}_sip_connections_refused",
+            "SIP TCP and TLS connections refused at accept, by reason (unknown_source: outside "
+            "every trunk, per_source_limit, connection_limit, banned: its source is banned for "
+            "a flood; banned also counts the connections closed as the ban began).",
+            labels=["reason"],
+        )
+        for reason in ("unknown source", "per-source limit", "connection limit", "banned"):
+            label = reason.replace(" ", "_").replace("-", "_")
+            connections.add_metric([label], s.sip_connections_refused().get(reason, 0))
+        yield connections
         refused = CounterMetricFamily(
             f"{PREFIX}_sip_tls_refused",
             "Peers called over SIP TLS and refused before any SIP byte, by reason: name (the "
