@@ -432,6 +432,7 @@ async def _start_sip(
         calls=b2bua,
         max_calls_per_trunk=sip.max_calls_per_trunk,
         max_calls_per_client=sip.max_calls_per_client,
+        unrecordable=lambda: journal.refusing_calls,
     )
     service.handler = front_door.handle
     state = metrics.state
@@ -441,6 +442,7 @@ async def _start_sip(
     state.sip_responses = lambda: endpoint.counters.responses
     state.sip_retransmissions = lambda: endpoint.counters.retransmissions
     state.sip_rejected = lambda: source_policy.rejected
+    state.calls_refused = lambda: front_door.refused
     state.sip_tls_refused = lambda: peer_tls.refused
     state.journal_lag = lambda: journal.lag(datetime.now(UTC))
     # A source outside every trunk could only be refused over TCP too: it holds no socket.
@@ -809,9 +811,11 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
                 availability=availability,
                 node=name,
                 webhooks_queued=webhook_sender.wake,
+                max_held=config.database.max_held_events,
             )
         )
         metrics.state.journal_unspooled = lambda: journal.unspooled
+        metrics.state.journal_held = lambda: journal.held
         await journal.flushed()
         if journal.replayed:
             say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")

@@ -66,6 +66,13 @@ class DatabaseConfig:
         "are held in memory only (logged, and counted in "
         "callrouter_journal_unspooled_events_total).",
     )
+    max_held_events: int = setting(
+        100_000,
+        "Call events that may be held in memory only (the spool cannot take them, full or its "
+        "disk full, and the database is away) before new calls are refused with 503 and "
+        "Retry-After, so carriers send them to a node that can record them; calls up go on. "
+        "About 0.4 KB each, ~11 per answered call. 0: never refuse (memory then has no bound).",
+    )
 
 
 @dataclass(frozen=True)
@@ -677,6 +684,12 @@ def load_config(
     _check_media(config.media, origins)
     _check_http(config.http, origins)
     _check_sip(config.sip, origins)
+    if config.database.max_held_events < 0:
+        where = origins.get(("database", "max_held_events"), "default")
+        raise ConfigError(
+            f"{where}: database.max_held_events: {config.database.max_held_events} is negative "
+            "(0: never refuse calls)"
+        )
     return config
 
 

@@ -62,6 +62,11 @@ class State:
     """Seconds the oldest call event not yet written has waited (0 when none waits)."""
     journal_unspooled: Callable[[], int] = lambda: 0
     """Call events the spool could not take (full, or the disk full): in memory only."""
+    journal_held: Callable[[], int] = lambda: 0
+    """Call events in memory only now (the spool refused them, the database lacks them)."""
+    calls_refused: Callable[[], Mapping[str, int]] = dict
+    """New calls answered 503 by the front door, by reason (draining, unrecordable,
+    capacity)."""
     duties: Callable[[], Mapping[str, bool]] = dict
     """Per once-only duty of the cluster: whether this node does it now."""
 
@@ -159,6 +164,23 @@ class StateCollector(Collector):
             "reached, or the disk full): held in memory only until the database has them.",
             value=s.journal_unspooled(),
         )
+        yield _gauge(
+            "journal_held_events",
+            "Call and webhook events held in memory only now (the spool could not take them "
+            "and the database does not have them yet); at [database] max_held_events new "
+            "calls are refused.",
+            s.journal_held(),
+        )
+        refused_calls = CounterMetricFamily(
+            f"{PREFIX}_calls_refused",
+            "New calls answered 503 with Retry-After, by reason: draining (the server is "
+            "stopping), unrecordable (too many call events held in memory only, the database "
+            "away), capacity (a per-trunk or per-client cap).",
+            labels=["reason"],
+        )
+        for reason in ("draining", "unrecordable", "capacity"):
+            refused_calls.add_metric([reason], s.calls_refused().get(reason, 0))
+        yield refused_calls
         duties = GaugeMetricFamily(
             f"{PREFIX}_cluster_duty",
             "1 when this node does the once-only duty now (one node of the cluster should).",

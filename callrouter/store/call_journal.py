@@ -20,6 +20,12 @@ spooled in the same write and fsync, stored in the same transaction as the rows 
 on, with delivery ids derived from the event's id, so a replay queues each once. When the
 spool cannot take a batch (``spool_max_bytes`` reached, or the disk full), the batch is kept
 in memory only: logged once per run of failures and counted in ``unspooled``.
+
+Held so, events are written as soon as the database answers; with the database away too they
+pile up, and a crash would lose every call they record. Past ``max_held`` such events
+``refusing_calls`` turns true (the front door answers new INVITEs 503 so that carriers send
+them to a node that can record them) until the database has taken enough of them: calls
+already up go on, and their events are still kept, so memory grows only by what they add.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class CallJournal:
     :param backoff: seconds to wait after the n-th consecutive failed attempt (n from 1).
     :param webhooks_queued: called after a batch that queued webhook deliveries is committed
         (it wakes the webhook sender).
+    :param max_held: events held in memory only (the spool could not take them, the database
+        does not have them yet) at which ``refusing_calls`` turns true; 0: never.
     """
 
     def __init__(
@@ -84,6 +92,7 @@ class CallJournal:
         flush_interval: float = 0.05,
         backoff: Callable[[int], float] = lambda n: min(2.0, 0.1 * 2**n),
         webhooks_queued: Callable[[], None] = lambda: None,
+        max_held: int = 0,
     ) -> None:
         self._pool = pool
         self._spool = spool
@@ -93,6 +102,8 @@ class CallJournal:
         self._flush_interval = flush_interval
         self._backoff = backoff
         self._webhooks_queued = webhooks_queued
+        self._max_held = max_held
+        self._held = 0
         self._unspooled: list[CallEvent] = []
         self._pending: deque[Spooled] = deque()
         self._recorded = 0
@@ -132,6 +143,16 @@ class CallJournal:
         waiting = chain((spooled.event for spooled in self._pending), self._unspooled)
         at = next((e.at for e in waiting if not isinstance(e, RecordingRefused)), None)
         return 0.0 if at is None else max(0.0, (now - at).total_seconds())
+
+    @property
+    def held(self) -> int:
+        """Events in memory only: refused by the spool, not yet in the database (a metric)."""
+        return self._held
+
+    @property
+    def refusing_calls(self) -> bool:
+        """Whether new calls should be refused: ``max_held`` events are at risk already."""
+        return 0 < self._max_held <= self._held
 
     @property
     def backlog(self) -> int:
@@ -204,6 +225,7 @@ class CallJournal:
                     )
                 self._spool_failing = True
                 self.unspooled += len(batch)
+                self._hold(len(batch))
                 spooled = [Spooled(_NOT_SPOOLED, event) for event in batch]
             else:
                 if self._spool_failing:
@@ -243,6 +265,8 @@ class CallJournal:
                     self._pending.popleft()
                 self._written += len(batch)
                 self._release_waiters()
+                if self._spool is not None:
+                    self._hold(-sum(1 for s in batch if s.seq == _NOT_SPOOLED))
                 last = max(s.seq for s in batch)
                 if self._spool is not None and last != _NOT_SPOOLED:
                     await self._note_applied(loop, last)
@@ -250,6 +274,24 @@ class CallJournal:
             if self._closing and failures > 3:
                 return
             await asyncio.sleep(self._backoff(failures))
+
+    def _hold(self, change: int) -> None:
+        """Count events into (or, written, out of) memory only; say when calls are refused
+        and when they are taken again."""
+        refusing = self.refusing_calls
+        self._held += change
+        if self.refusing_calls and not refusing:
+            log.error(
+                "call journal: %d call event(s) held in memory only (the spool cannot take "
+                "them and the database does not have them): new calls are refused until the "
+                "database takes them",
+                self._held,
+            )
+        elif refusing and not self.refusing_calls:
+            log.warning(
+                "call journal: the database took the events held in memory; new calls are "
+                "taken again"
+            )
 
     async def _note_applied(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
         assert self._spool is not None
