@@ -24,8 +24,10 @@ in memory only: logged once per run of failures and counted in ``unspooled``.
 Held so, events are written as soon as the database answers; with the database away too they
 pile up, and a crash would lose every call they record. Past ``max_held`` such events
 ``refusing_calls`` turns true (the front door answers new INVITEs 503 so that carriers send
-them to a node that can record them) until the database has taken enough of them: calls
-already up go on, and their events are still kept, so memory grows only by what they add.
+them to a node that can record them) until the database has taken enough of them, or the
+spool takes events again (new calls would then be durable; the held ones stay at risk until
+the database has them): calls already up go on, and their events are still kept, so memory
+grows only by what they add.
 """
 
 from __future__ import annotations
@@ -151,8 +153,9 @@ class CallJournal:
 
     @property
     def refusing_calls(self) -> bool:
-        """Whether new calls should be refused: ``max_held`` events are at risk already."""
-        return 0 < self._max_held <= self._held
+        """Whether new calls should be refused: ``max_held`` events are at risk already, and
+        the spool takes none."""
+        return self._spool_failing and 0 < self._max_held <= self._held
 
     @property
     def backlog(self) -> int:
@@ -212,6 +215,7 @@ class CallJournal:
                 self._pending.extend(Spooled(_NOT_SPOOLED, event) for event in batch)
                 self._wakeup.set()
                 continue
+            refusing = self.refusing_calls
             try:
                 encoded = self._spool.encode(batch)
                 spooled = await loop.run_in_executor(None, self._spool.write, encoded)
@@ -225,12 +229,13 @@ class CallJournal:
                     )
                 self._spool_failing = True
                 self.unspooled += len(batch)
-                self._hold(len(batch))
+                self._held += len(batch)
                 spooled = [Spooled(_NOT_SPOOLED, event) for event in batch]
             else:
                 if self._spool_failing:
                     log.warning("call journal: spooling to disk again")
                 self._spool_failing = False
+            self._say_refusal(refusing)
             self._pending.extend(spooled)
             self._wakeup.set()
 
@@ -266,7 +271,9 @@ class CallJournal:
                 self._written += len(batch)
                 self._release_waiters()
                 if self._spool is not None:
-                    self._hold(-sum(1 for s in batch if s.seq == _NOT_SPOOLED))
+                    refusing = self.refusing_calls
+                    self._held -= sum(1 for s in batch if s.seq == _NOT_SPOOLED)
+                    self._say_refusal(refusing)
                 last = max(s.seq for s in batch)
                 if self._spool is not None and last != _NOT_SPOOLED:
                     await self._note_applied(loop, last)
@@ -275,11 +282,9 @@ class CallJournal:
                 return
             await asyncio.sleep(self._backoff(failures))
 
-    def _hold(self, change: int) -> None:
-        """Count events into (or, written, out of) memory only; say when calls are refused
-        and when they are taken again."""
-        refusing = self.refusing_calls
-        self._held += change
+    def _say_refusal(self, refusing: bool) -> None:
+        """Log when new calls start being refused, and when they are taken again, given
+        whether they were refused before."""
         if self.refusing_calls and not refusing:
             log.error(
                 "call journal: %d call event(s) held in memory only (the spool cannot take "
@@ -289,8 +294,8 @@ class CallJournal:
             )
         elif refusing and not self.refusing_calls:
             log.warning(
-                "call journal: the database took the events held in memory; new calls are "
-                "taken again"
+                "call journal: new calls are taken again (%d call event(s) held in memory only)",
+                self._held,
             )
 
     async def _note_applied(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.front_door import UNRECORDABLE_RETRY_AFTER, FrontDoor
 from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.endpoint import SipEndpoint
+from callrouter.sip.message import Request, parse_message
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.database import create_pool
 from callrouter.store.numbers import Number
@@ -106,36 +107,51 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
         yield s
 
 
+class FullSpool:
+    """A real spool, made to take nothing once open (at its limit, or its tmpfs full), and
+    given room again."""
+
+    def __init__(self, spool: EventSpool, disk: Path | None) -> None:
+        self.spool = spool
+        self.disk = disk
+
+    def fill(self) -> None:
+        if self.disk is None:
+            self.spool.max_bytes = 1
+        else:
+            fill(self.disk)
+
+    def make_room(self) -> None:
+        if self.disk is None:
+            self.spool.max_bytes = 1 << 20
+        else:
+            (self.disk / "filler").unlink()
+
+
 @pytest.fixture(params=["spool at its limit", "disk full"])
-def spool(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[EventSpool, Callable[[], object]]]:
-    """A spool that will take nothing, and what makes it so once it is open."""
+def full(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FullSpool]:
     if request.param == "spool at its limit":
-        yield EventSpool(tmp_path / "spool", max_bytes=1), lambda: None
+        yield FullSpool(EventSpool(tmp_path / "spool", max_bytes=1 << 20), None)
         return
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root (CI runs as root)")
     with small_disk(tmp_path, "64k") as disk:
-        yield EventSpool(disk / "spool", max_bytes=1 << 20), lambda: fill(disk)
+        yield FullSpool(EventSpool(disk / "spool", max_bytes=1 << 20), disk)
 
 
-async def test_past_the_cap_new_calls_get_503_until_the_database_is_back(
-    database_dsn: str,
-    tmp_path: Path,
-    stack: AsyncExitStack,
-    spool: tuple[EventSpool, Callable[[], object]],
-) -> None:
+async def refusing(
+    database_dsn: str, tmp_path: Path, stack: AsyncExitStack, full: FullSpool
+) -> tuple[Door, CallJournal, CuttableLink]:
+    """A front door past the cap: the spool full, the database cut, a new call refused."""
     link = await stack.enter_async_context(CuttableLink(database_dsn, tmp_path))
     pool = await create_pool(link.dsn, min_size=0, max_size=2)
     stack.push_async_callback(pool.close)
     number = await desk_number(pool)
-    events, make_full = spool
     journal = CallJournal(
-        pool, events, flush_interval=0, backoff=lambda _n: 0.02, max_held=MAX_HELD
+        pool, full.spool, flush_interval=0, backoff=lambda _n: 0.02, max_held=MAX_HELD
     )
     await stack.enter_async_context(journal)
-    make_full()  # after the spool is open, as a disk that fills while serving
+    full.fill()  # after the spool is open, as a disk that fills while serving
     door = Door(journal, number, tmp_path)
 
     # The spool refuses every batch, but the database is there: held events are written at
@@ -153,8 +169,29 @@ async def test_past_the_cap_new_calls_get_503_until_the_database_is_back(
     assert refused.startswith(b"SIP/2.0 503 "), refused
     assert f"Retry-After: {UNRECORDABLE_RETRY_AFTER}\r\n".encode() in refused
     assert door.front_door.refused == {"unrecordable": 1}
+    return door, journal, link
 
+
+async def test_past_the_cap_new_calls_get_503_until_the_database_is_back(
+    database_dsn: str, tmp_path: Path, stack: AsyncExitStack, full: FullSpool
+) -> None:
+    door, journal, link = await refusing(database_dsn, tmp_path, stack, full)
     await link.mend()
     await asyncio.wait_for(journal.flushed(), 20)
     assert journal.held == 0 and not journal.refusing_calls
+    assert await door.call() == b"INVITE to the desk"
+
+
+async def test_calls_are_taken_again_once_the_spool_has_room_though_the_database_is_away(
+    database_dsn: str, tmp_path: Path, stack: AsyncExitStack, full: FullSpool
+) -> None:
+    door, journal, _link = await refusing(database_dsn, tmp_path, stack, full)
+    full.make_room()
+    # A call up goes on: the desk refuses the first one, whose end is now spooled.
+    first = next(data for data, to in door.wire.sent if to == DESK)
+    offered = parse_message(first)
+    assert isinstance(offered, Request)
+    door.service.receive(offered.response(486, to_tag="desk").to_bytes(), DESK)
+    await until(lambda: not journal.refusing_calls)
+    assert journal.held >= MAX_HELD  # still only in memory, but no longer growing
     assert await door.call() == b"INVITE to the desk"
