@@ -433,6 +433,7 @@ async def _start_sip(
         calls=b2bua,
         max_calls_per_trunk=sip.max_calls_per_trunk,
         max_calls_per_client=sip.max_calls_per_client,
+        unrecordable=lambda: journal.refusing_calls,
     )
     service.handler = front_door.handle
     state = metrics.state
@@ -442,10 +443,18 @@ async def _start_sip(
     state.sip_responses = lambda: endpoint.counters.responses
     state.sip_retransmissions = lambda: endpoint.counters.retransmissions
     state.sip_rejected = lambda: source_policy.rejected
+    state.calls_refused = lambda: front_door.refused
     state.sip_tls_refused = lambda: peer_tls.refused
     state.journal_lag = lambda: journal.lag(datetime.now(UTC))
     # A source outside every trunk could only be refused over TCP too: it holds no socket.
-    inbound = InboundConnections(limits, source_policy.admits_source)
+    # A banned one is refused at accept, and what it holds open is closed as its ban begins.
+    inbound = InboundConnections(
+        limits,
+        source_policy.admits_source,
+        banned=lambda host: source_policy.banned(host, reactor.seconds()),
+    )
+    source_policy.on_ban = inbound.close_source
+    state.sip_connections_refused = lambda: inbound.refused
     listening = await open_listeners(
         reactor,
         service,
@@ -457,6 +466,7 @@ async def _start_sip(
         inbound=inbound,
         peer_tls=peer_tls,
         backlog=sip.listen_backlog,
+        max_message_bytes=sip.max_message_bytes,
     )
     service.addresses = advertised(listening, sip.advertise, sip.tls_advertise)
     shown = ", ".join(
@@ -826,9 +836,11 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
                 node=name,
                 webhooks_queued=webhook_sender.wake,
                 recordings_written=recordings_service.written,
+                max_held=config.database.max_held_events,
             )
         )
         metrics.state.journal_unspooled = lambda: journal.unspooled
+        metrics.state.journal_held = lambda: journal.held
         await journal.flushed()
         if journal.replayed:
             say(f"calls: wrote {journal.replayed} call event(s) spooled by the last run")

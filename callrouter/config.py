@@ -28,6 +28,9 @@ from callrouter.sip.session_timer import MIN_SE
 ENV_PREFIX = "CALLROUTER_"
 CONFIG_PATH_ENV = "CALLROUTER_CONFIG"
 CONFIG_SEARCH_PATH = (Path("/etc/callrouter/callrouter.toml"), Path("callrouter.toml"))
+MIN_MESSAGE_BYTES = 1024
+"""The least ``[sip] max_message_bytes`` may be: an INVITE with an SDP offer and a carrier's
+headers runs to 1-2 KB."""
 """Where every command looks for its file when neither ``--config`` nor the variable names one."""
 
 
@@ -62,6 +65,13 @@ class DatabaseConfig:
         "(and their webhook events) on local disk while the database is away; beyond it they "
         "are held in memory only (logged, and counted in "
         "callrouter_journal_unspooled_events_total).",
+    )
+    max_held_events: int = setting(
+        100_000,
+        "Call events that may be held in memory only (the spool cannot take them, full or its "
+        "disk full, and the database is away) before new calls are refused with 503 and "
+        "Retry-After, so carriers send them to a node that can record them; calls up go on. "
+        "About 0.4 KB each, ~11 per answered call. 0: never refuse (memory then has no bound).",
     )
 
 
@@ -184,7 +194,10 @@ class SipConfig:
     )
     ban_seconds: float = setting(300.0, "Seconds a flooding source stays banned.")
     max_message_bytes: int = setting(
-        65535, "Largest SIP message accepted; larger ones are dropped (streams closed)."
+        65535,
+        "Largest SIP message accepted, over UDP, TCP and TLS (at least 1024); a larger request "
+        "gets 513 Message Too Large when its Via can be read, else it is dropped, and over TCP "
+        "and TLS the connection is then closed.",
     )
     max_headers: int = setting(128, "Most header fields a SIP message may carry.")
     max_calls_per_trunk: int = setting(
@@ -671,6 +684,12 @@ def load_config(
     _check_media(config.media, origins)
     _check_http(config.http, origins)
     _check_sip(config.sip, origins)
+    if config.database.max_held_events < 0:
+        where = origins.get(("database", "max_held_events"), "default")
+        raise ConfigError(
+            f"{where}: database.max_held_events: {config.database.max_held_events} is negative "
+            "(0: never refuse calls)"
+        )
     return config
 
 
@@ -690,6 +709,11 @@ def _check_sip(sip: SipConfig, origins: Mapping[tuple[str, ...], str]) -> None:
         raise ConfigError(
             f"{named('session_expires')}: {sip.session_expires} is not 0 or "
             f"{MIN_SE}-86400 seconds (RFC 4028 Min-SE)"
+        )
+    if sip.max_message_bytes < MIN_MESSAGE_BYTES:
+        raise ConfigError(
+            f"{named('max_message_bytes')}: {sip.max_message_bytes} is below "
+            f"{MIN_MESSAGE_BYTES} (an ordinary INVITE with SDP would be refused)"
         )
     if sip.max_call_seconds < 0:
         raise ConfigError(

@@ -47,7 +47,10 @@ class State:
     """Responses sent, by status code (the SIP core's counter)."""
     sip_retransmissions: Callable[[], int] = lambda: 0
     sip_rejected: Callable[[], Mapping[str, int]] = dict
-    """Requests refused before routing, by reason (allowlist, rate, malformed)."""
+    """Requests refused before routing, by reason (allowlist, rate, malformed, banned)."""
+    sip_connections_refused: Callable[[], Mapping[str, int]] = dict
+    """SIP TCP/TLS connections refused at accept, or closed as their source's ban began, by
+    reason (banned, unknown source, per-source limit, connection limit)."""
     sip_tls_refused: Callable[[], Mapping[str, int]] = dict
     """Peers we called over TLS and refused, by reason (name, chain, handshake)."""
     pools: Callable[[], Mapping[str, tuple[int, int]]] = dict
@@ -59,6 +62,11 @@ class State:
     """Seconds the oldest call event not yet written has waited (0 when none waits)."""
     journal_unspooled: Callable[[], int] = lambda: 0
     """Call events the spool could not take (full, or the disk full): in memory only."""
+    journal_held: Callable[[], int] = lambda: 0
+    """Call events in memory only now (the spool refused them, the database lacks them)."""
+    calls_refused: Callable[[], Mapping[str, int]] = dict
+    """New calls answered 503 by the front door, by reason (draining, unrecordable,
+    capacity)."""
     duties: Callable[[], Mapping[str, bool]] = dict
     """Per once-only duty of the cluster: whether this node does it now."""
     recordings_without_row: Callable[[], Mapping[str, int]] = dict
@@ -97,12 +105,24 @@ class StateCollector(Collector):
         )
         rejected = CounterMetricFamily(
             f"{PREFIX}_sip_rejected",
-            "SIP requests refused before routing, by reason (allowlist, rate, malformed).",
+            "SIP requests refused before routing, by reason (allowlist, rate, malformed, "
+            "banned: dropped unparsed while their source is banned for a flood).",
             labels=["reason"],
         )
-        for reason in ("allowlist", "rate", "malformed"):
+        for reason in ("allowlist", "rate", "malformed", "banned"):
             rejected.add_metric([reason], s.sip_rejected().get(reason, 0))
         yield rejected
+        connections = CounterMetricFamily(
+            f"{PREFIX}_sip_connections_refused",
+            "SIP TCP and TLS connections refused at accept, by reason (unknown_source: outside "
+            "every trunk, per_source_limit, connection_limit, banned: its source is banned for "
+            "a flood; banned also counts the connections closed as the ban began).",
+            labels=["reason"],
+        )
+        for reason in ("unknown source", "per-source limit", "connection limit", "banned"):
+            label = reason.replace(" ", "_").replace("-", "_")
+            connections.add_metric([label], s.sip_connections_refused().get(reason, 0))
+        yield connections
         refused = CounterMetricFamily(
             f"{PREFIX}_sip_tls_refused",
             "Peers called over SIP TLS and refused before any SIP byte, by reason: name (the "
@@ -155,6 +175,23 @@ class StateCollector(Collector):
         for reason, count in sorted(s.recordings_without_row().items()):
             kept.add_metric([reason], count)
         yield kept
+        yield _gauge(
+            "journal_held_events",
+            "Call and webhook events held in memory only now (the spool could not take them "
+            "and the database does not have them yet); at [database] max_held_events new "
+            "calls are refused.",
+            s.journal_held(),
+        )
+        refused_calls = CounterMetricFamily(
+            f"{PREFIX}_calls_refused",
+            "New calls answered 503 with Retry-After, by reason: draining (the server is "
+            "stopping), unrecordable (too many call events held in memory only, the database "
+            "away), capacity (a per-trunk or per-client cap).",
+            labels=["reason"],
+        )
+        for reason in ("draining", "unrecordable", "capacity"):
+            refused_calls.add_metric([reason], s.calls_refused().get(reason, 0))
+        yield refused_calls
         duties = GaugeMetricFamily(
             f"{PREFIX}_cluster_duty",
             "1 when this node does the once-only duty now (one node of the cluster should).",

@@ -150,6 +150,29 @@ def test_call_lifetime_settings_are_refused_at_load_naming_the_line(
     assert str(excinfo.value).startswith(message.replace("callrouter.toml", str(path)))
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[sip]\nmax_message_bytes = 512\n",
+            "callrouter.toml:2: sip.max_message_bytes: 512 is below 1024 (an ordinary INVITE "
+            "with SDP would be refused)",
+        ),
+        (
+            "[database]\nspool_max_bytes = 1024\nmax_held_events = -5\n",
+            "callrouter.toml:3: database.max_held_events: -5 is negative (0: never refuse calls)",
+        ),
+    ],
+)
+def test_limits_that_would_refuse_every_message_or_call_are_refused_at_load(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    assert str(excinfo.value) == message.replace("callrouter.toml", str(path))
+
+
 def test_call_lifetimes_default_to_a_generous_ceiling_and_a_half_hour_timer() -> None:
     sip = load_config(None, {}, {}).sip
     assert (sip.session_expires, sip.max_call_seconds) == (1800, 14400)

@@ -2,9 +2,10 @@
 
 Sources were admitted below, before any transaction existed (``source_policy``: allowlist, rate
 limits, flood bans, each refusal stateless). Here come RFC 3261 screening (405, 416, 420, 415,
-483), OPTIONS keep-alives, INVITEs for numbers that are not ours (404) and the concurrency caps per
-trunk and per client (503 with Retry-After). Calls to our numbers go to the call handler;
-out-of-dialog BYE and friends get 481.
+483), OPTIONS keep-alives, INVITEs for numbers that are not ours (404), and 503 with Retry-After
+for new calls while the server drains, while a call could not be recorded durably (the call
+journal holds too many events in memory only) and past the concurrency caps per trunk and per
+client. Calls to our numbers go to the call handler; out-of-dialog BYE and friends get 481.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 DRAINING_RETRY_AFTER = 60
 """Seconds a carrier is asked to keep new calls away from a server that is stopping."""
+
+UNRECORDABLE_RETRY_AFTER = 30
+"""Seconds a carrier is asked to keep new calls away while they could not be recorded: a
+database restarts in seconds to a minute (the embedded one is retried within 30 s)."""
 
 
 def dialled_number(request: Request, trunk: Trunk) -> str | None:
@@ -106,8 +112,14 @@ class FrontDoor:
     busy_retry_after: int = 5
     """Seconds in the Retry-After of a 503 for a cap reached."""
     rejected: dict[int, int] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)
+    """New calls answered 503, by reason (draining, unrecordable, capacity; a metric)."""
     draining: bool = False
     """The server is stopping: new calls get 503 with Retry-After, so carriers fail over."""
+    unrecordable: Callable[[], bool] = field(default=lambda: False)
+    """Whether a new call could only be recorded in memory, to be lost by a crash (the call
+    journal's ``refusing_calls``): it gets 503 with Retry-After, so the carrier sends it to a
+    node that can record it. Calls up are not touched."""
     _pending: dict[str, asyncio.Task[None]] = field(default_factory=dict)
 
     def handle(self, event: Event) -> None:
@@ -139,6 +151,15 @@ class FrontDoor:
             self.rejected[response.status] = self.rejected.get(response.status, 0) + 1
         self.respond(tid, response)
 
+    def _busy(
+        self, tid: str, request: Request, reason: str, retry_after: int, phrase: str | None = None
+    ) -> None:
+        """503 with Retry-After (RFC 3261 §21.5.4): the carrier tries another route."""
+        self.refused[reason] += 1
+        busy = request.response(503, phrase, to_tag=_tag())
+        busy.headers.add("Retry-After", str(retry_after))
+        self._answer(tid, busy)
+
     def _request(self, event: RequestReceived) -> None:
         request, tid = event.request, event.transaction_id
         if request.to.tag is not None:
@@ -155,9 +176,11 @@ class FrontDoor:
         elif request.method in ("INVITE", "OPTIONS") and self.draining:
             # §11.2: OPTIONS gets what an INVITE would, so a carrier's keep-alive probe sees
             # the server going away before its next call does.
-            busy = request.response(503, "Shutting Down", to_tag=_tag())
-            busy.headers.add("Retry-After", str(DRAINING_RETRY_AFTER))
-            self._answer(tid, busy)
+            self._busy(tid, request, "draining", DRAINING_RETRY_AFTER, "Shutting Down")
+        elif request.method == "INVITE" and self.unrecordable():
+            # Only INVITE: an OPTIONS 503 could mark the trunk down at the carrier for longer
+            # than the outage that caused it.
+            self._busy(tid, request, "unrecordable", UNRECORDABLE_RETRY_AFTER)
         elif request.method == "OPTIONS":
             self._answer(tid, answer_options(request, self.capabilities, _tag()))
         elif request.method == "INVITE":
@@ -179,9 +202,7 @@ class FrontDoor:
             self._answer(tid, request.response(480, to_tag=_tag()))
             return
         if self._at_capacity(trunk, number):
-            busy = request.response(503, to_tag=_tag())
-            busy.headers.add("Retry-After", str(self.busy_retry_after))
-            self._answer(tid, busy)
+            self._busy(tid, request, "capacity", self.busy_retry_after)
             return
         self.calls.start(
             request,

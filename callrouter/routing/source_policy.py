@@ -3,7 +3,8 @@
 Kamailio's permissions and pike modules are the model. In order, for every request that matches
 no open transaction:
 
-1. a banned source is dropped before its bytes are parsed;
+1. a banned source is dropped before its bytes are parsed (its TCP and TLS connections are
+   closed as the ban starts, and new ones refused at accept while it lasts);
 2. every request counts towards its source's flood limit: a trunk's sources get the generous
    ``carrier`` limit (a carrier's bursts are legitimate), requests in one of our dialogs from
    elsewhere (a destination's BYE) the same, and every other request from a stranger the strict
@@ -94,12 +95,19 @@ class SourcePolicy:
     the tag."""
     warn: Callable[[str], None] = field(default=log.warning)
     """Where the one line per ban goes."""
+    on_ban: Callable[[str], None] = field(default=lambda host: None)
+    """Told each source whose ban starts (the stream transports close its connections: a
+    flooder must not keep a descriptor and a buffer on a connection whose bytes are dropped)."""
     rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     _buckets: dict[str, TokenBuckets] = field(default_factory=dict)
 
     def admits_source(self, host: str) -> bool:
         """Whether ``host`` belongs to a trunk (for transports that refuse strangers at accept)."""
         return self.trunks.for_source(host) is not None
+
+    def banned(self, host: str, now: float) -> bool:
+        """Whether ``host`` is banned now (for transports that refuse it at accept)."""
+        return self.pike.banned(host, now)
 
     def admit_datagram(self, host: str, now: float) -> bool:
         if self.pike.banned(host, now):
@@ -145,6 +153,7 @@ class SourcePolicy:
                 f"sip: banned {host} for {self.pike.ban_seconds:g} s: more than "
                 f"{limit.requests} requests in {limit.window:g} s"
             )
+            self.on_ban(host)
         return True
 
     def _bucket(self, method: str) -> TokenBuckets:

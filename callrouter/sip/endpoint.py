@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from callrouter.sip.admission import Admission, Drop, Verdict, admit_everyone
-from callrouter.sip.errors import LocalError, ParseError
+from callrouter.sip.errors import LocalError, MessageTooLarge, ParseError
 from callrouter.sip.events import (
     AckReceived,
     CancelReceived,
@@ -174,15 +174,21 @@ class SipEndpoint:
         try:
             message = parse_message(data, self.limits, stream=flow.reliable)
         except ParseError as exc:
-            if self.admission.malformed(flow.host, now):
-                self._reject(data, exc, flow)
-            else:
-                self._events.append(MessageRejected(exc.reason, None, flow))
+            self._unreadable(data, exc, flow, now)
             return
         if isinstance(message, Response):
             self._receive_response(message, flow, now)
         else:
             self._receive_request(message, flow, now)
+
+    def framing_failed(self, error: ParseError, flow: Flow, now: float) -> None:
+        """A stream could not be framed (the transport closes it): answered and counted as a
+        message that failed to parse, so a request too large gets its 513 over TCP as over
+        UDP. The bytes answered from are the head a ``MessageTooLarge`` carries."""
+        if not self.admission.admit_datagram(flow.host, now):
+            return
+        head = error.head if isinstance(error, MessageTooLarge) else b""
+        self._unreadable(head, error, flow, now)
 
     def respond(self, transaction_id: str, response: Response, now: float) -> None:
         """Answer a request that arrived as ``RequestReceived``."""
@@ -308,6 +314,12 @@ class SipEndpoint:
             self._forget_merge(tx.request, tx.id)
         else:
             self._schedule(tx)
+
+    def _unreadable(self, data: bytes, error: ParseError, flow: Flow, now: float) -> None:
+        if self.admission.malformed(flow.host, now):
+            self._reject(data, error, flow)
+        else:
+            self._events.append(MessageRejected(error.reason, None, flow))
 
     def _reject(self, data: bytes, error: ParseError, flow: Flow) -> None:
         response = rejection_for(data, error, self.agent)

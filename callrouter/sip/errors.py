@@ -7,7 +7,7 @@ Local errors are our own misuse of the core. The transport boundary catches ``Si
 
 from __future__ import annotations
 
-__all__ = ["LocalError", "ParseError", "RemoteError", "SipError"]
+__all__ = ["LocalError", "MessageTooLarge", "ParseError", "RemoteError", "SipError"]
 
 
 class SipError(Exception):
@@ -33,6 +33,19 @@ class RemoteError(SipError):
 
 class ParseError(RemoteError):
     """The bytes are not a SIP message we can read (RFC 3261 §25 grammar or §8.2 checks)."""
+
+
+class MessageTooLarge(ParseError):
+    """A message larger than the size limit: a request is answered 513 Message Too Large
+    (RFC 3261 §21.5.14) when its Via can be read, a response is dropped.
+
+    :param head: the bytes that hold its header section (a whole datagram, or what a stream
+        delivered up to the blank line), from which the 513 is built; the body is never read.
+    """
+
+    def __init__(self, head: bytes) -> None:
+        super().__init__("message too large", status=None if head[:4].upper() == b"SIP/" else 513)
+        self.head = head
 
 
 class LocalError(SipError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from callrouter.sip.errors import ParseError
+from callrouter.sip.errors import MessageTooLarge, ParseError
 from callrouter.sip.headers import (
     CSeq,
     Headers,
@@ -262,7 +262,7 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
         (RFC 3261 §18.3).
     """
     if len(data) > limits.max_message_bytes:
-        raise ParseError("message too large", status=None)
+        raise MessageTooLarge(data)
     head_bytes, rest = _split_head(data)
     head = head_bytes.decode("utf-8", "surrogateescape")
     start, fields = _header_lines(head, limits)

@@ -23,6 +23,13 @@ in memory only: logged once per run of failures and counted in ``unspooled``.
 
 A finished recording (``RecordingFinished``) rides it too: its row and its recording.ready
 event are stored after the call's row, in the order recorded, idempotently by recording id.
+Held so, events are written as soon as the database answers; with the database away too they
+pile up, and a crash would lose every call they record. Past ``max_held`` such events
+``refusing_calls`` turns true (the front door answers new INVITEs 503 so that carriers send
+them to a node that can record them) until the database has taken enough of them, or the
+spool takes events again (new calls would then be durable; the held ones stay at risk until
+the database has them): calls already up go on, and their events are still kept, so memory
+grows only by what they add.
 """
 
 from __future__ import annotations
@@ -77,6 +84,8 @@ class CallJournal:
     :param recordings_written: called after a batch that made recording rows, or queued the
         files of erased calls for shredding, is committed (the recordings service logs each
         ready recording and shreds those files).
+    :param max_held: events held in memory only (the spool could not take them, the database
+        does not have them yet) at which ``refusing_calls`` turns true; 0: never.
     """
 
     def __init__(
@@ -91,6 +100,7 @@ class CallJournal:
         backoff: Callable[[int], float] = lambda n: min(2.0, 0.1 * 2**n),
         webhooks_queued: Callable[[], None] = lambda: None,
         recordings_written: Callable[[Written], None] = lambda _: None,
+        max_held: int = 0,
     ) -> None:
         self._pool = pool
         self._spool = spool
@@ -101,6 +111,8 @@ class CallJournal:
         self._backoff = backoff
         self._webhooks_queued = webhooks_queued
         self._recordings_written = recordings_written
+        self._max_held = max_held
+        self._held = 0
         self._unspooled: list[CallEvent] = []
         self._pending: deque[Spooled] = deque()
         self._recorded = 0
@@ -140,6 +152,17 @@ class CallJournal:
         waiting = chain((spooled.event for spooled in self._pending), self._unspooled)
         at = next((e.at for e in waiting if not isinstance(e, RecordingRefused)), None)
         return 0.0 if at is None else max(0.0, (now - at).total_seconds())
+
+    @property
+    def held(self) -> int:
+        """Events in memory only: refused by the spool, not yet in the database (a metric)."""
+        return self._held
+
+    @property
+    def refusing_calls(self) -> bool:
+        """Whether new calls should be refused: ``max_held`` events are at risk already, and
+        the spool takes none."""
+        return self._spool_failing and 0 < self._max_held <= self._held
 
     @property
     def backlog(self) -> int:
@@ -199,6 +222,7 @@ class CallJournal:
                 self._pending.extend(Spooled(_NOT_SPOOLED, event) for event in batch)
                 self._wakeup.set()
                 continue
+            refusing = self.refusing_calls
             try:
                 encoded = self._spool.encode(batch)
                 spooled = await loop.run_in_executor(None, self._spool.write, encoded)
@@ -212,11 +236,13 @@ class CallJournal:
                     )
                 self._spool_failing = True
                 self.unspooled += len(batch)
+                self._held += len(batch)
                 spooled = [Spooled(_NOT_SPOOLED, event) for event in batch]
             else:
                 if self._spool_failing:
                     log.warning("call journal: spooling to disk again")
                 self._spool_failing = False
+            self._say_refusal(refusing)
             self._pending.extend(spooled)
             self._wakeup.set()
 
@@ -251,6 +277,10 @@ class CallJournal:
                     self._pending.popleft()
                 self._written += len(batch)
                 self._release_waiters()
+                if self._spool is not None:
+                    refusing = self.refusing_calls
+                    self._held -= sum(1 for s in batch if s.seq == _NOT_SPOOLED)
+                    self._say_refusal(refusing)
                 last = max(s.seq for s in batch)
                 if self._spool is not None and last != _NOT_SPOOLED:
                     await self._note_applied(loop, last)
@@ -258,6 +288,22 @@ class CallJournal:
             if self._closing and failures > 3:
                 return
             await asyncio.sleep(self._backoff(failures))
+
+    def _say_refusal(self, refusing: bool) -> None:
+        """Log when new calls start being refused, and when they are taken again, given
+        whether they were refused before."""
+        if self.refusing_calls and not refusing:
+            log.error(
+                "call journal: %d call event(s) held in memory only (the spool cannot take "
+                "them and the database does not have them): new calls are refused until the "
+                "database takes them",
+                self._held,
+            )
+        elif refusing and not self.refusing_calls:
+            log.warning(
+                "call journal: new calls are taken again (%d call event(s) held in memory only)",
+                self._held,
+            )
 
     async def _note_applied(self, loop: asyncio.AbstractEventLoop, seq: int) -> None:
         assert self._spool is not None

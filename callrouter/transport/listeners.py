@@ -90,6 +90,7 @@ async def open_listeners(
     inbound: InboundConnections | None = None,
     peer_tls: PeerTls | None = None,
     backlog: int = 1024,
+    max_message_bytes: int = 65_535,
 ) -> list[Listening]:
     """Listen for SIP on UDP and TCP (the same port; with port 0 the UDP port is picked first and
     TCP takes the same number, picking again when TCP cannot) and on TLS when configured.
@@ -101,9 +102,13 @@ async def open_listeners(
         the system's trust store).
     :param backlog: the listen queue of the TCP and TLS sockets (the kernel caps it at
         net.core.somaxconn).
+    :param max_message_bytes: the largest message framed on TCP and TLS (``[sip]
+        max_message_bytes``, which the parser applies to datagrams).
     """
     inbound = inbound if inbound is not None else InboundConnections()
-    tcp = StreamTransport("tcp", service, reactor, inbound=inbound)
+    tcp = StreamTransport(
+        "tcp", service, reactor, max_message_bytes=max_message_bytes, inbound=inbound
+    )
     refused: list[Any] = []
     """UDP ports picked whose number TCP could not have: held until a pair is found, so the
     kernel does not hand the same one back."""
@@ -136,7 +141,12 @@ async def open_listeners(
 
     if tls is not None and tls_port is not None:
         secure = StreamTransport(
-            "tls", service, reactor, peer_tls=peer_tls or PeerTls(), inbound=inbound
+            "tls",
+            service,
+            reactor,
+            max_message_bytes=max_message_bytes,
+            peer_tls=peer_tls or PeerTls(),
+            inbound=inbound,
         )
         tls_listener = reactor.listenSSL(
             tls_port, secure.server_factory(), tls, backlog=backlog, interface=host

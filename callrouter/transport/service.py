@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from callrouter.sip.endpoint import SipEndpoint
+from callrouter.sip.errors import ParseError
 from callrouter.sip.events import Event, Flow, Transmission
 from callrouter.sip.message import Message, Request, Response
 from callrouter.transport.advertise import LocalAddresses
@@ -60,6 +61,11 @@ class SipService:
     def receive(self, data: bytes, flow: Flow) -> None:
         """Bytes from a transport: one datagram or one framed stream message."""
         self.endpoint.receive(data, flow, self.clock.seconds())
+        self.flush()
+
+    def framing_failed(self, error: ParseError, flow: Flow) -> None:
+        """A stream transport could not frame what ``flow`` sent (it closes the connection)."""
+        self.endpoint.framing_failed(error, flow, self.clock.seconds())
         self.flush()
 
     def respond(self, transaction_id: str, response: Response) -> None:

@@ -5,8 +5,9 @@ no open connection opens one. A framing error closes the connection: on a stream
 way to find the next message.
 
 A connection costs a descriptor and memory for as long as the peer likes, so inbound ones are
-bounded: sources outside every trunk are closed at accept without a byte, each source and the
-listener as a whole have a connection limit, and one deadline per connection closes it when a
+bounded: sources outside every trunk, and banned ones while the ban lasts, are closed at
+accept without a byte (a source's connections are aborted as its ban begins), each source and
+the listener as a whole have a connection limit, and one deadline per connection closes it when a
 TLS handshake, a started message or an idle gap lasts too long (slowloris).
 
 Outbound TLS connections verify the peer (``PeerTls``) as the name their flow carries, or its
@@ -28,7 +29,6 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer  # type: ignore[import-untyped]
 
-from callrouter.sip.errors import ParseError
 from callrouter.sip.events import Flow
 from callrouter.sip.framing import StreamFramer
 from callrouter.transport.peer_tls import PeerTls
@@ -62,9 +62,29 @@ class InboundConnections:
     limits: StreamLimits = field(default_factory=StreamLimits)
     known: Callable[[str], bool] = field(default=lambda host: True)
     """Whether an address belongs to a trunk; others are closed at accept."""
+    banned: Callable[[str], bool] = field(default=lambda host: False)
+    """Whether an address is banned now (a flood); closed at accept while the ban lasts."""
     by_source: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
-    """Refusals by reason (unknown source, per-source limit, total limit)."""
+    """Connections refused at accept by reason (banned, unknown source, per-source limit,
+    connection limit), and under banned too those closed as their source's ban began."""
+    streams: list[StreamTransport] = field(default_factory=list)
+    """The transports sharing these limits (TCP, TLS), whose connections a ban closes."""
+
+    def close_source(self, host: str) -> None:
+        """Abort every connection ``host`` opened to us (its ban began).
+
+        Aborted, not closed gracefully: a flooder that stops reading would hold a graceful
+        close open on its unsent data."""
+        doomed = [
+            protocol
+            for stream in self.streams
+            for flow, protocol in stream.connections.items()
+            if protocol.inbound and flow.host == host
+        ]
+        for protocol in doomed:
+            protocol.abort()
+        self.refused["banned"] += len(doomed)
 
     def admit(self, host: str) -> bool:
         reason = self._refusal(host)
@@ -80,6 +100,8 @@ class InboundConnections:
             del self.by_source[host]
 
     def _refusal(self, host: str) -> str | None:
+        if self.banned(host):
+            return "banned"
         if not self.known(host):
             return "unknown source"
         if self.by_source[host] >= self.limits.max_connections_per_source:
@@ -143,13 +165,24 @@ class SipStreamProtocol(Protocol):
         if self.connection is not None:
             self.connection.loseConnection()
 
+    def abort(self) -> None:
+        """Close at once, unsent data dropped (a banned source)."""
+        self.closing = True
+        if self.connection is not None:
+            log.info("sip: closing %s connection from %s: its source is banned", *self._who())
+            self.connection.abortConnection()
+
     def dataReceived(self, data: bytes) -> None:
         if self.flow is None:
             return  # refused at connect
-        try:
-            messages = self.framer.feed(data)
-        except ParseError as exc:
-            log.info("sip: closing %s connection from %s: %s", *self._who(), exc.reason)
+        messages = self.framer.feed(data)
+        failed = self.framer.failed
+        if failed is not None:
+            for message in messages:
+                self.owner.service.receive(message, self.flow)
+            log.info("sip: closing %s connection from %s: %s", *self._who(), failed.reason)
+            # The 513 (when one can be sent) is written before the close, which flushes it.
+            self.owner.service.framing_failed(failed, self.flow)
             self.close()
             return
         limits = self.owner.limits
@@ -239,6 +272,9 @@ class StreamTransport:
     """Shared with the other stream transport, so the limits count TCP and TLS together."""
     connections: dict[Flow, SipStreamProtocol] = field(default_factory=dict)
     pending: dict[Flow, list[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.inbound.streams.append(self)
 
     @property
     def limits(self) -> StreamLimits:

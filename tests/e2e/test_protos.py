@@ -69,7 +69,8 @@ def router() -> Iterator[Router]:
 
 
 def send_over_tcp(data: bytes, port: int) -> None:
-    """Cases too big for a datagram go over TCP (where the framer refuses them)."""
+    """Cases too big for a datagram go over TCP (where a request over max_message_bytes gets
+    513 and the connection is closed)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as stream:
         stream.settimeout(5)
         with contextlib.suppress(OSError):  # closed on us mid-send: refused, which is the point

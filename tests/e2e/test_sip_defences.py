@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,12 +35,13 @@ CARRIERS = "127.0.0.1/32, 127.0.0.2/32"
 SVTOOLS = Path(sys.executable).parent
 BANNER = re.compile(r"\\r\\n(server|user-agent):|callrouter|twisted|python|aiohttp", re.I)
 """What would name the product in a captured answer (svmap -d prints them as Python bytes)."""
+STRICT_MAX_BYTES = 4096
 
 
 @contextmanager
-def serving(*args: str) -> Iterator[Router]:
+def serving(*args: str, carriers: str = CARRIERS) -> Iterator[Router]:
     workdir = world_traversable_tempdir("callrouter-defences-")
-    server = ServeProcess(workdir / "data", "--sip-carriers", CARRIERS, *args)
+    server = ServeProcess(workdir / "data", "--sip-carriers", carriers, *args)
     try:
         server.wait_ready()
         yield Router(server)
@@ -63,6 +66,20 @@ def guarded() -> Iterator[Router]:
         "1",
         "--sip-max-calls-per-trunk",
         "2",
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def strict() -> Iterator[Router]:
+    """Messages of at most 4,096 bytes; a trunk source (127.0.0.6 too) banned past 40
+    requests in 2 s."""
+    with serving(
+        "--sip-max-message-bytes",
+        str(STRICT_MAX_BYTES),
+        "--sip-carrier-flood-requests",
+        "40",
+        carriers=CARRIERS + ", 127.0.0.6/32",
     ) as server:
         yield server
 
@@ -242,3 +259,151 @@ def test_a_destination_outside_every_trunk_still_hangs_up_its_call(
         if desk.poll() is None:
             desk.kill()
         desk.communicate()
+
+
+def sip_request(
+    method: str,
+    target: str,
+    transport: str,
+    source: tuple[str, int],
+    n: int,
+    *,
+    body: bytes = b"",
+    content_type: str = "application/sdp",
+) -> bytes:
+    host, port = source
+    head = (
+        f"{method} sip:{target}@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/{transport} {host}:{port};branch=z9hG4bK-defence-{n};rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:+447700900123@{host}>;tag=f{n}\r\n"
+        f"To: <sip:{target}@127.0.0.1>\r\n"
+        f"Call-ID: defence-{n}@{host}\r\n"
+        f"CSeq: 1 {method}\r\n"
+        f"Contact: <sip:+447700900123@{host}:{port};transport={transport.lower()}>\r\n"
+        + (f"Content-Type: {content_type}\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def padded_sdp(size: int) -> bytes:
+    """An SDP offer of about ``size`` bytes (attribute lines nobody reads)."""
+    sdp = (
+        b"v=0\r\no=carrier 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+        b"m=audio 30000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    while len(sdp) < size:
+        sdp += b"a=x-padding:" + b"p" * 60 + b"\r\n"
+    return sdp
+
+
+def connect(port: int, source: str) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    client.settimeout(10)
+    return client
+
+
+def read_until_closed(client: socket.socket) -> tuple[bytes, bool]:
+    """Everything the router sends until it closes the connection (bounded by the socket's
+    10 s timeout, which fails the test); and whether it closed with a reset (an abort)."""
+    received = b""
+    try:
+        while chunk := client.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        return received, True
+    return received, False
+
+
+def reset_without_a_byte(port: int, source: str) -> bool:
+    """Whether a connection from ``source`` is reset before any byte comes back (the reset
+    may already fail the connect, or the request sent on it)."""
+    try:
+        with connect(port, source) as client:
+            client.sendall(sip_request("OPTIONS", "ping", "TCP", client.getsockname(), 99))
+            return read_until_closed(client) == (b"", True)
+    except ConnectionError:
+        return True
+
+
+def test_a_flood_over_tcp_closes_the_sources_connection_and_refuses_it_while_banned(
+    strict: Router,
+) -> None:
+    port = strict.server.sip_port("tcp")
+    # The second connection of the source stays silent: it goes with its sibling all the same.
+    with connect(port, "127.0.0.6") as flooder, connect(port, "127.0.0.6") as idle:
+        source = flooder.getsockname()
+        flooder.sendall(
+            b"".join(sip_request("OPTIONS", "ping", "TCP", source, n) for n in range(60))
+        )
+        # Aborted: the answers to the requests before the ban, if still unsent, go with it.
+        assert read_until_closed(flooder)[1]
+        assert read_until_closed(idle) == (b"", True)
+    strict.server.wait_for(r"sip: banned 127\.0\.0\.6 for 300 s: more than 40 requests in 2 s")
+    strict.server.wait_for(r"closing tcp connection from 127\.0\.0\.6:\d+: its source is banned")
+
+    # While the ban lasts a new connection is accepted by the kernel and reset at once.
+    assert reset_without_a_byte(port, "127.0.0.6")
+    # The other trunk source is not touched by the ban.
+    with connect(port, "127.0.0.2") as other:
+        other.sendall(sip_request("OPTIONS", "ping", "TCP", other.getsockname(), 100))
+        assert other.recv(65536).startswith(b"SIP/2.0 200 OK\r\n")
+    with urllib.request.urlopen(strict.server.wait_for(r"metrics: (\S+)").group(1)) as scrape:
+        text = scrape.read().decode()
+    # Two closed as the ban began, one refused at accept.
+    refused = re.search(r'callrouter_sip_connections_refused_total\{reason="banned"\} (\S+)', text)
+    assert refused is not None and float(refused.group(1)) == 3, text[-3000:]
+    assert re.search(r'callrouter_sip_rejected_total\{reason="banned"\} [1-9]', text)
+
+
+def busy(invite: bytes) -> bytes:
+    """The destination's 486 to ``invite`` (so the call ends and the server stops at once)."""
+    head = invite.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    kept = [
+        line + (b";tag=desk" if line.lower().startswith(b"to:") else b"")
+        for line in head[1:]
+        if line.split(b":", 1)[0].lower() in (b"via", b"from", b"to", b"call-id", b"cseq")
+    ]
+    return b"\r\n".join([b"SIP/2.0 486 Busy Here", *kept, b"Content-Length: 0", b"", b""])
+
+
+def test_a_message_over_max_message_bytes_gets_513_and_one_under_it_is_routed(
+    strict: Router,
+) -> None:
+    port = strict.server.sip_port("tcp")
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as desk,
+        connect(port, "127.0.0.2") as carrier,
+    ):
+        desk.bind(("127.0.0.1", 0))
+        desk.settimeout(10)
+        e164 = strict.number(f"sip:desk@127.0.0.1:{desk.getsockname()[1]}")
+        under = sip_request("INVITE", e164, "TCP", carrier.getsockname(), 1, body=padded_sdp(3000))
+        assert 3000 < len(under) < STRICT_MAX_BYTES
+        carrier.sendall(under)
+        # Routed: the destination is offered the call, with the whole SDP.
+        offered, router = desk.recvfrom(65536)
+        assert offered.startswith(b"INVITE sip:desk@127.0.0.1:") and padded_sdp(3000) in offered
+        desk.sendto(busy(offered), router)
+        strict.server.wait_for(rf"call: \S+ to \{e164} ended")
+
+        over = sip_request(
+            "INVITE", e164, "TCP", carrier.getsockname(), 2, body=padded_sdp(STRICT_MAX_BYTES)
+        )
+        carrier.sendall(over)
+        answered, _ = read_until_closed(carrier)
+        # §21.5.14, then the connection is closed: the body cannot be skipped reliably.
+        (refusal,) = [m for m in answered.split(b"SIP/2.0 ")[1:] if b"defence-2" in m]
+        assert refusal.startswith(b"513 Message Too Large\r\n"), answered[-600:]
+
+    # Over UDP the same limit gives the same answer.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.2", 0))
+        udp.settimeout(10)
+        datagram = sip_request(
+            "INVITE", e164, "UDP", udp.getsockname(), 3, body=padded_sdp(STRICT_MAX_BYTES)
+        )
+        udp.sendto(datagram, ("127.0.0.1", strict.port))
+        answer, _ = udp.recvfrom(65536)
+        assert answer.startswith(b"SIP/2.0 513 Message Too Large\r\n")
