@@ -31,9 +31,10 @@ PAGE_QUERY = Schema(
     Field("cursor", "string", "Opaque cursor from a previous page's next_cursor.", max_length=64),
 )
 DEFAULT_LIMIT = 50
+_NO_QUERY = Schema()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestContext:
     """What a handler gets: the request, who is asking, and the validated body and query."""
 
@@ -87,7 +88,12 @@ class Endpoint:
             if self.access == "operator" and not principal.is_operator:
                 # A client key cannot tell whether operator-only objects exist.
                 raise Problem(404 if request.match_info else 403, "needs an operator key")
-        query = (self.query or Schema()).parse_query(request.query)
+        # Most routes take no query: an empty query string needs no schema to refuse nothing.
+        query = (
+            (self.query or _NO_QUERY).parse_query(request.query)
+            if self.query is not None or request.query_string
+            else {}
+        )
         body = await self._read_body(request) if self.body is not None else {}
         return await self.handler(RequestContext(request, principal, body, query))
 
@@ -122,8 +128,12 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
+"""Made once: ``json.dumps`` with any option builds an encoder per call."""
+
+
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, default=_default, separators=(",", ":")).encode()
+    return _ENCODER.encode(data).encode()
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
