@@ -143,6 +143,13 @@ def configure(settings: LogConfig, stream: TextIO | None = None) -> None:
         )
     else:
         handler.setFormatter(_UtcText(_TEXT))
+    # Neither format shows the caller's file, line, thread or process: not looking them up
+    # (logging's own advice, "Optimization" in its HOWTO) takes a third off each record's
+    # making, which the access log pays once per request.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

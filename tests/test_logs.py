@@ -19,9 +19,23 @@ from callrouter.logs import configure, parse_levels
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # configure() stops looking up callers, threads and processes: pytest's own log reports
+    # of later tests show them.
+    looked_up = (
+        logging._srcfile,
+        logging.logThreads,
+        logging.logProcesses,
+        logging.logMultiprocessing,
+    )
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    (
+        logging._srcfile,
+        logging.logThreads,
+        logging.logProcesses,
+        logging.logMultiprocessing,
+    ) = looked_up
     logging.getLogger("callrouter.chatty").setLevel(logging.NOTSET)
 
 
