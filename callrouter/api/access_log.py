@@ -17,6 +17,7 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import Counter
 
 from callrouter.api.auth import KEY_ID
+from callrouter.logs import info_event
 from callrouter.metrics import Metrics
 
 __all__ = ["AccessLog", "access_log_middleware", "route_of"]
@@ -46,23 +47,19 @@ class AccessLog:
         route = route_of(request)
         method = request.method
         key_id = request.get(KEY_ID)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "%s %s %d %.1f ms key %s",
-                method,
-                route,
-                status,
-                elapsed * 1000,
-                key_id or "-",
-                extra={
-                    "event": "http.request",
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "key_id": str(key_id) if key_id else None,
-                },
-            )
+        milliseconds = elapsed * 1000
+        info_event(
+            log,
+            f"{method} {route} {status} {milliseconds:.1f} ms key {key_id or '-'}",
+            {
+                "event": "http.request",
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(milliseconds, 3),
+                "key_id": str(key_id) if key_id else None,
+            },
+        )
         if self.metrics is not None:
             labels = (method, route, status)
             counter = self.counters.get(labels)
