@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from pythonjsonlogger.json import JsonEncoder, JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from callrouter.config import ConfigError, LogConfig
 
@@ -57,14 +57,17 @@ class _UtcText(logging.Formatter):
         return f"{_utc_at(created)} INFO {name}: {message}"
 
 
-class _UtcJson(JsonFormatter):
+class _UtcJson(OrjsonFormatter):
+    """One JSON object a line, encoded by orjson: half of the formatter's time went to
+    json's encoder on the access log's line per request."""
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _utc(record)
 
     def event_line(self, name: str, created: float, message: str, fields: dict[str, Any]) -> str:
         """The line ``format`` writes for an INFO record of ``name`` with these extra fields
         (``tests/test_logs.py`` holds the two to the same text)."""
-        return _ENCODER.encode(
+        return self.jsonify_log_record(
             {
                 "time": _utc_at(created),
                 "level": "INFO",
@@ -73,16 +76,6 @@ class _UtcJson(JsonFormatter):
                 **fields,
             }
         )
-
-
-_ENCODER = JsonEncoder(ensure_ascii=False)
-
-
-def _serialize(data: dict[str, Any], **_options: Any) -> str:
-    """The formatter's line with one encoder made once: its default serializer (``json.dumps``
-    with an encoder class) builds an encoder per line, a sixth of the formatter's time on the
-    access log's line per request."""
-    return _ENCODER.encode(data)
 
 
 class _LoopTurnHandler(logging.StreamHandler[TextIO]):
@@ -216,7 +209,6 @@ def configure(settings: LogConfig, stream: TextIO | None = None) -> None:
             _UtcJson(
                 ["asctime", "levelname", "name", "message"],
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-                json_serializer=_serialize,
             )
         )
     else:
