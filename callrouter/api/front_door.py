@@ -9,8 +9,8 @@
 5. The answer of a swap-script route, errors included, carries the page's origin.
 6. The access log line and the request counters see the final status, problems included.
 
-These were five middlewares; each cost a coroutine frame, an await and a ``partial`` call per
-request, a tenth of a heartbeat's time on the node (py-spy, ``bench/sessions.py``).
+These were five middlewares, each a coroutine frame, an await and a ``partial`` call more per
+request on the swap script's heartbeat, the API's most frequent call (``bench/sessions.py``).
 """
 
 from __future__ import annotations
