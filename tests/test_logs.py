@@ -12,16 +12,30 @@ from collections.abc import Iterator
 import pytest
 
 from callrouter.config import ConfigError, LogConfig
-from callrouter.logs import configure, parse_levels
+from callrouter.logs import configure, info_event, parse_levels
 
 
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # configure() stops looking up callers, threads and processes: pytest's own log reports
+    # of later tests show them.
+    looked_up = (
+        logging._srcfile,
+        logging.logThreads,
+        logging.logProcesses,
+        logging.logMultiprocessing,
+    )
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    (
+        logging._srcfile,
+        logging.logThreads,
+        logging.logProcesses,
+        logging.logMultiprocessing,
+    ) = looked_up
     logging.getLogger("callrouter.chatty").setLevel(logging.NOTSET)
 
 
@@ -115,3 +129,72 @@ def test_lines_logged_off_the_loop_are_written_at_once() -> None:
     configure(LogConfig(), out)
     logging.getLogger("callrouter").info("started")
     assert out.getvalue().endswith("started\n")
+
+
+EVENT_FIELDS = {
+    "event": "http.request",
+    "method": 'GÉT"\\',  # what JSON must escape, and a character it need not
+    "route": "/v1/sessions/{session_id}/heartbeat",
+    "status": 200,
+    "duration_ms": 0.312,
+    "key_id": None,
+}
+TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+
+
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_an_event_line_is_the_line_its_record_makes(log_format: str) -> None:
+    # info_event writes without a LogRecord when only this handler is there: the same text.
+    out = io.StringIO()
+    configure(LogConfig(format=log_format), out)
+    log = logging.getLogger("callrouter.access")
+    log.info('GÉT"\\ /v1/x 200 0.3 ms key -', extra=EVENT_FIELDS)
+    info_event(log, 'GÉT"\\ /v1/x 200 0.3 ms key -', EVENT_FIELDS)
+    from_record, direct = TIME.sub("T", out.getvalue()).splitlines()
+    assert direct == from_record
+    assert out.getvalue().count("http.request") == (2 if log_format == "json" else 0)
+
+
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_an_event_reaches_any_other_handler_as_a_record() -> None:
+    configure(LogConfig(format="json"), io.StringIO())
+    other = _Kept()
+    seen = other.records
+    logging.getLogger().addHandler(other)
+    log = logging.getLogger("callrouter.access")
+    info_event(log, "GET /v1/x 200 0.3 ms key -", EVENT_FIELDS)
+    assert [(r.getMessage(), r.route, r.status) for r in seen] == [  # type: ignore[attr-defined]
+        ("GET /v1/x 200 0.3 ms key -", EVENT_FIELDS["route"], 200)
+    ]
+    logging.getLogger().removeHandler(other)
+    log.addFilter(lambda record: False)  # a filter on the way is honoured too
+    try:
+        info_event(log, "GET /v1/x 200 0.3 ms key -", EVENT_FIELDS)
+    finally:
+        log.filters.clear()
+    assert len(seen) == 1
+
+
+async def test_events_keep_levels_and_wait_for_the_loop_turn() -> None:
+    out = _CountedWrites()
+    configure(LogConfig(format="json", levels="callrouter.quiet=warning"), out)
+    info_event(logging.getLogger("callrouter.quiet"), "hidden", EVENT_FIELDS)
+    for i in range(3):
+        info_event(logging.getLogger("callrouter.access"), f"request {i}", EVENT_FIELDS)
+    assert out.writes == 0
+    await asyncio.sleep(0)  # the turn ends
+    assert out.writes == 1
+    assert [json.loads(line)["message"] for line in out.getvalue().splitlines()] == [
+        "request 0",
+        "request 1",
+        "request 2",
+    ]
+    logging.getLogger("callrouter.quiet").setLevel(logging.NOTSET)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import Counter
 
 from callrouter.api.auth import KEY_ID
+from callrouter.logs import info_event
 from callrouter.metrics import Metrics
 
-__all__ = ["access_log_middleware", "route_of"]
+__all__ = ["AccessLog", "access_log_middleware", "route_of"]
 
 log = logging.getLogger("callrouter.access")
 
@@ -31,11 +33,48 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+@dataclass(eq=False, slots=True)
+class AccessLog:
+    """Writes a request's line and counts it."""
+
+    metrics: Metrics | None
+    counters: dict[tuple[str, str, int], Counter] = field(default_factory=dict)
+    """Each (method, route, status) counter's child, looked up once (``labels`` takes a lock
+    and builds a key per call); the routes and statuses are few."""
+
+    def record(self, request: web.Request, status: int, elapsed: float) -> None:
+        """:param elapsed: seconds from the request's arrival at the application to its answer."""
+        route = route_of(request)
+        method = request.method
+        key_id = request.get(KEY_ID)
+        milliseconds = elapsed * 1000
+        info_event(
+            log,
+            f"{method} {route} {status} {milliseconds:.1f} ms key {key_id or '-'}",
+            {
+                "event": "http.request",
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(milliseconds, 3),
+                "key_id": str(key_id) if key_id else None,
+            },
+        )
+        if self.metrics is not None:
+            labels = (method, route, status)
+            counter = self.counters.get(labels)
+            if counter is None:
+                counter = self.counters[labels] = self.metrics.http_requests.labels(
+                    method, route, str(status)
+                )
+            counter.inc()
+            self.metrics.http_duration.observe(elapsed)
+
+
 def access_log_middleware(metrics: Metrics | None) -> Middleware:
-    """The outermost middleware: it sees the final status, problem responses included."""
-    # Each (method, route, status) counter's child, looked up once (``labels`` takes a lock
-    # and builds a key per call); the routes and statuses are few.
-    counters: dict[tuple[str, str, int], Counter] = {}
+    """The access log alone, for an application without the API's front door (the separate
+    metrics listener): it sees the final status."""
+    access = AccessLog(metrics)
 
     @web.middleware
     async def access_log(request: web.Request, handler: _Handler) -> web.StreamResponse:
@@ -49,33 +88,6 @@ def access_log_middleware(metrics: Metrics | None) -> Middleware:
             status = exc.status
             raise
         finally:
-            elapsed = time.perf_counter() - started
-            route = route_of(request)
-            key_id = request.get(KEY_ID)
-            log.info(
-                "%s %s %d %.1f ms key %s",
-                request.method,
-                route,
-                status,
-                elapsed * 1000,
-                key_id or "-",
-                extra={
-                    "event": "http.request",
-                    "method": request.method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "key_id": str(key_id) if key_id else None,
-                },
-            )
-            if metrics is not None:
-                labels = (request.method, route, status)
-                counter = counters.get(labels)
-                if counter is None:
-                    counter = counters[labels] = metrics.http_requests.labels(
-                        request.method, route, str(status)
-                    )
-                counter.inc()
-                metrics.http_duration.observe(elapsed)
+            access.record(request, status, time.perf_counter() - started)
 
     return access_log

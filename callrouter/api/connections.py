@@ -5,7 +5,7 @@ connection the listen queue hands it, so a few hundred slow clients (slowloris) 
 idle sockets could hold every descriptor of the process. Each connection is wrapped here before
 aiohttp's protocol sees it: over a limit it is closed at accept without a byte, and a single
 deadline closes it when it stays idle or sends its headers too slowly. The wrapper learns where
-a request stands from a middleware: a request reaches the middleware once its headers are in.
+a request stands from the API's front door: a request reaches it once its headers are in.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,8 +25,6 @@ from callrouter.api.parse_errors import ProblemSite
 __all__ = ["ConnectionGuard", "GuardedSite", "HttpLimits"]
 
 log = logging.getLogger(__name__)
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +52,12 @@ class _GuardedProtocol(asyncio.Protocol):
         self.source = ""
         self.state = "idle"
         """idle (between requests), headers (a request has started) or busy (being served)."""
-        self._deadline: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._until = 0.0
+        """Loop time at which an idle connection, or one still sending headers, is closed."""
+        self._seconds = 0.0
+        self._waiting_for = ""
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, base: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, only alike.
@@ -96,33 +99,44 @@ class _GuardedProtocol(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
     def request_started(self) -> None:
-        self.state = "busy"
-        self._disarm()
+        self.state = "busy"  # no deadline while served: a timer that fires now does nothing
 
     def request_finished(self) -> None:
         self.state = "idle"
         self._arm(self.guard.limits.idle_timeout, "a request")
 
     def _arm(self, seconds: float, waiting_for: str) -> None:
-        self._disarm()
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.call_later(seconds, self._expired, seconds, waiting_for)
+        # The deadline is a time, checked by one timer that is moved only when the deadline
+        # comes sooner than it would fire: on a busy keep-alive connection once per
+        # header_timeout, where a timer made and cancelled at each state change cost four
+        # timer handles a request.
+        self._until = self._loop.time() + seconds
+        self._seconds, self._waiting_for = seconds, waiting_for
+        timer = self._timer
+        if timer is None or timer.when() > self._until:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(self._until, self._check)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    def _expired(self, seconds: float, waiting_for: str) -> None:
-        self._deadline = None
+    def _check(self) -> None:
+        self._timer = None
+        if self.transport is None or self.state == "busy":
+            return  # request_finished arms the next deadline
+        if self._loop.time() < self._until:
+            self._timer = self._loop.call_at(self._until, self._check)
+            return
         log.info(
             "http: closing connection from %s: waited %g s for %s",
             self.source,
-            seconds,
-            waiting_for,
+            self._seconds,
+            self._waiting_for,
         )
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
 
 @dataclass(eq=False)
@@ -157,17 +171,14 @@ class ConnectionGuard:
         """A protocol factory putting each of ``factory``'s protocols behind the guard."""
         return lambda: _GuardedProtocol(self, factory())
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
-        """Marks the connection busy while a request is served (outermost middleware)."""
-        connection = self.open.get(request.transport) if request.transport else None
+    def serving(self, request: web.Request) -> _GuardedProtocol | None:
+        """Marks the connection of ``request`` busy; the caller calls ``request_finished`` on
+        what this returns once the request is answered."""
+        transport = request.transport
+        connection = self.open.get(transport) if transport is not None else None
         if connection is not None:
             connection.request_started()
-        try:
-            return await handler(request)
-        finally:
-            if connection is not None:
-                connection.request_finished()
+        return connection
 
 
 class GuardedSite(ProblemSite):

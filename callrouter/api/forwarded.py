@@ -17,7 +17,6 @@ filtered one believes the header from any peer; neither is this rule.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import hdrs, web
@@ -26,7 +25,6 @@ from callrouter.ip_networks import Network
 
 __all__ = ["TrustedProxies"]
 
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _SCHEMES = frozenset({"http", "https"})
 
 
@@ -74,17 +72,17 @@ class TrustedProxies:
                 return client
         return client  # every hop is a proxy of ours: the leftmost is the client
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: _Handler) -> web.StreamResponse:
-        """The first middleware: the request as its client made it, for everything after."""
+    def resolve(self, request: web.Request) -> web.Request:
+        """The request as its client made it: from a trusted proxy, a copy with the client's
+        address (and scheme) its headers name; from anyone else, the request itself."""
         peer = request.remote or ""
         if not self.trusts(peer):
-            return await handler(request)
+            return request
         # Several headers read as one list in order (RFC 9110 §5.3): a proxy that adds its own
         # header after the client's must not leave the client's one to be read.
         hops = ",".join(request.headers.getall(hdrs.X_FORWARDED_FOR, ()))
         remote = self._behind(peer, hops) if hops else peer
         scheme = request.headers.get(hdrs.X_FORWARDED_PROTO, "").strip().lower()
         if scheme in _SCHEMES:
-            return await handler(request.clone(remote=remote, scheme=scheme))
-        return await handler(request.clone(remote=remote))
+            return request.clone(remote=remote, scheme=scheme)
+        return request.clone(remote=remote)

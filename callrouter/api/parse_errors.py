@@ -173,7 +173,7 @@ class ProblemSite(web.TCPSite):
         loop = asyncio.get_running_loop()
 
         def handler() -> ProblemRequestHandler:
-            # The application logs each request itself (``access_log_middleware``): no access
+            # The application logs each request itself (``access_log.py``): no access
             # log here, which aiohttp spells None (documented, though typed as a Logger).
             return ProblemRequestHandler(
                 server,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -24,12 +23,12 @@ from callrouter.api import (
     visits,
     webhooks,
 )
-from callrouter.api.access_log import access_log_middleware
+from callrouter.api.access_log import AccessLog
 from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.connections import ConnectionGuard
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.forwarded import TrustedProxies
-from callrouter.api.problems import Problem, conflict, invalid
+from callrouter.api.front_door import FrontDoor
 from callrouter.api.scrape import Refresh, add_metrics_route
 from callrouter.api.state import (
     BODY_TIMEOUT,
@@ -53,11 +52,7 @@ from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.sessions import Sessions
-from callrouter.store.availability import OUTAGE_ERRORS
-from callrouter.store.database import StoreConflict, StoreReferenceError
 from callrouter.webhooks import WebhookSender
-
-log = logging.getLogger(__name__)
 
 ENDPOINTS: list[Endpoint] = [
     *health.ENDPOINTS,
@@ -75,51 +70,6 @@ ENDPOINTS: list[Endpoint] = [
     *recordings.ENDPOINTS,
     *privacy.ENDPOINTS,
 ]
-
-_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-DATABASE_RETRY_AFTER = 5
-"""Seconds a client is told to wait while the database is away (a restart takes a few)."""
-
-
-def _as_problem(exc: Exception) -> Problem | None:
-    """The problem for an exception raised below a handler, or None to let it propagate."""
-    if isinstance(exc, Problem):
-        return exc
-    if isinstance(exc, StoreConflict):
-        return conflict(exc.field, str(exc))
-    if isinstance(exc, StoreReferenceError):
-        return invalid(exc.field, str(exc))
-    if isinstance(exc, web.HTTPRequestEntityTooLarge):
-        return Problem(413, "the request body is larger than this server accepts")
-    if isinstance(exc, OUTAGE_ERRORS):
-        # The database is away (killed, restarting): a client retries later, it did nothing
-        # wrong, and a load balancer may send it to another node.
-        return Problem(
-            503,
-            "the database is unavailable; try again shortly",
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
-        )
-    if isinstance(exc, web.HTTPException) and exc.status >= 400:
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else {}
-        return Problem(exc.status, exc.reason, headers=headers)
-    return None
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: _Handler) -> web.StreamResponse:
-    """Every failure leaves as problem+json; unexpected ones are logged, never leaked."""
-    try:
-        response = await handler(request)
-    except Exception as exc:
-        problem = _as_problem(exc)
-        if problem is None:
-            if isinstance(exc, web.HTTPException):
-                raise
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            problem = Problem(500, "internal error; it has been logged")
-        return problem.response(request.path)
-    return response
 
 
 def _banner(server_header: str) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
@@ -182,12 +132,11 @@ def build_api(
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[
-            # First, so every rule after it sees the client behind a trusted proxy.
-            *([trusted_proxies.middleware] if trusted_proxies and trusted_proxies.networks else []),
-            *([connection_guard.middleware] if connection_guard is not None else []),
-            access_log_middleware(metrics),
-            sessions.cors_middleware,
-            problem_middleware,
+            FrontDoor(
+                AccessLog(metrics),
+                connection_guard,
+                trusted_proxies if trusted_proxies and trusted_proxies.networks else None,
+            ).middleware
         ],
     )
     app[DATABASE] = database

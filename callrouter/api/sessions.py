@@ -8,8 +8,9 @@ for browsers), a per-address rate limit and small bodies.
 from __future__ import annotations
 
 import functools
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -131,7 +132,7 @@ def _admit(ctx: RequestContext) -> LivePool:
     origin is one the pool allows."""
     request = ctx.request
     address = request.remote or "unknown"
-    wait = ctx.app()[PUBLIC_RATE].take(address, datetime.now(UTC).timestamp())
+    wait = ctx.app()[PUBLIC_RATE].take(address, time.time())
     if wait > 0:
         raise Problem(
             429,
@@ -245,30 +246,30 @@ async def submit_form(ctx: RequestContext) -> web.Response:
     return json_response({"id": form_id}, 201)
 
 
-@web.middleware
-async def cors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Browsers may call the swap-script routes from any page; the handlers decide per pool.
+def is_cors(path: str) -> bool:
+    """Whether browsers may call ``path`` from any page (the handlers decide per pool)."""
+    return path.startswith(CORS_PATHS)
 
-    Preflights are answered here (they carry no body, so no pool); the real request's answer,
-    errors included, carries the page's origin so the script can read why it failed.
-    """
-    if not request.path.startswith(CORS_PATHS):
-        return await handler(request)
-    origin = request.headers.get("Origin")
-    if request.method == "OPTIONS":
-        response: web.StreamResponse = web.Response(status=204)
-        response.headers["Access-Control-Allow-Methods"] = "POST"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-        response.headers["Access-Control-Max-Age"] = "86400"
-    else:
-        response = await handler(request)
+
+def preflight() -> web.Response:
+    """The answer to a CORS preflight: it carries no body, so no pool to decide by."""
+    return web.Response(status=204, headers=_PREFLIGHT)
+
+
+_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def allow_origin(origin: str | None, response: web.StreamResponse) -> None:
+    """Every answer of a CORS path, errors included, carries the page's origin so the script
+    can read why it failed."""
     # Bytes that are not ASCII cannot be an origin, nor be written back in a header.
     if origin and origin.isascii():
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Vary"] = "Origin"
-    return response
 
 
 SESSION = "/v1/sessions/{session_id}"

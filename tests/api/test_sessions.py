@@ -5,11 +5,13 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import brotli
+import pytest
 from multidict import CIMultiDict
 
 from callrouter.api.swap_script import SWAP_SCRIPT
@@ -273,3 +275,34 @@ async def test_with_the_database_away_new_visits_get_503_and_open_pages_keep_the
         assert touched.status == 200
         assert touched.body["lease_expires_at"] > session["lease_expires_at"]
         await link.mend()
+
+
+async def test_the_access_log_sees_every_answer_of_the_front_door(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Preflights, problems with the page's origin on them, and unknown paths are answered in
+    # the one middleware; each still leaves its line with the final status.
+    _, pool = await pool_with_numbers(api)
+    caplog.set_level(logging.INFO, logger="callrouter.access")
+    preflight = await api.call("OPTIONS", "/v1/sessions", headers={"Origin": ORIGIN})
+    refused = await api.call(
+        "POST",
+        "/v1/sessions",
+        json={"pool_key": pool["public_key"], "page_url": PAGE},
+        headers={"Origin": "https://evil.example"},
+    )
+    unknown = await api.call("GET", "/v1/no-such-route")
+    assert (preflight.status, refused.status, unknown.status) == (204, 403, 404)
+    assert refused.headers["Access-Control-Allow-Origin"] == "https://evil.example"
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert "Access-Control-Allow-Origin" not in unknown.headers
+    lines = [
+        (r.method, r.route, r.status)  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "callrouter.access"
+    ]
+    assert lines == [
+        ("OPTIONS", "unmatched", 204),  # no route has OPTIONS: the front door answers it
+        ("POST", "/v1/sessions", 403),
+        ("GET", "unmatched", 404),
+    ]

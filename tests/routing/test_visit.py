@@ -40,6 +40,8 @@ def test_ip_addresses_are_truncated_to_their_network() -> None:
     assert truncate_ip("203.0.113.77") == "203.0.113.0"
     assert truncate_ip("2001:db8:1234:5678::1") == "2001:db8:1234::"
     assert truncate_ip("garbage") is None
+    assert truncate_ip("fe80::1%eth0") == "fe80::"  # a zone is not part of the network
+    assert truncate_ip("255.255.255.255") == "255.255.255.0"
     assert truncate_ip(None) is None
 
 
