@@ -28,7 +28,7 @@ from callrouter.api.auth import AUTHENTICATOR, Authenticator
 from callrouter.api.connections import ConnectionGuard
 from callrouter.api.endpoints import Endpoint, register
 from callrouter.api.forwarded import TrustedProxies
-from callrouter.api.front_door import FrontDoor
+from callrouter.api.middleware import ApiMiddleware
 from callrouter.api.scrape import Refresh, add_metrics_route
 from callrouter.api.state import (
     BODY_TIMEOUT,
@@ -132,7 +132,7 @@ def build_api(
     app = web.Application(
         client_max_size=max_body_bytes,
         middlewares=[
-            FrontDoor(
+            ApiMiddleware(
                 AccessLog(metrics),
                 connection_guard,
                 trusted_proxies if trusted_proxies and trusted_proxies.networks else None,

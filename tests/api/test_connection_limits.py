@@ -11,7 +11,7 @@ from aiohttp import web
 from callrouter.api.access_log import AccessLog
 from callrouter.api.connections import ConnectionGuard, GuardedSite, HttpLimits
 from callrouter.api.forwarded import TrustedProxies
-from callrouter.api.front_door import FrontDoor
+from callrouter.api.middleware import ApiMiddleware
 from callrouter.ip_networks import parse_networks
 
 
@@ -46,7 +46,7 @@ async def _guarded_server(limits: HttpLimits) -> AsyncIterator[tuple[int, Connec
         return web.Response(text="hello")
 
     guard = ConnectionGuard(limits)
-    app = web.Application(middlewares=[FrontDoor(AccessLog(None), guard).middleware])
+    app = web.Application(middlewares=[ApiMiddleware(AccessLog(None), guard).middleware])
     app.router.add_get("/", hello)
     runner = web.AppRunner(app)
     await runner.setup()

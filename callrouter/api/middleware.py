@@ -30,7 +30,7 @@ from callrouter.api.sessions import allow_origin, is_cors, preflight
 from callrouter.store.availability import OUTAGE_ERRORS
 from callrouter.store.database import StoreConflict, StoreReferenceError
 
-__all__ = ["DATABASE_RETRY_AFTER", "FrontDoor", "as_problem"]
+__all__ = ["DATABASE_RETRY_AFTER", "ApiMiddleware", "as_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def as_problem(exc: Exception) -> Problem | None:
 
 
 @dataclass(eq=False, slots=True)
-class FrontDoor:
+class ApiMiddleware:
     """The rules above, with what they need."""
 
     access: AccessLog
