@@ -167,7 +167,7 @@ async def take_many(
     every candidate left is being leased by someone else this instant, or is the live lease
     of a visit being served this instant).
 
-    The revoked sessions' stored leases end now (in the caller's transaction).
+    The revoked sessions' stored leases end now, in the same statement.
     """
     if not holders:
         return []
@@ -218,6 +218,13 @@ async def take_many(
                  WHERE l.number = ranked.number
              RETURNING {", ".join("l." + c for c in COLUMNS.split(", "))},
                        ranked.tier, ranked.previous, w.place
+            ), revoked AS (
+                -- The sessions that lost their numbers: their rows are locked above (idle),
+                -- so this waits for nothing and nothing else wrote them since.
+                UPDATE sessions s SET lease_expires_at = least(s.lease_expires_at, $4)
+                  FROM leased
+                 WHERE leased.tier = 2 AND s.id = leased.previous
+                   AND s.client_id = leased.client_id
             )
             SELECT * FROM leased""",
         pool_id,
@@ -233,17 +240,6 @@ async def take_many(
     for record in records:
         revoked = record["previous"] if record["tier"] == 2 else None
         taken[record["place"] - 1] = Taken(_row(record), record["tier"] > 0, revoked)
-    revoked_ids = [t.revoked for t in taken if t is not None and t.revoked is not None]
-    if revoked_ids:
-        # Their rows are locked by the statement above (``idle``), so this never waits, and
-        # no other transaction can have written them since.
-        await db.execute(
-            """UPDATE sessions SET lease_expires_at = least(lease_expires_at, $3)
-                WHERE id = ANY($1::uuid[]) AND client_id = $2""",
-            revoked_ids,
-            records[0]["client_id"],
-            _stamp(now),
-        )
     return taken
 
 
