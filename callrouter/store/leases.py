@@ -9,8 +9,9 @@ the session holding it. Times are the node's clock, passed in (``now``), as in t
 
 The pick keeps the pool's exhaustion policies: the number released longest ago whose grace is
 over; when there is none, ``reuse_oldest`` takes the number released longest ago even in its
-grace, then the live lease idle longest (its session loses it), and ``default_number`` takes
-nothing.
+grace, then the live lease idle longest (its session loses it, its row locked and written in
+the same transaction; a session whose row another transaction holds is being served, not
+idle), and ``default_number`` takes nothing.
 
 Renewals are written behind (``renew_many``, one statement per batch): a node answers a page
 that is still open from its index and writes the new expiry within ``FLUSH_SECONDS``. A
@@ -163,9 +164,10 @@ async def take_many(
     """Lease the pool's next numbers to these (session id, visitor id) holders, one number
     each, in one statement: the first holder gets the number the pool would give first, and
     so on. None for each holder the pool gives none (exhausted under ``default_number``, or
-    every candidate left is being leased by someone else this instant).
+    every candidate left is being leased by someone else this instant, or is the live lease
+    of a visit being served this instant).
 
-    The revoked sessions' stored leases end now (in the caller's transaction).
+    The revoked sessions' stored leases end now, in the same statement.
     """
     if not holders:
         return []
@@ -180,7 +182,7 @@ async def take_many(
                 -- Released longest ago first (never leased before all), then, for
                 -- reuse_oldest, the live leases idle longest: a lease's end is its last
                 -- activity plus the pool's hold, so one index order serves all three.
-                SELECT number, session_id AS previous, expires_at,
+                SELECT number, client_id, session_id AS previous, expires_at,
                        CASE WHEN expires_at IS NULL OR expires_at < graced THEN 0
                             WHEN expires_at <= settled THEN 1 ELSE 2 END AS tier
                   FROM number_leases, args
@@ -189,10 +191,21 @@ async def take_many(
                  ORDER BY expires_at NULLS FIRST
                  LIMIT cardinality($2::uuid[])
                    FOR UPDATE OF number_leases SKIP LOCKED
+            ), idle AS (
+                -- A live lease is taken only with its session's row, locked here, so that the
+                -- revocation below always reaches it. A row another transaction holds is a
+                -- page view, heartbeat or erasure of that visit under way: it is not idle,
+                -- and its lease stays (waiting for it could deadlock with that page view,
+                -- which holds its row and then waits for this lease).
+                SELECT s.id FROM sessions s JOIN pick p ON s.id = p.previous
+                                                       AND s.client_id = p.client_id
+                 WHERE p.tier = 2
+                   FOR UPDATE OF s SKIP LOCKED
             ), ranked AS (
                 SELECT pick.*,
                        row_number() OVER (ORDER BY expires_at NULLS FIRST, number) AS place
                   FROM pick
+                 WHERE tier < 2 OR previous IN (SELECT id FROM idle)
             ), wanted AS (
                 SELECT * FROM unnest($2::uuid[], $3::text[]) WITH ORDINALITY
                            AS w(session_id, visitor_id, place)
@@ -205,6 +218,13 @@ async def take_many(
                  WHERE l.number = ranked.number
              RETURNING {", ".join("l." + c for c in COLUMNS.split(", "))},
                        ranked.tier, ranked.previous, w.place
+            ), revoked AS (
+                -- The sessions that lost their numbers: their rows are locked above (idle),
+                -- so this waits for nothing and nothing else wrote them since.
+                UPDATE sessions s SET lease_expires_at = least(s.lease_expires_at, $4)
+                  FROM leased
+                 WHERE leased.tier = 2 AND s.id = leased.previous
+                   AND s.client_id = leased.client_id
             )
             SELECT * FROM leased""",
         pool_id,
@@ -220,19 +240,6 @@ async def take_many(
     for record in records:
         revoked = record["previous"] if record["tier"] == 2 else None
         taken[record["place"] - 1] = Taken(_row(record), record["tier"] > 0, revoked)
-    revoked_ids = [t.revoked for t in taken if t is not None and t.revoked is not None]
-    if revoked_ids:
-        # A statement of its own: its snapshot must see the revoked sessions even if they were
-        # created after the statement above began. A page view of such a visit holding its row
-        # writes its own lease's end anyway.
-        await db.execute(
-            """UPDATE sessions SET lease_expires_at = least(lease_expires_at, $3)
-                WHERE id IN (SELECT id FROM sessions WHERE id = ANY($1::uuid[])
-                               AND client_id = $2 FOR UPDATE SKIP LOCKED)""",
-            revoked_ids,
-            records[0]["client_id"],
-            _stamp(now),
-        )
     return taken
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -12,10 +13,12 @@ import pytest
 
 from callrouter.routing.pool import Lease, NumberPool
 from callrouter.store import leases
+from callrouter.store import sessions as session_store
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.numbers import NUMBERS
 from callrouter.store.pools import POOLS, new_public_key
+from callrouter.store.sessions import SessionRecord
 
 NUMBERS_OF_POOL = [f"+4415155500{i:02d}" for i in range(3)]
 T0 = 1_795_600_000.0
@@ -30,16 +33,38 @@ class Pool:
     policy: str
 
     async def take(self, session_id: UUID, at: float) -> leases.Taken | None:
-        return await leases.take(
-            self.db,
-            pool_id=self.pool_id,
-            session_id=session_id,
-            visitor_id=None,
-            now=T0 + at,
-            hold=HOLD,
-            grace=GRACE,
-            policy=self.policy,
-        )
+        """A new visit's lease and its session's row, in one transaction as a page view
+        writes them (a live lease is taken from a session only with its row)."""
+        async with self.db.acquire() as db, db.transaction():
+            taken = await leases.take(
+                db,
+                pool_id=self.pool_id,
+                session_id=session_id,
+                visitor_id=None,
+                now=T0 + at,
+                hold=HOLD,
+                grace=GRACE,
+                policy=self.policy,
+            )
+            seen = datetime.fromtimestamp(T0 + at, UTC)
+            await session_store.save(
+                db,
+                SessionRecord(
+                    id=session_id,
+                    client_id=self.client_id,
+                    pool_id=self.pool_id,
+                    visitor_id=None,
+                    number=taken.row.number if taken else None,
+                    attribution={},
+                    user_agent=None,
+                    ip_network=None,
+                    created_at=seen,
+                    last_seen_at=seen,
+                    lease_expires_at=taken.row.expires_at if taken else None,
+                    ended=False,
+                ),
+            )
+        return taken
 
     async def renew(
         self, taken: leases.Taken | None, at: float, *, ended: bool = False
@@ -136,7 +161,11 @@ async def test_reuse_oldest_with_nothing_released_takes_the_lease_idle_longest(
     assert got is not None and taken[1] is not None
     assert got.row.number == taken[1].row.number and got.exhausted
     assert got.revoked == taken[1].row.session_id  # the idle page lost its number...
-    assert await pool.renew(taken[1], 31.0) is None  # ...and cannot renew it
+    stored = await pool.db.fetchval(
+        "SELECT lease_expires_at FROM sessions WHERE id = $1", got.revoked
+    )
+    assert stored.timestamp() == T0 + 30.0  # ...its stored lease ended then...
+    assert await pool.renew(taken[1], 31.0) is None  # ...and it cannot renew it
     assert got.row.session_id == newcomer  # calls to it now reach the newcomer
 
 
