@@ -164,6 +164,10 @@ class Sessions:
     _pending: dict[uuid.UUID, lease_store.Renewal] = field(default_factory=dict)
     """Leases renewed from memory, to write (the latest renewal per session)."""
     _flusher: asyncio.Task[None] | None = None
+    _reload_began: dict[uuid.UUID, int] = field(default_factory=dict)
+    """Per pool, how many reloads have begun (the last one begun is the one kept)."""
+    _heard_while_reloading: dict[uuid.UUID, list[LeaseRow]] = field(default_factory=dict)
+    """Per pool being reloaded, the lease changes heard since its reload began."""
     _new_visits: GroupCommit[LivePool, _PageView, _Started | None] = field(init=False)
     """Page views that may start visits, written together (``_start_visits``)."""
 
@@ -197,27 +201,55 @@ class Sessions:
         self.trusted = False
 
     async def reload(self, pool_id: uuid.UUID, *, quiet: bool = False) -> None:
-        """Read one pool's settings, numbers and leases again (counters carry over)."""
-        pool = await pool_store.get_any(self.db, pool_id)
+        """Read one pool's settings, numbers and leases again (counters carry over).
+
+        The pool answers from what it was until the new one is read: a page view while a
+        number is added to the pool must still find it. Lease changes heard meanwhile are
+        applied to both, and of reloads of one pool that overlap (each change NOTIFYs) only
+        the one begun last is kept.
+        """
+        began = self._reload_began[pool_id] = self._reload_began.get(pool_id, 0) + 1
+        heard = self._heard_while_reloading.setdefault(pool_id, [])
+        try:
+            pool = await pool_store.get_any(self.db, pool_id)
+            live = await self._read_pool(pool) if pool is not None else None
+        finally:
+            if self._reload_began[pool_id] == began:
+                del self._heard_while_reloading[pool_id]
+        if self._reload_began[pool_id] != began:
+            return  # a later reload of this pool reads newer rows
         old = self.pools.pop(pool_id, None)
         if old is not None:
             self._by_key.pop(old.pool.public_key, None)
             for number in old.numbers.numbers:
                 self._by_number.pop(number, None)
-        if pool is None:
+        if live is None:
             if old is not None and not quiet:
                 self.announce(f"sessions: pool {pool_id} removed")
             return
-        rows = await lease_store.of_pool(self.db, pool_id)
+        numbers = live.numbers
+        if old is not None:
+            numbers.exhaustions, numbers.peak = old.numbers.exhaustions, old.numbers.peak
+            numbers.peak_demand = old.numbers.peak_demand
+        now = self.clock()
+        for row in heard:
+            numbers.apply(row.number, _lease(row), row.version, now)
+        self.pools[live.pool.id] = live
+        self._by_key[live.pool.public_key] = live
+        for member in numbers.numbers:
+            self._by_number[member] = live
+        if not quiet:
+            self.announce(f"sessions: pool {pool_id} loaded with {len(numbers.numbers)} number(s)")
+
+    async def _read_pool(self, pool: Pool) -> LivePool:
+        """A pool as the database has it now: its numbers, their leases and their visits."""
+        rows = await lease_store.of_pool(self.db, pool.id)
         numbers = NumberPool(
             [row.number for row in rows],
             hold=float(pool.lease_hold_seconds),
             grace=float(pool.grace_seconds),
             policy=pool.exhaustion_policy,
         )
-        if old is not None:
-            numbers.exhaustions, numbers.peak = old.numbers.exhaustions, old.numbers.peak
-            numbers.peak_demand = old.numbers.peak_demand
         default = None
         if pool.default_number_id is not None:
             shown = await number_store.get_any(self.db, pool.default_number_id)
@@ -227,12 +259,7 @@ class Sessions:
         for row in rows:
             numbers.apply(row.number, _lease(row), row.version, now)
         await self._read_visits(live, now)
-        self.pools[pool.id] = live
-        self._by_key[pool.public_key] = live
-        for member in numbers.numbers:
-            self._by_number[member] = live
-        if not quiet:
-            self.announce(f"sessions: pool {pool.id} loaded with {len(numbers.numbers)} number(s)")
+        return live
 
     async def _read_visits(self, live: LivePool, now: float) -> None:
         """The visits holding this pool's numbers (live or in grace) that memory lacks."""
@@ -257,6 +284,8 @@ class Sessions:
         self._visits.pop(uuid.UUID(payload), None)
 
     def _apply(self, row: LeaseRow) -> None:
+        if (heard := self._heard_while_reloading.get(row.pool_id)) is not None:
+            heard.append(row)  # the pool being read may have read the row before this change
         live = self._by_number.get(row.number)
         if live is None or live.pool.id != row.pool_id:
             return  # a pool this node reloads anyway (its pool_changed NOTIFY follows)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import urllib.error
 import urllib.request
 from datetime import datetime
 from typing import Any
@@ -31,8 +32,11 @@ def post(url: str, body: Any, headers: dict[str, str]) -> Any:
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json", **headers},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(f"{url}: {exc.code} {exc.read().decode()}") from None
 
 
 async def stored_expiry(dsn: str) -> datetime:

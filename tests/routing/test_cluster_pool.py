@@ -323,6 +323,46 @@ async def test_a_node_that_lost_its_listen_connection_reads_again_and_is_right(
     assert third in cluster.index(deaf).values()
 
 
+async def test_a_pool_being_reloaded_still_answers_and_the_last_reload_wins(
+    database_dsn: str, stack: AsyncExitStack
+) -> None:
+    """A number added to a pool NOTIFYs a reload (two, one per table); while one is reading,
+    the pool must still be found by its key (the swap script got 404 "no pool with this key"
+    in that window), and of two overlapping reloads the one begun last is kept."""
+    cluster = await make_cluster(database_dsn, stack, "reuse_oldest", numbers=3)
+    node = await cluster.add_node()
+    live = node.pools[cluster.pool_id]
+    key = live.pool.public_key
+    locker = await asyncpg.connect(database_dsn)
+    stack.push_async_callback(locker.close)
+    # The reload's read of the pool's leases waits for this lock: it is mid-reload until the
+    # test lets it go.
+    transaction = locker.transaction()
+    await transaction.start()
+    await locker.execute("LOCK TABLE number_leases IN ACCESS EXCLUSIVE MODE")
+    earlier = asyncio.get_running_loop().create_task(node.reload(cluster.pool_id))
+    later = asyncio.get_running_loop().create_task(node.reload(cluster.pool_id))
+
+    async def both_waiting() -> bool:
+        waiting: int = await cluster.db.fetchval(
+            """SELECT count(*) FROM pg_stat_activity
+               WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+        )
+        return waiting >= 2
+
+    await until(both_waiting, "both reloads waiting for the leases table")
+    assert node.pool_by_key(key) is live  # still answering from what it was
+    await transaction.rollback()
+    await asyncio.gather(earlier, later)
+    reloaded = node.pool_by_key(key)
+    assert reloaded is not None and reloaded is not live
+    assert node.pools[cluster.pool_id] is reloaded
+    assert sorted(reloaded.numbers.numbers) == POOL_NUMBERS[:3]
+    # A visit after the reload is served by the reloaded pool, and every node agrees.
+    visit = await cluster.visit(node, "visitor-1")
+    assert visit in cluster.index(node).values()
+
+
 async def test_while_its_database_is_away_a_node_refuses_new_leases_and_keeps_the_ones_it_has(
     database_dsn: str, stack: AsyncExitStack, tmp_path: Path
 ) -> None:
