@@ -247,7 +247,12 @@ class ServeProcess:
         return code
 
     def drain(self) -> None:
-        """Collect the remaining output once the process has exited, then close the pipe."""
+        """Collect the remaining output once the process has exited, then close the pipe.
+        Once is enough: the reader's end mark is read once, and a second drain (``kill`` in a
+        ``finally`` after ``stop``) would wait out the whole timeout for it."""
+        assert self.process.stdout is not None
+        if self.process.stdout.closed:
+            return
         while True:
             try:
                 line = self._queue.get(timeout=10)
