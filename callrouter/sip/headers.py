@@ -8,6 +8,7 @@ authentication headers, Date and unknown headers never are.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -220,7 +221,7 @@ class Headers:
                 raw.append(line)
         chosen = Headers(fields, kept, raw)
         for memo, value in self._parsed.items():
-            if memo[0] in keys:
+            if canonical_name(memo[0]) in keys:
                 chosen._parsed[memo] = value
         return chosen
 
@@ -235,7 +236,9 @@ class Headers:
         Parsed once until a field of that name changes; a value that fails to parse raises
         every time.
         """
-        memo = (canonical_name(name), parse)
+        # Keyed by the name as asked (the core always asks with the same spelling): a hit
+        # costs one dict lookup.
+        memo = (name, parse)
         try:
             return cast(_Parsed, self._parsed[memo])
         except KeyError:
@@ -248,7 +251,7 @@ class Headers:
     def _changed(self, key: str) -> None:
         """Forget the parsed values of ``key``: the fields of the other names did not change."""
         if self._parsed:
-            for memo in [memo for memo in self._parsed if memo[0] == key]:
+            for memo in [memo for memo in self._parsed if canonical_name(memo[0]) == key]:
                 del self._parsed[memo]
 
     def count(self, name: str) -> int:
@@ -387,8 +390,12 @@ class NameAddress:
 WILDCARD = NameAddress(uri=parse_uri("sip:invalid"), wildcard=True)
 
 
+# Kept like parse_uri's: a call's From and To come back in each of its messages (the ACK, the
+# BYE, every response of the other leg).
+@functools.lru_cache(maxsize=4096)
 def parse_name_address(value: str) -> NameAddress:
-    """name-addr or addr-spec, followed by header parameters (RFC 3261 §20.10, §20.20, §20.39)."""
+    """name-addr or addr-spec, followed by header parameters (RFC 3261 §20.10, §20.20, §20.39).
+    The result is shared: never change its ``params`` in place (``with_tag`` makes a new one)."""
     text = value.strip()
     if text == "*":
         return WILDCARD
