@@ -183,7 +183,8 @@ class Headers:
             keys if keys is not None else [canonical_name(name) for name, _ in self._fields]
         )
         self._raw: list[str | None] = raw if raw is not None else [None] * len(self._fields)
-        self._parsed: dict[tuple[str, Callable[[str], object]], object] = {}
+        # lookup key -> parser -> its parse of the first value: a change forgets one key.
+        self._parsed: dict[str, dict[Callable[[str], object], object]] = {}
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._fields)
@@ -205,7 +206,7 @@ class Headers:
     def copy(self) -> Headers:
         """An independent copy, lines as received and parsed values included."""
         copied = Headers(list(self._fields), list(self._keys), list(self._raw))
-        copied._parsed.update(self._parsed)
+        copied._parsed = {key: dict(parses) for key, parses in self._parsed.items()}
         return copied
 
     def subset(self, keys: Collection[str]) -> Headers:
@@ -220,9 +221,7 @@ class Headers:
                 kept.append(key)
                 raw.append(line)
         chosen = Headers(fields, kept, raw)
-        for memo, value in self._parsed.items():
-            if canonical_name(memo[0]) in keys:
-                chosen._parsed[memo] = value
+        chosen._parsed = {key: dict(v) for key, v in self._parsed.items() if key in keys}
         return chosen
 
     def lines(self) -> Iterator[tuple[str, str, str, str | None]]:
@@ -236,23 +235,16 @@ class Headers:
         Parsed once until a field of that name changes; a value that fails to parse raises
         every time.
         """
-        # Keyed by the name as asked (the core always asks with the same spelling): a hit
-        # costs one dict lookup.
-        memo = (name, parse)
-        try:
-            return cast(_Parsed, self._parsed[memo])
-        except KeyError:
-            pass
+        key = canonical_name(name)
+        parses = self._parsed.get(key)
+        if parses is None:
+            parses = self._parsed[key] = {}
+        elif parse in parses:
+            return cast(_Parsed, parses[parse])
         value = self.get(name)
         result = None if value is None else parse(value)
-        self._parsed[memo] = result
+        parses[parse] = result
         return result
-
-    def _changed(self, key: str) -> None:
-        """Forget the parsed values of ``key``: the fields of the other names did not change."""
-        if self._parsed:
-            for memo in [memo for memo in self._parsed if canonical_name(memo[0]) == key]:
-                del self._parsed[memo]
 
     def count(self, name: str) -> int:
         """How many fields carry this name (list headers count once per field)."""
@@ -283,7 +275,7 @@ class Headers:
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         key = canonical_name(name)
-        self._changed(key)
+        self._parsed.pop(key, None)
         if first:
             self._fields.insert(0, (name, value))
             self._keys.insert(0, key)
@@ -299,7 +291,7 @@ class Headers:
         if key not in self._keys:
             self.add(name, value)
             return
-        self._changed(key)
+        self._parsed.pop(key, None)
         at = self._keys.index(key)
         kept = [i for i, k in enumerate(self._keys) if k != key or i == at]
         self._fields = [(name, value) if i == at else self._fields[i] for i in kept]
@@ -313,14 +305,14 @@ class Headers:
         if key not in self._keys:
             self.add(name, value)
             return
-        self._changed(key)
+        self._parsed.pop(key, None)
         at = self._keys.index(key)
         self._fields[at] = (self._fields[at][0], value)
         self._raw[at] = None
 
     def remove(self, name: str) -> None:
         key = canonical_name(name)
-        self._changed(key)
+        self._parsed.pop(key, None)
         kept = [i for i, k in enumerate(self._keys) if k != key]
         self._fields = [self._fields[i] for i in kept]
         self._raw = [self._raw[i] for i in kept]
@@ -331,7 +323,7 @@ class Headers:
         key = canonical_name(name)
         if key not in self._keys:
             return None
-        self._changed(key)
+        self._parsed.pop(key, None)
         i = self._keys.index(key)
         written, value = self._fields[i]
         elements = split_list(value)
