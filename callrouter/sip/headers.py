@@ -265,6 +265,10 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every element across every field of this name, split where the grammar is a list."""
         key = canonical_name(name)
+        if key not in self._keys:
+            # Most asks are for fields a message lacks (Record-Route, Privacy, Require...): the
+            # list's own search says so without a Python loop over every field.
+            return []
         values = [self._fields[i][1] for i, k in enumerate(self._keys) if k == key]
         if key not in LIST_HEADERS:
             return values
