@@ -20,9 +20,10 @@ export PY=${PY:-$(command -v python3)}
 . "$HERE/lib.sh"
 mkdir -p "$RESULTS_DIR" && RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
 # `python -m callrouter` puts the working directory first on sys.path, ahead of PYTHONPATH:
-# started from inside a checkout, both sides would run that checkout. Start them from nowhere,
-# and say which package each side really imports.
-cd /
+# started from inside a checkout, both sides would run that checkout. Start them from the
+# results folder (which also takes serve's relative recordings/ directory), and say which
+# package each side really imports.
+cd "$RESULTS_DIR"
 for tree in "$REF" "$TREE"; do
   echo "PYTHONPATH=$tree imports $(PYTHONPATH=$tree "$PY" -c 'import callrouter; print(callrouter.__file__)')"
 done
