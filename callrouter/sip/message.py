@@ -4,6 +4,8 @@ Rules of this file: the parser reads the start line and the header fields eagerl
 fields every transaction needs (Via, Call-ID, CSeq, From, To; §8.1.1), so a message that leaves
 here can be matched to a transaction without further errors. Everything else stays text until
 someone asks. A failure is a ``ParseError`` whose status says whether a 400 (or 505) can be sent.
+Serialising writes each field that arrived and was not changed as its line(s) as received, and
+formats only the fields built or changed here.
 """
 
 from __future__ import annotations
