@@ -18,7 +18,15 @@ TREE=$(cd "$(dirname "$0")/.." && pwd)
 REF=$(cd "$1" && pwd) RATE=${2:-100} CALLS=${3:-2000} WARM=${WARM:-500} REPS=${REPS:-2}
 export PY=${PY:-$(command -v python3)}
 . "$HERE/lib.sh"
-mkdir -p "$RESULTS_DIR"
+mkdir -p "$RESULTS_DIR" && RESULTS_DIR=$(cd "$RESULTS_DIR" && pwd)
+# `python -m callrouter` puts the working directory first on sys.path, ahead of PYTHONPATH:
+# started from inside a checkout, both sides would run that checkout. Start them from the
+# results folder (which also takes serve's relative recordings/ directory), and say which
+# package each side really imports.
+cd "$RESULTS_DIR"
+for tree in "$REF" "$TREE"; do
+  echo "PYTHONPATH=$tree imports $(PYTHONPATH=$tree "$PY" -c 'import callrouter; print(callrouter.__file__)')"
+done
 pick() { echo "$2" | tr ' ' '\n' | awk -F= -v k="$1" '$1==k{print $2}'; }
 median() { tr ' ' '\n' | grep . | sort -n | awk '{v[NR]=$1} END{print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 declare -A tree_us own_us

@@ -1,21 +1,31 @@
 """SIP core throughput: parse+serialise messages/s against twisted.protocols.sip on the same
 corpus in the same run, and transactions/s through the sans-IO core with an in-memory transport.
 
-    python3 bench/sip_parse.py [--seconds 3]
+    python3 bench/sip_parse.py [--seconds 3] [--before /path/to/a/checkout/of/main] [--rounds 3]
+
+With ``--before``, that checkout's SIP core and this one's take turns (``--rounds`` each, one
+process per turn, the same corpus bytes) and each turn prints the CPU per message (process
+time, not wall time: the machine is shared) of parse+serialise, and of parse + the fields a
+transaction reads (top Via, From/To tags, CSeq, Call-ID) + serialise.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# A turn of --before imports the SIP core of the tree named in SIP_PARSE_TREE instead of ours.
+sys.path.insert(0, os.environ.get("SIP_PARSE_TREE", str(ROOT)))
 
 from callrouter.sip.endpoint import SipEndpoint  # noqa: E402
 from callrouter.sip.events import Flow, RequestReceived, ResponseReceived  # noqa: E402
@@ -27,8 +37,26 @@ with warnings.catch_warnings():
     from twisted.protocols import sip as twisted_sip
 
 
-def corpus() -> list[bytes]:
-    """Realistic carrier traffic: INVITEs with SDP, their 100/180/200, ACK, BYE, OPTIONS."""
+def corpus(calls: int = 2000) -> list[bytes]:
+    """Realistic carrier traffic: INVITEs with SDP, their 100/180/200, BYE and OPTIONS, for
+    ``calls`` calls, each with its own Call-ID, tags and branches as a carrier's calls have
+    (the core keeps the parses of values that repeat, such as URIs: one call cycled would
+    flatter it; 2,000 calls hold more distinct values than it keeps, so a value comes back
+    from the cache only within its own call, or when every call has it)."""
+    one = one_call()
+    return [
+        message.replace(b"8f1e2d@", f"{n}-8f1e2d@".encode())
+        .replace(b"tag=ft1", f"tag=ft{n}".encode())
+        .replace(b"tag=as7d9", f"tag=as{n}".encode())
+        .replace(b"branch=z9hG4bK-", f"branch=z9hG4bK-{n}-".encode())
+        .replace(b"ping-1@", f"ping-{n}@".encode())
+        .replace(b"tag=p1", f"tag=p{n}".encode())
+        for n in range(calls)
+        for message in one
+    ]
+
+
+def one_call() -> list[bytes]:
     request = invite()
     request.headers.add("Record-Route", "<sip:192.0.2.20;lr>")
     request.headers.add("P-Asserted-Identity", "<sip:+447700900123@192.0.2.10;user=phone>")
@@ -104,10 +132,75 @@ def transactions_per_second(seconds: float) -> float:
             return done / (time.perf_counter() - start)
 
 
+def read_fields(data: bytes) -> bytes:
+    """What a message costs the transaction layer: parse, the fields matching reads, serialise."""
+    message = parse_message(data)
+    _ = (message.top_via.branch, message.from_.tag, message.to.tag, message.cseq, message.call_id)
+    return message.to_bytes()
+
+
+def cpu_per_message(
+    work: Callable[[bytes], object], messages: list[bytes], seconds: float
+) -> float:
+    """Microseconds of this process's CPU per message."""
+    done = 0
+    started = time.process_time()
+    while time.process_time() - started < seconds:
+        for message in messages:
+            work(message)
+        done += len(messages)
+    return (time.process_time() - started) / done * 1e6
+
+
+def turn(corpus_file: Path, seconds: float) -> None:
+    """One turn of --before, in its own process: print the CPU figures as one line."""
+    messages = [bytes.fromhex(line) for line in corpus_file.read_text().split()]
+    print(
+        f"{cpu_per_message(ours, messages, seconds):.2f} "
+        f"{cpu_per_message(read_fields, messages, seconds):.2f}"
+    )
+
+
+def alternate(before: Path, rounds: int, seconds: float) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".hex") as file:
+        file.write("\n".join(m.hex() for m in corpus()))
+        file.flush()
+        figures: dict[str, list[tuple[float, float]]] = {"before": [], "this": []}
+        for n in range(rounds):
+            for label, tree in (("before", before.resolve()), ("this", ROOT)):
+                line = subprocess.run(
+                    [sys.executable, __file__, "--turn", file.name, "--seconds", str(seconds)],
+                    env={**os.environ, "SIP_PARSE_TREE": str(tree)},
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.split()
+                whole, fields = float(line[0]), float(line[1])
+                figures[label].append((whole, fields))
+                load = os.getloadavg()[0]
+                print(
+                    f"round {n + 1} {label:6}: parse+serialise {whole:6.2f} us/message, "
+                    f"+ transaction fields {fields:6.2f} us/message (load {load:.1f})"
+                )
+    for i, what in enumerate(("parse+serialise", "parse + transaction fields + serialise")):
+        was = statistics.median(f[i] for f in figures["before"])
+        now = statistics.median(f[i] for f in figures["this"])
+        print(f"{what}, median: before {was:.2f} us, this {now:.2f} us: ratio {now / was:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--before", type=Path, help="a checkout whose SIP core to alternate with")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--turn", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.turn is not None:
+        turn(args.turn, args.seconds)
+        return
+    if args.before is not None:
+        alternate(args.before, args.rounds, args.seconds)
+        return
     messages = corpus()
     for data in messages:
         assert ours(data) and twisted(data)

@@ -23,10 +23,11 @@ DialogId = tuple[str, str, str]
 
 
 def _target(headers: Headers) -> str:
-    contact = headers.get("contact")
+    # The parser checked (and kept) the first Contact's parse: reading it again costs nothing.
+    contact = headers.parsed("contact", parse_name_address)
     if contact is None:
         raise RemoteError("dialog-creating message without Contact", status=400)
-    return str(parse_name_address(contact).uri)
+    return str(contact.uri)
 
 
 def _without_tag(address: NameAddress) -> str:

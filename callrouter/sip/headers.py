@@ -8,8 +8,9 @@ authentication headers, Date and unknown headers never are.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
@@ -17,6 +18,7 @@ from callrouter.sip.errors import ParseError
 from callrouter.sip.uri import Uri, format_params, parse_params, parse_uri
 
 __all__ = [
+    "KNOWN_KEYS",
     "CSeq",
     "Headers",
     "NameAddress",
@@ -89,7 +91,7 @@ LIST_HEADERS = frozenset(
 
 _TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 
-_KNOWN_KEYS = {
+KNOWN_KEYS = {
     spelling: key
     for key in (
         *("via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "route"),
@@ -107,7 +109,7 @@ A fixed table, so hostile names cannot grow it."""
 
 def canonical_name(name: str) -> str:
     """The lookup key of a header name: lower case, compact forms expanded."""
-    known = _KNOWN_KEYS.get(name)
+    known = KNOWN_KEYS.get(name)
     if known is not None:
         return known
     lower = name.lower()
@@ -116,7 +118,7 @@ def canonical_name(name: str) -> str:
 
 def is_token(text: str) -> bool:
     # The names in the fixed table are tokens: most header lines skip the regular expression.
-    return text in _KNOWN_KEYS or bool(_TOKEN.match(text))
+    return text in KNOWN_KEYS or bool(_TOKEN.match(text))
 
 
 def split_list(value: str) -> list[str]:
@@ -157,22 +159,32 @@ class Headers:
     """The header fields of one message, in order, names as written.
 
     Each field's lookup key (lower case, compact form expanded) is computed once, when the field
-    is added: lookups are the parser's hot path. Structured values (``parsed``) are parsed once
-    and kept until a field changes, so the parser's checks and every later accessor share one
-    parse.
+    is added: lookups are the parser's hot path. A field that arrived keeps its line as written
+    (``raw``), so a message relayed or answered re-sends it byte for byte instead of formatting
+    it again; changing a field drops its line. Structured values (``parsed``) are parsed once
+    and kept until a field of that name changes, so the parser's checks and every later accessor
+    share one parse.
     """
 
-    __slots__ = ("_fields", "_keys", "_parsed")
+    __slots__ = ("_fields", "_keys", "_parsed", "_raw")
 
     def __init__(
-        self, fields: list[tuple[str, str]] | None = None, keys: list[str] | None = None
+        self,
+        fields: list[tuple[str, str]] | None = None,
+        keys: list[str] | None = None,
+        raw: list[str | None] | None = None,
     ) -> None:
-        """:param keys: the fields' lookup keys when the caller has them already (the parser)."""
+        """:param keys: the fields' lookup keys when the caller has them already (the parser).
+        :param raw: each field's line(s) as received, folding included, without the final line
+            end; None for a field that must be formatted from its name and value.
+        """
         self._fields: list[tuple[str, str]] = fields if fields is not None else []
         self._keys: list[str] = (
             keys if keys is not None else [canonical_name(name) for name, _ in self._fields]
         )
-        self._parsed: dict[tuple[str, Callable[[str], object]], object] = {}
+        self._raw: list[str | None] = raw if raw is not None else [None] * len(self._fields)
+        # lookup key -> parser -> its parse of the first value: a change forgets one key.
+        self._parsed: dict[str, dict[Callable[[str], object], object]] = {}
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._fields)
@@ -192,28 +204,46 @@ class Headers:
         return f"Headers({self._fields!r})"
 
     def copy(self) -> Headers:
-        return Headers(list(self._fields), list(self._keys))
+        """An independent copy, lines as received and parsed values included."""
+        copied = Headers(list(self._fields), list(self._keys), list(self._raw))
+        copied._parsed = {key: dict(parses) for key, parses in self._parsed.items()}
+        return copied
 
-    def keyed(self) -> Iterator[tuple[str, str, str]]:
-        """(lookup key, name as written, value) of every field, in order."""
-        for key, (name, value) in zip(self._keys, self._fields, strict=True):
-            yield key, name, value
+    def subset(self, keys: Collection[str]) -> Headers:
+        """The fields whose lookup keys are in ``keys``, in order, with their lines as received
+        and the parsed values of those names (what a response copies from its request)."""
+        fields: list[tuple[str, str]] = []
+        kept: list[str] = []
+        raw: list[str | None] = []
+        for key, field_, line in zip(self._keys, self._fields, self._raw, strict=True):
+            if key in keys:
+                fields.append(field_)
+                kept.append(key)
+                raw.append(line)
+        chosen = Headers(fields, kept, raw)
+        chosen._parsed = {key: dict(v) for key, v in self._parsed.items() if key in keys}
+        return chosen
+
+    def lines(self) -> Iterator[tuple[str, str, str, str | None]]:
+        """(lookup key, name as written, value, line as received or None) of every field."""
+        for key, (name, value), line in zip(self._keys, self._fields, self._raw, strict=True):
+            yield key, name, value, line
 
     def parsed(self, name: str, parse: Callable[[str], _Parsed]) -> _Parsed | None:
         """``parse`` of the first value of ``name`` (as ``get`` gives it), or None without one.
 
-        Parsed once until a field changes; a value that fails to parse raises every time.
+        Parsed once until a field of that name changes; a value that fails to parse raises
+        every time.
         """
-        # Keyed by the name as asked (the core always asks with the same spelling): a hit
-        # costs one dict lookup.
-        memo = (name, parse)
-        try:
-            return cast(_Parsed, self._parsed[memo])
-        except KeyError:
-            pass
+        key = canonical_name(name)
+        parses = self._parsed.get(key)
+        if parses is None:
+            parses = self._parsed[key] = {}
+        elif parse in parses:
+            return cast(_Parsed, parses[parse])
         value = self.get(name)
         result = None if value is None else parse(value)
-        self._parsed[memo] = result
+        parses[parse] = result
         return result
 
     def count(self, name: str) -> int:
@@ -235,6 +265,10 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every element across every field of this name, split where the grammar is a list."""
         key = canonical_name(name)
+        if key not in self._keys:
+            # Most asks are for fields a message lacks (Record-Route, Privacy, Require...): the
+            # list's own search says so without a Python loop over every field.
+            return []
         values = [self._fields[i][1] for i, k in enumerate(self._keys) if k == key]
         if key not in LIST_HEADERS:
             return values
@@ -244,13 +278,16 @@ class Headers:
         return out
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
-        self._parsed.clear()
+        key = canonical_name(name)
+        self._parsed.pop(key, None)
         if first:
             self._fields.insert(0, (name, value))
-            self._keys.insert(0, canonical_name(name))
+            self._keys.insert(0, key)
+            self._raw.insert(0, None)
         else:
             self._fields.append((name, value))
-            self._keys.append(canonical_name(name))
+            self._keys.append(key)
+            self._raw.append(None)
 
     def set(self, name: str, value: str) -> None:
         """Replace every field of this name with one, at the first one's place (or the end)."""
@@ -258,37 +295,49 @@ class Headers:
         if key not in self._keys:
             self.add(name, value)
             return
-        self._parsed.clear()
+        self._parsed.pop(key, None)
         at = self._keys.index(key)
-        kept = [
-            (field, k)
-            for i, (field, k) in enumerate(zip(self._fields, self._keys, strict=True))
-            if k != key or i == at
-        ]
-        self._fields = [(name, value) if k == key else field for field, k in kept]
-        self._keys = [k for _, k in kept]
+        kept = [i for i, k in enumerate(self._keys) if k != key or i == at]
+        self._fields = [(name, value) if i == at else self._fields[i] for i in kept]
+        self._raw = [None if i == at else self._raw[i] for i in kept]
+        self._keys = [self._keys[i] for i in kept]
+
+    def replace_value(self, name: str, value: str) -> None:
+        """Give the first field of this name a new value, keeping its name as written and its
+        place (a To that gains a tag, spelled ``t`` as the peer wrote it)."""
+        key = canonical_name(name)
+        if key not in self._keys:
+            self.add(name, value)
+            return
+        self._parsed.pop(key, None)
+        at = self._keys.index(key)
+        self._fields[at] = (self._fields[at][0], value)
+        self._raw[at] = None
 
     def remove(self, name: str) -> None:
-        self._parsed.clear()
         key = canonical_name(name)
-        kept = [(f, k) for f, k in zip(self._fields, self._keys, strict=True) if k != key]
-        self._fields = [f for f, _ in kept]
-        self._keys = [k for _, k in kept]
+        self._parsed.pop(key, None)
+        kept = [i for i, k in enumerate(self._keys) if k != key]
+        self._fields = [self._fields[i] for i in kept]
+        self._raw = [self._raw[i] for i in kept]
+        self._keys = [self._keys[i] for i in kept]
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first element of a list header (the top Via, the first Route)."""
         key = canonical_name(name)
         if key not in self._keys:
             return None
-        self._parsed.clear()
+        self._parsed.pop(key, None)
         i = self._keys.index(key)
         written, value = self._fields[i]
         elements = split_list(value)
         if len(elements) > 1:
             self._fields[i] = (written, ", ".join(elements[1:]))
+            self._raw[i] = None
         else:
             del self._fields[i]
             del self._keys[i]
+            del self._raw[i]
         return elements[0] if elements else None
 
 
@@ -337,8 +386,12 @@ class NameAddress:
 WILDCARD = NameAddress(uri=parse_uri("sip:invalid"), wildcard=True)
 
 
+# Kept like parse_uri's: a call's From and To come back in each of its messages (the ACK, the
+# BYE, every response of the other leg).
+@functools.lru_cache(maxsize=4096)
 def parse_name_address(value: str) -> NameAddress:
-    """name-addr or addr-spec, followed by header parameters (RFC 3261 §20.10, §20.20, §20.39)."""
+    """name-addr or addr-spec, followed by header parameters (RFC 3261 §20.10, §20.20, §20.39).
+    The result is shared: never change its ``params`` in place (``with_tag`` makes a new one)."""
     text = value.strip()
     if text == "*":
         return WILDCARD

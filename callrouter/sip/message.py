@@ -4,6 +4,8 @@ Rules of this file: the parser reads the start line and the header fields eagerl
 fields every transaction needs (Via, Call-ID, CSeq, From, To; §8.1.1), so a message that leaves
 here can be matched to a transaction without further errors. Everything else stays text until
 someone asks. A failure is a ``ParseError`` whose status says whether a 400 (or 505) can be sent.
+Serialising writes each field that arrived and was not changed as its line(s) as received, and
+formats only the fields built or changed here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass, field
 
 from callrouter.sip.errors import MessageTooLarge, ParseError
 from callrouter.sip.headers import (
+    KNOWN_KEYS,
     CSeq,
     Headers,
     NameAddress,
@@ -146,18 +149,22 @@ class _Base:
         value = self.headers.get("content-type")
         return value.split(";", 1)[0].strip().lower() if value else None
 
-    def _head_lines(self) -> list[str]:
-        lines = []
-        length_written = False
-        for key, name, value in self.headers.keyed():
+    def _head_lines(self, start: str) -> str:
+        """The start line and the header fields, CRLF between them: a field that arrived and
+        was not changed is its line as received (spacing, compact name, folding and all)."""
+        lines = [start]
+        length: str | None = None
+        for key, name, value, raw in self.headers.lines():
             if key != "content-length":
-                lines.append(f"{name}: {value}")
-            elif not length_written:
-                lines.append(f"{name}: {len(self.body)}")
-                length_written = True
-        if not length_written:
+                lines.append(f"{name}: {value}" if raw is None else raw)
+            elif length is None:
+                # Content-Length always says what this message carries (the body may have been
+                # cut at it, or replaced): the line as received only while it still does.
+                length = str(len(self.body))
+                lines.append(raw if raw is not None and value == length else f"{name}: {length}")
+        if length is None:
             lines.append(f"Content-Length: {len(self.body)}")
-        return lines
+        return "\r\n".join(lines)
 
 
 @dataclass(slots=True)
@@ -168,10 +175,15 @@ class Request(_Base):
     uri: str = "sip:invalid"
     headers: Headers = field(default_factory=Headers)
     body: bytes = b""
+    _target: tuple[str, Uri] | None = field(default=None, init=False, repr=False, compare=False)
+    """The parse of ``uri`` (the parser makes it), kept while ``uri`` stays that text."""
 
     @property
     def target(self) -> Uri:
-        return parse_uri(self.uri)
+        memo = self._target
+        if memo is None or memo[0] != self.uri:
+            memo = self._target = (self.uri, parse_uri(self.uri))
+        return memo[1]
 
     @property
     def max_forwards(self) -> int | None:
@@ -184,21 +196,19 @@ class Request(_Base):
         return int(value)
 
     def to_bytes(self) -> bytes:
-        head = "\r\n".join([f"{self.method} {self.uri} {VERSION}", *self._head_lines()])
+        head = self._head_lines(f"{self.method} {self.uri} {VERSION}")
         return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + self.body
 
     def response(
         self, status: int, reason: str | None = None, *, to_tag: str | None = None
     ) -> Response:
-        """The response skeleton of §8.2.6.2: Via, From, To (+tag), Call-ID, CSeq copied."""
-        headers = Headers()
-        for name, value in self.headers:
-            key = canonical_name(name)
-            if key in ("via", "from", "call-id", "cseq"):
-                headers.add(name, value)
-            elif key == "to":
-                tagged = to_tag is None or ";tag=" in value.replace(" ", "").lower()
-                headers.add(name, value if tagged else f"{value};tag={to_tag}")
+        """The response skeleton of §8.2.6.2: Via, From, To (+tag), Call-ID, CSeq copied, each
+        as received (line and parse) unless the To gains our tag."""
+        headers = self.headers.subset(_ECHOED)
+        if to_tag is not None:
+            value = headers.get("to")
+            if value is not None and ";tag=" not in value.replace(" ", "").lower():
+                headers.replace_value("to", f"{value};tag={to_tag}")
         return Response(status, reason or REASONS.get(status, ""), headers, b"")
 
 
@@ -212,11 +222,13 @@ class Response(_Base):
     body: bytes = b""
 
     def to_bytes(self) -> bytes:
-        head = "\r\n".join([f"{VERSION} {self.status} {self.reason}", *self._head_lines()])
+        head = self._head_lines(f"{VERSION} {self.status} {self.reason}")
         return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + self.body
 
 
 Message = Request | Response
+
+_ECHOED = frozenset({"via", "from", "to", "call-id", "cseq"})
 
 
 def _split_head(data: bytes) -> tuple[bytes, bytes]:
@@ -229,29 +241,48 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
     return data.rstrip(b"\r\n"), b""
 
 
-def _header_lines(head: str, limits: Limits) -> tuple[str, list[tuple[str, str]]]:
-    lines = head.replace("\r\n", "\n").split("\n")
-    while lines and not lines[0]:
-        lines.pop(0)  # §7.5: CRLFs before the start line are ignored
-    if not lines:
+def _header_lines(
+    head: str, limits: Limits
+) -> tuple[str, list[tuple[str, str]], list[str], list[str | None]]:
+    """The start line, then each field's (name, value), lookup key and line(s) as received."""
+    # §7.5 allows bare LF line ends from lenient peers: read those lines, but keep no line as
+    # received then (a relayed field must not carry LF-only ends into a CRLF message).
+    exact = head.count("\n") == head.count("\r\n")
+    lines = head.split("\r\n") if exact else head.replace("\r\n", "\n").split("\n")
+    first = 0
+    while first < len(lines) and not lines[first]:
+        first += 1  # §7.5: CRLFs before the start line are ignored
+    if first == len(lines):
         raise ParseError("empty message", status=None)
-    start = lines[0]
     fields: list[tuple[str, str]] = []
-    for line in lines[1:]:
+    keys: list[str] = []
+    raw: list[str | None] = []
+    most = limits.max_headers
+    for line in lines[first + 1 :]:
         if line[:1] in (" ", "\t"):
             if not fields:
                 raise ParseError("continuation line before any header", status=None)
             name, value = fields[-1]
             fields[-1] = (name, f"{value} {line.strip()}" if value else line.strip())
+            if exact:
+                raw[-1] = f"{raw[-1]}\r\n{line}"
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not is_token(name):
+        # The spellings of the fixed table are tokens: most lines skip the token grammar.
+        key = KNOWN_KEYS.get(name)
+        if key is None:
+            name = name.rstrip(" \t")
+            if not colon or not is_token(name):
+                raise ParseError(f"malformed header line {line[:60]!r}")
+            key = canonical_name(name)
+        elif not colon:
             raise ParseError(f"malformed header line {line[:60]!r}")
         fields.append((name, value.strip(" \t")))
-        if len(fields) > limits.max_headers:
+        keys.append(key)
+        raw.append(line if exact else None)
+        if len(fields) > most:
             raise ParseError("too many header fields", status=None)
-    return start, fields
+    return lines[first], fields, keys, raw
 
 
 def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool = False) -> Message:
@@ -265,8 +296,8 @@ def parse_message(data: bytes, limits: Limits = DEFAULT_LIMITS, *, stream: bool 
         raise MessageTooLarge(data)
     head_bytes, rest = _split_head(data)
     head = head_bytes.decode("utf-8", "surrogateescape")
-    start, fields = _header_lines(head, limits)
-    headers = Headers(fields)
+    start, fields, keys, raw = _header_lines(head, limits)
+    headers = Headers(fields, keys, raw)
     message: Message
     if start.startswith("SIP/"):
         message = _parse_status_line(start, headers)
@@ -307,7 +338,9 @@ def _parse_request_line(start: str, headers: Headers) -> Request:
     if isinstance(target, SipUri) and target.headers is not None:
         # RFC 3261 §19.1.1 table 1: headers are not allowed in a Request-URI (RFC 4475 escruri).
         raise ParseError("headers in the Request-URI", status=respondable)
-    return Request(method, uri, headers)
+    request = Request(method, uri, headers)
+    request._target = (uri, target)
+    return request
 
 
 def _via_readable(headers: Headers) -> bool:
@@ -342,7 +375,9 @@ def _check_required(message: Message) -> None:
         _ = (message.top_via, message.call_id, message.from_, message.to, message.cseq)
         if isinstance(message, Request):
             _ = message.max_forwards
-            for contact in message.headers.get_all("contact"):
+            # The first Contact's parse is kept: the dialog's remote target reads it again.
+            message.headers.parsed("contact", parse_name_address)
+            for contact in message.headers.get_all("contact")[1:]:
                 parse_name_address(contact)
             for name in _SINGLETONS:
                 if message.headers.count(name) > 1:

@@ -6,6 +6,7 @@ stays escaped as received: equality and routing decisions compare the unescaped 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote
@@ -115,8 +116,14 @@ class OtherUri:
 Uri = SipUri | TelUri | OtherUri
 
 
+# The same URIs come back in every message of a call and in every call of a carrier (the
+# Request-URI of a tracking number, the gateway's Contact, our own URIs in the destination's
+# responses): a parse is a pure function of the text and gives a frozen value, so it is kept.
+# Bounded, so hostile traffic can only evict; a text that fails raises every time (nothing kept).
+@functools.lru_cache(maxsize=4096)
 def parse_uri(text: str) -> Uri:
-    """Parse an absolute URI; ParseError says what is wrong with it."""
+    """Parse an absolute URI; ParseError says what is wrong with it. The result is shared:
+    never change its ``params`` in place (``with_params`` makes a new URI)."""
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.match(scheme):
         raise ParseError(f"not an absolute URI: {text!r}")

@@ -7,6 +7,7 @@ import pytest
 
 from callrouter.sip.errors import ParseError
 from callrouter.sip.headers import parse_name_address
+from callrouter.sip.uri import SipUri, parse_uri
 from tests.sip.messages import invite
 
 
@@ -55,3 +56,30 @@ def test_a_bad_value_fails_on_every_read() -> None:
     for _ in range(2):
         with pytest.raises(ParseError, match="bad CSeq"):
             _ = request.cseq
+
+
+def test_a_value_seen_in_another_message_shares_its_parse_and_a_bad_one_fails_each_time() -> None:
+    first, second = invite(branch="z9hG4bK-a"), invite(branch="z9hG4bK-b")
+    assert first.from_ is second.from_  # the ACK, the BYE, every response repeat a call's From
+    assert first.target is second.target
+    for _ in range(2):
+        with pytest.raises(ParseError, match="bad port"):
+            parse_uri("sip:desk@203.0.113.9:99999")
+
+
+def test_changing_a_shared_parse_makes_a_new_value() -> None:
+    request = invite()
+    tagged = request.to.with_tag("b2")
+    assert request.to.tag is None and tagged.tag == "b2"
+    target = request.target
+    assert isinstance(target, SipUri)
+    assert "lr" in target.with_params(lr=None).params and "lr" not in target.params
+    assert invite().to.tag is None
+
+
+def test_hostile_values_cannot_grow_the_kept_parses_past_their_bound() -> None:
+    for n in range(5000):
+        parse_name_address(f"<sip:u{n}@198.51.100.1>;tag=t{n}")
+        parse_uri(f"sip:u{n}@198.51.100.1")
+    for kept in (parse_name_address.cache_info(), parse_uri.cache_info()):
+        assert kept.maxsize is not None and kept.currsize <= kept.maxsize
