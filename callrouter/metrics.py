@@ -103,15 +103,14 @@ class StateCollector(Collector):
             "again and absorbed by their transaction.",
             value=s.sip_retransmissions(),
         )
-        rejected = CounterMetricFamily(
-            f"{PREFIX}_sip_rejected",
+        yield _counted(
+            "sip_rejected",
             "SIP requests refused before routing, by reason (allowlist, rate, malformed, "
             "banned: dropped unparsed while their source is banned for a flood).",
-            labels=["reason"],
+            "reason",
+            ("allowlist", "rate", "malformed", "banned"),
+            s.sip_rejected(),
         )
-        for reason in ("allowlist", "rate", "malformed", "banned"):
-            rejected.add_metric([reason], s.sip_rejected().get(reason, 0))
-        yield rejected
         connections = CounterMetricFamily(
             f"{PREFIX}_sip_connections_refused",
             "SIP TCP and TLS connections refused at accept, by reason (unknown_source: outside "
@@ -123,16 +122,15 @@ class StateCollector(Collector):
             label = reason.replace(" ", "_").replace("-", "_")
             connections.add_metric([label], s.sip_connections_refused().get(reason, 0))
         yield connections
-        refused = CounterMetricFamily(
-            f"{PREFIX}_sip_tls_refused",
+        yield _counted(
+            "sip_tls_refused",
             "Peers called over SIP TLS and refused before any SIP byte, by reason: name (the "
             "certificate names another host), chain (no trusted root: unknown issuer, "
             "self-signed, expired), handshake (anything else).",
-            labels=["reason"],
+            "reason",
+            ("name", "chain", "handshake"),
+            s.sip_tls_refused(),
         )
-        for reason in ("name", "chain", "handshake"):
-            refused.add_metric([reason], s.sip_tls_refused().get(reason, 0))
-        yield refused
         leased = GaugeMetricFamily(
             f"{PREFIX}_pool_leased", "Numbers of a pool leased to visitors now.", labels=["pool"]
         )
@@ -146,14 +144,13 @@ class StateCollector(Collector):
             exhaustions.add_metric([pool], exhausted)
         yield leased
         yield exhaustions
-        deliveries = CounterMetricFamily(
-            f"{PREFIX}_webhook_deliveries",
+        yield _counted(
+            "webhook_deliveries",
             "Webhook delivery attempts, by outcome (delivered, failed: will retry, gave_up).",
-            labels=["outcome"],
+            "outcome",
+            ("delivered", "failed", "gave_up"),
+            s.webhook_deliveries(),
         )
-        for outcome in ("delivered", "failed", "gave_up"):
-            deliveries.add_metric([outcome], s.webhook_deliveries().get(outcome, 0))
-        yield deliveries
         yield _gauge("sessions_live", "Visitor sessions held in memory.", s.sessions_live())
         yield _gauge(
             "journal_lag_seconds",
@@ -182,16 +179,15 @@ class StateCollector(Collector):
             "calls are refused.",
             s.journal_held(),
         )
-        refused_calls = CounterMetricFamily(
-            f"{PREFIX}_calls_refused",
+        yield _counted(
+            "calls_refused",
             "New calls answered 503 with Retry-After, by reason: draining (the server is "
             "stopping), unrecordable (too many call events held in memory only, the database "
             "away), capacity (a per-trunk or per-client cap).",
-            labels=["reason"],
+            "reason",
+            ("draining", "unrecordable", "capacity"),
+            s.calls_refused(),
         )
-        for reason in ("draining", "unrecordable", "capacity"):
-            refused_calls.add_metric([reason], s.calls_refused().get(reason, 0))
-        yield refused_calls
         duties = GaugeMetricFamily(
             f"{PREFIX}_cluster_duty",
             "1 when this node does the once-only duty now (one node of the cluster should).",
@@ -204,6 +200,17 @@ class StateCollector(Collector):
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
+
+
+def _counted(
+    name: str, doc: str, label: str, values: Iterable[str], counts: Mapping[str, int]
+) -> CounterMetricFamily:
+    """A counter by ``label``, each of ``values`` present (0 until counted), so a dashboard
+    and an alert see every series from the start."""
+    family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=[label])
+    for value in values:
+        family.add_metric([value], counts.get(value, 0))
+    return family
 
 
 @dataclass(eq=False)
