@@ -60,6 +60,7 @@ from callrouter.recording_space import RecordingSpace
 from callrouter.recordings import Recordings, finished_event
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
+from callrouter.routing.call import event_data
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.directory import NumberDirectory
 from callrouter.routing.front_door import FrontDoor
@@ -715,17 +716,17 @@ async def _completed_as_interrupted(
     interrupted: what the node that had the call would have sent, named by the call's id as
     that node's would be (routing/b2bua.py), so a call ends once for its webhooks."""
     for lost in closed:
-        data = {
-            "call_id": lost.id,
-            "tracking_number": lost.tracking_number,
-            "caller_number": lost.caller_number,
-            "session_id": lost.session_id,
-            "attribution": lost.attribution,
-            "disposition": "interrupted",
-            "hangup_by": "system",
-            "reason": lost.hangup_reason,
-            "attempts": lost.attempts,
-        }
+        data = event_data(
+            lost.id,
+            lost.tracking_number,
+            lost.caller_number,
+            lost.session_id,
+            lost.attribution,
+            disposition="interrupted",
+            hangup_by="system",
+            reason=lost.hangup_reason,
+            attempts=lost.attempts,
+        )
         await webhook_sender.emit_in(
             connection, lost.client_id, "call.completed", data, event_id=lost.id
         )

@@ -166,12 +166,27 @@ class Relay:
 
 def webhook_data(call: Call, **extra: Any) -> dict[str, Any]:
     """The data of a call's webhook events (``caller_number`` None for a suppressed caller)."""
+    return event_data(
+        call.id, call.number.e164, call.caller_number, call.session_id, call.attribution, **extra
+    )
+
+
+def event_data(
+    call_id: uuid.UUID,
+    tracking_number: str,
+    caller_number: str | None,
+    session_id: uuid.UUID | None,
+    attribution: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The data every webhook event of a call carries, whoever raises it (the call's node, or
+    the one that closes it as interrupted for a node that is gone)."""
     return {
-        "call_id": call.id,
-        "tracking_number": call.number.e164,
-        "caller_number": call.caller_number,
-        "session_id": call.session_id,
-        "attribution": call.attribution,
+        "call_id": call_id,
+        "tracking_number": tracking_number,
+        "caller_number": caller_number,
+        "session_id": session_id,
+        "attribution": attribution,
         **extra,
     }
 
