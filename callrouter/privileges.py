@@ -71,14 +71,23 @@ def hand_over(paths: Iterable[Path], account: Account, *, skip: Iterable[Path] =
     for path in paths:
         if not path.exists() or path.resolve() in skipped:
             continue
-        os.chown(path, account.uid, account.gid, follow_symlinks=False)
+        _give(path, account)
         if not path.is_dir() or path.is_symlink():
             continue
         for folder, dirs, files in os.walk(path):
             here = Path(folder)
             dirs[:] = [d for d in dirs if (here / d).resolve() not in skipped]
             for name in [*dirs, *files]:
-                os.chown(here / name, account.uid, account.gid, follow_symlinks=False)
+                _give(here / name, account)
+
+
+def _give(path: Path, account: Account) -> None:
+    """Only what is not the account's already: a ``chown`` sets the ctime even when it changes
+    nothing, and the start-up sweep of the recordings directory goes by it (a chown of every
+    file at every start would make each sweep check every file again)."""
+    status = path.lstat()
+    if (status.st_uid, status.st_gid) != (account.uid, account.gid):
+        os.chown(path, account.uid, account.gid, follow_symlinks=False)
 
 
 def drop_to(account: Account) -> None:

@@ -63,3 +63,26 @@ def test_a_dropped_process_cannot_get_root_back() -> None:
 def test_the_account_is_never_root() -> None:
     with pytest.raises(PrivilegeError, match="is root"):
         account_for("root")
+
+
+def test_hand_over_leaves_what_the_account_owns_untouched(tmp_path: Path) -> None:
+    """A chown sets the ctime even to the same owner, and the start-up sweep of the recordings
+    directory goes by the ctime: handing over at every start must not touch every file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    owned, new = data / "owned.flac", data / "new.flac"
+    owned.write_bytes(b"")
+    hand_over([data], ACCOUNT)
+    before = owned.stat().st_ctime_ns
+    # The file system's clock has moved past that ctime (it ticks in jiffies, not ns).
+    probe = tmp_path / "probe"
+    for _ in range(100_000):
+        probe.write_bytes(b"")
+        if probe.stat().st_ctime_ns > before:
+            break
+    else:
+        raise AssertionError("the file system's clock did not move")
+    new.write_bytes(b"")
+    hand_over([data], ACCOUNT)
+    assert owned.stat().st_ctime_ns == before
+    assert new.stat().st_uid == ACCOUNT.uid
