@@ -676,7 +676,19 @@ async def _start_media(
     return events
 
 
+SWEEP_MARK = "recordings-swept.json"
+"""How far the start-up sweep of the recordings directory has checked (under ``data_dir``)."""
+
+
 def _say_swept(swept: Swept, say: Say) -> None:
+    if swept.since is None:
+        say(f"recordings: checked all {swept.checked} final file(s) ({swept.why_full})")
+    else:
+        since = datetime.fromtimestamp(swept.since, UTC).isoformat(timespec="seconds")
+        say(
+            f"recordings: checked {swept.checked} final file(s) changed since {since} or kept, "
+            f"passed over {swept.passed_over} older (sweep mark)"
+        )
     if swept.recorded:
         say(f"recordings: {swept.recorded} finalised file(s) without a row given one")
     if swept.without_call or swept.unreadable:
@@ -929,7 +941,14 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
         )
         # The rows of files the workers' recover finalised are in first: they are not orphans.
         await journal.flushed()
-        swept = await sweep(pool, vault, config.recordings_dir, media_started, journal.record)
+        swept = await sweep(
+            pool,
+            vault,
+            config.recordings_dir,
+            media_started,
+            journal=journal,
+            mark=config.data_dir / SWEEP_MARK,
+        )
         _say_swept(swept, say)
         metrics.state.recordings_without_row = lambda: {
             "no_call": len(swept.without_call),
