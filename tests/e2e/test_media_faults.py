@@ -470,3 +470,48 @@ def test_a_disk_that_fills_mid_call_keeps_each_recording_so_far_flagged_truncate
             assert api.json("GET", f"/v1/recordings?call_id={refused['id']}")["data"] == []
         finally:
             server.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+def test_serve_starts_when_its_data_disk_is_too_full_for_the_recordings_sweep_mark(
+    database_dsn: str,
+) -> None:
+    """The sweep's mark is a saving, not a need: a start that cannot write it says so and
+    serves; the previous mark stays, whole."""
+    rtp = rtp_range()
+    with workspace() as workdir:
+        data = workdir / "data"
+        data.mkdir()
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(data)], check=True
+        )
+        try:
+            first = serve(workdir, dsn=database_dsn, rtp=rtp)
+            try:
+                assert "recordings: checked all 0 final file(s) (no sweep mark yet)" in (
+                    first.messages
+                )
+            finally:
+                first.stop()
+            mark = data / "recordings-swept.json"
+            previous = mark.read_bytes()
+            assert json.loads(previous)["kept"] == []
+            fill(data, 0)
+            second = serve(workdir, dsn=database_dsn, rtp=rtp)
+            try:
+                messages = second.messages
+                assert any(
+                    m.startswith("recordings: cannot write the sweep mark")
+                    and "No space left on device" in m
+                    for m in messages
+                ), messages
+                assert any(
+                    m.startswith("recordings: checked 0 final file(s) changed since")
+                    and m.endswith("or kept, passed over 0 older (sweep mark)")
+                    for m in messages
+                ), messages
+            finally:
+                second.stop()
+            assert mark.read_bytes() == previous
+        finally:
+            subprocess.run(["umount", "-l", str(data)], check=False)
