@@ -22,12 +22,13 @@ Rules of the mark (how a start avoids checking a year of recordings again):
   a raw stream kept as ``<id>.pcm`` keeps the mtime of its last write, which may be days old
   when a ``recover`` after a long stop renames it into place; a file copied or restored in
   keeps an old mtime (``cp -p``, ``rsync -a``). Neither can set the ctime back: a rename,
-  a copy and ``utime`` itself all set it to now. (Nothing else touches the files' ctime once
-  written: :func:`callrouter.privileges.hand_over` changes the owner only of what is not the
-  account's already, since a ``chown`` to the same owner sets it too.)
-- After a sweep of every file changed before ``before``, once the rows it gave are in the
-  database, the mark (a small JSON file under ``data_dir``, written atomically) records
-  ``before``, the recordings directory, and the names of the files it kept without a row.
+  a copy and ``utime`` itself all set it to now. Whatever else sets a file's ctime only has
+  it checked again at the next start (:func:`callrouter.privileges.hand_over` changes the
+  owner only of what is not the account's already: a ``chown`` to the same owner sets the
+  ctime too, and would have every start check every file).
+- After a sweep, once the rows it gave are in the database, the mark (a small JSON file
+  under ``data_dir``, written atomically) records ``before``, the recordings directory, and
+  the names of the files it kept without a row.
 - The next start checks the files changed since the mark's ``before`` less
   :data:`MARGIN_SECONDS`, and the kept ones again (they are still counted in
   ``callrouter_recordings_without_row``, and a file whose key came back gets its row). A
@@ -35,6 +36,8 @@ Rules of the mark (how a start avoids checking a year of recordings again):
   its time is at least ``before`` on the clock of that moment: the margin (a day) covers
   that clock reading less than it did when the mark was written (an NTP step back, the clock
   of another node writing to shared storage, the file system's coarse clock).
+- So, by induction from a sweep of every file, each sweep has checked every file changed
+  before its ``before``: the kept ones are carried from mark to mark.
 - No mark, a mark that cannot be read, one for another recordings directory, or one later
   than the clock now (the clock was stepped back past it): every file is checked, and the log
   says why. A mark that cannot be written (a full disk) is logged and the start goes on; the
