@@ -107,7 +107,7 @@ class Call:
     """When the call was answered (the controller's clock), for ``max_call_seconds``."""
     session: SessionExpires | None = None
     """The session interval settled by the last 2xx to an INVITE or UPDATE (None: the call has
-    no session timer, and ``max_call_seconds`` applies)."""
+    no session timer: dialog keepalives watch it, and ``max_call_seconds`` applies)."""
     state: CallState = CallState.ROUTING
     branches: list[Branch] = field(default_factory=list)
     """The branches of the dial step now running."""
