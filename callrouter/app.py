@@ -404,6 +404,7 @@ async def _start_sip(
         target_timeout=sip.target_timeout,
         session_expires=sip.session_expires,
         max_call_seconds=sip.max_call_seconds,
+        dialog_keepalive_seconds=sip.dialog_keepalive_seconds,
         sessions=visitor_sessions,
         webhooks=webhook_sender,
         media=media_events.anchor,

@@ -255,6 +255,13 @@ class SipConfig:
         "get BYE (a lost BYE would otherwise hold the call, and its client's max_calls_per_client "
         "share, for good). 0: no limit.",
     )
+    dialog_keepalive_seconds: int = setting(
+        60,
+        "How often, seconds, an answered call without a session timer sends an in-dialog "
+        "OPTIONS on both legs: a 481 or no answer (a peer that lost the call without a BYE) "
+        "ends the call with BYE instead of leaving it up until max_call_seconds. 0: never; "
+        "else at least 1.",
+    )
     drain_seconds: float = setting(
         30.0,
         "On SIGTERM, seconds calls in progress may go on (new ones get 503 with Retry-After) "
@@ -718,6 +725,11 @@ def _check_sip(sip: SipConfig, origins: Mapping[tuple[str, ...], str]) -> None:
     if sip.max_call_seconds < 0:
         raise ConfigError(
             f"{named('max_call_seconds')}: {sip.max_call_seconds} is negative (0: no limit)"
+        )
+    if sip.dialog_keepalive_seconds < 0:
+        raise ConfigError(
+            f"{named('dialog_keepalive_seconds')}: {sip.dialog_keepalive_seconds} is negative "
+            "(0: no keepalives; else at least 1 second)"
         )
     if sip.tls_ca_file is None:
         return

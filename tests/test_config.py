@@ -24,6 +24,15 @@ def test_defaults_need_no_file() -> None:
     assert config.data_dir == Path("callrouter-data")
 
 
+def test_dialog_keepalives_default_to_a_minute_and_take_one_second_or_none(
+    tmp_path: Path,
+) -> None:
+    assert load_config().sip.dialog_keepalive_seconds == 60
+    for seconds in (1, 0):
+        path = write(tmp_path, f"[sip]\ndialog_keepalive_seconds = {seconds}\n")
+        assert load_config(path).sip.dialog_keepalive_seconds == seconds
+
+
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = write(
         tmp_path, 'data_dir = "/srv/cr"\n[http]\nport = 9000\nhost = "0.0.0.0"\n[sip]\nt1 = 1\n'
@@ -139,6 +148,15 @@ def test_media_settings_no_worker_could_run_with_are_refused_at_load(
             "callrouter.toml:2: sip.max_call_seconds: -1 is negative (0: no limit)",
         ),
         ("[sip]\nmax_call_seconds = '4h'\n", "callrouter.toml:2: sip.max_call_seconds: expected"),
+        (
+            "[sip]\n\ndialog_keepalive_seconds = -5\n",
+            "callrouter.toml:3: sip.dialog_keepalive_seconds: -5 is negative (0: no keepalives; "
+            "else at least 1 second)",
+        ),
+        (
+            "[sip]\ndialog_keepalive_seconds = 0.5\n",
+            "callrouter.toml:2: sip.dialog_keepalive_seconds: expected",
+        ),
     ],
 )
 def test_call_lifetime_settings_are_refused_at_load_naming_the_line(

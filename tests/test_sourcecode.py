@@ -40,6 +40,7 @@ CONTROLLER_MODULES = (
     "events",
     "forking",
     "in_dialog",
+    "keepalives",
     "outbound",
     "session_timers",
 )

@@ -115,6 +115,8 @@ class B2bua:
     """The session interval destinations are asked for when the caller asks for none (0: none)."""
     max_call_seconds: float = 14400.0
     """How long an answered call without a session timer may last (0: no limit)."""
+    dialog_keepalive_seconds: float = 60.0
+    """How often an answered call without a session timer sends OPTIONS on both legs (0: never)."""
     sessions: Sessions | None = None
     """The pools' leases: a call to a pool number is attributed to the visit holding it."""
     webhooks: WebhookSender | None = None
@@ -146,6 +148,7 @@ class B2bua:
             self.target_timeout,
             session_expires=self.session_expires,
             max_call_seconds=self.max_call_seconds,
+            dialog_keepalive_seconds=self.dialog_keepalive_seconds,
         )
 
     @property

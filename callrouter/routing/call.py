@@ -53,7 +53,8 @@ class TimerKey:
     """One timer of one call: ``ring`` (the dial step's ring timeout), ``target`` (the target of
     the INVITE ``ref`` stays silent), ``answer`` (our 2xx's next repetition), ``duration`` (the
     dialplan's maximum duration), ``session`` (no refresh within the session interval, RFC
-    4028), ``ceiling`` (``max_call_seconds`` of a call without a session timer)."""
+    4028), ``ceiling`` (``max_call_seconds`` of a call without a session timer), ``keepalive``
+    (the next in-dialog OPTIONS on both legs of a call without a session timer)."""
 
     call: uuid.UUID
     kind: str
@@ -106,7 +107,7 @@ class Call:
     """When the call was answered (the controller's clock), for ``max_call_seconds``."""
     session: SessionExpires | None = None
     """The session interval settled by the last 2xx to an INVITE or UPDATE (None: the call has
-    no session timer, and ``max_call_seconds`` applies)."""
+    no session timer: dialog keepalives watch it, and ``max_call_seconds`` applies)."""
     state: CallState = CallState.ROUTING
     branches: list[Branch] = field(default_factory=list)
     """The branches of the dial step now running."""
@@ -162,6 +163,15 @@ class Relay:
     towards_caller: bool
     relayed: Request
     """The request as it left on the other leg (the session interval it asked for)."""
+
+
+@dataclass(eq=False)
+class Probe:
+    """An in-dialog OPTIONS we sent on one leg to learn whether its peer still holds the
+    dialog (a dialog keepalive), waiting for its answer."""
+
+    to_caller: bool
+    """True: sent on the caller's leg; False: on the destination's."""
 
 
 def webhook_data(call: Call, **extra: Any) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from callrouter.routing.call import (
     Abandoned,
     Branch,
     Call,
+    Probe,
     Relay,
     TimerKey,
     webhook_data,
@@ -95,6 +96,8 @@ class CallLifecycle:
         asks for none (routing/session_timers.py); 0 asks for none.
     :param max_call_seconds: how long an answered call without a session timer may last; 0
         for no limit.
+    :param dialog_keepalive_seconds: how often an answered call without a session timer
+        sends OPTIONS on both legs to learn that neither peer has lost the dialog; 0: never.
     """
 
     local: LocalAddresses
@@ -103,10 +106,11 @@ class CallLifecycle:
     target_timeout: float = 5.0
     session_expires: int = 1800
     max_call_seconds: float = 14400.0
+    dialog_keepalive_seconds: float = 60.0
     calls: dict[str, Call] = field(default_factory=dict)
     """Calls in progress by their caller's INVITE transaction."""
     _by_id: dict[uuid.UUID, Call] = field(default_factory=dict)
-    _refs: dict[int, tuple[Call, Branch | Relay | Abandoned]] = field(default_factory=dict)
+    _refs: dict[int, tuple[Call, Branch | Relay | Probe | Abandoned]] = field(default_factory=dict)
     _connected: dict[DialogId, tuple[Call, bool]] = field(default_factory=dict)
     """Every connected leg by its dialog id, with whether it is the caller's."""
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -143,7 +147,7 @@ class CallLifecycle:
             self._emit(CancelTimer(key))
 
     def _send(
-        self, request: Request, flow: Flow, target: tuple[Call, Branch | Relay] | None
+        self, request: Request, flow: Flow, target: tuple[Call, Branch | Relay | Probe] | None
     ) -> int:
         ref = next(self._counter)
         if target is not None:
@@ -207,12 +211,18 @@ class CallLifecycle:
         the call ends if no refresh comes within it (RFC 4028 §10, BYE before it expires), or,
         without one, when it has lasted ``max_call_seconds``. An interval longer than that
         ceiling watches nothing the ceiling would not, so the ceiling stays armed too (a peer
-        answering a day-long interval cannot keep a dead call up past it)."""
+        answering a day-long interval cannot keep a dead call up past it). Without a session
+        timer, OPTIONS on both legs every ``dialog_keepalive_seconds`` find a peer that lost
+        the dialog long before the ceiling (routing/keepalives.py); with one, the refreshes
+        already prove both ends alive."""
         call.session = session
         if session is not None:
             self._start_timer(call, "session", bye_before(session.interval))
+            self._stop_timer(call, "keepalive")
         else:
             self._stop_timer(call, "session")
+            if self.dialog_keepalive_seconds and call.answered is not None:
+                self._start_timer(call, "keepalive", self.dialog_keepalive_seconds)
         unwatched = session is None or session.interval > self.max_call_seconds
         if self.max_call_seconds and call.answered is not None and unwatched:
             lasted = self._now - call.answered

@@ -15,8 +15,9 @@ Rules of the controller (this file and the modules it is built from):
   stays silent is replaced by the branch's next RFC 3263 target (§4.3 of RFC 3263).
 - States change only through the tables of call_states.py.
 - The logic is split by job: call_lifecycle.py (the calls held, emitting, endings),
-  call_media.py (anchored SDP, prompts), in_dialog.py (connected calls), forking.py (dialplan
-  steps, parallel branches, failover); this file is the entry point and dispatch.
+  call_media.py (anchored SDP, prompts), in_dialog.py (connected calls), keepalives.py (OPTIONS
+  that find a dead leg of a call without a session timer), forking.py (dialplan steps, parallel
+  branches, failover); this file is the entry point and dispatch.
 - Every change of state is reported to the call journal as it happens (``Record``), so the
   call record is true even if the process dies a moment later; nothing here waits for it.
 """
@@ -74,6 +75,8 @@ class Controller(Forking):
         asks for none; 0 asks for none.
     :param max_call_seconds: how long an answered call without a session timer may last; 0
         for no limit.
+    :param dialog_keepalive_seconds: how often an answered call without a session timer
+        sends OPTIONS on both legs (routing/keepalives.py); 0: never.
     """
 
     # -- questions the adapter asks before handing an event over -----------------------------------
@@ -199,6 +202,8 @@ class Controller(Forking):
             self._hang_up(call, SESSION_EXPIRED)
         elif key.kind == "ceiling":
             self._hang_up(call, CEILING)
+        elif key.kind == "keepalive":
+            self._keepalive_due(call)
 
     def _media_bound(self, call_id: uuid.UUID, failure: str | None) -> None:
         """The worker has bound the call's ports (or could not): play, or go on without."""

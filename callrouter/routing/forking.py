@@ -18,7 +18,7 @@ from callrouter.call_events import (
     CallRinging,
 )
 from callrouter.routing.actions import CancelRequest, MediaCommand, Resolve, Respond, SendStateless
-from callrouter.routing.call import FINAL_STATUS, Abandoned, Branch, Call, Relay, classify
+from callrouter.routing.call import FINAL_STATUS, Abandoned, Branch, Call, Probe, Relay, classify
 from callrouter.routing.call_states import (
     BRANCH_TRANSITIONS,
     BranchInput,
@@ -30,7 +30,7 @@ from callrouter.routing.call_states import (
 )
 from callrouter.routing.dialplan import Announce, Dial, Reject, SetDuration, SetRecording
 from callrouter.routing.events import Resolved
-from callrouter.routing.in_dialog import InDialogRelay
+from callrouter.routing.keepalives import DialogKeepalives
 from callrouter.routing.outbound import (
     ack_request,
     allow_towards,
@@ -47,7 +47,7 @@ __all__ = ["Forking"]
 log = logging.getLogger(__name__)
 
 
-class Forking(InDialogRelay):
+class Forking(DialogKeepalives):
     """The controller's dialling: dialplan steps, parallel branches, failover, cancels."""
 
     # -- the dialplan's steps ----------------------------------------------------------------------
@@ -229,6 +229,11 @@ class Forking(InDialogRelay):
                 self._forget(call, ref)
             self._relay_answer(target, response)
             return
+        if isinstance(target, Probe):
+            if response.status >= 200:
+                self._forget(call, ref)
+                self._probe_answered(call, target, response.status)
+            return
         if isinstance(target, Abandoned):
             self._late_answer(call, ref, target, response)
             return
@@ -294,6 +299,9 @@ class Forking(InDialogRelay):
         self._forget(call, ref)
         if isinstance(target, Relay):
             self._emit(Respond(target.incoming_tid, target.incoming.response(408)))
+            return
+        if isinstance(target, Probe):
+            self._probe_answered(call, target, 408)  # Timer F: the peer never answered
             return
         if isinstance(target, Abandoned):
             return

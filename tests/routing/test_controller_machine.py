@@ -1,15 +1,23 @@
 """Random interleavings of everything the carrier, the PBXs and the clock can do to one call, on
 the in-memory peers: every call reaches an end, no leg is left up when the other is gone, and
 the journal hears exactly one CallStarted and one CallEnded. The caller asks for a session timer
-and refreshes come or not, so an answered call always has its end armed: the session timer, or
-the ceiling for a call the refreshes left without one."""
+or does not do them, and refreshes come or not, so an answered call always has its end armed:
+the session timer, or the ceiling and the dialog keepalive for a call left without one; the
+peers answer its OPTIONS, refuse them, lose the dialog (481) or never answer."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
+from callrouter.routing.actions import SendRequest
 from callrouter.routing.call_states import CallState
 from callrouter.routing.controller import Controller
 from callrouter.routing.dialplan import Dial
@@ -22,6 +30,8 @@ from .call_peers import Local, Peers
 
 FLOWS = [Flow("udp", "203.0.113.20", 5060), Flow("udp", "203.0.113.21", 5060)]
 STATUSES = [100, 180, 183, 200, 404, 422, 480, 486, 487, 503, 603]
+KEEPALIVE_STATUSES = [200, 405, 501, 481, 408, None]
+"""A peer's answer to our keepalive OPTIONS (None: none at all, Timer F)."""
 TIMERS = [None, "90;refresher=uac", "120;refresher=uas"]
 """A 2xx's or a refresh's Session-Expires (None: the peer does not do timers)."""
 
@@ -29,12 +39,10 @@ TIMERS = [None, "90;refresher=uac", "120;refresher=uas"]
 class OneCall(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.peers = Peers(controller=Controller(Local(), Timers(), max_call_seconds=300))
-        self.call = self.peers.arrive(
-            Dial(("sip:desk@203.0.113.9", "sip:mobile@203.0.113.10"), ring_timeout=20),
-            Dial(("sip:voicemail@203.0.113.11",), ring_timeout=20, continue_on=frozenset()),
-            headers=(("Supported", "timer"), ("Session-Expires", "90;refresher=uac")),
+        controller = Controller(
+            Local(), Timers(), max_call_seconds=300, dialog_keepalive_seconds=10
         )
+        self.peers = Peers(controller=controller)
         self.final: dict[int, int] = {}
         """Refs whose INVITE got a final answer (or timed out: 408), with the status."""
         self.answered: dict[int, str] = {}
@@ -42,6 +50,29 @@ class OneCall(RuleBasedStateMachine):
         self.hung_up: set[str] = set()
         """Call-IDs of legs the peers ended with a BYE of their own."""
         self.seen_ended = False
+
+    @initialize(start=st.sampled_from(["ringing", "ringing without timers", "no timer", "timer"]))
+    def caller_calls(self, start: str) -> None:
+        """A carrier that asks for a session timer, or one that does not do them (the call then
+        has one only if the PBX takes the interval we ask for). Half the runs start with the
+        call answered, with a session timer or without one (the keepalives watch it), so that
+        what befalls a connected call over minutes (refreshes, keepalives, peers that vanish)
+        is reached, not only dialling."""
+        timers = start in ("ringing", "timer")
+        self.call = self.peers.arrive(
+            Dial(("sip:desk@203.0.113.9", "sip:mobile@203.0.113.10"), ring_timeout=20),
+            Dial(("sip:voicemail@203.0.113.11",), ring_timeout=20, continue_on=frozenset()),
+            headers=(("Supported", "timer"), ("Session-Expires", "90;refresher=uac"))
+            if timers
+            else (),
+        )
+        if start in ("no timer", "timer"):
+            first = self.peers.resolve(FLOWS[0])[0]
+            headers = (("Session-Expires", "90;refresher=uac"),) if timers else ()
+            self.peers.reply(first, 200, tag=f"pbx{first}", headers=headers)
+            self.final[first] = 200
+            self.answered[first] = self.peers.invites[first].request.call_id
+            self.peers.carrier_acks(self.call)
 
     # -- what the peers can read -----------------------------------------------------------------
 
@@ -57,6 +88,14 @@ class OneCall(RuleBasedStateMachine):
         caller = self.call.request.call_id
         caller_up = 200 in self.peers.caller_statuses(self.call) and caller not in byes
         return caller_up, [cid for cid in self.answered.values() if cid not in byes]
+
+    def probes(self) -> list[SendRequest]:
+        """Our keepalive OPTIONS still waiting for an answer."""
+        return [
+            s
+            for s in self.peers.sent("OPTIONS")
+            if s.ref is not None and self.peers.controller.waits_for(s.ref)
+        ]
 
     def callee_ref(self) -> int | None:
         callee = self.call.callee
@@ -144,6 +183,25 @@ class OneCall(RuleBasedStateMachine):
                 response.headers.add("Session-Expires", timer)
             self.peers.feed(Responded(relayed.ref, response))
 
+    @precondition(lambda self: bool(self.probes()))
+    @rule(data=st.data(), status=st.sampled_from(KEEPALIVE_STATUSES))
+    def peer_answers_keepalive(self, data: st.DataObject, status: int | None) -> None:
+        probe = data.draw(st.sampled_from(self.probes()))
+        assert probe.ref is not None
+        if status is None:
+            self.peers.time_out(probe.ref)
+            return
+        response = probe.request.response(status, to_tag=probe.request.to.tag)
+        self.peers.feed(Responded(probe.ref, response))
+        if status == 481:
+            self.hung_up.add(probe.request.call_id)  # that peer holds the leg no more
+
+    @precondition(lambda self: self.callee_ref() is not None and self.call.session is None)
+    @rule()
+    def a_keepalive_interval_passes(self) -> None:
+        """Time moves on a call the keepalives watch (so their answers are reached often)."""
+        self.peers.advance(self.peers.controller.dialog_keepalive_seconds)
+
     @rule(seconds=st.floats(0.1, 40))
     def time_passes(self, seconds: float) -> None:
         self.peers.advance(seconds)
@@ -180,6 +238,8 @@ class OneCall(RuleBasedStateMachine):
         if self.call.state is CallState.ANSWERED:
             kinds = {k.kind for k in self.peers.timers}
             assert "session" in kinds or "ceiling" in kinds
+            if self.call.session is None:
+                assert "keepalive" in kinds  # a peer gone without a BYE is found
 
     def teardown(self) -> None:
         """Let every peer finish: the call ends, every leg is down, nothing is left waiting."""
@@ -203,7 +263,7 @@ class OneCall(RuleBasedStateMachine):
 
 TestOneCall = OneCall.TestCase
 TestOneCall.settings = settings(
-    max_examples=150,
+    max_examples=400,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -243,7 +243,7 @@ def test_a_refresh_that_drops_the_timer_puts_the_call_under_the_ceiling() -> Non
     assert relayed.ref is not None and "session-expires" not in relayed.request.headers
     tag = relayed.request.to.tag or ""
     p.feed(Responded(relayed.ref, answer_to(relayed.request, 200, tag, "sip:pbx@203.0.113.9")))
-    assert call.session is None and {k.kind for k in p.timers} == {"ceiling"}
+    assert call.session is None and {k.kind for k in p.timers} == {"ceiling", "keepalive"}
     p.advance(499)
     assert byes(p, call, ref) == (0, 0)
     p.advance(2)
@@ -268,7 +268,7 @@ def test_the_ceiling_ends_a_call_without_a_session_timer() -> None:
 
 
 def test_no_ceiling_leaves_a_call_without_a_timer_up() -> None:
-    p = peers(session_expires=0, max_call_seconds=0)
+    p = peers(session_expires=0, max_call_seconds=0, dialog_keepalive_seconds=0)
     call, ref = connect(p, (), ())
     assert p.timers == {}
     p.advance(100_000)
@@ -307,7 +307,7 @@ def test_an_interval_below_90_s_in_a_2xx_is_held_to_90() -> None:
 def test_an_unreadable_interval_in_a_2xx_counts_as_none() -> None:
     p = peers(max_call_seconds=600)
     call, _ref = connect(p, (), (("Session-Expires", "soon"),))
-    assert call.session is None and {k.kind for k in p.timers} == {"ceiling"}
+    assert call.session is None and {k.kind for k in p.timers} == {"ceiling", "keepalive"}
     p.advance(601)
     assert ended(p) == [("answered", "system", "max call seconds")]
 
