@@ -224,6 +224,15 @@ class EventSpool:
             self._next_seq += len(spooled)
             return spooled
 
+    def has_room(self, size: int) -> bool:
+        """Whether ``size`` more bytes would fit, both under ``max_bytes`` and in the free space
+        of the spool's filesystem: a cheap check (one statvfs) before encoding a large batch.
+        ``write`` still decides, by raising."""
+        if self._bytes + size > self.max_bytes:
+            return False
+        disk = os.statvfs(self.directory)
+        return disk.f_bavail * disk.f_frsize >= size
+
     def append(self, batch: list[CallEvent]) -> list[Spooled]:
         """``encode`` and ``write`` in one call (tools and tests, which do not mind blocking)."""
         return self.write(self.encode(batch))
