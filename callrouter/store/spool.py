@@ -13,7 +13,10 @@ never acknowledged).
 ``encode`` is plain CPU work and runs on the event loop; the other methods block (they write
 and fsync): the journal runs them in an executor, and a lock keeps a write from meeting a
 segment change made for the writer in another thread. Encoding on the loop keeps the executor
-thread from holding the GIL while the loop wants it: it only waits in system calls.
+thread from holding the GIL while the loop wants it: it only waits in system calls. The one
+exception is the journal's re-spool of the events it held in memory while the spool was full
+(up to ``[database] max_held_events`` at once, rare): that encode runs in the executor, so
+the loop gets the GIL back every switch interval instead of waiting for the whole of it.
 """
 
 from __future__ import annotations
