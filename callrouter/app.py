@@ -575,13 +575,16 @@ class Readiness:
     """What /v1/ready checks: the database answers now, every media worker (when any is
     configured) answers a ping within ``[metrics] check_timeout`` (a hung worker is as down as
     a dead one), the recordings filesystem has ``[media] min_free_bytes`` free (otherwise calls
-    are connected unrecorded: a load balancer should prefer another node), and SIP takes calls
-    (not draining for a shutdown)."""
+    are connected unrecorded: a load balancer should prefer another node), the call journal
+    can keep new calls (it does not hold ``[database] max_held_events`` call events in memory
+    only, which makes the front door refuse new INVITEs), and SIP takes calls (not draining for
+    a shutdown)."""
 
     availability: DatabaseAvailability
     probe: Callable[[], Awaitable[object]]
     media: MediaEvents
     timeout: float
+    journal: CallJournal
     front_door: FrontDoor | None = None
 
     async def check(self) -> dict[str, bool]:
@@ -590,6 +593,7 @@ class Readiness:
             parts["media"] = await media_workers_answer(self.media.workers, self.timeout)
         if self.media.space is not None:
             parts["recording_space"] = self.media.space.status != "low"
+        parts["journal"] = not self.journal.refusing_calls
         if self.front_door is not None:
             parts["sip"] = not self.front_door.draining
         return parts
@@ -965,6 +969,7 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             lambda: pool.fetchval("SELECT 1"),
             media_events,
             config.metrics.check_timeout,
+            journal,
         )
         app = build_api(
             pool,

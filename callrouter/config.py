@@ -70,7 +70,8 @@ class DatabaseConfig:
         100_000,
         "Call events that may be held in memory only (the spool cannot take them, full or its "
         "disk full, and the database is away) before new calls are refused with 503 and "
-        "Retry-After, so carriers send them to a node that can record them; calls up go on. "
+        "Retry-After, and /v1/ready says the journal is down, so carriers and load balancers "
+        "send them to a node that can record them; calls up go on. "
         "About 0.4 KB each, ~11 per answered call. 0: never refuse (memory then has no bound).",
     )
 

@@ -72,8 +72,9 @@ READY_VIEW: dict[str, Any] = {
         "components": {
             "type": "object",
             "description": "Each part a call needs (database; media: the worker answers; "
-            "recording_space: at least min_free_bytes free; sip: taking calls, not draining "
-            "for a shutdown) and whether it is up.",
+            "recording_space: at least min_free_bytes free; journal: call events can be kept, "
+            "not so many held in memory only that new calls are refused; sip: taking calls, "
+            "not draining for a shutdown) and whether it is up.",
             "additionalProperties": {"type": "string", "enum": ["up", "down"]},
         },
     },
@@ -115,7 +116,8 @@ ENDPOINTS = [
         "/v1/ready",
         ready,
         "getReady",
-        "Readiness: the database, the media worker, recording space and SIP are up",
+        "Readiness: the database, the media worker, recording space, the call journal and SIP "
+        "are up",
         "health",
         access="public",
         response=READY_VIEW,

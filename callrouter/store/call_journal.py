@@ -17,29 +17,33 @@ caller's number). ``flushed()`` lets a caller wait until what it recorded is in 
 
 Webhook events about a call (``WebhookRaised``) ride the journal like the call's own events:
 spooled in the same write and fsync, stored in the same transaction as the rows they report
-on, with delivery ids derived from the event's id, so a replay queues each once. When the
-spool cannot take a batch (``spool_max_bytes`` reached, or the disk full), the batch is kept
-in memory only: logged once per run of failures and counted in ``unspooled``.
+on, with delivery ids derived from the event's id, so a replay queues each once. A finished
+recording (``RecordingFinished``) rides it too: its row and its recording.ready event are
+stored after the call's row, in the order recorded, idempotently by recording id.
 
-A finished recording (``RecordingFinished``) rides it too: its row and its recording.ready
-event are stored after the call's row, in the order recorded, idempotently by recording id.
-Held so, events are written as soon as the database answers; with the database away too they
-pile up, and a crash would lose every call they record. Past ``max_held`` such events
-``refusing_calls`` turns true (the front door answers new INVITEs 503 so that carriers send
-them to a node that can record them) until the database has taken enough of them, or the
-spool takes events again (new calls would then be durable; the held ones stay at risk until
-the database has them): calls already up go on, and their events are still kept, so memory
-grows only by what they add.
+When the spool cannot take a batch (``spool_max_bytes`` reached, or the disk full), the batch
+is kept in memory only: logged once per run of failures and counted in ``unspooled``. Held so,
+events are written as soon as the database answers; with the database away too they pile up,
+and a crash would lose every call they record. Later batches are held behind them, never
+spooled ahead (a replay would apply them out of order): on each flush, and every
+``respool_interval`` when nothing is recorded, the spool is asked whether it has room for the
+held events (a cheap check), and if so they are written to it first, then the new batch, in
+one write, under the next sequence numbers. Past ``max_held`` held events ``refusing_calls``
+turns true (the front door answers new INVITEs 503 so that carriers send them to a node that
+can record them, and /v1/ready says the journal is down) until the database has taken enough
+of them or the spool has taken them all: calls already up go on, and their events are still
+kept, so memory grows only by what they add.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
-from itertools import chain
+from itertools import chain, islice
 from types import TracebackType
 
 import asyncpg
@@ -86,6 +90,9 @@ class CallJournal:
         ready recording and shreds those files).
     :param max_held: events held in memory only (the spool could not take them, the database
         does not have them yet) at which ``refusing_calls`` turns true; 0: never.
+    :param respool_interval: seconds between offers of the held events to the spool when no
+        new event comes, and after a write of them that failed though the spool said it had
+        room.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class CallJournal:
         webhooks_queued: Callable[[], None] = lambda: None,
         recordings_written: Callable[[Written], None] = lambda _: None,
         max_held: int = 0,
+        respool_interval: float = 1.0,
     ) -> None:
         self._pool = pool
         self._spool = spool
@@ -112,6 +120,10 @@ class CallJournal:
         self._webhooks_queued = webhooks_queued
         self._recordings_written = recordings_written
         self._max_held = max_held
+        self._respool_interval = respool_interval
+        self._respool_at = 0.0
+        self._encoded_bytes = 0
+        self._encoded_events = 0
         self._held = 0
         self._unspooled: list[CallEvent] = []
         self._pending: deque[Spooled] = deque()
@@ -176,6 +188,8 @@ class CallJournal:
             self._recorded += len(missing)
             self.replayed = len(missing)
         self._spooler = asyncio.create_task(self._spool_run(), name="call-journal-spool")
+        # At shutdown the writer waits for the spooler's last batch: its end wakes the writer.
+        self._spooler.add_done_callback(lambda _task: self._wakeup.set())
         self._task = asyncio.create_task(self._run(), name="call-journal")
         return self
 
@@ -208,12 +222,26 @@ class CallJournal:
 
     async def _spool_run(self) -> None:
         loop = asyncio.get_running_loop()
+        tried_at_close = False
         while True:
             if not self._unspooled:
                 if self._closing:
+                    if self._held and not tried_at_close:
+                        tried_at_close = True  # the database may not take them in time
+                        await self._spool_batch(loop, [])
+                        continue
                     return
-                await self._spool_wakeup.wait()
+                if not self._held:
+                    await self._spool_wakeup.wait()
+                    self._spool_wakeup.clear()
+                    continue
+                # Held events are offered to the spool again every respool_interval even when
+                # no call records anything: a node refusing calls may have none up.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._spool_wakeup.wait(), self._respool_interval)
                 self._spool_wakeup.clear()
+                if not self._unspooled and self._held:
+                    await self._spool_batch(loop, [])
                 continue
             if self._flush_interval > 0 and not self._closing:
                 await asyncio.sleep(self._flush_interval)
@@ -222,29 +250,94 @@ class CallJournal:
                 self._pending.extend(Spooled(_NOT_SPOOLED, event) for event in batch)
                 self._wakeup.set()
                 continue
-            refusing = self.refusing_calls
-            try:
-                encoded = self._spool.encode(batch)
-                spooled = await loop.run_in_executor(None, self._spool.write, encoded)
-            except (SpoolFull, OSError) as exc:
-                # Calls go on; these events reach the database, but would not survive a crash.
-                if not self._spool_failing:
-                    log.error(
-                        "call journal: cannot spool events to disk (%s); they are held in "
-                        "memory only until the database has them",
-                        exc,
-                    )
-                self._spool_failing = True
-                self.unspooled += len(batch)
-                self._held += len(batch)
-                spooled = [Spooled(_NOT_SPOOLED, event) for event in batch]
+            await self._spool_batch(loop, batch)
+
+    async def _spool_batch(self, loop: asyncio.AbstractEventLoop, batch: list[CallEvent]) -> None:
+        """Spool ``batch`` behind the events held in memory, or hold it too.
+
+        Held events are always the newest in ``_pending`` (a suffix): a batch is only spooled
+        after them, in the same write, so sequence numbers keep the order the events were
+        recorded in and a replay after a crash applies them in that order. The spool is asked
+        first whether it has room for them all (cheap); encoding them is not, so after a
+        write that failed anyway they wait ``respool_interval`` before the next try.
+        """
+        assert self._spool is not None
+        spool = self._spool
+        refusing = self.refusing_calls
+        if self._held and (
+            loop.time() < self._respool_at
+            or not await loop.run_in_executor(
+                None, spool.has_room, (self._held + len(batch)) * self._event_bytes()
+            )
+        ):
+            self._hold(batch, None)
+        else:
+            await self._write_to_spool(loop, spool, batch)
+        self._say_refusal(refusing)
+        self._wakeup.set()
+
+    async def _write_to_spool(
+        self, loop: asyncio.AbstractEventLoop, spool: EventSpool, batch: list[CallEvent]
+    ) -> None:
+        """Write the held events, then ``batch``, in one write; hold ``batch`` if it fails."""
+        held = list(islice(self._pending, len(self._pending) - self._held, None))
+        try:
+            if held:
+                # Large (up to max_held events and more): encoded off the loop so SIP is not
+                # held up for the length of it.
+                events = [s.event for s in held] + batch
+                encoded = await loop.run_in_executor(None, spool.encode, events)
             else:
-                if self._spool_failing:
-                    log.warning("call journal: spooling to disk again")
-                self._spool_failing = False
-            self._say_refusal(refusing)
-            self._pending.extend(spooled)
-            self._wakeup.set()
+                encoded = spool.encode(batch)
+            self._encoded_bytes += len(encoded.data)
+            self._encoded_events += len(encoded.spooled)
+            spooled = await loop.run_in_executor(None, spool.write, encoded)
+        except (SpoolFull, OSError) as exc:
+            if held:
+                self._respool_at = loop.time() + self._respool_interval
+            self._hold(batch, exc)
+            return
+        if held:
+            self._respooled(spooled[: len(held)])
+            spooled = spooled[len(held) :]
+        if self._spool_failing:
+            log.warning(
+                "call journal: spooling to disk again (%d call event(s) held in memory written "
+                "to it first)",
+                len(held),
+            )
+        self._spool_failing = False
+        self._pending.extend(spooled)
+
+    def _hold(self, batch: list[CallEvent], exc: Exception | None) -> None:
+        """Keep ``batch`` in memory only, behind the events held already: ``exc`` is why the
+        spool refused it, None when it was not offered (no room for the held events first)."""
+        # Calls go on; these events reach the database, but would not survive a crash.
+        if exc is not None and not self._spool_failing:
+            log.error(
+                "call journal: cannot spool events to disk (%s); they are held in memory only "
+                "until the database has them or the spool has room again",
+                exc,
+            )
+        self._spool_failing = True
+        self.unspooled += len(batch)
+        self._held += len(batch)
+        self._pending.extend(Spooled(_NOT_SPOOLED, event) for event in batch)
+
+    def _respooled(self, spooled: list[Spooled]) -> None:
+        """The held events are on disk now as ``spooled``: those the database has not taken
+        meanwhile (the writer takes from the front) are replaced by their spooled selves, so
+        the writer notes their position once it has them."""
+        left = self._held  # the writer may have taken some while the spool wrote
+        for _ in range(left):
+            self._pending.pop()
+        self._pending.extend(spooled[len(spooled) - left :] if left else ())
+        self._held = 0
+
+    def _event_bytes(self) -> int:
+        """Bytes an event takes in the spool, on average so far (held events were encoded once,
+        when the spool refused them)."""
+        return self._encoded_bytes // max(1, self._encoded_events) + 1
 
     async def _run(self) -> None:
         failures = 0
@@ -273,15 +366,16 @@ class CallJournal:
                 if failures and self._availability is not None:
                     self._availability.report(True)
                 failures = 0
-                for _ in batch:
-                    self._pending.popleft()
+                # Popped, not the batch as sent: the spooler may have spooled held events of
+                # it meanwhile, and their position on disk is what is noted.
+                taken = [self._pending.popleft() for _ in batch]
                 self._written += len(batch)
                 self._release_waiters()
                 if self._spool is not None:
                     refusing = self.refusing_calls
-                    self._held -= sum(1 for s in batch if s.seq == _NOT_SPOOLED)
+                    self._held -= sum(1 for s in taken if s.seq == _NOT_SPOOLED)
                     self._say_refusal(refusing)
-                last = max(s.seq for s in batch)
+                last = max(s.seq for s in taken)
                 if self._spool is not None and last != _NOT_SPOOLED:
                     await self._note_applied(loop, last)
                 continue

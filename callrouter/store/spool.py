@@ -13,7 +13,10 @@ never acknowledged).
 ``encode`` is plain CPU work and runs on the event loop; the other methods block (they write
 and fsync): the journal runs them in an executor, and a lock keeps a write from meeting a
 segment change made for the writer in another thread. Encoding on the loop keeps the executor
-thread from holding the GIL while the loop wants it: it only waits in system calls.
+thread from holding the GIL while the loop wants it: it only waits in system calls. The one
+exception is the journal's re-spool of the events it held in memory while the spool was full
+(up to ``[database] max_held_events`` at once, rare): that encode runs in the executor, so
+the loop gets the GIL back every switch interval instead of waiting for the whole of it.
 """
 
 from __future__ import annotations
@@ -223,6 +226,15 @@ class EventSpool:
             self._bytes += len(data)
             self._next_seq += len(spooled)
             return spooled
+
+    def has_room(self, size: int) -> bool:
+        """Whether ``size`` more bytes would fit, both under ``max_bytes`` and in the free space
+        of the spool's filesystem: a cheap check (one statvfs) before encoding a large batch.
+        ``write`` still decides, by raising."""
+        if self._bytes + size > self.max_bytes:
+            return False
+        disk = os.statvfs(self.directory)
+        return disk.f_bavail * disk.f_frsize >= size
 
     def append(self, batch: list[CallEvent]) -> list[Spooled]:
         """``encode`` and ``write`` in one call (tools and tests, which do not mind blocking)."""

@@ -200,6 +200,7 @@ def test_contrib_dashboard_and_alerts_name_only_metrics_the_server_exports(
     rules = yaml.safe_load(rules_path.read_text())
     alerts = {r["alert"]: r["expr"] for g in rules["groups"] for r in g["rules"]}
     assert {"CallrouterPoolExhausted", "CallrouterJournalLagging"} <= set(alerts)
+    assert {"CallrouterRefusingUnrecordableCalls", "CallrouterCallEventsAtRisk"} <= set(alerts)
     assert {"CallrouterMediaWorkerDown", "CallrouterSip5xxRate", "CallrouterHttp5xxRate"} <= set(
         alerts
     )
@@ -382,6 +383,7 @@ def test_a_hung_media_worker_makes_the_server_not_ready_and_shows_in_metrics(
                 "database": "up",
                 "media": "up",
                 "recording_space": "up",
+                "journal": "up",
                 "sip": "up",
             },
         },

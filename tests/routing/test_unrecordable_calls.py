@@ -1,12 +1,14 @@
 """With the database away and the spool unable to take events (at its limit, or its disk full),
 new calls would live in memory only: past ``max_held`` such events the front door answers new
 INVITEs 503 with Retry-After, calls up go on, and calls are taken again once the database has
-the events. Real PostgreSQL behind a link the test cuts, the real journal and spool (on a real
-full tmpfs when root), the real SIP endpoint and front door on an in-memory wire."""
+the events, or once the spool has room for them (they are written to it first, in order). Real
+PostgreSQL behind a link the test cuts, the real journal and spool (on a real full tmpfs when
+root), the real SIP endpoint and front door on an in-memory wire."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -148,7 +150,12 @@ async def refusing(
     stack.push_async_callback(pool.close)
     number = await desk_number(pool)
     journal = CallJournal(
-        pool, full.spool, flush_interval=0, backoff=lambda _n: 0.02, max_held=MAX_HELD
+        pool,
+        full.spool,
+        flush_interval=0,
+        backoff=lambda _n: 0.02,
+        max_held=MAX_HELD,
+        respool_interval=0.05,
     )
     await stack.enter_async_context(journal)
     full.fill()  # after the spool is open, as a disk that fills while serving
@@ -182,16 +189,39 @@ async def test_past_the_cap_new_calls_get_503_until_the_database_is_back(
     assert await door.call() == b"INVITE to the desk"
 
 
-async def test_calls_are_taken_again_once_the_spool_has_room_though_the_database_is_away(
+def on_disk(directory: Path) -> list[tuple[int, str, str]]:
+    """(seq, event type, call id) of every event in the spool's segment files, in file order."""
+    records = [
+        json.loads(line)
+        for path in sorted(directory.glob("*.jsonl"))
+        for line in path.read_bytes().splitlines()
+    ]
+    return [(r["seq"], r["type"], r["event"]["call_id"]) for r in records]
+
+
+async def test_held_events_go_to_the_spool_in_order_once_it_has_room_though_the_database_is_away(
     database_dsn: str, tmp_path: Path, stack: AsyncExitStack, full: FullSpool
 ) -> None:
     door, journal, _link = await refusing(database_dsn, tmp_path, stack, full)
+    directory = full.spool.directory
+    assert on_disk(directory) == []  # the calls up so far are in memory only
     full.make_room()
-    # A call up goes on: the desk refuses the first one, whose end is now spooled.
-    first = next(data for data, to in door.wire.sent if to == DESK)
-    offered = parse_message(first)
+    # No call records anything meanwhile: the held events are offered to the spool again.
+    await until(lambda: not journal.refusing_calls)
+    assert journal.held == 0
+    held = on_disk(directory)
+    assert [kind for _seq, kind, _call in held] == ["CallStarted", "AttemptStarted"] * 2
+    # A held call ends: its end is spooled after its start, under the next numbers.
+    fourth = [data for data, to in door.wire.sent if to == DESK and data.startswith(b"INVITE ")][3]
+    offered = parse_message(fourth)
     assert isinstance(offered, Request)
     door.service.receive(offered.response(486, to_tag="desk").to_bytes(), DESK)
-    await until(lambda: not journal.refusing_calls)
-    assert journal.held >= MAX_HELD  # still only in memory, but no longer growing
+    await until(lambda: any(kind == "CallEnded" for _seq, kind, _call in on_disk(directory)))
+    spooled = on_disk(directory)
+    assert [seq for seq, _kind, _call in spooled] == list(range(1, len(spooled) + 1))
+    assert spooled[: len(held)] == held
+    ended = next(call for _seq, kind, call in spooled if kind == "CallEnded")
+    kinds = [kind for _seq, kind, call in spooled if call == ended]
+    assert kinds[0] == "CallStarted" and kinds[-1] == "CallEnded", kinds
+    assert journal.held == 0 and not journal.refusing_calls
     assert await door.call() == b"INVITE to the desk"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +28,8 @@ from callrouter.store.call_journal import CallJournal
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.spool import Encoded, EventSpool, Spooled
+from tests.database_link import CuttableLink
+from tests.store.test_webhook_events import until
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -231,3 +234,49 @@ async def test_an_answered_attempt_stays_answered_when_a_crash_interrupts_its_ca
     assert answered.ended_at == last_heartbeat
     (unanswered,) = (await calls.attempts_of(pool, [ringing]))[ringing]
     assert (unanswered.result, unanswered.ended_at) == ("error", last_heartbeat)
+
+
+async def test_events_after_held_ones_wait_behind_them_and_go_to_the_spool_after_them(
+    pool: asyncpg.Pool[asyncpg.Record], database_dsn: str, tmp_path: Path
+) -> None:
+    """The database away and the spool at its limit: a call's start is held in memory. Room
+    for the call's end alone does not spool it ahead of the start (a replay would end a call
+    not started): it is held behind it. With room for both, both are spooled, in the order
+    recorded, with no new event to carry them; the database, back, has the call once."""
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    call_id = uuid4()
+    ended = CallEnded(call_id, "answered", "caller", "BYE", T0 + timedelta(seconds=30))
+    spool = EventSpool(tmp_path / "spool", max_bytes=1)
+    async with CuttableLink(database_dsn, tmp_path) as link:
+        cut_pool = await create_pool(link.dsn, min_size=0, max_size=2)
+        try:
+            journal = CallJournal(
+                cut_pool, spool, flush_interval=0, backoff=lambda _n: 0.02, respool_interval=0.05
+            )
+            async with journal:
+                await link.cut()
+                journal.record(started(call_id, client.id))
+                await until(lambda: journal.held == 1)
+                spool.max_bytes = len(spool.encode([ended]).data)  # the end fits, not both
+                journal.record(ended)
+                await until(lambda: journal.held == 2)
+                assert on_disk(spool.directory) == []
+                spool.max_bytes = 1 << 20
+                await until(lambda: journal.held == 0)
+                assert on_disk(spool.directory) == [(1, "CallStarted"), (2, "CallEnded")]
+                await link.mend()
+                await asyncio.wait_for(journal.flushed(), 20)
+        finally:
+            await cut_pool.close()
+    call = await calls.get(pool, call_id, client.id)
+    assert call is not None and (call.state, call.disposition) == ("ended", "answered")
+    assert await pool.fetchval("SELECT count(*) FROM calls") == 1
+
+
+def on_disk(directory: Path) -> list[tuple[int, str]]:
+    """(seq, event type) of every event in the spool's segment files, in file order."""
+    return [
+        (record["seq"], record["type"])
+        for path in sorted(directory.glob("*.jsonl"))
+        for record in map(json.loads, path.read_bytes().splitlines())
+    ]

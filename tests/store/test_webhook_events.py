@@ -172,9 +172,9 @@ async def test_an_event_no_webhook_of_its_client_wants_queues_nothing(
 
 
 @contextlib.contextmanager
-def small_disk(under: Path, size: str) -> Iterator[Path]:
-    """A tmpfs of ``size`` (needs root: mount(2))."""
-    mount = under / "disk"
+def small_disk(under: Path, size: str, name: str = "disk") -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``under / name`` (needs root: mount(2))."""
+    mount = under / name
     mount.mkdir()
     subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(mount)], check=True
