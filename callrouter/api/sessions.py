@@ -70,8 +70,8 @@ _TOUCH_BODY = re.compile(
 
 def touch_body(raw: bytes) -> dict[str, Any] | None:
     """A heartbeat's or page close's body, ``{"pool_key": "..."}``, parsed without the general
-    decoder and schema (9 of a heartbeat's ~85 µs); None for any other body, which then takes
-    that path and its answers."""
+    decoder and schema (0.4-0.9 µs against their 1.9-3.9 on this machine); None for any other
+    body, which then takes that path and its answers."""
     match = _TOUCH_BODY.fullmatch(raw)
     return {"pool_key": match[1].decode("ascii")} if match else None
 
@@ -203,7 +203,7 @@ async def create(ctx: RequestContext) -> web.Response:
 
 
 async def _own_visit(sessions: Sessions, live: LivePool, session_id: uuid.UUID) -> Visit:
-    visit = await sessions.visit(session_id)
+    visit = sessions.known(session_id) or await sessions.visit(session_id)
     if visit is None or visit.record.pool_id != live.pool.id:
         raise not_found("session")
     return visit
