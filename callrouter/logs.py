@@ -37,7 +37,8 @@ def _utc(record: logging.LogRecord) -> str:
 
 def _utc_at(created: float) -> str:
     """``_utc`` of a record made at ``created`` (its milliseconds as LogRecord takes them)."""
-    return f"{_second(int(created))}.{int((created - int(created)) * 1000):03d}Z"
+    seconds = int(created)
+    return f"{_second(seconds)}.{int((created - seconds) * 1000):03d}Z"
 
 
 @functools.lru_cache(maxsize=2)

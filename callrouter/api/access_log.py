@@ -33,42 +33,55 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What every request of one (method, route, status) shares, made once: the routes and
+    statuses are few, and these were a third of the access log's time per request."""
+
+    head: str
+    """The line's start, ``POST /v1/sessions/{session_id}/heartbeat 200 ``."""
+    counter: Counter | None
+    """The requests counter's child (``labels`` takes a lock and builds a key per call)."""
+
+
 @dataclass(eq=False, slots=True)
 class AccessLog:
     """Writes a request's line and counts it."""
 
     metrics: Metrics | None
-    counters: dict[tuple[str, str, int], Counter] = field(default_factory=dict)
-    """Each (method, route, status) counter's child, looked up once (``labels`` takes a lock
-    and builds a key per call); the routes and statuses are few."""
+    outcomes: dict[tuple[str, str, int], _Outcome] = field(default_factory=dict)
 
     def record(self, request: web.Request, status: int, elapsed: float) -> None:
         """:param elapsed: seconds from the request's arrival at the application to its answer."""
         route = route_of(request)
         method = request.method
+        outcome = self.outcomes.get((method, route, status))
+        if outcome is None:
+            outcome = self.outcomes[method, route, status] = _Outcome(
+                f"{method} {route} {status} ",
+                None
+                if self.metrics is None
+                else self.metrics.http_requests.labels(method, route, str(status)),
+            )
         key_id = request.get(KEY_ID)
         milliseconds = elapsed * 1000
         info_event(
             log,
-            f"{method} {route} {status} {milliseconds:.1f} ms key {key_id or '-'}",
+            f"{outcome.head}{milliseconds:.1f} ms key {key_id or '-'}",
             {
                 "event": "http.request",
                 "method": method,
                 "route": route,
                 "status": status,
-                "duration_ms": round(milliseconds, 3),
+                # Whole microseconds: round(x, 3) takes five times as long for the same figure.
+                "duration_ms": round(elapsed * 1e6) / 1000,
                 "key_id": str(key_id) if key_id else None,
             },
         )
-        if self.metrics is not None:
-            labels = (method, route, status)
-            counter = self.counters.get(labels)
-            if counter is None:
-                counter = self.counters[labels] = self.metrics.http_requests.labels(
-                    method, route, str(status)
-                )
-            counter.inc()
-            self.metrics.http_duration.observe(elapsed)
+        if outcome.counter is not None:
+            outcome.counter.inc()
+            if self.metrics is not None:
+                self.metrics.http_duration.observe(elapsed)
 
 
 def access_log_middleware(metrics: Metrics | None) -> Middleware:

@@ -8,6 +8,7 @@ for browsers), a per-address rate limit and small bodies.
 from __future__ import annotations
 
 import functools
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -59,6 +60,22 @@ CREATE = Schema(
     ),
 )
 TOUCH = Schema(POOL_KEY)
+# What the swap script sends on every heartbeat and page close, its key as pools.new_public_key
+# makes it: JSON's own whitespace only (``\s`` would let through the form feed JSON refuses).
+_JSON_SPACE = rb"[ \t\n\r]*"
+_TOUCH_BODY = re.compile(
+    rb'\s*\{\s*"pool_key"\s*:\s*"([A-Za-z0-9_-]{1,64})"\s*\}\s*'.replace(rb"\s*", _JSON_SPACE)
+)
+
+
+def touch_body(raw: bytes) -> dict[str, Any] | None:
+    """A heartbeat's or page close's body, ``{"pool_key": "..."}``, parsed without the general
+    decoder and schema (0.4-0.9 µs against their 1.9-3.9 on this machine); None for any other
+    body, which then takes that path and its answers."""
+    match = _TOUCH_BODY.fullmatch(raw)
+    return {"pool_key": match[1].decode("ascii")} if match else None
+
+
 FORM = Schema(
     POOL_KEY,
     Field(
@@ -127,25 +144,25 @@ def _sessions(ctx: RequestContext) -> Sessions:
     return service
 
 
-def _admit(ctx: RequestContext) -> LivePool:
+def _admit(ctx: RequestContext, sessions: Sessions) -> LivePool:
     """The pool named by the body's key, if this address is within its rate and the page's
     origin is one the pool allows."""
     request = ctx.request
-    address = request.remote or "unknown"
-    wait = ctx.app()[PUBLIC_RATE].take(address, time.time())
+    wait = request.app[PUBLIC_RATE].take(request.remote or "unknown", time.time())
     if wait > 0:
         raise Problem(
             429,
             "too many requests from this address",
             headers={"Retry-After": str(max(1, round(wait)))},
         )
-    live = _sessions(ctx).pool_by_key(ctx.body["pool_key"])
+    live = sessions.pool_by_key(ctx.body["pool_key"])
     if live is None:
         raise Problem(404, "no pool with this key")
     allowed = live.pool.allowed_origins
-    origin = request.headers.get("Origin")
-    if allowed and origin not in allowed:
-        raise Problem(403, f"origin {origin or '(none)'} may not use this pool")
+    if allowed:
+        origin = request.headers.get("Origin")
+        if origin not in allowed:
+            raise Problem(403, f"origin {origin or '(none)'} may not use this pool")
     return live
 
 
@@ -161,8 +178,9 @@ def _number_view(e164: str) -> Mapping[str, Any]:
 
 
 async def create(ctx: RequestContext) -> web.Response:
-    live = _admit(ctx)
-    visit, shown = await _sessions(ctx).start(
+    sessions = _sessions(ctx)
+    live = _admit(ctx, sessions)
+    visit, shown = await sessions.start(
         live,
         visitor_id=ctx.body.get("visitor_id"),
         page_url=ctx.body["page_url"],
@@ -184,39 +202,41 @@ async def create(ctx: RequestContext) -> web.Response:
     )
 
 
-async def _own_visit(ctx: RequestContext, live: LivePool, session_id: uuid.UUID) -> Visit:
-    visit = await _sessions(ctx).visit(session_id)
+async def _own_visit(sessions: Sessions, live: LivePool, session_id: uuid.UUID) -> Visit:
+    visit = sessions.known(session_id) or await sessions.visit(session_id)
     if visit is None or visit.record.pool_id != live.pool.id:
         raise not_found("session")
     return visit
 
 
 async def heartbeat(ctx: RequestContext) -> web.Response:
-    live = _admit(ctx)
+    sessions = _sessions(ctx)
+    live = _admit(ctx, sessions)
     session_id = ctx.path_id("session_id", "session")
-    await _own_visit(ctx, live, session_id)
-    visit = await _sessions(ctx).heartbeat(session_id)
+    await _own_visit(sessions, live, session_id)
+    visit = await sessions.heartbeat(session_id)
     if visit is None:
         raise not_found("session")
     return json_response({"lease_expires_at": visit.record.lease_expires_at})
 
 
 async def end(ctx: RequestContext) -> web.Response:
-    live = _admit(ctx)
+    sessions = _sessions(ctx)
+    live = _admit(ctx, sessions)
     session_id = ctx.path_id("session_id", "session")
-    await _own_visit(ctx, live, session_id)
-    await _sessions(ctx).end(session_id)
+    await _own_visit(sessions, live, session_id)
+    await sessions.end(session_id)
     return web.Response(status=204)
 
 
 async def submit_form(ctx: RequestContext) -> web.Response:
-    live = _admit(ctx)
+    sessions = _sessions(ctx)
+    live = _admit(ctx, sessions)
     session_id = uuid.UUID(ctx.body["session_id"])
-    visit = await _own_visit(ctx, live, session_id)
+    visit = await _own_visit(sessions, live, session_id)
     # Only the fields the client listed are kept, whatever a page sends.
     listed = set(live.pool.form_fields)
     fields = {k: v for k, v in (ctx.body.get("fields") or {}).items() if k in listed}
-    sessions = _sessions(ctx)
     form_id = new_id()
     at = datetime.fromtimestamp(sessions.clock(), UTC)  # the clock its session's times use
     await session_store.insert_form(
@@ -296,6 +316,7 @@ ENDPOINTS = [
         "sessions",
         access="public",
         body=TOUCH,
+        body_shortcut=touch_body,
         response=TOUCH_VIEW,
         errors=(403, 404, 429, 503),
     ),
@@ -308,6 +329,7 @@ ENDPOINTS = [
         "sessions",
         access="public",
         body=TOUCH,
+        body_shortcut=touch_body,
         status=204,
         errors=(403, 404, 429, 503),
     ),

@@ -72,7 +72,10 @@ class NumberPool:
     _live: set[str] = field(default_factory=set)
     """Numbers whose holder was live when last looked at (``leased`` prunes it)."""
     _expiry: list[tuple[float, str]] = field(default_factory=list)
-    """(end, number) of every lease seen, soonest first; entries of renewed leases are stale."""
+    """(end, number) when ``leased`` looks at a number again, soonest first: one entry per
+    number with a live lease (plus, rarely, one a sooner entry superseded)."""
+    _due: dict[str, float] = field(default_factory=dict)
+    """The end of each number's current entry in ``_expiry``."""
 
     def __post_init__(self) -> None:
         self._members = frozenset(self.numbers)
@@ -94,7 +97,7 @@ class NumberPool:
             self._by_session[lease.session_id] = lease
             if lease.expires_at > now:
                 self._live.add(number)
-                heapq.heappush(self._expiry, (lease.expires_at, number))
+                self._watch(number, lease.expires_at)
                 self.peak = max(self.peak, self.leased(now))
                 self._note_demand(now)
         return True
@@ -106,7 +109,10 @@ class NumberPool:
         lease = self.session(session_id, now)
         if lease is not None:
             lease.last_seen, lease.expires_at, lease.ended = now, expires_at, ended
-            heapq.heappush(self._expiry, (expires_at, lease.number))
+            # A later end needs no entry: the number's entry comes due first and moves itself
+            # on (an entry a heartbeat was a live page's 30 a hold, and a push each); a sooner
+            # one (the pool's hold made shorter) does.
+            self._watch(lease.number, expires_at)
         return lease
 
     def session(self, session_id: UUID, now: float) -> Lease | None:
@@ -124,11 +130,24 @@ class NumberPool:
     def leased(self, now: float) -> int:
         """Live leases now (O(leases ended since the last call), amortised)."""
         while self._expiry and self._expiry[0][0] <= now:
-            _, number = heapq.heappop(self._expiry)
+            end, number = heapq.heappop(self._expiry)
+            if self._due.get(number) != end:
+                continue  # superseded by a sooner entry
             holder = self._holders.get(number)
-            if holder is None or holder.expires_at <= now:
+            if holder is not None and holder.expires_at > now:
+                self._due[number] = holder.expires_at  # renewed since: its new end
+                heapq.heappush(self._expiry, (holder.expires_at, number))
+            else:
+                del self._due[number]
                 self._live.discard(number)
         return len(self._live)
+
+    def _watch(self, number: str, end: float) -> None:
+        """Have ``leased`` look at ``number`` by ``end``; an entry due sooner already will."""
+        due = self._due.get(number)
+        if due is None or end < due:
+            self._due[number] = end
+            heapq.heappush(self._expiry, (end, number))
 
     def note_exhausted(self, now: float, *, wants_number: bool) -> None:
         """The pool had no number out of its grace for a visit; ``wants_number``: the visit (or

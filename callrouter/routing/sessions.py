@@ -483,6 +483,10 @@ class Sessions:
             if revoked is not None:
                 revoked.record.lease_expires_at = _wall(now)
 
+    def known(self, session_id: uuid.UUID) -> Visit | None:
+        """A session in this node's memory, or None (``visit`` then looks in the database)."""
+        return self._visits.get(session_id)
+
     async def visit(self, session_id: uuid.UUID) -> Visit | None:
         """A session, from memory or (made on another node, or forgotten here) the database."""
         visit = self._visits.get(session_id)
@@ -502,7 +506,8 @@ class Sessions:
         return await self._seen(session_id, ended=True)
 
     async def _seen(self, session_id: uuid.UUID, *, ended: bool) -> Visit | None:
-        visit = await self.visit(session_id)
+        # From memory without awaiting ``visit`` (the swap script's every heartbeat).
+        visit = self.known(session_id) or await self.visit(session_id)
         live = self.pools.get(visit.record.pool_id) if visit else None
         if visit is None or live is None:
             return None

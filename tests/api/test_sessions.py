@@ -192,6 +192,54 @@ async def test_heartbeats_keep_the_lease_and_a_restart_brings_it_back(api: Api) 
     assert ended.status == 204
 
 
+@pytest.mark.parametrize("route", ["heartbeat", "end"])
+async def test_a_heartbeats_body_is_read_whatever_its_spelling_and_refused_by_field(
+    api: Api, route: str
+) -> None:
+    """The usual body takes a shortcut past the decoder and schema; every other spelling of a
+    valid body still works and every invalid one gets the answer the general path gives."""
+    _, pool = await pool_with_numbers(api)
+    session = (await start(api, pool)).body
+    key = pool["public_key"]
+    path = f"/v1/sessions/{session['session_id']}/{route}"
+
+    async def send(raw: bytes) -> Any:
+        return await api.call(
+            "POST",
+            path,
+            data=raw,
+            headers={"Content-Type": "application/json", "Origin": ORIGIN},
+        )
+
+    ok = 204 if route == "end" else 200
+    escaped = "".join(f"\\u{ord(c):04x}" for c in key)
+    for valid in (
+        f'{{"pool_key": "{key}"}}',
+        f' \r\n\t{{ "pool_key" :"{key}"\n}} \n',
+        f'{{"pool_key": "{escaped}"}}',  # the general decoder's spelling of the same key
+    ):
+        reply = await send(valid.encode())
+        assert reply.status == ok, (valid, reply.body)
+    for invalid, status, field in (
+        # A form feed is whitespace to a regular expression's \s, not to JSON.
+        (f'\x0c{{"pool_key": "{key}"}}', 400, "body"),
+        (f'{{"pool_key": "{key}"}}\x0b', 400, "body"),
+        (f'{{"pool_key": "{key}", "pool_key2": 1}}', 422, "pool_key2"),
+        ('{"pool_key": 5}', 422, "pool_key"),
+        ('{"pool_key": "' + "k" * 65 + '"}', 422, "pool_key"),
+        ("{}", 422, "pool_key"),
+        (f'{{"pool_key": "{key}"', 400, "body"),
+        ('{"pool_key": "\\ud800"}', 422, "pool_key"),
+    ):
+        reply = await send(invalid.encode())
+        assert reply.status == status, (invalid, reply.body)
+        assert reply.headers["Content-Type"] == "application/problem+json"
+        assert [e["field"] for e in reply.body["errors"]] == [field], (invalid, reply.body)
+    # A key the shortcut's pattern takes but no pool has: the pool's answer, not the body's.
+    unknown = await send(b'{"pool_key": "pk_no_such_pool"}')
+    assert unknown.status == 404
+
+
 async def test_the_swap_script_is_compressed_revalidated_and_pinned(api: Api) -> None:
     async def get(path: str, **headers: str) -> tuple[int, CIMultiDict[str], bytes]:
         async with api.http.get(path, headers=headers, auto_decompress=False) as response:

@@ -10,6 +10,8 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from callrouter.routing.pool import Lease, NumberPool
 from callrouter.store import leases
@@ -191,3 +193,59 @@ def test_the_index_keeps_the_newest_version_of_each_row_whatever_order_they_arri
     assert index.holder(number, 200.0) is None and index.session(second, 150.0) is None
     stats = index.stats(100.0)
     assert (stats.size, stats.leased, stats.peak) == (3, 0, 1)
+
+
+def test_heartbeats_keep_a_lease_counted_without_growing_the_index() -> None:
+    index = NumberPool(list(NUMBERS_OF_POOL), hold=HOLD, grace=GRACE)
+    number, session = NUMBERS_OF_POOL[0], uuid4()
+    assert index.apply(number, Lease(number, session, None, 0.0, 0.0, 60.0), 1, 0.0)
+    for beat in range(1, 1001):
+        now = beat * 0.5
+        assert index.extend(session, now, now + HOLD, ended=False) is not None
+        assert index.leased(now) == 1
+    # One look pending for the number, not one per heartbeat within a hold (120 here before).
+    assert len(index._expiry) == 1
+    assert index.leased(500.0 + HOLD - 0.1) == 1
+    assert index.leased(500.0 + HOLD) == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["apply", "free", "extend", "forget", "look"]),
+            st.integers(0, 2),
+            st.floats(0.0, 30.0),
+            st.floats(0.1, 120.0),
+        ),
+        max_size=60,
+    )
+)
+def test_the_index_counts_what_its_holders_say_whatever_the_order_of_changes(
+    steps: list[tuple[str, int, float, float]],
+) -> None:
+    """``leased`` against a plain count of the holders live now, over rows, frees, renewals,
+    erasures and looks in time order."""
+    index = NumberPool(list(NUMBERS_OF_POOL), hold=HOLD, grace=GRACE)
+    sessions = [uuid4() for _ in NUMBERS_OF_POOL]
+    holders: dict[str, Lease] = {}
+    now, version = 0.0, 0
+    for action, which, step, length in steps:
+        now += step
+        number, version = NUMBERS_OF_POOL[which], version + 1
+        if action == "apply":
+            sessions[which] = uuid4()
+            lease = Lease(number, sessions[which], None, now, now, now + length)
+            index.apply(number, lease, version, now)
+            holders[number] = lease
+        elif action == "free":
+            index.apply(number, None, version, now)
+            holders.pop(number, None)
+        elif action == "extend":
+            index.extend(sessions[which], now, now + length, ended=False)
+        elif action == "forget":
+            index.forget(sessions[which])
+            if number in holders and holders[number].session_id == sessions[which]:
+                del holders[number]
+        live = sum(1 for lease in holders.values() if lease.expires_at > now)
+        assert index.leased(now) == live
