@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import resource
 import time
@@ -38,6 +37,7 @@ from callrouter.cluster import ClusterNode, Duty, node_name
 from callrouter.config import Config, ConfigError, ConsoleConfig
 from callrouter.console import sessions as console_sessions
 from callrouter.console.site import install as install_console
+from callrouter.garbage_collection import settle_for_traffic
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.ip_networks import parse_networks
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
@@ -1085,11 +1085,7 @@ async def serve(
     are refused while those in progress may end, for up to ``[sip] drain_seconds`` or until
     ``now`` is set (a second signal); the calls left are hung up on both legs."""
     async with running(config, say) as server:
-        # Everything built at start-up (imports, dialplans, routing tables, pools) lives as long
-        # as the process: frozen, the full collections that the call path's allocations
-        # trigger no longer walk it (py-spy under load showed samples piling up on plain
-        # allocations, a new list or dict, which is where collections run).
-        gc.freeze()
+        settle_for_traffic()
         say(f"callrouter {__version__} ready")
         await stop.wait()
         await _drain(server.front_door, config.sip.drain_seconds, now or asyncio.Event(), say)
