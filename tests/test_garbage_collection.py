@@ -1,4 +1,4 @@
-"""Serve's collector settings: full collections rare, but still made (cycles are not kept for ever)."""
+"""Serve's collector: full collections rare, but still made (cycles are not kept for ever)."""
 
 from __future__ import annotations
 
