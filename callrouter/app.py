@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import resource
 import time
@@ -38,6 +37,7 @@ from callrouter.cluster import ClusterNode, Duty, node_name
 from callrouter.config import Config, ConfigError, ConsoleConfig
 from callrouter.console import sessions as console_sessions
 from callrouter.console.site import install as install_console
+from callrouter.garbage_collection import settle_for_traffic
 from callrouter.instance_lock import DataDirectoryLock
 from callrouter.ip_networks import parse_networks
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
@@ -62,6 +62,7 @@ from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.call import event_data
 from callrouter.routing.dialplans import DialplanLibrary
+from callrouter.routing.directory import CHANNEL as NUMBERS_CHANNEL
 from callrouter.routing.directory import NumberDirectory
 from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
@@ -102,8 +103,8 @@ HEARTBEAT_SECONDS = 1.0
 """How often the heartbeat file and the node's row are written: an interrupted call's end is
 known to this; so often too, free once-only duties are taken up."""
 NUMBERS_REFRESH_SECONDS = 10.0
-"""How often every number is reloaded into the memory calls route from while the database
-is away."""
+"""How often every number is read again while memory is not yet the answer for calls (the
+LISTEN connection was lost, or the database is away)."""
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,17 @@ async def _start_metrics_http(
     return f"http://{bound_host}:{bound_port}"
 
 
+def _listening_again(directory: NumberDirectory) -> Callable[[], Awaitable[None]]:
+    """What the number directory does when the LISTEN connection is back: it hears changes
+    again, and reads every number so that memory is the answer once more."""
+
+    async def again() -> None:
+        directory.listening()
+        await directory.resync()
+
+    return again
+
+
 async def _start_sip(
     config: Config,
     pool: asyncpg.Pool[asyncpg.Record],
@@ -414,11 +426,12 @@ async def _start_sip(
     media_events.b2bua = b2bua
     source_policy.dialogs = b2bua.holds_dialog
 
-    directory.load(await numbers.list_all(pool))
-    supervisor.start(
-        "number directory",
-        lambda: directory.refresh(lambda: numbers.list_all(pool), NUMBERS_REFRESH_SECONDS),
-    )
+    await listener.add_listener(NUMBERS_CHANNEL, directory.on_change)
+    directory.listening()
+    listener.on_lost(directory.untrust)
+    listener.on_listening(_listening_again(directory))
+    await directory.resync()
+    supervisor.start("number directory", lambda: directory.refresh(NUMBERS_REFRESH_SECONDS))
 
     async def find_number(e164: str) -> Number | None:
         """The dialled number; a pool number's lease and visit are made sure of first (the
@@ -1022,7 +1035,11 @@ async def running(config: Config, say: Say) -> AsyncIterator[RunningServer]:
             supervisor=supervisor,
             metrics=metrics,
             journal=journal,
-            directory=NumberDirectory(lambda e164: numbers.find_by_e164(pool, e164), availability),
+            directory=NumberDirectory(
+                lambda e164: numbers.find_by_e164(pool, e164),
+                lambda: numbers.list_all(pool),
+                availability,
+            ),
         )
         readiness.front_door = front_door
         for opened in listening:
@@ -1085,11 +1102,7 @@ async def serve(
     are refused while those in progress may end, for up to ``[sip] drain_seconds`` or until
     ``now`` is set (a second signal); the calls left are hung up on both legs."""
     async with running(config, say) as server:
-        # Everything built at start-up (imports, dialplans, routing tables, pools) lives as long
-        # as the process: frozen, the full collections that the call path's allocations
-        # trigger no longer walk it (py-spy under load showed samples piling up on plain
-        # allocations, a new list or dict, which is where collections run).
-        gc.freeze()
+        settle_for_traffic()
         say(f"callrouter {__version__} ready")
         await stop.wait()
         await _drain(server.front_door, config.sip.drain_seconds, now or asyncio.Event(), say)

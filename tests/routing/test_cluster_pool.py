@@ -26,6 +26,7 @@ from callrouter.store.numbers import NUMBERS
 from callrouter.store.pools import POOLS, new_public_key
 from callrouter.supervisor import Supervisor
 from tests.database_link import CuttableLink
+from tests.waiting import until
 
 PAGE = "https://www.acme.example/?utm_source=google&utm_medium=cpc"
 POOL_NUMBERS = [f"+4415155501{i:02d}" for i in range(4)]
@@ -124,15 +125,6 @@ async def make_cluster(
 async def stack() -> AsyncIterator[AsyncExitStack]:
     async with AsyncExitStack() as s:
         yield s
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, seconds: float = 10) -> None:
-    """Poll ``condition`` until it holds, at most ``seconds``."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not reached within {seconds} s: {what}")
-        await asyncio.sleep(0.02)
 
 
 async def lease_statements(db: asyncpg.Pool[asyncpg.Record]) -> Callable[[], Awaitable[int]]:

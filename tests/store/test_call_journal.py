@@ -280,3 +280,30 @@ def on_disk(directory: Path) -> list[tuple[int, str]]:
         for path in sorted(directory.glob("*.jsonl"))
         for record in map(json.loads, path.read_bytes().splitlines())
     ]
+
+
+async def test_how_far_the_database_got_is_noted_once_per_interval_and_at_the_end(
+    pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path
+) -> None:
+    """A note per batch cost a file written and renamed 20 times a second under load; what
+    goes unnoted is only replayed by a kill, which changes nothing."""
+    client = await CLIENTS.insert(pool, {}, {"name": "Notes Ltd"})
+    position = tmp_path / "spool" / "applied"
+    first, second = uuid4(), uuid4()
+    journal = CallJournal(
+        pool, EventSpool(tmp_path / "spool", max_bytes=1 << 20), flush_interval=0, note_every=3600
+    )
+    async with journal:
+        # The writer awaits a batch's note before it writes the next batch: once a batch is
+        # in the database, every note of the batches before it is on disk.
+        journal.record(started(first, client.id))
+        await journal.flushed()
+        journal.record(started(second, client.id))
+        await journal.flushed()
+        assert position.read_text() == "1"  # the first batch is noted at once
+        journal.record(CallEnded(second, "cancelled", "caller", "CANCEL", T0))
+        await journal.flushed()
+        assert position.read_text() == "1", "noted again within the interval"
+    assert position.read_text() == "3", "the end of the journal notes where it got"
+    async with CallJournal(pool, EventSpool(tmp_path / "spool", max_bytes=1 << 20)) as again:
+        assert again.replayed == 0

@@ -7,6 +7,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from asyncpg.pgproto.pgproto import UUID as RowUuid
 
 from callrouter.call_events import (
     AttemptAnswered,
@@ -30,7 +31,7 @@ def one_of_each() -> list[CallEvent]:
     return [
         CallStarted(
             call_id=call,
-            client_id=uuid4(),
+            client_id=RowUuid(uuid4().bytes),  # ids read from PostgreSQL are asyncpg's class
             number_id=None,
             tracking_number="+441515550001",
             caller_number=None,
