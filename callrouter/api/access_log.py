@@ -20,7 +20,7 @@ from callrouter.api.auth import KEY_ID
 from callrouter.logs import info_event
 from callrouter.metrics import Metrics
 
-__all__ = ["AccessLog", "access_log_middleware", "route_of"]
+__all__ = ["METHODS", "AccessLog", "access_log_middleware", "route_of"]
 
 log = logging.getLogger("callrouter.access")
 
@@ -31,6 +31,12 @@ def route_of(request: web.Request) -> str:
     """The route template that matched, or "unmatched" (a 404 or 405 for an unknown path)."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+"""The methods counted and kept by name. Any other a client sends is counted as ``OTHER``:
+aiohttp's C parser takes some 30 (WebDAV's and others), its pure-Python one any token, and
+each new name used to make a counter and a table entry that lived as long as the server."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +60,7 @@ class AccessLog:
     def record(self, request: web.Request, status: int, elapsed: float) -> None:
         """:param elapsed: seconds from the request's arrival at the application to its answer."""
         route = route_of(request)
-        method = request.method
+        method = request.method if request.method in METHODS else "OTHER"
         outcome = self.outcomes.get((method, route, status))
         if outcome is None:
             outcome = self.outcomes[method, route, status] = _Outcome(
