@@ -47,6 +47,13 @@ class Router:
     def client(self, name: str) -> str:
         return str(self.api("POST", "/v1/clients", {"name": name})["id"])
 
+    def ended_call(self, e164: str) -> Any:
+        """The record of the one call to ``e164``, once serve has logged its end."""
+        self.server.wait_event("call.ended", tracking_number=e164)
+        path = "/v1/calls?number=" + e164.replace("+", "%2B")
+        (listed,) = self.api("GET", path)["data"]
+        return self.api("GET", f"/v1/calls/{listed['id']}")
+
     def wait_for_call(self, e164: str) -> None:
         """Until the call to ``e164`` has its record (it is set up and counted)."""
         deadline = time.monotonic() + 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -192,3 +193,27 @@ class Pbx:
         return self.process.returncode, output[-2000:] + (
             errors.read_text(errors="replace")[-2000:] if errors.exists() else ""
         )
+
+
+def call_through(
+    port: int,
+    number: Callable[[str], str],
+    pbx_scenario: str,
+    carrier_scenario: str,
+    tmp_path: Path,
+) -> str:
+    """A call from a SIPp carrier to a SIPp PBX through the router on SIP ``port``, whose
+    tracking number ``number`` makes for the PBX's URI; both scenarios must pass. Returns the
+    tracking number."""
+    pbx = Pbx(pbx_scenario, tmp_path)
+    try:
+        e164 = number(pbx.uri)
+        carrier = run_sipp(SCENARIOS / carrier_scenario, port, tmp_path, service=e164)
+        assert carrier.returncode == 0, carrier.stdout[-3000:] + carrier.stderr[-3000:]
+        code, output = pbx.finished()
+        assert code == 0, output
+    finally:
+        if pbx.process.poll() is None:
+            pbx.process.kill()
+            pbx.process.communicate()
+    return e164

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.router_api import Router
 from tests.e2e.serve import ServeProcess
-from tests.e2e.sipp import SCENARIOS, Pbx, run_sipp
+from tests.e2e.sipp import call_through
 
 
 @pytest.fixture(scope="module")
@@ -36,24 +36,15 @@ def router() -> Iterator[Router]:
 def test_a_call_nobody_hangs_up_gets_bye_on_both_legs_and_its_row_ends(
     router: Router, tmp_path: Path
 ) -> None:
-    pbx = Pbx("pbx_answer_without_timers.xml", tmp_path)
-    try:
-        e164 = router.number(pbx.uri)
-        carrier = run_sipp(
-            SCENARIOS / "carrier_session_interval.xml", router.port, tmp_path, service=e164
-        )
-        # Both scenarios end only after receiving the router's BYE and answering it.
-        assert carrier.returncode == 0, carrier.stdout[-3000:] + carrier.stderr[-3000:]
-        code, output = pbx.finished()
-        assert code == 0, output
-    finally:
-        if pbx.process.poll() is None:
-            pbx.process.kill()
-            pbx.process.communicate()
-    router.server.wait_event("call.ended", tracking_number=e164)
-    path = "/v1/calls?number=" + e164.replace("+", "%2B")
-    (listed,) = router.api("GET", path)["data"]
-    call = router.api("GET", f"/v1/calls/{listed['id']}")
+    # Both scenarios end only after receiving the router's BYE and answering it.
+    e164 = call_through(
+        router.port,
+        router.number,
+        "pbx_answer_without_timers.xml",
+        "carrier_session_interval.xml",
+        tmp_path,
+    )
+    call = router.ended_call(e164)
     assert (call["disposition"], call["hangup_by"], call["hangup_reason"]) == (
         "answered",
         "system",

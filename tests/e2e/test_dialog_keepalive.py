@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.router_api import Router
 from tests.e2e.serve import ServeProcess
-from tests.e2e.sipp import SCENARIOS, Pbx, run_sipp
+from tests.e2e.sipp import call_through
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +45,11 @@ def router() -> Iterator[Router]:
 def test_a_pbx_gone_without_a_bye_ends_the_call(
     router: Router, tmp_path: Path, scenario: str, reason: str
 ) -> None:
-    pbx = Pbx(scenario, tmp_path)
-    try:
-        e164 = router.number(pbx.uri)
-        carrier = run_sipp(
-            SCENARIOS / "carrier_refuses_keepalives.xml", router.port, tmp_path, service=e164
-        )
-        # The carrier's scenario ends only after the router's BYE (refusing keepalives till then).
-        assert carrier.returncode == 0, carrier.stdout[-3000:] + carrier.stderr[-3000:]
-        code, output = pbx.finished()
-        assert code == 0, output
-    finally:
-        if pbx.process.poll() is None:
-            pbx.process.kill()
-            pbx.process.communicate()
-    router.server.wait_event("call.ended", tracking_number=e164)
-    path = "/v1/calls?number=" + e164.replace("+", "%2B")
-    (listed,) = router.api("GET", path)["data"]
-    call = router.api("GET", f"/v1/calls/{listed['id']}")
+    # The carrier's scenario ends only after the router's BYE (refusing keepalives till then).
+    e164 = call_through(
+        router.port, router.number, scenario, "carrier_refuses_keepalives.xml", tmp_path
+    )
+    call = router.ended_call(e164)
     assert (call["disposition"], call["hangup_by"], call["hangup_reason"]) == (
         "answered",
         "system",
