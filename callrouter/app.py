@@ -453,6 +453,7 @@ async def _start_sip(
     service.handler = front_door.handle
     state = metrics.state
     state.calls_active = lambda: len(b2bua.calls)
+    state.numbers_from_memory = lambda: directory.answering_from_memory
     state.sip_transactions = lambda: endpoint.transaction_count
     state.sip_requests = lambda: endpoint.counters.requests
     state.sip_responses = lambda: endpoint.counters.responses

@@ -56,6 +56,9 @@ class State:
     pools: Callable[[], Mapping[str, tuple[int, int]]] = dict
     """Per pool id: (numbers leased now, exhaustions so far)."""
     sessions_live: Callable[[], int] = lambda: 0
+    numbers_from_memory: Callable[[], bool] = lambda: False
+    """Whether calls find their tracking numbers in memory kept by NOTIFY (False: each INVITE
+    queries the database, the LISTEN connection lost or the numbers not read again since)."""
     webhook_deliveries: Callable[[], Mapping[str, int]] = dict
     """Delivery attempts by outcome (delivered, failed, gave_up)."""
     journal_lag: Callable[[], float] = lambda: 0.0
@@ -152,6 +155,12 @@ class StateCollector(Collector):
             s.webhook_deliveries(),
         )
         yield _gauge("sessions_live", "Visitor sessions held in memory.", s.sessions_live())
+        yield _gauge(
+            "numbers_from_memory",
+            "1 when calls find their tracking numbers in memory kept by NOTIFY; 0 when each "
+            "INVITE queries the database for its number.",
+            1.0 if s.numbers_from_memory() else 0.0,
+        )
         yield _gauge(
             "journal_lag_seconds",
             "Age of the oldest call event not yet written to the database.",

@@ -150,6 +150,8 @@ def test_metrics_move_by_what_a_sipp_run_did(observed: Observed, tmp_path: Path)
 
     assert busiest >= 1
     assert value(after, "callrouter_calls_active") == 0
+    # The calls found their number in memory, kept by NOTIFY, not by a query each.
+    assert value(after, "callrouter_numbers_from_memory") == 1
     assert grew(before, after, "callrouter_calls_total", disposition="answered") == calls
     assert grew(before, after, "callrouter_post_dial_delay_seconds_count") == calls
     assert grew(before, after, "callrouter_post_dial_delay_seconds_sum") > 0
