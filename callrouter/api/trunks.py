@@ -82,6 +82,13 @@ _SETTABLE = (
         "requests (BYE) to where its requests come from rather than to its Contact.",
     ),
     Field(
+        "keepalives",
+        "boolean",
+        "Whether this carrier's leg of an answered call without a session timer gets an "
+        "in-dialog OPTIONS every [sip] dialog_keepalive_seconds (a 481 or no answer ends the "
+        "call). Off for a carrier that answers 481 to OPTIONS it does not handle.",
+    ),
+    Field(
         "uri",
         "string",
         "Outbound: SIP URI E.164 destinations are sent to (resolved per RFC 3263); null for "
@@ -111,6 +118,7 @@ VIEW: dict[str, Any] = {
         "number_from",
         "country",
         "nat",
+        "keepalives",
         "uri",
         "caller_id",
         "caller_id_number",
@@ -124,6 +132,7 @@ VIEW: dict[str, Any] = {
         "number_from": {"type": "string", "enum": ["request_uri", "to"]},
         "country": {"type": "string"},
         "nat": {"type": "boolean"},
+        "keepalives": {"type": "boolean"},
         "uri": {"type": ["string", "null"]},
         "caller_id": {"type": "string", "enum": ["pass", "rewrite", "withhold"]},
         "caller_id_number": {"type": ["string", "null"]},
@@ -141,6 +150,7 @@ def view(trunk: TrunkRow) -> dict[str, Any]:
         "number_from": trunk.number_from,
         "country": trunk.country,
         "nat": trunk.nat,
+        "keepalives": trunk.keepalives,
         "uri": trunk.uri,
         "caller_id": trunk.caller_id,
         "caller_id_number": trunk.caller_id_number,

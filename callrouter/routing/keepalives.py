@@ -14,6 +14,9 @@ Rules of this file:
   lost its way back may still hear the BYE.
 - One OPTIONS at a time per leg: while one waits for Timer F, the next interval sends none on
   that leg, so a dead peer costs two transactions per call, never a pile of them.
+- A leg through a trunk with ``keepalives`` off gets none: a carrier that wrongly answers 481
+  to an OPTIONS it does not handle would otherwise have every call cut (the other leg still
+  gets them).
 - A call with a session timer gets none (the refreshes prove both ends alive); the timer stops
   when the call ends, with every other timer of the call (call_lifecycle.py).
 """
@@ -49,6 +52,9 @@ class DialogKeepalives(InDialogRelay):
         for to_caller, dialog in ((True, call.caller), (False, callee)):
             if dialog is None or self._probing(call, to_caller):
                 continue
+            trunk = call.trunk if to_caller else call.callee.trunk if call.callee else None
+            if trunk is not None and not trunk.keepalives:
+                continue  # a carrier that answers 481 to OPTIONS it does not handle
             options = dialog.request("OPTIONS")
             options.headers.add("Accept", "application/sdp")  # §11.1: SHOULD name what we take
             flow = self._dialog_flow(call, dialog, self._leg_flow(call, to_caller=to_caller))

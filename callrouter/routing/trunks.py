@@ -34,6 +34,8 @@ class Trunk:
     """Region for numbers the carrier writes nationally (0151 ... is +44151 ...)."""
     nat: bool = False
     """Media comes from behind NAT: RTP latches to the first source whatever its address."""
+    keepalives: bool = True
+    """Whether this carrier's leg of a call gets dialog keepalives (routing/keepalives.py)."""
     uri: str | None = None
     """Where E.164 destinations are sent through this trunk; None for an inbound-only trunk."""
     caller_id: str = "pass"
@@ -48,6 +50,7 @@ class Trunk:
             row.number_from,
             row.country,
             row.nat,
+            row.keepalives,
             row.uri,
             row.caller_id,
             row.caller_id_number,

@@ -27,6 +27,7 @@ class TrunkRow:
     number_from: str
     country: str
     nat: bool
+    keepalives: bool
     uri: str | None
     caller_id: str
     caller_id_number: str | None
@@ -35,7 +36,8 @@ class TrunkRow:
 
 
 _COLUMNS = (
-    "id, name, networks, number_from, country, nat, uri, caller_id, caller_id_number, "
+    "id, name, networks, number_from, country, nat, keepalives, uri, caller_id, "
+    "caller_id_number, "
     "created_at, updated_at"
 )
 
@@ -50,6 +52,7 @@ TRUNKS = TenantTable(
             "number_from",
             "country",
             "nat",
+            "keepalives",
             "uri",
             "caller_id",
             "caller_id_number",

@@ -25,8 +25,15 @@ async def test_a_trunk_round_trips_with_normalised_fields(api: Api) -> None:
     assert created["caller_id_number"] == "+12025550123"
     assert (created["number_from"], created["country"], created["nat"]) == ("to", "US", True)
     assert await api.ok("GET", f"/v1/trunks/{created['id']}") == created
+    assert created["keepalives"] is True  # on unless the carrier cannot take them
     changed = await api.ok("PATCH", f"/v1/trunks/{created['id']}", json={"caller_id": "withhold"})
     assert changed["caller_id"] == "withhold" and changed["name"] == "carrier-a"
+    quiet = await api.ok("PATCH", f"/v1/trunks/{created['id']}", json={"keepalives": False})
+    assert quiet["keepalives"] is False
+    bad = await api.call(
+        "PATCH", f"/v1/trunks/{created['id']}", api.operator_key, {"keepalives": "no"}
+    )
+    assert bad.status == 422 and bad.body["errors"][0]["field"] == "keepalives"
     listed = await api.ok("GET", "/v1/trunks")
     assert [t["name"] for t in listed["data"]] == ["carrier-a"]
     reply = await api.call("DELETE", f"/v1/trunks/{created['id']}", api.operator_key)

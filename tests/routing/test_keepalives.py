@@ -14,6 +14,7 @@ from callrouter.routing.call_states import CallState
 from callrouter.routing.controller import Controller
 from callrouter.routing.dialplan import Dial
 from callrouter.routing.events import InDialogRequest, Responded, TimedOut
+from callrouter.routing.trunks import Trunk
 from callrouter.sip.transactions import Timers
 
 from .call_peers import CARRIER, Local, Peers, answer_to
@@ -238,3 +239,22 @@ def test_the_cseq_counts_on_across_relayed_requests() -> None:
     p.advance(30)
     (to_caller,), _ = options(p, call, ref)
     assert to_caller.request.cseq.number == 2
+
+
+def test_a_trunk_with_keepalives_off_gets_none_and_the_other_leg_still_does() -> None:
+    """A carrier that wrongly answers 481 to an OPTIONS it does not handle: its trunk turns
+    them off for its leg, and its calls are not cut."""
+    p = peers()
+    call = p.arrive(
+        Dial((DESK,), ring_timeout=20), headers=NO_TIMERS, trunk=Trunk("odd", keepalives=False)
+    )
+    (ref,) = p.resolve()
+    p.reply(ref, 200)
+    p.carrier_acks(call)
+    for _ in range(3):
+        p.advance(30)
+        _, callees = options(p, call, ref)
+        answer(p, callees[-1], 200)
+    callers, callees = options(p, call, ref)
+    assert callers == [] and len(callees) == 3
+    assert call.state is CallState.ANSWERED and byes(p, call, ref) == (0, 0)
