@@ -48,7 +48,7 @@ Rules of the mark (how a start avoids checking a year of recordings again):
 
 The recordings directory is flat (``<id>.<format>``): every entry is still listed and its
 time read (one ``stat`` each, nothing read from the file), but only the files past the mark
-go to the database, in batches of :data:`BATCH`.
+go to the database, in batches (:data:`callrouter.store.recordings.WITHOUT_ROWS_BATCH`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ import json
 import logging
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,7 +74,7 @@ from callrouter.store.ids import new_id
 from callrouter.vault import Vault, VaultError
 from callrouter.vault.durable import write_atomically
 
-__all__ = ["BATCH", "MARGIN_SECONDS", "Mark", "Swept", "final_files", "read_mark", "sweep"]
+__all__ = ["MARGIN_SECONDS", "Mark", "Swept", "final_files", "read_mark", "sweep"]
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +82,6 @@ _FRAME_BYTES = 4  # a kept raw stream: one int16 sample per channel, two channel
 
 MARGIN_SECONDS = 86_400.0
 """How far before the mark's time a start looks again: a day of clock error (see above)."""
-
-BATCH = 1_000
-"""Recording ids per query to the database: a start after a full sweep of millions of files
-sends bounded statements, not one that holds every id."""
 
 _MARK_VERSION = 1
 _NO_MARK = "no sweep mark yet"
@@ -239,14 +234,6 @@ def describe(vault: Vault, root: Path, recording_id: UUID, name: str) -> Recordi
     )
 
 
-async def without_rows(db: Executor, ids: Sequence[UUID]) -> dict[UUID, bool]:
-    """:func:`callrouter.store.recordings.without_rows`, asked :data:`BATCH` ids at a time."""
-    missing: dict[UUID, bool] = {}
-    for start in range(0, len(ids), BATCH):
-        missing.update(await store.without_rows(db, ids[start : start + BATCH]))
-    return missing
-
-
 async def sweep(
     db: Executor,
     vault: Vault,
@@ -281,7 +268,7 @@ async def sweep(
         None, final_files, root, before, swept.since, kept
     )
     swept.checked = len(files)
-    missing = await without_rows(db, sorted(files))
+    missing = await store.without_rows(db, sorted(files))
     for recording_id, has_call in sorted(missing.items()):
         if not has_call:
             swept.without_call.append(recording_id)

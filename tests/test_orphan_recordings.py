@@ -23,7 +23,7 @@ import pytest
 from callrouter.call_events import CallStarted
 from callrouter.media.encoding import encode
 from callrouter.media.recording import WAV_HEADER_BYTES
-from callrouter.orphan_recordings import BATCH, MARGIN_SECONDS, sweep
+from callrouter.orphan_recordings import MARGIN_SECONDS, sweep
 from callrouter.recordings import Recordings
 from callrouter.store import recordings as store
 from callrouter.store.call_journal import CallJournal
@@ -288,7 +288,7 @@ async def test_ids_go_to_the_database_a_batch_at_a_time(
             swept = await sweep(
                 connection, vault, root, time.time() + 1, journal=journal, mark=tmp_path / "m"
             )
-    assert BATCH == 1_000 and asked == [1_000, 1_000, 500]
+    assert store.WITHOUT_ROWS_BATCH == 1_000 and asked == [1_000, 1_000, 500]
     assert swept.checked == 2_500 and len(swept.without_call) == 2_500
 
 

@@ -143,18 +143,26 @@ def view(recording: Recording) -> dict[str, Any]:
     }
 
 
+WITHOUT_ROWS_BATCH = 1_000
+"""Ids per statement of :func:`without_rows`: a start after a full sweep of millions of files
+sends bounded statements, not one that holds every id."""
+
+
 async def without_rows(db: Executor, ids: Sequence[UUID]) -> dict[UUID, bool]:
     """Which of ``ids`` have neither a recording row nor a queued disposal, each with whether
-    its call's row is there (a recording's id is its call's). Across clients: the start-up
-    sweep of the recordings directory asks."""
-    rows = await db.fetch(
-        """SELECT i.id, EXISTS (SELECT FROM calls c WHERE c.id = i.id) AS has_call
-           FROM unnest($1::uuid[]) AS i (id)
-           WHERE NOT EXISTS (SELECT FROM recordings r WHERE r.id = i.id)
-             AND NOT EXISTS (SELECT FROM recording_disposals d WHERE d.recording_id = i.id)""",
-        list(ids),
-    )
-    return {row["id"]: row["has_call"] for row in rows}
+    its call's row is there (a recording's id is its call's), asked :data:`WITHOUT_ROWS_BATCH`
+    ids at a time. Across clients: the start-up sweep of the recordings directory asks."""
+    missing: dict[UUID, bool] = {}
+    for start in range(0, len(ids), WITHOUT_ROWS_BATCH):
+        rows = await db.fetch(
+            """SELECT i.id, EXISTS (SELECT FROM calls c WHERE c.id = i.id) AS has_call
+               FROM unnest($1::uuid[]) AS i (id)
+               WHERE NOT EXISTS (SELECT FROM recordings r WHERE r.id = i.id)
+                 AND NOT EXISTS (SELECT FROM recording_disposals d WHERE d.recording_id = i.id)""",
+            list(ids[start : start + WITHOUT_ROWS_BATCH]),
+        )
+        missing.update((row["id"], row["has_call"]) for row in rows)
+    return missing
 
 
 async def get(db: Executor, recording_id: UUID, scope: UUID | None) -> Recording | None:
