@@ -315,17 +315,6 @@ async def _start_metrics_http(
     return f"http://{bound_host}:{bound_port}"
 
 
-def _listening_again(directory: NumberDirectory) -> Callable[[], Awaitable[None]]:
-    """What the number directory does when the LISTEN connection is back: it hears changes
-    again, and reads every number so that memory is the answer once more."""
-
-    async def again() -> None:
-        directory.listening()
-        await directory.resync()
-
-    return again
-
-
 async def _start_sip(
     config: Config,
     pool: asyncpg.Pool[asyncpg.Record],
@@ -427,10 +416,9 @@ async def _start_sip(
     source_policy.dialogs = b2bua.holds_dialog
 
     await listener.add_listener(NUMBERS_CHANNEL, directory.on_change)
-    directory.listening()
     listener.on_lost(directory.untrust)
-    listener.on_listening(_listening_again(directory))
-    await directory.resync()
+    listener.on_listening(directory.listen)
+    await directory.listen()
     supervisor.start("number directory", lambda: directory.refresh(NUMBERS_REFRESH_SECONDS))
 
     async def find_number(e164: str) -> Number | None:

@@ -74,10 +74,12 @@ class NumberDirectory:
         when each last changed (tests)."""
         return dict(self._changed)
 
-    def listening(self) -> None:
-        """The LISTEN connection hears ``CHANNEL`` from now on (``resync`` then makes memory
-        the answer)."""
+    async def listen(self) -> None:
+        """The LISTEN connection hears ``CHANNEL`` from now on (at start, and each time it is
+        back): every number is read again, and memory is the answer. Raises the database's
+        error."""
         self._listening = True
+        await self.resync()
 
     def untrust(self) -> None:
         """The LISTEN connection is lost: changes may go unheard until ``resync``."""

@@ -96,14 +96,10 @@ async def listened(
         directory, listener, client, reconnect, lambda e164: numbers.find_by_e164(pool, e164)
     )
 
-    async def again() -> None:
-        directory.listening()
-        await directory.resync()
-
     await listener.add_listener(CHANNEL, directory.on_change)
-    directory.listening()
     listener.on_lost(directory.untrust)
-    listener.on_listening(again)
+    listener.on_listening(directory.listen)
+    await directory.listen()
     yield listened
     await jobs.stop()
     await listener.close()
