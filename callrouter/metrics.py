@@ -114,17 +114,18 @@ class StateCollector(Collector):
             ("allowlist", "rate", "malformed", "banned"),
             s.sip_rejected(),
         )
-        connections = CounterMetricFamily(
-            f"{PREFIX}_sip_connections_refused",
+        yield _counted(
+            "sip_connections_refused",
             "SIP TCP and TLS connections refused at accept, by reason (unknown_source: outside "
             "every trunk, per_source_limit, connection_limit, banned: its source is banned for "
             "a flood; banned also counts the connections closed as the ban began).",
-            labels=["reason"],
+            "reason",
+            ("unknown_source", "per_source_limit", "connection_limit", "banned"),
+            {
+                reason.replace(" ", "_").replace("-", "_"): count
+                for reason, count in s.sip_connections_refused().items()
+            },
         )
-        for reason in ("unknown source", "per-source limit", "connection limit", "banned"):
-            label = reason.replace(" ", "_").replace("-", "_")
-            connections.add_metric([label], s.sip_connections_refused().get(reason, 0))
-        yield connections
         yield _counted(
             "sip_tls_refused",
             "Peers called over SIP TLS and refused before any SIP byte, by reason: name (the "
