@@ -28,10 +28,10 @@ from callrouter.sip.session_timer import MIN_SE
 ENV_PREFIX = "CALLROUTER_"
 CONFIG_PATH_ENV = "CALLROUTER_CONFIG"
 CONFIG_SEARCH_PATH = (Path("/etc/callrouter/callrouter.toml"), Path("callrouter.toml"))
+"""Where every command looks for its file when neither ``--config`` nor the variable names one."""
 MIN_MESSAGE_BYTES = 1024
 """The least ``[sip] max_message_bytes`` may be: an INVITE with an SDP offer and a carrier's
 headers runs to 1-2 KB."""
-"""Where every command looks for its file when neither ``--config`` nor the variable names one."""
 
 
 class ConfigError(Exception):
