@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -15,12 +14,11 @@ from hypothesis import strategies as st
 
 from callrouter.routing.pool import Lease, NumberPool
 from callrouter.store import leases
-from callrouter.store import sessions as session_store
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.numbers import NUMBERS
 from callrouter.store.pools import POOLS, new_public_key
-from callrouter.store.sessions import SessionRecord
+from tests.store.page_view import new_visit
 
 NUMBERS_OF_POOL = [f"+4415155500{i:02d}" for i in range(3)]
 T0 = 1_795_600_000.0
@@ -38,8 +36,9 @@ class Pool:
         """A new visit's lease and its session's row, in one transaction as a page view
         writes them (a live lease is taken from a session only with its row)."""
         async with self.db.acquire() as db, db.transaction():
-            taken = await leases.take(
+            return await new_visit(
                 db,
+                client_id=self.client_id,
                 pool_id=self.pool_id,
                 session_id=session_id,
                 visitor_id=None,
@@ -47,26 +46,8 @@ class Pool:
                 hold=HOLD,
                 grace=GRACE,
                 policy=self.policy,
+                attribution={},
             )
-            seen = datetime.fromtimestamp(T0 + at, UTC)
-            await session_store.save(
-                db,
-                SessionRecord(
-                    id=session_id,
-                    client_id=self.client_id,
-                    pool_id=self.pool_id,
-                    visitor_id=None,
-                    number=taken.row.number if taken else None,
-                    attribution={},
-                    user_agent=None,
-                    ip_network=None,
-                    created_at=seen,
-                    last_seen_at=seen,
-                    lease_expires_at=taken.row.expires_at if taken else None,
-                    ended=False,
-                ),
-            )
-        return taken
 
     async def renew(
         self, taken: leases.Taken | None, at: float, *, ended: bool = False

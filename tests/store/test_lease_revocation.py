@@ -22,7 +22,7 @@ from callrouter.store.database import create_pool
 from callrouter.store.ids import new_id
 from callrouter.store.numbers import NUMBERS
 from callrouter.store.pools import POOLS, new_public_key
-from callrouter.store.sessions import SessionRecord
+from tests.store.page_view import new_visit
 
 NUMBER = "+441515550100"
 T0 = 1_795_600_000.0
@@ -42,8 +42,9 @@ class OneNumberPool:
         """A new visit as a page view writes it: its lease (if the pool gives one), then its
         row, in the caller's transaction."""
         session_id = new_id()
-        taken = await leases.take(
+        taken = await new_visit(
             db,
+            client_id=self.client_id,
             pool_id=self.pool_id,
             session_id=session_id,
             visitor_id=visitor,
@@ -51,24 +52,7 @@ class OneNumberPool:
             hold=HOLD,
             grace=GRACE,
             policy="reuse_oldest",
-        )
-        seen = datetime.fromtimestamp(T0 + at, UTC)
-        await session_store.save(
-            db,
-            SessionRecord(
-                id=session_id,
-                client_id=self.client_id,
-                pool_id=self.pool_id,
-                visitor_id=visitor,
-                number=taken.row.number if taken else None,
-                attribution={"source": "google"},
-                user_agent=None,
-                ip_network=None,
-                created_at=seen,
-                last_seen_at=seen,
-                lease_expires_at=taken.row.expires_at if taken else None,
-                ended=False,
-            ),
+            attribution={"source": "google"},
         )
         return session_id, taken
 
