@@ -32,6 +32,7 @@ from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.webhooks import WEBHOOKS
 from callrouter.vault import Vault
+from tests.call_started import call_started
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
@@ -59,20 +60,7 @@ def sealed(vault: Vault, root: Path, recording_id: UUID, suffix: str, data: byte
 
 
 def started(call_id: UUID, client_id: UUID) -> CallStarted:
-    return CallStarted(
-        call_id=call_id,
-        client_id=client_id,
-        number_id=None,
-        tracking_number="+441515550001",
-        caller_number="+447700900123",
-        sip_call_id=f"{call_id}@carrier",
-        trunk=None,
-        dialplan="default",
-        session_id=None,
-        attribution={},
-        record=True,
-        at=T0,
-    )
+    return call_started(call_id, client_id, T0, trunk=None)
 
 
 async def test_files_without_rows_get_them_when_their_call_is_there_and_are_kept_otherwise(

@@ -24,6 +24,7 @@ from callrouter.store.database import create_pool
 from callrouter.store.ids import derived_id, new_id
 from callrouter.store.spool import EventSpool
 from callrouter.store.webhooks import WEBHOOKS
+from tests.call_started import call_started
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 PEAKS = {"buckets": 2, "frames": 16000, "channels": [{"min": [-0.5, 0.0], "max": [0.5, 0.1]}]}
@@ -37,20 +38,7 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]
 
 
 def started(call_id: UUID, client_id: UUID) -> CallStarted:
-    return CallStarted(
-        call_id=call_id,
-        client_id=client_id,
-        number_id=None,
-        tracking_number="+441515550001",
-        caller_number="+447700900123",
-        sip_call_id=f"{call_id}@carrier",
-        trunk="carrier-a",
-        dialplan="default",
-        session_id=None,
-        attribution={},
-        record=True,
-        at=T0,
-    )
+    return call_started(call_id, client_id, T0)
 
 
 def finished(call_id: UUID, truncated: str | None = None) -> RecordingFinished:

@@ -26,6 +26,7 @@ from callrouter.store.database import create_pool
 from callrouter.store.ids import derived_id, new_id
 from callrouter.store.spool import Encoded, EventSpool, Spooled
 from callrouter.store.webhooks import WEBHOOKS, Webhook
+from tests.call_started import call_started
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
@@ -54,20 +55,7 @@ async def client_with_hooks(pool: asyncpg.Pool[asyncpg.Record]) -> tuple[UUID, W
 
 
 def started(call_id: UUID, client_id: UUID, attribution: str = "google") -> CallStarted:
-    return CallStarted(
-        call_id=call_id,
-        client_id=client_id,
-        number_id=None,
-        tracking_number="+441515550001",
-        caller_number="+447700900123",
-        sip_call_id=f"{call_id}@carrier",
-        trunk="carrier-a",
-        dialplan="default",
-        session_id=None,
-        attribution={"source": attribution},
-        record=False,
-        at=T0,
-    )
+    return call_started(call_id, client_id, T0, attribution={"source": attribution}, record=False)
 
 
 def raised(call_id: UUID, client_id: UUID, event: str) -> WebhookRaised:
