@@ -16,6 +16,14 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
+def refusal(tmp_path: Path, text: str) -> str:
+    """Why loading ``text`` as callrouter.toml is refused, the file named ``callrouter.toml``."""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path)
+    return str(excinfo.value).replace(str(path), "callrouter.toml")
+
+
 def test_defaults_need_no_file() -> None:
     config = load_config()
     assert config.http.host == "127.0.0.1" and config.http.port == 8080
@@ -129,10 +137,7 @@ def test_media_workers_default_to_the_cores_and_share_the_ports_in_slices() -> N
 def test_media_settings_no_worker_could_run_with_are_refused_at_load(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == message.replace("callrouter.toml", str(path))
+    assert refusal(tmp_path, text) == message
 
 
 @pytest.mark.parametrize(
@@ -162,10 +167,7 @@ def test_media_settings_no_worker_could_run_with_are_refused_at_load(
 def test_call_lifetime_settings_are_refused_at_load_naming_the_line(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value).startswith(message.replace("callrouter.toml", str(path)))
+    assert refusal(tmp_path, text).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -185,10 +187,7 @@ def test_call_lifetime_settings_are_refused_at_load_naming_the_line(
 def test_limits_that_would_refuse_every_message_or_call_are_refused_at_load(
     tmp_path: Path, text: str, message: str
 ) -> None:
-    path = write(tmp_path, text)
-    with pytest.raises(ConfigError) as excinfo:
-        load_config(path)
-    assert str(excinfo.value) == message.replace("callrouter.toml", str(path))
+    assert refusal(tmp_path, text) == message
 
 
 def test_call_lifetimes_default_to_a_generous_ceiling_and_a_half_hour_timer() -> None:
