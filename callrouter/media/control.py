@@ -68,6 +68,7 @@ class MediaWorkerProcess:
         file or socket.
     :param log: the server's log format and level, for the worker's own lines.
     :param name: how logs name this worker (its number among the server's workers).
+    :param prompts: the operators' prompts directory (``<name>.wav``) that ``play`` may name.
     """
 
     def __init__(
@@ -84,6 +85,7 @@ class MediaWorkerProcess:
         user: str | None = None,
         log: tuple[str, str] = ("text", "info"),
         name: str = "0",
+        prompts: Path | None = None,
     ) -> None:
         self.control = control
         self.host = host
@@ -96,6 +98,7 @@ class MediaWorkerProcess:
         self.user = user
         self.log = log
         self.name = name
+        self.prompts = prompts
         self._process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._pending: dict[int, _Pending] = {}
@@ -133,6 +136,8 @@ class MediaWorkerProcess:
             arguments += ["--user", self.user]
         if self.recording is not None:
             arguments += self.recording.arguments()
+        if self.prompts is not None:
+            arguments += ["--prompts-dir", str(self.prompts)]
         return arguments
 
     async def start(self) -> None:

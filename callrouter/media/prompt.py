@@ -1,13 +1,18 @@
 """Prompts played into a call: audio to 20 ms G.711 RTP packets, and the default notice.
 
 There is no speech synthesis here. The default recording notice is the recorder warning tone
-(:func:`recording_notice_tone`); operators who want words ("this call may be recorded")
-configure their own WAV file, mono at 8 kHz, read with :func:`load_prompt`.
+(:func:`recording_notice_tone`); operators who want words ("this call may be recorded") put
+their own WAV file, mono at 8 kHz, in a prompts directory and name it in a dialplan: checked
+at load by :func:`check_prompt` (the header only), read when played by :func:`load_prompt`
+and kept by :class:`PromptCache` while the file is unchanged.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, Literal
@@ -19,7 +24,28 @@ from numpy.typing import NDArray
 from callrouter.media.g711 import RATE, alaw_encode, ulaw_encode
 from callrouter.media.rtp import PAYLOAD_PCMA, PAYLOAD_PCMU, RtpPacket
 
-__all__ = ["PromptError", "load_prompt", "packetize", "recording_notice_tone", "tone"]
+__all__ = [
+    "MAX_PROMPT_SECONDS",
+    "PROMPT_NAME",
+    "RECORDING_NOTICE",
+    "PromptCache",
+    "PromptError",
+    "check_prompt",
+    "load_prompt",
+    "packetize",
+    "prompt_path",
+    "recording_notice_tone",
+    "tone",
+]
+
+RECORDING_NOTICE: Final = "recording-notice"
+"""The built-in prompt's name: :func:`recording_notice_tone`."""
+PROMPT_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+"""An operator prompt's name, the file ``<name>.wav`` in the prompts directory: no dot, slash
+or backslash, so a name can never leave that directory (no ``..``, no absolute path)."""
+MAX_PROMPT_SECONDS: Final = 60.0
+"""Longest operator prompt: a notice, not hold music, and at most 960 KB of samples held by
+each worker that plays it."""
 
 PTIME: Final = 0.020
 """Seconds of audio per packet: 20 ms, the default for G.711 (RFC 3551 §4.2, Table 1)."""
@@ -64,26 +90,112 @@ def recording_notice_tone() -> NDArray[np.int16]:
     return np.concatenate([beep, gap, beep, gap, beep])
 
 
-def load_prompt(path: Path | str) -> NDArray[np.int16]:
-    """Read an operator's prompt: a mono 8 kHz audio file (WAV, FLAC, ...), as int16.
+def prompt_path(directory: Path, name: str) -> Path:
+    """The file of operator prompt ``name``.
 
-    Nothing is resampled or mixed down: telephone audio converted by a tool made for it sounds
-    better than anything done here, so other files are refused with the command that fixes them.
-
-    :raises PromptError: when the file is unreadable, not 8 kHz, or not mono.
+    :raises PromptError: ``name`` is not a :data:`PROMPT_NAME`.
     """
-    try:
-        samples, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
-    except (soundfile.LibsndfileError, OSError) as exc:
-        raise PromptError(f"{path}: cannot read the prompt: {exc}") from None
-    channels = samples.shape[1]
+    if not PROMPT_NAME.fullmatch(name):
+        raise PromptError(
+            f"{name!r} is not a prompt name: 1 to 64 letters, digits, - and _, without .wav"
+        )
+    return directory / f"{name}.wav"
+
+
+def _refuse_shape(path: Path | str, channels: int, rate: int, frames: int) -> None:
+    """Nothing is resampled or mixed down: telephone audio converted by a tool made for it
+    sounds better than anything done here, so other files are refused with the command that
+    fixes them."""
     if rate != RATE or channels != 1:
         raise PromptError(
             f"{path}: a prompt must be mono at {RATE} Hz, this is {channels} channel(s) at "
             f"{rate} Hz; convert it with: sox '{path}' -r {RATE} -c 1 -b 16 prompt.wav"
         )
+    if frames > MAX_PROMPT_SECONDS * RATE:
+        raise PromptError(
+            f"{path}: a prompt may last {MAX_PROMPT_SECONDS:g} s, this one {frames / RATE:.2f} s"
+        )
+
+
+def check_prompt(path: Path | str) -> float:
+    """Check an operator's prompt file from its header, without reading the audio (dialplans
+    are checked on the signalling process's loop); returns its length in seconds.
+
+    :raises PromptError: the file is unreadable, not WAV, not mono at 8 kHz, or too long.
+    """
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, OSError) as exc:
+        raise PromptError(f"{path}: cannot read the prompt: {exc}") from None
+    if info.format != "WAV":
+        raise PromptError(f"{path}: a prompt must be a WAV file, this is {info.format}")
+    _refuse_shape(path, info.channels, info.samplerate, info.frames)
+    return float(info.frames / RATE)
+
+
+def load_prompt(path: Path | str) -> NDArray[np.int16]:
+    """Read an operator's prompt: a mono 8 kHz audio file (WAV, FLAC, ...), as int16.
+
+    :raises PromptError: when the file is unreadable, not 8 kHz, not mono, or longer than
+        :data:`MAX_PROMPT_SECONDS`.
+    """
+    try:
+        samples, rate = soundfile.read(str(path), dtype="int16", always_2d=True)
+    except (soundfile.LibsndfileError, OSError) as exc:
+        raise PromptError(f"{path}: cannot read the prompt: {exc}") from None
+    _refuse_shape(path, samples.shape[1], rate, samples.shape[0])
     result: NDArray[np.int16] = samples[:, 0].copy()
     return result
+
+
+Stamp = tuple[int, int, int, int]
+"""What tells a file's versions apart: device, inode, size, mtime in ns."""
+
+
+class PromptCache:
+    """Operator prompts read once and kept, by name, while their file is unchanged; the least
+    recently played go first beyond ``size``.
+
+    An edited file (another inode, size or mtime) is read again on its next play; the owner
+    forgets a prompt whose file is gone or broken.
+
+    :param directory: the prompts directory; names are :data:`PROMPT_NAME` files in it.
+    :param size: prompts kept at most (each up to 960 KB).
+    """
+
+    def __init__(self, directory: Path, size: int = 16) -> None:
+        self.directory = directory
+        self.size = size
+        self._kept: OrderedDict[str, tuple[Stamp, NDArray[np.int16]]] = OrderedDict()
+
+    def stamp(self, name: str) -> tuple[Path, Stamp]:
+        """The prompt's file and its stamp now.
+
+        :raises PromptError: a bad name, or the file is gone or cannot be looked at.
+        """
+        path = prompt_path(self.directory, name)
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise PromptError(f"{path}: cannot read the prompt: {exc.strerror}") from None
+        return path, (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def kept(self, name: str, stamp: Stamp) -> NDArray[np.int16] | None:
+        """The audio read before, if the file is still the one it was read from."""
+        entry = self._kept.get(name)
+        if entry is None or entry[0] != stamp:
+            return None
+        self._kept.move_to_end(name)
+        return entry[1]
+
+    def keep(self, name: str, stamp: Stamp, audio: NDArray[np.int16]) -> None:
+        self._kept[name] = (stamp, audio)
+        self._kept.move_to_end(name)
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+
+    def forget(self, name: str) -> None:
+        self._kept.pop(name, None)
 
 
 def packetize(

@@ -31,6 +31,8 @@ out of order: they carry the command's ``id``. A refusal is ``{"id": n, "ok": fa
     -> {"id": 8, "cmd": "stats"}                  (cumulative since the worker started)
     <- {"id": 8, "ok": true, "packets_from_caller": 5012, "packets_from_destination": 4990,
         "sessions": 3}
+    -> {"id": 9, "cmd": "play", "call": "c1", "prompt": "recording-notice", "codec": "PCMU"}
+    <- {"id": 9, "ok": true, "packets": 50}            (once the last packet has gone)
     -> {"id": 7, "cmd": "recover"}
     <- {"id": 7, "ok": true, "recordings": [{... "interrupted": true, "counters": null}],
         "failed": [{"recording": "<uuid>", "error": "..."}]}
@@ -45,7 +47,10 @@ call's file is finalised afterwards and announced by ``recording_ready`` or
 ``recording_failed``. A recording whose file cannot be written any more (a full disk) ends
 there and keeps what was written: ``recording_ready`` with ``truncated`` saying why, and
 ``"format": "pcm"`` when not even the encoded file fits. A recording with no audio at all is
-stored as an empty WAV file (``"format": "wav"``): FLAC cannot hold zero frames. ``recover``
+stored as an empty WAV file (``"format": "wav"``): FLAC cannot hold zero frames. ``play`` sends
+the built-in ``recording-notice`` or an operator's ``<name>.wav`` from ``--prompts-dir`` (read
+once, read again when the file changes; one that is gone or broken is refused, the worker
+carries on). ``recover``
 finalises the raw files a worker that stopped left behind in this worker's raw directory
 (``--raw-dir``; never those of calls this one is recording) and in the directories it was told
 to ``--adopt``; the controller sends it after every start. A ``media_timeout`` changes nothing in
@@ -74,12 +79,21 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
+import numpy as np
 import uvloop
+from numpy.typing import NDArray
 
 from callrouter import logs
 from callrouter.config import LogConfig
 from callrouter.media.lifeline import SocketTaken, claim_socket, die_with_parent, orphaned
-from callrouter.media.prompt import packetize, recording_notice_tone
+from callrouter.media.prompt import (
+    RECORDING_NOTICE,
+    PromptCache,
+    PromptError,
+    load_prompt,
+    packetize,
+    recording_notice_tone,
+)
 from callrouter.media.recorder import Codec
 from callrouter.media.recording import (
     FORMATS,
@@ -123,6 +137,7 @@ class MediaWorker:
 
     :param controllers: where events go.
     :param recordings: None when this worker does not record (``record`` is refused).
+    :param prompts: the operator prompts (None: only the built-in recording notice plays).
     """
 
     def __init__(
@@ -132,12 +147,15 @@ class MediaWorker:
         media_timeout: float,
         controllers: Controllers,
         recordings: Recordings | None = None,
+        *,
+        prompts: PromptCache | None = None,
     ) -> None:
         self.host = host
         self.ports = ports
         self.media_timeout = media_timeout
         self.controllers = controllers
         self.recordings = recordings
+        self.prompts = prompts
         self.sessions: dict[str, RelaySession] = {}
         self.relayed = {"a": 0, "b": 0}
         """RTP packets forwarded from each leg by relays already closed (``stats`` adds the
@@ -170,13 +188,11 @@ class MediaWorker:
 
         Played before the call is bridged, as early media, so nothing comes back to mix."""
         session = self._session(command)
-        if command.get("prompt") != "recording-notice":
-            raise CommandError(f"unknown prompt {command.get('prompt')!r}")
         codec = command.get("codec")
         if codec not in ("PCMU", "PCMA"):
             raise CommandError("codec must be PCMU or PCMA")
         packets = packetize(
-            recording_notice_tone(),
+            await self._prompt(str(command.get("prompt"))),
             codec=codec,
             ssrc=secrets.randbits(32),
             sequence=secrets.randbits(16),
@@ -197,6 +213,28 @@ class MediaWorker:
             # Paced on the loop clock, not slept per packet, so delays do not add up.
             await asyncio.sleep(max(0.0, start + (index + 1) * 0.02 - loop.time()))
         return {"packets": sent}
+
+    async def _prompt(self, name: str) -> NDArray[np.int16]:
+        """The audio of prompt ``name``: the built-in notice, or an operator's file, read in a
+        thread (up to 960 KB: relays keep running meanwhile) the first time and after a change.
+
+        :raises CommandError: no such prompt, or its file is gone, unreadable or no longer a
+            prompt (edited after the dialplan was loaded).
+        """
+        if name == RECORDING_NOTICE:
+            return recording_notice_tone()
+        if self.prompts is None:
+            raise CommandError(f"unknown prompt {name!r} (this worker has no --prompts-dir)")
+        try:
+            path, stamp = self.prompts.stamp(name)
+            audio = self.prompts.kept(name, stamp)
+            if audio is None:
+                audio = await asyncio.to_thread(load_prompt, path)
+                self.prompts.keep(name, stamp, audio)
+        except PromptError as exc:
+            self.prompts.forget(name)
+            raise CommandError(str(exc)) from None
+        return audio
 
     def _session(self, command: Command) -> RelaySession:
         session = self.sessions.get(str(command.get("call")))
@@ -512,6 +550,9 @@ def _arguments() -> argparse.ArgumentParser:
         help="seconds to wait for a stopping worker to give up the control socket",
     )
     parser.add_argument("--user", help="started as root: the account to switch to first")
+    parser.add_argument(
+        "--prompts-dir", type=Path, help="the operators' prompts, <name>.wav, that play may name"
+    )
     return parser
 
 
@@ -554,7 +595,10 @@ def main() -> None:
         if settings is not None:
             recordings = Recordings(settings, vault, controllers.emit, controllers.connected)
         ports = PortAllocator(int(first), int(last))
-        worker = MediaWorker(args.host, ports, args.media_timeout, controllers, recordings)
+        prompts = PromptCache(args.prompts_dir) if args.prompts_dir is not None else None
+        worker = MediaWorker(
+            args.host, ports, args.media_timeout, controllers, recordings, prompts=prompts
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

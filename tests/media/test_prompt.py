@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from callrouter.media.g711 import alaw_decode, alaw_encode, ulaw_decode, ulaw_encode
 from callrouter.media.prompt import (
+    PromptCache,
     PromptError,
     load_prompt,
     packetize,
@@ -119,3 +120,26 @@ def test_an_unreadable_prompt_file(tmp_path: Path) -> None:
         load_prompt(path)
     with pytest.raises(PromptError, match="cannot read the prompt"):
         load_prompt(tmp_path / "missing.wav")
+
+
+def test_the_prompt_cache_keeps_the_prompts_played_last_while_their_files_are_unchanged(
+    tmp_path: Path,
+) -> None:
+    cache = PromptCache(tmp_path, size=2)
+    kept = {}
+    for name in ("one", "two", "three"):
+        soundfile.write(tmp_path / f"{name}.wav", tone(600.0, 0.1), 8000, subtype="PCM_16")
+        path, stamp = cache.stamp(name)
+        assert path == tmp_path / f"{name}.wav"
+        cache.keep(name, stamp, load_prompt(path))
+        kept[name] = stamp
+    assert cache.kept("one", kept["one"]) is None  # the least recently played went first
+    assert cache.kept("two", kept["two"]) is not None
+    soundfile.write(tmp_path / "two.wav", tone(600.0, 0.2), 8000, subtype="PCM_16")
+    _path, edited = cache.stamp("two")
+    assert edited != kept["two"] and cache.kept("two", edited) is None  # read again
+    (tmp_path / "three.wav").unlink()
+    with pytest.raises(PromptError, match=r"three\.wav: cannot read the prompt"):
+        cache.stamp("three")
+    with pytest.raises(PromptError, match="is not a prompt name"):
+        cache.stamp("../three")

@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile
 from numpy.typing import NDArray
 
 from callrouter.media.control import MediaError, MediaWorkerProcess, RecordingSettings
 from callrouter.media.encoding import decode
-from callrouter.media.g711 import ulaw_decode, ulaw_encode
+from callrouter.media.g711 import alaw_encode, ulaw_decode, ulaw_encode
 from callrouter.media.prompt import packetize, tone
 from callrouter.media.recording import orphaned_raw_directories, raw_directory
 from callrouter.media.rtp import parse_rtp
@@ -66,7 +67,9 @@ async def make_worker(
     """Starts recording workers (one at a time on the same files), stopped after the test."""
     async with AsyncExitStack() as stack:
 
-        async def make(media_timeout: float = 60.0) -> MediaWorkerProcess:
+        async def make(
+            media_timeout: float = 60.0, prompts: Path | None = None
+        ) -> MediaWorkerProcess:
             process = MediaWorkerProcess(
                 tmp_path / "media.sock",
                 "127.0.0.1",
@@ -74,6 +77,7 @@ async def make_worker(
                 media_timeout=media_timeout,
                 on_event=events.put_nowait,
                 recording=settings,
+                prompts=prompts,
             )
             await process.start()
             stack.push_async_callback(process.stop)
@@ -516,6 +520,54 @@ async def test_the_recording_notice_is_played_to_the_caller_in_real_time(
     assert call.callee.received.empty()  # the prompt is for the caller only
     with pytest.raises(MediaError, match="unknown prompt"):
         await worker.command("play", call="c1", prompt="jingle", codec="PCMU")
+
+
+async def received_prompt(caller: Peer, count: int) -> tuple[set[int], bytes]:
+    """The payload types and the G.711 payload of the ``count`` packets the caller was sent."""
+    packets = [parse_rtp((await caller.next())[0]) for _ in range(count)]
+    assert [p.sequence for p in packets] == [
+        (packets[0].sequence + i) % 65536 for i in range(count)
+    ]
+    return {p.payload_type for p in packets}, b"".join(p.payload for p in packets)
+
+
+async def test_an_operators_prompt_is_played_read_again_when_edited_and_refused_when_gone(
+    make_worker: MakeWorker, peer: Callable[..., Awaitable[Peer]], tmp_path: Path
+) -> None:
+    """The file is read when first played and kept; an edit is heard on the next play; a file
+    removed since is refused, the worker carries on."""
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    # Noise, not a tone: any sample out of place or any packet repeated shows.
+    words = np.random.default_rng(3).integers(-8000, 8000, 8000 * 7 // 10, dtype=np.int16)
+    soundfile.write(prompts / "greeting.wav", words, RATE, subtype="PCM_16")
+    worker = await make_worker(prompts=prompts)
+    call = Call(worker, "c1", await peer(), await peer(), seconds=1.0)
+    await call.connect()
+
+    reply = await worker.command("play", call="c1", prompt="greeting", codec="PCMA")
+    assert reply["packets"] == 35  # 0.7 s in 20 ms packets
+    types, payload = await received_prompt(call.caller, 35)
+    assert types == {8}
+    assert payload == alaw_encode(words)
+    assert call.callee.received.empty()  # the prompt is for the caller only
+
+    edited = words[: 8000 * 3 // 10 + 40]  # 0.305 s: the last packet filled with silence
+    soundfile.write(prompts / "greeting.wav", edited, RATE, subtype="PCM_16")
+    reply = await worker.command("play", call="c1", prompt="greeting", codec="PCMU")
+    assert reply["packets"] == 16
+    types, payload = await received_prompt(call.caller, 16)
+    assert types == {0}
+    padded = np.concatenate([edited, np.zeros(120, dtype=np.int16)])
+    assert payload == ulaw_encode(padded)
+
+    (prompts / "greeting.wav").unlink()
+    with pytest.raises(MediaError, match=r"greeting\.wav: cannot read the prompt"):
+        await worker.command("play", call="c1", prompt="greeting", codec="PCMU")
+    with pytest.raises(MediaError, match="is not a prompt name"):
+        await worker.command("play", call="c1", prompt="../recordings/x", codec="PCMU")
+    reply = await worker.command("play", call="c1", prompt="recording-notice", codec="PCMU")
+    assert reply["packets"] == 50  # the worker plays on
 
 
 async def test_five_percent_loss_keeps_the_recordings_length_and_alignment(
