@@ -61,6 +61,7 @@ from callrouter.recordings import Recordings, finished_event
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.b2bua import B2bua
 from callrouter.routing.call import event_data
+from callrouter.routing.dialplan import prompts_directory
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.directory import CHANNEL as NUMBERS_CHANNEL
 from callrouter.routing.directory import NumberDirectory
@@ -658,6 +659,7 @@ async def _start_media(
                 # server that ran with more workers): nobody writes there any more.
                 orphans if number == 0 else (),
             ),
+            prompts=prompts_directory(config.dialplans_dir.resolve()),
         )
         events.workers.append(worker)
         slots.append(MediaSlot(number, worker, PortAllocator(first, last)))

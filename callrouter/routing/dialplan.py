@@ -3,8 +3,10 @@
 A dialplan is an ordered list of ``[[step]]`` tables. Each step may carry a ``when`` condition
 (days, hours, caller prefix, number parameters) and does one thing: ``dial`` destinations (in
 parallel, with a ring timeout, continuing to the next step on the outcomes in ``continue_on``),
-``reject`` with a status, ``record`` on or off, or set ``max_duration``. Steps whose condition
-does not hold are skipped. A plan that runs out of steps answers 480.
+``reject`` with a status, ``record`` on or off, set ``max_duration``, or ``announce`` a prompt
+(the built-in ``recording-notice`` tone, or an operator's ``prompts/<name>.wav`` beside the
+dialplan files, checked when the plan is loaded). Steps whose condition does not hold are
+skipped. A plan that runs out of steps answers 480.
 
     timezone = "Europe/London"
 
@@ -31,6 +33,14 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from callrouter.media.prompt import (
+    PROMPT_NAME,
+    RECORDING_NOTICE,
+    PromptError,
+    check_prompt,
+    prompt_path,
+)
+
 __all__ = [
     "OUTCOMES",
     "PROMPTS",
@@ -48,6 +58,7 @@ __all__ = [
     "explain",
     "load_dialplan",
     "parse_dialplan",
+    "prompts_directory",
 ]
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -137,8 +148,15 @@ class SetDuration:
     seconds: float
 
 
-PROMPTS = ("recording-notice",)
-"""Announcements the media worker can play (recording-notice: the 1400 Hz recorder tone)."""
+PROMPTS = (RECORDING_NOTICE,)
+"""Built-in announcements (recording-notice: the 1400 Hz recorder tone); any other name is an
+operator's file in :func:`prompts_directory`."""
+
+
+def prompts_directory(dialplans: Path) -> Path:
+    """Where the operator prompts that the dialplans in ``dialplans`` name are:
+    ``<dialplans>/prompts/<name>.wav``, beside the files that use them."""
+    return dialplans / "prompts"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +227,12 @@ class _Lines:
         return start
 
 
-def parse_dialplan(text: str, name: str, source: str) -> Dialplan:
-    """Validate and build a dialplan; DialplanError names ``source:line`` and the problem."""
+def parse_dialplan(text: str, name: str, source: str, prompts: Path | None = None) -> Dialplan:
+    """Validate and build a dialplan; DialplanError names ``source:line`` and the problem.
+
+    :param prompts: the directory of operator prompts; None: a plan with no file beside it
+        (the built-in default) may announce only the built-in prompts.
+    """
     lines = _Lines(text)
     try:
         data = tomllib.loads(text)
@@ -234,14 +256,14 @@ def parse_dialplan(text: str, name: str, source: str) -> Dialplan:
     raw_steps = data.get("step", [])
     if not isinstance(raw_steps, list) or not raw_steps:
         raise fail(None, None, "a dialplan needs at least one [[step]]")
-    steps = tuple(_step(raw, i, fail, lines) for i, raw in enumerate(raw_steps))
+    steps = tuple(_step(raw, i, fail, lines, prompts) for i, raw in enumerate(raw_steps))
     description = data.get("description", "")
     if not isinstance(description, str):
         raise fail(None, "description", "description must be a string")
     return Dialplan(name, zone, steps, description)
 
 
-def _step(raw: dict[str, Any], i: int, fail: Fail, lines: _Lines) -> Step:
+def _step(raw: dict[str, Any], i: int, fail: Fail, lines: _Lines, prompts: Path | None) -> Step:
     for key in raw:
         if key not in _STEP_KEYS:
             raise fail(i, key, f"unknown key {key!r} (known: {', '.join(sorted(_STEP_KEYS))})")
@@ -265,9 +287,7 @@ def _step(raw: dict[str, Any], i: int, fail: Fail, lines: _Lines) -> Step:
                 raise fail(i, "reason", "reason must be a string")
             action = Reject(status, reason)
         elif kind == "announce":
-            if raw["announce"] not in PROMPTS:
-                raise fail(i, "announce", f"announce must be one of {', '.join(PROMPTS)}")
-            action = Announce(raw["announce"])
+            action = Announce(_prompt(raw["announce"], i, fail, prompts))
         elif kind == "record":
             if not isinstance(raw["record"], bool):
                 raise fail(i, "record", "record must be true or false")
@@ -280,6 +300,28 @@ def _step(raw: dict[str, Any], i: int, fail: Fail, lines: _Lines) -> Step:
     if "reason" in raw and kind != "reject":
         raise fail(i, "reason", "reason only goes with reject")
     return Step(action, _when(raw.get("when", {}), i, fail), lines.of(i))
+
+
+def _prompt(prompt: Any, i: int, fail: Fail, prompts: Path | None) -> str:
+    """A built-in prompt, or an operator's that exists and plays: a mono 8 kHz WAV up to
+    60 s. Checked here so that a missing or wrong file is refused with the plan, not found by
+    a caller; read from the header only, so a load stays cheap."""
+    if prompt in PROMPTS:
+        return str(prompt)
+    if not isinstance(prompt, str) or not PROMPT_NAME.fullmatch(prompt):
+        raise fail(
+            i,
+            "announce",
+            f"announce must be {' or '.join(PROMPTS)} or the name of a prompt file "
+            "prompts/<name>.wav (1 to 64 letters, digits, - and _, without .wav)",
+        )
+    if prompts is None:
+        raise fail(i, "announce", f"prompt {prompt!r}: this dialplan has no prompts directory")
+    try:
+        check_prompt(prompt_path(prompts, prompt))
+    except PromptError as exc:
+        raise fail(i, "announce", f"prompt {prompt!r}: {exc}") from None
+    return prompt
 
 
 def _dial(raw: dict[str, Any], i: int, fail: Fail) -> Dial:
@@ -381,7 +423,8 @@ def explain(plan: Dialplan, at: datetime, caller: str, params: dict[str, str]) -
 
 
 def load_dialplan(path: Path) -> Dialplan:
-    """Read and validate one file; its name is the file name without ``.toml``."""
+    """Read and validate one file; its name is the file name without ``.toml``, and the
+    prompts it names are in :func:`prompts_directory` of its folder."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -390,4 +433,4 @@ def load_dialplan(path: Path) -> Dialplan:
         raise DialplanError(f"{path}:1: cannot read: {exc}") from None
     except UnicodeDecodeError as exc:
         raise DialplanError(f"{path}:1: cannot read: {exc}") from None
-    return parse_dialplan(text, path.stem, str(path))
+    return parse_dialplan(text, path.stem, str(path), prompts_directory(path.parent))

@@ -1,21 +1,36 @@
 """The dialplans in service: loaded from a directory, reloaded when files change.
 
 A file that fails validation is refused with ``file:line`` and the version that was loaded
-before keeps serving; a number naming a dialplan that does not exist falls back to nothing (the
-call is refused with 480 and the reason is logged). ``default`` always exists: when no
-``default.toml`` is present the built-in one (the same as the shipped file) rings the number's
-destination, then its secondary destination.
+before keeps serving; a change in the prompts directory has every plan that names a prompt (or
+was refused) checked again: a plan naming a prompt that was removed is refused then, and its
+loaded version keeps serving (the call goes on without the announcement). A number naming a
+dialplan that does not exist falls back to nothing (the call is refused with 480 and the
+reason is logged). ``default`` always exists: when no ``default.toml`` is present the built-in
+one (the same as the shipped file) rings the number's destination, then its secondary
+destination.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from callrouter.routing.dialplan import Dialplan, DialplanError, load_dialplan, parse_dialplan
+from callrouter.routing.dialplan import (
+    PROMPTS,
+    Announce,
+    Dialplan,
+    DialplanError,
+    load_dialplan,
+    parse_dialplan,
+    prompts_directory,
+)
 
 __all__ = ["BUILTIN_DEFAULT", "DialplanLibrary"]
+
+Prompts = frozenset[tuple[str, int, int]]
+"""The files of the prompts directory: (name, mtime in ns, size)."""
 
 BUILTIN_DEFAULT = parse_dialplan(
     """description = "Ring the destination, then the secondary destination."
@@ -42,7 +57,7 @@ class DialplanLibrary:
     say: Callable[[str], None] = print
     plans: dict[str, Dialplan] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
-    _stamps: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    _stamps: dict[Path, tuple[int, int, Prompts | None]] = field(default_factory=dict)
 
     def get(self, name: str) -> Dialplan | None:
         plan = self.plans.get(name)
@@ -61,6 +76,7 @@ class DialplanLibrary:
             keeps serving rather than being taken for removed.
         """
         seen: set[Path] = set()
+        prompts = self._prompts()
         listed = self.directory.iterdir() if self.directory.is_dir() else iter([])
         for path in sorted(p for p in listed if p.suffix == ".toml"):
             seen.add(path)
@@ -68,16 +84,45 @@ class DialplanLibrary:
                 stat = path.stat()
             except OSError:
                 continue
-            stamp = (stat.st_mtime_ns, stat.st_size)
-            if self._stamps.get(path) == stamp:
+            if self._stamps.get(path) == self._stamp(path, stat, prompts):
                 continue
             self._load(path)
-            self._stamps[path] = stamp  # after the load: a file that could not be opened is retried
+            # After the load: a file that could not be opened is retried.
+            self._stamps[path] = self._stamp(path, stat, prompts)
         for path in [p for p in self._stamps if p not in seen]:
             del self._stamps[path]
             if self.plans.pop(path.stem, None) is not None:
                 self.say(f"dialplan: removed {path.stem} ({path} is gone)")
             self.errors.pop(path.stem, None)
+
+    def _stamp(
+        self, path: Path, stat: os.stat_result, prompts: Prompts
+    ) -> tuple[int, int, Prompts | None]:
+        """What must change for ``path`` to be loaded again: the file, or the prompt files when
+        its plan names an operator prompt or was refused (perhaps for a prompt not there yet)."""
+        plan = self.plans.get(path.stem)
+        named = plan is not None and any(
+            isinstance(step.action, Announce) and step.action.prompt not in PROMPTS
+            for step in plan.steps
+        )
+        watched = named or path.stem in self.errors
+        return (stat.st_mtime_ns, stat.st_size, prompts if watched else None)
+
+    def _prompts(self) -> Prompts:
+        """The prompt files now: when they change, the plans naming prompts are checked again."""
+        folder = prompts_directory(self.directory)
+        found = set()
+        try:
+            listed = list(folder.iterdir()) if folder.is_dir() else []
+        except PermissionError:
+            listed = []  # each plan naming a prompt is refused, saying the file cannot be read
+        for path in listed:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # removed while listed: as if not there
+            found.add((path.name, stat.st_mtime_ns, stat.st_size))
+        return frozenset(found)
 
     def _load(self, path: Path) -> None:
         name = path.stem

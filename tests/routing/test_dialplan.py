@@ -39,7 +39,8 @@ BAD = [
     ("[[step]]\nwhen = { moon = 'full' }\nreject = 480\n", 2, "unknown condition 'moon'"),
     ("[[step]]\ndial = [\n", 2, "not valid TOML"),
     ("[[step]]\nmax_duration = -5\n", 2, "max_duration must be a positive"),
-    ("[[step]]\nannounce = 'hello.wav'\n", 2, "announce must be one of recording-notice"),
+    ("[[step]]\nannounce = 'hello.wav'\n", 2, "announce must be recording-notice or the name"),
+    ("[[step]]\nannounce = 'greeting'\n", 2, "'greeting': this dialplan has no prompts"),
 ]
 
 
