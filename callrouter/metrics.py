@@ -252,6 +252,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.announcements = Counter(
+            f"{PREFIX}_announcements",
+            "Dialplan announcements to callers, by outcome: played, or failed (the worker "
+            "could not play it, e.g. its prompt file was removed; the call went on without).",
+            ["outcome"],
+            registry=r,
+        )
         self.recording_bytes = Counter(
             f"{PREFIX}_recording_bytes", "Bytes of finished recording files.", registry=r
         )
@@ -296,6 +303,8 @@ class Metrics:
         )
         for outcome in ("ready", "failed"):
             self.recordings.labels(outcome)
+        for outcome in ("played", "failed"):
+            self.announcements.labels(outcome)
         for direction in ("from_caller", "from_destination"):
             self.media_packets.labels(direction)
         r.register(StateCollector(self.state))

@@ -419,8 +419,15 @@ class B2bua:
         assert self.media is not None
 
         def played(future: asyncio.Future[dict[str, Any]]) -> None:
-            if not future.cancelled() and future.exception() is not None:
-                log.warning("call %s: announcement not played: %s", call_id, future.exception())
+            failed = not future.cancelled() and future.exception() is not None
+            if failed:
+                # The call goes on to its next step: a caller is never kept from the
+                # destination because an announcement could not be played.
+                log.warning(
+                    "call %s: announcement %s not played: %s", call_id, prompt, future.exception()
+                )
+            if self.metrics is not None and not future.cancelled():
+                self.metrics.announcements.labels("failed" if failed else "played").inc()
             self._feed(PromptPlayed(call_id))
 
         self.media.play(str(call_id), prompt, codec).add_done_callback(played)
