@@ -7,17 +7,26 @@ call once its record is durable, and the tests wait for that line.
 
 from __future__ import annotations
 
+import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile
 
+from callrouter.media.g711 import alaw_encode, ulaw_encode
+from callrouter.media.rtp import RtpPacket, parse_rtp
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.router_api import Router as RouterApi
 from tests.e2e.serve import ServeProcess
@@ -50,6 +59,20 @@ announce = "recording-notice"
 [[step]]
 dial = ["{destination}"]
 """,
+    "greeted.toml": """
+[[step]]
+announce = "may-be-recorded"
+
+[[step]]
+dial = ["{destination}"]
+""",
+    "doomed.toml": """
+[[step]]
+announce = "doomed"
+
+[[step]]
+dial = ["{destination}"]
+""",
     "short.toml": """
 [[step]]
 max_duration = 1
@@ -70,6 +93,10 @@ reason = "Closed"
 """,
 }
 
+
+# The operator's prompt: noise, so the test can tell every sample heard is the file's own.
+PROMPT = np.random.default_rng(11).integers(-8000, 8000, 8000 * 13 // 10, dtype=np.int16)
+PROMPTS = {"may-be-recorded.wav": PROMPT, "doomed.wav": PROMPT[:800]}
 
 # Destinations with two RFC 3263 targets each (static routes stand in for SRV records): the
 # first answers 503 or is silent, the second answers.
@@ -117,6 +144,9 @@ def router() -> Iterator[Router]:
     dialplans.mkdir()
     for name, text in DIALPLANS.items():
         (dialplans / name).write_text(text)
+    (dialplans / "prompts").mkdir()
+    for name, audio in PROMPTS.items():
+        soundfile.write(dialplans / "prompts" / name, audio, 8000, subtype="PCM_16")
     routes = ", ".join(
         f"{host}=udp:127.0.0.1:{port}" for host, ports in TARGETS.items() for port in ports
     )
@@ -315,6 +345,111 @@ def test_a_recorded_call_hears_the_recording_notice_before_it_is_connected(
         None,
     )
     router.server.wait_event("recording.ready", call_id=call["id"])
+
+
+# SO_TIMESTAMPNS (asm-generic/socket.h; Python's socket module does not name it): the kernel
+# stamps each datagram's arrival, so a busy test process cannot make a packet look late.
+SO_TIMESTAMPNS = 35
+TIMESPEC = struct.Struct("qq")
+
+
+class RtpSink:
+    """The caller's RTP socket: keeps each datagram with the wall-clock time it arrived."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.socket.bind(("127.0.0.1", 0))
+        self.socket.settimeout(0.2)
+        self.port = int(self.socket.getsockname()[1])
+        self.received: list[tuple[float, RtpPacket]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, ancillary, _flags, _address = self.socket.recvmsg(
+                    2048, socket.CMSG_SPACE(TIMESPEC.size)
+                )
+            except TimeoutError:
+                continue  # a bounded wait, to see the stop flag
+            [(level, kind, stamp)] = ancillary
+            assert (level, kind) == (socket.SOL_SOCKET, SO_TIMESTAMPNS)
+            seconds, nanoseconds = TIMESPEC.unpack(stamp)
+            self.received.append((seconds + nanoseconds / 1e9, parse_rtp(data)))
+
+    def close(self) -> list[tuple[float, RtpPacket]]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.socket.close()
+        return self.received
+
+
+@pytest.fixture
+def sink() -> Iterator[RtpSink]:
+    made = RtpSink()
+    yield made
+    made.close()
+
+
+def hears_prompt(router: Router, e164: str, tmp_path: Path, sink: RtpSink, codec: str) -> None:
+    keys = ("-key", "rtp_port", str(sink.port), "-key", "codec", codec)
+    keys += ("-key", "pt", {"PCMU": "0", "PCMA": "8"}[codec])
+    passed(
+        run_sipp(
+            SCENARIOS / "carrier_hears_prompt.xml", router.port, tmp_path, service=e164, extra=keys
+        )
+    )
+
+
+@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
+def test_the_caller_hears_the_operators_prompt_before_the_destination_answers(
+    router: Router, pbx: PbxFactory, tmp_path: Path, sink: RtpSink, codec: str
+) -> None:
+    """``announce = "may-be-recorded"`` plays prompts/may-be-recorded.wav as early media in the
+    caller's codec, every sample of it, before the destination is rung."""
+    desk = pbx("pbx_answer.xml")
+    e164 = router.number("greeted", destination=desk.uri)
+    router.api("PATCH", f"/v1/numbers/{router.number_id(e164)}", {"record": True})
+    hears_prompt(router, e164, tmp_path, sink, codec)
+    pbx_passed(desk)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["record"]) == ("answered", True)
+    received = sink.close()
+    assert len(received) == 65  # 1.3 s in 20 ms packets; the PBX of SIPp sends no audio
+    packets = [packet for _at, packet in received]
+    payload_type, encode = {"PCMU": (0, ulaw_encode), "PCMA": (8, alaw_encode)}[codec]
+    assert {p.payload_type for p in packets} == {payload_type}
+    first = next(p.sequence for p in packets if p.marker)  # the talkspurt's start
+    packets.sort(key=lambda p: (p.sequence - first) % 65536)  # UDP may reorder
+    assert b"".join(p.payload for p in packets) == encode(PROMPT)
+    last_heard = max(at for at, _packet in received)
+    assert last_heard < datetime.fromisoformat(call["answered_at"]).timestamp()
+    router.server.wait_event("recording.ready", call_id=call["id"])
+
+
+def test_a_prompt_removed_after_load_lets_the_call_through_without_it(
+    router: Router, pbx: PbxFactory, tmp_path: Path, sink: RtpSink
+) -> None:
+    """The worker cannot read the file any more: the call goes on to the next step, unheard,
+    logged and counted; the plan loaded before keeps serving."""
+    (router.dialplans / "prompts" / "doomed.wav").unlink()
+    router.server.wait_for(r"dialplan: refused \S+doomed\.toml:3: step 1: prompt 'doomed'")
+    desk = pbx("pbx_answer.xml")
+    e164 = router.number("doomed", destination=desk.uri)
+    router.api("PATCH", f"/v1/numbers/{router.number_id(e164)}", {"record": True})
+    hears_prompt(router, e164, tmp_path, sink, "PCMU")
+    pbx_passed(desk)
+    call = router.call_record(e164)
+    assert (call["disposition"], call["record"]) == ("answered", True)
+    assert attempts(call) == [(desk.uri, "answered", 200)]
+    assert sink.close() == []
+    router.server.wait_for(rf"call {call['id']}: announcement doomed not played: .*doomed\.wav")
+    with urllib.request.urlopen(router.server.http_url + "/metrics", timeout=30) as response:
+        metrics = response.read().decode()
+    assert re.search(r'^callrouter_announcements_total\{outcome="failed"\} [1-9]', metrics, re.M)
 
 
 def test_closed_hours_take_the_closed_step(router: Router, tmp_path: Path) -> None:
