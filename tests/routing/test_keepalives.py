@@ -8,13 +8,14 @@ from __future__ import annotations
 import pytest
 
 from callrouter.call_events import CallEnded
+from callrouter.config import load_config
 from callrouter.routing.actions import SendRequest
 from callrouter.routing.call import Call
 from callrouter.routing.call_states import CallState
 from callrouter.routing.controller import Controller
 from callrouter.routing.dialplan import Dial
 from callrouter.routing.events import InDialogRequest, Responded, TimedOut
-from callrouter.routing.trunks import Trunk
+from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.transactions import Timers
 
 from .call_peers import CARRIER, Local, Peers, answer_to
@@ -241,6 +242,19 @@ def test_the_cseq_counts_on_across_relayed_requests() -> None:
     assert to_caller.request.cseq.number == 2
 
 
+def three_intervals(p: Peers, call: Call, ref: int) -> tuple[int, int]:
+    """OPTIONS sent over three intervals, each answered 200 (on the caller's leg, on the
+    destination's)."""
+    for _ in range(3):
+        p.advance(30)
+        for leg in options(p, call, ref):
+            if leg:
+                answer(p, leg[-1], 200)
+    assert call.state is CallState.ANSWERED and byes(p, call, ref) == (0, 0)
+    callers, callees = options(p, call, ref)
+    return len(callers), len(callees)
+
+
 def test_a_trunk_with_keepalives_off_gets_none_and_the_other_leg_still_does() -> None:
     """A carrier that wrongly answers 481 to an OPTIONS it does not handle: its trunk turns
     them off for its leg, and its calls are not cut."""
@@ -251,10 +265,38 @@ def test_a_trunk_with_keepalives_off_gets_none_and_the_other_leg_still_does() ->
     (ref,) = p.resolve()
     p.reply(ref, 200)
     p.carrier_acks(call)
-    for _ in range(3):
-        p.advance(30)
-        _, callees = options(p, call, ref)
-        answer(p, callees[-1], 200)
-    callers, callees = options(p, call, ref)
-    assert callers == [] and len(callees) == 3
-    assert call.state is CallState.ANSWERED and byes(p, call, ref) == (0, 0)
+    assert three_intervals(p, call, ref) == (0, 3)
+
+
+@pytest.mark.parametrize(("setting", "to_caller"), [("true", 3), ("false", 0)])
+def test_carrier_keepalives_turns_them_off_for_the_config_trunks_caller_leg(
+    setting: str, to_caller: int
+) -> None:
+    """The same for the ``config`` trunk (``[sip] carriers``), which has no /v1/trunks row: the
+    trunk the call's source picks carries the setting to the controller."""
+    sip = load_config(
+        None, {}, {"sip.carriers": "198.51.100.0/24", "sip.carrier_keepalives": setting}
+    ).sip
+    trunk = TrunkTable(Trunk.configured(sip)).for_source(CARRIER.host)
+    assert trunk is not None and trunk.name == "config"
+    p = peers()
+    call = p.arrive(Dial((DESK,), ring_timeout=20), headers=NO_TIMERS, trunk=trunk)
+    (ref,) = p.resolve()
+    p.reply(ref, 200)
+    p.carrier_acks(call)
+    assert three_intervals(p, call, ref) == (to_caller, 3)
+
+
+def test_carrier_keepalives_off_also_spares_the_leg_out_through_the_outbound_trunk() -> None:
+    """``[sip] outbound_trunk`` is the same ``config`` trunk: an E.164 destination reached
+    through it gets none, and the caller (from another trunk) still does."""
+    sip = load_config(
+        None, {}, {"sip.outbound_trunk": "sip:gw.example", "sip.carrier_keepalives": "false"}
+    ).sip
+    p = peers()
+    call = p.arrive(Dial(("+441515550002",), ring_timeout=20), headers=NO_TIMERS)
+    (ref,) = p.resolve(outbound=Trunk.configured(sip))
+    assert p.invites[ref].request.uri == "sip:+441515550002@gw.example"
+    p.reply(ref, 200)
+    p.carrier_acks(call)
+    assert three_intervals(p, call, ref) == (3, 0)
