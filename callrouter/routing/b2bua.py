@@ -37,6 +37,7 @@ from callrouter.routing.actions import (
     MediaCommand,
     Notify,
     ObserveDialled,
+    ObserveKeepalive,
     PlayPrompt,
     Record,
     Resolve,
@@ -128,7 +129,7 @@ class B2bua:
     )
     """How a caller's call may be treated (the suppression list's ``treatment``)."""
     metrics: Metrics | None = None
-    """Counts finished calls and measures post-dial delay."""
+    """Counts finished calls and dialog keepalives, and measures post-dial delay."""
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     controller: Controller = field(init=False)
     _tids: dict[str, int] = field(default_factory=dict)
@@ -342,6 +343,9 @@ class B2bua:
             case ObserveDialled(seconds=seconds):
                 if self.metrics is not None:
                     self.metrics.post_dial_delay.observe(seconds)
+            case ObserveKeepalive(leg=leg, outcome=outcome):
+                if self.metrics is not None:
+                    self.metrics.keepalive_observed(leg, outcome)
             case Finished(call=call):
                 if self.metrics is not None:
                     self.metrics.calls.labels(action.disposition).inc()

@@ -9,7 +9,7 @@ import pytest
 
 from callrouter.call_events import CallEnded
 from callrouter.config import load_config
-from callrouter.routing.actions import SendRequest
+from callrouter.routing.actions import ObserveKeepalive, SendRequest
 from callrouter.routing.call import Call
 from callrouter.routing.call_states import CallState
 from callrouter.routing.controller import Controller
@@ -68,6 +68,11 @@ def ended(p: Peers) -> list[tuple[str, str, str]]:
     return [(e.disposition, e.hangup_by, e.reason) for e in p.events(CallEnded)]
 
 
+def observed(p: Peers) -> list[tuple[str, str | None]]:
+    """What the controller reported for the metrics: (leg, None) sent, (leg, outcome)."""
+    return [(a.leg, a.outcome) for a in p.actions if isinstance(a, ObserveKeepalive)]
+
+
 def test_options_go_on_both_legs_at_each_interval() -> None:
     p = peers()
     call, ref = connect(p)
@@ -106,6 +111,10 @@ def test_any_other_final_answer_keeps_the_call(status: int) -> None:
     assert len(options(p, call, ref)[0]) == 3 and len(options(p, call, ref)[1]) == 3
     assert call.state is CallState.ANSWERED and byes(p, call, ref) == (0, 0) and ended(p) == []
     assert {k.kind for k in p.timers} == {"ceiling", "keepalive"}
+    outcome = "answered" if status == 200 else "other"
+    # Each interval: sent on both legs, then each answer counted for the metrics.
+    each = [("caller", None), ("callee", None), ("caller", outcome), ("callee", outcome)]
+    assert observed(p) == 3 * each
 
 
 def test_a_provisional_answer_decides_nothing() -> None:
@@ -115,6 +124,7 @@ def test_a_provisional_answer_decides_nothing() -> None:
     _, (to_callee,) = options(p, call, ref)
     answer(p, to_callee, 100)
     assert call.state is CallState.ANSWERED and p.controller.waits_for(to_callee.ref or 0)
+    assert observed(p) == [("caller", None), ("callee", None)]
 
 
 def test_a_481_from_the_destination_ends_the_call_with_bye_to_the_caller() -> None:
@@ -133,6 +143,8 @@ def test_a_481_from_the_destination_ends_the_call_with_bye_to_the_caller() -> No
     assert p.controller.calls == {} and p.timers == {}
     p.advance(300)
     assert len(p.sent("OPTIONS")) == 2  # the timer stopped with the call
+    sent = [("caller", None), ("callee", None)]
+    assert observed(p) == [*sent, ("caller", "answered"), ("callee", "lost")]
 
 
 def test_a_481_from_the_caller_ends_the_call_with_bye_to_the_destination() -> None:
@@ -145,6 +157,7 @@ def test_a_481_from_the_caller_ends_the_call_with_bye_to_the_destination() -> No
     assert ended(p) == [("answered", "system", "keepalive: the caller lost the dialog (481)")]
     answer(p, to_callee, 200)  # the other leg's answer, after the end, changes nothing
     assert len(ended(p)) == 1 and p.timers == {}
+    assert observed(p) == [("caller", None), ("callee", None), ("caller", "lost")]
 
 
 def test_no_answer_at_all_ends_the_call_with_bye_on_both_legs() -> None:
@@ -160,6 +173,8 @@ def test_no_answer_at_all_ends_the_call_with_bye_on_both_legs() -> None:
     p.feed(TimedOut(to_callee.ref))
     assert byes(p, call, ref) == (1, 1)
     assert ended(p) == [("answered", "system", "keepalive: no answer from the callee")]
+    first = [("caller", None), ("callee", None), ("caller", "answered")]
+    assert observed(p) == [*first, ("caller", None), ("callee", "no_answer")]
     assert p.controller.calls == {} and p.timers == {}
 
 
@@ -171,6 +186,7 @@ def test_a_408_counts_as_no_answer() -> None:
     answer(p, to_caller, 408)
     assert byes(p, call, ref) == (1, 1)
     assert ended(p) == [("answered", "system", "keepalive: no answer from the caller")]
+    assert observed(p)[-1] == ("caller", "no_answer")
 
 
 def test_a_call_with_a_session_timer_gets_none() -> None:
@@ -227,6 +243,7 @@ def test_a_bye_stops_them_and_a_late_answer_is_ignored() -> None:
     answer(p, to_callee, 481)
     p.advance(300)
     assert len(ended(p)) == 1 and len(p.sent("OPTIONS")) == 2
+    assert observed(p) == [("caller", None), ("callee", None)]  # the late 481 decided nothing
 
 
 def test_the_cseq_counts_on_across_relayed_requests() -> None:
@@ -266,6 +283,7 @@ def test_a_trunk_with_keepalives_off_gets_none_and_the_other_leg_still_does() ->
     p.reply(ref, 200)
     p.carrier_acks(call)
     assert three_intervals(p, call, ref) == (0, 3)
+    assert ("caller", None) not in observed(p)
 
 
 @pytest.mark.parametrize(("setting", "to_caller"), [("true", 3), ("false", 0)])
