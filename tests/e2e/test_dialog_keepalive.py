@@ -5,7 +5,8 @@ OPTIONS (every second here) can tell that the PBX is gone. The carrier refuses t
 with 200, then answers 481 (it lost the call) or vanishes (no answer: Timer F, made short by a
 small T1). The carrier gets BYE and the call row ends saying why and which leg, long before
 ``max_call_seconds`` (4 h, untouched here), and /metrics counts the OPTIONS and what each
-answer did, by leg."""
+answer did, by leg. With ``[sip] carrier_keepalives`` off, the carrier (on the ``config``
+trunk, 127.0.0.0/8) gets none while the PBX still does."""
 
 from __future__ import annotations
 
@@ -29,6 +30,27 @@ def router() -> Iterator[Router]:
     # T1 0.25 s: Timer F (64*T1) is 16 s, within SIPp's 30 s for the carrier's whole call.
     server = ServeProcess(
         workdir / "data", "--sip-dialog-keepalive-seconds", "1", "--sip-t1", "0.25"
+    )
+    try:
+        server.wait_ready()
+        yield Router(server)
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sparing_router() -> Iterator[Router]:
+    """A router whose ``config`` trunk, the carrier's, has keepalives off."""
+    workdir = world_traversable_tempdir("callrouter-keepalive-off-")
+    server = ServeProcess(
+        workdir / "data",
+        "--sip-dialog-keepalive-seconds",
+        "1",
+        "--sip-carrier-keepalives",
+        "false",
+        "--media-workers",
+        "0",
     )
     try:
         server.wait_ready()
@@ -90,3 +112,23 @@ def test_a_pbx_gone_without_a_bye_ends_the_call(
     for leg in ("caller", "callee"):
         answered = sum(grew[(leg, o)] for o in ("answered", "lost", "no_answer", "other"))
         assert answered <= grew[(leg, "sent")]
+
+
+def test_carrier_keepalives_off_spares_the_carrier_and_still_watches_the_pbx(
+    sparing_router: Router, tmp_path: Path
+) -> None:
+    before = keepalive_counts(sparing_router)
+    # This carrier scenario expects nothing but the router's BYE: an OPTIONS would fail it.
+    e164 = call_through(
+        sparing_router.port,
+        sparing_router.number,
+        "pbx_keepalive_lost.xml",
+        "carrier_session_interval.xml",
+        tmp_path,
+    )
+    call = sparing_router.ended_call(e164)
+    assert call["hangup_reason"] == "keepalive: the callee lost the dialog (481)"
+    after = keepalive_counts(sparing_router)
+    assert after[("caller", "sent")] == before[("caller", "sent")]
+    assert after[("callee", "sent")] - before[("callee", "sent")] >= 2
+    assert after[("callee", "lost")] - before[("callee", "lost")] == 1
