@@ -191,6 +191,31 @@ async def test_a_lost_listen_connection_sends_calls_to_the_database_until_it_is_
     assert len(listened.lookups) == before
 
 
+async def test_a_truncated_table_sends_calls_to_the_database_until_all_is_read_again(
+    pool: asyncpg.Pool[asyncpg.Record], listened: Listened
+) -> None:
+    """A TRUNCATE names no number (its NOTIFY is empty): nothing in memory can be trusted."""
+    directory, client = listened.directory, listened.client
+    await NUMBERS.insert(pool, {"client_id": client.id, "e164": "+441515550001"}, {})
+    await heard(directory, "+441515550001")
+    await directory.resync()
+    assert directory.answering_from_memory
+
+    await pool.execute("TRUNCATE numbers CASCADE")
+
+    async def untrusted() -> bool:
+        return not directory.answering_from_memory
+
+    await until(untrusted, "the TRUNCATE heard")
+    assert await directory.find("+441515550001") is None, "a truncated number still routed"
+    assert listened.lookups == ["+441515550001"]
+
+    await directory.resync()  # what refresh() does while memory is not the answer
+    assert directory.answering_from_memory
+    assert await directory.find("+441515550001") is None
+    assert listened.lookups == ["+441515550001"], "memory is the answer again"
+
+
 async def test_a_change_heard_while_its_number_is_read_is_read_again(
     pool: asyncpg.Pool[asyncpg.Record], listened: Listened, database_dsn: str
 ) -> None:
