@@ -739,6 +739,7 @@ async def _completed_as_interrupted(
             hangup_by="system",
             reason=lost.hangup_reason,
             attempts=lost.attempts,
+            journey=lost.journey,
         )
         await webhook_sender.emit_in(
             connection, lost.client_id, "call.completed", data, event_id=lost.id

@@ -191,6 +191,7 @@ class B2bua:
             visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
             call.session_id = visit.session_id if visit else None
             call.attribution = visit.facts if visit else static_attribution(number)
+            call.journey = visit.journey if visit else []
             call.caller_number = caller or None
             if not treatment.record_allowed:
                 call.record_refusal = "the caller withdrew consent to recording"
@@ -355,6 +356,7 @@ class B2bua:
                     hangup_by=action.hangup_by,
                     reason=action.reason,
                     attempts=call.attempts,
+                    journey=call.journey,
                 )
                 # The call's id names its end: the closer of a lost node's calls raises the
                 # same one, so a call ends once for its webhooks whoever closes it.
