@@ -39,7 +39,6 @@ from callrouter.console import sessions as console_sessions
 from callrouter.console.site import install as install_console
 from callrouter.garbage_collection import settle_for_traffic
 from callrouter.instance_lock import DataDirectoryLock
-from callrouter.ip_networks import parse_networks
 from callrouter.media.control import MediaWorkerProcess, RecordingSettings
 from callrouter.media.pool import MediaPool, MediaSlot
 from callrouter.media.recording import orphaned_raw_directories, raw_directory
@@ -67,7 +66,7 @@ from callrouter.routing.directory import NumberDirectory
 from callrouter.routing.front_door import FrontDoor
 from callrouter.routing.sessions import Sessions
 from callrouter.routing.source_policy import MethodRate, SourcePolicy, parse_method_rates
-from callrouter.routing.trunks import CONFIG_TRUNK, Trunk, TrunkTable
+from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.endpoint import SipEndpoint
 from callrouter.sip.message import Limits
 from callrouter.sip.pike import FloodLimit, Pike
@@ -334,12 +333,7 @@ async def _start_sip(
 ) -> tuple[FrontDoor, SourcePolicy, list[Listening]]:
     sip = config.sip
     try:
-        configured = Trunk(
-            CONFIG_TRUNK,
-            parse_networks(sip.carriers),
-            country=sip.country,
-            uri=sip.outbound_trunk,
-        )
+        configured = Trunk.configured(sip)
         static = StaticRoutes.parse(sip.static_routes)
         dns_servers = [_host_port(s) for s in sip.dns_servers.split(",") if s.strip()]
     except ValueError as exc:
@@ -745,6 +739,7 @@ async def _completed_as_interrupted(
             hangup_by="system",
             reason=lost.hangup_reason,
             attempts=lost.attempts,
+            journey=lost.journey,
         )
         await webhook_sender.emit_in(
             connection, lost.client_id, "call.completed", data, event_id=lost.id

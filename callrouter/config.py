@@ -168,6 +168,13 @@ class SipConfig:
     country: str = setting(
         "GB", "Region for numbers the `config` trunk writes nationally (0151 ... is +44151 ...)."
     )
+    carrier_keepalives: bool = setting(
+        True,
+        "Whether the `config` trunk's leg of a call (a call from `carriers`, or out through "
+        "`outbound_trunk`) gets dialog keepalive OPTIONS; false for a carrier that wrongly "
+        "answers 481 to them, so its calls are not cut (the other leg still gets them). "
+        "Trunks of /v1/trunks have their own `keepalives`.",
+    )
     rate_per_second: float = setting(
         50.0, "Sustained SIP requests per second per source address and method."
     )

@@ -34,6 +34,10 @@ PREFIX = "callrouter"
 _PDD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
 _HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
+_KEEPALIVE_LEGS = ("caller", "callee")
+_KEEPALIVE_OUTCOMES = ("answered", "lost", "no_answer", "other")
+"""What a dialog keepalive's final answer did (routing/actions.py ``ObserveKeepalive``)."""
+
 
 @dataclass
 class State:
@@ -294,8 +298,29 @@ class Metrics:
             ["worker"],
             registry=r,
         )
+        self.dialog_keepalives = Counter(
+            f"{PREFIX}_dialog_keepalives_sent",
+            "Dialog keepalive OPTIONS sent, by leg (caller: the carrier's leg of the call; "
+            "callee: the destination's).",
+            ["leg"],
+            registry=r,
+        )
+        self.dialog_keepalive_outcomes = Counter(
+            f"{PREFIX}_dialog_keepalive_outcomes",
+            "Dialog keepalive OPTIONS by what their final answer did: answered (2xx), lost "
+            "(481: the call ended), no_answer (408 or none before Timer F: the call ended), "
+            "other (any other final answer: the call goes on). One sent on a call that ended "
+            "first has none.",
+            ["leg", "outcome"],
+            registry=r,
+        )
         for outcome in ("ready", "failed"):
             self.recordings.labels(outcome)
+        # Every series from the start, so a dashboard and an alert see them before any counts.
+        for leg in _KEEPALIVE_LEGS:
+            self.dialog_keepalives.labels(leg)
+            for outcome in _KEEPALIVE_OUTCOMES:
+                self.dialog_keepalive_outcomes.labels(leg, outcome)
         for direction in ("from_caller", "from_destination"):
             self.media_packets.labels(direction)
         r.register(StateCollector(self.state))
@@ -312,6 +337,13 @@ class Metrics:
             seen = self._worker_seen.get((worker, name), 0.0)
             counter.inc(value - seen if value >= seen else value)
             self._worker_seen[(worker, name)] = value
+
+    def keepalive_observed(self, leg: str, outcome: str | None) -> None:
+        """A dialog keepalive sent on ``leg`` (``outcome`` None), or what its answer did."""
+        if outcome is None:
+            self.dialog_keepalives.labels(leg).inc()
+        else:
+            self.dialog_keepalive_outcomes.labels(leg, outcome).inc()
 
     def recording_finished(self, event: Mapping[str, object]) -> None:
         """A ``recording_ready`` or ``recording_failed`` event from the worker."""

@@ -41,6 +41,18 @@ def test_dialog_keepalives_default_to_a_minute_and_take_one_second_or_none(
         assert load_config(path).sip.dialog_keepalive_seconds == seconds
 
 
+def test_the_config_trunk_keeps_keepalives_unless_a_file_variable_or_flag_turns_them_off(
+    tmp_path: Path,
+) -> None:
+    assert load_config().sip.carrier_keepalives is True
+    path = write(tmp_path, "[sip]\ncarrier_keepalives = false\n")
+    assert load_config(path).sip.carrier_keepalives is False
+    environ = {"CALLROUTER_SIP_CARRIER_KEEPALIVES": "off"}
+    assert load_config(None, environ).sip.carrier_keepalives is False
+    flags = {"sip.carrier_keepalives": "true"}
+    assert load_config(path, environ, flags).sip.carrier_keepalives is True
+
+
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     path = write(
         tmp_path, 'data_dir = "/srv/cr"\n[http]\nport = 9000\nhost = "0.0.0.0"\n[sip]\nt1 = 1\n'
@@ -96,6 +108,18 @@ def test_environment_and_flag_errors_name_the_variable_or_flag() -> None:
         load_config(None, {"CALLROUTER_SIP_T1": "fast"})
     with pytest.raises(ConfigError, match=r"command line: unknown setting http\.prot"):
         load_config(None, {}, {"http.prot": "1"})
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(None, {"CALLROUTER_SIP_CARRIER_KEEPALIVES": "maybe"})
+    assert str(excinfo.value) == (
+        "environment CALLROUTER_SIP_CARRIER_KEEPALIVES: sip.carrier_keepalives: "
+        "expected bool, got 'maybe'"
+    )
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(None, {}, {"sip.carrier_keepalives": "sometimes"})
+    assert str(excinfo.value) == (
+        "command line --sip-carrier-keepalives: sip.carrier_keepalives: "
+        "expected bool, got 'sometimes'"
+    )
 
 
 def test_empty_optional_setting_from_environment_is_none() -> None:
@@ -161,6 +185,14 @@ def test_media_settings_no_worker_could_run_with_are_refused_at_load(
         (
             "[sip]\ndialog_keepalive_seconds = 0.5\n",
             "callrouter.toml:2: sip.dialog_keepalive_seconds: expected",
+        ),
+        (
+            "[sip]\ncarriers = '192.0.2.0/24'\ncarrier_keepalives = 'no'\n",
+            "callrouter.toml:3: sip.carrier_keepalives: expected bool, got str 'no'",
+        ),
+        (
+            "[sip]\ncarrier_keepalives = 0\n",
+            "callrouter.toml:2: sip.carrier_keepalives: expected bool, got int 0",
         ),
     ],
 )

@@ -59,6 +59,30 @@ def test_finished_recordings_count_outcome_bytes_and_late_packets() -> None:
     assert got[("callrouter_media_late_packets_total", ())] == 3
 
 
+def test_keepalives_are_counted_by_leg_and_outcome_every_series_there_from_the_start() -> None:
+    metrics = Metrics()
+    sent = "callrouter_dialog_keepalives_sent_total"
+    outcomes = "callrouter_dialog_keepalive_outcomes_total"
+    got = samples(metrics)
+    legs = ("caller", "callee")
+    assert {k: v for k, v in got.items() if k[0] == sent} == {
+        (sent, (("leg", leg),)): 0 for leg in legs
+    }
+    ends = ("answered", "lost", "no_answer", "other")
+    assert {k: v for k, v in got.items() if k[0] == outcomes} == {
+        (outcomes, (("leg", leg), ("outcome", end))): 0 for leg in legs for end in ends
+    }
+    for leg, outcome in [("caller", None), ("callee", None), ("callee", None)]:
+        metrics.keepalive_observed(leg, outcome)
+    metrics.keepalive_observed("caller", "other")
+    metrics.keepalive_observed("callee", "no_answer")
+    got = samples(metrics)
+    assert got[(sent, (("leg", "caller"),))] == 1 and got[(sent, (("leg", "callee"),))] == 2
+    assert got[(outcomes, (("leg", "caller"), ("outcome", "other")))] == 1
+    assert got[(outcomes, (("leg", "callee"), ("outcome", "no_answer")))] == 1
+    assert got[(outcomes, (("leg", "callee"), ("outcome", "answered")))] == 0
+
+
 def test_the_sip_cores_plain_counters_reach_the_scrape() -> None:
     endpoint = SipEndpoint({"udp": "198.51.100.1:5060"}, Timers())
     metrics = Metrics()

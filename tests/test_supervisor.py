@@ -5,19 +5,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
-from collections.abc import Callable
 
 import pytest
 
 from callrouter.supervisor import Supervisor
-
-
-async def wait_until(condition: Callable[[], bool], bound: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + bound
-    while not condition():
-        assert loop.time() < deadline, "condition never became true"
-        await asyncio.sleep(0.005)
+from tests.waiting import until
 
 
 async def test_a_dying_job_is_restarted_with_doubling_pauses_and_stops_cleanly(
@@ -71,7 +63,7 @@ async def test_a_long_healthy_run_resets_the_pause(caplog: pytest.LogCaptureFixt
         first_delay=0.01, max_delay=1.0, healthy_after=60.0, clock=lambda: now[0]
     )
     supervisor.start("job", job)
-    await wait_until(lambda: runs >= 5)
+    await until(lambda: runs >= 5, "five runs")
     await supervisor.stop()
     pauses = [r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records][:4]
     # healthy (reset), short (doubled), healthy (reset), short (doubled)

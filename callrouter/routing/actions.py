@@ -21,6 +21,7 @@ __all__ = [
     "MediaCommand",
     "Notify",
     "ObserveDialled",
+    "ObserveKeepalive",
     "PlayPrompt",
     "Record",
     "Resolve",
@@ -143,6 +144,18 @@ class ObserveDialled:
 
 
 @dataclass(frozen=True)
+class ObserveKeepalive:
+    """A dialog keepalive OPTIONS went out on a leg, or its final answer decided something."""
+
+    leg: str
+    """``caller`` or ``callee``: the leg it was sent on."""
+    outcome: str | None = None
+    """None: it was sent. Else what its answer did: ``answered`` (2xx), ``lost`` (481: the
+    call ended), ``no_answer`` (408 or Timer F: the call ended), ``other`` (any other final
+    answer: the call goes on)."""
+
+
+@dataclass(frozen=True)
 class Finished:
     """The call ended: count it, raise ``call.completed`` (after its ``CallEnded`` in the
     journal), and once its record is durable log it."""
@@ -168,5 +181,6 @@ Action = (
     | AwaitMedia
     | PlayPrompt
     | ObserveDialled
+    | ObserveKeepalive
     | Finished
 )

@@ -37,6 +37,7 @@ from callrouter.routing.actions import (
     MediaCommand,
     Notify,
     ObserveDialled,
+    ObserveKeepalive,
     PlayPrompt,
     Record,
     Resolve,
@@ -128,7 +129,7 @@ class B2bua:
     )
     """How a caller's call may be treated (the suppression list's ``treatment``)."""
     metrics: Metrics | None = None
-    """Counts finished calls and measures post-dial delay."""
+    """Counts finished calls and dialog keepalives, and measures post-dial delay."""
     wall: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     controller: Controller = field(init=False)
     _tids: dict[str, int] = field(default_factory=dict)
@@ -190,6 +191,7 @@ class B2bua:
             visit = self.sessions.attribute(number.e164) if self.sessions is not None else None
             call.session_id = visit.session_id if visit else None
             call.attribution = visit.facts if visit else static_attribution(number)
+            call.journey = visit.journey if visit else []
             call.caller_number = caller or None
             if not treatment.record_allowed:
                 call.record_refusal = "the caller withdrew consent to recording"
@@ -342,6 +344,9 @@ class B2bua:
             case ObserveDialled(seconds=seconds):
                 if self.metrics is not None:
                     self.metrics.post_dial_delay.observe(seconds)
+            case ObserveKeepalive(leg=leg, outcome=outcome):
+                if self.metrics is not None:
+                    self.metrics.keepalive_observed(leg, outcome)
             case Finished(call=call):
                 if self.metrics is not None:
                     self.metrics.calls.labels(action.disposition).inc()
@@ -351,6 +356,7 @@ class B2bua:
                     hangup_by=action.hangup_by,
                     reason=action.reason,
                     attempts=call.attempts,
+                    journey=call.journey,
                 )
                 # The call's id names its end: the closer of a lost node's calls raises the
                 # same one, so a call ends once for its webhooks whoever closes it.

@@ -123,6 +123,8 @@ class Call:
     """The call's timers now armed."""
     session_id: uuid.UUID | None = None
     attribution: dict[str, Any] = field(default_factory=dict)
+    journey: list[dict[str, Any]] = field(default_factory=list)
+    """The visit's page views up to the call: call.completed carries them."""
     caller_number: str | None = None
     """The caller's number as stored and sent in webhooks (None: withheld or suppressed)."""
     presented_number: str | None = None

@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "numbers_changed"
 """Where migration 0018's trigger NOTIFYs the E.164 number of each row changed (empty: the
-table was truncated)."""
+table was truncated; since migration 0020, ``GONE`` and the number when no row has it any
+more)."""
+
+GONE = "gone:"
 
 
 class NumberDirectory:
@@ -62,6 +65,8 @@ class NumberDirectory:
         """Counts the changes heard; ``_changed`` says when each number's last one was."""
         self._changed: dict[str, int] = {}
         """Numbers heard to change and not read again since."""
+        self._gone: dict[str, int] = {}
+        """Those of ``_changed`` whose last change heard took the number away."""
 
     @property
     def answering_from_memory(self) -> bool:
@@ -88,13 +93,21 @@ class NumberDirectory:
         self._epoch += 1
 
     def on_change(self, _connection: Any, _pid: int, _channel: str, payload: Any) -> None:
-        """A NOTIFY on ``CHANNEL``: that number is read again at its next call."""
+        """A NOTIFY on ``CHANNEL``: that number is read again at its next call, and a number
+        gone is forgotten now (the database may be away by its next call)."""
         self._heard += 1
-        if not payload:
+        text = str(payload or "")
+        if not text:
             self._complete = False  # truncated: read everything again
             self._epoch += 1
             return
-        self._changed[str(payload)] = self._heard
+        if text.startswith(GONE):
+            text = text[len(GONE) :]
+            self._known.pop(text, None)
+            self._gone[text] = self._heard
+        else:
+            self._gone.pop(text, None)
+        self._changed[text] = self._heard
 
     async def resync(self) -> None:
         """Read every number again; memory is the answer from then on if the LISTEN
@@ -106,6 +119,10 @@ class NumberDirectory:
             # What changed after the read began may be older in it: those stay to be read.
             self._changed = {e164: at for e164, at in self._changed.items() if at > heard}
             self._complete = True
+        # A number that went after the read began may still be in it.
+        self._gone = {e164: at for e164, at in self._gone.items() if at > heard}
+        for e164 in self._gone:
+            self._known.pop(e164, None)
 
     async def refresh(self, seconds: float) -> None:
         """While memory is not the answer, read every number each ``seconds`` the database
@@ -137,5 +154,6 @@ class NumberDirectory:
                     self._known[e164] = number
                 if self._epoch == epoch and self._changed.get(e164) == heard:
                     self._changed.pop(e164, None)  # no change since the read began
+                    self._gone.pop(e164, None)
                 return number
         return self._known.get(e164)

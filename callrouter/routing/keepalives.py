@@ -17,12 +17,16 @@ Rules of this file:
 - A leg through a trunk with ``keepalives`` off gets none: a carrier that wrongly answers 481
   to an OPTIONS it does not handle would otherwise have every call cut (the other leg still
   gets them).
+- What each OPTIONS did is reported as data (``ObserveKeepalive``: sent, then its outcome);
+  the adapter counts it. An answer that comes after the call ended reports nothing: it
+  decided nothing.
 - A call with a session timer gets none (the refreshes prove both ends alive); the timer stops
   when the call ends, with every other timer of the call (call_lifecycle.py).
 """
 
 from __future__ import annotations
 
+from callrouter.routing.actions import ObserveKeepalive
 from callrouter.routing.call import Call, Probe
 from callrouter.routing.call_states import CallState
 from callrouter.routing.in_dialog import InDialogRelay
@@ -39,6 +43,17 @@ KEEPALIVE_UNANSWERED = "keepalive: no answer from the {leg}"
 
 def _leg(to_caller: bool) -> str:
     return "caller" if to_caller else "callee"
+
+
+def _outcome(status: int) -> str:
+    """What a keepalive's final answer did, as ``ObserveKeepalive`` names it."""
+    if 200 <= status < 300:
+        return "answered"
+    if status == 481:
+        return "lost"
+    if status == 408:
+        return "no_answer"
+    return "other"
 
 
 class DialogKeepalives(InDialogRelay):
@@ -59,6 +74,7 @@ class DialogKeepalives(InDialogRelay):
             options.headers.add("Accept", "application/sdp")  # §11.1: SHOULD name what we take
             flow = self._dialog_flow(call, dialog, self._leg_flow(call, to_caller=to_caller))
             self._send(options, flow, (call, Probe(to_caller)))
+            self._emit(ObserveKeepalive(_leg(to_caller)))
         self._start_timer(call, "keepalive", self.dialog_keepalive_seconds)
 
     def _probing(self, call: Call, to_caller: bool) -> bool:
@@ -74,6 +90,7 @@ class DialogKeepalives(InDialogRelay):
         if call.state is not CallState.ANSWERED:
             return
         leg = _leg(probe.to_caller)
+        self._emit(ObserveKeepalive(leg, _outcome(status)))
         if status == 481:
             if probe.to_caller:
                 if call.callee is not None:

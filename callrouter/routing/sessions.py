@@ -108,6 +108,8 @@ class Attribution:
 
     session_id: uuid.UUID | None
     facts: dict[str, Any]
+    journey: list[dict[str, Any]] = field(default_factory=list)
+    """The visit's page views up to the call (url, title, at), oldest first."""
 
 
 def _wall(seconds: float) -> datetime:
@@ -603,7 +605,9 @@ class Sessions:
         visit = self._visits.get(lease.session_id) if lease else None
         if visit is None:
             return Attribution(None, {"source": live.pool.default_source})
-        return Attribution(visit.record.id, dict(visit.record.attribution))
+        return Attribution(
+            visit.record.id, dict(visit.record.attribution), list(visit.record.journey)
+        )
 
     # -- housekeeping ---------------------------------------------------------------------------
 

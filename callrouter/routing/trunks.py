@@ -1,9 +1,9 @@
 """The trunks the router knows, in memory: who may send calls, and how each one is read.
 
-A trunk named ``config`` always exists, made from ``[sip] carriers`` and ``[sip]
-outbound_trunk``; trunks created over the API join it and win ties. An INVITE's source picks
-the trunk whose network matches it most narrowly, so a carrier's /32 SBC can be treated
-differently from the /24 it lives in.
+A trunk named ``config`` always exists, made from ``[sip] carriers``, ``country``,
+``carrier_keepalives`` and ``outbound_trunk``; trunks created over the API join it and win
+ties. An INVITE's source picks the trunk whose network matches it most narrowly, so a
+carrier's /32 SBC can be treated differently from the /24 it lives in.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+from callrouter.config import SipConfig
+from callrouter.ip_networks import parse_networks
 from callrouter.store.trunks import IpNetwork, TrunkRow
 
 __all__ = ["Trunk", "TrunkTable", "normalise"]
@@ -41,6 +43,17 @@ class Trunk:
     caller_id: str = "pass"
     """``pass``, ``rewrite`` (present ``caller_id_number``) or ``withhold``."""
     caller_id_number: str | None = None
+
+    @classmethod
+    def configured(cls, sip: SipConfig) -> Trunk:
+        """The ``config`` trunk of ``[sip]``; ValueError naming a carrier that is no network."""
+        return cls(
+            CONFIG_TRUNK,
+            parse_networks(sip.carriers),
+            country=sip.country,
+            keepalives=sip.carrier_keepalives,
+            uri=sip.outbound_trunk,
+        )
 
     @classmethod
     def from_row(cls, row: TrunkRow) -> Trunk:

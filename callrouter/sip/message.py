@@ -258,6 +258,9 @@ def _header_lines(
     keys: list[str] = []
     raw: list[str | None] = []
     most = limits.max_headers
+    # §21.5.14's 513 to a request (its fields are answered from by ``rejection_for``); a
+    # response has nobody to answer.
+    too_many = None if lines[first].startswith("SIP/") else 513
     for line in lines[first + 1 :]:
         if line[:1] in (" ", "\t"):
             if not fields:
@@ -281,7 +284,7 @@ def _header_lines(
         keys.append(key)
         raw.append(line if exact else None)
         if len(fields) > most:
-            raise ParseError("too many header fields", status=None)
+            raise ParseError("too many header fields", status=too_many)
     return lines[first], fields, keys, raw
 
 

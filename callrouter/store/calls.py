@@ -173,8 +173,8 @@ async def close_interrupted(
                       ended_at = greatest(started_at, ringing_at, answered_at,
                                           coalesce($1::timestamptz, now()))
                WHERE state <> 'ended' AND (node = $2 OR node IS NULL)
-               RETURNING id, client_id, ended_at, node, hangup_reason, tracking_number,
-                         caller_number, session_id, attribution),
+               RETURNING id, client_id, started_at, ended_at, node, hangup_reason,
+                         tracking_number, caller_number, session_id, attribution),
            {_CLOSE_ATTEMPTS}
            {_CLOSED_CALLS}""",
         last_alive,
@@ -198,6 +198,8 @@ class InterruptedCall:
     attribution: dict[str, Any]
     hangup_reason: str
     attempts: int
+    journey: list[dict[str, Any]]
+    """The visit's page views up to the call (empty without a visit, or once it is erased)."""
 
 
 async def close_on_lost_nodes(db: Executor, node_timeout: float) -> list[InterruptedCall]:
@@ -217,7 +219,7 @@ async def close_on_lost_nodes(db: Executor, node_timeout: float) -> list[Interru
                                           lost.heartbeat_at)
                FROM lost
                WHERE c.node = lost.name AND c.state <> 'ended'
-               RETURNING c.id, c.client_id, c.ended_at, c.node, c.hangup_reason,
+               RETURNING c.id, c.client_id, c.started_at, c.ended_at, c.node, c.hangup_reason,
                          c.tracking_number, c.caller_number, c.session_id, c.attribution),
            {_CLOSE_ATTEMPTS}
            {_CLOSED_CALLS}""",
@@ -229,9 +231,16 @@ async def close_on_lost_nodes(db: Executor, node_timeout: float) -> list[Interru
 
 _CLOSED_CALLS = """SELECT closed.id, client_id, node, tracking_number, caller_number, session_id,
                   attribution, hangup_reason,
-                  (SELECT count(*) FROM call_attempts a WHERE a.call_id = closed.id) AS attempts
+                  (SELECT count(*) FROM call_attempts a WHERE a.call_id = closed.id) AS attempts,
+                  coalesce((SELECT jsonb_agg(j.view ORDER BY j.n)
+                              FROM sessions s,
+                                   jsonb_array_elements(s.journey) WITH ORDINALITY AS j(view, n)
+                             WHERE s.id = closed.session_id
+                               AND (j.view->>'at')::timestamptz <= closed.started_at),
+                           '[]'::jsonb) AS journey
              FROM closed ORDER BY closed.id"""
-"""The calls a WITH clause named ``closed`` just closed, as ``InterruptedCall`` rows."""
+"""The calls a WITH clause named ``closed`` just closed, as ``InterruptedCall`` rows; the
+journey is the visit's page views up to the call's start, as its node would have sent it."""
 
 
 _CLOSE_ATTEMPTS = """attempts AS (

@@ -206,6 +206,7 @@ def test_contrib_dashboard_and_alerts_name_only_metrics_the_server_exports(
     assert {"CallrouterMediaWorkerDown", "CallrouterSip5xxRate", "CallrouterHttp5xxRate"} <= set(
         alerts
     )
+    assert "CallrouterCallsEndedByKeepalives" in alerts
     used = metric_names_in(" ".join(expressions + list(alerts.values())))
     missing = sorted(used - scraped)
     assert not missing, missing
@@ -219,6 +220,22 @@ def test_contrib_dashboard_and_alerts_name_only_metrics_the_server_exports(
         check=False,
     )
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_alert_rules_with_a_judged_threshold_fire_on_what_they_are_for() -> None:
+    """promtool's unit tests of the rules (series in, alerts out): a PBX down with four calls
+    on it fires, one call lost now and then does not."""
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool (Debian package prometheus) is not installed"
+    tested = subprocess.run(
+        [promtool, "test", "rules", "callrouter-alerts.test.yml"],
+        cwd=CONTRIB / "prometheus",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
 
 
 def test_access_log_names_route_status_and_key_never_the_key_or_body(

@@ -36,6 +36,7 @@ SVTOOLS = Path(sys.executable).parent
 BANNER = re.compile(r"\\r\\n(server|user-agent):|callrouter|twisted|python|aiohttp", re.I)
 """What would name the product in a captured answer (svmap -d prints them as Python bytes)."""
 STRICT_MAX_BYTES = 4096
+STRICT_MAX_HEADERS = 20
 
 
 @contextmanager
@@ -72,11 +73,13 @@ def guarded() -> Iterator[Router]:
 
 @pytest.fixture(scope="module")
 def strict() -> Iterator[Router]:
-    """Messages of at most 4,096 bytes; a trunk source (127.0.0.6 too) banned past 40
-    requests in 2 s."""
+    """Messages of at most 4,096 bytes and 20 header fields; a trunk source (127.0.0.6 too)
+    banned past 40 requests in 2 s."""
     with serving(
         "--sip-max-message-bytes",
         str(STRICT_MAX_BYTES),
+        "--sip-max-headers",
+        str(STRICT_MAX_HEADERS),
         "--sip-carrier-flood-requests",
         "40",
         carriers=CARRIERS + ", 127.0.0.6/32",
@@ -368,7 +371,7 @@ def busy(invite: bytes) -> bytes:
     return b"\r\n".join([b"SIP/2.0 486 Busy Here", *kept, b"Content-Length: 0", b"", b""])
 
 
-def test_a_message_over_max_message_bytes_gets_513_and_one_under_it_is_routed(
+def test_a_request_over_max_message_bytes_or_max_headers_gets_513_one_under_is_routed(
     strict: Router,
 ) -> None:
     port = strict.server.sip_port("tcp")
@@ -407,3 +410,13 @@ def test_a_message_over_max_message_bytes_gets_513_and_one_under_it_is_routed(
         udp.sendto(datagram, ("127.0.0.1", strict.port))
         answer, _ = udp.recvfrom(65536)
         assert answer.startswith(b"SIP/2.0 513 Message Too Large\r\n")
+
+        # So does a request with more header fields than max_headers, small as it is.
+        head, _, _ = sip_request("OPTIONS", "ping", "UDP", udp.getsockname(), 4).partition(
+            b"\r\n\r\n"
+        )
+        fillers = b"".join(b"\r\nX-Filler-%d: x" % i for i in range(STRICT_MAX_HEADERS))
+        udp.sendto(head + fillers + b"\r\n\r\n", ("127.0.0.1", strict.port))
+        answer, _ = udp.recvfrom(65536)
+        assert answer.startswith(b"SIP/2.0 513 Message Too Large\r\n"), answer
+        assert b"defence-4" in answer and b"too many header fields" in answer

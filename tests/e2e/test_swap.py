@@ -195,6 +195,8 @@ def test_numbers_are_swapped_forms_recorded_and_the_call_attributed(
     assert form["attribution"]["utm_source"] == "newsletter"
     assert call["session_id"] == session_id and call["disposition"] == "answered"
     assert call["attribution"]["utm_campaign"] == "autumn"
+    # The pages that led to the call, without their query strings.
+    assert [view["url"] for view in call["journey"]] == [site.origin + "/dentist"]
 
 
 def check_visit_and_call(

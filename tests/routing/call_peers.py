@@ -223,13 +223,16 @@ class Peers:
         self.feed(CallArrived(call))
         return call
 
-    def resolve(self, *flows: Flow, media_failure: str | None = None) -> list[int]:
+    def resolve(
+        self, *flows: Flow, media_failure: str | None = None, outbound: Trunk | None = None
+    ) -> list[int]:
         """Every branch waiting for its destination's location resolves to ``flows`` (or to the
-        host of its URI); returns the refs of the INVITEs that left."""
+        host of its URI), an E.164 destination through ``outbound``; returns the refs of the
+        INVITEs that left."""
         before = set(self.invites)
         pending, self.resolving = self.resolving, []
         for asked in pending:
-            uri, trunk = destination_uri(asked.destination, None)
+            uri, trunk = destination_uri(asked.destination, outbound)
             targets = list(flows) or (
                 [Flow("udp", uri.host, uri.port or 5060)] if uri is not None else []
             )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from callrouter.store.spool import EventSpool
 from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver
 from callrouter.transport.service import SipService
+from tests.waiting import until
 
 CARRIER = Flow("udp", "198.51.100.7", 5060)
 DESK = Flow("udp", "203.0.113.9", 5070)
@@ -56,13 +57,6 @@ class Wire:
 
     def invites_to(self, flow: Flow) -> int:
         return sum(1 for data, to in self.sent if to == flow and data.startswith(b"INVITE "))
-
-
-async def until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
@@ -126,7 +120,7 @@ async def test_the_invite_leaves_before_the_call_row_is_written(
         await blocker.execute("LOCK TABLE calls IN ACCESS EXCLUSIVE MODE")
         async with CallJournal(pool, EventSpool(tmp_path / "spool", max_bytes=1 << 20)) as journal:
             b2bua, wire = call_in(journal, number, tmp_path)
-            await until(lambda: wire.invites_to(DESK) == 1)
+            await until(lambda: wire.invites_to(DESK) == 1, "the INVITE to the desk", 20)
             flushed = asyncio.ensure_future(journal.flushed())
             await asyncio.sleep(0)
             assert not flushed.done()
@@ -150,9 +144,11 @@ async def test_with_the_database_away_the_call_dials_and_its_row_lands_after_a_r
         journal = CallJournal(away, EventSpool(spool, max_bytes=1 << 20), backoff=lambda _n: 0.01)
         async with journal:
             b2bua, wire = call_in(journal, number, tmp_path)
-            await until(lambda: wire.invites_to(DESK) == 1)
+            await until(lambda: wire.invites_to(DESK) == 1, "the INVITE to the desk", 20)
             (call,) = b2bua.calls.values()
-            await until(lambda: journal.backlog >= 2)  # CallStarted, AttemptStarted
+            await until(
+                lambda: journal.backlog >= 2, "two events in the backlog", 20
+            )  # CallStarted, AttemptStarted
         # The process is gone; the spool on disk kept the call.
     finally:
         with contextlib.suppress(Exception):

@@ -66,6 +66,8 @@ class Listened:
     reconnect: asyncio.Event
     read: Callable[[str], Awaitable[Number | None]]
     """How a call's query reads a number (a test may hold it open)."""
+    every: Callable[[], Awaitable[list[Number]]]
+    """How every number is read again (a test may hold it open)."""
     lookups: list[str] = field(default_factory=list)
 
 
@@ -91,9 +93,17 @@ async def listened(
         listened.lookups.append(e164)
         return await listened.read(e164)
 
-    directory = NumberDirectory(lookup, lambda: numbers.list_all(pool), DatabaseAvailability())
+    async def every() -> list[Number]:
+        return await listened.every()
+
+    directory = NumberDirectory(lookup, every, DatabaseAvailability())
     listened = Listened(
-        directory, listener, client, reconnect, lambda e164: numbers.find_by_e164(pool, e164)
+        directory,
+        listener,
+        client,
+        reconnect,
+        lambda e164: numbers.find_by_e164(pool, e164),
+        lambda: numbers.list_all(pool),
     )
 
     await listener.add_listener(CHANNEL, directory.on_change)
@@ -191,6 +201,31 @@ async def test_a_lost_listen_connection_sends_calls_to_the_database_until_it_is_
     assert len(listened.lookups) == before
 
 
+async def test_a_truncated_table_sends_calls_to_the_database_until_all_is_read_again(
+    pool: asyncpg.Pool[asyncpg.Record], listened: Listened
+) -> None:
+    """A TRUNCATE names no number (its NOTIFY is empty): nothing in memory can be trusted."""
+    directory, client = listened.directory, listened.client
+    await NUMBERS.insert(pool, {"client_id": client.id, "e164": "+441515550001"}, {})
+    await heard(directory, "+441515550001")
+    await directory.resync()
+    assert directory.answering_from_memory
+
+    await pool.execute("TRUNCATE numbers CASCADE")
+
+    async def untrusted() -> bool:
+        return not directory.answering_from_memory
+
+    await until(untrusted, "the TRUNCATE heard")
+    assert await directory.find("+441515550001") is None, "a truncated number still routed"
+    assert listened.lookups == ["+441515550001"]
+
+    await directory.resync()  # what refresh() does while memory is not the answer
+    assert directory.answering_from_memory
+    assert await directory.find("+441515550001") is None
+    assert listened.lookups == ["+441515550001"], "memory is the answer again"
+
+
 async def test_a_change_heard_while_its_number_is_read_is_read_again(
     pool: asyncpg.Pool[asyncpg.Record], listened: Listened, database_dsn: str
 ) -> None:
@@ -237,3 +272,60 @@ async def test_a_change_heard_while_its_number_is_read_is_read_again(
     listened.read = lambda e164: numbers.find_by_e164(pool, e164)
     found = await directory.find("+441515550001")
     assert found is not None and found.label == "two"
+
+
+async def database_away(_e164: str) -> Number | None:
+    raise ConnectionRefusedError("the database is away")
+
+
+async def test_a_deleted_number_is_not_routed_from_memory_while_the_database_is_away(
+    pool: asyncpg.Pool[asyncpg.Record], listened: Listened
+) -> None:
+    directory, client = listened.directory, listened.client
+    kept = await NUMBERS.insert(pool, {"client_id": client.id, "e164": "+441515550001"}, {})
+    deleted = await NUMBERS.insert(pool, {"client_id": client.id, "e164": "+441515550002"}, {})
+    await heard(directory, "+441515550002")
+    await directory.resync()
+    await pool.execute("DELETE FROM numbers WHERE id = $1", deleted.id)
+    await heard(directory, "+441515550002")
+
+    listened.read = database_away  # the database goes before the number's next call
+    assert await directory.find("+441515550002") is None, "a deleted number routed from memory"
+    found = await directory.find("+441515550001")
+    assert found is not None and found.id == kept.id
+
+
+async def test_a_full_read_begun_before_a_deletion_does_not_bring_the_number_back(
+    pool: asyncpg.Pool[asyncpg.Record], listened: Listened, database_dsn: str
+) -> None:
+    directory, client = listened.directory, listened.client
+    deleted = await NUMBERS.insert(pool, {"client_id": client.id, "e164": "+441515550002"}, {})
+    await heard(directory, "+441515550002")
+    await directory.resync()
+    snapshot_taken, deletion_heard = asyncio.Event(), asyncio.Event()
+    reader = await asyncpg.connect(database_dsn)
+
+    async def read_from_before() -> list[Number]:
+        async with reader.transaction(isolation="repeatable_read"):
+            await reader.fetchval("SELECT 1")
+            snapshot_taken.set()
+            await deletion_heard.wait()
+            return await numbers.list_all(reader)
+
+    listened.every = read_from_before
+    try:
+        racing = asyncio.ensure_future(directory.resync())
+        await asyncio.wait_for(snapshot_taken.wait(), 10)
+        before = directory.changed_numbers.get("+441515550002", 0)
+        await pool.execute("DELETE FROM numbers WHERE id = $1", deleted.id)
+
+        async def gone() -> bool:
+            return directory.changed_numbers.get("+441515550002", 0) > before
+
+        await until(gone, "the deletion heard")
+        deletion_heard.set()
+        await racing
+    finally:
+        await reader.close()
+    listened.read = database_away
+    assert await directory.find("+441515550002") is None, "the old read brought it back"

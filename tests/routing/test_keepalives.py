@@ -8,13 +8,14 @@ from __future__ import annotations
 import pytest
 
 from callrouter.call_events import CallEnded
-from callrouter.routing.actions import SendRequest
+from callrouter.config import load_config
+from callrouter.routing.actions import ObserveKeepalive, SendRequest
 from callrouter.routing.call import Call
 from callrouter.routing.call_states import CallState
 from callrouter.routing.controller import Controller
 from callrouter.routing.dialplan import Dial
 from callrouter.routing.events import InDialogRequest, Responded, TimedOut
-from callrouter.routing.trunks import Trunk
+from callrouter.routing.trunks import Trunk, TrunkTable
 from callrouter.sip.transactions import Timers
 
 from .call_peers import CARRIER, Local, Peers, answer_to
@@ -67,6 +68,11 @@ def ended(p: Peers) -> list[tuple[str, str, str]]:
     return [(e.disposition, e.hangup_by, e.reason) for e in p.events(CallEnded)]
 
 
+def observed(p: Peers) -> list[tuple[str, str | None]]:
+    """What the controller reported for the metrics: (leg, None) sent, (leg, outcome)."""
+    return [(a.leg, a.outcome) for a in p.actions if isinstance(a, ObserveKeepalive)]
+
+
 def test_options_go_on_both_legs_at_each_interval() -> None:
     p = peers()
     call, ref = connect(p)
@@ -105,6 +111,10 @@ def test_any_other_final_answer_keeps_the_call(status: int) -> None:
     assert len(options(p, call, ref)[0]) == 3 and len(options(p, call, ref)[1]) == 3
     assert call.state is CallState.ANSWERED and byes(p, call, ref) == (0, 0) and ended(p) == []
     assert {k.kind for k in p.timers} == {"ceiling", "keepalive"}
+    outcome = "answered" if status == 200 else "other"
+    # Each interval: sent on both legs, then each answer counted for the metrics.
+    each = [("caller", None), ("callee", None), ("caller", outcome), ("callee", outcome)]
+    assert observed(p) == 3 * each
 
 
 def test_a_provisional_answer_decides_nothing() -> None:
@@ -114,6 +124,7 @@ def test_a_provisional_answer_decides_nothing() -> None:
     _, (to_callee,) = options(p, call, ref)
     answer(p, to_callee, 100)
     assert call.state is CallState.ANSWERED and p.controller.waits_for(to_callee.ref or 0)
+    assert observed(p) == [("caller", None), ("callee", None)]
 
 
 def test_a_481_from_the_destination_ends_the_call_with_bye_to_the_caller() -> None:
@@ -132,6 +143,8 @@ def test_a_481_from_the_destination_ends_the_call_with_bye_to_the_caller() -> No
     assert p.controller.calls == {} and p.timers == {}
     p.advance(300)
     assert len(p.sent("OPTIONS")) == 2  # the timer stopped with the call
+    sent = [("caller", None), ("callee", None)]
+    assert observed(p) == [*sent, ("caller", "answered"), ("callee", "lost")]
 
 
 def test_a_481_from_the_caller_ends_the_call_with_bye_to_the_destination() -> None:
@@ -144,6 +157,7 @@ def test_a_481_from_the_caller_ends_the_call_with_bye_to_the_destination() -> No
     assert ended(p) == [("answered", "system", "keepalive: the caller lost the dialog (481)")]
     answer(p, to_callee, 200)  # the other leg's answer, after the end, changes nothing
     assert len(ended(p)) == 1 and p.timers == {}
+    assert observed(p) == [("caller", None), ("callee", None), ("caller", "lost")]
 
 
 def test_no_answer_at_all_ends_the_call_with_bye_on_both_legs() -> None:
@@ -159,6 +173,8 @@ def test_no_answer_at_all_ends_the_call_with_bye_on_both_legs() -> None:
     p.feed(TimedOut(to_callee.ref))
     assert byes(p, call, ref) == (1, 1)
     assert ended(p) == [("answered", "system", "keepalive: no answer from the callee")]
+    first = [("caller", None), ("callee", None), ("caller", "answered")]
+    assert observed(p) == [*first, ("caller", None), ("callee", "no_answer")]
     assert p.controller.calls == {} and p.timers == {}
 
 
@@ -170,6 +186,7 @@ def test_a_408_counts_as_no_answer() -> None:
     answer(p, to_caller, 408)
     assert byes(p, call, ref) == (1, 1)
     assert ended(p) == [("answered", "system", "keepalive: no answer from the caller")]
+    assert observed(p)[-1] == ("caller", "no_answer")
 
 
 def test_a_call_with_a_session_timer_gets_none() -> None:
@@ -226,6 +243,7 @@ def test_a_bye_stops_them_and_a_late_answer_is_ignored() -> None:
     answer(p, to_callee, 481)
     p.advance(300)
     assert len(ended(p)) == 1 and len(p.sent("OPTIONS")) == 2
+    assert observed(p) == [("caller", None), ("callee", None)]  # the late 481 decided nothing
 
 
 def test_the_cseq_counts_on_across_relayed_requests() -> None:
@@ -241,6 +259,19 @@ def test_the_cseq_counts_on_across_relayed_requests() -> None:
     assert to_caller.request.cseq.number == 2
 
 
+def three_intervals(p: Peers, call: Call, ref: int) -> tuple[int, int]:
+    """OPTIONS sent over three intervals, each answered 200 (on the caller's leg, on the
+    destination's)."""
+    for _ in range(3):
+        p.advance(30)
+        for leg in options(p, call, ref):
+            if leg:
+                answer(p, leg[-1], 200)
+    assert call.state is CallState.ANSWERED and byes(p, call, ref) == (0, 0)
+    callers, callees = options(p, call, ref)
+    return len(callers), len(callees)
+
+
 def test_a_trunk_with_keepalives_off_gets_none_and_the_other_leg_still_does() -> None:
     """A carrier that wrongly answers 481 to an OPTIONS it does not handle: its trunk turns
     them off for its leg, and its calls are not cut."""
@@ -251,10 +282,39 @@ def test_a_trunk_with_keepalives_off_gets_none_and_the_other_leg_still_does() ->
     (ref,) = p.resolve()
     p.reply(ref, 200)
     p.carrier_acks(call)
-    for _ in range(3):
-        p.advance(30)
-        _, callees = options(p, call, ref)
-        answer(p, callees[-1], 200)
-    callers, callees = options(p, call, ref)
-    assert callers == [] and len(callees) == 3
-    assert call.state is CallState.ANSWERED and byes(p, call, ref) == (0, 0)
+    assert three_intervals(p, call, ref) == (0, 3)
+    assert ("caller", None) not in observed(p)
+
+
+@pytest.mark.parametrize(("setting", "to_caller"), [("true", 3), ("false", 0)])
+def test_carrier_keepalives_turns_them_off_for_the_config_trunks_caller_leg(
+    setting: str, to_caller: int
+) -> None:
+    """The same for the ``config`` trunk (``[sip] carriers``), which has no /v1/trunks row: the
+    trunk the call's source picks carries the setting to the controller."""
+    sip = load_config(
+        None, {}, {"sip.carriers": "198.51.100.0/24", "sip.carrier_keepalives": setting}
+    ).sip
+    trunk = TrunkTable(Trunk.configured(sip)).for_source(CARRIER.host)
+    assert trunk is not None and trunk.name == "config"
+    p = peers()
+    call = p.arrive(Dial((DESK,), ring_timeout=20), headers=NO_TIMERS, trunk=trunk)
+    (ref,) = p.resolve()
+    p.reply(ref, 200)
+    p.carrier_acks(call)
+    assert three_intervals(p, call, ref) == (to_caller, 3)
+
+
+def test_carrier_keepalives_off_also_spares_the_leg_out_through_the_outbound_trunk() -> None:
+    """``[sip] outbound_trunk`` is the same ``config`` trunk: an E.164 destination reached
+    through it gets none, and the caller (from another trunk) still does."""
+    sip = load_config(
+        None, {}, {"sip.outbound_trunk": "sip:gw.example", "sip.carrier_keepalives": "false"}
+    ).sip
+    p = peers()
+    call = p.arrive(Dial(("+441515550002",), ring_timeout=20), headers=NO_TIMERS)
+    (ref,) = p.resolve(outbound=Trunk.configured(sip))
+    assert p.invites[ref].request.uri == "sip:+441515550002@gw.example"
+    p.reply(ref, 200)
+    p.carrier_acks(call)
+    assert three_intervals(p, call, ref) == (3, 0)

@@ -32,8 +32,9 @@ from callrouter.transport.reactor import asyncio_reactor
 from callrouter.transport.resolver import DnsLookup, Resolver
 from callrouter.transport.service import SipService
 from tests.database_link import CuttableLink
-from tests.routing.test_dial_before_durable import CARRIER, DESK, Wire, desk_number, until
+from tests.routing.test_dial_before_durable import CARRIER, DESK, Wire, desk_number
 from tests.store.test_webhook_events import fill, small_disk
+from tests.waiting import until
 
 MAX_HELD = 4
 """Two calls' first events (CallStarted, AttemptStarted each)."""
@@ -99,7 +100,7 @@ class Door:
                     return data
             return None
 
-        await until(lambda: outcome() is not None)
+        await until(lambda: outcome() is not None, "the INVITE answered", 20)
         return outcome() or b""
 
 
@@ -171,7 +172,7 @@ async def refusing(
     await link.cut()
     assert await door.call() == b"INVITE to the desk"
     assert await door.call() == b"INVITE to the desk"
-    await until(lambda: journal.held >= MAX_HELD)
+    await until(lambda: journal.held >= MAX_HELD, "max_held events held", 20)
     refused = await door.call()
     assert refused.startswith(b"SIP/2.0 503 "), refused
     assert f"Retry-After: {UNRECORDABLE_RETRY_AFTER}\r\n".encode() in refused
@@ -207,7 +208,7 @@ async def test_held_events_go_to_the_spool_in_order_once_it_has_room_though_the_
     assert on_disk(directory) == []  # the calls up so far are in memory only
     full.make_room()
     # No call records anything meanwhile: the held events are offered to the spool again.
-    await until(lambda: not journal.refusing_calls)
+    await until(lambda: not journal.refusing_calls, "calls taken again", 20)
     assert journal.held == 0
     held = on_disk(directory)
     assert [kind for _seq, kind, _call in held] == ["CallStarted", "AttemptStarted"] * 2
@@ -216,7 +217,11 @@ async def test_held_events_go_to_the_spool_in_order_once_it_has_room_though_the_
     offered = parse_message(fourth)
     assert isinstance(offered, Request)
     door.service.receive(offered.response(486, to_tag="desk").to_bytes(), DESK)
-    await until(lambda: any(kind == "CallEnded" for _seq, kind, _call in on_disk(directory)))
+    await until(
+        lambda: any(kind == "CallEnded" for _seq, kind, _call in on_disk(directory)),
+        "CallEnded spooled",
+        20,
+    )
     spooled = on_disk(directory)
     assert [seq for seq, _kind, _call in spooled] == list(range(1, len(spooled) + 1))
     assert spooled[: len(held)] == held

@@ -16,7 +16,7 @@ from callrouter.sip.events import (
     ResponseReceived,
     TransactionTimedOut,
 )
-from callrouter.sip.message import Request, Response, parse_message
+from callrouter.sip.message import Limits, Request, Response, parse_message
 from callrouter.sip.transactions import Timers
 from tests.sip.messages import invite, options
 
@@ -249,3 +249,20 @@ def test_a_transport_failure_ends_the_waiting_transactions_on_that_flow_with_503
     assert uac.transaction_count == 1  # the request on the other name still waits
     uac.transport_failed(failed, "again", 0.2)
     assert events(uac) == []
+
+
+def test_a_request_over_max_headers_gets_513_and_a_response_over_it_is_dropped() -> None:
+    ep = SipEndpoint({"udp": "198.51.100.1:5060"}, Timers(), Limits(max_headers=20))
+    head, _, _ = invite().to_bytes().partition(b"\r\n\r\n")
+    crowded = head + b"".join(b"\r\nX-Filler-%d: x" % i for i in range(20)) + b"\r\n\r\n"
+    ep.receive(crowded, CARRIER, 0.0)
+    ((refusal, flow),) = sent(ep)
+    assert isinstance(refusal, Response) and refusal.status == 513 and flow == CARRIER
+    assert refusal.reason == "Message Too Large"
+    assert "too many header fields" in (refusal.headers.get("warning") or "")
+    (rejected,) = events(ep)
+    assert isinstance(rejected, MessageRejected) and rejected.status == 513
+
+    answer = b"SIP/2.0 200 OK" + crowded[crowded.index(b"\r\n") :]
+    ep.receive(answer, CARRIER, 0.1)
+    assert sent(ep) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -24,12 +25,15 @@ from callrouter.call_events import (
     RecordingRefused,
 )
 from callrouter.store import calls
+from callrouter.store import sessions as session_store
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
+from callrouter.store.pools import POOLS, new_public_key
+from callrouter.store.sessions import SessionRecord
 from callrouter.store.spool import Encoded, EventSpool, Spooled
 from tests.database_link import CuttableLink
-from tests.store.test_webhook_events import until
+from tests.waiting import until
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -256,13 +260,13 @@ async def test_events_after_held_ones_wait_behind_them_and_go_to_the_spool_after
             async with journal:
                 await link.cut()
                 journal.record(started(call_id, client.id))
-                await until(lambda: journal.held == 1)
+                await until(lambda: journal.held == 1, "one event held", 20)
                 spool.max_bytes = len(spool.encode([ended]).data)  # the end fits, not both
                 journal.record(ended)
-                await until(lambda: journal.held == 2)
+                await until(lambda: journal.held == 2, "two events held", 20)
                 assert on_disk(spool.directory) == []
                 spool.max_bytes = 1 << 20
-                await until(lambda: journal.held == 0)
+                await until(lambda: journal.held == 0, "the held events spooled", 20)
                 assert on_disk(spool.directory) == [(1, "CallStarted"), (2, "CallEnded")]
                 await link.mend()
                 await asyncio.wait_for(journal.flushed(), 20)
@@ -307,3 +311,46 @@ async def test_how_far_the_database_got_is_noted_once_per_interval_and_at_the_en
     assert position.read_text() == "3", "the end of the journal notes where it got"
     async with CallJournal(pool, EventSpool(tmp_path / "spool", max_bytes=1 << 20)) as again:
         assert again.replayed == 0
+
+
+async def test_a_call_closed_as_interrupted_carries_its_visits_journey_up_to_its_start(
+    pool: asyncpg.Pool[asyncpg.Record],
+) -> None:
+    """What call.completed says of such a call: the pages that led to it, as its node would
+    have sent them, not those the visitor saw while it was up."""
+    client = await CLIENTS.insert(pool, {}, {"name": "Acme"})
+    website = await POOLS.insert(
+        pool, {"client_id": client.id, "public_key": new_public_key()}, {"name": "website"}
+    )
+
+    def view(path: str, seconds: int) -> dict[str, str]:
+        at = (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+        return {"url": f"https://www.acme.example{path}", "title": path, "at": at}
+
+    visit = SessionRecord(
+        id=uuid4(),
+        client_id=client.id,
+        pool_id=website.id,
+        visitor_id="visitor-1",
+        number=None,
+        attribution={"source": "google"},
+        user_agent=None,
+        ip_network=None,
+        created_at=T0 - timedelta(seconds=60),
+        last_seen_at=T0 + timedelta(seconds=30),
+        lease_expires_at=None,
+        ended=False,
+        journey=[view("/", -60), view("/pricing", -10), view("/while-talking", 30)],
+    )
+    await session_store.save(pool, visit)
+    visited, unattributed = uuid4(), uuid4()
+    async with CallJournal(pool) as journal:
+        journal.record(replace(started(visited, client.id), session_id=visit.id))
+        journal.record(started(unattributed, client.id))
+        await journal.flushed()
+    closed = {c.id: c for c in await calls.close_interrupted(pool, T0 + timedelta(minutes=1), "a")}
+    assert [v["url"] for v in closed[visited].journey] == [
+        "https://www.acme.example/",
+        "https://www.acme.example/pricing",
+    ]
+    assert closed[unattributed].journey == []

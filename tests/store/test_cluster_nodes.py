@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from uuid import uuid4
 
@@ -26,6 +26,7 @@ from callrouter.store.embedded import EmbeddedPostgres
 from callrouter.store.migrations import available, migrate
 from callrouter.supervisor import Job
 from tests.store.test_call_journal import T0, started
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -33,13 +34,6 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]
     pool = await create_pool(database_dsn, min_size=1, max_size=4)
     yield pool
     await pool.close()
-
-
-async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)  # poll interval, not a wait for the event
 
 
 def test_a_node_name_is_a_plain_name_or_the_host_name() -> None:
@@ -183,10 +177,10 @@ async def test_each_duty_runs_on_one_node_and_moves_when_its_node_is_killed(
         cluster[name] = node
         tasks[name] = asyncio.create_task(node.run())
         if name == "node-a":
-            await until(lambda: all(running.values()), 10, "node-a to take every duty")
+            await until(lambda: all(running.values()), "node-a to take every duty", 10)
     # node-b competes for every duty at each beat, and takes none: each has its one node.
     b = cluster["node-b"]
-    await until(lambda: b.beats >= 3, 10, "node-b to compete three times")
+    await until(lambda: b.beats >= 3, "node-b to compete three times", 10)
     assert running == {duty: ["node-a"] for duty in Duty}
     probe = await asyncpg.connect(database_dsn)
     try:
@@ -198,7 +192,7 @@ async def test_each_duty_runs_on_one_node_and_moves_when_its_node_is_killed(
         a._connection.terminate()
         await a._drop_duties()  # its jobs die with the process
         await until(
-            lambda: running == {duty: ["node-b"] for duty in Duty}, 15, "node-b to take over"
+            lambda: running == {duty: ["node-b"] for duty in Duty}, "node-b to take over", 15
         )
         assert await nodes.duty_holder(probe, Duty.RETENTION_PURGE) == "node-b"
     finally:
@@ -256,7 +250,7 @@ async def test_a_node_whose_session_is_cut_stops_its_duties_then_joins_and_takes
     await node.join()
     task = asyncio.create_task(node.run())
     try:
-        await until(lambda: len(node.held) == len(Duty), 10, "every duty taken")
+        await until(lambda: len(node.held) == len(Duty), "every duty taken", 10)
         assert node._connection is not None
         pid = node._connection.get_server_pid()
         admin = await asyncpg.connect(database_dsn)
@@ -264,10 +258,10 @@ async def test_a_node_whose_session_is_cut_stops_its_duties_then_joins_and_takes
             await admin.execute("SELECT pg_terminate_backend($1)", pid)
         finally:
             await admin.close()
-        await until(lambda: any("is back on the database" in m for m in said), 15, "rejoin")
+        await until(lambda: any("is back on the database" in m for m in said), "rejoin", 15)
         assert any("lost its database session" in m for m in said), said
         assert sorted(stopped) == sorted(Duty)  # every duty stopped while the lock was gone
-        await until(lambda: len(node.held) == len(Duty), 10, "every duty taken again")
+        await until(lambda: len(node.held) == len(Duty), "every duty taken again", 10)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

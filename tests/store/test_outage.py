@@ -8,7 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -27,6 +27,7 @@ from callrouter.store.embedded import EmbeddedPostgres, server_processes
 from callrouter.store.spool import EventSpool
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.serve import seed_cluster
+from tests.waiting import until
 
 T0 = datetime(2026, 12, 6, 21, 0, tzinfo=UTC)
 
@@ -47,13 +48,6 @@ def server(cluster: Path) -> Iterator[EmbeddedPostgres]:
     server.start()
     yield server
     server.stop()
-
-
-async def until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 def started(call_id: object, client_id: object) -> CallStarted:
@@ -101,7 +95,7 @@ async def test_a_killed_postmaster_is_restarted_and_events_of_the_outage_land_on
             killed = server.pid
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
-            await until(lambda: not availability.up)
+            await until(lambda: not availability.up, "the outage noticed", 30)
 
             # A whole call happens while the database is away: it goes to disk, not nowhere.
             for event in (
@@ -110,12 +104,12 @@ async def test_a_killed_postmaster_is_restarted_and_events_of_the_outage_land_on
                 CallEnded(during, "answered", "caller", "BYE", T0),
             ):
                 journal.record(event)
-            await until(lambda: spool.bytes > 0 and journal.backlog > 0)
+            await until(lambda: spool.bytes > 0 and journal.backlog > 0, "events spooled", 30)
 
             await asyncio.wait_for(journal.flushed(), 60)
             assert journal.backlog == 0
             # The journal may reach the new server a moment before the supervisor sees it ready.
-            await until(lambda: any("restarted" in line for line in said))
+            await until(lambda: any("restarted" in line for line in said), "the restart logged", 30)
     finally:
         supervisor.cancel()
 
@@ -224,7 +218,7 @@ async def test_a_recording_finished_while_the_database_is_away_is_stored_after_a
                     at=T0,
                 )
             )
-            await until(lambda: not availability.up)
+            await until(lambda: not availability.up, "the outage noticed", 30)
         assert journal.backlog == 3  # none written: the spool keeps them for the next start
     finally:
         pool.terminate()

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -27,6 +27,7 @@ from callrouter.store.ids import derived_id, new_id
 from callrouter.store.spool import Encoded, EventSpool, Spooled
 from callrouter.store.webhooks import WEBHOOKS, Webhook
 from tests.call_started import call_started
+from tests.waiting import until
 
 T0 = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
 
@@ -186,13 +187,6 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-async def until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
 async def test_a_full_disk_is_logged_and_counted_and_the_events_still_reach_the_database(
     pool: asyncpg.Pool[asyncpg.Record], tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -212,7 +206,7 @@ async def test_a_full_disk_is_logged_and_counted_and_the_events_still_reach_the_
             async with journal:
                 journal.record(started(call_id, client_id))
                 journal.record(raised(call_id, client_id, "call.started"))
-                await until(lambda: spool.bytes > 0)
+                await until(lambda: spool.bytes > 0, "events spooled", 20)
                 filler = fill(disk)
                 await locked.rollback()
                 await asyncio.wait_for(journal.flushed(), 20)
