@@ -4,6 +4,9 @@ loopback; one router process (embedded PostgreSQL) serves every test of this fil
 - a two-page visit is one session: the second page keeps the number and the campaign, and a
   SIPp call to the number shown there is credited to newsletter/email/dec with both pages;
 - a new campaign mid-visit gives the touch each attribution model says;
+- a single-page app's route changes (pushState, replaceState, back) are page views of the
+  visit, one per burst, with the title the app sets; a new fragment is none; a URL too long
+  gets the router's 422 and the page no error;
 - numbers are written in the page's style, grouped as the leased number is grouped, also when
   split across inline elements and in title/aria-label; other digits are left alone;
 - the stub queues consent calls, also when swap.js cannot load;
@@ -71,6 +74,45 @@ CONSENT = """<!doctype html>
 {script}
 </body></html>
 """
+SPA = """<!doctype html>
+<html><head><meta charset="utf-8"><title>app</title>
+<script>
+  // The site's own instrumentation: every page view the swap script asks of the router, and
+  // the router's answers (CDP cannot read the body of a keepalive fetch).
+  window.views = [];
+  window.answers = [];
+  var send = window.fetch;
+  window.fetch = function (url, init) {
+    var sent = send.apply(this, arguments);
+    if (String(url).slice(-12) !== "/v1/sessions") return sent;
+    window.views.push(JSON.parse(init.body));
+    sent.then(function (response) {
+      var type = response.headers.get("Content-Type");
+      response.clone().json().then(function (body) {
+        window.answers.push({status: response.status, type: type, body: body});
+      });
+    });
+    return sent;
+  };
+  // The app's router: it sets each route's title in a task queued with the navigation, as
+  // React's effects run after the render.
+  function titled() {
+    setTimeout(function () { document.title = location.pathname.slice(1); }, 0);
+  }
+  function go(url) { history.pushState({}, "", url); titled(); }
+  window.addEventListener("popstate", titled);
+</script></head>
+<body><p id="number">Call us on 0151 555 0999 today.</p>
+{script}
+</body></html>
+"""
+SETTLED = """() => {
+  NAVIGATION;
+  return new Promise(done => requestAnimationFrame(() => setTimeout(done, 0)));
+}"""
+"""Run NAVIGATION in the page and return once the swap script has sent its page view, if it
+sends one: the script sends it from a task queued in the next animation frame, and this one's
+task, queued after it in the same frame, runs after it (timers of one delay run in order)."""
 
 
 class Site:
@@ -332,3 +374,106 @@ def test_swap_js_revalidates_and_is_sent_compressed(world: World) -> None:
         assert response.read() == plain
         assert "immutable" in response.headers["Cache-Control"]
     assert json.loads(json.dumps(pool["swap_script"]))["integrity"].startswith("sha384-")
+
+
+def answered_view(page: Page, navigation: str) -> dict[str, Any]:
+    """The router's answer (status, type, body) to the page view that ``navigation`` (run in
+    the page) makes the swap script send."""
+    count = page.evaluate("window.answers.length")
+    page.evaluate(navigation)
+    page.wait_for_function(f"window.answers.length > {count}")
+    answer: dict[str, Any] = page.evaluate(f"window.answers[{count}]")
+    return answer
+
+
+def test_single_page_app_route_changes_are_page_views_of_the_visit(world: World) -> None:
+    pool = world.pool("spa", ["+441515550400"])
+    world.site.pages["/app"] = SPA.replace("{script}", world.script(pool)).encode()
+    page = world.page()
+    page.goto(world.site.origin + "/app", referer=MAIL)
+    entry = swapped(page)
+
+    assert answered_view(page, "go('/pricing')")["status"] == 201
+    # A router that pushes, then writes the canonical query in place: one view, the last URL.
+    push_then_replace = "go('/offer'); history.replaceState({}, '', '/offer?utm_campaign=spring')"
+    assert answered_view(page, push_then_replace)["status"] == 201
+    assert answered_view(page, "history.back()")["status"] == 201  # popstate, to /pricing
+    # A new fragment is no new page.
+    page.evaluate(SETTLED.replace("NAVIGATION", "history.replaceState({}, '', '#plans')"))
+    assert page.evaluate("window.views.length") == 4
+
+    refused = answered_view(page, "go('/search?q=' + 'x'.repeat(3000))")
+    assert (refused["status"], refused["type"]) == (422, "application/problem+json")
+    assert [e["field"] for e in refused["body"]["errors"]] == ["page_url"]
+    assert answered_view(page, "go('/contact')")["status"] == 201  # the visit goes on after it
+
+    views = page.evaluate("window.views")
+    assert [v["page_url"].removeprefix(world.site.origin) for v in views] == [
+        "/app",
+        "/pricing",
+        "/offer?utm_campaign=spring",
+        "/pricing",
+        "/search?q=" + "x" * 3000,
+        "/contact",
+    ]
+    # Each route change says it came from the previous page of the site, without its query.
+    assert [v["referrer"] for v in views] == [
+        MAIL,
+        *(world.site.origin + path for path in ("/app", "/pricing", "/offer", "/pricing")),
+        world.site.origin + "/search",
+    ]
+    assert {v["visitor_id"] for v in views} == {views[0]["visitor_id"]}
+    # Every view answered continued the visit: one session, one number.
+    kept = [
+        (a["body"]["session_id"], a["body"]["number"]["e164"])
+        for a in page.evaluate("window.answers")
+        if a["status"] == 201
+    ]
+    assert kept == [(entry["session_id"], "+441515550400")] * 5
+    assert page.evaluate("window.callrouter.session().session_id") == entry["session_id"]
+    assert page.inner_text("#number") == "Call us on 0151 555 0400 today."
+    assert world.errors[page] == []
+    page.context.close()
+
+    session = world.router.api("GET", f"/v1/sessions/{entry['session_id']}")
+    assert session["number"]["e164"] == "+441515550400"
+    pages = [(p["url"].removeprefix(world.site.origin), p["title"]) for p in session["journey"]]
+    assert pages == [
+        ("/app", "app"),
+        ("/pricing", "pricing"),
+        ("/offer", "offer"),
+        ("/pricing", "pricing"),
+        ("/contact", "contact"),
+    ]
+    first, last = session["touches"]["first"], session["touches"]["last"]
+    assert (first["source"], first["medium"]) == ("mail.example.net", "referral")
+    assert (last["campaign"], last["landing_page"]) == ("spring", world.site.origin + "/offer")
+    assert session["attribution"]["campaign"] == "spring"
+
+
+def test_route_changes_before_consent_send_nothing(world: World) -> None:
+    pool = world.pool("spa consent", ["+441515550401"])
+    world.site.pages["/wait"] = SPA.replace(
+        "{script}", world.script(pool, 'data-consent="wait"')
+    ).encode()
+    page = world.page()
+    page.goto(world.site.origin + "/wait")
+    page.wait_for_function("window.callrouter && window.callrouter.version")
+    page.evaluate(SETTLED.replace("NAVIGATION", "go('/pricing')"))
+    assert page.evaluate("window.views") == []
+    # Consent: the visit starts on the page the app shows now, and follows it from there.
+    page.evaluate("window.callrouter.consent()")
+    entry = swapped(page)
+    assert answered_view(page, "go('/contact')")["status"] == 201
+    views = page.evaluate("window.views")
+    assert [(v["page_url"], v["referrer"]) for v in views] == [
+        (world.site.origin + "/pricing", None),
+        (world.site.origin + "/contact", world.site.origin + "/pricing"),
+    ]
+    assert world.errors[page] == []
+    page.context.close()
+    session = world.router.api("GET", f"/v1/sessions/{entry['session_id']}")
+    assert [p["url"] for p in session["journey"]] == [
+        world.site.origin + "/pricing",
+        world.site.origin + "/contact",
+    ]

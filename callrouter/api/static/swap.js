@@ -13,7 +13,8 @@
  *   <script>window.callrouter=window.callrouter||{q:[],consent:function(){this.q.push(["consent"])}};</script>
  *
  * No dependencies, no cookies: a first-party visitor id in localStorage lets the server
- * continue the visitor's visit (same session, same number) on their next page.
+ * continue the visitor's visit (same session, same number) on their next page, whether the
+ * browser loads it or a single-page app changes the URL with history.pushState/replaceState.
  */
 (function () {
   "use strict";
@@ -23,7 +24,10 @@
   if (!script || (stub && stub.version)) return;
   var poolKey = script.getAttribute("data-pool");
   var base = new URL(script.src).origin;
-  var state = { session: null, started: false, timer: null, observer: null };
+  var state = {
+    session: null, started: false, timer: null, observer: null,
+    visitor: null, viewed: null, settling: false, views: null
+  };
   var CANDIDATE = /(?:\+|00)?\(?\d[\d\s().\-\u00a0\/]{5,}\d/g;
   var WORD = /[0-9A-Za-z_\u00c0-\u024f]/;
   var SKIP = /^(SCRIPT|STYLE|TEXTAREA|INPUT|SELECT|OPTION|NOSCRIPT|TEMPLATE)$/;
@@ -302,13 +306,78 @@
     }, true);
   }
 
+  function warn(error) {
+    if (window.console) console.warn(error.message);
+  }
+
+  function pageView(page) {
+    return api("/v1/sessions", {
+      pool_key: poolKey,
+      visitor_id: state.visitor,
+      page_url: page.url,
+      referrer: page.referrer,
+      title: page.title
+    });
+  }
+
+  /* A page's address as page views compare it: a new fragment alone is no new page. */
+  function withoutFragment(url) { return url.split("#")[0]; }
+
+  /* A single-page app's route change: the same page view as a load, sent once the burst of
+   * history calls is over and the app has had a chance to set the new title (after the next
+   * animation frame, and the tasks the app queued before it, such as React's effects). */
+  function routeChanged() {
+    // One view per burst: it reads the URL when it is sent, so a replaceState right after a
+    // pushState is one view, of the URL the app settled on.
+    if (state.settling) return;
+    state.settling = true;
+    if (document.visibilityState === "visible") {
+      requestAnimationFrame(function () { setTimeout(settle, 0); });
+    } else {
+      setTimeout(settle, 0);  // hidden tabs run no animation frames
+    }
+  }
+
+  function settle() {
+    state.settling = false;
+    var url = withoutFragment(location.href);
+    if (url === state.viewed) return;
+    var page = {
+      url: location.href,
+      // A click inside the site, as a load's document.referrer says, without the query: the
+      // server drops it from referrers anyway, and a long one would refuse this view too.
+      referrer: state.viewed.split("?")[0],
+      title: document.title || null
+    };
+    state.viewed = url;
+    // One at a time, in order, once the visit exists: the journey lists pages as they were seen.
+    state.views = state.views.then(function () {
+      if (!state.session) return null;  // the first view was refused: no visit to continue
+      return pageView(page).then(function (session) { state.session = session; });
+    }).catch(warn);
+  }
+
+  /* Without a visitor id each route change would start a new visit: such a browser (one that
+   * blocks localStorage) is left with the view of its first page. */
+  function followRoutes() {
+    ["pushState", "replaceState"].forEach(function (name) {
+      var original = history[name];
+      history[name] = function () {
+        var result = original.apply(this, arguments);  // a refused URL throws as it would
+        routeChanged();
+        return result;
+      };
+    });
+    window.addEventListener("popstate", routeChanged);
+  }
+
   function start() {
     if (state.started || !poolKey) return;
     state.started = true;
-    api("/v1/sessions", {
-      pool_key: poolKey,
-      visitor_id: visitorId(),
-      page_url: location.href,
+    state.visitor = visitorId();
+    state.viewed = withoutFragment(location.href);
+    state.views = pageView({
+      url: location.href,
       referrer: document.referrer || null,
       title: document.title || null
     }).then(function (session) {
@@ -319,13 +388,12 @@
       state.timer = setInterval(heartbeat, session.heartbeat_seconds * 1000);
       document.addEventListener("visibilitychange", heartbeat);
       window.addEventListener("pagehide", function () {
-        api("/v1/sessions/" + session.session_id + "/end", { pool_key: poolKey })
+        api("/v1/sessions/" + state.session.session_id + "/end", { pool_key: poolKey })
           .catch(function () {});
       });
       document.dispatchEvent(new CustomEvent("callrouter:swapped", { detail: session }));
-    }).catch(function (error) {
-      if (window.console) console.warn(error.message);
-    });
+    }).catch(warn);
+    if (state.visitor) followRoutes();
   }
 
   function run(command) {
