@@ -13,7 +13,7 @@ Rules of this file:
 - A state that only waits out a timer (Completed and Accepted, Confirmed) keeps what it may still
   send, serialised once as a ``Wire``, and lets the parsed request and responses go: thousands of
   transactions wait at once under load, and a full garbage collection walks every object each
-  one holds (a Request or Response is some thirty of them).
+  one holds (29-36 with their messages, 4-5 without: bench/waiting_transactions.py).
 - A transport failure (a connection refused, a TLS peer whose certificate fails verification)
   ends a client transaction still waiting for its final response at once, handing the layer
   above a 503 made here: §8.1.3.1 and §17.1.4 (the "Transport Err." arcs of Figures 5, 6).
@@ -74,7 +74,7 @@ TransactionEvent = TransactionTimedOut | TransactionTerminated
 
 @dataclass(frozen=True, slots=True)
 class Wire:
-    """A message serialised once, as a transaction that only waits sends it (and again)."""
+    """A message serialised once: what a transaction that only waits sends, first and again."""
 
     data: bytes
     """The message as it goes on the wire."""
@@ -105,13 +105,13 @@ class Transaction:
     _intervals: dict[str, float] = field(default_factory=dict)
     _passed: Response | None = None
 
-    def __post_init__(self) -> None:
-        self.method = self._request().method
-
     TRANSITIONS: ClassVar[dict[tuple[State, str], str]] = {}
     """(state, input) -> the name of the method that handles it. One table per class, not per
     transaction: building bound methods for every new transaction was a measurable share of the
     call path in a py-spy profile of serve under load."""
+
+    def __post_init__(self) -> None:
+        self.method = self._request().method
 
     @property
     def deadline(self) -> float | None:
