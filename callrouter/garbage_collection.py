@@ -15,6 +15,10 @@ young collections, which take what short-lived cycles there are, keep their defa
 cyclic garbage old objects leave is bounded by that count, not left for ever. With this the
 run above had no full collection and a post-dial delay p99 of 40 ms.
 
+Since then a transaction waiting out its timers keeps bytes, not its parsed messages
+(callrouter/sip/transactions.py): at 200 calls/s serve tracks ~106,000 objects instead of
+~622,000, and a forced full collection took 102 ms instead of 583. Rare is still worth it.
+
 Everything built at start-up (imports, dialplans, routing tables, pools) lives as long as the
 process: frozen, no collection ever walks it.
 """

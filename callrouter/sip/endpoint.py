@@ -39,12 +39,15 @@ from callrouter.sip.transactions import (
     State,
     Timers,
     Transaction,
+    Wire,
 )
 
 __all__ = ["MAGIC_COOKIE", "SipCounters", "SipEndpoint"]
 
 MAGIC_COOKIE = "z9hG4bK"
 _MERGE_MEMORY = 32.0  # seconds a (From tag, Call-ID, CSeq) stays known for §8.2.2.2
+MergeKey = tuple[str, str, int, str]
+"""§8.2.2.2's From tag, Call-ID, CSeq number and method."""
 
 
 def _server_key(request: Request) -> str:
@@ -64,16 +67,19 @@ def _client_key(branch: str, method: str) -> str:
     return f"{branch}|{'INVITE' if method == 'ACK' else method}"
 
 
-def response_flow(response: Response, received_on: Flow) -> Flow:
-    """Where a response goes (§18.2.2, RFC 3581 §4): back on the connection for TCP/TLS, else to
-    ``received``/``rport`` of the top Via, falling back to its sent-by."""
+def response_flow(via: Via, received_on: Flow) -> Flow:
+    """Where a response whose top Via is ``via`` goes (§18.2.2, RFC 3581 §4): back on the
+    connection for TCP/TLS, else to ``received``/``rport`` of the top Via, falling back to its
+    sent-by. A response copies its request's Via (§8.2.6.2), so the request's (as stamped on
+    arrival) says where every response of its transaction goes."""
     if received_on.reliable:
         return received_on
-    via = response.top_via
-    host = via.params.get("received") or via.host
+    host = (via.params.get("received") or via.host).strip("[]")
     rport = via.params.get("rport")
     port = int(rport) if rport and rport.isdigit() else via.port or 5060
-    return Flow(received_on.transport, host.strip("[]"), port)
+    if (host, port) == (received_on.host, received_on.port):
+        return received_on  # the usual case: kept once per transaction, not a copy of it
+    return Flow(received_on.transport, host, port)
 
 
 def rejection_for(data: bytes, error: ParseError, agent: str = "") -> Response | None:
@@ -132,7 +138,10 @@ class SipEndpoint:
     _server: dict[str, ServerInvite | ServerNonInvite] = field(default_factory=dict)
     _client: dict[str, ClientInvite | ClientNonInvite] = field(default_factory=dict)
     _flows: dict[str, Flow] = field(default_factory=dict)
-    _merge: dict[tuple[str, str, int, str], tuple[str, float]] = field(default_factory=dict)
+    """Per transaction, where what it sends goes: a client's requests, a server's responses."""
+    _merge: dict[MergeKey, tuple[str, float]] = field(default_factory=dict)
+    _merge_keys: dict[str, MergeKey] = field(default_factory=dict)
+    """The key each transaction holds in ``_merge``, to forget it once the request is gone."""
     _timers: list[tuple[float, int, str]] = field(default_factory=list)
     _timer_seq: int = 0
     _out: list[Transmission] = field(default_factory=list)
@@ -195,10 +204,9 @@ class SipEndpoint:
         tx = self._server.get(transaction_id)
         if tx is None:
             raise LocalError(f"no server transaction {transaction_id}")
-        if response.status >= 200 and tx.request.method == "INVITE":
-            self._forget_merge(tx.request, tx.id)
-        tx.respond(response, now)
-        self._drain(tx, now)
+        if response.status >= 200 and isinstance(tx, ServerInvite):
+            self._forget_merge(tx.id)
+        self._answer(tx, response, now)
 
     def send_request(
         self, request: Request, flow: Flow, now: float, *, sent_by: str | None = None
@@ -236,6 +244,7 @@ class SipEndpoint:
         ):
             return None
         original = invite.request
+        assert original is not None  # only a transaction that waits out a timer lets it go
         headers = Headers()
         headers.add("Via", original.headers.get("via") or "")
         for name, value in original.headers:
@@ -297,10 +306,21 @@ class SipEndpoint:
             self._timer_seq += 1
             heapq.heappush(self._timers, (tx.deadline, self._timer_seq, tx.id))
 
+    def _answer(self, tx: ServerInvite | ServerNonInvite, response: Response, now: float) -> None:
+        # Stamped before the transaction sees it: a final is serialised there, once, and the
+        # bytes sent again for retransmitted requests must be the ones sent first.
+        self._stamp(response)
+        tx.respond(response, now)
+        self._drain(tx, now)
+
     def _drain(self, tx: Transaction, now: float) -> None:
         flow = self._flows[tx.id]
         for message in tx.outgoing:
-            if isinstance(message, Response):
+            if isinstance(message, Wire):
+                if message.status is not None:
+                    self.counters.responses[message.status] += 1
+                self._out.append(Transmission(message.data, flow))
+            elif isinstance(message, Response):
                 self._send_response(message, flow)
             else:
                 self._out.append(Transmission(message.to_bytes(), flow))
@@ -311,7 +331,7 @@ class SipEndpoint:
             self._server.pop(tx.id, None)
             self._client.pop(tx.id, None)
             self._flows.pop(tx.id, None)
-            self._forget_merge(tx.request, tx.id)
+            self._forget_merge(tx.id)
         else:
             self._schedule(tx)
 
@@ -384,8 +404,7 @@ class SipEndpoint:
         merged = self._merged(request, tid, now)
         tx = self._new_server(tid, request, flow, now)
         if merged:
-            tx.respond(request.response(482, to_tag=self.new_token()), now)
-            self._drain(tx, now)
+            self._answer(tx, request.response(482, to_tag=self.new_token()), now)
             return
         self._events.append(RequestReceived(request, tid, flow))
 
@@ -396,13 +415,16 @@ class SipEndpoint:
         response = request.response(verdict.status, to_tag=self.new_token())
         if verdict.retry_after is not None:
             response.headers.add("Retry-After", str(verdict.retry_after))
-        self._send_response(response, flow)
+        self._send_response(response, response_flow(response.top_via, flow))
 
-    def _send_response(self, response: Response, flow: Flow) -> None:
+    def _stamp(self, response: Response) -> None:
         if self.agent and response.headers.get("server") is None:  # retransmissions have it
             response.headers.add("Server", self.agent)
+
+    def _send_response(self, response: Response, destination: Flow) -> None:
+        self._stamp(response)
         self.counters.responses[response.status] += 1
-        self._out.append(Transmission(response.to_bytes(), response_flow(response, flow)))
+        self._out.append(Transmission(response.to_bytes(), destination))
 
     def _new_server(
         self, tid: str, request: Request, flow: Flow, now: float
@@ -410,7 +432,7 @@ class SipEndpoint:
         cls = ServerInvite if request.method == "INVITE" else ServerNonInvite
         tx = cls(tid, request, flow.reliable, self.timers)
         self._server[tid] = tx
-        self._flows[tid] = flow
+        self._flows[tid] = response_flow(request.top_via, flow)
         tx.start(now)
         self._drain(tx, now)
         return tx
@@ -421,14 +443,12 @@ class SipEndpoint:
         invite_id = tid.rsplit("|", 1)[0] + "|INVITE"
         invite = self._server.get(invite_id)
         if isinstance(invite, ServerInvite) and invite.state is State.PROCEEDING:
-            tx.respond(request.response(200, to_tag=None), now)
-            self._drain(tx, now)
+            self._answer(tx, request.response(200, to_tag=None), now)
             self._events.append(CancelReceived(invite_id, request))
         else:
-            tx.respond(request.response(481), now)
-            self._drain(tx, now)
+            self._answer(tx, request.response(481), now)
 
-    def _merge_key(self, request: Request) -> tuple[str, str, int, str]:
+    def _merge_key(self, request: Request) -> MergeKey:
         return (request.from_.tag or "", request.call_id, request.cseq.number, request.method)
 
     def _merged(self, request: Request, tid: str, now: float) -> bool:
@@ -440,10 +460,10 @@ class SipEndpoint:
         if seen is not None and seen[0] != tid:
             return True
         self._merge[key] = (tid, now + _MERGE_MEMORY)
+        self._merge_keys[tid] = key
         return False
 
-    def _forget_merge(self, request: Request, tid: str) -> None:
-        key = self._merge_key(request)
-        seen = self._merge.get(key)
-        if seen is not None and seen[0] == tid:
+    def _forget_merge(self, tid: str) -> None:
+        key = self._merge_keys.pop(tid, None)
+        if key is not None and (seen := self._merge.get(key)) is not None and seen[0] == tid:
             del self._merge[key]

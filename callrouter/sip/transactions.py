@@ -10,6 +10,10 @@ Rules of this file:
 - Timers keep the RFC's letters. Over reliable transports retransmission timers are never armed
   and the wait timers D, I, J, K are zero (§17.1.1.2, §17.1.2.2, §17.2.1, §17.2.2).
 - Terminated holds no timer: ``deadline`` is None from then on.
+- A state that only waits out a timer (Completed and Accepted, Confirmed) keeps what it may still
+  send, serialised once as a ``Wire``, and lets the parsed request and responses go: thousands of
+  transactions wait at once under load, and a full garbage collection walks every object each
+  one holds (29-36 with their messages, 4-5 without: bench/waiting_transactions.py).
 - A transport failure (a connection refused, a TLS peer whose certificate fails verification)
   ends a client transaction still waiting for its final response at once, handing the layer
   above a 503 made here: §8.1.3.1 and §17.1.4 (the "Transport Err." arcs of Figures 5, 6).
@@ -34,6 +38,7 @@ __all__ = [
     "State",
     "Timers",
     "Transaction",
+    "Wire",
     "ack_for",
 ]
 
@@ -67,18 +72,35 @@ class State(Enum):
 TransactionEvent = TransactionTimedOut | TransactionTerminated
 
 
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """A message serialised once: what a transaction that only waits sends, first and again."""
+
+    data: bytes
+    """The message as it goes on the wire."""
+    status: int | None
+    """The status of a response, for the endpoint's counters; None for a request (an ACK)."""
+
+
 @dataclass(eq=False)
 class Transaction:
     """What all four machines share: identity, timers, outputs."""
 
     id: str
-    request: Request
+    request: Request | None
+    """The request, until the transaction only waits out a timer (then None)."""
     reliable: bool
     timers: Timers
     state: State = State.TERMINATED
-    outgoing: list[Message] = field(default_factory=list)
+    outgoing: list[Message | Wire] = field(default_factory=list)
     events: list[TransactionEvent] = field(default_factory=list)
     last_response: Response | None = None
+    """A server transaction's provisional, sent again for a retransmitted request (Proceeding)."""
+    method: str = field(init=False, default="")
+    """The request's method, kept once the request is let go (Timer H reports it)."""
+    _wire: Wire | None = None
+    """What a waiting state sends again: the final response of a server transaction while
+    Completed, the ACK of an INVITE client transaction's non-2xx final while Completed."""
     _deadlines: dict[str, float] = field(default_factory=dict)
     _intervals: dict[str, float] = field(default_factory=dict)
     _passed: Response | None = None
@@ -87,6 +109,9 @@ class Transaction:
     """(state, input) -> the name of the method that handles it. One table per class, not per
     transaction: building bound methods for every new transaction was a measurable share of the
     call path in a py-spy profile of serve under load."""
+
+    def __post_init__(self) -> None:
+        self.method = self._request().method
 
     @property
     def deadline(self) -> float | None:
@@ -131,6 +156,29 @@ class Transaction:
             self._intervals[name] = self.timers.t1
             self._arm(name, now, self.timers.t1)
 
+    def _request(self) -> Request:
+        """The request, which only the states that still work on it hold."""
+        if self.request is None:
+            raise LocalError(f"{type(self).__name__}: no request left in {self.state.value}")
+        return self.request
+
+    def _only_wait(self, resend: Message | None = None) -> None:
+        """Entering a state that only waits: keep ``resend`` as bytes (and send it now), let go
+        of the parsed messages. The bytes are the ones sent first, so a peer that asks again
+        gets a byte-identical answer, without serialising it again."""
+        self.request = self.last_response = None
+        self._wire = None
+        if resend is not None:
+            status = resend.status if isinstance(resend, Response) else None
+            self._wire = Wire(resend.to_bytes(), status)
+            self.outgoing.append(self._wire)
+
+    def _send_again(self, now: float, response: Response | None = None) -> None:
+        """What a waiting state answers with: ``response`` is the retransmitted final that
+        asked for it (a client), or None (a server's retransmitted request, Timer G)."""
+        if self._wire is not None:
+            self.outgoing.append(self._wire)
+
     def _terminate(self, now: float) -> None:
         self.state = State.TERMINATED
         self._deadlines.clear()
@@ -138,7 +186,7 @@ class Transaction:
         self.events.append(TransactionTerminated(self.id))
 
     def _time_out(self, now: float) -> None:
-        self.events.append(TransactionTimedOut(self.id, self.request.method))
+        self.events.append(TransactionTimedOut(self.id, self.method))
         self._terminate(now)
 
     def transport_failed(self, reason: str, now: float) -> Response | None:
@@ -149,10 +197,19 @@ class Transaction:
         """
         self._passed = None
         self._dispatch("transport_error", now, reason, peer=True)
-        return self._passed
+        passed, self._passed = self._passed, None
+        return passed
+
+    def _receive(self, kind: str, response: Response, now: float) -> bool:
+        """Feed a response to a client machine; True when the layer above must see it. Nothing
+        keeps it afterwards: a 2xx retransmission in Accepted goes up and is forgotten here."""
+        self._passed = None
+        self._dispatch(kind, now, response, peer=True)
+        passed, self._passed = self._passed, None
+        return passed is response
 
     def _transport_failed(self, now: float, reason: str) -> None:
-        self._passed = self.last_response = self.request.response(503, reason)
+        self._passed = self._request().response(503, reason)
         self._terminate(now)
 
 
@@ -182,17 +239,13 @@ class ClientInvite(Transaction):
 
     def start(self, now: float) -> None:
         self.state = State.CALLING
-        self.outgoing.append(self.request)
+        self.outgoing.append(self._request())
         self._start_retransmit("A", now)
         self._arm("B", now, 64 * self.timers.t1)
 
-    _ack: Request | None = None
-
     def receive_response(self, response: Response, now: float) -> bool:
         """Feed a response; True when the layer above must see it."""
-        self._passed = None
-        self._dispatch(_response_class(response), now, response, peer=True)
-        return self._passed is response
+        return self._receive(_response_class(response), response, now)
 
     TRANSITIONS: ClassVar[dict[tuple[State, str], str]] = {
         (State.CALLING, "timer_A"): "_retransmit",
@@ -206,7 +259,7 @@ class ClientInvite(Transaction):
         (State.ACCEPTED, "timer_M"): "_terminate",
         (State.CALLING, "final_error"): "_rejected",
         (State.PROCEEDING, "final_error"): "_rejected",
-        (State.COMPLETED, "final_error"): "_resend_ack",
+        (State.COMPLETED, "final_error"): "_send_again",
         (State.COMPLETED, "timer_D"): "_terminate",
         (State.CALLING, "transport_error"): "_transport_failed",
         (State.PROCEEDING, "transport_error"): "_transport_failed",
@@ -214,37 +267,35 @@ class ClientInvite(Transaction):
 
     def _retransmit(self, now: float) -> None:
         # Timer A doubles on every retransmission with no T2 cap for INVITE (§17.1.1.2).
-        self.outgoing.append(self.request)
+        self.outgoing.append(self._request())
         self._intervals["A"] *= 2
         self._arm("A", now, self._intervals["A"])
 
     def _pass_up(self, now: float, response: Response) -> None:
-        self._passed = self.last_response = response
+        self._passed = response
 
     def _provisional(self, now: float, response: Response) -> None:
         self.state = State.PROCEEDING
         self._disarm("A", "B")
         self._arm("C", now, self.timers.c)
-        self._passed = self.last_response = response
+        self._passed = response
 
     def _accepted(self, now: float, response: Response) -> None:
-        # RFC 6026 §7.2: stay to pass 2xx retransmissions up (each needs its ACK from the TU).
+        # RFC 6026 §7.2: stay to pass 2xx retransmissions up (each needs its ACK from the TU);
+        # the TU builds those ACKs from its dialog, so nothing of the INVITE is needed here.
         self.state = State.ACCEPTED
         self._disarm("A", "B", "C")
         self._arm("M", now, 64 * self.timers.t1)
-        self._passed = self.last_response = response
+        self._passed = response
+        self._only_wait()
 
     def _rejected(self, now: float, response: Response) -> None:
+        # §17.1.1.3: a retransmitted final response gets the same ACK again, so keep its bytes.
         self.state = State.COMPLETED
         self._disarm("A", "B", "C")
-        self._ack = ack_for(self.request, response)
-        self.outgoing.append(self._ack)
+        self._only_wait(ack_for(self._request(), response))
         self._wait("D", now, max(32.0, 64 * self.timers.t1))
-        self._passed = self.last_response = response
-
-    def _resend_ack(self, now: float, response: Response) -> None:
-        if self._ack is not None:
-            self.outgoing.append(self._ack)
+        self._passed = response
 
 
 @dataclass(eq=False)
@@ -253,16 +304,13 @@ class ClientNonInvite(Transaction):
 
     def start(self, now: float) -> None:
         self.state = State.TRYING
-        self.outgoing.append(self.request)
+        self.outgoing.append(self._request())
         self._start_retransmit("E", now)
         self._arm("F", now, 64 * self.timers.t1)
 
     def receive_response(self, response: Response, now: float) -> bool:
         """Feed a response; True when the layer above must see it."""
-        self._passed = None
-        kind = "1xx" if response.status < 200 else "final"
-        self._dispatch(kind, now, response, peer=True)
-        return self._passed is response
+        return self._receive("1xx" if response.status < 200 else "final", response, now)
 
     TRANSITIONS: ClassVar[dict[tuple[State, str], str]] = {
         (State.TRYING, "timer_E"): "_retransmit",
@@ -280,7 +328,7 @@ class ClientNonInvite(Transaction):
 
     def _retransmit(self, now: float) -> None:
         # In Trying E doubles up to T2; in Proceeding it is T2 (§17.1.2.2).
-        self.outgoing.append(self.request)
+        self.outgoing.append(self._request())
         if self.state is State.PROCEEDING:
             interval = self.timers.t2
         else:
@@ -290,13 +338,15 @@ class ClientNonInvite(Transaction):
 
     def _provisional(self, now: float, response: Response) -> None:
         self.state = State.PROCEEDING
-        self._passed = self.last_response = response
+        self._passed = response
 
     def _completed(self, now: float, response: Response) -> None:
+        # §17.1.2.2: Completed only absorbs retransmitted finals until K; nothing is sent again.
         self.state = State.COMPLETED
         self._disarm("E", "F")
         self._wait("K", now, self.timers.t4)
-        self._passed = self.last_response = response
+        self._passed = response
+        self._only_wait()
 
 
 @dataclass(eq=False)
@@ -306,7 +356,7 @@ class ServerInvite(Transaction):
     def start(self, now: float) -> None:
         # The transaction layer answers 100 at once so the carrier stops retransmitting (§17.2.1).
         self.state = State.PROCEEDING
-        trying = self.request.response(100)
+        trying = self._request().response(100)
         self.last_response = trying
         self.outgoing.append(trying)
 
@@ -319,53 +369,58 @@ class ServerInvite(Transaction):
         self._dispatch(_response_class(response), now, response, peer=False)
 
     TRANSITIONS: ClassVar[dict[tuple[State, str], str]] = {
-        (State.PROCEEDING, "request"): "_resend",
+        (State.PROCEEDING, "request"): "_resend_provisional",
         (State.PROCEEDING, "1xx"): "_send_provisional",
         (State.PROCEEDING, "2xx"): "_send_2xx",
-        (State.ACCEPTED, "2xx"): "_send",
+        (State.ACCEPTED, "2xx"): "_pass_down",
         (State.ACCEPTED, "timer_L"): "_terminate",
         (State.PROCEEDING, "final_error"): "_send_final",
-        (State.COMPLETED, "request"): "_resend",
+        (State.COMPLETED, "request"): "_send_again",
         (State.COMPLETED, "timer_G"): "_retransmit",
         (State.COMPLETED, "timer_H"): "_time_out",
         (State.COMPLETED, "ack"): "_confirmed",
         (State.CONFIRMED, "timer_I"): "_terminate",
     }
 
-    def _resend(self, now: float) -> None:
+    def _resend_provisional(self, now: float) -> None:
         if self.last_response is not None:
             self.outgoing.append(self.last_response)
 
-    def _send(self, now: float, response: Response) -> None:
-        self.last_response = response
+    def _pass_down(self, now: float, response: Response) -> None:
         self.outgoing.append(response)
 
     def _send_provisional(self, now: float, response: Response) -> None:
-        self._send(now, response)
+        self.last_response = response
+        self.outgoing.append(response)
 
     def _send_2xx(self, now: float, response: Response) -> None:
         # RFC 6026 §8.5: Accepted absorbs INVITE retransmissions; the 2xx itself is retransmitted
-        # by the dialog layer above until the ACK arrives (§13.3.1.4).
+        # by the dialog layer above until the ACK arrives (§13.3.1.4), so nothing is kept.
         self.state = State.ACCEPTED
-        self._send(now, response)
+        self.outgoing.append(response)
         self._arm("L", now, 64 * self.timers.t1)
+        self._only_wait()
 
     def _send_final(self, now: float, response: Response) -> None:
+        # Completed sends the final again on Timer G and for each retransmitted INVITE until
+        # the ACK; Timer H reports the method alone.
         self.state = State.COMPLETED
-        self._send(now, response)
+        self._only_wait(response)
         self._start_retransmit("G", now)
         self._arm("H", now, 64 * self.timers.t1)
 
     def _retransmit(self, now: float) -> None:
-        self._resend(now)
+        self._send_again(now)
         interval = min(2 * self._intervals["G"], self.timers.t2)
         self._intervals["G"] = interval
         self._arm("G", now, interval)
 
     def _confirmed(self, now: float) -> None:
+        # Confirmed only absorbs ACK retransmissions until I: nothing left to send.
         self.state = State.CONFIRMED
         self._disarm("G", "H")
         self._wait("I", now, self.timers.t4)
+        self._only_wait()
 
 
 @dataclass(eq=False)
@@ -388,12 +443,12 @@ class ServerNonInvite(Transaction):
         (State.PROCEEDING, "1xx"): "_provisional",
         (State.TRYING, "final"): "_completed",
         (State.PROCEEDING, "final"): "_completed",
-        (State.PROCEEDING, "request"): "_resend",
-        (State.COMPLETED, "request"): "_resend",
+        (State.PROCEEDING, "request"): "_resend_provisional",
+        (State.COMPLETED, "request"): "_send_again",
         (State.COMPLETED, "timer_J"): "_terminate",
     }
 
-    def _resend(self, now: float) -> None:
+    def _resend_provisional(self, now: float) -> None:
         if self.last_response is not None:
             self.outgoing.append(self.last_response)
 
@@ -403,7 +458,7 @@ class ServerNonInvite(Transaction):
         self.outgoing.append(response)
 
     def _completed(self, now: float, response: Response) -> None:
+        # Completed answers each retransmitted request with this final until J (§17.2.2).
         self.state = State.COMPLETED
-        self.last_response = response
-        self.outgoing.append(response)
+        self._only_wait(response)
         self._wait("J", now, 64 * self.timers.t1)

@@ -1,5 +1,6 @@
-"""Property tests: the parser only ever raises its own error, serialising is stable, and no
-transaction keeps a timer once it has terminated."""
+"""Property tests: the parser only ever raises its own error, serialising is stable, no
+transaction keeps a timer once it has terminated, and none holds its parsed request or
+responses while it only waits out a timer (Completed, Accepted, Confirmed)."""
 
 from __future__ import annotations
 
@@ -94,6 +95,8 @@ def test_transactions_never_keep_a_timer_after_terminating(
         feed(tx, what, request, now)
         if tx.state is State.TERMINATED:
             assert tx.deadline is None
+        if tx.state in (State.COMPLETED, State.ACCEPTED, State.CONFIRMED):
+            assert tx.request is None and tx.last_response is None
     for _ in range(200):
         if tx.deadline is None:
             break

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from callrouter.sip.events import TransactionTerminated, TransactionTimedOut
-from callrouter.sip.message import Request, Response
+from callrouter.sip.message import Request, Response, parse_message
 from callrouter.sip.transactions import (
     ClientInvite,
     ClientNonInvite,
@@ -12,6 +12,7 @@ from callrouter.sip.transactions import (
     State,
     Timers,
     Transaction,
+    Wire,
 )
 from tests.sip.messages import answer, invite, options
 
@@ -34,7 +35,7 @@ def run_until_quiet(tx: Transaction, now: float, limit: int = 100) -> list[tuple
 
 
 def sent_times(log: list[tuple[float, object]]) -> list[float]:
-    return [t for t, item in log if isinstance(item, Request | Response)]
+    return [t for t, item in log if isinstance(item, Request | Response | Wire)]
 
 
 def test_client_invite_timer_a_doubles_until_timer_b_over_udp() -> None:
@@ -71,14 +72,17 @@ def test_client_invite_error_response_is_acked_and_absorbed_for_timer_d() -> Non
     assert tx.state is State.PROCEEDING and tx.armed_timers == frozenset({"C"})
     busy = answer(request, 486)
     assert tx.receive_response(busy, 1.0) is True
-    (ack,) = tx.outgoing
+    # Completed keeps only the ACK, serialised once (the same bytes each time it goes).
+    (sent,) = tx.outgoing
+    assert isinstance(sent, Wire) and sent.status is None
+    ack = parse_message(sent.data)
     assert isinstance(ack, Request) and ack.method == "ACK"
     assert ack.headers.get("via") == request.headers.get("via")
     assert ack.to.tag == "tt1" and ack.cseq.number == request.cseq.number
     tx.outgoing.clear()
     # A retransmitted 486 is answered with the same ACK and not passed up again.
     assert tx.receive_response(busy, 2.0) is False
-    assert tx.outgoing == [ack]
+    assert tx.outgoing == [sent]
     tx.outgoing.clear()
     log = run_until_quiet(tx, 2.0)
     assert log == [(33.0, TransactionTerminated("c1"))]
@@ -176,7 +180,7 @@ def test_server_invite_without_ack_gives_up_at_timer_h() -> None:
     tx.outgoing.clear()
     log = run_until_quiet(tx, 0.0)
     assert sent_times(log) == [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
-    assert [e for _, e in log if not isinstance(e, Response)] == [
+    assert [e for _, e in log if not isinstance(e, Response | Wire)] == [
         TransactionTimedOut("s1", "INVITE"),
         TransactionTerminated("s1"),
     ]
@@ -204,7 +208,8 @@ def test_server_non_invite_absorbs_until_answered_then_repeats_for_timer_j() -> 
     ok = answer(request, 200)
     tx.respond(ok, 0.6)
     tx.receive_request(request, 1.0)
-    assert tx.outgoing == [ok, ok]
+    # Completed keeps only the final's bytes: the ones sent first, sent again.
+    assert tx.outgoing == [Wire(ok.to_bytes(), 200)] * 2
     tx.outgoing.clear()
     assert run_until_quiet(tx, 1.0) == [(32.6, TransactionTerminated("s2"))]
 
