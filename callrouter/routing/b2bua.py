@@ -445,11 +445,11 @@ class B2bua:
         log.info(
             f"call: {call.id} to {call.number.e164} ended {finished.disposition} "
             f"(by {finished.hangup_by}: {finished.reason}; {call.attempts} attempt(s)) "
-            f"Call-ID {call.request.call_id}",
+            f"Call-ID {call.sip_call_id}",
             extra={
                 "event": "call.ended",
                 "call_id": str(call.id),
-                "sip_call_id": call.request.call_id,
+                "sip_call_id": call.sip_call_id,
                 "client_id": str(call.number.client_id),
                 "tracking_number": call.number.e164,
                 "disposition": finished.disposition,

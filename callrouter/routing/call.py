@@ -93,7 +93,10 @@ class Call:
 
     id: uuid.UUID
     number: Number
-    request: Request
+    request: Request | None
+    """The caller's INVITE while the call is routed and answered; None once the caller has
+    ACKed our 2xx: what reads it after (the in-dialog requests, the call's end) reads the
+    dialogs, and a live call's parse would only be walked by every full collection."""
     tid: str
     flow: Flow
     local_tag: str
@@ -143,6 +146,12 @@ class Call:
     """The announcement waiting for the call's media ports."""
     refs: set[int] = field(default_factory=set)
     """Requests of this call the controller waits on (branches, relayed requests)."""
+    sip_call_id: str = field(init=False)
+    """The caller's Call-ID (the call's log line names it when the call ends)."""
+
+    def __post_init__(self) -> None:
+        assert self.request is not None, "a call starts with the caller's INVITE"
+        self.sip_call_id = self.request.call_id
 
 
 @dataclass(eq=False)

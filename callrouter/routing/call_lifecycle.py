@@ -245,6 +245,7 @@ class CallLifecycle:
             self._emit(ObserveDialled(self._now - call.arrived))
 
     def _answer_caller(self, call: Call, status: int) -> None:
+        assert call.request is not None  # a call is refused or cancelled only while routed
         try:
             answer = call.request.response(status, None, to_tag=call.local_tag)
         except SipError as exc:

@@ -46,6 +46,7 @@ class CallMedia(CallLifecycle):
             reason = call.record_refusal
         elif self.media is not None:
             nat = call.trunk.nat if call.trunk is not None else False
+            assert call.request is not None  # anchored before it is dialled
             call.callee_offer, reason = self.media.offer(str(call.id), call.request.body, nat=nat)
             call.anchored = reason is None
         if reason is not None:

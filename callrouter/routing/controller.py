@@ -151,7 +151,7 @@ class Controller(Forking):
                 number_id=number.id,
                 tracking_number=number.e164,
                 caller_number=call.caller_number,
-                sip_call_id=call.request.call_id,
+                sip_call_id=call.sip_call_id,
                 trunk=call.trunk.name if call.trunk is not None else None,
                 dialplan=number.dialplan,
                 session_id=call.session_id,
@@ -217,6 +217,7 @@ class Controller(Forking):
             self._next_step(call)  # unheard: the prompt's media would not reach the caller
             return
         sdp, codec = self.media.early_answer(str(call.id))
+        assert call.request is not None  # routed, so not ACKed
         progress = dialog_response(call.request, 183, call.local_tag)
         progress.headers.add("Contact", f"<{self._contact(call.flow)}>")
         progress.headers.add("Content-Type", "application/sdp")

@@ -145,6 +145,7 @@ class Forking(DialogKeepalives):
                 # provisional response), so a late answer is still heard and settled.
                 self._refs[branch.ref] = (call, Abandoned(branch.request, branch.flow))
         flow = branch.flow = branch.targets.pop(0)
+        assert call.request is not None  # only a call being routed sends INVITEs
         branch.request = outbound_invite(
             call.request,
             branch.uri,
@@ -326,6 +327,7 @@ class Forking(DialogKeepalives):
         branch.state = next_branch_state(branch.state, BranchInput.PROVISIONAL)
         relayed = 183 if response.body else 180
         if not call.ringing or response.body:
+            assert call.request is not None  # routed, so not ACKed
             answer = dialog_response(call.request, relayed, call.local_tag)
             answer.headers.add("Contact", f"<{self._contact(call.flow)}>")
             if response.body:
@@ -360,6 +362,7 @@ class Forking(DialogKeepalives):
         self._stop_timer(call, "ring")
         self._cancel_branches(call)
         self._record(AttemptAnswered(call.id, branch.seq, self._wall))
+        assert call.request is not None  # routed, so not ACKed
         ok = dialog_response(call.request, 200, call.local_tag)
         ok.headers.add("Contact", f"<{self._contact(call.flow)}>")
         ok.headers.add("Allow", allow_towards(response.headers))

@@ -6,7 +6,7 @@ session timer each 2xx to a re-INVITE or UPDATE restarts (routing/session_timers
 from __future__ import annotations
 
 from callrouter.routing.actions import Respond, SendStateless
-from callrouter.routing.call import Relay
+from callrouter.routing.call import Call, Relay
 from callrouter.routing.call_media import CallMedia
 from callrouter.routing.outbound import ack_request
 from callrouter.routing.session_timers import (
@@ -34,6 +34,17 @@ class InDialogRelay(CallMedia):
             call.repeater.ack()
             call.repeater = None
             self._stop_timer(call, "answer")
+            self._settled(call)
+
+    def _settled(self, call: Call) -> None:
+        """The caller ACKed our 2xx: the call is up, maybe for hours, and every full collection
+        walks what it holds. Nothing reads the caller's INVITE any more (a CANCEL is too late,
+        the call is answered, the dialogs carry the in-dialog requests and the call's end), so
+        it goes. Our INVITE to the callee is still read (the ACK of a 2xx sent again, a second
+        2xx from a downstream fork), seldom: only its parses go, made again if asked for."""
+        call.request = None
+        if call.callee is not None and call.callee.request is not None:
+            call.callee.request.headers.forget_parsed()
 
     def _in_dialog(self, tid: str, request: Request) -> None:
         """BYE, re-INVITE, UPDATE, INFO on one leg: answered, or relayed to the other leg."""

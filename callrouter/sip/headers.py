@@ -246,6 +246,11 @@ class Headers:
         parses[parse] = result
         return result
 
+    def forget_parsed(self) -> None:
+        """Let every kept parse go; each is made again if asked for. For a message held long
+        after it was last read, whose parses every full garbage collection would walk."""
+        self._parsed = {}  # a new empty dict: the collector does not track it
+
     def count(self, name: str) -> int:
         """How many fields carry this name (list headers count once per field)."""
         return self._keys.count(canonical_name(name))

@@ -141,6 +141,9 @@ class Peers:
     actions: list[Action] = field(default_factory=list)
     dialogs: dict[str, Dialog] = field(default_factory=dict)
     """The peers' own dialogs."""
+    carrier_invites: dict[str, Request] = field(default_factory=dict)
+    """The carrier's INVITEs by our server transaction: the carrier keeps its own (the
+    controller lets its copy go once the call is up)."""
 
     # -- driving -------------------------------------------------------------------------------
 
@@ -220,6 +223,7 @@ class Peers:
             caller_number="+447700900123",
             presented_number="+447700900123",
         )
+        self.carrier_invites[call.tid] = request
         self.feed(CallArrived(call))
         return call
 
@@ -275,7 +279,8 @@ class Peers:
         key = f"carrier-{call.tid}"
         if key not in self.dialogs:
             ok = next(r for r in self.answers[call.tid] if r.status == 200)
-            self.dialogs[key] = Dialog.as_uac(call.request, ok, "sip:gw@198.51.100.7:5060")
+            invite = self.carrier_invites[call.tid]
+            self.dialogs[key] = Dialog.as_uac(invite, ok, "sip:gw@198.51.100.7:5060")
         return self.dialogs[key]
 
     def carrier_acks(self, call: Call) -> None:

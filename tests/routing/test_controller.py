@@ -40,7 +40,7 @@ def answered(peers: Peers) -> tuple[int, Request]:
     peers.reply(ref, 180)
     peers.reply(ref, 200)
     peers.carrier_acks(call)
-    return ref, call.request
+    return ref, peers.carrier_invites[call.tid]
 
 
 def test_the_first_2xx_wins_and_the_other_fork_is_cancelled() -> None:
@@ -147,7 +147,7 @@ def test_no_ack_for_our_2xx_ends_both_legs() -> None:
     assert len(repeated) >= 5 and {getattr(m, "status", None) for m in repeated} == {200}
     byes = peers.sent("BYE")
     assert {b.request.call_id for b in byes} == {
-        call.request.call_id,
+        call.sip_call_id,
         peers.invites[ref].request.call_id,
     }
     (end,) = peers.ends()
@@ -299,7 +299,7 @@ def test_a_re_invite_is_relayed_both_ways() -> None:
     # The destination re-INVITEs back.
     peers.in_dialog(pbx, "INVITE", "pbx-reinvite", b"v=0 sendrecv\r\n")
     back = peers.requests[-1]
-    assert back.request.call_id == call.request.call_id and back.flow == CARRIER
+    assert back.request.call_id == call.sip_call_id and back.flow == CARRIER
     assert back.ref is not None
     peers.feed(Responded(back.ref, back.request.response(488)))
     assert [r.status for r in peers.answers["pbx-reinvite"]] == [488]

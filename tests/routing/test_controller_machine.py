@@ -85,7 +85,7 @@ class OneCall(RuleBasedStateMachine):
     def legs_up(self) -> tuple[bool, list[str]]:
         """(the caller's leg is up, the Call-IDs of destination legs up)."""
         byes = {s.request.call_id for s in self.peers.sent("BYE")} | self.hung_up
-        caller = self.call.request.call_id
+        caller = self.call.sip_call_id
         caller_up = 200 in self.peers.caller_statuses(self.call) and caller not in byes
         return caller_up, [cid for cid in self.answered.values() if cid not in byes]
 

@@ -45,7 +45,7 @@ def options(p: Peers, call: Call, ref: int) -> tuple[list[SendRequest], list[Sen
     sent = p.sent("OPTIONS")
     callee_id = p.invites[ref].request.call_id
     return (
-        [s for s in sent if s.request.call_id == call.request.call_id],
+        [s for s in sent if s.request.call_id == call.sip_call_id],
         [s for s in sent if s.request.call_id == callee_id],
     )
 
@@ -59,7 +59,7 @@ def answer(p: Peers, sent: SendRequest, status: int) -> None:
 def byes(p: Peers, call: Call, ref: int) -> tuple[int, int]:
     """BYEs sent (to the caller, to the destination)."""
     return (
-        len(p.byes_to(call.request.call_id)),
+        len(p.byes_to(call.sip_call_id)),
         len(p.byes_to(p.invites[ref].request.call_id)),
     )
 
@@ -253,7 +253,7 @@ def test_the_cseq_counts_on_across_relayed_requests() -> None:
     pbx = p.pbx_dialog(ref)
     p.feed(InDialogRequest("pbx-info", pbx.request("INFO")))
     relayed = p.requests[-1]
-    assert relayed.request.call_id == call.request.call_id and relayed.request.cseq.number == 1
+    assert relayed.request.call_id == call.sip_call_id and relayed.request.cseq.number == 1
     p.advance(30)
     (to_caller,), _ = options(p, call, ref)
     assert to_caller.request.cseq.number == 2

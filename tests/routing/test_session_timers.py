@@ -78,7 +78,7 @@ def refresh(
 def byes(peers: Peers, call: Call, ref: int) -> tuple[int, int]:
     """BYEs sent (to the caller, to the destination)."""
     return (
-        len(peers.byes_to(call.request.call_id)),
+        len(peers.byes_to(call.sip_call_id)),
         len(peers.byes_to(peers.invites[ref].request.call_id)),
     )
 
@@ -200,7 +200,7 @@ def test_without_a_refresh_both_legs_get_bye_before_the_session_expires() -> Non
     p.advance(59.9)
     assert byes(p, call, ref) == (0, 0)
     p.advance(0.2)
-    caller_bye, pbx_bye = p.byes_to(call.request.call_id), p.byes_to(p.invites[ref].request.call_id)
+    caller_bye, pbx_bye = p.byes_to(call.sip_call_id), p.byes_to(p.invites[ref].request.call_id)
     assert len(caller_bye) == 1 and caller_bye[0].to.tag == "carrier"
     assert len(pbx_bye) == 1 and pbx_bye[0].to.tag == "pbx"
     assert ended(p) == [("answered", "system", "session expired")]
@@ -212,7 +212,7 @@ def test_an_update_from_the_destination_refreshes_too() -> None:
     pbx = p.pbx_dialog(ref)
     p.advance(50)
     relayed, answer = refresh(p, pbx, "UPDATE")
-    assert relayed.call_id == call.request.call_id  # it went to the caller's leg
+    assert relayed.call_id == call.sip_call_id  # it went to the caller's leg
     assert answer.status == 200
     p.advance(50)  # 100 s after the answer, 50 after the UPDATE
     assert byes(p, call, ref) == (0, 0) and call.state is CallState.ANSWERED
