@@ -5,12 +5,22 @@ destination located, 180, 200, the caller's ACK and its BYE (what a plain answer
 it). The reference, measured in the same run, is the SIP core parsing the carrier's INVITE once
 (the least any call costs). Printed: microseconds per call for each, and their ratio.
 
-usage: python3 bench/call_controller.py [--calls 20000]
+With ``--up N``, N calls are answered and ACKed and left up instead (what a node with long
+calls holds), and printed are the objects the cyclic garbage collector tracks per call up and
+the CPU time of a full collection with them up. ``--before DIR`` (a ``git archive`` of another
+tree, e.g. main) measures that tree's controller first, in a process of its own, then this one.
+
+usage: python3 bench/call_controller.py [--calls 20000] [--up 6000 [--before DIR]]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -18,7 +28,8 @@ from pathlib import Path
 from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# With --before, a child process imports the controller of the tree named in CONTROLLER_TREE.
+sys.path.insert(0, os.environ.get("CONTROLLER_TREE", str(ROOT)))
 
 from callrouter.routing.actions import Respond, SendRequest  # noqa: E402
 from callrouter.routing.call import Call  # noqa: E402
@@ -34,9 +45,10 @@ from callrouter.routing.events import (  # noqa: E402
 from callrouter.routing.trunks import Trunk  # noqa: E402
 from callrouter.sip.dialogs import Dialog  # noqa: E402
 from callrouter.sip.events import Flow  # noqa: E402
+from callrouter.sip.headers import parse_name_address  # noqa: E402
 from callrouter.sip.message import Request, parse_message  # noqa: E402
 from callrouter.sip.transactions import Timers  # noqa: E402
-from callrouter.sip.uri import SipUri  # noqa: E402
+from callrouter.sip.uri import SipUri, parse_uri  # noqa: E402
 from callrouter.store.ids import new_id  # noqa: E402
 from callrouter.store.numbers import Number  # noqa: E402
 
@@ -69,7 +81,11 @@ class Local:
         return "192.0.2.1"
 
 
-def one_call(controller: Controller, request: Request, number: Number, n: int) -> None:
+CARRIER_TRUNK = Trunk("carrier")
+
+
+def answer(controller: Controller, request: Request, number: Number, n: int) -> Dialog:
+    """Call ``n`` arrives, is answered and ACKed: the carrier's side of its dialog."""
     call = Call(
         id=new_id(),
         number=number,
@@ -80,7 +96,7 @@ def one_call(controller: Controller, request: Request, number: Number, n: int) -
         steps=[Step(Dial(("sip:desk@203.0.113.9:5070",)), Condition(), 1)],
         params={},
         record=False,
-        trunk=Trunk("carrier"),
+        trunk=CARRIER_TRUNK,  # serve's come from the configuration, one per carrier
     )
     controller.handle(CallArrived(call), 0.0, AT)
     uri = SipUri("203.0.113.9", "desk", None, 5070, {})
@@ -99,18 +115,81 @@ def one_call(controller: Controller, request: Request, number: Number, n: int) -
     ours = next(a.response for a in answered if isinstance(a, Respond) and a.response.status == 200)
     carrier = Dialog.as_uac(request, ours, "sip:gw@198.51.100.7:5060")
     controller.handle(AckArrived(carrier.request("ACK", cseq=1)), 0.3, AT)
+    return carrier
+
+
+def one_call(controller: Controller, request: Request, number: Number, n: int) -> None:
+    carrier = answer(controller, request, number, n)
     controller.handle(InDialogRequest(f"bye-{n}", carrier.request("BYE")), 1.0, AT)
     assert not controller.calls
+
+
+def tracked() -> int:
+    parse_uri.cache_clear()  # bounded and shared between calls: out of the count
+    parse_name_address.cache_clear()
+    gc.collect()
+    return len(gc.get_objects())
+
+
+def calls_up(calls: int, number: Number) -> dict[str, float]:
+    """Tracked objects per call up, and the median CPU time of a full collection (and the
+    objects it walks) with ``calls`` calls up."""
+    controller = Controller(Local(), Timers())
+    for n in range(50):
+        answer(controller, parse_message(invite(1_000_000 + n)), number, 1_000_000 + n)
+    wires = [invite(n) for n in range(calls)]
+    before = tracked()
+    for n, wire in enumerate(wires):
+        answer(controller, cast(Request, parse_message(wire)), number, n)
+    per_call = (tracked() - before) / calls
+    times = []
+    for _ in range(7):
+        started = time.process_time()
+        gc.collect()
+        times.append((time.process_time() - started) * 1000)
+    return {
+        "tracked objects per call up": per_call,
+        f"tracked objects, {calls} calls up": len(gc.get_objects()),
+        f"full collection, {calls} calls up (ms)": statistics.median(times),
+    }
+
+
+def compare(calls: int, before: Path | None) -> None:
+    """Each tree's figures from a process of its own, side by side."""
+    trees = [("this", ROOT)] if before is None else [("before", before), ("this", ROOT)]
+    results = {}
+    for label, tree in trees:
+        out = subprocess.run(
+            [sys.executable, __file__, "--json", "--up", str(calls)],
+            env={**os.environ, "CONTROLLER_TREE": str(tree.resolve())},
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        results[label] = json.loads(out)
+    print(f"{'':44}" + "".join(f"{label:>12}" for label, _ in trees))
+    for key in results["this"]:
+        print(f"{key:44}" + "".join(f"{results[label][key]:12,.1f}" for label, _ in trees))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20000)
-    calls = parser.parse_args().calls
+    parser.add_argument("--up", type=int, help="calls to answer and leave up (see above)")
+    parser.add_argument("--before", type=Path, help="a tree whose controller to measure first")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    calls = args.calls
     number = Number(
         new_id(), new_id(), "+441515550001", None, None, "default", {}, False,
         None, None, None, None, AT, AT,
     )  # fmt: skip
+    if args.json:
+        print(json.dumps(calls_up(args.up, number)))
+        return
+    if args.up is not None:
+        compare(args.up, args.before)
+        return
     wires = [invite(n) for n in range(calls)]
 
     started = time.process_time()
