@@ -49,6 +49,7 @@ from callrouter.routing.actions import (
 from callrouter.routing.anchoring import MediaAnchor
 from callrouter.routing.call import Call, Journal, TimerKey, static_attribution, webhook_data
 from callrouter.routing.call_states import CallState
+from callrouter.routing.call_timers import CallTimers
 from callrouter.routing.controller import Controller
 from callrouter.routing.dialplans import DialplanLibrary
 from callrouter.routing.events import (
@@ -135,13 +136,14 @@ class B2bua:
     _tids: dict[str, int] = field(default_factory=dict)
     """The controller's number of each of its requests by transaction id, and back."""
     _refs: dict[int, str] = field(default_factory=dict)
-    _timers: dict[TimerKey, Any] = field(default_factory=dict)
+    _timers: CallTimers = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
     _shutdown_byes: set[str] = field(default_factory=set)
     """The BYE transactions ``shut_down`` started that have no final answer yet."""
 
     def __post_init__(self) -> None:
+        self._timers = CallTimers(self.clock, self._fire)
         self.controller = Controller(
             self.service,
             self.service.endpoint.timers,
@@ -325,10 +327,9 @@ class B2bua:
                 if (gone := self._refs.pop(ref, None)) is not None:
                     self._tids.pop(gone, None)
             case StartTimer(key=key, delay=delay):
-                self._cancel_timer(key)
-                self._timers[key] = self.clock.callLater(delay, self._fire, key)
+                self._timers.start(key, delay)
             case CancelTimer(key=key):
-                self._cancel_timer(key)
+                self._timers.cancel(key)
             case Record(event=event):
                 self.journal.record(event)
             case Notify(call_id=call_id, client_id=client_id, event=name, data=data):
@@ -380,13 +381,7 @@ class B2bua:
             self.journal.record(raised)
 
     def _fire(self, key: TimerKey) -> None:
-        self._timers.pop(key, None)
         self._feed(TimerFired(key))
-
-    def _cancel_timer(self, key: TimerKey) -> None:
-        timer = self._timers.pop(key, None)
-        if timer is not None and timer.active():
-            timer.cancel()
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
