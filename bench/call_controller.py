@@ -6,8 +6,9 @@ it). The reference, measured in the same run, is the SIP core parsing the carrie
 (the least any call costs). Printed: microseconds per call for each, and their ratio.
 
 With ``--up N``, N calls are answered and ACKed and left up instead (what a node with long
-calls holds), and printed are the objects the cyclic garbage collector tracks per call up and
-the CPU time of a full collection with them up. ``--before DIR`` (a ``git archive`` of another
+calls holds), their timers armed on a Twisted fake clock as serve's B2BUA arms them, and
+printed are the objects the cyclic garbage collector tracks per call up and the CPU time of a
+full collection with them up. ``--before DIR`` (a ``git archive`` of another
 tree, e.g. main) measures that tree's controller first, in a process of its own, then this one.
 
 usage: python3 bench/call_controller.py [--calls 20000] [--up 6000 [--before DIR]]
@@ -17,27 +18,39 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
+import importlib.util
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
+
+from twisted.internet import task
 
 ROOT = Path(__file__).resolve().parent.parent
 # With --before, a child process imports the controller of the tree named in CONTROLLER_TREE.
 sys.path.insert(0, os.environ.get("CONTROLLER_TREE", str(ROOT)))
 
-from callrouter.routing.actions import Respond, SendRequest  # noqa: E402
-from callrouter.routing.call import Call  # noqa: E402
+from callrouter.routing.actions import (  # noqa: E402
+    Action,
+    CancelTimer,
+    Respond,
+    SendRequest,
+    StartTimer,
+)
+from callrouter.routing.call import Call, TimerKey  # noqa: E402
 from callrouter.routing.controller import Controller  # noqa: E402
 from callrouter.routing.dialplan import Condition, Dial, Step  # noqa: E402
 from callrouter.routing.events import (  # noqa: E402
     AckArrived,
     CallArrived,
+    ControllerEvent,
     InDialogRequest,
     Resolved,
     Responded,
@@ -84,8 +97,12 @@ class Local:
 CARRIER_TRUNK = Trunk("carrier")
 
 
-def answer(controller: Controller, request: Request, number: Number, n: int) -> Dialog:
-    """Call ``n`` arrives, is answered and ACKed: the carrier's side of its dialog."""
+Handle = Callable[[ControllerEvent, float, datetime], list[Action]]
+
+
+def answer(handle: Handle, request: Request, number: Number, n: int) -> Dialog:
+    """Call ``n`` arrives, is answered and ACKed through ``handle`` (the controller's): the
+    carrier's side of its dialog."""
     call = Call(
         id=new_id(),
         number=number,
@@ -98,28 +115,28 @@ def answer(controller: Controller, request: Request, number: Number, n: int) -> 
         record=False,
         trunk=CARRIER_TRUNK,  # serve's come from the configuration, one per carrier
     )
-    controller.handle(CallArrived(call), 0.0, AT)
+    handle(CallArrived(call), 0.0, AT)
     uri = SipUri("203.0.113.9", "desk", None, 5070, {})
     (sent,) = [
         a
-        for a in controller.handle(Resolved(call.id, 1, uri, None, [DESK]), 0.0, AT)
+        for a in handle(Resolved(call.id, 1, uri, None, [DESK]), 0.0, AT)
         if isinstance(a, SendRequest)
     ]
     assert sent.ref is not None
     outbound = sent.request
     ringing = outbound.response(180, to_tag="pbx")
-    controller.handle(Responded(sent.ref, ringing), 0.1, AT)
+    handle(Responded(sent.ref, ringing), 0.1, AT)
     ok = outbound.response(200, to_tag="pbx")
     ok.headers.add("Contact", "<sip:pbx@203.0.113.9:5070>")
-    answered = controller.handle(Responded(sent.ref, ok), 0.2, AT)
+    answered = handle(Responded(sent.ref, ok), 0.2, AT)
     ours = next(a.response for a in answered if isinstance(a, Respond) and a.response.status == 200)
     carrier = Dialog.as_uac(request, ours, "sip:gw@198.51.100.7:5060")
-    controller.handle(AckArrived(carrier.request("ACK", cseq=1)), 0.3, AT)
+    handle(AckArrived(carrier.request("ACK", cseq=1)), 0.3, AT)
     return carrier
 
 
 def one_call(controller: Controller, request: Request, number: Number, n: int) -> None:
-    carrier = answer(controller, request, number, n)
+    carrier = answer(controller.handle, request, number, n)
     controller.handle(InDialogRequest(f"bye-{n}", carrier.request("BYE")), 1.0, AT)
     assert not controller.calls
 
@@ -131,16 +148,51 @@ def tracked() -> int:
     return len(gc.get_objects())
 
 
+def armed(controller: Controller) -> Handle:
+    """The controller's ``handle``, its timers armed on a Twisted fake clock as the tree's
+    B2BUA arms them: on one reactor timer (routing/call_timers.py), or, in a tree from before
+    it, a reactor timer each."""
+    clock = task.Clock()
+    start: Callable[[TimerKey, float], object]
+    cancel: Callable[[TimerKey], object]
+    if importlib.util.find_spec("callrouter.routing.call_timers") is not None:
+        timers = importlib.import_module("callrouter.routing.call_timers").CallTimers(
+            clock, lambda key: None
+        )
+        start, cancel = timers.start, timers.cancel
+    else:
+        each: dict[TimerKey, Any] = {}
+
+        def cancel(key: TimerKey) -> None:
+            if (timer := each.pop(key, None)) is not None:
+                timer.cancel()
+
+        def start(key: TimerKey, delay: float) -> None:
+            cancel(key)
+            each[key] = clock.callLater(delay, each.pop, key)
+
+    def handle(event: ControllerEvent, now: float, at: datetime) -> list[Action]:
+        actions = controller.handle(event, now, at)
+        for action in actions:
+            if isinstance(action, StartTimer):
+                start(action.key, action.delay)
+            elif isinstance(action, CancelTimer):
+                cancel(action.key)
+        return actions
+
+    return handle
+
+
 def calls_up(calls: int, number: Number) -> dict[str, float]:
     """Tracked objects per call up, and the median CPU time of a full collection (and the
-    objects it walks) with ``calls`` calls up."""
-    controller = Controller(Local(), Timers())
+    objects it walks) with ``calls`` calls up, their timers armed as serve's B2BUA does."""
+    handle = armed(Controller(Local(), Timers()))
     for n in range(50):
-        answer(controller, parse_message(invite(1_000_000 + n)), number, 1_000_000 + n)
+        answer(handle, cast(Request, parse_message(invite(1_000_000 + n))), number, 1_000_000 + n)
     wires = [invite(n) for n in range(calls)]
     before = tracked()
     for n, wire in enumerate(wires):
-        answer(controller, cast(Request, parse_message(wire)), number, n)
+        answer(handle, cast(Request, parse_message(wire)), number, n)
     per_call = (tracked() - before) / calls
     times = []
     for _ in range(7):
