@@ -47,7 +47,9 @@ class Dialog:
     remote_uri: str
     remote_target: str
     """Where in-dialog requests go: the peer's Contact URI."""
-    route_set: list[str]
+    route_set: tuple[str, ...]
+    """Record-Route values in the order requests take them (§12.1): a tuple of text, which the
+    garbage collector stops tracking, as a dialog may be held for hours."""
     local_contact: str
     """Our Contact URI, for requests and target refreshes."""
     local_seq: int
@@ -71,7 +73,7 @@ class Dialog:
             local_uri=_without_tag(request.to),
             remote_uri=_without_tag(from_),
             remote_target=_target(request.headers),
-            route_set=request.headers.get_all("record-route"),
+            route_set=tuple(request.headers.get_all("record-route")),
             local_contact=local_contact,
             local_seq=0,
             remote_seq=request.cseq.number,
@@ -91,7 +93,7 @@ class Dialog:
             local_uri=_without_tag(request.from_),
             remote_uri=_without_tag(request.to),
             remote_target=_target(response.headers),
-            route_set=list(reversed(response.headers.get_all("record-route"))),
+            route_set=tuple(reversed(response.headers.get_all("record-route"))),
             local_contact=local_contact,
             local_seq=request.cseq.number,
         )
