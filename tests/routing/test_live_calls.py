@@ -10,14 +10,13 @@ downstream fork, re-INVITE, BYE).
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
-from types import ModuleType
 
 from callrouter.routing.call import Call
 from callrouter.routing.call_states import CallState
 from callrouter.routing.dialplan import Dial
 from callrouter.sip.headers import parse_name_address
 from callrouter.sip.uri import parse_uri
+from tests.tracked import reachable
 
 from .call_peers import Peers
 
@@ -30,22 +29,6 @@ keys, the call's lists and sets, the controller's entries); 49 before the call l
 caller's INVITE and those parses go and the dialogs' route sets became tuples.
 bench/call_controller.py --up counts the B2BUA's timers too (one object each,
 tests/routing/test_call_timers.py)."""
-
-
-def reachable(root: object) -> Iterator[object]:
-    """Every tracked object ``root`` holds, through any path. Code is not walked (classes,
-    modules, functions, a parse cache's wrapper): it is shared, not the call's."""
-    seen = {id(root)}
-    pending = [root]
-    while pending:
-        for item in gc.get_referents(pending.pop()):
-            if id(item) in seen or not gc.is_tracked(item) or isinstance(item, type | ModuleType):
-                continue
-            if callable(item):
-                continue
-            seen.add(id(item))
-            yield item
-            pending.append(item)
 
 
 def answered(peers: Peers, n: int) -> tuple[Call, int]:

@@ -9,9 +9,8 @@ that was ~411,000 tracked objects and a 207 ms pause.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from itertools import count
-from types import ModuleType
 
 import pytest
 
@@ -36,6 +35,7 @@ from callrouter.sip.transactions import (
 )
 from callrouter.sip.uri import parse_uri
 from tests.sip.messages import answer, invite, options
+from tests.tracked import reachable
 
 TIMERS = Timers()
 ROUTER = "198.51.100.1:5060"
@@ -72,23 +72,6 @@ def ack_of(request: Request, to_tag: str) -> Request:
 
 
 # -- nothing parsed is held ------------------------------------------------------------------------
-
-
-def reachable(root: object) -> Iterator[object]:
-    """Every tracked object ``root`` holds, through any path. Code is not walked (classes,
-    modules, functions, a parse cache's wrapper): it is shared, not the transaction's, and
-    leads to every module's globals."""
-    seen = {id(root)}
-    pending = [root]
-    while pending:
-        for item in gc.get_referents(pending.pop()):
-            if id(item) in seen or not gc.is_tracked(item) or isinstance(item, type | ModuleType):
-                continue
-            if callable(item):
-                continue
-            seen.add(id(item))
-            yield item
-            pending.append(item)
 
 
 def drained(tx: Transaction) -> Transaction:
