@@ -10,11 +10,11 @@ from callrouter.call_events import (
     AttemptStarted,
     CallAnswered,
     CallEnded,
-    CallStarted,
 )
 from callrouter.store.call_journal import CallJournal
 from callrouter.store.ids import new_id
 from tests.api.conftest import Api
+from tests.call_started import call_started
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -30,19 +30,12 @@ async def test_calls_are_filtered_and_carry_their_attempts(api: Api) -> None:
             (busy, "google", 20),
         ):
             journal.record(
-                CallStarted(
-                    call_id=call_id,
-                    client_id=client,
-                    number_id=None,
-                    tracking_number="+441515550001",
-                    caller_number="+447700900123",
-                    sip_call_id=f"{call_id}@carrier",
-                    trunk="carrier-a",
-                    dialplan="default",
-                    session_id=None,
+                call_started(
+                    call_id,
+                    client,
+                    T0 + timedelta(minutes=minutes),
                     attribution={"source": source, "campaign": "spring"},
                     record=False,
-                    at=T0 + timedelta(minutes=minutes),
                 )
             )
             journal.record(
@@ -96,19 +89,13 @@ async def test_calls_page_in_the_order_they_started(api: Api) -> None:
     async with CallJournal(api.db) as journal:
         for call_id, at in reversed(started):
             journal.record(
-                CallStarted(
-                    call_id=call_id,
-                    client_id=UUID(client_id),
-                    number_id=None,
+                call_started(
+                    call_id,
+                    UUID(client_id),
+                    at,
                     tracking_number="+441515550002",
                     caller_number=None,
-                    sip_call_id=f"{call_id}@carrier",
-                    trunk="carrier-a",
-                    dialplan="default",
-                    session_id=None,
-                    attribution={},
                     record=False,
-                    at=at,
                 )
             )
         await journal.flushed()

@@ -32,6 +32,7 @@ from callrouter.store.database import create_pool
 from callrouter.store.pools import POOLS, new_public_key
 from callrouter.store.sessions import SessionRecord
 from callrouter.store.spool import Encoded, EventSpool, Spooled
+from tests.call_started import call_started
 from tests.database_link import CuttableLink
 from tests.waiting import until
 
@@ -46,19 +47,12 @@ async def pool(database_dsn: str) -> AsyncIterator[asyncpg.Pool[asyncpg.Record]]
 
 
 def started(call_id: UUID, client_id: UUID, at: datetime = T0) -> CallStarted:
-    return CallStarted(
-        call_id=call_id,
-        client_id=client_id,
-        number_id=None,
-        tracking_number="+441515550001",
-        caller_number="+447700900123",
+    return call_started(
+        call_id,
+        client_id,
+        at,
         sip_call_id="abc@carrier",
-        trunk="carrier-a",
-        dialplan="default",
-        session_id=None,
         attribution={"source": "google", "kind": "session"},
-        record=True,
-        at=at,
     )
 
 

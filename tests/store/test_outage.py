@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import asyncpg
 import pytest
@@ -25,6 +25,7 @@ from callrouter.store.clients import CLIENTS
 from callrouter.store.database import create_pool
 from callrouter.store.embedded import EmbeddedPostgres, server_processes
 from callrouter.store.spool import EventSpool
+from tests.call_started import call_started
 from tests.conftest import world_traversable_tempdir
 from tests.e2e.serve import seed_cluster
 from tests.waiting import until
@@ -50,20 +51,9 @@ def server(cluster: Path) -> Iterator[EmbeddedPostgres]:
     server.stop()
 
 
-def started(call_id: object, client_id: object) -> CallStarted:
-    return CallStarted(
-        call_id=call_id,  # type: ignore[arg-type]
-        client_id=client_id,  # type: ignore[arg-type]
-        number_id=None,
-        tracking_number="+441515550001",
-        caller_number="+447700900123",
-        sip_call_id="outage@carrier",
-        trunk="config",
-        dialplan="default",
-        session_id=None,
-        attribution={},
-        record=False,
-        at=T0,
+def started(call_id: UUID, client_id: UUID) -> CallStarted:
+    return call_started(
+        call_id, client_id, T0, sip_call_id="outage@carrier", trunk="config", record=False
     )
 
 
