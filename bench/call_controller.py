@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,9 @@ from twisted.internet import task
 ROOT = Path(__file__).resolve().parent.parent
 # With --before, a child process imports the controller of the tree named in CONTROLLER_TREE.
 sys.path.insert(0, os.environ.get("CONTROLLER_TREE", str(ROOT)))
+sys.path.insert(1, str(ROOT))  # bench.trees, whichever tree the child measures
 
+from bench.trees import figures_per_tree  # noqa: E402
 from callrouter.routing.actions import (  # noqa: E402
     Action,
     CancelTimer,
@@ -208,20 +209,10 @@ def calls_up(calls: int, number: Number) -> dict[str, float]:
 
 def compare(calls: int, before: Path | None) -> None:
     """Each tree's figures from a process of its own, side by side."""
-    trees = [("this", ROOT)] if before is None else [("before", before), ("this", ROOT)]
-    results = {}
-    for label, tree in trees:
-        out = subprocess.run(
-            [sys.executable, __file__, "--json", "--up", str(calls)],
-            env={**os.environ, "CONTROLLER_TREE": str(tree.resolve())},
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        results[label] = json.loads(out)
-    print(f"{'':44}" + "".join(f"{label:>12}" for label, _ in trees))
+    results = figures_per_tree(__file__, ["--up", str(calls)], "CONTROLLER_TREE", before)
+    print(f"{'':44}" + "".join(f"{label:>12}" for label in results))
     for key in results["this"]:
-        print(f"{key:44}" + "".join(f"{results[label][key]:12,.1f}" for label, _ in trees))
+        print(f"{key:44}" + "".join(f"{figures[key]:12,.1f}" for figures in results.values()))
 
 
 def main() -> None:

@@ -22,7 +22,6 @@ import gc
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # With --before, a child process imports the SIP core of the tree named in WAITING_TREE.
 sys.path.insert(0, os.environ.get("WAITING_TREE", str(ROOT)))
+sys.path.insert(1, str(ROOT))  # bench.trees, whichever tree the child measures
 
+from bench.trees import figures_per_tree  # noqa: E402
 from callrouter.sip.endpoint import SipEndpoint  # noqa: E402
 from callrouter.sip.events import Flow, RequestReceived  # noqa: E402
 from callrouter.sip.headers import parse_name_address  # noqa: E402
@@ -203,20 +204,10 @@ def main() -> None:
     if args.json:
         print(json.dumps(measure(args.calls)))
         return
-    trees = [("this", ROOT)] if args.before is None else [("before", args.before), ("this", ROOT)]
-    results = {}
-    for label, tree in trees:
-        out = subprocess.run(
-            [sys.executable, __file__, "--json", "--calls", str(args.calls)],
-            env={**os.environ, "WAITING_TREE": str(tree.resolve())},
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        results[label] = json.loads(out)
-    print(f"{'':64}" + "".join(f"{label:>12}" for label, _ in trees))
+    results = figures_per_tree(__file__, ["--calls", str(args.calls)], "WAITING_TREE", args.before)
+    print(f"{'':64}" + "".join(f"{label:>12}" for label in results))
     for key in results["this"]:
-        row = "".join(f"{results[label][key]:12,.1f}" for label, _ in trees)
+        row = "".join(f"{figures[key]:12,.1f}" for figures in results.values())
         name = f"tracked objects per transaction, {key}" if key in KINDS else key
         print(f"{name:64}{row}")
 
